@@ -1,1 +1,40 @@
-//! placeholder
+//! Lease-based leader election for understudy.
+//!
+//! Two layers, after the sans-IO style of quinn-proto and rustls:
+//! - [`core`]: a pure state machine for one `coordination.k8s.io/v1` Lease. It is fed
+//!   observations, API results and the monotonic time, and answers with the next API call,
+//!   the next wake-up and the [`View`] to publish. It holds every safety rule, so it is tested
+//!   exhaustively by simulation.
+//! - [`spawn`]: a driver on `kube::Api<Lease>` that runs the core, watches the Lease, and
+//!   publishes the view on a `tokio::sync::watch` channel; its [`Handle`] releases on shutdown.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use understudy_elector::{Candidate, Config, spawn};
+//! let client = kube::Client::try_default().await?;
+//! let api = kube::Api::namespaced(client, "default");
+//! let me = Candidate { identity: "pod-a".into(), address: Some("198.18.0.2:8080".into()) };
+//! let (mut view, handle) = spawn(api, "example", me, Config::default());
+//! view.changed().await?;
+//! println!("leader: {:?}", view.borrow().leader);
+//! handle.release().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! An election of N active slots is N Leases, each with its own core; a coordinator gates
+//! each with [`Handle::set_eligible`] so that a pod holds at most one slot.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod core;
+mod driver;
+pub mod record;
+pub mod view;
+mod watcher;
+
+pub use config::{Config, ConfigError, parse_duration};
+pub use driver::{Candidate, Handle, ReleaseError, spawn};
+pub use record::{ADDRESS_ANNOTATION, LeaseRecord};
+pub use view::{Leader, Role, View};

@@ -1,0 +1,286 @@
+//! The kube-backed driver: runs the [`Elector`] core against `kube::Api<Lease>`.
+//!
+//! One task owns the core. It makes at most one API call at a time (each with a timeout shorter
+//! than renewDeadline), feeds the results and the Lease watch into the core, sleeps until the
+//! core's next wake-up, and publishes the [`View`] on a `tokio::sync::watch` channel.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
+use kube::api::PostParams;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use crate::config::Config;
+use crate::core::{Action, Elector, Intent, WriteError};
+use crate::record::Observed;
+use crate::view::View;
+use crate::watcher::{self, WatchMsg};
+
+/// Who contends: identity and the address peers should forward to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    /// Written to `spec.holderIdentity` (the pod name, by convention).
+    pub identity: String,
+    /// Advertised proxy address (`host:port`), stored in the Lease's annotation.
+    pub address: Option<String>,
+}
+
+/// Errors from [`Handle::release`].
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    /// The release did not finish in time; the Lease will expire on its own.
+    #[error("release of lease {lease} did not finish within {waited:?}; it will expire by itself")]
+    Timeout {
+        /// The Lease.
+        lease: String,
+        /// How long we waited.
+        waited: Duration,
+    },
+    /// The election task had already ended.
+    #[error("election task for lease {lease} is not running")]
+    NotRunning {
+        /// The Lease.
+        lease: String,
+    },
+}
+
+enum Command {
+    Release(oneshot::Sender<()>),
+    SetEligible(bool),
+}
+
+/// Controls a running election. Dropping it ends the election without releasing.
+#[derive(Debug)]
+pub struct Handle {
+    lease: String,
+    commands: mpsc::UnboundedSender<Command>,
+    timeout: Duration,
+}
+
+impl Handle {
+    /// Hands leadership over: stops acting at once, writes holder "" with
+    /// `leaseDurationSeconds: 1` (transitions kept) if this candidate holds the Lease, and ends
+    /// the election. Waits at most renewDeadline.
+    pub async fn release(self) -> Result<(), ReleaseError> {
+        let (tx, rx) = oneshot::channel();
+        let not_running = || ReleaseError::NotRunning {
+            lease: self.lease.clone(),
+        };
+        self.commands
+            .send(Command::Release(tx))
+            .map_err(|_| not_running())?;
+        match tokio::time::timeout(self.timeout, rx).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(not_running()),
+            Err(_) => Err(ReleaseError::Timeout {
+                lease: self.lease.clone(),
+                waited: self.timeout,
+            }),
+        }
+    }
+
+    /// Whether this candidate may hold the Lease (e.g. its app is healthy). A leader made
+    /// ineligible releases the Lease; it contends again once eligible.
+    pub fn set_eligible(&self, eligible: bool) {
+        let _ = self.commands.send(Command::SetEligible(eligible));
+    }
+}
+
+/// Starts contending for the Lease `name` through `api` (namespaced). Returns the view channel
+/// and the handle. Never gives up: API errors and lost leases lead back to contending.
+pub fn spawn(
+    api: Api<Lease>,
+    name: &str,
+    candidate: Candidate,
+    config: Config,
+) -> (watch::Receiver<View>, Handle) {
+    let now = Instant::now().into_std();
+    let core = Elector::new(name, &candidate.identity, candidate.address, config, now);
+    let (view_tx, view_rx) = watch::channel(core.view(now));
+    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+    let driver = Driver {
+        api,
+        name: name.to_string(),
+        core,
+        view: view_tx,
+        commands: cmd_rx,
+    };
+    tokio::spawn(driver.run());
+    let handle = Handle {
+        lease: name.to_string(),
+        commands: cmd_tx,
+        timeout: config.renew_deadline,
+    };
+    (view_rx, handle)
+}
+
+type Call = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+
+enum Outcome {
+    Read(Result<Option<Lease>, kube::Error>),
+    Write {
+        intent: Intent,
+        result: Result<Lease, WriteError>,
+    },
+}
+
+struct Driver {
+    api: Api<Lease>,
+    name: String,
+    core: Elector,
+    view: watch::Sender<View>,
+    commands: mpsc::UnboundedReceiver<Command>,
+}
+
+impl Driver {
+    async fn run(mut self) {
+        let config = *self.core.config();
+        let (watch_tx, mut watch_rx) = mpsc::channel(16);
+        let watch_task = tokio::spawn(watcher::run(
+            self.api.clone(),
+            self.name.clone(),
+            config,
+            watch_tx,
+        ));
+        let mut call: Option<Call> = None;
+        let mut release_waiters: Vec<oneshot::Sender<()>> = Vec::new();
+        loop {
+            let now = Instant::now().into_std();
+            self.core.tick(now);
+            if call.is_none() {
+                call = self.core.poll_action(now).map(|a| self.start(a));
+            }
+            self.publish(now);
+            if self.core.is_stopped() {
+                break;
+            }
+            let wake = self
+                .core
+                .next_wakeup()
+                .map(Instant::from_std)
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                outcome = async { call.as_mut().expect("guarded").await }, if call.is_some() => {
+                    call = None;
+                    self.finish(outcome);
+                }
+                Some(msg) = watch_rx.recv() => {
+                    let now = Instant::now().into_std();
+                    match msg {
+                        WatchMsg::Present(lease) => self.core.observe(now, Observed::from_lease(*lease)),
+                        WatchMsg::Absent => self.core.observe(now, None),
+                    }
+                }
+                cmd = self.commands.recv() => match cmd {
+                    Some(Command::Release(done)) => {
+                        tracing::info!(lease = %self.name, "releasing");
+                        release_waiters.push(done);
+                        self.core.release(Instant::now().into_std());
+                    }
+                    Some(Command::SetEligible(eligible)) => {
+                        self.core.set_eligible(Instant::now().into_std(), eligible);
+                    }
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+        }
+        watch_task.abort();
+        for done in release_waiters {
+            let _ = done.send(());
+        }
+    }
+
+    fn publish(&self, now: std::time::Instant) {
+        let view = self.core.view(now);
+        self.view.send_if_modified(|current| {
+            if *current == view {
+                return false;
+            }
+            if current.role != view.role || current.leader != view.leader {
+                tracing::info!(
+                    lease = %view.lease,
+                    role = %view.role,
+                    leader = view.leader_name(),
+                    epoch = view.leader.as_ref().map(|l| l.epoch),
+                    "election view changed"
+                );
+            }
+            *current = view;
+            true
+        });
+    }
+
+    fn start(&self, action: Action) -> Call {
+        let api = self.api.clone();
+        let name = self.name.clone();
+        let timeout = self.core.config().call_timeout();
+        match action {
+            Action::Read => Box::pin(async move {
+                let read = tokio::time::timeout(timeout, api.get_opt(&name)).await;
+                Outcome::Read(read.unwrap_or_else(|_| Err(timeout_error())))
+            }),
+            Action::Create { intent, draft } => Box::pin(async move {
+                let lease = draft.to_lease(&name, None, jiff::Timestamp::now());
+                let params = PostParams::default();
+                let write = api.create(&params, &lease);
+                let result = classify(tokio::time::timeout(timeout, write).await);
+                Outcome::Write { intent, result }
+            }),
+            Action::Replace {
+                intent,
+                draft,
+                base,
+            } => Box::pin(async move {
+                let mut lease = draft.to_lease(&name, base.object.as_deref(), jiff::Timestamp::now());
+                // The compare-and-swap: the API server rejects the write with 409 unless the
+                // Lease is still at the version we decided on.
+                lease.metadata.resource_version = Some(base.resource_version);
+                let params = PostParams::default();
+                let write = api.replace(&name, &params, &lease);
+                let result = classify(tokio::time::timeout(timeout, write).await);
+                Outcome::Write { intent, result }
+            }),
+        }
+    }
+
+    fn finish(&mut self, outcome: Outcome) {
+        let now = Instant::now().into_std();
+        match outcome {
+            Outcome::Read(Ok(lease)) => self.core.observe(now, lease.and_then(Observed::from_lease)),
+            Outcome::Read(Err(error)) => {
+                tracing::warn!(lease = %self.name, %error, "reading lease failed");
+                self.core.read_failed(now);
+            }
+            Outcome::Write { intent, result } => {
+                if let Err(error) = &result {
+                    tracing::warn!(lease = %self.name, intent = intent.as_str(), ?error, "lease write failed");
+                }
+                let result = result.and_then(|lease| Observed::from_lease(lease).ok_or(WriteError::Other));
+                self.core.write_done(now, result);
+            }
+        }
+    }
+}
+
+fn classify(
+    result: Result<Result<Lease, kube::Error>, tokio::time::error::Elapsed>,
+) -> Result<Lease, WriteError> {
+    match result {
+        Ok(Ok(lease)) => Ok(lease),
+        Ok(Err(kube::Error::Api(status))) if status.code == 409 => Err(WriteError::Conflict),
+        Ok(Err(kube::Error::Api(status))) if status.code == 404 => Err(WriteError::NotFound),
+        Ok(Err(_)) | Err(_) => Err(WriteError::Other),
+    }
+}
+
+fn timeout_error() -> kube::Error {
+    kube::Error::Service(Box::new(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "API call timed out",
+    )))
+}
