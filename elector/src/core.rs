@@ -42,7 +42,7 @@ impl Intent {
 /// An API call the driver should make now, then report back.
 #[derive(Clone, Debug)]
 pub enum Action {
-    /// Read the Lease; report with [`Elector::observe`] (or [`Elector::read_failed`]).
+    /// Read the Lease; report with [`Elector::read_done`] (or [`Elector::read_failed`]).
     Read,
     /// Create the Lease; report with [`Elector::write_done`].
     Create {
@@ -162,12 +162,18 @@ impl Elector {
         }
     }
 
-    /// An observation of the Lease from a watch event, a read, or a write response.
-    /// `None` means the Lease does not exist (404 on read, DELETED event).
-    pub fn observe(&mut self, now: Instant, observed: Option<Observed>) {
+    /// The result of the [`Action::Read`] last returned by [`Elector::poll_action`]: the Lease,
+    /// or `None` for 404.
+    pub fn read_done(&mut self, now: Instant, observed: Option<Observed>) {
         if matches!(self.pending, Some(Pending::Read)) {
             self.pending = None;
         }
+        self.observe(now, observed);
+    }
+
+    /// An observation of the Lease from the watch. `None` means it was deleted. (A watch
+    /// event never completes an outstanding read: the driver still waits for that call.)
+    pub fn observe(&mut self, now: Instant, observed: Option<Observed>) {
         self.synced = true;
         match observed {
             Some(obs) => self.observe_present(now, obs),
@@ -235,7 +241,9 @@ impl Elector {
                     o.resource_version == written && o.record.holder == self.identity
                 });
                 match intent {
-                    Intent::Acquire | Intent::Renew if still_ours && self.eligible && !self.releasing => {
+                    Intent::Acquire | Intent::Renew
+                        if still_ours && self.eligible && !self.releasing =>
+                    {
                         self.acting_until = Some(sent_at + self.config.renew_deadline);
                         self.next_attempt = sent_at + self.config.retry_period;
                     }

@@ -236,7 +236,8 @@ impl Driver {
                 draft,
                 base,
             } => Box::pin(async move {
-                let mut lease = draft.to_lease(&name, base.object.as_deref(), jiff::Timestamp::now());
+                let mut lease =
+                    draft.to_lease(&name, base.object.as_deref(), jiff::Timestamp::now());
                 // The compare-and-swap: the API server rejects the write with 409 unless the
                 // Lease is still at the version we decided on.
                 lease.metadata.resource_version = Some(base.resource_version);
@@ -251,7 +252,9 @@ impl Driver {
     fn finish(&mut self, outcome: Outcome) {
         let now = Instant::now().into_std();
         match outcome {
-            Outcome::Read(Ok(lease)) => self.core.observe(now, lease.and_then(Observed::from_lease)),
+            Outcome::Read(Ok(lease)) => self
+                .core
+                .read_done(now, lease.and_then(Observed::from_lease)),
             Outcome::Read(Err(error)) => {
                 tracing::warn!(lease = %self.name, %error, "reading lease failed");
                 self.core.read_failed(now);
@@ -260,7 +263,8 @@ impl Driver {
                 if let Err(error) = &result {
                     tracing::warn!(lease = %self.name, intent = intent.as_str(), ?error, "lease write failed");
                 }
-                let result = result.and_then(|lease| Observed::from_lease(lease).ok_or(WriteError::Other));
+                let result =
+                    result.and_then(|lease| Observed::from_lease(lease).ok_or(WriteError::Other));
                 self.core.write_done(now, result);
             }
         }

@@ -126,7 +126,10 @@ impl Draft {
         spec.acquire_time = self.acquire_time.resolve(now).map(MicroTime);
         spec.renew_time = Some(MicroTime(now));
         spec.lease_transitions = Some(self.transitions);
-        let annotations = lease.metadata.annotations.get_or_insert_with(Default::default);
+        let annotations = lease
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default);
         match &self.address {
             Some(address) => {
                 annotations.insert(ADDRESS_ANNOTATION.to_string(), address.clone());

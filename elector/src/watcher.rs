@@ -46,7 +46,9 @@ pub(crate) async fn run(api: Api<Lease>, name: String, config: Config, tx: mpsc:
                 // retryPeriod after the watch was opened.
                 tokio::time::sleep_until(opened + config.retry_period).await;
             }
-            Err(_) => tracing::debug!(lease = %name, "lease watch silent past its deadline; re-opening"),
+            Err(_) => {
+                tracing::debug!(lease = %name, "lease watch silent past its deadline; re-opening")
+            }
         }
     }
 }
@@ -60,7 +62,9 @@ async fn follow(
     futures::pin_mut!(stream);
     while let Some(event) = stream.try_next().await? {
         let msg = match event {
-            WatchEvent::Added(lease) | WatchEvent::Modified(lease) => WatchMsg::Present(Box::new(lease)),
+            WatchEvent::Added(lease) | WatchEvent::Modified(lease) => {
+                WatchMsg::Present(Box::new(lease))
+            }
             WatchEvent::Deleted(_) => WatchMsg::Absent,
             WatchEvent::Bookmark(_) => continue,
             WatchEvent::Error(status) => return Err(kube::Error::Api(status)),

@@ -1,1 +1,394 @@
+use std::time::{Duration, Instant};
+
 use super::*;
+use crate::record::LeaseRecord;
+
+const S: Duration = Duration::from_secs(1);
+
+fn config() -> Config {
+    Config::default() // 10s / 6s / 2s
+}
+
+fn elector(now: Instant) -> Elector {
+    Elector::new(
+        "example",
+        "me",
+        Some("198.18.0.2:8080".into()),
+        config(),
+        now,
+    )
+}
+
+fn obs(rv: u64, holder: &str, transitions: i32) -> Observed {
+    Observed {
+        record: LeaseRecord {
+            holder: holder.into(),
+            lease_duration_secs: 10,
+            acquire_time: None,
+            renew_time: None,
+            transitions,
+            address: (!holder.is_empty()).then(|| format!("{holder}:8080")),
+        },
+        resource_version: rv.to_string(),
+        object: None,
+    }
+}
+
+/// What the store would return for a successful write of `action` at version `rv`.
+fn stored(action: &Action, rv: u64) -> Observed {
+    let draft = match action {
+        Action::Create { draft, .. } | Action::Replace { draft, .. } => draft,
+        Action::Read => panic!("not a write"),
+    };
+    Observed {
+        record: LeaseRecord {
+            holder: draft.holder.clone(),
+            lease_duration_secs: draft.lease_duration_secs,
+            acquire_time: None,
+            renew_time: None,
+            transitions: draft.transitions,
+            address: draft.address.clone(),
+        },
+        resource_version: rv.to_string(),
+        object: None,
+    }
+}
+
+/// Starts an elector that has read the Lease as `initial`.
+fn synced(t0: Instant, initial: Option<Observed>) -> Elector {
+    let mut e = elector(t0);
+    assert!(matches!(e.poll_action(t0), Some(Action::Read)));
+    e.read_done(t0, initial);
+    e
+}
+
+fn acquire_as_leader(t0: Instant) -> (Elector, Action) {
+    let mut e = synced(t0, None);
+    let create = e.poll_action(t0).expect("create");
+    assert!(matches!(
+        &create,
+        Action::Create { intent: Intent::Acquire, draft } if draft.holder == "me" && draft.transitions == 0
+    ));
+    e.write_done(t0 + Duration::from_millis(5), Ok(stored(&create, 1)));
+    (e, create)
+}
+
+#[test]
+fn reads_first_then_creates_an_absent_lease_and_leads() {
+    let t0 = Instant::now();
+    let (e, _) = acquire_as_leader(t0);
+    let view = e.view(t0 + S);
+    assert_eq!(view.role, Role::Leader);
+    assert_eq!(view.acting_until, Some(t0 + config().renew_deadline));
+    assert_eq!(view.leader.unwrap().epoch, 0);
+    assert!(view.synced);
+}
+
+#[test]
+fn self_fences_from_the_send_time_of_the_last_successful_renew() {
+    let t0 = Instant::now();
+    let (mut e, _) = acquire_as_leader(t0);
+    // Renew is due after retryPeriod, measured from the *send* time.
+    assert!(e.poll_action(t0 + Duration::from_millis(1999)).is_none());
+    let renew_at = t0 + 2 * S;
+    let renew = e.poll_action(renew_at).expect("renew");
+    assert!(
+        matches!(renew, Action::Replace { intent: Intent::Renew, ref base, .. } if base.resource_version == "1")
+    );
+    // The response arrives late; the window still counts from when the renew was sent.
+    e.write_done(
+        renew_at + Duration::from_millis(1500),
+        Ok(stored(&renew, 2)),
+    );
+    assert_eq!(
+        e.view(renew_at + 2 * S).acting_until,
+        Some(renew_at + 6 * S)
+    );
+    // Renewals now fail; the leader stops exactly at renew_at + renewDeadline.
+    let next = e.poll_action(renew_at + 2 * S).expect("renew");
+    assert!(matches!(
+        next,
+        Action::Replace {
+            intent: Intent::Renew,
+            ..
+        }
+    ));
+    e.write_done(renew_at + 4 * S, Err(WriteError::Other));
+    assert_eq!(
+        e.role(renew_at + 6 * S - Duration::from_millis(1)),
+        Role::Leader
+    );
+    assert_eq!(e.role(renew_at + 6 * S), Role::Candidate);
+    assert!(!e.view(renew_at + 6 * S).is_acting(renew_at + 6 * S));
+    // ...and never gives up: it keeps trying to renew its own record.
+    e.tick(renew_at + 6 * S);
+    assert!(matches!(
+        e.poll_action(renew_at + 6 * S),
+        Some(Action::Replace {
+            intent: Intent::Renew,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn follower_respects_a_held_lease_until_local_expiry() {
+    let t0 = Instant::now();
+    let mut e = synced(t0, Some(obs(5, "other", 3)));
+    assert_eq!(e.role(t0), Role::Follower);
+    assert_eq!(
+        e.view(t0).leader.unwrap().address.as_deref(),
+        Some("other:8080")
+    );
+    assert!(e.poll_action(t0 + 9 * S).is_none());
+    // A renewal seen at t0+9s restarts the local expiry clock.
+    e.observe(t0 + 9 * S, Some(obs(6, "other", 3)));
+    assert!(e.poll_action(t0 + 18 * S).is_none());
+    assert_eq!(
+        e.next_wakeup(),
+        Some(t0 + 19 * S + Duration::from_millis(1))
+    );
+    // Exactly at expiry it is not yet expired; strictly after, it is.
+    assert!(e.poll_action(t0 + 19 * S).is_none());
+    let take = e
+        .poll_action(t0 + 19 * S + Duration::from_millis(1))
+        .expect("takeover");
+    match take {
+        Action::Replace {
+            intent: Intent::Acquire,
+            draft,
+            base,
+        } => {
+            assert_eq!(draft.transitions, 4, "leaseTransitions + 1 on takeover");
+            assert_eq!(draft.acquire_time, Stamp::Now);
+            assert_eq!(
+                base.resource_version, "6",
+                "CAS on the last observed version"
+            );
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn record_timestamps_do_not_decide_expiry() {
+    let t0 = Instant::now();
+    let mut ancient = obs(5, "other", 0);
+    ancient.record.renew_time = Some("1999-01-01T00:00:00Z".parse().unwrap());
+    let mut e = synced(t0, Some(ancient));
+    // Seen just now, so valid for leaseDurationSeconds from now, whatever renewTime says.
+    assert_eq!(e.role(t0 + 9 * S), Role::Follower);
+    assert!(e.poll_action(t0 + 9 * S).is_none());
+}
+
+#[test]
+fn expiry_uses_the_records_own_duration() {
+    let t0 = Instant::now();
+    let mut short = obs(5, "other", 0);
+    short.record.lease_duration_secs = 3;
+    let mut e = synced(t0, Some(short));
+    assert_eq!(e.role(t0 + 3 * S), Role::Follower);
+    assert_eq!(
+        e.role(t0 + 3 * S + Duration::from_millis(1)),
+        Role::Candidate
+    );
+    assert!(e.poll_action(t0 + 4 * S).is_some());
+}
+
+#[test]
+fn released_lease_is_taken_at_once() {
+    let t0 = Instant::now();
+    let mut e = synced(t0, Some(obs(5, "other", 3)));
+    e.observe(t0 + S, Some(obs(6, "", 3)));
+    assert_eq!(e.role(t0 + S), Role::Candidate);
+    let take = e.poll_action(t0 + S).expect("takeover without waiting");
+    assert!(
+        matches!(take, Action::Replace { intent: Intent::Acquire, ref draft, .. } if draft.transitions == 4)
+    );
+}
+
+#[test]
+fn conflict_leads_to_a_read_then_a_fresh_decision() {
+    let t0 = Instant::now();
+    let mut e = synced(t0, Some(obs(6, "", 3)));
+    let take = e.poll_action(t0).unwrap();
+    assert!(e.poll_action(t0).is_none(), "one call at a time");
+    e.write_done(t0, Err(WriteError::Conflict));
+    drop(take);
+    assert!(matches!(e.poll_action(t0), Some(Action::Read)));
+    e.read_done(t0, Some(obs(7, "winner", 4)));
+    assert_eq!(e.role(t0), Role::Follower);
+    assert!(e.poll_action(t0).is_none());
+}
+
+#[test]
+fn stale_observations_are_ignored() {
+    let t0 = Instant::now();
+    let (mut e, _) = acquire_as_leader(t0);
+    e.observe(t0 + S, Some(obs(0, "someone-old", 0)));
+    assert_eq!(e.role(t0 + S), Role::Leader);
+    // The same version again is not a change either.
+    e.observe(t0 + S, Some(e.observed().unwrap().clone()));
+    assert_eq!(e.role(t0 + S), Role::Leader);
+}
+
+#[test]
+fn a_newer_record_naming_someone_else_stops_the_leader_at_once() {
+    let t0 = Instant::now();
+    let (mut e, _) = acquire_as_leader(t0);
+    e.observe(t0 + S, Some(obs(9, "usurper", 1)));
+    assert_eq!(e.role(t0 + S), Role::Follower);
+    assert_eq!(e.view(t0 + S).acting_until, None);
+}
+
+#[test]
+fn a_write_response_superseded_by_a_newer_event_does_not_make_a_leader() {
+    let t0 = Instant::now();
+    let mut e = synced(t0, Some(obs(6, "", 3)));
+    let take = e.poll_action(t0).unwrap();
+    // The watch shows a later write by someone else before our response arrives.
+    e.observe(t0 + S, Some(obs(8, "winner", 5)));
+    e.write_done(t0 + S, Ok(stored(&take, 7)));
+    assert_eq!(e.role(t0 + S), Role::Follower);
+}
+
+#[test]
+fn release_stops_acting_first_then_writes_an_empty_holder() {
+    let t0 = Instant::now();
+    let (mut e, _) = acquire_as_leader(t0);
+    e.observe(t0, Some(obs(2, "me", 7)));
+    e.release(t0 + S);
+    assert_eq!(
+        e.role(t0 + S),
+        Role::Candidate,
+        "stops before the write is sent"
+    );
+    let release = e.poll_action(t0 + S).expect("release write");
+    match &release {
+        Action::Replace {
+            intent: Intent::Release,
+            draft,
+            base,
+        } => {
+            assert_eq!(draft.holder, "");
+            assert_eq!(draft.lease_duration_secs, 1);
+            assert_eq!(draft.transitions, 7, "transitions kept");
+            assert_eq!(draft.address, None);
+            assert_eq!(base.resource_version, "2");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(!e.is_stopped());
+    e.write_done(t0 + S, Ok(stored(&release, 3)));
+    assert!(e.is_stopped());
+    assert!(e.poll_action(t0 + 10 * S).is_none());
+}
+
+#[test]
+fn release_retries_after_a_failure_but_not_in_a_hot_loop() {
+    let t0 = Instant::now();
+    let (mut e, _) = acquire_as_leader(t0);
+    e.release(t0);
+    let _ = e.poll_action(t0).expect("release write");
+    e.write_done(t0, Err(WriteError::Other));
+    assert!(e.poll_action(t0).is_none());
+    assert!(e.poll_action(t0 + 2 * S).is_some());
+}
+
+#[test]
+fn follower_release_has_nothing_to_write() {
+    let t0 = Instant::now();
+    let mut e = synced(t0, Some(obs(5, "other", 3)));
+    e.release(t0);
+    assert!(e.poll_action(t0).is_none());
+    assert!(e.is_stopped());
+}
+
+#[test]
+fn deletion_under_a_live_holder_waits_for_its_lease_and_keeps_epochs_rising() {
+    let t0 = Instant::now();
+    let mut e = synced(t0, Some(obs(5, "other", 3)));
+    e.observe(t0 + S, None);
+    assert!(e.poll_action(t0 + 10 * S).is_none(), "other may still act");
+    let create = e
+        .poll_action(t0 + 11 * S)
+        .expect("create after its lease ran out");
+    assert!(matches!(create, Action::Create { ref draft, .. } if draft.transitions == 4));
+}
+
+#[test]
+fn ineligible_leader_releases_and_contends_again_when_eligible() {
+    let t0 = Instant::now();
+    let (mut e, _) = acquire_as_leader(t0);
+    e.set_eligible(t0 + S, false);
+    assert_eq!(e.role(t0 + S), Role::Candidate);
+    let release = e.poll_action(t0 + S).expect("release");
+    assert!(matches!(
+        release,
+        Action::Replace {
+            intent: Intent::Release,
+            ..
+        }
+    ));
+    e.write_done(t0 + S, Ok(stored(&release, 2)));
+    assert!(!e.is_stopped(), "ineligible is not shut down");
+    assert!(
+        e.poll_action(t0 + 2 * S).is_none(),
+        "does not take a free lease while ineligible"
+    );
+    e.set_eligible(t0 + 3 * S, true);
+    assert!(matches!(
+        e.poll_action(t0 + 3 * S),
+        Some(Action::Replace {
+            intent: Intent::Acquire,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn a_failed_read_is_retried_after_retry_period() {
+    let t0 = Instant::now();
+    let mut e = elector(t0);
+    assert!(matches!(e.poll_action(t0), Some(Action::Read)));
+    e.read_failed(t0);
+    assert!(e.poll_action(t0 + S).is_none());
+    assert_eq!(e.next_wakeup(), Some(t0 + 2 * S));
+    assert!(matches!(e.poll_action(t0 + 2 * S), Some(Action::Read)));
+}
+
+#[test]
+fn restarted_holder_renews_its_own_record_without_a_transition() {
+    let t0 = Instant::now();
+    let mut e = synced(t0, Some(obs(5, "me", 3)));
+    assert_eq!(
+        e.role(t0),
+        Role::Candidate,
+        "not acting before a successful renew"
+    );
+    let renew = e.poll_action(t0).expect("renew");
+    assert!(
+        matches!(renew, Action::Replace { intent: Intent::Renew, ref draft, .. } if draft.transitions == 3)
+    );
+    e.write_done(t0, Ok(stored(&renew, 6)));
+    assert_eq!(e.role(t0), Role::Leader);
+}
+
+#[test]
+fn a_watch_event_does_not_complete_an_outstanding_read() {
+    let t0 = Instant::now();
+    let mut e = elector(t0);
+    assert!(matches!(e.poll_action(t0), Some(Action::Read)));
+    e.observe(t0, Some(obs(5, "", 0)));
+    // The read is still in flight: no second call, and no wake-up that would spin.
+    assert!(e.poll_action(t0).is_none());
+    assert_eq!(e.next_wakeup(), None);
+    e.read_done(t0, Some(obs(5, "", 0)));
+    assert!(matches!(
+        e.poll_action(t0),
+        Some(Action::Replace {
+            intent: Intent::Acquire,
+            ..
+        })
+    ));
+}

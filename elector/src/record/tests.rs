@@ -54,7 +54,10 @@ fn draft_keeps_foreign_fields_and_sets_micro_times() {
     };
     let out = release.to_lease("example", Some(&base), now);
     let json = serde_json::to_value(&out).unwrap();
-    assert_eq!(json["metadata"]["labels"], serde_json::json!({"app": "web"}));
+    assert_eq!(
+        json["metadata"]["labels"],
+        serde_json::json!({"app": "web"})
+    );
     let annotations: BTreeMap<String, String> =
         serde_json::from_value(json["metadata"]["annotations"].clone()).unwrap();
     assert_eq!(annotations.get("other").map(String::as_str), Some("kept"));
@@ -77,7 +80,10 @@ fn draft_keeps_foreign_fields_and_sets_micro_times() {
     let json = serde_json::to_value(renew.to_lease("example", None, now)).unwrap();
     assert_eq!(json["metadata"]["name"], "example");
     assert_eq!(json["spec"]["acquireTime"], "2026-11-24T01:00:00.000000Z");
-    assert_eq!(json["metadata"]["annotations"][ADDRESS_ANNOTATION], "198.18.0.3:8080");
+    assert_eq!(
+        json["metadata"]["annotations"][ADDRESS_ANNOTATION],
+        "198.18.0.3:8080"
+    );
 }
 
 #[test]
