@@ -503,12 +503,9 @@ impl Sim {
                 self.now
             )));
         }
-        if !leaders.is_empty() && self.first_leader_after_heal.is_none() {
-            if let Some(h) = self.healed_at {
-                if self.now >= h {
-                    self.first_leader_after_heal = Some(self.now);
-                }
-            }
+        let healed = self.healed_at.is_some_and(|h| self.now >= h);
+        if !leaders.is_empty() && healed && self.first_leader_after_heal.is_none() {
+            self.first_leader_after_heal = Some(self.now);
         }
         Ok(())
     }
