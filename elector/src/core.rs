@@ -108,6 +108,8 @@ pub struct Elector {
     /// Earliest time for the next acquire/renew attempt.
     next_attempt: Instant,
     eligible: bool,
+    /// Stepped down for good (shutdown drain): release, keep observing, never re-acquire.
+    retired: bool,
     releasing: bool,
     stopped: bool,
     synced: bool,
@@ -136,6 +138,7 @@ impl Elector {
             read_wanted: true,
             next_attempt: now,
             eligible: true,
+            retired: false,
             releasing: false,
             stopped: false,
             synced: false,
@@ -286,6 +289,23 @@ impl Elector {
         self.update_role(now);
     }
 
+    /// Step down for good while staying informed: stop acting at once, release the Lease if
+    /// held, keep observing (the view keeps naming the new leader), never acquire again. Used
+    /// for a shutdown drain, where the old leader forwards to its successor. A later
+    /// [`Elector::release`] ends the election.
+    pub fn step_down(&mut self, now: Instant) {
+        self.retired = true;
+        self.acting_until = None;
+        self.next_attempt = now;
+        self.update_role(now);
+    }
+
+    /// Whether the latest observed record names this candidate as holder (acting or not).
+    /// After [`Elector::step_down`], false once the release has been written.
+    pub fn holds_lease(&self) -> bool {
+        matches!(&self.known, Known::Present { obs, .. } if obs.record.holder == self.identity)
+    }
+
     /// True once a requested release is done (or there was nothing to release).
     pub fn is_stopped(&self) -> bool {
         self.stopped
@@ -319,7 +339,7 @@ impl Elector {
     }
 
     fn decide(&mut self, now: Instant) -> Option<Action> {
-        let giving_up = self.releasing || !self.eligible;
+        let giving_up = self.releasing || self.retired || !self.eligible;
         match &self.known {
             Known::Unknown => None,
             Known::Absent { may_create_at } => {
@@ -457,7 +477,7 @@ impl Elector {
         let record = &obs.record;
         if record.holder == self.identity {
             let acting = self.acting_until.is_some_and(|until| now < until);
-            return if acting && !self.releasing {
+            return if acting && !self.releasing && !self.retired {
                 Role::Leader
             } else {
                 Role::Candidate

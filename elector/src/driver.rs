@@ -50,6 +50,7 @@ pub enum ReleaseError {
 
 enum Command {
     Release(oneshot::Sender<()>),
+    StepDown(oneshot::Sender<()>),
     SetEligible(bool),
 }
 
@@ -72,6 +73,28 @@ impl Handle {
         };
         self.commands
             .send(Command::Release(tx))
+            .map_err(|_| not_running())?;
+        match tokio::time::timeout(self.timeout, rx).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(not_running()),
+            Err(_) => Err(ReleaseError::Timeout {
+                lease: self.lease.clone(),
+                waited: self.timeout,
+            }),
+        }
+    }
+
+    /// Steps down for a shutdown drain: stops acting at once, releases the Lease if held, and
+    /// keeps watching so the view names the successor; never acquires again. Returns once the
+    /// release is acknowledged by the API server (or there was nothing to release), waiting at
+    /// most renewDeadline. End the election afterwards with [`Handle::release`] (or drop).
+    pub async fn step_down(&self) -> Result<(), ReleaseError> {
+        let (tx, rx) = oneshot::channel();
+        let not_running = || ReleaseError::NotRunning {
+            lease: self.lease.clone(),
+        };
+        self.commands
+            .send(Command::StepDown(tx))
             .map_err(|_| not_running())?;
         match tokio::time::timeout(self.timeout, rx).await {
             Ok(Ok(())) => Ok(()),
@@ -148,6 +171,7 @@ impl Driver {
         ));
         let mut call: Option<Call> = None;
         let mut release_waiters: Vec<oneshot::Sender<()>> = Vec::new();
+        let mut step_down_waiters: Vec<oneshot::Sender<()>> = Vec::new();
         loop {
             let now = Instant::now().into_std();
             self.core.tick(now);
@@ -155,6 +179,11 @@ impl Driver {
                 call = self.core.poll_action(now).map(|a| self.start(a));
             }
             self.publish(now);
+            if !step_down_waiters.is_empty() && !self.core.holds_lease() {
+                for done in step_down_waiters.drain(..) {
+                    let _ = done.send(());
+                }
+            }
             if self.core.is_stopped() {
                 break;
             }
@@ -180,6 +209,11 @@ impl Driver {
                         tracing::info!(lease = %self.name, "releasing");
                         release_waiters.push(done);
                         self.core.release(Instant::now().into_std());
+                    }
+                    Some(Command::StepDown(done)) => {
+                        tracing::info!(lease = %self.name, "stepping down");
+                        step_down_waiters.push(done);
+                        self.core.step_down(Instant::now().into_std());
                     }
                     Some(Command::SetEligible(eligible)) => {
                         self.core.set_eligible(Instant::now().into_std(), eligible);

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use kube::api::{WatchEvent, WatchParams};
@@ -73,6 +73,5 @@ async fn follow(
             return Ok(());
         }
     }
-    let _ = stream.next().await;
     Ok(())
 }

@@ -56,6 +56,7 @@ enum Fault {
     Crash(usize),
     Restart(usize),
     Release(usize),
+    StepDown(usize),
     Loss(f64),
     Slow(bool),
     HealAll,
@@ -453,6 +454,13 @@ impl Sim {
                     self.step(n);
                 }
             }
+            Fault::StepDown(n) => {
+                let now = self.local(n, self.now);
+                if let Some(core) = self.nodes[n].core.as_mut() {
+                    core.step_down(now);
+                    self.step(n);
+                }
+            }
             Fault::Loss(p) => self.loss = p,
             Fault::Slow(on) => self.slow = on,
             Fault::HealAll => {
@@ -548,7 +556,8 @@ fn simulate(seed: u64, cfg: Config, drift: f64, trace: bool) -> Result<(), Viola
         let t = sim.rng.between(3 * SEC, fault_phase);
         let n = sim.rng.below(nodes as u64) as usize;
         let len = sim.rng.between(100 * MS, 25 * SEC);
-        let (start, end) = match sim.rng.below(5) {
+        let (start, end) = match sim.rng.below(6) {
+            5 => (Fault::StepDown(n), Fault::Crash(n)),
             0 => (Fault::Partition(n, true), Fault::Partition(n, false)),
             1 => (Fault::Crash(n), Fault::Restart(n)),
             2 => (Fault::Release(n), Fault::Restart(n)),
@@ -567,7 +576,10 @@ fn simulate(seed: u64, cfg: Config, drift: f64, trace: bool) -> Result<(), Viola
         ((cfg.lease_duration + cfg.retry_period).as_micros() as f64 / slowest) as Micros + SEC;
     sim.run(fault_phase + 1 + bound + 5 * SEC)?;
     if std::env::var("SIM_STATS").is_ok() {
-        eprintln!("seed {seed}: {} events, max epoch {:?} {:?}", sim.seq, sim.max_epoch, sim.kinds);
+        eprintln!(
+            "seed {seed}: {} events, max epoch {:?} {:?}",
+            sim.seq, sim.max_epoch, sim.kinds
+        );
     }
     let healed = sim.healed_at.expect("healed");
     match sim.first_leader_after_heal {

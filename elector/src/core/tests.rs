@@ -392,3 +392,41 @@ fn a_watch_event_does_not_complete_an_outstanding_read() {
         })
     ));
 }
+
+#[test]
+fn step_down_releases_keeps_following_and_never_reacquires() {
+    let t0 = Instant::now();
+    let (mut e, _) = acquire_as_leader(t0);
+    assert!(e.holds_lease());
+    e.step_down(t0 + S);
+    assert_eq!(e.role(t0 + S), Role::Candidate);
+    let release = e.poll_action(t0 + S).expect("release write");
+    assert!(matches!(
+        release,
+        Action::Replace {
+            intent: Intent::Release,
+            ..
+        }
+    ));
+    e.write_done(t0 + S, Ok(stored(&release, 2)));
+    assert!(!e.holds_lease());
+    assert!(!e.is_stopped(), "still watching");
+    // A free lease is not taken...
+    assert!(e.poll_action(t0 + 2 * S).is_none());
+    // ...and the successor is followed.
+    e.observe(t0 + 2 * S, Some(obs(3, "successor", 1)));
+    assert_eq!(e.role(t0 + 2 * S), Role::Follower);
+    assert_eq!(e.view(t0 + 2 * S).leader_name(), "successor");
+    assert!(
+        e.poll_action(t0 + 30 * S).is_none(),
+        "not even after expiry"
+    );
+    e.set_eligible(t0 + 30 * S, true);
+    assert!(
+        e.poll_action(t0 + 30 * S).is_none(),
+        "eligibility does not undo a step-down"
+    );
+    e.release(t0 + 31 * S);
+    assert!(e.poll_action(t0 + 31 * S).is_none());
+    assert!(e.is_stopped());
+}

@@ -1,0 +1,221 @@
+//! The admin server (`--http`): the seed-compatible `GET /`, health, status and metrics.
+//!
+//! | path | answer |
+//! |---|---|
+//! | `/healthz` | 200 `ok` while the process runs |
+//! | `/readyz` | 200 per `--ready-when` (`synced`: the Lease was read; `leader`: acting leader), 503 otherwise and while draining |
+//! | `/status` | JSON: role, leader, address, epoch, timings, last transition, held requests |
+//! | `/metrics` | Prometheus text |
+//! | anything else | `{"name":"<leader id>"}`, exactly as the old leader-elector image answered (its handler served every path) |
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use serde::Serialize;
+use tokio::sync::watch;
+use understudy_elector::{Role, View};
+
+use crate::cli::ReadyWhen;
+use crate::hold::Holder;
+use crate::metrics::Metrics;
+use crate::settings::Settings;
+use crate::{BoxError, ProxyBody};
+
+/// What the admin server reads from.
+#[derive(Clone)]
+pub struct Admin {
+    views: watch::Receiver<View>,
+    settings: Arc<Settings>,
+    holder: Option<Holder>,
+    metrics: Metrics,
+    draining: Arc<AtomicBool>,
+}
+
+impl Admin {
+    /// An admin server for `settings`, reading `views`; `holder` when a proxy runs.
+    pub fn new(
+        settings: Arc<Settings>,
+        views: watch::Receiver<View>,
+        holder: Option<Holder>,
+        metrics: Metrics,
+    ) -> Admin {
+        Admin {
+            views,
+            settings,
+            holder,
+            metrics,
+            draining: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Marks the sidecar as draining: `/readyz` fails from now on, so endpoints drop the pod.
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Answers one admin request.
+    pub fn respond<B>(&self, req: &Request<B>) -> Response<ProxyBody> {
+        let view = self.views.borrow().clone();
+        let now = crate::now();
+        match req.uri().path() {
+            "/healthz" => text(StatusCode::OK, "ok"),
+            "/readyz" => {
+                let ready = !self.draining.load(Ordering::SeqCst)
+                    && match self.settings.ready_when {
+                        ReadyWhen::Synced => view.synced,
+                        ReadyWhen::Leader => view.is_acting(now),
+                    };
+                if ready {
+                    text(StatusCode::OK, "ready")
+                } else {
+                    text(StatusCode::SERVICE_UNAVAILABLE, "not ready")
+                }
+            }
+            "/status" => json(&self.status(&view, now)),
+            "/metrics" => {
+                let acting = view.is_acting(now);
+                self.metrics.is_leader.set(i64::from(acting));
+                let epoch = view.leader.as_ref().map_or(0, |l| l.epoch);
+                self.metrics
+                    .epoch
+                    .set(i64::try_from(epoch).unwrap_or(i64::MAX));
+                self.metrics.held.set(self.held() as i64);
+                let mut resp = text(StatusCode::OK, &self.metrics.render());
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                resp
+            }
+            _ => json(&Name {
+                name: view.leader_name(),
+            }),
+        }
+    }
+
+    fn held(&self) -> usize {
+        self.holder.as_ref().map_or(0, Holder::held)
+    }
+
+    fn status<'a>(&'a self, view: &'a View, now: Instant) -> Status<'a> {
+        let s = &self.settings;
+        let t = &s.timings;
+        let since = now.saturating_duration_since(view.role_since);
+        let last_transition = jiff::Timestamp::now()
+            .checked_sub(jiff::SignedDuration::try_from(since).unwrap_or_default())
+            .map(|t| t.to_string())
+            .unwrap_or_default();
+        Status {
+            election: &s.election,
+            namespace: &s.namespace,
+            identity: &view.identity,
+            role: view.role,
+            acting: view.is_acting(now),
+            synced: view.synced,
+            leader: view.leader.as_ref().map(|l| l.identity.as_str()),
+            address: view.leader.as_ref().and_then(|l| l.address.as_deref()),
+            epoch: view.leader.as_ref().map(|l| l.epoch),
+            acting_for_seconds: view
+                .acting_until
+                .filter(|_| view.role == Role::Leader)
+                .map(|u| u.saturating_duration_since(now).as_secs_f64()),
+            lease: Timings {
+                lease_duration_seconds: t.lease_duration.as_secs_f64(),
+                renew_deadline_seconds: t.renew_deadline.as_secs_f64(),
+                retry_period_seconds: t.retry_period.as_secs_f64(),
+            },
+            last_transition,
+            role_since_seconds: since.as_secs_f64(),
+            held_requests: self.held(),
+            draining: self.draining.load(Ordering::SeqCst),
+            ready_when: s.ready_when.as_str(),
+            proxy: s.proxy.as_ref().map(|p| ProxyStatus {
+                listen: p.listen.to_string(),
+                advertise: p.advertise.to_string(),
+                upstream: p.upstream.to_string(),
+                hold_timeout_seconds: p.hold_timeout.as_secs_f64(),
+            }),
+        }
+    }
+}
+
+/// The old image's body.
+#[derive(Serialize)]
+struct Name<'a> {
+    name: &'a str,
+}
+
+#[derive(Serialize)]
+struct Status<'a> {
+    election: &'a str,
+    namespace: &'a str,
+    identity: &'a str,
+    #[serde(serialize_with = "role")]
+    role: Role,
+    acting: bool,
+    synced: bool,
+    leader: Option<&'a str>,
+    address: Option<&'a str>,
+    epoch: Option<u64>,
+    acting_for_seconds: Option<f64>,
+    lease: Timings,
+    last_transition: String,
+    role_since_seconds: f64,
+    held_requests: usize,
+    draining: bool,
+    ready_when: &'static str,
+    proxy: Option<ProxyStatus>,
+}
+
+#[derive(Serialize)]
+struct Timings {
+    lease_duration_seconds: f64,
+    renew_deadline_seconds: f64,
+    retry_period_seconds: f64,
+}
+
+#[derive(Serialize)]
+struct ProxyStatus {
+    listen: String,
+    advertise: String,
+    upstream: String,
+    hold_timeout_seconds: f64,
+}
+
+fn role<S: serde::Serializer>(role: &Role, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(role.as_str())
+}
+
+fn json<T: Serialize>(value: &T) -> Response<ProxyBody> {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    let mut resp = Response::new(full(body));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn text(status: StatusCode, msg: &str) -> Response<ProxyBody> {
+    let mut resp = Response::new(full(msg.as_bytes().to_vec()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+fn full(bytes: Vec<u8>) -> ProxyBody {
+    Full::new(Bytes::from(bytes))
+        .map_err(BoxError::from)
+        .boxed_unsync()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,167 @@
+//! The command line. Every flag can also be given as an `UNDERSTUDY_*` environment variable.
+//!
+//! The seed-compatible flags (`--election`, `--election-namespace`, `--id`, `--http`, `--ttl`)
+//! keep the retired leader-elector image's meaning, so `understudy --election example --http
+//! 0.0.0.0:4040` is a drop-in replacement. `--listen` turns the proxy on.
+//!
+//! The structs here only parse; [`crate::settings::Settings::from_cli`] checks the values
+//! together and fills in the defaults that depend on the environment.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, ValueEnum};
+
+/// `understudy`: active/standby redundancy for a pod, by Lease election and reverse proxy.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "understudy", version, about, long_about = None)]
+pub struct Cli {
+    /// Which election this pod takes part in, and its timings.
+    #[command(flatten)]
+    pub election: ElectionArgs,
+    /// The admin server.
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// The reverse proxy (off unless `--listen` is given).
+    #[command(flatten)]
+    pub proxy: ProxyArgs,
+    /// HTTP limits and timeouts of the proxy.
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// Election flags (seed-compatible names first).
+#[derive(Debug, Clone, Args)]
+pub struct ElectionArgs {
+    /// Name of the election: the Lease object that is contended for.
+    #[arg(long, env = "UNDERSTUDY_ELECTION", value_name = "NAME")]
+    pub election: String,
+    /// Namespace of the Lease [default: the pod's namespace from its service account, else
+    /// `default`].
+    #[arg(long, env = "UNDERSTUDY_ELECTION_NAMESPACE", value_name = "NS")]
+    pub election_namespace: Option<String>,
+    /// This candidate's identity, written as the Lease holder [default: the hostname, which is
+    /// the pod name].
+    #[arg(long, env = "UNDERSTUDY_ID", value_name = "ID")]
+    pub id: Option<String>,
+    /// Seed-compatible shorthand: leaseDuration TTL, renewDeadline TTL/2, retryPeriod TTL/4.
+    #[arg(long, env = "UNDERSTUDY_TTL", value_name = "DURATION", value_parser = duration)]
+    pub ttl: Option<Duration>,
+    /// How long a Lease is valid after it was last seen to change [default: 10s, or --ttl].
+    #[arg(long, env = "UNDERSTUDY_LEASE_DURATION", value_name = "DURATION", value_parser = duration)]
+    pub lease_duration: Option<Duration>,
+    /// How long the leader keeps acting after its last successful renew was sent
+    /// [default: 6s, or --ttl/2].
+    #[arg(long, env = "UNDERSTUDY_RENEW_DEADLINE", value_name = "DURATION", value_parser = duration)]
+    pub renew_deadline: Option<Duration>,
+    /// Interval between renewals and acquisition attempts [default: 2s, or --ttl/4].
+    #[arg(long, env = "UNDERSTUDY_RETRY_PERIOD", value_name = "DURATION", value_parser = duration)]
+    pub retry_period: Option<Duration>,
+}
+
+/// Admin server flags.
+#[derive(Debug, Clone, Args)]
+pub struct AdminArgs {
+    /// Admin address: `GET /` -> {"name":"<leader>"}, /healthz, /readyz, /status, /metrics.
+    #[arg(
+        long,
+        env = "UNDERSTUDY_HTTP",
+        value_name = "ADDR",
+        default_value = "0.0.0.0:4040"
+    )]
+    pub http: SocketAddr,
+    /// When /readyz answers 200: once the Lease has been read (`synced`), or only on the
+    /// acting leader (`leader`, the old image's behaviour).
+    #[arg(long, env = "UNDERSTUDY_READY_WHEN", value_enum, default_value_t = ReadyWhen::Synced)]
+    pub ready_when: ReadyWhen,
+    /// How long to keep serving after SIGTERM, so that endpoint removal can propagate.
+    #[arg(long, env = "UNDERSTUDY_DRAIN", value_name = "DURATION", value_parser = duration, default_value = "5s")]
+    pub drain: Duration,
+}
+
+/// Proxy flags.
+#[derive(Debug, Clone, Args)]
+pub struct ProxyArgs {
+    /// Address the proxy listens on (the Service's targetPort). Without it, no proxy runs.
+    #[arg(long, env = "UNDERSTUDY_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// The local app, `host:port`.
+    #[arg(
+        long,
+        env = "UNDERSTUDY_UPSTREAM",
+        value_name = "HOST:PORT",
+        default_value = "127.0.0.1:80"
+    )]
+    pub upstream: String,
+    /// How peers reach this pod's proxy, `host:port` [default: $POD_IP and the --listen port;
+    /// the --listen address itself when it is not a wildcard].
+    #[arg(long, env = "UNDERSTUDY_ADVERTISE", value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
+    /// How long a request may wait for a leader before 503 [default: leaseDuration + 2 ×
+    /// retryPeriod].
+    #[arg(long, env = "UNDERSTUDY_HOLD_TIMEOUT", value_name = "DURATION", value_parser = duration)]
+    pub hold_timeout: Option<Duration>,
+    /// How many requests may wait for a leader at once; beyond that, 503 at once.
+    #[arg(
+        long,
+        env = "UNDERSTUDY_MAX_HELD",
+        value_name = "N",
+        default_value_t = 1024
+    )]
+    pub max_held: usize,
+    /// Log one line per proxied request (route, peer, status, duration).
+    #[arg(long, env = "UNDERSTUDY_ACCESS_LOG", value_parser = clap::builder::BoolishValueParser::new())]
+    pub access_log: bool,
+}
+
+/// Proxy limits and timeouts.
+#[derive(Debug, Clone, Args)]
+pub struct LimitArgs {
+    /// Timeout for connecting to the local app or a peer.
+    #[arg(long, env = "UNDERSTUDY_CONNECT_TIMEOUT", value_name = "DURATION", value_parser = duration, default_value = "1s")]
+    pub connect_timeout: Duration,
+    /// How long a client may take to send a request's headers (HTTP/1).
+    #[arg(long, env = "UNDERSTUDY_HEADER_READ_TIMEOUT", value_name = "DURATION", value_parser = duration, default_value = "10s")]
+    pub header_read_timeout: Duration,
+    /// Close a client connection, or a pooled one, after this long without traffic.
+    #[arg(long, env = "UNDERSTUDY_IDLE_TIMEOUT", value_name = "DURATION", value_parser = duration, default_value = "60s")]
+    pub idle_timeout: Duration,
+    /// Largest request head (request line and headers) accepted, in bytes.
+    #[arg(long, env = "UNDERSTUDY_MAX_HEADER_BYTES", value_name = "BYTES", default_value_t = 64 * 1024)]
+    pub max_header_bytes: usize,
+    /// Most headers accepted on one request.
+    #[arg(
+        long,
+        env = "UNDERSTUDY_MAX_HEADERS",
+        value_name = "N",
+        default_value_t = 100
+    )]
+    pub max_headers: usize,
+}
+
+/// When the pod reports Ready on `/readyz`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReadyWhen {
+    /// As soon as the Lease has been read once: every pod is Ready and the proxy routes.
+    Synced,
+    /// Only while this pod is the acting leader (the old leader-elector behaviour).
+    Leader,
+}
+
+impl ReadyWhen {
+    /// The flag value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReadyWhen::Synced => "synced",
+            ReadyWhen::Leader => "leader",
+        }
+    }
+}
+
+/// clap value parser for durations (`10s`, `1500ms`, `2m`); clap names the flag on error.
+fn duration(s: &str) -> Result<Duration, String> {
+    understudy_elector::parse_duration(s).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests;

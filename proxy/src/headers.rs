@@ -1,0 +1,182 @@
+//! Header rules: understudy's own headers, hop-by-hop stripping, `X-Forwarded-*` and `Via`.
+//!
+//! ## Which internal headers are trusted
+//! Sidecars talk to each other with two routing headers: [`FOR`] (the pod a forwarded request
+//! is meant for) and [`HOPS`] (how many sidecars it has passed). A request is treated as
+//! coming from a peer only when it carries **both**, with a hop count in `1..=MAX_HOPS`;
+//! otherwise every `x-understudy-*` header is removed and the request is a client's. This
+//! cannot be forged into anything harmful: the worst a client can do with made-up routing
+//! headers is get its own request refused with 421. The fencing headers the app sees
+//! ([`LEADER`], [`EPOCH`]) are removed from every incoming request and set only by the
+//! sidecar that hands the request to its local app, so an app can trust them.
+
+use std::net::SocketAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Version};
+
+/// Marker on a forwarded request: identity of the pod it is meant for.
+pub const FOR: HeaderName = HeaderName::from_static("x-understudy-for");
+/// How many sidecars forwarded the request so far.
+pub const HOPS: HeaderName = HeaderName::from_static("x-understudy-hops");
+/// Fencing token to the app: the leader's identity.
+pub const LEADER: HeaderName = HeaderName::from_static("x-understudy-leader");
+/// Fencing token to the app: the leader's epoch (`leaseTransitions`).
+pub const EPOCH: HeaderName = HeaderName::from_static("x-understudy-epoch");
+/// On a 421 from a sidecar: the identity of the sidecar that refused (nothing reached an app).
+pub const REFUSED: HeaderName = HeaderName::from_static("x-understudy-refused");
+
+/// Most sidecars a request may pass: the first forward plus one re-route.
+pub const MAX_HOPS: u8 = 2;
+
+const PREFIX: &str = "x-understudy-";
+
+/// Routing facts a request carried in from a peer (or none, from a client).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Inbound {
+    /// The pod the sending sidecar meant the request for.
+    pub for_pod: Option<String>,
+    /// Sidecars passed so far (0 from a client).
+    pub hops: u8,
+}
+
+impl Inbound {
+    /// Reads and removes every `x-understudy-*` header, honouring the routing pair only
+    /// under the rule in the module docs.
+    pub fn take(headers: &mut HeaderMap) -> Inbound {
+        let for_pod = headers
+            .get(&FOR)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let hops = headers
+            .get(&HOPS)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u8>().ok());
+        let internal: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| k.as_str().starts_with(PREFIX))
+            .cloned()
+            .collect();
+        for name in internal {
+            headers.remove(name);
+        }
+        match (for_pod, hops) {
+            (Some(pod), Some(hops)) if !pod.is_empty() && (1..=MAX_HOPS).contains(&hops) => {
+                Inbound {
+                    for_pod: Some(pod),
+                    hops,
+                }
+            }
+            _ => Inbound::default(),
+        }
+    }
+}
+
+/// True for an HTTP/1.1 `Upgrade` request or a `CONNECT`.
+pub fn is_upgrade(method: &Method, version: Version, headers: &HeaderMap) -> bool {
+    if method == Method::CONNECT {
+        return true;
+    }
+    version == Version::HTTP_11
+        && headers.contains_key(header::UPGRADE)
+        && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade"))
+}
+
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// Removes hop-by-hop headers, including those named in `Connection`. `te: trailers` is
+/// kept (gRPC needs it end to end). With `keep_upgrade`, `Upgrade` survives and
+/// `Connection: upgrade` is set again, so that an upgrade can pass through.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = connection_tokens(headers)
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .collect();
+    for name in named {
+        if !(keep_upgrade && name == header::UPGRADE) {
+            headers.remove(name);
+        }
+    }
+    let trailers_ok = headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        });
+    for name in [
+        header::CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+    ] {
+        headers.remove(name);
+    }
+    for name in ["keep-alive", "proxy-connection"] {
+        headers.remove(name);
+    }
+    if !keep_upgrade {
+        headers.remove(header::UPGRADE);
+    } else if headers.contains_key(header::UPGRADE) {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    if trailers_ok {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// Adds the forwarding headers: appends the client to `X-Forwarded-For`, sets
+/// `X-Forwarded-Proto` and `X-Forwarded-Host` unless an earlier proxy did, and appends to
+/// `Via`. `host` is the request's `Host` header or HTTP/2 authority.
+pub fn add_forwarded(
+    headers: &mut HeaderMap,
+    client: SocketAddr,
+    version: Version,
+    host: Option<&str>,
+) {
+    let ip = client.ip().to_canonical().to_string();
+    let xff = HeaderName::from_static("x-forwarded-for");
+    let joined = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
+        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {ip}"),
+        _ => ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&joined) {
+        headers.insert(xff, v);
+    }
+    let proto = HeaderName::from_static("x-forwarded-proto");
+    if !headers.contains_key(&proto) {
+        headers.insert(proto, HeaderValue::from_static("http"));
+    }
+    let fhost = HeaderName::from_static("x-forwarded-host");
+    if let (false, Some(Ok(v))) = (
+        headers.contains_key(&fhost),
+        host.map(HeaderValue::from_str),
+    ) {
+        headers.insert(fhost, v);
+    }
+    let via = match version {
+        Version::HTTP_2 => "2 understudy",
+        Version::HTTP_10 => "1.0 understudy",
+        _ => "1.1 understudy",
+    };
+    headers.append(header::VIA, HeaderValue::from_static(via));
+}
+
+/// Header value from a string that came from our own configuration or the Lease; falls back
+/// to an empty value rather than failing a request over an odd pod name.
+pub fn value(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+#[cfg(test)]
+mod tests;

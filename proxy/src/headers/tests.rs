@@ -1,0 +1,131 @@
+use super::*;
+
+fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in pairs {
+        h.append(
+            HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    h
+}
+
+#[test]
+fn routing_headers_are_honoured_only_as_a_valid_pair() {
+    let mut h = map(&[
+        ("x-understudy-for", "pod-a"),
+        ("x-understudy-hops", "1"),
+        ("x-understudy-epoch", "9"),
+    ]);
+    assert_eq!(
+        Inbound::take(&mut h),
+        Inbound {
+            for_pod: Some("pod-a".into()),
+            hops: 1
+        }
+    );
+    assert!(
+        h.keys().all(|k| !k.as_str().starts_with("x-understudy-")),
+        "all stripped: {h:?}"
+    );
+    for pairs in [
+        &[("x-understudy-for", "pod-a")][..],
+        &[("x-understudy-hops", "1")][..],
+        &[("x-understudy-for", "pod-a"), ("x-understudy-hops", "0")][..],
+        &[("x-understudy-for", "pod-a"), ("x-understudy-hops", "3")][..],
+        &[("x-understudy-for", "pod-a"), ("x-understudy-hops", "one")][..],
+        &[("x-understudy-for", ""), ("x-understudy-hops", "1")][..],
+    ] {
+        let mut h = map(pairs);
+        assert_eq!(Inbound::take(&mut h), Inbound::default(), "{pairs:?}");
+        assert!(h.is_empty(), "{pairs:?} left {h:?}");
+    }
+}
+
+#[test]
+fn fencing_headers_from_a_client_are_removed() {
+    let mut h = map(&[
+        ("x-understudy-leader", "evil"),
+        ("X-Understudy-Epoch", "99"),
+        ("accept", "*/*"),
+    ]);
+    Inbound::take(&mut h);
+    assert_eq!(h.len(), 1);
+    assert!(h.contains_key("accept"));
+}
+
+#[test]
+fn hop_by_hop_headers_go_including_those_named_in_connection() {
+    let mut h = map(&[
+        ("connection", "keep-alive, x-secret"),
+        ("keep-alive", "timeout=5"),
+        ("x-secret", "1"),
+        ("proxy-connection", "keep-alive"),
+        ("transfer-encoding", "chunked"),
+        ("upgrade", "websocket"),
+        ("te", "gzip"),
+        ("trailer", "grpc-status"),
+        ("proxy-authorization", "Basic x"),
+        ("accept", "*/*"),
+    ]);
+    strip_hop_by_hop(&mut h, false);
+    assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["accept"]);
+}
+
+#[test]
+fn te_trailers_survive_for_grpc() {
+    let mut h = map(&[("te", "trailers"), ("content-type", "application/grpc")]);
+    strip_hop_by_hop(&mut h, false);
+    assert_eq!(h["te"], "trailers");
+}
+
+#[test]
+fn an_upgrade_keeps_its_upgrade_headers() {
+    let mut h = map(&[
+        ("connection", "Upgrade, x-drop"),
+        ("upgrade", "websocket"),
+        ("x-drop", "1"),
+    ]);
+    assert!(is_upgrade(&Method::GET, Version::HTTP_11, &h));
+    strip_hop_by_hop(&mut h, true);
+    assert_eq!(h["upgrade"], "websocket");
+    assert_eq!(h["connection"], "upgrade");
+    assert!(!h.contains_key("x-drop"));
+    assert!(!is_upgrade(&Method::GET, Version::HTTP_2, &h));
+    assert!(is_upgrade(
+        &Method::CONNECT,
+        Version::HTTP_11,
+        &HeaderMap::new()
+    ));
+    assert!(!is_upgrade(
+        &Method::GET,
+        Version::HTTP_11,
+        &map(&[("upgrade", "websocket")])
+    ));
+}
+
+#[test]
+fn forwarded_headers_append_and_keep_earlier_proxies() {
+    let client: SocketAddr = "127.0.0.9:5555".parse().unwrap();
+    let mut h = HeaderMap::new();
+    add_forwarded(&mut h, client, Version::HTTP_11, Some("shop.example"));
+    assert_eq!(h["x-forwarded-for"], "127.0.0.9");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], "shop.example");
+    assert_eq!(h["via"], "1.1 understudy");
+    // A second sidecar appends, and keeps what the edge set.
+    let peer: SocketAddr = "[::ffff:127.0.0.2]:4000".parse().unwrap();
+    let mut h2 = h.clone();
+    h2.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+    add_forwarded(&mut h2, peer, Version::HTTP_2, Some("127.0.0.2:8080"));
+    assert_eq!(h2["x-forwarded-for"], "127.0.0.9, 127.0.0.2");
+    assert_eq!(h2["x-forwarded-proto"], "https");
+    assert_eq!(h2["x-forwarded-host"], "shop.example");
+    let via: Vec<_> = h2
+        .get_all("via")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(via, ["1.1 understudy", "2 understudy"]);
+}

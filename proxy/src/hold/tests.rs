@@ -1,0 +1,48 @@
+use std::time::Duration;
+
+use super::*;
+use crate::testing::{following, leaderless};
+
+#[tokio::test]
+async fn the_queue_is_bounded() {
+    let holder = Holder::new(2, Duration::from_secs(1));
+    let a = holder.enter().unwrap();
+    let _b = holder.enter().unwrap();
+    assert_eq!(holder.held(), 2);
+    assert_eq!(holder.enter().unwrap_err(), HoldError::Full { max: 2 });
+    drop(a);
+    assert!(holder.enter().is_ok());
+}
+
+#[tokio::test]
+async fn a_held_request_goes_as_soon_as_a_leader_appears() {
+    let holder = Holder::new(4, Duration::from_secs(30));
+    let (tx, mut rx) = watch::channel(leaderless("b"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let wait = holder.until(&mut rx, deadline, |v| v.leader.is_some());
+    let send = async {
+        tokio::task::yield_now().await;
+        tx.send(following("b", "a", "x:1", 1)).unwrap();
+    };
+    let (result, ()) = tokio::join!(wait, send);
+    assert_eq!(result, Ok(()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_held_request_gives_up_at_its_deadline() {
+    let holder = Holder::new(4, Duration::from_secs(3));
+    let (_tx, mut rx) = watch::channel(leaderless("b"));
+    let start = Instant::now();
+    let result = holder
+        .until(&mut rx, start + Duration::from_secs(3), |v| {
+            v.leader.is_some()
+        })
+        .await;
+    assert_eq!(
+        result,
+        Err(HoldError::Timeout {
+            timeout: Duration::from_secs(3)
+        })
+    );
+    assert_eq!(start.elapsed(), Duration::from_secs(3));
+}

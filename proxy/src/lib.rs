@@ -1,0 +1,51 @@
+//! The understudy sidecar: Lease election plus an election-aware reverse proxy.
+//!
+//! Every pod runs one `understudy` next to its app. All of them take part in one Lease
+//! election ([`understudy_elector`]); all of them accept traffic. The leader hands requests
+//! to its local app, standbys forward them to the leader's advertised address, and while
+//! there is no leader requests are held (bodies unread) until one appears. So a plain
+//! ClusterIP Service that picks any pod always reaches the active one.
+//!
+//! The pieces, in the order a request meets them:
+//! - [`server`]: accepts HTTP/1.1 and h2c connections, with timeouts and limits;
+//! - [`headers`]: internal headers (and who may set them), hop-by-hop, `X-Forwarded-*`;
+//! - [`route`]: local, forward, hold or refuse, from the latest [`understudy_elector::View`];
+//! - [`hold`]: the bounded wait for a leader; [`retry`]: when an attempt may go again;
+//! - [`forward`]: the pooled client; [`upgrade`]: WebSocket/`CONNECT` tunnels;
+//! - [`tenure`]: closing tunnels and streams when the leadership they ran under ends;
+//! - [`admin`], [`metrics`]: the `--http` server; [`shutdown`]: SIGTERM handover and drain;
+//! - [`cli`], [`settings`]: the command line; [`sidecar`]: all of it wired together.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod admin;
+pub mod cli;
+pub mod forward;
+pub mod headers;
+pub mod hold;
+pub mod metrics;
+pub mod proxy;
+pub mod retry;
+pub mod route;
+pub mod server;
+pub mod settings;
+pub mod shutdown;
+pub mod sidecar;
+pub mod tenure;
+pub mod upgrade;
+
+/// The error type of bodies passed through the proxy.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body of every response the sidecar sends.
+pub type ProxyBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, BoxError>;
+
+#[cfg(test)]
+mod testing;
+
+/// The monotonic time to compare with a [`understudy_elector::View`]'s deadlines: tokio's
+/// clock (as the elector's driver uses), so that tests with paused time stay consistent.
+pub fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}

@@ -1,0 +1,274 @@
+//! The proxy service: one request in, routed by the election view, one response out.
+//!
+//! Per request: take the routing facts and clean the headers at the edge, then loop:
+//! decide a route from the latest view; hold while there is no one to send to; send to the
+//! local app or the leader's sidecar; on failure resend only as [`crate::retry`] allows.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap};
+use http::uri::PathAndQuery;
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use understudy_elector::View;
+
+mod answer;
+mod target;
+
+pub(crate) use answer::{bad_gateway, unavailable};
+pub(crate) use target::{Target, Wait};
+
+use crate::forward::Forwarder;
+use crate::headers::{self, Inbound};
+use crate::hold::Holder;
+use crate::metrics::Metrics;
+use crate::retry::{self, REPLAY_LIMIT, ReplayBody, Sent};
+use crate::settings::ProxySettings;
+use crate::tenure::{FencedBody, Tenure};
+use crate::{BoxError, ProxyBody};
+
+/// Resends after a reset, at most, per request.
+const MAX_RESENDS: u32 = 2;
+
+/// The proxy's shared state; cheap to clone.
+#[derive(Clone)]
+pub struct Proxy {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) views: watch::Receiver<View>,
+    pub(crate) settings: ProxySettings,
+    pub(crate) forwarder: Forwarder,
+    pub(crate) holder: Holder,
+    pub(crate) metrics: Metrics,
+    /// Upgraded tunnels, which outlive their HTTP connection.
+    pub(crate) tunnels: TaskTracker,
+    /// Cancelled when the sidecar stops: closes the remaining tunnels.
+    pub(crate) stop: CancellationToken,
+}
+
+/// What happened to one request, for the access log and metrics.
+pub(crate) struct Outcome {
+    pub(crate) route: &'static str,
+    pub(crate) peer: Option<String>,
+    pub(crate) response: Response<ProxyBody>,
+}
+
+impl Proxy {
+    /// A proxy routing by `views`, sharing `metrics` with the admin server.
+    pub fn new(settings: ProxySettings, views: watch::Receiver<View>, metrics: Metrics) -> Proxy {
+        let forwarder = Forwarder::new(settings.connect_timeout, settings.idle_timeout);
+        let holder = Holder::new(settings.max_held, settings.hold_timeout);
+        Proxy {
+            inner: Arc::new(Inner {
+                views,
+                settings,
+                forwarder,
+                holder,
+                metrics,
+                tunnels: TaskTracker::new(),
+                stop: CancellationToken::new(),
+            }),
+        }
+    }
+
+    /// The hold queue (for `/status` and metrics).
+    pub fn holder(&self) -> &Holder {
+        &self.inner.holder
+    }
+
+    /// Closes the remaining upgraded tunnels and waits for their tasks.
+    pub async fn close_tunnels(&self) {
+        self.inner.stop.cancel();
+        self.inner.tunnels.close();
+        self.inner.tunnels.wait().await;
+    }
+
+    /// Handles one request from `client`.
+    pub async fn handle<B>(&self, req: Request<B>, client: SocketAddr) -> Response<ProxyBody>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let started = Instant::now();
+        let method = req.method().clone();
+        let uri = req.uri().clone();
+        let outcome = self.route_request(req, client, started).await;
+        let status = outcome.response.status();
+        let elapsed = started.elapsed().as_secs_f64();
+        self.inner.metrics.request(outcome.route, status, elapsed);
+        if self.inner.settings.access_log {
+            tracing::info!(
+                target: "understudy::access",
+                client = %client,
+                method = %method,
+                uri = %uri,
+                route = outcome.route,
+                peer = outcome.peer.as_deref().unwrap_or("-"),
+                status = status.as_u16(),
+                duration_ms = (elapsed * 1000.0).round() as u64,
+            );
+        }
+        outcome.response
+    }
+
+    async fn route_request<B>(
+        &self,
+        mut req: Request<B>,
+        client: SocketAddr,
+        started: Instant,
+    ) -> Outcome
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        let (mut parts, body) = req.into_parts();
+        let inbound = Inbound::take(&mut parts.headers);
+        let upgrade = headers::is_upgrade(&parts.method, parts.version, &parts.headers);
+        let host = parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_string)
+            .or_else(|| parts.uri.authority().map(|a| a.to_string()));
+        headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+        headers::add_forwarded(&mut parts.headers, client, parts.version, host.as_deref());
+        let head = Head {
+            method: parts.method,
+            uri: parts.uri,
+            version: parts.version,
+            headers: parts.headers,
+        };
+        let deadline = started + self.inner.holder.timeout();
+        if upgrade {
+            return crate::upgrade::proxy(self, head, body, inbound, on_upgrade, deadline).await;
+        }
+        let body = ReplayBody::new(body, REPLAY_LIMIT);
+        let mut wait = Wait::new(self, deadline);
+        let mut resends = 0;
+        loop {
+            let target = match wait.target(&inbound).await {
+                Ok(t) => t,
+                Err(outcome) => return outcome,
+            };
+            let Some(attempt) = body.attempt() else {
+                return unavailable(target.route, "request body too large to send again");
+            };
+            let req = head.request(&target, attempt);
+            let failure = match self.inner.forwarder.send(req).await {
+                Ok(resp) if refused_by_sidecar(&resp) => {
+                    (Sent::Nothing, "refused by sidecar".to_string())
+                }
+                Ok(resp) => return self.respond(resp, target),
+                Err(e) => (e.sent, e.to_string()),
+            };
+            let (sent, why) = failure;
+            tracing::debug!(peer = %target.authority, error = %why, "attempt failed");
+            if !retry::may_retry(&head.method, sent, &body) {
+                return match sent {
+                    Sent::Nothing => unavailable(target.route, &why),
+                    Sent::Maybe => bad_gateway(target, &why),
+                };
+            }
+            match sent {
+                Sent::Nothing => {
+                    self.inner
+                        .metrics
+                        .resends
+                        .with_label_values(&["not_sent"])
+                        .inc();
+                    if let Err(outcome) = wait.backoff().await {
+                        return outcome;
+                    }
+                }
+                Sent::Maybe => {
+                    resends += 1;
+                    if resends > MAX_RESENDS {
+                        return bad_gateway(target, &why);
+                    }
+                    self.inner
+                        .metrics
+                        .resends
+                        .with_label_values(&["reset"])
+                        .inc();
+                }
+            }
+        }
+    }
+
+    fn respond(&self, resp: Response<Incoming>, target: Target) -> Outcome {
+        let (mut parts, body) = resp.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers, false);
+        parts.headers.remove(headers::REFUSED);
+        let body = match target.tenure {
+            Tenure::Local { .. } => FencedBody::new(
+                body,
+                target.tenure,
+                self.inner.views.clone(),
+                self.inner.settings.stream_grace,
+            )
+            .boxed_unsync(),
+            Tenure::Peer { .. } => body.map_err(BoxError::from).boxed_unsync(),
+        };
+        Outcome {
+            route: target.route,
+            peer: Some(target.authority),
+            response: Response::from_parts(parts, body),
+        }
+    }
+}
+
+/// The request head, kept to build each attempt.
+pub(crate) struct Head {
+    pub(crate) method: Method,
+    pub(crate) uri: Uri,
+    pub(crate) version: Version,
+    pub(crate) headers: HeaderMap,
+}
+
+impl Head {
+    /// The request for one attempt to `target`.
+    pub(crate) fn request<B>(&self, target: &Target, body: B) -> Request<B> {
+        let path = self
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let mut uri = Uri::builder()
+            .scheme("http")
+            .authority(target.authority.as_str());
+        uri = if self.method == Method::CONNECT {
+            uri
+        } else {
+            uri.path_and_query(path)
+        };
+        let mut req = Request::new(body);
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = uri.build().unwrap_or_else(|_| Uri::from_static("/"));
+        *req.version_mut() = self.version;
+        *req.headers_mut() = self.headers.clone();
+        for (name, value) in &target.extra {
+            req.headers_mut().insert(name.clone(), value.clone());
+        }
+        req
+    }
+}
+
+/// True for a 421 that a sidecar (not an app) gave: it proves nothing reached an app.
+fn refused_by_sidecar<B>(resp: &Response<B>) -> bool {
+    resp.status() == StatusCode::MISDIRECTED_REQUEST
+        && resp.headers().contains_key(headers::REFUSED)
+}
+
+#[cfg(test)]
+mod tests;

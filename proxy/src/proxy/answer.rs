@@ -1,0 +1,70 @@
+//! The answers the sidecar gives itself: 503 (no leader in time), 502 (sent, then failed),
+//! 421 (misdirected).
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+
+use super::Outcome;
+use super::target::Target;
+use crate::headers;
+use crate::hold::HoldError;
+use crate::route::Misdirected;
+use crate::{BoxError, ProxyBody};
+
+pub(crate) fn text(status: StatusCode, msg: &str) -> Response<ProxyBody> {
+    let mut resp = Response::new(
+        Full::new(Bytes::from(format!("{msg}\n")))
+            .map_err(BoxError::from)
+            .boxed_unsync(),
+    );
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+pub(crate) fn held(e: HoldError) -> Outcome {
+    unavailable("hold", &e.to_string())
+}
+
+pub(crate) fn unavailable(route: &'static str, why: &str) -> Outcome {
+    let mut response = text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &format!("understudy: {why}"),
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    Outcome {
+        route,
+        peer: None,
+        response,
+    }
+}
+
+pub(crate) fn bad_gateway(target: Target, why: &str) -> Outcome {
+    Outcome {
+        route: target.route,
+        peer: Some(target.authority),
+        response: text(StatusCode::BAD_GATEWAY, &format!("understudy: {why}")),
+    }
+}
+
+pub(crate) fn misdirected(me: &str, why: &Misdirected) -> Outcome {
+    let mut response = text(
+        StatusCode::MISDIRECTED_REQUEST,
+        &format!("understudy {me}: {why}"),
+    );
+    response
+        .headers_mut()
+        .insert(headers::REFUSED, headers::value(me));
+    Outcome {
+        route: "reject",
+        peer: None,
+        response,
+    }
+}

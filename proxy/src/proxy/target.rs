@@ -1,0 +1,120 @@
+//! Choosing where an attempt goes, holding until there is somewhere to go.
+
+use std::time::Duration;
+
+use http::HeaderMap;
+use http::header::HeaderValue;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use understudy_elector::View;
+
+use super::answer::{held, misdirected};
+use super::{Outcome, Proxy};
+use crate::headers::{self, Inbound};
+use crate::hold::Place;
+use crate::route::{self, Route};
+use crate::tenure::Tenure;
+
+/// First and longest pause before trying an unreachable target again.
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(25), Duration::from_secs(1));
+
+/// Where an attempt goes, and what it carries there.
+pub(crate) struct Target {
+    pub(crate) authority: String,
+    pub(crate) tenure: Tenure,
+    pub(crate) extra: HeaderMap,
+    pub(crate) route: &'static str,
+}
+
+/// One request's way through holds and back-offs, up to its deadline.
+pub(crate) struct Wait<'a> {
+    proxy: &'a Proxy,
+    views: watch::Receiver<View>,
+    deadline: Instant,
+    place: Option<Place>,
+    backoff: Duration,
+}
+
+// The `Err` side is the response to give, built at most once per request; boxing it would
+// buy nothing.
+#[allow(clippy::result_large_err)]
+impl<'a> Wait<'a> {
+    pub(crate) fn new(proxy: &'a Proxy, deadline: Instant) -> Wait<'a> {
+        Wait {
+            proxy,
+            views: proxy.inner.views.clone(),
+            deadline,
+            place: None,
+            backoff: BACKOFF.0,
+        }
+    }
+
+    /// The next target, holding until there is one. `Err` is the answer to give instead.
+    pub(crate) async fn target(&mut self, inbound: &Inbound) -> Result<Target, Outcome> {
+        loop {
+            let route = route::decide(&self.views.borrow_and_update(), crate::now(), inbound);
+            let settings = &self.proxy.inner.settings;
+            let mut extra = HeaderMap::new();
+            match route {
+                Route::Hold => {
+                    self.enter()?;
+                    let holder = &self.proxy.inner.holder;
+                    let ready = |v: &View| route::decide(v, crate::now(), inbound) != Route::Hold;
+                    holder
+                        .until(&mut self.views, self.deadline, ready)
+                        .await
+                        .map_err(held)?;
+                }
+                Route::Reject(why) => return Err(misdirected(&self.views.borrow().identity, &why)),
+                Route::Local { leader } => {
+                    extra.insert(headers::LEADER, headers::value(&leader.identity));
+                    extra.insert(headers::EPOCH, HeaderValue::from(leader.epoch));
+                    return Ok(Target {
+                        authority: settings.upstream.to_string(),
+                        tenure: Tenure::Local {
+                            epoch: leader.epoch,
+                        },
+                        extra,
+                        route: "local",
+                    });
+                }
+                Route::Forward {
+                    leader,
+                    address,
+                    hops,
+                } => {
+                    extra.insert(headers::FOR, headers::value(&leader.identity));
+                    extra.insert(headers::HOPS, HeaderValue::from(u16::from(hops)));
+                    return Ok(Target {
+                        authority: address,
+                        tenure: Tenure::Peer {
+                            identity: leader.identity,
+                            epoch: leader.epoch,
+                        },
+                        extra,
+                        route: "forward",
+                    });
+                }
+            }
+        }
+    }
+
+    /// After nothing could be sent: wait for a new view or a growing pause.
+    pub(crate) async fn backoff(&mut self) -> Result<(), Outcome> {
+        self.enter()?;
+        let holder = &self.proxy.inner.holder;
+        holder
+            .backoff(&mut self.views, self.deadline, self.backoff)
+            .await
+            .map_err(held)?;
+        self.backoff = (self.backoff * 2).min(BACKOFF.1);
+        Ok(())
+    }
+
+    fn enter(&mut self) -> Result<(), Outcome> {
+        if self.place.is_none() {
+            self.place = Some(self.proxy.inner.holder.enter().map_err(held)?);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,416 @@
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use http_body_util::Full;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::*;
+use crate::testing::*;
+
+/// A leader proxy in front of app `a`, and a standby proxy that forwards to it.
+async fn pair() -> (TestProxy, App, TestProxy, App) {
+    let (a_addr, app_a) = app("a").await;
+    let (b_addr, app_b) = app("b").await;
+    let pa = start_proxy(proxy_settings(a_addr), leaderless("a")).await;
+    pa.views
+        .send(leading("a", &pa.addr.to_string(), 4))
+        .unwrap();
+    let pb = start_proxy(
+        proxy_settings(b_addr),
+        following("b", "a", &pa.addr.to_string(), 4),
+    )
+    .await;
+    (pa, app_a, pb, app_b)
+}
+
+/// A port on 127.0.0.1 where nothing listens (connect refused).
+async fn closed_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap()
+}
+
+#[tokio::test]
+async fn the_leader_serves_locally_with_the_fencing_token() {
+    let (a_addr, app_a) = app("a").await;
+    let p = start_proxy(proxy_settings(a_addr), leading("a", "127.0.0.1:1", 4)).await;
+    let (status, headers, body) = get(p.addr, "/").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "a"));
+    assert_eq!(headers["x-seen-x-understudy-leader"], "a");
+    assert_eq!(headers["x-seen-x-understudy-epoch"], "4");
+    assert_eq!(headers["x-seen-x-forwarded-for"], "127.0.0.1");
+    assert_eq!(headers["x-seen-via"], "1.1 understudy");
+    assert_eq!(app_a.hits(), 1);
+}
+
+#[tokio::test]
+async fn a_standby_forwards_to_the_leader() {
+    let (_pa, app_a, pb, app_b) = pair().await;
+    for _ in 0..5 {
+        let (status, headers, body) = get(pb.addr, "/x?y=1").await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "a"));
+        assert_eq!(headers["x-seen-x-understudy-leader"], "a");
+        assert!(
+            !headers.contains_key("x-seen-x-understudy-for"),
+            "routing headers never reach an app"
+        );
+        assert!(!headers.contains_key("x-seen-x-understudy-hops"));
+        let via: Vec<_> = headers.get_all("x-seen-via").iter().collect();
+        assert_eq!(via.len(), 2, "one Via per sidecar: {via:?}");
+        assert_eq!(headers["x-seen-x-forwarded-for"], "127.0.0.1, 127.0.0.1");
+    }
+    assert_eq!((app_a.hits(), app_b.hits()), (5, 0));
+    // POST bodies go through too.
+    let req = Request::post(format!("http://{}/", pb.addr))
+        .body(Full::from("hello"))
+        .unwrap();
+    assert_eq!(send(pb.addr, req).await.2, "a:hello");
+}
+
+#[tokio::test]
+async fn client_supplied_internal_headers_are_not_trusted() {
+    let (_pa, _app_a, pb, _app_b) = pair().await;
+    let req = Request::get(format!("http://{}/", pb.addr))
+        .header("x-understudy-leader", "mallory")
+        .header("x-understudy-epoch", "999")
+        .header("x-understudy-for", "b")
+        .body(Full::default())
+        .unwrap();
+    let (status, headers, body) = send(pb.addr, req).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, "a"),
+        "a lone marker is ignored: forwarded as usual"
+    );
+    assert_eq!(headers["x-seen-x-understudy-leader"], "a");
+    assert_eq!(headers["x-seen-x-understudy-epoch"], "4");
+}
+
+#[tokio::test]
+async fn a_request_marked_for_another_pod_is_refused_not_served() {
+    let (pa, app_a, _pb, _app_b) = pair().await;
+    let req = Request::get(format!("http://{}/", pa.addr))
+        .header("x-understudy-for", "c")
+        .header("x-understudy-hops", "1")
+        .body(Full::default())
+        .unwrap();
+    let (status, headers, _) = send(pa.addr, req).await;
+    assert_eq!(status, StatusCode::MISDIRECTED_REQUEST);
+    assert_eq!(headers["x-understudy-refused"], "a");
+    assert_eq!(app_a.hits(), 0);
+}
+
+#[tokio::test]
+async fn inconsistent_views_cannot_make_a_loop() {
+    // a thinks b leads, b thinks a leads: each forwards to the other, the hop limit ends it.
+    let (a_addr, app_a) = app("a").await;
+    let (b_addr, app_b) = app("b").await;
+    let mut s = proxy_settings(a_addr);
+    s.hold_timeout = Duration::from_millis(600);
+    let pa = start_proxy(s.clone(), leaderless("a")).await;
+    let mut s = proxy_settings(b_addr);
+    s.hold_timeout = Duration::from_millis(600);
+    let pb = start_proxy(s, leaderless("b")).await;
+    pa.views
+        .send(following("a", "b", &pb.addr.to_string(), 2))
+        .unwrap();
+    pb.views
+        .send(following("b", "a", &pa.addr.to_string(), 2))
+        .unwrap();
+    let started = Instant::now();
+    let (status, headers, _) = get(pa.addr, "/").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(headers["retry-after"], "1");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!((app_a.hits(), app_b.hits()), (0, 0));
+}
+
+#[tokio::test]
+async fn a_request_is_held_until_a_leader_appears() {
+    let (a_addr, app_a) = app("a").await;
+    let (b_addr, _app_b) = app("b").await;
+    let pa = start_proxy(proxy_settings(a_addr), leading("a", "127.0.0.1:1", 1)).await;
+    let mut s = proxy_settings(b_addr);
+    s.hold_timeout = Duration::from_secs(20);
+    let pb = start_proxy(s, leaderless("b")).await;
+    let req = Request::post(format!("http://{}/", pb.addr))
+        .body(Full::from("held"))
+        .unwrap();
+    let pending = tokio::spawn(send(pb.addr, req));
+    let holder = pb.proxy.holder().clone();
+    eventually(Duration::from_secs(5), || holder.held() == 1).await;
+    assert!(!pending.is_finished());
+    pb.views
+        .send(following("b", "a", &pa.addr.to_string(), 1))
+        .unwrap();
+    let (status, _, body) = pending.await.unwrap();
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "a:held"));
+    assert_eq!(holder.held(), 0);
+    assert_eq!(app_a.hits(), 1);
+}
+
+#[tokio::test]
+async fn holding_ends_with_503_and_retry_after() {
+    let (b_addr, _) = app("b").await;
+    let mut s = proxy_settings(b_addr);
+    s.hold_timeout = Duration::from_millis(300);
+    let pb = start_proxy(s, leaderless("b")).await;
+    let started = Instant::now();
+    let (status, headers, _) = get(pb.addr, "/").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(headers["retry-after"], "1");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+}
+
+#[tokio::test]
+async fn a_full_hold_queue_answers_503_at_once() {
+    let (b_addr, _) = app("b").await;
+    let mut s = proxy_settings(b_addr);
+    s.max_held = 1;
+    s.hold_timeout = Duration::from_secs(20);
+    let pb = start_proxy(s, leaderless("b")).await;
+    let first = tokio::spawn(get(pb.addr, "/"));
+    let holder = pb.proxy.holder().clone();
+    eventually(Duration::from_secs(5), || holder.held() == 1).await;
+    let (status, headers, body) = get(pb.addr, "/").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(headers["retry-after"], "1");
+    assert!(body.contains("hold queue full"), "{body}");
+    first.abort();
+}
+
+#[tokio::test]
+async fn an_unreachable_leader_holds_requests_until_the_next_one() {
+    // The leader was SIGKILLed: its port refuses. Requests (any method: nothing was sent)
+    // wait until this pod takes over.
+    let (b_addr, app_b) = app("b").await;
+    let dead = closed_port().await;
+    let mut s = proxy_settings(b_addr);
+    s.hold_timeout = Duration::from_secs(20);
+    let pb = start_proxy(s, following("b", "a", &dead.to_string(), 1)).await;
+    let req = Request::post(format!("http://{}/", pb.addr))
+        .body(Full::from("x"))
+        .unwrap();
+    let pending = tokio::spawn(send(pb.addr, req));
+    let holder = pb.proxy.holder().clone();
+    eventually(Duration::from_secs(5), || holder.held() == 1).await;
+    pb.views
+        .send(leading("b", &pb.addr.to_string(), 2))
+        .unwrap();
+    let (status, headers, body) = pending.await.unwrap();
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "b:x"));
+    assert_eq!(headers["x-seen-x-understudy-epoch"], "2");
+    assert_eq!(app_b.hits(), 1);
+}
+
+/// An app that reads each request head and then drops the first `resets` connections.
+async fn flaky(resets: usize) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let c = conns.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let n = c.fetch_add(1, Ordering::SeqCst) + 1;
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                    }
+                }
+                if n > resets {
+                    let _ = s
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                        )
+                        .await;
+                }
+            });
+        }
+    });
+    (addr, conns)
+}
+
+#[tokio::test]
+async fn an_idempotent_request_is_resent_after_a_reset() {
+    let (flaky_addr, conns) = flaky(1).await;
+    let p = start_proxy(proxy_settings(flaky_addr), leading("a", "127.0.0.1:1", 1)).await;
+    let (status, _, body) = get(p.addr, "/").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "ok"));
+    assert_eq!(conns.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_post_that_may_have_arrived_is_never_resent() {
+    let (flaky_addr, conns) = flaky(1).await;
+    let p = start_proxy(proxy_settings(flaky_addr), leading("a", "127.0.0.1:1", 1)).await;
+    let req = Request::post(format!("http://{}/", p.addr))
+        .body(Full::from("pay"))
+        .unwrap();
+    let (status, _, _) = send(p.addr, req).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        conns.load(Ordering::SeqCst),
+        1,
+        "the app saw it once, and only once"
+    );
+}
+
+/// Opens an `Upgrade: echo` tunnel through `addr`; returns the stream after the 101 and
+/// the app's greeting.
+async fn open_tunnel(addr: SocketAddr) -> (TcpStream, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /ws HTTP/1.1\r\nhost: test\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            s.read(&mut byte).await.unwrap(),
+            1,
+            "closed before the response head"
+        );
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let mut greeting = [0u8; 2];
+    s.read_exact(&mut greeting).await.unwrap();
+    (s, String::from_utf8(greeting.to_vec()).unwrap())
+}
+
+async fn echo(s: &mut TcpStream, msg: &[u8]) {
+    s.write_all(msg).await.unwrap();
+    let mut back = vec![0u8; msg.len()];
+    s.read_exact(&mut back).await.unwrap();
+    assert_eq!(back, msg);
+}
+
+async fn closed(s: &mut TcpStream) {
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("tunnel left open");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+}
+
+#[tokio::test]
+async fn a_tunnel_through_a_standby_closes_when_leadership_moves() {
+    let (pa, _app_a, pb, _app_b) = pair().await;
+    let (mut tunnel, greeting) = open_tunnel(pb.addr).await;
+    assert_eq!(greeting, "a>");
+    echo(&mut tunnel, b"ping").await;
+    // b takes over (a was lost): the tunnel to a must close, a new one reaches b.
+    pa.views.send(leaderless("a")).unwrap();
+    pb.views
+        .send(leading("b", &pb.addr.to_string(), 5))
+        .unwrap();
+    closed(&mut tunnel).await;
+    let (mut tunnel, greeting) = open_tunnel(pb.addr).await;
+    assert_eq!(greeting, "b>");
+    echo(&mut tunnel, b"pong").await;
+}
+
+#[tokio::test]
+async fn a_leaders_local_tunnel_closes_when_it_stops_leading() {
+    let (a_addr, _) = app("a").await;
+    let pa = start_proxy(proxy_settings(a_addr), leading("a", "127.0.0.1:1", 3)).await;
+    let (mut tunnel, greeting) = open_tunnel(pa.addr).await;
+    assert_eq!(greeting, "a>");
+    echo(&mut tunnel, b"ping").await;
+    // The fencing deadline passes without a new view: that alone must close it.
+    let mut view = leading("a", "127.0.0.1:1", 3);
+    view.acting_until = Some(std::time::Instant::now() + Duration::from_millis(200));
+    pa.views.send(view).unwrap();
+    closed(&mut tunnel).await;
+}
+
+#[tokio::test]
+async fn a_streaming_response_from_the_local_app_is_cut_when_leadership_ends() {
+    use http_body_util::BodyExt;
+    let (a_addr, _) = app("a").await;
+    let pa = start_proxy(proxy_settings(a_addr), leading("a", "127.0.0.1:1", 3)).await;
+    let resp = client()
+        .request(
+            Request::get(format!("http://{}/stream", pa.addr))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut body = resp.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(first, "a");
+    pa.views
+        .send(following("a", "b", "127.0.0.1:1", 4))
+        .unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(5), body.frame())
+        .await
+        .expect("stream left open");
+    assert!(
+        !matches!(next, Some(Ok(_))),
+        "stream must end with an error: {next:?}"
+    );
+}
+
+#[tokio::test]
+async fn h2c_with_trailers_passes_a_forward() {
+    use http_body_util::BodyExt;
+    let (_pa, _app_a, pb, _app_b) = pair().await;
+    let h2: hyper_util::client::legacy::Client<_, Full<Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
+    let req = Request::get(format!("http://{}/trailers", pb.addr))
+        .header("te", "trailers")
+        .body(Full::default())
+        .unwrap();
+    let resp = h2.request(req).await.unwrap();
+    assert_eq!(resp.version(), Version::HTTP_2);
+    assert_eq!(resp.headers()["x-seen-via"], "2 understudy");
+    let collected = resp.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned().expect("trailers arrive");
+    assert_eq!(trailers["grpc-status"], "0");
+    assert_eq!(collected.to_bytes(), "a");
+}
+
+#[tokio::test]
+async fn a_large_streamed_upload_and_download_pass_a_forward() {
+    use http_body_util::{BodyExt, StreamBody};
+    let (_pa, _app_a, pb, _app_b) = pair().await;
+    const CHUNK: usize = 64 * 1024;
+    const CHUNKS: usize = 128; // 8 MiB, far past the replay buffer
+    let frames = (0..CHUNKS).map(|i| {
+        Ok::<_, BoxError>(http_body::Frame::data(Bytes::from(vec![
+            (i % 251) as u8;
+            CHUNK
+        ])))
+    });
+    let body = StreamBody::new(futures::stream::iter(frames));
+    let client: hyper_util::client::legacy::Client<_, StreamBody<_>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let req = Request::post(format!("http://{}/echo", pb.addr))
+        .body(body)
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    let mut received = 0usize;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            for (k, byte) in data.iter().enumerate() {
+                assert_eq!(*byte, (((received + k) / CHUNK) % 251) as u8);
+            }
+            received += data.len();
+        }
+    }
+    assert_eq!(received, CHUNK * CHUNKS);
+}

@@ -1,0 +1,204 @@
+//! When a failed attempt may be sent again, and the body that makes a resend possible.
+//!
+//! The rules:
+//! - nothing was sent (connect refused or timed out, or a sidecar refused it with 421):
+//!   any method may go again, provided the body can be replayed;
+//! - the connection failed after sending began: only idempotent methods, and only when the
+//!   whole body so far fits in the replay buffer ([`REPLAY_LIMIT`]);
+//! - a non-idempotent request that may have reached an app is never sent again.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::UnsyncBoxBody;
+
+use crate::BoxError;
+
+/// Bodies up to this size are kept so that an attempt can be replayed.
+pub const REPLAY_LIMIT: usize = 64 * 1024;
+
+/// How an attempt failed, as far as resending is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sent {
+    /// Nothing reached an app.
+    Nothing,
+    /// The request may have reached an app.
+    Maybe,
+}
+
+/// Whether an attempt that failed like `sent` may be made again.
+pub fn may_retry(method: &Method, sent: Sent, body: &ReplayBody) -> bool {
+    body.replayable()
+        && match sent {
+            Sent::Nothing => true,
+            Sent::Maybe => is_idempotent(method),
+        }
+}
+
+/// RFC 9110 §9.2.2 idempotent methods.
+pub fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+enum Piece {
+    Data(Bytes),
+    Trailers(HeaderMap),
+}
+
+struct Shared {
+    /// Frames read so far, while they fit in the limit.
+    kept: Vec<Piece>,
+    kept_len: usize,
+    /// The kept frames no longer cover what was read: no replay possible.
+    overflowed: bool,
+    /// The original body, read by whichever attempt is current.
+    source: Option<UnsyncBoxBody<Bytes, BoxError>>,
+    source_done: bool,
+    /// Only the newest attempt may read; an older one (still held by a dying connection)
+    /// gets an error instead of stealing frames.
+    current: u64,
+    limit: usize,
+    hint: SizeHint,
+}
+
+/// A request body that can be sent again while what was read of it fits in a buffer.
+///
+/// [`ReplayBody::new`] gives a handle that is never sent itself; each attempt sends
+/// [`ReplayBody::attempt`], which first replays what earlier attempts read, then continues
+/// with the original.
+pub struct ReplayBody {
+    shared: Arc<Mutex<Shared>>,
+    id: u64,
+    pos: usize,
+}
+
+/// Polled after a newer attempt took over.
+#[derive(Debug, thiserror::Error)]
+#[error("request body was taken over by a newer attempt")]
+pub struct Superseded;
+
+impl ReplayBody {
+    /// Wraps `body`, keeping up to `limit` bytes for replay.
+    pub fn new<B>(body: B, limit: usize) -> ReplayBody
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        use http_body_util::BodyExt;
+        let hint = body.size_hint();
+        let done = body.is_end_stream();
+        let shared = Shared {
+            kept: Vec::new(),
+            kept_len: 0,
+            overflowed: false,
+            source: Some(body.map_err(Into::into).boxed_unsync()),
+            source_done: done,
+            current: 0,
+            limit,
+            hint,
+        };
+        ReplayBody {
+            shared: Arc::new(Mutex::new(shared)),
+            id: 0,
+            pos: 0,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        // A panic while holding the lock leaves plain data behind; keep going.
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether another attempt could send the whole body.
+    pub fn replayable(&self) -> bool {
+        !self.lock().overflowed
+    }
+
+    /// A body for the next attempt, or `None` when the body can no longer be replayed.
+    pub fn attempt(&self) -> Option<ReplayBody> {
+        let mut shared = self.lock();
+        if shared.overflowed {
+            return None;
+        }
+        shared.current += 1;
+        Some(ReplayBody {
+            shared: self.shared.clone(),
+            id: shared.current,
+            pos: 0,
+        })
+    }
+}
+
+impl Body for ReplayBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let mut shared = this.shared.lock().unwrap_or_else(|e| e.into_inner());
+        if shared.current != this.id {
+            return Poll::Ready(Some(Err(Superseded.into())));
+        }
+        if let Some(piece) = shared.kept.get(this.pos) {
+            this.pos += 1;
+            return Poll::Ready(Some(Ok(match piece {
+                Piece::Data(d) => Frame::data(d.clone()),
+                Piece::Trailers(t) => Frame::trailers(t.clone()),
+            })));
+        }
+        if shared.source_done {
+            return Poll::Ready(None);
+        }
+        let Some(source) = shared.source.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let frame = match Pin::new(source).poll_frame(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(None) => {
+                shared.source_done = true;
+                return Poll::Ready(None);
+            }
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+            Poll::Ready(Some(Ok(frame))) => frame,
+        };
+        if !shared.overflowed {
+            let piece = if let Some(d) = frame.data_ref() {
+                Some(Piece::Data(d.clone()))
+            } else {
+                frame.trailers_ref().map(|t| Piece::Trailers(t.clone()))
+            };
+            let len = frame.data_ref().map_or(0, Bytes::len);
+            if shared.kept_len + len > shared.limit {
+                shared.overflowed = true;
+                shared.kept = Vec::new();
+            } else if let Some(piece) = piece {
+                shared.kept_len += len;
+                shared.kept.push(piece);
+                this.pos = shared.kept.len();
+            }
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let shared = self.lock();
+        shared.source_done && self.pos >= shared.kept.len()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.lock().hint
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,77 @@
+use http_body_util::{BodyExt, Full, StreamBody};
+
+use super::*;
+
+fn chunks(parts: &[&'static str]) -> impl Body<Data = Bytes, Error = BoxError> + Send + 'static {
+    let frames: Vec<Result<Frame<Bytes>, BoxError>> = parts
+        .iter()
+        .map(|p| Ok(Frame::data(Bytes::from_static(p.as_bytes()))))
+        .collect();
+    StreamBody::new(futures::stream::iter(frames))
+}
+
+async fn read(body: ReplayBody) -> Result<String, BoxError> {
+    let bytes = body.collect().await?.to_bytes();
+    Ok(String::from_utf8(bytes.to_vec()).unwrap())
+}
+
+#[test]
+fn only_idempotent_methods_are_resent_after_they_may_have_arrived() {
+    let body = ReplayBody::new(Full::new(Bytes::from_static(b"x")), REPLAY_LIMIT);
+    for m in [
+        Method::GET,
+        Method::HEAD,
+        Method::PUT,
+        Method::DELETE,
+        Method::OPTIONS,
+    ] {
+        assert!(may_retry(&m, Sent::Maybe, &body), "{m}");
+    }
+    for m in [
+        Method::POST,
+        Method::PATCH,
+        Method::from_bytes(b"LOCK").unwrap(),
+    ] {
+        assert!(!may_retry(&m, Sent::Maybe, &body), "{m}");
+        assert!(
+            may_retry(&m, Sent::Nothing, &body),
+            "{m}: nothing sent, so it may go again"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_second_attempt_replays_what_the_first_read_then_continues() {
+    let body = ReplayBody::new(chunks(&["ab", "cd", "ef"]), REPLAY_LIMIT);
+    let mut first = body.attempt().unwrap();
+    let frame = first.frame().await.unwrap().unwrap();
+    assert_eq!(frame.into_data().unwrap(), "ab");
+    // The first attempt failed after one chunk: the second sends all of it.
+    let second = body.attempt().unwrap();
+    assert_eq!(read(second).await.unwrap(), "abcdef");
+    // The first attempt may not steal frames any more.
+    assert!(first.frame().await.unwrap().is_err());
+    // And a third still replays everything.
+    assert_eq!(read(body.attempt().unwrap()).await.unwrap(), "abcdef");
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_cannot_be_replayed() {
+    let body = ReplayBody::new(chunks(&["0123456789", "0123456789"]), 15);
+    assert_eq!(
+        read(body.attempt().unwrap()).await.unwrap(),
+        "01234567890123456789"
+    );
+    assert!(!body.replayable());
+    assert!(body.attempt().is_none());
+    assert!(!may_retry(&Method::GET, Sent::Nothing, &body));
+}
+
+#[tokio::test]
+async fn size_hint_and_end_of_stream_pass_through() {
+    let body = ReplayBody::new(Full::new(Bytes::from_static(b"hello")), REPLAY_LIMIT);
+    let attempt = body.attempt().unwrap();
+    assert_eq!(attempt.size_hint().exact(), Some(5));
+    let empty = ReplayBody::new(http_body_util::Empty::<Bytes>::new(), REPLAY_LIMIT);
+    assert!(empty.attempt().unwrap().is_end_stream());
+}

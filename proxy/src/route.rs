@@ -1,0 +1,114 @@
+//! Where one request goes, decided from the latest election [`View`] alone (no API call).
+
+use std::time::Instant;
+
+use understudy_elector::{Leader, View};
+
+use crate::headers::{Inbound, MAX_HOPS};
+
+/// The decision for one request at one moment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// This pod is the acting leader: hand the request to the local app with this fencing token.
+    Local {
+        /// This pod, as the Lease names it.
+        leader: Leader,
+    },
+    /// Forward to the leader's sidecar.
+    Forward {
+        /// The leader the request is meant for.
+        leader: Leader,
+        /// Its advertised address.
+        address: String,
+        /// Hop count to send (one more than received).
+        hops: u8,
+    },
+    /// No leader to send to yet: wait for the view to change.
+    Hold,
+    /// Misdirected (meant for another pod, or out of hops): answer 421, serve nothing.
+    Reject(Misdirected),
+}
+
+/// Why a request is refused with 421.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Misdirected {
+    /// Meant for another pod, and this sidecar cannot (or may not) pass it on.
+    NotFor {
+        /// The pod the sender meant.
+        meant: String,
+    },
+    /// Passing it on would exceed [`MAX_HOPS`].
+    TooManyHops,
+}
+
+impl std::fmt::Display for Misdirected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Misdirected::NotFor { meant } => write!(f, "request was meant for {meant}"),
+            Misdirected::TooManyHops => write!(f, "hop limit {MAX_HOPS} reached"),
+        }
+    }
+}
+
+impl Route {
+    /// Short name for logs and metrics labels.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Route::Local { .. } => "local",
+            Route::Forward { .. } => "forward",
+            Route::Hold => "hold",
+            Route::Reject(_) => "reject",
+        }
+    }
+}
+
+/// Decides the route of a request that came in with `inbound` routing facts, at `now`.
+///
+/// - Meant for another pod: never served here. Re-routed once to the leader this pod knows
+///   of, if that is a third pod and hops remain; otherwise refused.
+/// - Otherwise: local while this pod is acting leader; forwarded while another pod leads and
+///   advertises an address; held when there is no one to send to.
+pub fn decide(view: &View, now: Instant, inbound: &Inbound) -> Route {
+    let me = view.identity.as_str();
+    let other_leader = view.leader.as_ref().filter(|l| l.identity != me);
+    if let Some(meant) = inbound.for_pod.as_deref().filter(|p| *p != me) {
+        let reject = Route::Reject(Misdirected::NotFor {
+            meant: meant.to_string(),
+        });
+        return match other_leader {
+            // The sender's view agrees with ours, yet the request reached us: the address
+            // points at the wrong pod (IP reuse). Sending it there again would loop.
+            Some(l) if l.identity == meant => reject,
+            Some(l) => forward(l, inbound).unwrap_or(reject),
+            None => reject,
+        };
+    }
+    if let Some(leader) = view.leader.as_ref().filter(|_| view.is_acting(now)) {
+        return Route::Local {
+            leader: leader.clone(),
+        };
+    }
+    match other_leader {
+        Some(l) if l.address.is_some() => {
+            forward(l, inbound).unwrap_or(Route::Reject(Misdirected::TooManyHops))
+        }
+        // A holder without an address (e.g. a client-go candidate) cannot take traffic; nor
+        // can this pod while it holds the Lease outside its fencing window.
+        _ => Route::Hold,
+    }
+}
+
+fn forward(leader: &Leader, inbound: &Inbound) -> Option<Route> {
+    let address = leader.address.clone()?;
+    if inbound.hops >= MAX_HOPS {
+        return None;
+    }
+    Some(Route::Forward {
+        leader: leader.clone(),
+        address,
+        hops: inbound.hops + 1,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,297 @@
+//! The checked configuration of one sidecar, built from the [`Cli`] and the pod's environment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::uri::Authority;
+use understudy_elector::{Config, ConfigError};
+
+use crate::cli::{Cli, ReadyWhen};
+
+/// Where the service account mounts the pod's namespace.
+pub const NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+
+/// A flag whose value is wrong together with the others. Each variant names the flag.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The election timings do not satisfy the elector's rules.
+    #[error("--lease-duration/--renew-deadline/--retry-period (or --ttl): {source}")]
+    Timings {
+        /// The elector's complaint.
+        source: ConfigError,
+    },
+    /// An address flag is not `host:port`.
+    #[error("--{flag}: {value:?} is not a host:port address")]
+    Address {
+        /// The flag, without dashes.
+        flag: &'static str,
+        /// The value given.
+        value: String,
+    },
+    /// No way to tell peers how to reach this pod.
+    #[error(
+        "--advertise: needed when --listen is a wildcard address ({listen}) and POD_IP is unset"
+    )]
+    NoAdvertise {
+        /// The wildcard listen address.
+        listen: SocketAddr,
+    },
+    /// No identity given and no hostname found.
+    #[error("--id: not given and the hostname could not be read")]
+    NoIdentity,
+    /// An empty value where a name is needed.
+    #[error("--{flag}: must not be empty")]
+    Empty {
+        /// The flag, without dashes.
+        flag: &'static str,
+    },
+    /// A count that must be positive is zero.
+    #[error("--{flag}: must be at least 1")]
+    Zero {
+        /// The flag, without dashes.
+        flag: &'static str,
+    },
+    /// A timeout that must be positive is zero.
+    #[error("--{flag}: must be longer than 0s")]
+    ZeroDuration {
+        /// The flag, without dashes.
+        flag: &'static str,
+    },
+}
+
+/// What the settings depend on besides the command line, read once at start.
+#[derive(Debug, Clone, Default)]
+pub struct Environment {
+    /// `$POD_IP` (downward API).
+    pub pod_ip: Option<String>,
+    /// Contents of the service account's namespace file.
+    pub namespace: Option<String>,
+    /// The hostname (a pod's hostname is its name).
+    pub hostname: Option<String>,
+}
+
+impl Environment {
+    /// Reads `$POD_IP`, [`NAMESPACE_FILE`] and the kernel hostname.
+    pub fn detect() -> Environment {
+        let read = |path: PathBuf| std::fs::read_to_string(path).ok();
+        let hostname =
+            read("/proc/sys/kernel/hostname".into()).or_else(|| std::env::var("HOSTNAME").ok());
+        Environment {
+            pod_ip: std::env::var("POD_IP").ok(),
+            namespace: read(NAMESPACE_FILE.into()),
+            hostname,
+        }
+    }
+}
+
+/// The sidecar's configuration, checked.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Lease name.
+    pub election: String,
+    /// Lease namespace.
+    pub namespace: String,
+    /// This candidate's identity.
+    pub identity: String,
+    /// Election timings, validated.
+    pub timings: Config,
+    /// Admin server address.
+    pub admin: SocketAddr,
+    /// `/readyz` policy.
+    pub ready_when: ReadyWhen,
+    /// How long to keep serving after SIGTERM.
+    pub drain: Duration,
+    /// The proxy, when `--listen` was given.
+    pub proxy: Option<ProxySettings>,
+}
+
+/// Settings of the reverse proxy.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// The local app.
+    pub upstream: Authority,
+    /// How peers reach this pod's proxy.
+    pub advertise: Authority,
+    /// Longest wait for a leader.
+    pub hold_timeout: Duration,
+    /// Bound of the hold queue.
+    pub max_held: usize,
+    /// One log line per request.
+    pub access_log: bool,
+    /// Connect timeout to the app and to peers.
+    pub connect_timeout: Duration,
+    /// HTTP/1 header read timeout.
+    pub header_read_timeout: Duration,
+    /// Idle timeout of client and pooled connections.
+    pub idle_timeout: Duration,
+    /// Largest request head, bytes.
+    pub max_header_bytes: usize,
+    /// Most headers per request.
+    pub max_headers: usize,
+    /// How long a streaming response from the local app may go on after leadership ended:
+    /// long enough for an ordinary response to finish, shorter than the gap between the
+    /// fencing deadline and the earliest takeover.
+    pub stream_grace: Duration,
+}
+
+impl Settings {
+    /// Checks the command line against itself and `env`.
+    pub fn from_cli(cli: &Cli, env: &Environment) -> Result<Settings, SettingsError> {
+        let e = &cli.election;
+        if e.election.trim().is_empty() {
+            return Err(SettingsError::Empty { flag: "election" });
+        }
+        let namespace = e
+            .election_namespace
+            .clone()
+            .or_else(|| {
+                env.namespace
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+            })
+            .unwrap_or_else(|| "default".to_string());
+        if namespace.is_empty() {
+            return Err(SettingsError::Empty {
+                flag: "election-namespace",
+            });
+        }
+        let identity = match &e.id {
+            Some(id) if id.is_empty() => return Err(SettingsError::Empty { flag: "id" }),
+            Some(id) => id.clone(),
+            None => env
+                .hostname
+                .as_deref()
+                .map(str::trim)
+                .filter(|h| !h.is_empty())
+                .ok_or(SettingsError::NoIdentity)?
+                .to_string(),
+        };
+        let timings = timings(cli).map_err(|source| SettingsError::Timings { source })?;
+        let proxy = match cli.proxy.listen {
+            Some(listen) => Some(proxy_settings(cli, listen, &timings, env)?),
+            None => None,
+        };
+        Ok(Settings {
+            election: e.election.clone(),
+            namespace,
+            identity,
+            timings,
+            admin: cli.admin.http,
+            ready_when: cli.admin.ready_when,
+            drain: cli.admin.drain,
+            proxy,
+        })
+    }
+}
+
+/// `--ttl` sets all three; explicit timing flags override it one by one.
+fn timings(cli: &Cli) -> Result<Config, ConfigError> {
+    let e = &cli.election;
+    let mut config = match e.ttl {
+        Some(ttl) => Config {
+            lease_duration: ttl,
+            renew_deadline: ttl / 2,
+            retry_period: ttl / 4,
+            ..Config::default()
+        },
+        None => Config::default(),
+    };
+    if let Some(d) = e.lease_duration {
+        config.lease_duration = d;
+    }
+    if let Some(d) = e.renew_deadline {
+        config.renew_deadline = d;
+    }
+    if let Some(d) = e.retry_period {
+        config.retry_period = d;
+    }
+    // The safety-net resync must not be shorter than the retry period.
+    config.resync_period = config.resync_period.max(config.retry_period);
+    config.validated()
+}
+
+fn proxy_settings(
+    cli: &Cli,
+    listen: SocketAddr,
+    timings: &Config,
+    env: &Environment,
+) -> Result<ProxySettings, SettingsError> {
+    let p = &cli.proxy;
+    let l = &cli.limits;
+    let upstream = authority("upstream", &p.upstream)?;
+    let advertise = match (&p.advertise, &env.pod_ip) {
+        (Some(a), _) => authority("advertise", a)?,
+        (None, _) if !listen.ip().is_unspecified() => authority("advertise", &listen.to_string())?,
+        (None, Some(ip)) if !ip.trim().is_empty() => {
+            let ip = ip.trim();
+            let host = if ip.contains(':') {
+                format!("[{ip}]")
+            } else {
+                ip.to_string()
+            };
+            authority("advertise", &format!("{host}:{}", listen.port()))?
+        }
+        (None, _) => return Err(SettingsError::NoAdvertise { listen }),
+    };
+    let hold_timeout = p
+        .hold_timeout
+        .unwrap_or(timings.lease_duration + 2 * timings.retry_period);
+    for (flag, n) in [
+        ("max-held", p.max_held),
+        ("max-headers", l.max_headers),
+        ("max-header-bytes", l.max_header_bytes),
+    ] {
+        if n == 0 {
+            return Err(SettingsError::Zero { flag });
+        }
+    }
+    for (flag, d) in [
+        ("hold-timeout", hold_timeout),
+        ("connect-timeout", l.connect_timeout),
+        ("header-read-timeout", l.header_read_timeout),
+        ("idle-timeout", l.idle_timeout),
+    ] {
+        if d.is_zero() {
+            return Err(SettingsError::ZeroDuration { flag });
+        }
+    }
+    Ok(ProxySettings {
+        listen,
+        upstream,
+        advertise,
+        hold_timeout,
+        max_held: p.max_held,
+        access_log: p.access_log,
+        connect_timeout: l.connect_timeout,
+        header_read_timeout: l.header_read_timeout,
+        idle_timeout: l.idle_timeout,
+        // hyper refuses buffers under 8 KiB.
+        max_header_bytes: l.max_header_bytes.max(8192),
+        max_headers: l.max_headers,
+        stream_grace: (timings
+            .lease_duration
+            .saturating_sub(timings.renew_deadline))
+            / 2,
+    })
+}
+
+/// `host:port` with an explicit port.
+fn authority(flag: &'static str, value: &str) -> Result<Authority, SettingsError> {
+    let err = || SettingsError::Address {
+        flag,
+        value: value.to_string(),
+    };
+    let a: Authority = value.parse().map_err(|_| err())?;
+    if a.port_u16().is_none() || a.host().is_empty() || a.as_str().contains('@') {
+        return Err(err());
+    }
+    Ok(a)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,153 @@
+use std::time::Duration;
+
+use clap::Parser;
+
+use super::*;
+
+fn cli(args: &[&str]) -> Cli {
+    Cli::try_parse_from(std::iter::once("understudy").chain(args.iter().copied())).unwrap()
+}
+
+fn env() -> Environment {
+    Environment {
+        pod_ip: None,
+        namespace: None,
+        hostname: Some("pod-a\n".into()),
+    }
+}
+
+fn settings(args: &[&str]) -> Result<Settings, SettingsError> {
+    Settings::from_cli(&cli(args), &env())
+}
+
+#[test]
+fn seed_mode_has_no_proxy_and_old_defaults() {
+    let s = settings(&["--election", "example", "--http", "0.0.0.0:4040"]).unwrap();
+    assert!(s.proxy.is_none());
+    assert_eq!(s.namespace, "default");
+    assert_eq!(s.identity, "pod-a", "hostname, trimmed");
+    assert_eq!(s.timings, Config::default());
+}
+
+#[test]
+fn namespace_comes_from_the_service_account_file() {
+    let e = Environment {
+        namespace: Some("shop\n".into()),
+        ..env()
+    };
+    let s = Settings::from_cli(&cli(&["--election", "x"]), &e).unwrap();
+    assert_eq!(s.namespace, "shop");
+    let s = Settings::from_cli(
+        &cli(&["--election", "x", "--election-namespace", "ops"]),
+        &e,
+    )
+    .unwrap();
+    assert_eq!(s.namespace, "ops", "the flag wins");
+}
+
+#[test]
+fn ttl_sets_all_timings_and_flags_override() {
+    let s = settings(&["--election", "x", "--ttl", "20s"]).unwrap();
+    assert_eq!(s.timings.lease_duration, Duration::from_secs(20));
+    assert_eq!(s.timings.renew_deadline, Duration::from_secs(10));
+    assert_eq!(s.timings.retry_period, Duration::from_secs(5));
+    let s = settings(&["--election", "x", "--ttl", "20s", "--renew-deadline", "15s"]).unwrap();
+    assert_eq!(s.timings.renew_deadline, Duration::from_secs(15));
+}
+
+#[test]
+fn bad_timings_name_the_flags() {
+    let err = settings(&[
+        "--election",
+        "x",
+        "--lease-duration",
+        "5s",
+        "--renew-deadline",
+        "6s",
+    ])
+    .unwrap_err();
+    assert!(matches!(err, SettingsError::Timings { .. }));
+    assert!(err.to_string().contains("--lease-duration"), "{err}");
+    let err = settings(&[
+        "--election",
+        "x",
+        "--lease-duration",
+        "1500ms",
+        "--renew-deadline",
+        "1s",
+        "--retry-period",
+        "100ms",
+    ])
+    .unwrap_err();
+    assert!(err.to_string().contains("whole number of seconds"), "{err}");
+}
+
+#[test]
+fn hold_timeout_defaults_to_lease_plus_two_retries() {
+    let s = settings(&["--election", "x", "--listen", "127.0.0.2:8080"]).unwrap();
+    let p = s.proxy.unwrap();
+    assert_eq!(p.hold_timeout, Duration::from_secs(10 + 2 * 2));
+    assert_eq!(p.upstream.as_str(), "127.0.0.1:80");
+    assert_eq!(p.stream_grace, Duration::from_secs(2), "(10s - 6s) / 2");
+}
+
+#[test]
+fn advertise_defaults() {
+    // A concrete listen address is its own advertisement.
+    let s = settings(&["--election", "x", "--listen", "127.0.0.2:8080"]).unwrap();
+    assert_eq!(s.proxy.unwrap().advertise.as_str(), "127.0.0.2:8080");
+    // A wildcard needs POD_IP...
+    let e = Environment {
+        pod_ip: Some("10.1.2.3".into()),
+        ..env()
+    };
+    let s = Settings::from_cli(&cli(&["--election", "x", "--listen", "0.0.0.0:8080"]), &e).unwrap();
+    assert_eq!(s.proxy.unwrap().advertise.as_str(), "10.1.2.3:8080");
+    let e = Environment {
+        pod_ip: Some("fd00::5".into()),
+        ..env()
+    };
+    let s = Settings::from_cli(&cli(&["--election", "x", "--listen", "[::]:8080"]), &e).unwrap();
+    assert_eq!(s.proxy.unwrap().advertise.as_str(), "[fd00::5]:8080");
+    // ...or --advertise.
+    let err = settings(&["--election", "x", "--listen", "0.0.0.0:8080"]).unwrap_err();
+    assert!(err.to_string().starts_with("--advertise"), "{err}");
+    let s = settings(&[
+        "--election",
+        "x",
+        "--listen",
+        "0.0.0.0:8080",
+        "--advertise",
+        "pod-a.svc:8080",
+    ])
+    .unwrap();
+    assert_eq!(s.proxy.unwrap().advertise.as_str(), "pod-a.svc:8080");
+}
+
+#[test]
+fn bad_values_name_their_flag() {
+    let listen = ["--election", "x", "--listen", "127.0.0.2:8080"];
+    for (extra, flag) in [
+        (&["--upstream", "localhost"][..], "--upstream"),
+        (&["--upstream", "user@host:80"][..], "--upstream"),
+        (&["--advertise", "10.0.0.1"][..], "--advertise"),
+        (&["--max-held", "0"][..], "--max-held"),
+        (&["--max-headers", "0"][..], "--max-headers"),
+        (&["--hold-timeout", "0s"][..], "--hold-timeout"),
+        (&["--connect-timeout", "0ms"][..], "--connect-timeout"),
+        (&["--id", ""][..], "--id"),
+    ] {
+        let args: Vec<&str> = listen.iter().chain(extra).copied().collect();
+        let err = settings(&args).unwrap_err();
+        assert!(err.to_string().starts_with(flag), "{extra:?}: {err}");
+    }
+}
+
+#[test]
+fn identity_needs_a_hostname_or_id() {
+    let e = Environment::default();
+    let err = Settings::from_cli(&cli(&["--election", "x"]), &e).unwrap_err();
+    assert!(err.to_string().contains("--id"), "{err}");
+    let s = Settings::from_cli(&cli(&["--election", "x", "--id", "me"]), &e).unwrap();
+    assert_eq!(s.identity, "me");
+}

@@ -1,0 +1,145 @@
+//! Putting it together: the election, the admin server, the proxy, and the shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use kube::Api;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use understudy_elector::{Candidate, spawn};
+
+use crate::admin::Admin;
+use crate::metrics::Metrics;
+use crate::proxy::Proxy;
+use crate::server::{self, Limits};
+use crate::settings::Settings;
+use crate::shutdown::{self, Shutdown};
+
+/// Why the sidecar could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A listen address could not be bound.
+    #[error("--{flag} {addr}: {source}")]
+    Bind {
+        /// The flag naming the address.
+        flag: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// No Kubernetes configuration (neither in-cluster nor KUBECONFIG) could be loaded.
+    #[error("kubernetes client: {0}")]
+    Kube(#[from] kube::Error),
+    /// Signal handlers could not be installed.
+    #[error("installing signal handlers: {0}")]
+    Signal(std::io::Error),
+}
+
+/// Runs the sidecar until SIGTERM/SIGINT and the shutdown sequence have finished.
+pub async fn run(settings: Settings) -> Result<(), RunError> {
+    let settings = Arc::new(settings);
+    // Bind before contending, so that a bad address fails before this pod can lead.
+    let admin_listener = bind("http", settings.admin).await?;
+    let proxy_listener = match &settings.proxy {
+        Some(p) => Some(bind("listen", p.listen).await?),
+        None => None,
+    };
+    // Handlers first: a SIGTERM from now on leads to a handover, not a plain exit.
+    let mut signals = shutdown::Signals::install().map_err(RunError::Signal)?;
+    let client = kube::Client::try_default().await?;
+    let api = Api::namespaced(client, &settings.namespace);
+    let candidate = Candidate {
+        identity: settings.identity.clone(),
+        address: settings.proxy.as_ref().map(|p| p.advertise.to_string()),
+    };
+    let (views, handle) = spawn(api, &settings.election, candidate, settings.timings);
+    tracing::info!(
+        election = %settings.election,
+        namespace = %settings.namespace,
+        identity = %settings.identity,
+        admin = %settings.admin,
+        proxy = ?settings.proxy.as_ref().map(|p| p.listen),
+        "understudy started"
+    );
+
+    let metrics = Metrics::new();
+    let proxy = settings
+        .proxy
+        .clone()
+        .map(|p| Proxy::new(p, views.clone(), metrics.clone()));
+    let admin = Admin::new(
+        settings.clone(),
+        views.clone(),
+        proxy.as_ref().map(|p| p.holder().clone()),
+        metrics,
+    );
+
+    let admin_stop = CancellationToken::new();
+    let admin_conns = TaskTracker::new();
+    let admin_task = {
+        let admin = admin.clone();
+        tokio::spawn(server::serve(
+            admin_listener,
+            Limits::default(),
+            admin_stop.clone(),
+            admin_conns.clone(),
+            move |req, _| {
+                let admin = admin.clone();
+                async move { admin.respond(&req) }
+            },
+        ))
+    };
+    let mut proxy_parts = None;
+    if let (Some(proxy), Some(listener), Some(p)) = (&proxy, proxy_listener, &settings.proxy) {
+        let stop = CancellationToken::new();
+        let conns = TaskTracker::new();
+        let limits = Limits {
+            header_read_timeout: p.header_read_timeout,
+            idle_timeout: p.idle_timeout,
+            max_header_bytes: p.max_header_bytes,
+            max_headers: p.max_headers,
+        };
+        let handler_proxy = proxy.clone();
+        tokio::spawn(server::serve(
+            listener,
+            limits,
+            stop.clone(),
+            conns.clone(),
+            move |req, client| {
+                let proxy = handler_proxy.clone();
+                async move { proxy.handle(req, client).await }
+            },
+        ));
+        proxy_parts = Some((proxy.clone(), stop, conns));
+    }
+
+    let signal = signals.recv().await;
+    tracing::info!(signal, "shutting down");
+    let finish = settings
+        .proxy
+        .as_ref()
+        .map_or(std::time::Duration::ZERO, |p| {
+            p.hold_timeout + p.connect_timeout
+        });
+    Shutdown {
+        handle,
+        admin,
+        proxy: proxy_parts,
+        drain: settings.drain,
+        finish,
+    }
+    .run()
+    .await;
+    admin_stop.cancel();
+    let _ = admin_task.await;
+    tracing::info!("bye");
+    Ok(())
+}
+
+async fn bind(flag: &'static str, addr: SocketAddr) -> Result<TcpListener, RunError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| RunError::Bind { flag, addr, source })
+}

@@ -1,0 +1,228 @@
+//! The app in each pod: nginx from Debian's `nginx-light`, as in the original tutorial,
+//! serving a page that names its pod and logging every request with the fencing headers
+//! the sidecar adds (`x-understudy-leader`, `x-understudy-epoch`).
+
+use std::net::SocketAddrV4;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use super::process::{Proc, Signal};
+use super::{HarnessError, PodNet};
+
+/// The access log format: receipt-to-log time, status and fencing token, tab-separated.
+/// `$msec` is the log time with millisecond resolution; `$request_time` how long nginx
+/// spent on the request.
+const LOG_FORMAT: &str = "$msec\\t$request_time\\t$status\\t$http_x_understudy_leader\\t$http_x_understudy_epoch\\t$request_method $request_uri";
+
+/// One nginx per pod.
+pub struct App {
+    /// nginx's master process.
+    pub proc: Proc,
+    /// The access log.
+    pub access_log: PathBuf,
+}
+
+impl App {
+    /// Writes the config and page under `dir` and starts nginx inside `net`, listening on
+    /// `listen` (in the pod: `127.0.0.1:80` behind a sidecar, `0.0.0.0:80` without one).
+    /// Returns once nginx listens.
+    pub async fn start(
+        pod: &str,
+        net: &PodNet,
+        listen: SocketAddrV4,
+        dir: &Path,
+    ) -> Result<App, HarnessError> {
+        let www = dir.join("www");
+        let tmp = dir.join("nginx-tmp");
+        for d in [&www, &tmp] {
+            std::fs::create_dir_all(d).map_err(|e| HarnessError::io("create", d, e))?;
+        }
+        let page = www.join("index.html");
+        std::fs::write(&page, page_html(pod)).map_err(|e| HarnessError::io("write", &page, e))?;
+        let conf = dir.join("nginx.conf");
+        let access_log = dir.join("access.log");
+        std::fs::write(&conf, config(dir, listen, &access_log))
+            .map_err(|e| HarnessError::io("write", &conf, e))?;
+
+        let mut cmd = tokio::process::Command::new("ip");
+        cmd.args(net.exec_prefix())
+            .arg("nginx")
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(&conf)
+            .args(["-g", "daemon off;"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let proc = Proc::spawn(cmd, format!("nginx of {pod}"))?;
+        let app = App { proc, access_log };
+        app.wait_listening(listen, Duration::from_secs(10)).await?;
+        Ok(app)
+    }
+
+    /// Polls the pod's socket table (`/proc/<nginx>/net/tcp` shows nginx's namespace) until
+    /// `listen` is in LISTEN state.
+    async fn wait_listening(
+        &self,
+        listen: SocketAddrV4,
+        within: Duration,
+    ) -> Result<(), HarnessError> {
+        let want = format!(
+            "{:08X}:{:04X}",
+            u32::from_le_bytes(listen.ip().octets()),
+            listen.port()
+        );
+        let table = format!("/proc/{}/net/tcp", self.proc.pid());
+        let deadline = Instant::now() + within;
+        loop {
+            let text = std::fs::read_to_string(&table).unwrap_or_default();
+            let listening = text.lines().skip(1).any(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.get(1) == Some(&want.as_str()) && f.get(3) == Some(&"0A")
+            });
+            if listening {
+                return Ok(());
+            }
+            if let Some(status) = self.proc.exited() {
+                return Err(HarnessError::Command {
+                    command: format!("nginx in {table}"),
+                    status: status.to_string(),
+                    stderr: "exited before listening; see nginx-error.log".into(),
+                });
+            }
+            if Instant::now() > deadline {
+                return Err(HarnessError::timeout(format!("nginx to listen on {listen}"), within));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Graceful stop (SIGQUIT: finish requests, then exit), bounded; SIGKILL after.
+    pub async fn stop(&self) -> Result<(), HarnessError> {
+        self.proc.signal(Signal::Quit).await?;
+        if self.proc.wait(Duration::from_secs(5)).await.is_err() {
+            self.proc.kill().await?;
+        }
+        Ok(())
+    }
+}
+
+/// The page: the tutorial's "which pod am I talking to", machine-readable in `id="pod"`.
+pub fn page_html(pod: &str) -> String {
+    format!(
+        "<!DOCTYPE html>\n<html><head><title>Welcome to nginx!</title></head>\n<body>\n\
+         <h1>Welcome to nginx!</h1>\n<p>Served by pod <b id=\"pod\">{pod}</b>.</p>\n</body></html>\n"
+    )
+}
+
+/// The pod a page names, if it is one of ours.
+pub fn pod_of_page(body: &str) -> Option<&str> {
+    let start = body.find("id=\"pod\">")? + "id=\"pod\">".len();
+    let len = body[start..].find('<')?;
+    Some(&body[start..start + len])
+}
+
+fn config(dir: &Path, listen: SocketAddrV4, access_log: &Path) -> String {
+    let d = dir.display();
+    let log = access_log.display();
+    // `user root`: the pod directory is private to root; `daemon off`: nginx stays our
+    // child, so its exit is seen at once.
+    format!(
+        r#"user root root;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/nginx-error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+  log_format understudy '{LOG_FORMAT}';
+  client_body_temp_path {d}/nginx-tmp/body;
+  proxy_temp_path {d}/nginx-tmp/proxy;
+  fastcgi_temp_path {d}/nginx-tmp/fastcgi;
+  uwsgi_temp_path {d}/nginx-tmp/uwsgi;
+  scgi_temp_path {d}/nginx-tmp/scgi;
+  types {{ text/html html; }}
+  keepalive_requests 100000;
+  server {{
+    listen {listen};
+    access_log {log} understudy;
+    root {d}/www;
+    index index.html;
+  }}
+}}
+"#
+    )
+}
+
+/// One access log line.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AccessEntry {
+    /// When nginx wrote the line (Unix seconds, ms resolution).
+    pub logged: f64,
+    /// How long nginx spent on the request, seconds (ms resolution).
+    pub request_time: f64,
+    /// The status sent.
+    pub status: u16,
+    /// The fencing token: leader identity, if the request came through a leading sidecar.
+    pub leader: Option<String>,
+    /// The fencing token: epoch.
+    pub epoch: Option<u64>,
+    /// Method and URI.
+    pub request: String,
+}
+
+impl AccessEntry {
+    /// When nginx received the request (Unix seconds).
+    pub fn received(&self) -> f64 {
+        self.logged - self.request_time
+    }
+
+    /// Parses one line of [`LOG_FORMAT`]; `None` for anything else.
+    pub fn parse(line: &str) -> Option<AccessEntry> {
+        let mut f = line.split('\t');
+        let logged = f.next()?.parse().ok()?;
+        let request_time = f.next()?.parse().ok()?;
+        let status = f.next()?.parse().ok()?;
+        let leader = f.next().filter(|v| *v != "-").map(String::from);
+        let epoch = f.next()?.parse().ok();
+        let request = f.next()?.to_string();
+        Some(AccessEntry {
+            logged,
+            request_time,
+            status,
+            leader,
+            epoch,
+            request,
+        })
+    }
+}
+
+/// Reads an access log; lines that do not parse are skipped (a torn last line).
+pub fn read_access_log(path: &Path) -> Result<Vec<AccessEntry>, HarnessError> {
+    let text = std::fs::read_to_string(path).map_err(|e| HarnessError::io("read", path, e))?;
+    Ok(text.lines().filter_map(AccessEntry::parse).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_names_its_pod() {
+        assert_eq!(pod_of_page(&page_html("nginx-5d4f8-x2w9k")), Some("nginx-5d4f8-x2w9k"));
+        assert_eq!(pod_of_page("<html>502 Bad Gateway</html>"), None);
+    }
+
+    #[test]
+    fn log_lines_parse() {
+        let e = AccessEntry::parse("1795489220.893\t0.002\t200\tnginx-a\t3\tGET /").unwrap();
+        assert_eq!(e.status, 200);
+        assert_eq!(e.leader.as_deref(), Some("nginx-a"));
+        assert_eq!(e.epoch, Some(3));
+        assert!((e.received() - 1795489220.891).abs() < 1e-6);
+        let bare = AccessEntry::parse("1795489220.905\t0.000\t200\t-\t-\tGET /").unwrap();
+        assert_eq!((bare.leader, bare.epoch), (None, None));
+        assert!(AccessEntry::parse("garbage").is_none());
+    }
+}

@@ -1,0 +1,380 @@
+//! The elector against the Kubernetes API emulator, through ordinary kubeconfigs and the real
+//! kube client: one leader, expiry takeover, watch-driven handover, outage and partition
+//! self-fencing, contention, a foreign holder, and the idle API load.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
+use tokio::sync::watch;
+use understudy_elector::{Candidate, Config, Handle, Role, View, spawn};
+use understudy_tests::emulator::{Emulator, EmulatorOptions, FaultScope};
+
+const NS: &str = "default";
+const LEASE: &str = "example";
+
+fn fast() -> Config {
+    Config {
+        lease_duration: Duration::from_secs(3),
+        renew_deadline: Duration::from_secs(2),
+        retry_period: Duration::from_millis(500),
+        resync_period: Duration::from_secs(30),
+    }
+    .validated()
+    .unwrap()
+}
+
+/// One candidate: its own API identity (token), view channel, and a log of its leader
+/// intervals as observed from outside.
+struct Pod {
+    name: String,
+    view: watch::Receiver<View>,
+    handle: Option<Handle>,
+}
+
+async fn pod(emu: &Emulator, name: &str, config: Config) -> Pod {
+    emu.add_client(name);
+    let client = emu.kube_client(name).await;
+    let api: Api<Lease> = Api::namespaced(client, NS);
+    let me = Candidate {
+        identity: name.to_string(),
+        address: Some(format!("{name}.test:8080")),
+    };
+    let (view, handle) = spawn(api, LEASE, me, config);
+    Pod {
+        name: name.to_string(),
+        view,
+        handle: Some(handle),
+    }
+}
+
+async fn pods(emu: &Emulator, n: usize, config: Config) -> Vec<Pod> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        out.push(pod(emu, &format!("pod-{i}"), config).await);
+    }
+    out
+}
+
+async fn emulator() -> Emulator {
+    Emulator::start(EmulatorOptions::default())
+        .await
+        .expect("emulator starts")
+}
+
+/// Waits until `pred` holds for some pod's view; returns that pod's index.
+async fn until_any(pods: &mut [Pod], within: Duration, pred: impl Fn(&View) -> bool) -> usize {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        for (i, p) in pods.iter().enumerate() {
+            if pred(&p.view.borrow()) {
+                return i;
+            }
+        }
+        let changes =
+            futures::future::select_all(pods.iter_mut().map(|p| Box::pin(p.view.changed())));
+        if tokio::time::timeout_at(deadline, changes).await.is_err() {
+            let views: Vec<_> = pods.iter().map(|p| p.view.borrow().clone()).collect();
+            panic!("condition not reached within {within:?}; views: {views:#?}");
+        }
+    }
+}
+
+fn acting(v: &View) -> bool {
+    v.is_acting(Instant::now())
+}
+
+fn leaders(pods: &[Pod]) -> Vec<String> {
+    pods.iter()
+        .filter(|p| acting(&p.view.borrow()))
+        .map(|p| p.name.clone())
+        .collect()
+}
+
+async fn lease(emu: &Emulator) -> Lease {
+    let api: Api<Lease> = Api::namespaced(emu.kube_client("admin").await, NS);
+    api.get(LEASE).await.expect("lease exists")
+}
+
+fn spec_of(l: &Lease) -> k8s_openapi::api::coordination::v1::LeaseSpec {
+    l.spec.clone().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn exactly_one_leader_among_three_and_others_follow_it() {
+    let emu = emulator().await;
+    emu.add_client("admin");
+    let mut pods = pods(&emu, 3, fast()).await;
+    let leader = until_any(&mut pods, Duration::from_secs(10), acting).await;
+    let name = pods[leader].name.clone();
+    for p in pods.iter_mut() {
+        let mut v = p.view.clone();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            v.wait_for(|v| v.leader.as_ref().is_some_and(|l| l.identity == name)),
+        )
+        .await
+        .expect("every pod learns the leader")
+        .unwrap();
+    }
+    assert_eq!(leaders(&pods), vec![name.clone()]);
+    for p in &pods {
+        let v = p.view.borrow();
+        let l = v.leader.as_ref().unwrap();
+        assert_eq!(
+            l.address.as_deref(),
+            Some(format!("{name}.test:8080").as_str())
+        );
+        if p.name != name {
+            assert_eq!(v.role, Role::Follower);
+        }
+    }
+    // The record is what client-go and kubectl expect.
+    let spec = spec_of(&lease(&emu).await);
+    assert_eq!(spec.holder_identity.as_deref(), Some(name.as_str()));
+    assert_eq!(spec.lease_duration_seconds, Some(3));
+    assert_eq!(spec.lease_transitions, Some(0));
+    assert!(spec.acquire_time.is_some() && spec.renew_time.is_some());
+}
+
+#[tokio::test]
+async fn a_vanished_leader_is_replaced_only_after_its_lease_expires() {
+    let emu = emulator().await;
+    emu.add_client("admin");
+    let config = fast();
+    let mut pods = pods(&emu, 3, config).await;
+    let first = until_any(&mut pods, Duration::from_secs(10), acting).await;
+    let epoch = pods[first].view.borrow().leader.as_ref().unwrap().epoch;
+    // Vanish without releasing: the process dies, its Lease stays.
+    let gone = pods.remove(first);
+    drop(gone.handle);
+    let vanished = Instant::now();
+    let next = until_any(&mut pods, Duration::from_secs(15), acting).await;
+    let waited = vanished.elapsed();
+    // It cannot have been taken before the lease ran out on the followers' clocks (they last
+    // saw a renewal at most retryPeriod before the leader vanished).
+    assert!(
+        waited >= config.lease_duration - config.retry_period,
+        "taken over after {waited:?}, before expiry"
+    );
+    let v = pods[next].view.borrow().clone();
+    assert_eq!(
+        v.leader.unwrap().epoch,
+        epoch + 1,
+        "leaseTransitions + 1 on takeover"
+    );
+    assert_eq!(
+        spec_of(&lease(&emu).await).lease_transitions,
+        Some(epoch as i32 + 1)
+    );
+}
+
+#[tokio::test]
+async fn a_released_lease_is_taken_through_the_watch_not_a_timer() {
+    let emu = emulator().await;
+    emu.add_client("admin");
+    // Timers are slow on purpose: retry 10s, lease 30s. A takeover in well under a second
+    // can only come from the watch event of the release.
+    let slow = Config {
+        lease_duration: Duration::from_secs(30),
+        renew_deadline: Duration::from_secs(20),
+        retry_period: Duration::from_secs(10),
+        resync_period: Duration::from_secs(60),
+    }
+    .validated()
+    .unwrap();
+    let mut pods = pods(&emu, 2, slow).await;
+    let first = until_any(&mut pods, Duration::from_secs(10), acting).await;
+    let other = 1 - first;
+    let mut other_view = pods[other].view.clone();
+    other_view
+        .wait_for(|v| v.role == Role::Follower)
+        .await
+        .unwrap();
+    let epoch = pods[first].view.borrow().leader.as_ref().unwrap().epoch;
+    let released = Instant::now();
+    pods[first]
+        .handle
+        .take()
+        .unwrap()
+        .release()
+        .await
+        .expect("release");
+    // The released record, as client-go writes it.
+    let spec = spec_of(&lease(&emu).await);
+    if spec.holder_identity.as_deref() == Some("") {
+        assert_eq!(spec.lease_duration_seconds, Some(1));
+        assert_eq!(spec.lease_transitions, Some(epoch as i32));
+    }
+    tokio::time::timeout(Duration::from_secs(5), other_view.wait_for(acting))
+        .await
+        .expect("the other pod takes over")
+        .unwrap();
+    let took = released.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "takeover took {took:?}: not watch-driven"
+    );
+    assert_eq!(
+        pods[other].view.borrow().leader.as_ref().unwrap().epoch,
+        epoch + 1
+    );
+}
+
+#[tokio::test]
+async fn api_outage_makes_the_leader_stop_before_anyone_may_acquire_then_recovers() {
+    let emu = emulator().await;
+    emu.add_client("admin");
+    let config = fast();
+    let mut pods = pods(&emu, 3, config).await;
+    let first = until_any(&mut pods, Duration::from_secs(10), acting).await;
+    let mut leader_view = pods[first].view.clone();
+    let outage = Instant::now();
+    emu.faults().outage(true);
+    // The leader stops acting by itself within renewDeadline of its last renew...
+    tokio::time::timeout(
+        config.renew_deadline + Duration::from_secs(1),
+        leader_view.wait_for(|v| v.role != Role::Leader),
+    )
+    .await
+    .expect("leader self-fences")
+    .unwrap();
+    let stopped = outage.elapsed();
+    assert!(
+        stopped <= config.renew_deadline + Duration::from_millis(500),
+        "{stopped:?}"
+    );
+    // ...and nobody else can lead while the API is down.
+    assert!(leaders(&pods).is_empty(), "{:?}", leaders(&pods));
+    emu.faults().outage(false);
+    let healed = Instant::now();
+    until_any(&mut pods, Duration::from_secs(15), acting).await;
+    let back = healed.elapsed();
+    assert!(
+        back <= config.lease_duration + config.retry_period + Duration::from_secs(2),
+        "leader back after {back:?}"
+    );
+    assert_eq!(leaders(&pods).len(), 1);
+}
+
+#[tokio::test]
+async fn a_partitioned_leader_stops_before_another_takes_over() {
+    let emu = emulator().await;
+    emu.add_client("admin");
+    let config = fast();
+    let mut pods = pods(&emu, 3, config).await;
+    let first = until_any(&mut pods, Duration::from_secs(10), acting).await;
+    let old = pods[first].name.clone();
+    let mut old_view = pods[first].view.clone();
+    emu.faults().partition(FaultScope::Client(old.clone()));
+    // Record when the old leader stops acting, and when someone else starts.
+    let stop = tokio::spawn(async move {
+        old_view.wait_for(|v| v.role != Role::Leader).await.unwrap();
+        Instant::now()
+    });
+    let next = until_any(&mut pods, Duration::from_secs(15), |v| {
+        acting(v) && v.identity != old
+    })
+    .await;
+    let started = Instant::now();
+    let stopped = stop.await.unwrap();
+    assert!(
+        stopped < started,
+        "old leader still acting when {} took over",
+        pods[next].name
+    );
+    emu.faults().heal(FaultScope::Client(old.clone()));
+    let mut old_view = pods[first].view.clone();
+    let new = pods[next].name.clone();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        old_view.wait_for(|v| v.role == Role::Follower && v.leader_name() == new),
+    )
+    .await
+    .expect("healed pod follows the new leader")
+    .unwrap();
+}
+
+#[tokio::test]
+async fn five_simultaneous_candidates_elect_one_and_count_transitions() {
+    let emu = emulator().await;
+    emu.add_client("admin");
+    let mut pods = pods(&emu, 5, fast()).await;
+    let mut expected_transitions = 0;
+    for _round in 0..3 {
+        let i = until_any(&mut pods, Duration::from_secs(10), acting).await;
+        assert_eq!(leaders(&pods).len(), 1, "{:?}", leaders(&pods));
+        let spec = spec_of(&lease(&emu).await);
+        assert_eq!(spec.lease_transitions, Some(expected_transitions));
+        let p = pods.remove(i);
+        p.handle.unwrap().release().await.expect("release");
+        expected_transitions += 1;
+    }
+}
+
+#[tokio::test]
+async fn a_lease_held_by_a_foreign_client_go_writer_is_respected_until_it_expires() {
+    let emu = emulator().await;
+    emu.add_client("admin");
+    let api: Api<Lease> = Api::namespaced(emu.kube_client("admin").await, NS);
+    let now = jiff::Timestamp::now();
+    let foreign: Lease = serde_json::from_value(serde_json::json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": LEASE, "namespace": NS},
+        "spec": {"holderIdentity": "client-go-controller", "leaseDurationSeconds": 3,
+                 "acquireTime": now.to_string(), "renewTime": now.to_string(), "leaseTransitions": 4}
+    }))
+    .unwrap();
+    api.create(&Default::default(), &foreign).await.unwrap();
+    let mut pods = pods(&emu, 2, fast()).await;
+    // The foreign holder renews every second for 4s, longer than its lease: nobody may take it.
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_secs(1)).await; // the foreign writer's own renew cadence
+        let mut l = api.get(LEASE).await.unwrap();
+        l.spec.as_mut().unwrap().renew_time = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(jiff::Timestamp::now()),
+        );
+        api.replace(LEASE, &Default::default(), &l).await.unwrap();
+        for p in &pods {
+            let v = p.view.borrow();
+            assert_eq!(v.leader_name(), "client-go-controller");
+            assert_eq!(v.role, Role::Follower);
+            assert_eq!(v.leader.as_ref().unwrap().address, None);
+        }
+    }
+    // It stops renewing: one of ours takes over after expiry, transitions + 1.
+    let i = until_any(&mut pods, Duration::from_secs(10), acting).await;
+    assert_eq!(pods[i].view.borrow().leader.as_ref().unwrap().epoch, 5);
+}
+
+#[tokio::test]
+async fn a_followers_api_load_is_bounded_per_resync_period() {
+    let emu = emulator().await;
+    emu.add_client("admin");
+    let resync = Duration::from_secs(2);
+    let config = Config {
+        resync_period: resync,
+        ..fast()
+    };
+    let mut pods = pods(&emu, 3, config).await;
+    let leader = until_any(&mut pods, Duration::from_secs(10), acting).await;
+    let follower = pods[(leader + 1) % 3].name.clone();
+    let mut fv = pods[(leader + 1) % 3].view.clone();
+    fv.wait_for(|v| v.role == Role::Follower).await.unwrap();
+    let before = emu.stats().total(&follower);
+    let periods = 4;
+    let window = resync * periods;
+    tokio::time::sleep(window).await; // the observation window itself, not synchronisation
+    let made = emu.stats().total(&follower) - before;
+    // One watch re-open (which is also the re-read) per resync period, plus one at an edge.
+    assert!(
+        made <= periods as u64 + 1,
+        "follower made {made} requests in {periods} resync periods"
+    );
+    // And it did keep its watch fresh (a follower that never re-reads would make 0).
+    assert!(
+        made >= periods as u64 - 1,
+        "follower made only {made} requests"
+    );
+    assert_eq!(leaders(&pods).len(), 1);
+}

@@ -1,0 +1,373 @@
+//! A loopback cluster for sidecar tests: the emulator, tiny apps that answer their own name,
+//! and real `understudy` processes on their own 127.0.0.x addresses, each with its own
+//! kubeconfig (the product's only way to the API).
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+use understudy_tests::emulator::{Emulator, EmulatorOptions};
+
+/// Election timings for tests: takeover after a SIGKILL within ~3s.
+pub const TIMINGS: [&str; 6] = [
+    "--lease-duration",
+    "3s",
+    "--renew-deadline",
+    "2s",
+    "--retry-period",
+    "500ms",
+];
+/// Slow timings: a Lease that is not released takes 8s or more to change hands.
+pub const SLOW: [&str; 6] = [
+    "--lease-duration",
+    "10s",
+    "--renew-deadline",
+    "6s",
+    "--retry-period",
+    "2s",
+];
+
+/// The `understudy` binary, built once per test process. `UNDERSTUDY_BIN` overrides.
+pub fn binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(path) = std::env::var("UNDERSTUDY_BIN") {
+            return PathBuf::from(path);
+        }
+        // target/debug/deps/sidecar-HASH -> target/debug/understudy
+        let exe = std::env::current_exe().expect("test executable path");
+        let dir = exe.parent().and_then(Path::parent).expect("target dir");
+        // Cargo builds a package's binaries only for that package's own tests, so build it
+        // here (a no-op when it is up to date).
+        let status =
+            std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                .args([
+                    "build",
+                    "--quiet",
+                    "-p",
+                    "understudy-proxy",
+                    "--bin",
+                    "understudy",
+                ])
+                .status()
+                .expect("run cargo build");
+        assert!(status.success(), "cargo build -p understudy-proxy failed");
+        let bin = dir.join("understudy");
+        assert!(bin.exists(), "{} missing", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// A free port on `ip` (bound, then released for the process to take).
+pub async fn free_port(ip: Ipv4Addr) -> SocketAddr {
+    let l = TcpListener::bind((ip, 0)).await.expect("bind loopback");
+    l.local_addr().unwrap()
+}
+
+/// An in-process app on 127.0.0.1 answering `name` to everything (POST: `name:` + body), and
+/// to an `Upgrade` request with 101, then `name>` and an echo.
+pub async fn app(name: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| answer(name, req));
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+async fn answer(
+    name: &'static str,
+    mut req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    if req.headers().contains_key(http::header::UPGRADE) {
+        let on = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let Ok(up) = on.await else { return };
+            let mut io = TokioIo::new(up);
+            let _ = io.write_all(format!("{name}>").as_bytes()).await;
+            let mut buf = [0u8; 1024];
+            while let Ok(n) = io.read(&mut buf).await {
+                if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+        });
+        return Ok(Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header("upgrade", req.headers()["upgrade"].clone())
+            .header("connection", "upgrade")
+            .body(Full::default())
+            .unwrap());
+    }
+    let post = req.method() == http::Method::POST;
+    let epoch = req.headers().get("x-understudy-epoch").cloned();
+    let body = req.into_body().collect().await?.to_bytes();
+    let text = if post {
+        format!("{name}:{}", String::from_utf8_lossy(&body))
+    } else {
+        name.to_string()
+    };
+    let mut resp = Response::new(Full::from(text));
+    if let Some(e) = epoch {
+        resp.headers_mut().insert("x-app-saw-epoch", e);
+    }
+    Ok(resp)
+}
+
+/// One `understudy` process.
+pub struct Sidecar {
+    pub name: String,
+    pub admin: SocketAddr,
+    pub listen: Option<SocketAddr>,
+    pub child: Option<Child>,
+}
+
+impl Sidecar {
+    /// Sends SIGTERM (via kill(1); the product handles it).
+    pub fn sigterm(&self) {
+        let pid = self.child.as_ref().and_then(Child::id).expect("running");
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// SIGKILL, and reap.
+    pub async fn sigkill(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().await.unwrap();
+    }
+
+    /// Waits for the process to exit; returns its exit code.
+    pub async fn exit_code(&mut self, within: Duration) -> Option<i32> {
+        let mut child = self.child.take().expect("running");
+        let status = tokio::time::timeout(within, child.wait())
+            .await
+            .expect("exit in time")
+            .unwrap();
+        status.code()
+    }
+
+    /// `GET path` on the admin server.
+    pub async fn admin_get(&self, path: &str) -> Option<(StatusCode, String)> {
+        get(self.admin, path, Duration::from_secs(2)).await.ok()
+    }
+
+    /// The leader this sidecar names on `GET /`.
+    pub async fn leader_name(&self) -> Option<String> {
+        let (_, body) = self.admin_get("/").await?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        v["name"].as_str().map(str::to_string)
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.start_kill();
+        }
+    }
+}
+
+/// The emulator, apps and sidecars of one test.
+pub struct Cluster {
+    pub emu: Emulator,
+    pub dir: tempfile::TempDir,
+    pub election: String,
+    pub timings: [&'static str; 6],
+}
+
+impl Cluster {
+    pub async fn new(election: &str) -> Cluster {
+        let emu = Emulator::start(EmulatorOptions::default())
+            .await
+            .expect("emulator starts");
+        Cluster {
+            emu,
+            dir: tempfile::tempdir().unwrap(),
+            election: election.to_string(),
+            timings: TIMINGS,
+        }
+    }
+
+    /// Starts sidecar `name` on 127.0.0.`host`, in front of `upstream` when given (proxy on),
+    /// with `extra` flags.
+    pub async fn sidecar(
+        &self,
+        name: &str,
+        host: u8,
+        upstream: Option<SocketAddr>,
+        extra: &[&str],
+    ) -> Sidecar {
+        let ip = Ipv4Addr::new(127, 0, 0, host);
+        let admin = free_port(ip).await;
+        let kubeconfig = self.dir.path().join(format!("{name}.kubeconfig"));
+        self.emu.write_kubeconfig(name, &kubeconfig).unwrap();
+        let mut cmd = Command::new(binary());
+        cmd.env_clear()
+            .env("KUBECONFIG", &kubeconfig)
+            .env("RUST_LOG", "info,understudy::access=info")
+            .args([
+                "--election",
+                &self.election,
+                "--id",
+                name,
+                "--http",
+                &admin.to_string(),
+            ])
+            .args(self.timings)
+            .args(["--drain", "1s"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        let mut listen = None;
+        if let Some(up) = upstream {
+            let addr = free_port(ip).await;
+            cmd.args([
+                "--listen",
+                &addr.to_string(),
+                "--upstream",
+                &up.to_string(),
+                "--access-log",
+            ]);
+            listen = Some(addr);
+        }
+        let child = cmd.spawn().expect("start understudy");
+        let sidecar = Sidecar {
+            name: name.to_string(),
+            admin,
+            listen,
+            child: Some(child),
+        };
+        // Up once the admin server answers and the Lease was read.
+        eventually(Duration::from_secs(15), || async {
+            matches!(sidecar.admin_get("/status").await, Some((StatusCode::OK, body)) if body.contains("\"synced\":true"))
+        })
+        .await;
+        sidecar
+    }
+}
+
+/// Three proxying sidecars on 127.0.0.{base..base+3}, each with an app named after it.
+pub async fn three(cluster: &Cluster, base: u8, extra: &[&str]) -> Vec<Sidecar> {
+    let names = ["pod-a", "pod-b", "pod-c"];
+    let mut out = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let upstream = app(name).await;
+        out.push(
+            cluster
+                .sidecar(name, base + i as u8, Some(upstream), extra)
+                .await,
+        );
+    }
+    out
+}
+
+/// Waits until every sidecar in `pods` names the same non-empty leader; returns it.
+pub async fn agreed_leader(pods: &[&Sidecar], within: Duration) -> String {
+    agreed_leader_not(pods, "", within).await
+}
+
+/// Waits until every sidecar in `pods` names the same leader, other than `old`.
+pub async fn agreed_leader_not(pods: &[&Sidecar], old: &str, within: Duration) -> String {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let mut names = Vec::new();
+        for p in pods {
+            names.push(p.leader_name().await.unwrap_or_default());
+        }
+        if !names[0].is_empty() && names[0] != old && names.iter().all(|n| *n == names[0]) {
+            return names.swap_remove(0);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no agreed new leader within {within:?}: {names:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Polls `cond` (a probe of another process) until it holds; panics after `within`.
+pub async fn eventually<F, Fut>(within: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    while !cond().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// A request error or a non-2xx answer.
+#[derive(Debug)]
+pub struct Failed(#[allow(dead_code)] pub String);
+
+/// `GET http://addr/path` with a timeout; body text on 2xx.
+pub async fn get(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> Result<(StatusCode, String), Failed> {
+    let req = Request::get(format!("http://{addr}{path}"))
+        .body(Full::default())
+        .unwrap();
+    send(req, timeout).await
+}
+
+pub async fn send(
+    req: Request<Full<Bytes>>,
+    timeout: Duration,
+) -> Result<(StatusCode, String), Failed> {
+    let call = async {
+        let resp = client()
+            .request(req)
+            .await
+            .map_err(|e| Failed(format!("request: {e:?}")))?;
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| Failed(format!("body: {e}")))?
+            .to_bytes();
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    };
+    tokio::time::timeout(timeout, call)
+        .await
+        .map_err(|_| Failed("timed out".into()))?
+}
