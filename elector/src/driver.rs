@@ -67,21 +67,7 @@ impl Handle {
     /// `leaseDurationSeconds: 1` (transitions kept) if this candidate holds the Lease, and ends
     /// the election. Waits at most renewDeadline.
     pub async fn release(self) -> Result<(), ReleaseError> {
-        let (tx, rx) = oneshot::channel();
-        let not_running = || ReleaseError::NotRunning {
-            lease: self.lease.clone(),
-        };
-        self.commands
-            .send(Command::Release(tx))
-            .map_err(|_| not_running())?;
-        match tokio::time::timeout(self.timeout, rx).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(not_running()),
-            Err(_) => Err(ReleaseError::Timeout {
-                lease: self.lease.clone(),
-                waited: self.timeout,
-            }),
-        }
+        self.ask(Command::Release).await
     }
 
     /// Steps down for a shutdown drain: stops acting at once, releases the Lease if held, and
@@ -89,13 +75,16 @@ impl Handle {
     /// release is acknowledged by the API server (or there was nothing to release), waiting at
     /// most renewDeadline. End the election afterwards with [`Handle::release`] (or drop).
     pub async fn step_down(&self) -> Result<(), ReleaseError> {
+        self.ask(Command::StepDown).await
+    }
+
+    /// Sends a command and waits, at most renewDeadline, for the driver to say it is done.
+    async fn ask(&self, command: fn(oneshot::Sender<()>) -> Command) -> Result<(), ReleaseError> {
         let (tx, rx) = oneshot::channel();
         let not_running = || ReleaseError::NotRunning {
             lease: self.lease.clone(),
         };
-        self.commands
-            .send(Command::StepDown(tx))
-            .map_err(|_| not_running())?;
+        self.commands.send(command(tx)).map_err(|_| not_running())?;
         match tokio::time::timeout(self.timeout, rx).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(not_running()),

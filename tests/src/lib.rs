@@ -5,7 +5,12 @@
 //! watches, `Status` errors and fault injection. The product and third-party clients
 //! (kubectl, the official Python client) reach it through an ordinary kubeconfig; the
 //! `kube-emulator` binary serves it to scripts. See `docs/emulator.md`.
+//!
+//! [`cluster`] assembles a Kubernetes-shaped cluster on one machine from real parts —
+//! network namespaces as pods, nginx, the `understudy` sidecar, an iptables VIP, the
+//! emulator — for the scenario tests (`tests/cluster.rs`) and the demo (needs root).
 
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 pub mod emulator;

@@ -54,9 +54,13 @@ async fn wait_leader(pods: &mut [Pod], within: Duration) -> Option<usize> {
         if let Some(i) = leader_of(pods) {
             return Some(i);
         }
-        let changes =
-            futures::future::select_all(pods.iter_mut().map(|p| Box::pin(p.view.changed())));
-        tokio::time::timeout_at(deadline, changes).await.ok()?;
+        let changes = futures::future::select_all(
+            pods.iter_mut()
+                // A view whose election has ended never changes again.
+                .filter(|p| p.view.has_changed().is_ok())
+                .map(|p| Box::pin(p.view.changed())),
+        );
+        let _ = tokio::time::timeout_at(deadline, changes).await.ok()?;
     }
 }
 

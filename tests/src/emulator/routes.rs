@@ -13,19 +13,19 @@ use super::server::Shared;
 use super::status::{ApiError, Body, json_response};
 use super::watch;
 
-/// Decoded query parameters (the last value wins, as Go's `url.Values.Get` takes the first,
-/// but no client here repeats a parameter).
+/// Decoded query parameters; a repeated parameter keeps its first value, as Go's
+/// `url.Values.Get` does.
 #[derive(Debug, Default)]
 pub(crate) struct Query(HashMap<String, String>);
 
 impl Query {
     /// Parse a raw query string.
     pub fn parse(raw: Option<&str>) -> Self {
-        Self(
-            url::form_urlencoded::parse(raw.unwrap_or("").as_bytes())
-                .into_owned()
-                .collect(),
-        )
+        let mut params = HashMap::new();
+        for (k, v) in url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()).into_owned() {
+            params.entry(k).or_insert(v);
+        }
+        Self(params)
     }
 
     /// One parameter.

@@ -191,7 +191,7 @@ fn cells(schema: Schema, obj: &Value) -> Vec<Value> {
             ]
         }
         Schema::CoreEvent | Schema::EventsV1 => {
-            // Rows are rendered from the core form (see `rows`), whatever the endpoint.
+            // Cells come from the core form, whichever Event API was asked.
             let last = [
                 "/lastTimestamp",
                 "/eventTime",
@@ -215,8 +215,8 @@ fn cells(schema: Schema, obj: &Value) -> Vec<Value> {
     }
 }
 
-/// A Table of `objects`. `stored` are the storage forms (cells are computed from them) and
-/// `shown` the forms the endpoint returns (embedded with `includeObject=Object`).
+/// A Table with one row per `(stored, shown)` pair: cells are computed from the storage form,
+/// and the form the endpoint returns is what `includeObject` embeds.
 pub(crate) fn render(
     rt: &ResourceType,
     rows: &[(&Value, Value)],

@@ -228,3 +228,27 @@ async fn the_binary_writes_kubeconfigs_serves_and_stops_on_sigterm() {
         .unwrap();
     assert!(exit.success(), "{exit:?}");
 }
+
+#[tokio::test]
+async fn shutdown_ends_watches_and_refuses_new_requests() {
+    let emu = start().await;
+    let api = leases(&emu, "c").await;
+    api.create(&PostParams::default(), &lease("l", "c"))
+        .await
+        .unwrap();
+    let mut w = api
+        .watch(&WatchParams::default().disable_bookmarks(), "0")
+        .await
+        .unwrap()
+        .boxed();
+    assert!(w.next().await.unwrap().is_ok());
+    emu.shutdown().await;
+    let end = tokio::time::timeout(Duration::from_secs(5), w.next())
+        .await
+        .expect("the watch ends");
+    assert!(!matches!(end, Some(Ok(_))), "{end:?}");
+    let err = tokio::time::timeout(Duration::from_secs(5), api.get("l"))
+        .await
+        .expect("refused quickly");
+    assert!(err.is_err());
+}
