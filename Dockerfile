@@ -1,0 +1,37 @@
+# syntax=docker/dockerfile:1
+#
+# The understudy sidecar image: one static binary on a distroless base, no shell, non-root.
+#
+#   docker build -t understudy:0.1.0 .
+#   docker buildx build --platform linux/amd64,linux/arm64 -t REGISTRY/understudy:0.1.0 --push .
+#
+# Alpine's Rust toolchain targets musl natively on every architecture, and Rust links musl
+# binaries statically, so the binary needs no libc at run time. TLS is rustls with ring
+# (no OpenSSL); the Kubernetes CA comes from the pod's service account, so the image needs no
+# CA bundle of its own.
+
+ARG RUST_VERSION=1.89
+
+# === build ===
+FROM rust:${RUST_VERSION}-alpine AS build
+# ring compiles C and assembly (gcc, musl-dev; a no-op where the image already has them).
+RUN apk add --no-cache gcc musl-dev
+WORKDIR /src
+COPY . .
+# Cache mounts keep downloaded crates and compiled dependencies between builds; the binary is
+# copied out before the target cache is unmounted. --locked builds exactly Cargo.lock.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    CARGO_PROFILE_RELEASE_DEBUG=0 CARGO_PROFILE_RELEASE_STRIP=symbols \
+    cargo build --release --locked -p understudy-proxy --bin understudy \
+ && cp target/release/understudy /understudy
+
+# === run ===
+# distroless "static": no shell, no package manager; the :nonroot tag runs as 65532:65532.
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=build /understudy /usr/local/bin/understudy
+USER 65532:65532
+# 4040: admin (GET / -> {"name":"<leader>"}, /healthz, /readyz, /metrics); 8080: the proxy,
+# when --listen 0.0.0.0:8080 is given.
+EXPOSE 4040 8080
+ENTRYPOINT ["/usr/local/bin/understudy"]
