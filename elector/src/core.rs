@@ -426,17 +426,33 @@ impl Elector {
         if self.read_wanted {
             at(self.next_attempt);
         }
+        // A candidate that will not take the Lease (stepped down, ineligible, releasing) only
+        // wakes to publish a role change; waking it for a takeover it will not attempt would
+        // spin.
+        let contending = !(self.releasing || self.retired || !self.eligible);
         match &self.known {
             Known::Unknown => {}
-            Known::Absent { may_create_at } => at((*may_create_at).max(self.next_attempt)),
+            Known::Absent { may_create_at } => {
+                if contending {
+                    at((*may_create_at).max(self.next_attempt));
+                }
+            }
             Known::Present { obs, changed_at } => {
                 let record = &obs.record;
-                if record.holder == self.identity || record.holder.is_empty() {
+                if record.holder == self.identity {
                     at(self.next_attempt);
+                } else if record.holder.is_empty() {
+                    if contending {
+                        at(self.next_attempt);
+                    }
                 } else {
                     // Strictly after expiry: `now > changed_at + duration`.
                     let after = expiry(record, *changed_at) + Duration::from_millis(1);
-                    at(after.max(self.next_attempt));
+                    if contending {
+                        at(after.max(self.next_attempt));
+                    } else if self.last_role == Role::Follower {
+                        at(after);
+                    }
                 }
             }
         }

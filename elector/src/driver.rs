@@ -6,6 +6,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
@@ -13,11 +14,16 @@ use kube::Api;
 use kube::api::PostParams;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
+use tokio::time::error::Elapsed;
 
 use crate::config::Config;
 use crate::core::{Action, Elector, Intent, WriteError};
+use crate::observe::{
+    ApiCall, CallResult, Leadership, LossReason, NoObserver, Observer, RenewFailure, Transitions,
+    Verb,
+};
 use crate::record::Observed;
-use crate::view::View;
+use crate::view::{Role, View};
 use crate::watcher::{self, WatchMsg};
 
 /// Who contends: identity and the address peers should forward to.
@@ -110,6 +116,18 @@ pub fn spawn(
     candidate: Candidate,
     config: Config,
 ) -> (watch::Receiver<View>, Handle) {
+    spawn_observed(api, name, candidate, config, Arc::new(NoObserver))
+}
+
+/// [`spawn`], reporting API calls, renews, watch restarts, leadership and transitions to
+/// `observer` (e.g. metrics).
+pub fn spawn_observed(
+    api: Api<Lease>,
+    name: &str,
+    candidate: Candidate,
+    config: Config,
+    observer: Arc<dyn Observer>,
+) -> (watch::Receiver<View>, Handle) {
     let now = Instant::now().into_std();
     let core = Elector::new(name, &candidate.identity, candidate.address, config, now);
     let (view_tx, view_rx) = watch::channel(core.view(now));
@@ -120,6 +138,10 @@ pub fn spawn(
         core,
         view: view_tx,
         commands: cmd_rx,
+        observer,
+        transitions: Transitions::default(),
+        leaving: false,
+        eligible: true,
     };
     tokio::spawn(driver.run());
     let handle = Handle {
@@ -130,7 +152,7 @@ pub fn spawn(
     (view_rx, handle)
 }
 
-type Call = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+type Call = Pin<Box<dyn Future<Output = (Outcome, ApiCall)> + Send>>;
 
 enum Outcome {
     Read(Result<Option<Lease>, kube::Error>),
@@ -146,6 +168,13 @@ struct Driver {
     core: Elector,
     view: watch::Sender<View>,
     commands: mpsc::UnboundedReceiver<Command>,
+    observer: Arc<dyn Observer>,
+    transitions: Transitions,
+    /// A release or step-down was asked for. With `eligible`, tells a leadership given up
+    /// from one lost.
+    leaving: bool,
+    /// The last [`Handle::set_eligible`].
+    eligible: bool,
 }
 
 impl Driver {
@@ -157,6 +186,7 @@ impl Driver {
             self.name.clone(),
             config,
             watch_tx,
+            self.observer.clone(),
         ));
         let mut call: Option<Call> = None;
         let mut release_waiters: Vec<oneshot::Sender<()>> = Vec::new();
@@ -182,14 +212,20 @@ impl Driver {
                 .map(Instant::from_std)
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
-                outcome = async { call.as_mut().expect("guarded").await }, if call.is_some() => {
+                done = async { call.as_mut().expect("guarded").await }, if call.is_some() => {
                     call = None;
-                    self.finish(outcome);
+                    let (outcome, api_call) = done;
+                    self.observer.api_call(&self.name, &api_call);
+                    self.finish(outcome, api_call);
                 }
                 Some(msg) = watch_rx.recv() => {
                     let now = Instant::now().into_std();
                     match msg {
-                        WatchMsg::Present(lease) => self.core.observe(now, Observed::from_lease(*lease)),
+                        WatchMsg::Present(lease) => {
+                            let observed = Observed::from_lease(*lease);
+                            self.note(now, observed.as_ref());
+                            self.core.observe(now, observed);
+                        }
                         WatchMsg::Absent => self.core.observe(now, None),
                     }
                 }
@@ -197,14 +233,17 @@ impl Driver {
                     Some(Command::Release(done)) => {
                         tracing::info!(lease = %self.name, "releasing");
                         release_waiters.push(done);
+                        self.leaving = true;
                         self.core.release(Instant::now().into_std());
                     }
                     Some(Command::StepDown(done)) => {
                         tracing::info!(lease = %self.name, "stepping down");
                         step_down_waiters.push(done);
+                        self.leaving = true;
                         self.core.step_down(Instant::now().into_std());
                     }
                     Some(Command::SetEligible(eligible)) => {
+                        self.eligible = eligible;
                         self.core.set_eligible(Instant::now().into_std(), eligible);
                     }
                     None => break,
@@ -220,6 +259,7 @@ impl Driver {
 
     fn publish(&self, now: std::time::Instant) {
         let view = self.core.view(now);
+        let mut moved = None;
         self.view.send_if_modified(|current| {
             if *current == view {
                 return false;
@@ -232,10 +272,50 @@ impl Driver {
                     epoch = view.leader.as_ref().map(|l| l.epoch),
                     "election view changed"
                 );
+                moved = Some(current.role);
             }
-            *current = view;
+            *current = view.clone();
             true
         });
+        match moved {
+            Some(from) if from != Role::Leader && view.role == Role::Leader => {
+                let epoch = view.leader.as_ref().map_or(0, |l| l.epoch);
+                let change = Leadership::Acquired { epoch };
+                self.observer.leadership(&self.name, change);
+            }
+            Some(Role::Leader) if view.role != Role::Leader => {
+                let taken = view
+                    .leader
+                    .as_ref()
+                    .is_some_and(|l| l.identity != view.identity);
+                let reason = if taken {
+                    LossReason::Taken
+                } else if self.leaving || !self.eligible {
+                    LossReason::Released
+                } else {
+                    LossReason::Deadline
+                };
+                self.observer
+                    .leadership(&self.name, Leadership::Lost(reason));
+            }
+            _ => {}
+        }
+    }
+
+    /// Notes an observation on its way to the core, reporting a change of hands.
+    fn note(&mut self, now: std::time::Instant, observed: Option<&Observed>) {
+        let Some(transition) = observed.and_then(|o| self.transitions.see(now, o)) else {
+            return;
+        };
+        tracing::info!(
+            lease = %self.name,
+            from = %transition.from,
+            to = %transition.to,
+            epoch = transition.epoch,
+            gap_ms = transition.gap.as_millis() as u64,
+            "lease changed hands"
+        );
+        self.observer.transition(&self.name, &transition);
     }
 
     fn start(&self, action: Action) -> Call {
@@ -244,15 +324,26 @@ impl Driver {
         let timeout = self.core.config().call_timeout();
         match action {
             Action::Read => Box::pin(async move {
-                let read = tokio::time::timeout(timeout, api.get_opt(&name)).await;
-                Outcome::Read(read.unwrap_or_else(|_| Err(timeout_error())))
+                let (read, call) = timed(Verb::Get, timeout, api.get_opt(&name)).await;
+                let call = match (&read, call.result) {
+                    // get_opt turns the 404 into `None`; report what the server said.
+                    (Ok(Ok(None)), CallResult::Status(200)) => ApiCall {
+                        result: CallResult::Status(404),
+                        ..call
+                    },
+                    _ => call,
+                };
+                (
+                    Outcome::Read(read.unwrap_or_else(|_| Err(timeout_error()))),
+                    call,
+                )
             }),
             Action::Create { intent, draft } => Box::pin(async move {
                 let lease = draft.to_lease(&name, None, jiff::Timestamp::now());
                 let params = PostParams::default();
-                let write = api.create(&params, &lease);
-                let result = classify(tokio::time::timeout(timeout, write).await);
-                Outcome::Write { intent, result }
+                let (write, call) = timed(Verb::Create, timeout, api.create(&params, &lease)).await;
+                let result = classify(write);
+                (Outcome::Write { intent, result }, call)
             }),
             Action::Replace {
                 intent,
@@ -266,18 +357,21 @@ impl Driver {
                 lease.metadata.resource_version = Some(base.resource_version);
                 let params = PostParams::default();
                 let write = api.replace(&name, &params, &lease);
-                let result = classify(tokio::time::timeout(timeout, write).await);
-                Outcome::Write { intent, result }
+                let (write, call) = timed(Verb::Update, timeout, write).await;
+                let result = classify(write);
+                (Outcome::Write { intent, result }, call)
             }),
         }
     }
 
-    fn finish(&mut self, outcome: Outcome) {
+    fn finish(&mut self, outcome: Outcome, call: ApiCall) {
         let now = Instant::now().into_std();
         match outcome {
-            Outcome::Read(Ok(lease)) => self
-                .core
-                .read_done(now, lease.and_then(Observed::from_lease)),
+            Outcome::Read(Ok(lease)) => {
+                let observed = lease.and_then(Observed::from_lease);
+                self.note(now, observed.as_ref());
+                self.core.read_done(now, observed);
+            }
             Outcome::Read(Err(error)) => {
                 tracing::warn!(lease = %self.name, %error, "reading lease failed");
                 self.core.read_failed(now);
@@ -286,17 +380,37 @@ impl Driver {
                 if let Err(error) = &result {
                     tracing::warn!(lease = %self.name, intent = intent.as_str(), ?error, "lease write failed");
                 }
+                if intent == Intent::Renew {
+                    let renewed = RenewFailure::of(call.result).map_or(Ok(()), Err);
+                    self.observer.renew(&self.name, call.latency, renewed);
+                }
                 let result =
                     result.and_then(|lease| Observed::from_lease(lease).ok_or(WriteError::Other));
+                self.note(now, result.as_ref().ok());
                 self.core.write_done(now, result);
             }
         }
     }
 }
 
-fn classify(
-    result: Result<Result<Lease, kube::Error>, tokio::time::error::Elapsed>,
-) -> Result<Lease, WriteError> {
+/// Runs one API call under `timeout`, and describes it for the observer.
+async fn timed<T>(
+    verb: Verb,
+    timeout: Duration,
+    call: impl Future<Output = Result<T, kube::Error>>,
+) -> (Result<Result<T, kube::Error>, Elapsed>, ApiCall) {
+    let sent = Instant::now();
+    let result = tokio::time::timeout(timeout, call).await;
+    let ok = if verb == Verb::Create { 201 } else { 200 };
+    let call = ApiCall {
+        verb,
+        result: CallResult::timed(&result, ok),
+        latency: sent.elapsed(),
+    };
+    (result, call)
+}
+
+fn classify(result: Result<Result<Lease, kube::Error>, Elapsed>) -> Result<Lease, WriteError> {
     match result {
         Ok(Ok(lease)) => Ok(lease),
         Ok(Err(kube::Error::Api(status))) if status.code == 409 => Err(WriteError::Conflict),

@@ -21,6 +21,9 @@
 //! # Ok(()) }
 //! ```
 //!
+//! [`spawn_observed`] also reports API calls, renews, watch restarts, leadership changes and
+//! failovers to an [`Observer`] ([`observe`]); the sidecar turns them into metrics.
+//!
 //! An election of N active slots is N Leases, each with its own core; a coordinator gates
 //! each with [`Handle::set_eligible`] so that a pod holds at most one slot.
 
@@ -30,11 +33,13 @@
 pub mod config;
 pub mod core;
 mod driver;
+pub mod observe;
 pub mod record;
 pub mod view;
 mod watcher;
 
 pub use config::{Config, ConfigError, parse_duration};
-pub use driver::{Candidate, Handle, ReleaseError, spawn};
+pub use driver::{Candidate, Handle, ReleaseError, spawn, spawn_observed};
+pub use observe::Observer;
 pub use record::{ADDRESS_ANNOTATION, LeaseRecord};
 pub use view::{Leader, Role, View};

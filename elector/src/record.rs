@@ -157,4 +157,24 @@ pub fn rv_newer(a: &str, b: &str) -> Option<bool> {
 }
 
 #[cfg(test)]
+impl Observed {
+    /// For unit tests: `holder` (advertising `holder:8080`) at version `rv`, epoch
+    /// `transitions`, with a 10s lease and no object.
+    pub(crate) fn sample(rv: u64, holder: &str, transitions: i32) -> Observed {
+        Observed {
+            record: LeaseRecord {
+                holder: holder.into(),
+                lease_duration_secs: 10,
+                acquire_time: None,
+                renew_time: None,
+                transitions,
+                address: (!holder.is_empty()).then(|| format!("{holder}:8080")),
+            },
+            resource_version: rv.to_string(),
+            object: None,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests;

@@ -4,6 +4,7 @@
 //! ADDED event for the current Lease: re-opening *is* the periodic re-read, and a follower makes
 //! one request per resync period in steady state.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::TryStreamExt;
@@ -14,6 +15,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::config::Config;
+use crate::observe::{ApiCall, CallResult, Observer, Verb, WatchOpened};
 
 /// What the watch tells the driver.
 pub(crate) enum WatchMsg {
@@ -23,8 +25,21 @@ pub(crate) enum WatchMsg {
     Absent,
 }
 
-/// Runs until the receiver is dropped.
-pub(crate) async fn run(api: Api<Lease>, name: String, config: Config, tx: mpsc::Sender<WatchMsg>) {
+/// How far one watch got, so that a cut can be told apart from a call that never answered.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Opening,
+    Streaming,
+}
+
+/// Runs until the receiver is dropped, telling `observer` of every (re)opening and why.
+pub(crate) async fn run(
+    api: Api<Lease>,
+    name: String,
+    config: Config,
+    tx: mpsc::Sender<WatchMsg>,
+    observer: Arc<dyn Observer>,
+) {
     let resync = config.resync_period.as_secs().clamp(1, 290) as u32;
     // The server ends the watch after `timeoutSeconds`; a silent stream (blackholed
     // connection) is cut by us shortly after that.
@@ -32,24 +47,40 @@ pub(crate) async fn run(api: Api<Lease>, name: String, config: Config, tx: mpsc:
     let params = WatchParams::default()
         .fields(&format!("metadata.name={name}"))
         .timeout(resync);
+    let mut why = WatchOpened::Start;
     loop {
+        observer.watch_opened(&name, why);
         let opened = Instant::now();
-        let result = tokio::time::timeout(deadline, follow(&api, &params, &tx)).await;
+        let mut stage = Stage::Opening;
+        let watch = follow(&api, &params, &tx, &*observer, &name, &mut stage);
+        let result = tokio::time::timeout(deadline, watch).await;
         if tx.is_closed() {
             return;
         }
-        match result {
-            Ok(Ok(())) => {}
+        why = match result {
+            Ok(Ok(())) => WatchOpened::Resync,
             Ok(Err(error)) => {
                 tracing::debug!(lease = %name, %error, "lease watch ended with an error");
                 // Back off so that an API outage is not hammered, but never more than
                 // retryPeriod after the watch was opened.
                 tokio::time::sleep_until(opened + config.retry_period).await;
+                WatchOpened::Error
+            }
+            Err(_) if stage == Stage::Opening => {
+                let call = ApiCall {
+                    verb: Verb::Watch,
+                    result: CallResult::Timeout,
+                    latency: opened.elapsed(),
+                };
+                observer.api_call(&name, &call);
+                tracing::debug!(lease = %name, "lease watch did not open in time; re-opening");
+                WatchOpened::Error
             }
             Err(_) => {
-                tracing::debug!(lease = %name, "lease watch silent past its deadline; re-opening")
+                tracing::debug!(lease = %name, "lease watch silent past its deadline; re-opening");
+                WatchOpened::Stalled
             }
-        }
+        };
     }
 }
 
@@ -57,8 +88,20 @@ async fn follow(
     api: &Api<Lease>,
     params: &WatchParams,
     tx: &mpsc::Sender<WatchMsg>,
+    observer: &dyn Observer,
+    name: &str,
+    stage: &mut Stage,
 ) -> Result<(), kube::Error> {
-    let stream = api.watch(params, "").await?;
+    let sent = Instant::now();
+    let opened = api.watch(params, "").await;
+    let call = ApiCall {
+        verb: Verb::Watch,
+        result: CallResult::of(&opened, 200),
+        latency: sent.elapsed(),
+    };
+    observer.api_call(name, &call);
+    let stream = opened?;
+    *stage = Stage::Streaming;
     futures::pin_mut!(stream);
     while let Some(event) = stream.try_next().await? {
         let msg = match event {

@@ -78,14 +78,8 @@ impl Admin {
             }
             "/status" => json(&self.status(&view, now)),
             "/metrics" => {
-                let acting = view.is_acting(now);
-                self.metrics.is_leader.set(i64::from(acting));
-                let epoch = view.leader.as_ref().map_or(0, |l| l.epoch);
-                self.metrics
-                    .epoch
-                    .set(i64::try_from(epoch).unwrap_or(i64::MAX));
-                self.metrics.held.set(self.held() as i64);
-                let mut resp = text(StatusCode::OK, &self.metrics.render());
+                let body = self.metrics.render(&view, now, self.held());
+                let mut resp = text(StatusCode::OK, &body);
                 resp.headers_mut().insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

@@ -97,8 +97,8 @@ pub struct ProxyArgs {
     /// the --listen address itself when it is not a wildcard].
     #[arg(long, env = "UNDERSTUDY_ADVERTISE", value_name = "HOST:PORT")]
     pub advertise: Option<String>,
-    /// How long a request may wait for a leader before 503 [default: leaseDuration + 2 ×
-    /// retryPeriod].
+    /// How long a request may wait for a leader before 503, counted from its arrival at the
+    /// first sidecar it reached [default: leaseDuration + 2 × retryPeriod].
     #[arg(long, env = "UNDERSTUDY_HOLD_TIMEOUT", value_name = "DURATION", value_parser = duration)]
     pub hold_timeout: Option<Duration>,
     /// How many requests may wait for a leader at once; beyond that, 503 at once.

@@ -89,3 +89,6 @@ impl Forwarder {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

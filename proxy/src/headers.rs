@@ -4,13 +4,16 @@
 //! Sidecars talk to each other with two routing headers: [`FOR`] (the pod a forwarded request
 //! is meant for) and [`HOPS`] (how many sidecars it has passed). A request is treated as
 //! coming from a peer only when it carries **both**, with a hop count in `1..=MAX_HOPS`;
-//! otherwise every `x-understudy-*` header is removed and the request is a client's. This
-//! cannot be forged into anything harmful: the worst a client can do with made-up routing
-//! headers is get its own request refused with 421. The fencing headers the app sees
+//! otherwise every `x-understudy-*` header is removed and the request is a client's. Only
+//! then is [`HOLD_MS`] (what is left of the first sidecar's hold deadline) honoured too, and
+//! only to shorten the local hold timeout, never to extend it. This cannot be forged into
+//! anything harmful: the worst a client can do with made-up internal headers is get its own
+//! request refused with 421, or answered 503 sooner. The fencing headers the app sees
 //! ([`LEADER`], [`EPOCH`]) are removed from every incoming request and set only by the
 //! sidecar that hands the request to its local app, so an app can trust them.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Version};
@@ -19,6 +22,8 @@ use http::{Method, Version};
 pub const FOR: HeaderName = HeaderName::from_static("x-understudy-for");
 /// How many sidecars forwarded the request so far.
 pub const HOPS: HeaderName = HeaderName::from_static("x-understudy-hops");
+/// On a forwarded request: milliseconds left of the first sidecar's hold deadline.
+pub const HOLD_MS: HeaderName = HeaderName::from_static("x-understudy-hold-ms");
 /// Fencing token to the app: the leader's identity.
 pub const LEADER: HeaderName = HeaderName::from_static("x-understudy-leader");
 /// Fencing token to the app: the leader's epoch (`leaseTransitions`).
@@ -38,6 +43,8 @@ pub struct Inbound {
     pub for_pod: Option<String>,
     /// Sidecars passed so far (0 from a client).
     pub hops: u8,
+    /// What an earlier sidecar left of the request's hold deadline.
+    pub hold: Option<Duration>,
 }
 
 impl Inbound {
@@ -48,10 +55,9 @@ impl Inbound {
             .get(&FOR)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let hops = headers
-            .get(&HOPS)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u8>().ok());
+        let number = |name: &HeaderName| headers.get(name)?.to_str().ok()?.parse::<u64>().ok();
+        let hops = number(&HOPS).and_then(|h| u8::try_from(h).ok());
+        let hold = number(&HOLD_MS).map(Duration::from_millis);
         let internal: Vec<HeaderName> = headers
             .keys()
             .filter(|k| k.as_str().starts_with(PREFIX))
@@ -65,6 +71,7 @@ impl Inbound {
                 Inbound {
                     for_pod: Some(pod),
                     hops,
+                    hold,
                 }
             }
             _ => Inbound::default(),
@@ -164,6 +171,12 @@ pub fn add_forwarded(
     ) {
         headers.insert(fhost, v);
     }
+    add_via(headers, version);
+}
+
+/// Appends this sidecar to `Via`, on requests and responses alike (RFC 9110 §7.6.3);
+/// `version` is that of the message as it was received.
+pub fn add_via(headers: &mut HeaderMap, version: Version) {
     let via = match version {
         Version::HTTP_2 => "2 understudy",
         Version::HTTP_10 => "1.0 understudy",

@@ -1,112 +1,183 @@
 //! Prometheus metrics, served as text on the admin server's `/metrics`.
 //!
-//! A first set; the full metric set is its own issue. Gauges that mirror state (leadership,
-//! held requests) are set when scraped, so they cannot drift from the truth.
+//! Every series carries the `election` label (the Lease name), so one dashboard can show many
+//! elections. The families:
+//! - election: counters and histograms fed by the elector's [`Observer`] hook
+//!   ([`Metrics::observer`]), and gauges that mirror the latest [`View`], set when scraped
+//!   so they cannot drift from the truth;
+//! - proxy: recorded per request by the proxy ([`Metrics::request`] and the like);
+//! - `understudy_build_info`, and the standard `process_*` metrics (CPU, memory, fds).
+//!
+//! `docs/observability.md` lists every metric with its labels and meaning.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::Response;
+use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
+use understudy_elector::{Config, Observer, View};
 
-/// The sidecar's metrics and their registry.
-#[derive(Clone, Debug)]
+mod election;
+mod traffic;
+
+use election::ElectionMetrics;
+use traffic::TrafficMetrics;
+pub use traffic::{Answer, HoldTimer, InFlight, Retry};
+
+/// The sidecar's metrics and their registry; cheap to clone (the collectors are shared).
+#[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
-    /// `understudy_requests_total{route,code}`: proxied requests by route and status class.
-    pub requests: IntCounterVec,
-    /// `understudy_request_duration_seconds`: time to the response head.
-    pub duration: Histogram,
-    /// `understudy_resends_total{reason}`: attempts sent again (`not_sent`, `reset`).
-    pub resends: IntCounterVec,
-    /// `understudy_is_leader`: 1 while this pod is the acting leader.
-    pub is_leader: IntGauge,
-    /// `understudy_leader_epoch`: the current leader's epoch (leaseTransitions).
-    pub epoch: IntGauge,
-    /// `understudy_held_requests`: requests waiting for a leader.
-    pub held: IntGauge,
+    election: ElectionMetrics,
+    traffic: TrafficMetrics,
 }
 
 impl Default for Metrics {
+    /// Metrics without an `election` label, with default timings (for tests).
     fn default() -> Self {
-        Metrics::new()
+        Metrics::new("", &Config::default())
     }
 }
 
 impl Metrics {
-    /// Registers every metric in a fresh registry.
-    pub fn new() -> Metrics {
-        let registry = Registry::new();
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "understudy_requests_total",
-                "Proxied requests by route and status class.",
-            ),
-            &["route", "code"],
-        )
-        .expect("valid metric");
-        let duration = Histogram::with_opts(HistogramOpts::new(
-            "understudy_request_duration_seconds",
-            "Time from request arrival to response head, including time held.",
-        ))
-        .expect("valid metric");
-        let resends = IntCounterVec::new(
-            Opts::new(
-                "understudy_resends_total",
-                "Request attempts sent again, by reason.",
-            ),
-            &["reason"],
-        )
-        .expect("valid metric");
-        let is_leader = IntGauge::new(
-            "understudy_is_leader",
-            "1 while this pod is the acting leader.",
-        )
-        .expect("valid metric");
-        let epoch = IntGauge::new(
-            "understudy_leader_epoch",
-            "Epoch (leaseTransitions) of the current leader.",
-        )
-        .expect("valid metric");
-        let held = IntGauge::new("understudy_held_requests", "Requests waiting for a leader.")
-            .expect("valid metric");
-        for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(duration.clone()),
-            Box::new(resends.clone()),
-            Box::new(is_leader.clone()),
-            Box::new(epoch.clone()),
-            Box::new(held.clone()),
-        ] {
-            registry.register(c).expect("metric names are unique");
-        }
+    /// Registers every metric in a fresh registry, labelled with `election` (left out when
+    /// empty); `timings` are exported so alert rules can compare with the lease duration.
+    pub fn new(election: &str, timings: &Config) -> Metrics {
+        let labels = (!election.is_empty())
+            .then(|| HashMap::from([("election".to_string(), election.to_string())]));
+        let registry = Registry::new_custom(None, labels).expect("valid election label");
+        let register = Register(&registry);
+        let election = ElectionMetrics::new(&register, timings);
+        let traffic = TrafficMetrics::new(&register);
+        let build = register.gauge_vec(
+            "understudy_build_info",
+            "Always 1; the labels name the running build.",
+            &["version"],
+        );
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let process = prometheus::process_collector::ProcessCollector::for_self();
+        registry
+            .register(Box::new(process))
+            .expect("process metric names are unique");
         Metrics {
             registry,
-            requests,
-            duration,
-            resends,
-            is_leader,
-            epoch,
-            held,
+            election,
+            traffic,
         }
     }
 
-    /// Records one finished request.
-    pub fn request(&self, route: &str, status: http::StatusCode, seconds: f64) {
-        let class = match status.as_u16() {
-            100..=199 => "1xx",
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            _ => "5xx",
-        };
-        self.requests.with_label_values(&[route, class]).inc();
-        self.duration.observe(seconds);
+    /// The hook to hand to [`understudy_elector::spawn_observed`].
+    pub fn observer(&self) -> Arc<dyn Observer> {
+        Arc::new(self.election.clone())
     }
 
-    /// The registry in Prometheus text format.
-    pub fn render(&self) -> String {
+    /// Records one finished request: its route, status class and duration, and, when the
+    /// sidecar answered it itself (421/502/503, marked with an [`Answer`]), why.
+    pub fn request<B>(&self, route: &str, response: &Response<B>, seconds: f64) {
+        self.traffic.request(route, response, seconds);
+    }
+
+    /// Counts a request in flight until the guard is dropped.
+    pub fn in_flight(&self) -> InFlight {
+        InFlight::new(&self.traffic.in_flight)
+    }
+
+    /// Counts an attempt sent again.
+    pub fn retry(&self, why: Retry) {
+        self.traffic
+            .retries
+            .with_label_values(&[why.as_str()])
+            .inc();
+    }
+
+    /// Counts a failed connection for an attempt on `route`: to the local app for `local`,
+    /// to the leader's sidecar otherwise.
+    pub fn connect_error(&self, route: &str) {
+        let target = if route == "local" { "upstream" } else { "peer" };
+        self.traffic
+            .connect_errors
+            .with_label_values(&[target])
+            .inc();
+    }
+
+    /// Starts timing a wait for a leader; see [`HoldTimer`].
+    pub fn hold_timer(&self) -> HoldTimer {
+        HoldTimer::new(&self.traffic.hold)
+    }
+
+    /// Everything in Prometheus text format, after setting the gauges that mirror `view` at
+    /// `now` and the `held` requests.
+    pub fn render(&self, view: &View, now: Instant, held: usize) -> String {
+        self.election.mirror(view, now);
+        self.traffic
+            .held
+            .set(i64::try_from(held).unwrap_or(i64::MAX));
         let mut out = Vec::new();
         // Encoding into a Vec cannot fail.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
     }
 }
+
+/// Creates collectors and registers them. Names and labels are constants of this module, so
+/// a failure is a programming error caught by the first test that builds [`Metrics`].
+struct Register<'a>(&'a Registry);
+
+impl Register<'_> {
+    fn add<C: Collector + Clone + 'static>(&self, collector: C) -> C {
+        self.0
+            .register(Box::new(collector.clone()))
+            .expect("metric names are unique");
+        collector
+    }
+
+    fn counter(&self, name: &str, help: &str) -> IntCounter {
+        self.add(IntCounter::with_opts(Opts::new(name, help)).expect("valid metric"))
+    }
+
+    fn counter_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.add(IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    fn gauge(&self, name: &str, help: &str) -> IntGauge {
+        self.add(IntGauge::with_opts(Opts::new(name, help)).expect("valid metric"))
+    }
+
+    fn seconds(&self, name: &str, help: &str) -> Gauge {
+        self.add(Gauge::with_opts(Opts::new(name, help)).expect("valid metric"))
+    }
+
+    fn gauge_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        self.add(IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    fn histogram(&self, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+        let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+        self.add(Histogram::with_opts(opts).expect("valid metric"))
+    }
+
+    fn histogram_vec(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+        buckets: &[f64],
+    ) -> HistogramVec {
+        let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+        self.add(HistogramVec::new(opts, labels).expect("valid metric"))
+    }
+}
+
+/// Buckets for API calls and renews: a healthy API server answers in milliseconds, and a
+/// call is cut at its timeout (a few seconds).
+const API_BUCKETS: &[f64] = &[
+    0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+#[cfg(test)]
+mod tests;

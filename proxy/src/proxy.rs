@@ -29,7 +29,7 @@ pub(crate) use target::{Target, Wait};
 use crate::forward::Forwarder;
 use crate::headers::{self, Inbound};
 use crate::hold::Holder;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Retry};
 use crate::retry::{self, REPLAY_LIMIT, ReplayBody, Sent};
 use crate::settings::ProxySettings;
 use crate::tenure::{FencedBody, Tenure};
@@ -100,12 +100,15 @@ impl Proxy {
         B::Error: Into<BoxError>,
     {
         let started = Instant::now();
+        let _in_flight = self.inner.metrics.in_flight();
         let method = req.method().clone();
         let uri = req.uri().clone();
         let outcome = self.route_request(req, client, started).await;
         let status = outcome.response.status();
         let elapsed = started.elapsed().as_secs_f64();
-        self.inner.metrics.request(outcome.route, status, elapsed);
+        self.inner
+            .metrics
+            .request(outcome.route, &outcome.response, elapsed);
         if self.inner.settings.access_log {
             tracing::info!(
                 target: "understudy::access",
@@ -149,7 +152,8 @@ impl Proxy {
             version: parts.version,
             headers: parts.headers,
         };
-        let deadline = started + self.inner.holder.timeout();
+        // One hold deadline for the whole way: an earlier sidecar's leftover, if it sent one.
+        let deadline = self.inner.holder.deadline(started, inbound.hold);
         if upgrade {
             return crate::upgrade::proxy(self, head, body, inbound, on_upgrade, deadline).await;
         }
@@ -166,11 +170,16 @@ impl Proxy {
             };
             let req = head.request(&target, attempt);
             let failure = match self.inner.forwarder.send(req).await {
-                Ok(resp) if refused_by_sidecar(&resp) => {
+                Ok(resp) if refused_by_sidecar(&target, &resp) => {
                     (Sent::Nothing, "refused by sidecar".to_string())
                 }
                 Ok(resp) => return self.respond(resp, target),
-                Err(e) => (e.sent, e.to_string()),
+                Err(e) => {
+                    if e.sent == Sent::Nothing {
+                        self.inner.metrics.connect_error(target.route);
+                    }
+                    (e.sent, e.to_string())
+                }
             };
             let (sent, why) = failure;
             tracing::debug!(peer = %target.authority, error = %why, "attempt failed");
@@ -182,11 +191,7 @@ impl Proxy {
             }
             match sent {
                 Sent::Nothing => {
-                    self.inner
-                        .metrics
-                        .resends
-                        .with_label_values(&["not_sent"])
-                        .inc();
+                    self.inner.metrics.retry(Retry::NotSent);
                     if let Err(outcome) = wait.backoff().await {
                         return outcome;
                     }
@@ -196,11 +201,7 @@ impl Proxy {
                     if resends > MAX_RESENDS {
                         return bad_gateway(target, &why);
                     }
-                    self.inner
-                        .metrics
-                        .resends
-                        .with_label_values(&["reset"])
-                        .inc();
+                    self.inner.metrics.retry(Retry::Reset);
                 }
             }
         }
@@ -209,6 +210,7 @@ impl Proxy {
     fn respond(&self, resp: Response<Incoming>, target: Target) -> Outcome {
         let (mut parts, body) = resp.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers, false);
+        headers::add_via(&mut parts.headers, parts.version);
         parts.headers.remove(headers::REFUSED);
         let body = match target.tenure {
             Tenure::Local { .. } => FencedBody::new(
@@ -264,9 +266,11 @@ impl Head {
     }
 }
 
-/// True for a 421 that a sidecar (not an app) gave: it proves nothing reached an app.
-fn refused_by_sidecar<B>(resp: &Response<B>) -> bool {
-    resp.status() == StatusCode::MISDIRECTED_REQUEST
+/// True for a 421 that a peer sidecar gave: it proves nothing reached an app. The same
+/// answer from the local app proves nothing, so it is passed on like any other.
+pub(crate) fn refused_by_sidecar<B>(target: &Target, resp: &Response<B>) -> bool {
+    matches!(target.tenure, Tenure::Peer { .. })
+        && resp.status() == StatusCode::MISDIRECTED_REQUEST
         && resp.headers().contains_key(headers::REFUSED)
 }
 

@@ -3,7 +3,9 @@
 //! HTTP/1.1 (keep-alive, upgrades) and HTTP/2 with prior knowledge on one port (hyper-util's
 //! `auto` server). Limits: header read timeout and head size/count (HTTP/1), header list
 //! size (HTTP/2), and an idle timeout after which a connection is shut down gracefully:
-//! requests in flight finish, no new ones are read.
+//! requests in flight finish, no new ones are read. A connection that sends nothing at all
+//! is closed after the header read timeout too (hyper's own timer only starts once the
+//! protocol is known, which takes a first byte).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -11,7 +13,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -32,7 +34,7 @@ use crate::ProxyBody;
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
     /// HTTP/1 header read timeout (also bounds how long an idle keep-alive connection waits
-    /// for its next request).
+    /// for its next request, and how long a new connection may send nothing at all).
     pub header_read_timeout: Duration,
     /// Shut a connection down after this long without a byte either way.
     pub idle_timeout: Duration,
@@ -106,6 +108,9 @@ pub async fn serve<F, Fut>(
             });
             let conn = builder.serve_connection_with_upgrades(io, service);
             tokio::pin!(conn);
+            let silent = tokio::time::sleep(limits.header_read_timeout);
+            tokio::pin!(silent);
+            let mut listening = true;
             let mut closing = false;
             loop {
                 tokio::select! {
@@ -123,17 +128,25 @@ pub async fn serve<F, Fut>(
                         closing = true;
                         conn.as_mut().graceful_shutdown();
                     }
+                    _ = &mut silent, if listening && !closing => {
+                        listening = false;
+                        if !activity.heard() {
+                            closing = true;
+                            conn.as_mut().graceful_shutdown();
+                        }
+                    }
                 }
             }
         });
     }
 }
 
-/// When a connection last moved a byte.
+/// When a connection last moved a byte, and whether the client ever sent one.
 #[derive(Clone, Debug)]
 struct Activity {
     origin: Instant,
     last_ms: Arc<AtomicU64>,
+    heard: Arc<AtomicBool>,
 }
 
 impl Activity {
@@ -141,12 +154,22 @@ impl Activity {
         Activity {
             origin: Instant::now(),
             last_ms: Arc::new(AtomicU64::new(0)),
+            heard: Arc::new(AtomicBool::new(false)),
         }
     }
 
     fn touch(&self) {
         let ms = self.origin.elapsed().as_millis() as u64;
         self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn touch_read(&self) {
+        self.heard.store(true, Ordering::Relaxed);
+        self.touch();
+    }
+
+    fn heard(&self) -> bool {
+        self.heard.load(Ordering::Relaxed)
     }
 
     /// Resolves once nothing has moved for `idle`.
@@ -177,7 +200,7 @@ impl AsyncRead for Watched {
         let before = buf.filled().len();
         let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            self.activity.touch();
+            self.activity.touch_read();
         }
         poll
     }
@@ -220,3 +243,6 @@ impl AsyncWrite for Watched {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -7,7 +7,7 @@ use kube::Api;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use understudy_elector::{Candidate, spawn};
+use understudy_elector::{Candidate, spawn_observed};
 
 use crate::admin::Admin;
 use crate::metrics::Metrics;
@@ -54,7 +54,14 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         identity: settings.identity.clone(),
         address: settings.proxy.as_ref().map(|p| p.advertise.to_string()),
     };
-    let (views, handle) = spawn(api, &settings.election, candidate, settings.timings);
+    let metrics = Metrics::new(&settings.election, &settings.timings);
+    let (views, handle) = spawn_observed(
+        api,
+        &settings.election,
+        candidate,
+        settings.timings,
+        metrics.observer(),
+    );
     tracing::info!(
         election = %settings.election,
         namespace = %settings.namespace,
@@ -64,7 +71,6 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         "understudy started"
     );
 
-    let metrics = Metrics::new();
     let proxy = settings
         .proxy
         .clone()

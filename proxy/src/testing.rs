@@ -112,7 +112,7 @@ pub struct TestProxy {
 /// Starts a proxy in front of `upstream`, routing by `view` (sendable later).
 pub async fn start_proxy(settings: ProxySettings, view: View) -> TestProxy {
     let (tx, rx) = watch::channel(view);
-    let proxy = Proxy::new(settings, rx, Metrics::new());
+    let proxy = Proxy::new(settings, rx, Metrics::default());
     let p = proxy.clone();
     let addr = serve(move |req, client| {
         let p = p.clone();

@@ -16,11 +16,13 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::time::Instant;
 
 use crate::BoxError;
 use crate::headers::{self, Inbound};
-use crate::proxy::{Head, Outcome, Proxy, Target, Wait, bad_gateway, unavailable};
+use crate::hold::Deadline;
+use crate::proxy::{
+    Head, Outcome, Proxy, Target, Wait, bad_gateway, refused_by_sidecar, unavailable,
+};
 use crate::tenure::Tenure;
 
 /// A tunnel that could not be set up.
@@ -44,7 +46,7 @@ pub(crate) async fn proxy<B>(
     body: B,
     inbound: Inbound,
     on_client: OnUpgrade,
-    deadline: Instant,
+    deadline: Deadline,
 ) -> Outcome
 where
     B: Body<Data = Bytes> + Send + 'static,
@@ -69,6 +71,7 @@ where
             }
             Err(_) => tracing::debug!(peer = %target.authority, "upgrade: connect timed out"),
         }
+        proxy.inner.metrics.connect_error(target.route);
         // Nothing was sent: wait for a new view or a moment, then route again.
         if let Err(outcome) = wait.backoff().await {
             return outcome;
@@ -96,13 +99,13 @@ where
     let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS
         || (head.method == Method::CONNECT && resp.status().is_success());
     if !switched {
-        if resp.status() == StatusCode::MISDIRECTED_REQUEST
-            && resp.headers().contains_key(headers::REFUSED)
-        {
+        if refused_by_sidecar(&target, &resp) {
             return unavailable(target.route, "refused by sidecar");
         }
         let (mut parts, body) = resp.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers, false);
+        headers::add_via(&mut parts.headers, parts.version);
+        parts.headers.remove(headers::REFUSED);
         return Outcome {
             route: target.route,
             peer: Some(target.authority),
@@ -113,6 +116,7 @@ where
     spawn_tunnel(proxy, &target, on_client, on_target);
     let (mut parts, _) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, head.method != Method::CONNECT);
+    headers::add_via(&mut parts.headers, parts.version);
     Outcome {
         route: target.route,
         peer: Some(target.authority),

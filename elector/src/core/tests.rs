@@ -20,18 +20,7 @@ fn elector(now: Instant) -> Elector {
 }
 
 fn obs(rv: u64, holder: &str, transitions: i32) -> Observed {
-    Observed {
-        record: LeaseRecord {
-            holder: holder.into(),
-            lease_duration_secs: 10,
-            acquire_time: None,
-            renew_time: None,
-            transitions,
-            address: (!holder.is_empty()).then(|| format!("{holder}:8080")),
-        },
-        resource_version: rv.to_string(),
-        object: None,
-    }
+    Observed::sample(rv, holder, transitions)
 }
 
 /// What the store would return for a successful write of `action` at version `rv`.
@@ -429,4 +418,24 @@ fn step_down_releases_keeps_following_and_never_reacquires() {
     e.release(t0 + 31 * S);
     assert!(e.poll_action(t0 + 31 * S).is_none());
     assert!(e.is_stopped());
+}
+
+#[test]
+fn a_stepped_down_candidate_does_not_spin_on_an_expired_lease() {
+    let t0 = Instant::now();
+    let mut e = synced(t0, Some(obs(5, "other", 3)));
+    e.step_down(t0);
+    assert!(e.poll_action(t0).is_none());
+    // One wake-up at expiry, to publish that the leader is gone...
+    let wake = e
+        .next_wakeup()
+        .expect("wakes once to publish the role change");
+    assert_eq!(wake, t0 + 10 * S + Duration::from_millis(1));
+    e.tick(wake);
+    assert!(e.poll_action(wake).is_none());
+    assert_eq!(e.view(wake).role, Role::Candidate);
+    // ...and then nothing until something is observed.
+    assert_eq!(e.next_wakeup(), None);
+    e.set_eligible(wake, false);
+    assert_eq!(e.next_wakeup(), None);
 }

@@ -18,7 +18,10 @@ fn settings(extra: &[&str]) -> Arc<Settings> {
 
 fn admin(extra: &[&str], view: View) -> (Admin, watch::Sender<View>) {
     let (tx, rx) = watch::channel(view);
-    (Admin::new(settings(extra), rx, None, Metrics::new()), tx)
+    (
+        Admin::new(settings(extra), rx, None, Metrics::default()),
+        tx,
+    )
 }
 
 async fn get(admin: &Admin, path: &str) -> (StatusCode, String, Option<String>) {
@@ -116,10 +119,13 @@ async fn metrics_are_prometheus_text_with_leadership() {
     let (status, body, ctype) = get(&admin, "/metrics").await;
     assert_eq!(status, StatusCode::OK);
     assert!(ctype.unwrap().starts_with("text/plain; version=0.0.4"));
-    assert!(body.contains("understudy_is_leader 1"), "{body}");
-    assert!(body.contains("understudy_leader_epoch 9"), "{body}");
+    assert!(body.contains("understudy_election_is_leader 1"), "{body}");
     assert!(
-        body.contains("# TYPE understudy_request_duration_seconds histogram"),
+        body.contains("understudy_election_leader_epoch 9"),
+        "{body}"
+    );
+    assert!(
+        body.contains("# TYPE understudy_election_renew_duration_seconds histogram"),
         "{body}"
     );
 }
@@ -137,4 +143,23 @@ async fn root_over_http_is_byte_exact() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers["content-length"], "16");
     assert_eq!(body.as_bytes(), br#"{"name":"pod-a"}"#);
+}
+
+#[tokio::test]
+async fn status_counts_the_requests_held_right_now() {
+    let holder = Holder::new(4, Duration::from_secs(1));
+    let (_tx, rx) = watch::channel(leaderless("pod-b"));
+    let admin = Admin::new(
+        settings(&["--listen", "127.0.0.2:8080"]),
+        rx,
+        Some(holder.clone()),
+        Metrics::default(),
+    );
+    let held = [holder.enter().unwrap(), holder.enter().unwrap()];
+    let v: serde_json::Value = serde_json::from_str(&get(&admin, "/status").await.1).unwrap();
+    assert_eq!(v["held_requests"], 2);
+    assert_eq!(v["leader"], serde_json::Value::Null);
+    drop(held);
+    let v: serde_json::Value = serde_json::from_str(&get(&admin, "/status").await.1).unwrap();
+    assert_eq!(v["held_requests"], 0);
 }

@@ -16,13 +16,15 @@ fn routing_headers_are_honoured_only_as_a_valid_pair() {
     let mut h = map(&[
         ("x-understudy-for", "pod-a"),
         ("x-understudy-hops", "1"),
+        ("x-understudy-hold-ms", "1500"),
         ("x-understudy-epoch", "9"),
     ]);
     assert_eq!(
         Inbound::take(&mut h),
         Inbound {
             for_pod: Some("pod-a".into()),
-            hops: 1
+            hops: 1,
+            hold: Some(std::time::Duration::from_millis(1500)),
         }
     );
     assert!(
@@ -36,11 +38,25 @@ fn routing_headers_are_honoured_only_as_a_valid_pair() {
         &[("x-understudy-for", "pod-a"), ("x-understudy-hops", "3")][..],
         &[("x-understudy-for", "pod-a"), ("x-understudy-hops", "one")][..],
         &[("x-understudy-for", ""), ("x-understudy-hops", "1")][..],
+        &[("x-understudy-for", "pod-a"), ("x-understudy-hops", "257")][..],
+        &[("x-understudy-hold-ms", "0")][..],
+        &[("x-understudy-for", "pod-a"), ("x-understudy-hold-ms", "0")][..],
     ] {
         let mut h = map(pairs);
         assert_eq!(Inbound::take(&mut h), Inbound::default(), "{pairs:?}");
         assert!(h.is_empty(), "{pairs:?} left {h:?}");
     }
+}
+
+#[test]
+fn a_malformed_hold_budget_from_a_peer_is_ignored() {
+    let mut h = map(&[
+        ("x-understudy-for", "pod-a"),
+        ("x-understudy-hops", "2"),
+        ("x-understudy-hold-ms", "-5"),
+    ]);
+    let inbound = Inbound::take(&mut h);
+    assert_eq!((inbound.hops, inbound.hold), (2, None));
 }
 
 #[test]

@@ -18,8 +18,8 @@ async fn the_queue_is_bounded() {
 async fn a_held_request_goes_as_soon_as_a_leader_appears() {
     let holder = Holder::new(4, Duration::from_secs(30));
     let (tx, mut rx) = watch::channel(leaderless("b"));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let wait = holder.until(&mut rx, deadline, |v| v.leader.is_some());
+    let deadline = holder.deadline(Instant::now(), None);
+    let wait = deadline.until(&mut rx, |v| v.leader.is_some());
     let send = async {
         tokio::task::yield_now().await;
         tx.send(following("b", "a", "x:1", 1)).unwrap();
@@ -34,9 +34,8 @@ async fn a_held_request_gives_up_at_its_deadline() {
     let (_tx, mut rx) = watch::channel(leaderless("b"));
     let start = Instant::now();
     let result = holder
-        .until(&mut rx, start + Duration::from_secs(3), |v| {
-            v.leader.is_some()
-        })
+        .deadline(start, None)
+        .until(&mut rx, |v| v.leader.is_some())
         .await;
     assert_eq!(
         result,
@@ -45,4 +44,30 @@ async fn a_held_request_gives_up_at_its_deadline() {
         })
     );
     assert_eq!(start.elapsed(), Duration::from_secs(3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_budget_from_an_earlier_sidecar_shortens_the_hold_but_never_extends_it() {
+    let holder = Holder::new(4, Duration::from_secs(3));
+    let (_tx, mut rx) = watch::channel(leaderless("b"));
+    let start = Instant::now();
+    let passed_on = holder.deadline(start, Some(Duration::from_millis(1200)));
+    assert_eq!(passed_on.allowed, Duration::from_millis(1200));
+    assert_eq!(
+        passed_on.until(&mut rx, |v| v.leader.is_some()).await,
+        Err(HoldError::Timeout {
+            timeout: Duration::from_millis(1200)
+        })
+    );
+    assert_eq!(start.elapsed(), Duration::from_millis(1200));
+    let generous = holder.deadline(start, Some(Duration::from_secs(3600)));
+    assert_eq!(generous.at, start + Duration::from_secs(3));
+    assert_eq!(
+        generous.remaining(start + Duration::from_secs(1)),
+        Duration::from_secs(2)
+    );
+    assert_eq!(
+        generous.remaining(start + Duration::from_secs(5)),
+        Duration::ZERO
+    );
 }

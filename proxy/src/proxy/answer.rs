@@ -10,6 +10,7 @@ use super::Outcome;
 use super::target::Target;
 use crate::headers;
 use crate::hold::HoldError;
+use crate::metrics::Answer;
 use crate::route::Misdirected;
 use crate::{BoxError, ProxyBody};
 
@@ -27,15 +28,28 @@ pub(crate) fn text(status: StatusCode, msg: &str) -> Response<ProxyBody> {
     resp
 }
 
+/// The body of an answer of the sidecar's own, marked for [`crate::metrics`] with why.
+fn own(answer: Answer, msg: &str) -> Response<ProxyBody> {
+    let mut response = text(answer.status(), msg);
+    response.extensions_mut().insert(answer);
+    response
+}
+
 pub(crate) fn held(e: HoldError) -> Outcome {
-    unavailable("hold", &e.to_string())
+    let answer = match e {
+        HoldError::Full { .. } => Answer::HoldFull,
+        HoldError::Timeout { .. } => Answer::HoldTimeout,
+    };
+    retry_later("hold", answer, &e.to_string())
 }
 
 pub(crate) fn unavailable(route: &'static str, why: &str) -> Outcome {
-    let mut response = text(
-        StatusCode::SERVICE_UNAVAILABLE,
-        &format!("understudy: {why}"),
-    );
+    retry_later(route, Answer::Unavailable, why)
+}
+
+/// 503 with `Retry-After`.
+fn retry_later(route: &'static str, answer: Answer, why: &str) -> Outcome {
+    let mut response = own(answer, &format!("understudy: {why}"));
     response
         .headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -50,15 +64,16 @@ pub(crate) fn bad_gateway(target: Target, why: &str) -> Outcome {
     Outcome {
         route: target.route,
         peer: Some(target.authority),
-        response: text(StatusCode::BAD_GATEWAY, &format!("understudy: {why}")),
+        response: own(Answer::BadGateway, &format!("understudy: {why}")),
     }
 }
 
 pub(crate) fn misdirected(me: &str, why: &Misdirected) -> Outcome {
-    let mut response = text(
-        StatusCode::MISDIRECTED_REQUEST,
-        &format!("understudy {me}: {why}"),
-    );
+    let answer = match why {
+        Misdirected::NotFor { .. } => Answer::Misdirected,
+        Misdirected::TooManyHops => Answer::HopLimit,
+    };
+    let mut response = own(answer, &format!("understudy {me}: {why}"));
     response
         .headers_mut()
         .insert(headers::REFUSED, headers::value(me));

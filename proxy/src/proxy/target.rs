@@ -11,7 +11,7 @@ use understudy_elector::View;
 use super::answer::{held, misdirected};
 use super::{Outcome, Proxy};
 use crate::headers::{self, Inbound};
-use crate::hold::Place;
+use crate::hold::{Deadline, Place};
 use crate::route::{self, Route};
 use crate::tenure::Tenure;
 
@@ -30,7 +30,7 @@ pub(crate) struct Target {
 pub(crate) struct Wait<'a> {
     proxy: &'a Proxy,
     views: watch::Receiver<View>,
-    deadline: Instant,
+    deadline: Deadline,
     place: Option<Place>,
     backoff: Duration,
 }
@@ -39,7 +39,7 @@ pub(crate) struct Wait<'a> {
 // buy nothing.
 #[allow(clippy::result_large_err)]
 impl<'a> Wait<'a> {
-    pub(crate) fn new(proxy: &'a Proxy, deadline: Instant) -> Wait<'a> {
+    pub(crate) fn new(proxy: &'a Proxy, deadline: Deadline) -> Wait<'a> {
         Wait {
             proxy,
             views: proxy.inner.views.clone(),
@@ -58,12 +58,11 @@ impl<'a> Wait<'a> {
             match route {
                 Route::Hold => {
                     self.enter()?;
-                    let holder = &self.proxy.inner.holder;
                     let ready = |v: &View| route::decide(v, crate::now(), inbound) != Route::Hold;
-                    holder
-                        .until(&mut self.views, self.deadline, ready)
-                        .await
-                        .map_err(held)?;
+                    let timer = self.proxy.inner.metrics.hold_timer();
+                    let waited = self.deadline.until(&mut self.views, ready).await;
+                    timer.finish(waited.is_ok());
+                    waited.map_err(held)?;
                 }
                 Route::Reject(why) => return Err(misdirected(&self.views.borrow().identity, &why)),
                 Route::Local { leader } => {
@@ -85,6 +84,11 @@ impl<'a> Wait<'a> {
                 } => {
                     extra.insert(headers::FOR, headers::value(&leader.identity));
                     extra.insert(headers::HOPS, HeaderValue::from(u16::from(hops)));
+                    let left = self.deadline.remaining(Instant::now()).as_millis();
+                    extra.insert(
+                        headers::HOLD_MS,
+                        HeaderValue::from(u64::try_from(left).unwrap_or(u64::MAX)),
+                    );
                     return Ok(Target {
                         authority: address,
                         tenure: Tenure::Peer {
@@ -102,9 +106,8 @@ impl<'a> Wait<'a> {
     /// After nothing could be sent: wait for a new view or a growing pause.
     pub(crate) async fn backoff(&mut self) -> Result<(), Outcome> {
         self.enter()?;
-        let holder = &self.proxy.inner.holder;
-        holder
-            .backoff(&mut self.views, self.deadline, self.backoff)
+        self.deadline
+            .backoff(&mut self.views, self.backoff)
             .await
             .map_err(held)?;
         self.backoff = (self.backoff * 2).min(BACKOFF.1);

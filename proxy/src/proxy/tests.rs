@@ -2,6 +2,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use http_body_util::Full;
+use hyper::body::Incoming;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -55,9 +56,16 @@ async fn a_standby_forwards_to_the_leader() {
             "routing headers never reach an app"
         );
         assert!(!headers.contains_key("x-seen-x-understudy-hops"));
+        assert!(!headers.contains_key("x-seen-x-understudy-hold-ms"));
         let via: Vec<_> = headers.get_all("x-seen-via").iter().collect();
         assert_eq!(via.len(), 2, "one Via per sidecar: {via:?}");
         assert_eq!(headers["x-seen-x-forwarded-for"], "127.0.0.1, 127.0.0.1");
+        let via: Vec<_> = headers.get_all("via").iter().collect();
+        assert_eq!(
+            via,
+            ["1.1 understudy", "1.1 understudy"],
+            "on the way back too"
+        );
     }
     assert_eq!((app_a.hits(), app_b.hits()), (5, 0));
     // POST bodies go through too.
@@ -163,6 +171,107 @@ async fn holding_ends_with_503_and_retry_after() {
 }
 
 #[tokio::test]
+async fn a_request_held_at_two_sidecars_waits_one_hold_timeout_in_all() {
+    // b holds (no leader), then learns that a leads; but a has no leader either, so it holds
+    // the forwarded request too. The client waits one hold timeout, not two.
+    const HOLD: Duration = Duration::from_millis(1500);
+    let (a_addr, _) = app("a").await;
+    let (b_addr, _) = app("b").await;
+    let mut s = proxy_settings(a_addr);
+    s.hold_timeout = HOLD;
+    let pa = start_proxy(s.clone(), leaderless("a")).await;
+    s.upstream = b_addr.to_string().parse().unwrap();
+    let pb = start_proxy(s, leaderless("b")).await;
+    let started = Instant::now();
+    let pending = tokio::spawn(get(pb.addr, "/"));
+    let (held_a, held_b) = (pa.proxy.holder().clone(), pb.proxy.holder().clone());
+    eventually(Duration::from_secs(5), || held_b.held() == 1).await;
+    // The scenario: b spends most of the budget before it learns of a leader.
+    tokio::time::sleep(HOLD * 3 / 5).await;
+    pb.views
+        .send(following("b", "a", &pa.addr.to_string(), 1))
+        .unwrap();
+    eventually(Duration::from_secs(5), || held_a.held() == 1).await;
+    let (status, _, body) = pending.await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(
+        took >= HOLD && took < HOLD * 13 / 10,
+        "held {took:?} in all; the limit is {HOLD:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_hold_budget_is_honoured_only_from_peers_and_never_raises_the_limit() {
+    let (a_addr, _) = app("a").await;
+    let mut s = proxy_settings(a_addr);
+    s.hold_timeout = Duration::from_millis(400);
+    let pa = start_proxy(s, leaderless("a")).await;
+    let held_for = |headers: &'static [(&'static str, &'static str)]| async move {
+        let mut req = Request::get(format!("http://{}/", pa.addr));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let started = Instant::now();
+        let (status, _, _) = send(pa.addr, req.body(Full::default()).unwrap()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        started.elapsed()
+    };
+    // A client cannot cut its own hold short (nor anyone else's): no routing pair, no budget.
+    let took = held_for(&[("x-understudy-hold-ms", "0")]).await;
+    assert!(took >= Duration::from_millis(400), "{took:?}");
+    // From a peer, a smaller budget counts...
+    let took = held_for(&[
+        ("x-understudy-for", "a"),
+        ("x-understudy-hops", "1"),
+        ("x-understudy-hold-ms", "50"),
+    ])
+    .await;
+    assert!(took < Duration::from_millis(350), "{took:?}");
+    // ...and a larger one is capped by the local setting.
+    let took = held_for(&[
+        ("x-understudy-for", "a"),
+        ("x-understudy-hops", "1"),
+        ("x-understudy-hold-ms", "3600000"),
+    ])
+    .await;
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_forward_passes_on_what_is_left_of_the_hold_deadline() {
+    let seen = Arc::new(std::sync::Mutex::new(None));
+    let s2 = seen.clone();
+    // A stand-in for the leader's sidecar that records the budget it was sent.
+    let peer = serve(move |req: Request<Incoming>, _| {
+        let seen = s2.clone();
+        async move {
+            *seen.lock().unwrap() = req.headers().get("x-understudy-hold-ms").cloned();
+            Response::new(full("a"))
+        }
+    })
+    .await;
+    let (b_addr, _) = app("b").await;
+    let mut s = proxy_settings(b_addr);
+    s.hold_timeout = Duration::from_secs(3);
+    let pb = start_proxy(s, following("b", "a", &peer.to_string(), 1)).await;
+    assert_eq!(get(pb.addr, "/").await.2, "a");
+    let ms: u64 = seen
+        .lock()
+        .unwrap()
+        .take()
+        .expect("sent")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((2000..=3000).contains(&ms), "{ms}");
+}
+
+#[tokio::test]
 async fn a_full_hold_queue_answers_503_at_once() {
     let (b_addr, _) = app("b").await;
     let mut s = proxy_settings(b_addr);
@@ -260,6 +369,103 @@ async fn a_post_that_may_have_arrived_is_never_resent() {
         1,
         "the app saw it once, and only once"
     );
+}
+
+#[tokio::test]
+async fn a_421_from_the_app_is_passed_on_not_taken_for_a_sidecar_refusal() {
+    // Only a peer sidecar's 421 proves nothing reached an app; the app's own proves nothing.
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    let app_addr = serve(move |_req: Request<Incoming>, _| {
+        let h = h.clone();
+        async move {
+            h.fetch_add(1, Ordering::SeqCst);
+            let mut resp = Response::new(full("not here"));
+            *resp.status_mut() = StatusCode::MISDIRECTED_REQUEST;
+            resp.headers_mut()
+                .insert("x-understudy-refused", http::HeaderValue::from_static("a"));
+            resp
+        }
+    })
+    .await;
+    let p = start_proxy(proxy_settings(app_addr), leading("a", "127.0.0.1:1", 1)).await;
+    let req = Request::post(format!("http://{}/", p.addr))
+        .body(Full::from("pay"))
+        .unwrap();
+    let (status, headers, _) = send(p.addr, req).await;
+    assert_eq!(status, StatusCode::MISDIRECTED_REQUEST);
+    assert!(!headers.contains_key("x-understudy-refused"));
+    assert_eq!(hits.load(Ordering::SeqCst), 1, "sent once, and only once");
+}
+
+/// Log output, for reading the access log back.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+impl Captured {
+    fn access_lines(&self) -> Vec<String> {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .lines()
+            .filter(|l| l.contains("understudy::access"))
+            .map(String::from)
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn the_access_log_has_one_line_per_request_when_asked_for() {
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .finish();
+    // A current-thread runtime: every task of this test logs through it.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let (a_addr, _) = app("a").await;
+    let (b_addr, _) = app("b").await;
+    let mut quiet = proxy_settings(a_addr);
+    quiet.access_log = false;
+    let pa = start_proxy(quiet, leading("a", "127.0.0.1:1", 4)).await;
+    let pb = start_proxy(
+        proxy_settings(b_addr),
+        following("b", "a", &pa.addr.to_string(), 4),
+    )
+    .await;
+    let (status, _, _) = get(pb.addr, "/x?y=1").await;
+    assert_eq!(status, StatusCode::OK);
+    let lines = logs.access_lines();
+    assert_eq!(lines.len(), 1, "only b logs: {lines:?}");
+    let line = &lines[0];
+    for field in [
+        "route=\"forward\"".to_string(),
+        format!("peer=\"{}\"", pa.addr),
+        "status=200".to_string(),
+        "method=GET".to_string(),
+        "uri=/x?y=1".to_string(),
+        "client=127.0.0.1:".to_string(),
+    ] {
+        assert!(line.contains(&field), "{field} missing in {line}");
+    }
+    assert!(line.contains("duration_ms="), "{line}");
 }
 
 /// Opens an `Upgrade: echo` tunnel through `addr`; returns the stream after the 101 and

@@ -7,6 +7,7 @@ fn from_peer(pod: &str, hops: u8) -> Inbound {
     Inbound {
         for_pod: Some(pod.into()),
         hops,
+        hold: None,
     }
 }
 
@@ -127,10 +128,7 @@ fn no_route_breaks_the_invariants() {
         }
         for view in &views {
             for hops in 0..=MAX_HOPS + 1 {
-                let mut inbounds = vec![Inbound {
-                    for_pod: None,
-                    hops: 0,
-                }];
+                let mut inbounds = vec![Inbound::default()];
                 inbounds.extend(pods.iter().map(|p| from_peer(p, hops)));
                 for inbound in &inbounds {
                     match decide(view, now, inbound) {

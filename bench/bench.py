@@ -1,0 +1,390 @@
+#!/usr/bin/env python3
+"""understudy benchmark: the proxy beside HAProxy and nginx, same machine, same run, same load.
+
+Contenders (each proxy process pinned to CPU 1, one worker/thread; wrk and the backend on CPU 0):
+  direct    wrk -> nginx backend (the limit)
+  leader    wrk -> understudy (leader) -> backend            one hop
+  standby   wrk -> understudy (standby) -> understudy (leader) -> backend   two hops
+  haproxy   wrk -> haproxy (nbthread 1) -> backend
+  nginx     wrk -> nginx (1 worker, upstream keepalive) -> backend
+Rounds are interleaved (A B C A B C ...) so drift hits all equally. Every process is ours,
+listens on 127.0.0.1 only, and is killed at the end.
+"""
+import argparse, json, os, platform, re, shutil, signal, socket, statistics, subprocess
+import sys, tempfile, time, urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REL = os.path.join(ROOT, "target", "release")
+PORTS = dict(backend=18080, leader=18081, standby=18082, haproxy=18083, nginx=18084,
+             api=18443, admin_leader=14041, admin_standby=14042)
+LOAD_CPU, PROXY_CPU = "0", "1"
+
+WRK_LUA = """
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT requests=%d duration_us=%d errors=%d p50=%d p99=%d p999=%d\\n",
+    summary.requests, summary.duration,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.status + summary.errors.timeout,
+    latency:percentile(50), latency:percentile(99), latency:percentile(99.9)))
+end
+"""
+
+procs = []
+
+
+def spawn(cmd, cpu=None, **kw):
+    if cpu is not None:
+        cmd = ["taskset", "-c", cpu] + cmd
+    p = subprocess.Popen(cmd, stdout=kw.pop("stdout", subprocess.DEVNULL),
+                         stderr=kw.pop("stderr", subprocess.DEVNULL), start_new_session=True, **kw)
+    procs.append(p)
+    return p
+
+
+def cleanup():
+    for p in procs:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for p in procs:
+        p.wait()
+
+
+def wait_port(port, timeout=15):
+    end = time.time() + timeout
+    while time.time() < end:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise SystemExit(f"bench: nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+def get(url, timeout=2):
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return r.read().decode()
+
+
+def wait_for(pred, what, timeout=20):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            if pred():
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise SystemExit(f"bench: timed out waiting for {what}")
+
+
+def proc_stats(pid):
+    """(peak RSS KiB, cpu seconds) of a process from /proc."""
+    with open(f"/proc/{pid}/status") as f:
+        status = f.read()
+    hwm = int(re.search(r"VmHWM:\s+(\d+)", status).group(1))
+    rss = int(re.search(r"VmRSS:\s+(\d+)", status).group(1))
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    return dict(hwm=hwm, rss=rss, cpu=cpu)
+
+
+def child_pids(pid):
+    """The process and, for nginx/haproxy masters, their workers."""
+    out = [pid]
+    try:
+        kids = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+        for k in kids:
+            out += child_pids(int(k))
+    except FileNotFoundError:
+        pass
+    return out
+
+
+def real_pid(p):
+    """taskset execs the command, so the Popen pid is the process itself."""
+    return p.pid
+
+
+def start_backend(tmp):
+    conf = os.path.join(tmp, "backend.conf")
+    with open(conf, "w") as f:
+        f.write(f"""
+worker_processes 1; daemon off; pid {tmp}/backend.pid; error_log {tmp}/backend.err warn;
+events {{ worker_connections 4096; }}
+http {{ access_log off; keepalive_requests 1000000;
+  server {{ listen 127.0.0.1:{PORTS['backend']} reuseport backlog=4096;
+    location / {{ default_type text/plain; return 200 "hello from the backend\\n"; }} }} }}
+""")
+    spawn(["nginx", "-c", conf, "-p", tmp], cpu=LOAD_CPU)
+    wait_port(PORTS["backend"])
+
+
+def start_emulator(tmp):
+    kubeconfig = os.path.join(tmp, "kubeconfig")
+    clients = [a for i in range(3) for a in ("--client", f"idle-{i}")]
+    spawn([os.path.join(REL, "kube-emulator"), "--listen", f"127.0.0.1:{PORTS['api']}",
+           "--kubeconfig-out", kubeconfig, "--kubeconfig-dir", tmp] + clients, cpu=LOAD_CPU)
+    wait_for(lambda: os.path.exists(kubeconfig), "the emulator's kubeconfig")
+    wait_port(PORTS["api"])
+    return kubeconfig
+
+
+def start_understudy(tmp, kubeconfig, ident, listen, admin, election="bench", cpu=PROXY_CPU, extra=()):
+    env = dict(os.environ, KUBECONFIG=kubeconfig, RUST_LOG="warn")
+    cmd = [os.path.join(REL, "understudy"), "--election", election, "--election-namespace", "default",
+           "--id", ident, "--http", f"127.0.0.1:{admin}", "--upstream", f"127.0.0.1:{PORTS['backend']}"]
+    if listen:
+        cmd += ["--listen", f"127.0.0.1:{listen}", "--advertise", f"127.0.0.1:{listen}"]
+    cmd += list(extra)
+    p = spawn(cmd, cpu=cpu, env=env, stderr=open(os.path.join(tmp, f"{ident}.log"), "w"))
+    wait_port(admin)
+    return p
+
+
+def start_haproxy(tmp):
+    conf = os.path.join(tmp, "haproxy.cfg")
+    with open(conf, "w") as f:
+        f.write(f"""
+global
+  nbthread 1
+  maxconn 20000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:{PORTS['haproxy']}
+  default_backend be
+backend be
+  server app 127.0.0.1:{PORTS['backend']} maxconn 1000
+""")
+    p = spawn(["haproxy", "-f", conf], cpu=PROXY_CPU)
+    wait_port(PORTS["haproxy"])
+    return p
+
+
+def start_nginx_proxy(tmp):
+    conf = os.path.join(tmp, "proxy.conf")
+    with open(conf, "w") as f:
+        f.write(f"""
+worker_processes 1; daemon off; pid {tmp}/proxy.pid; error_log {tmp}/proxy.err warn;
+events {{ worker_connections 20000; }}
+http {{ access_log off; keepalive_requests 1000000;
+  upstream app {{ server 127.0.0.1:{PORTS['backend']}; keepalive 256; }}
+  server {{ listen 127.0.0.1:{PORTS['nginx']} backlog=4096;
+    location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }} }} }}
+""")
+    p = spawn(["nginx", "-c", conf, "-p", tmp], cpu=PROXY_CPU)
+    wait_port(PORTS["nginx"])
+    return p
+
+
+def wrk(port, conns, seconds, tmp):
+    lua = os.path.join(tmp, "report.lua")
+    with open(lua, "w") as f:
+        f.write(WRK_LUA)
+    out = subprocess.run(["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{conns}", f"-d{seconds}s",
+                          "--timeout", "5s", "-s", lua, f"http://127.0.0.1:{port}/"],
+                         capture_output=True, text=True, timeout=seconds + 30).stdout
+    m = re.search(r"RESULT requests=(\d+) duration_us=(\d+) errors=(\d+) p50=(\d+) p99=(\d+) p999=(\d+)", out)
+    if not m:
+        raise SystemExit(f"bench: could not parse wrk output:\n{out}")
+    req, dur, err, p50, p99, p999 = map(int, m.groups())
+    return dict(rps=req / (dur / 1e6), requests=req, errors=err, p50=p50, p99=p99, p999=p999)
+
+
+def measure(name, port, pids, conns, seconds, tmp):
+    before = [proc_stats(p) for p in pids]
+    r = wrk(port, conns, seconds, tmp)
+    after = [proc_stats(p) for p in pids]
+    cpu = sum(a["cpu"] - b["cpu"] for a, b in zip(after, before))
+    r["cpu_us_per_req"] = cpu * 1e6 / max(r["requests"], 1) if pids else 0.0
+    r["peak_rss_kib"] = sum(a["hwm"] for a in after) if pids else 0
+    r["name"] = name
+    return r
+
+
+def api_load(tmp, kubeconfig, seconds):
+    """Kubernetes API requests per minute of an idle 3-pod election (elector-only sidecars,
+    default timings: lease 10s, renew 6s, retry 2s, resync 60s), per pod, split into renewals
+    (update) and everything else."""
+    pods = [start_understudy(tmp, os.path.join(tmp, f"idle-{i}.kubeconfig"), f"idle-{i}", None, 14050 + i,
+                             election="idle", cpu=LOAD_CPU) for i in range(3)]
+    wait_for(lambda: json.loads(get("http://127.0.0.1:14050/"))["name"] != "", "an idle leader")
+    time.sleep(3)  # start of the measurement window (past start-up reads), not synchronisation
+
+    def counts():
+        out = subprocess.run(["kubectl", "--kubeconfig", kubeconfig, "get", "--raw", "/emulator/v1/stats"],
+                             capture_output=True, text=True, timeout=10, check=True).stdout
+        tot = {}
+        for e in json.loads(out)["counts"]:
+            if e["client"].startswith("idle-"):
+                kind = "renewals" if e["verb"] == "update" else "other"
+                key = (e["client"], kind)
+                tot[key] = tot.get(key, 0) + e["count"]
+        return tot
+
+    c0 = counts()
+    time.sleep(seconds)  # the observation window
+    c1 = counts()
+    for p in pods:
+        p.send_signal(signal.SIGTERM)
+    out = {}
+    for i in range(3):
+        pod = f"idle-{i}"
+        out[pod] = {k: (c1.get((pod, k), 0) - c0.get((pod, k), 0)) * 60.0 / seconds for k in ("renewals", "other")}
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=int, default=5, help="per wrk run")
+    ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--idle-seconds", type=int, default=60, help="API load observation window")
+    ap.add_argument("--no-write", action="store_true", help="print only; do not write docs/BENCHMARKS.md")
+    args = ap.parse_args()
+    if not shutil.which("taskset") or os.cpu_count() < 2:
+        raise SystemExit("bench: needs taskset and at least 2 CPUs")
+    tmp = tempfile.mkdtemp(prefix="understudy-bench-")
+    try:
+        start_backend(tmp)
+        kubeconfig = start_emulator(tmp)
+        leader = start_understudy(tmp, kubeconfig, "lead", PORTS["leader"], PORTS["admin_leader"])
+        wait_for(lambda: json.loads(get(f"http://127.0.0.1:{PORTS['admin_leader']}/"))["name"] == "lead", "the leader")
+        idle_rss = proc_stats(leader.pid)["rss"]
+        standby = start_understudy(tmp, kubeconfig, "standby", PORTS["standby"], PORTS["admin_standby"])
+        wait_for(lambda: json.loads(get(f"http://127.0.0.1:{PORTS['admin_standby']}/"))["name"] == "lead", "the standby")
+        hap = start_haproxy(tmp)
+        ngx = start_nginx_proxy(tmp)
+        contenders = [
+            ("direct", PORTS["backend"], []),
+            ("understudy leader", PORTS["leader"], [leader.pid]),
+            ("understudy standby", PORTS["standby"], [standby.pid, leader.pid]),
+            ("haproxy", PORTS["haproxy"], child_pids(hap.pid)),
+            ("nginx", PORTS["nginx"], child_pids(ngx.pid)),
+        ]
+        for _, port, _ in contenders:  # warm-up: connections, pools, page cache
+            wrk(port, args.connections, 1, tmp)
+        rounds = []
+        for r in range(args.rounds):
+            row = {}
+            for name, port, pids in contenders:
+                row[name] = measure(name, port, pids, args.connections, args.seconds, tmp)
+                print(f"round {r + 1} {name:20s} {row[name]['rps']:10.0f} req/s  p99 {row[name]['p99']}us", flush=True)
+            rounds.append(row)
+        # Memory at 1,000 concurrent connections (leader path).
+        c1000 = measure("understudy leader", PORTS["leader"], [leader.pid], 1000, args.seconds, tmp)
+        rss_1000 = proc_stats(leader.pid)["hwm"]
+        api = api_load(tmp, kubeconfig, args.idle_seconds) if args.idle_seconds > 0 else None
+    finally:
+        cleanup()
+    report(args, rounds, idle_rss, rss_1000, c1000, api)
+
+
+def med(xs):
+    return statistics.median(xs)
+
+
+def report(args, rounds, idle_rss, rss_1000, c1000, api):
+    names = list(rounds[0].keys())
+    summary = {}
+    for n in names:
+        rs = [r[n] for r in rounds]
+        summary[n] = {k: med([x[k] for x in rs]) for k in ("rps", "p50", "p99", "p999", "cpu_us_per_req", "peak_rss_kib", "errors")}
+        summary[n]["vs_direct"] = med([r[n]["rps"] / r["direct"]["rps"] for r in rounds])
+        summary[n]["vs_haproxy"] = med([r[n]["rps"] / r["haproxy"]["rps"] for r in rounds])
+    lines = ["| contender | req/s | vs direct | vs HAProxy | p50 | p99 | p99.9 | proxy CPU µs/req | proxy peak RSS | errors |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for n in names:
+        s = summary[n]
+        rss = f"{s['peak_rss_kib'] / 1024:.1f} MiB" if s["peak_rss_kib"] else "—"
+        cpu = f"{s['cpu_us_per_req']:.1f}" if n != "direct" else "—"
+        lines.append(f"| {n} | {s['rps']:.0f} | {s['vs_direct']:.2f} | {s['vs_haproxy']:.2f} | {s['p50'] / 1000:.2f} ms | "
+                     f"{s['p99'] / 1000:.2f} ms | {s['p999'] / 1000:.2f} ms | {cpu} | {rss} | {s['errors']:.0f} |")
+    table = "\n".join(lines)
+    print("\n" + table)
+    lead, hap, ngx, stby = (summary[k] for k in ("understudy leader", "haproxy", "nginx", "understudy standby"))
+    targets = [
+        ("leader throughput ≥ 1.2 × HAProxy", lead["vs_haproxy"] >= 1.2, f"{lead['vs_haproxy']:.2f} ×"),
+        ("leader throughput ≥ nginx", lead["rps"] >= ngx["rps"], f"{lead['rps'] / ngx['rps']:.2f} ×"),
+        ("leader p99 ≤ HAProxy's and nginx's", lead["p99"] <= min(hap["p99"], ngx["p99"]),
+         f"{lead['p99'] / 1000:.2f} ms vs {hap['p99'] / 1000:.2f} / {ngx['p99'] / 1000:.2f} ms"),
+        ("standby (two hops) ≥ 0.8 × HAProxy", stby["vs_haproxy"] >= 0.8, f"{stby['vs_haproxy']:.2f} ×"),
+        ("RSS idle < 10 MiB", idle_rss < 10 * 1024, f"{idle_rss / 1024:.1f} MiB"),
+        ("RSS at 1,000 connections < 20 MiB", rss_1000 < 20 * 1024, f"{rss_1000 / 1024:.1f} MiB ({c1000['rps']:.0f} req/s, {c1000['errors']} errors)"),
+    ]
+    if api:
+        # Resync is 60s: at most one request a minute per pod beyond the renewals.
+        worst = max(v["other"] for v in api.values())
+        targets.append(("idle API load: ≤ 1 request/pod/resync (60s) beyond renewals", worst <= 1.0 + 1e-9,
+                        "; ".join(f"{k}: {v['renewals']:.1f} renewals/min + {v['other']:.1f} other/min"
+                                  for k, v in sorted(api.items()))))
+    tl = ["| target | met | measured |", "|---|---|---|"] + [f"| {t} | {'yes' if ok else '**no**'} | {m} |" for t, ok, m in targets]
+    print("\n" + "\n".join(tl))
+    if args.no_write:
+        return
+    cpu_model = ""
+    try:
+        cpu_model = re.search(r"model name\s*:\s*(.*)", open("/proc/cpuinfo").read()).group(1)
+    except (OSError, AttributeError):
+        pass
+    mem = int(re.search(r"MemTotal:\s+(\d+)", open("/proc/meminfo").read()).group(1)) // 1024
+    versions = {
+        "nginx": subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip(),
+        "haproxy": subprocess.run(["haproxy", "-v"], capture_output=True, text=True).stdout.splitlines()[0],
+        "wrk": "wrk (Debian)",
+    }
+    cmd = "bench/run " + " ".join(sys.argv[1:])
+    doc = BENCH_DOC.format(
+        date=time.strftime("%Y-%m-%d"), machine=f"{os.cpu_count()} CPUs ({cpu_model}), {mem} MiB, Linux {platform.release()}",
+        versions="; ".join(versions.values()), cmd=cmd.strip(), rounds=args.rounds, seconds=args.seconds,
+        conns=args.connections, table=table, targets="\n".join(tl))
+    marker = "<!-- failover figures -->"
+    path = os.path.join(ROOT, "docs", "BENCHMARKS.md")
+    tail = ""
+    if os.path.exists(path):
+        old = open(path).read()
+        if marker in old:
+            tail = old[old.index(marker):]
+    with open(path, "w") as f:
+        f.write(doc + ("\n" + tail if tail else "\n" + marker + "\n"))
+    print(f"\nwrote {path}")
+
+
+BENCH_DOC = """# Benchmarks
+
+Recorded by `{cmd}` on {date}. Machine: {machine}. Peers: {versions}.
+
+## Proxy path
+
+{rounds} interleaved rounds (direct, leader, standby, HAProxy, nginx, then again) of
+`wrk -t1 -c{conns} -d{seconds}s` on loopback; figures are medians over the rounds; ratios are
+taken within each round, then the median. The backend is nginx with one worker returning a
+small fixed body. Every proxy is pinned to CPU 1 with one worker/thread (`taskset`); wrk and
+the backend share CPU 0. "Two hops" means both understudy processes share CPU 1.
+
+{table}
+
+- **req/s**: throughput at {conns} keep-alive connections. **vs direct**: fraction of the
+  backend's own limit in the same round. **vs HAProxy**: ratio to HAProxy in the same round.
+- **p50/p99/p99.9**: wrk's latency percentiles (coordinated omission not corrected: closed loop).
+- **proxy CPU µs/req**: user+system CPU of the proxy process(es) over the run / requests.
+- **proxy peak RSS**: VmHWM of the proxy process(es) at the end of the round.
+
+## Targets (issue 5)
+
+{targets}
+"""
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt:
+        cleanup()
+        sys.exit(130)

@@ -1,0 +1,157 @@
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::*;
+use crate::testing::full;
+
+/// Serves with `limits`; `/slow` answers after 600ms of silence, anything else at once.
+async fn start(limits: Limits) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(serve(
+        listener,
+        limits,
+        CancellationToken::new(),
+        TaskTracker::new(),
+        |req: Request<Incoming>, _| async move {
+            if req.uri().path() == "/slow" {
+                tokio::time::sleep(Duration::from_millis(600)).await;
+            }
+            Response::new(full("ok"))
+        },
+    ));
+    addr
+}
+
+/// The one limit a test is about.
+const SHORT: Duration = Duration::from_millis(200);
+
+fn limits() -> Limits {
+    Limits {
+        header_read_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(30),
+        max_header_bytes: 8192,
+        max_headers: 10,
+    }
+}
+
+/// Reads until the server closes; returns what it sent. Panics if it stays open 3s.
+async fn until_closed(s: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(3), async {
+        let mut buf = [0u8; 4096];
+        // Ends at EOF or a reset; bounded by the timeout around it.
+        while let Ok(n @ 1..) = s.read(&mut buf).await {
+            out.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .expect("connection left open");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn a_client_that_sends_nothing_is_closed_after_the_header_read_timeout() {
+    let addr = start(Limits {
+        header_read_timeout: SHORT,
+        ..limits()
+    })
+    .await;
+    let started = Instant::now();
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    assert_eq!(until_closed(&mut s).await, "");
+    assert!(started.elapsed() >= SHORT);
+}
+
+#[tokio::test]
+async fn a_request_head_that_never_ends_is_closed_after_the_header_read_timeout() {
+    let addr = start(Limits {
+        header_read_timeout: SHORT,
+        ..limits()
+    })
+    .await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+    let answer = until_closed(&mut s).await;
+    assert!(!answer.contains("200 OK"), "{answer}");
+}
+
+#[tokio::test]
+async fn too_many_or_too_large_headers_are_refused_with_431() {
+    let addr = start(limits()).await;
+    let many: String = (0..20).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let large = format!("x-big: {}\r\n", "v".repeat(16 * 1024));
+    for extra in [many, large] {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let head = format!("GET / HTTP/1.1\r\nhost: x\r\n{extra}\r\n");
+        // The server may close before it has read everything; the answer is what counts.
+        let _ = s.write_all(head.as_bytes()).await;
+        let answer = until_closed(&mut s).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 431"),
+            "{}",
+            &answer[..answer.len().min(80)]
+        );
+    }
+    // Within the limits, the same request is fine.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(until_closed(&mut s).await.starts_with("HTTP/1.1 200"));
+}
+
+/// A keep-alive HTTP/1.1 connection; the task ends when the server closes it.
+async fn connection(
+    addr: SocketAddr,
+) -> (
+    hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    let closed = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    (send, closed)
+}
+
+async fn ask(
+    send: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+    path: &str,
+) -> String {
+    let req = Request::get(path)
+        .header("host", "x")
+        .body(Empty::new())
+        .unwrap();
+    let resp = send.send_request(req).await.expect("answered");
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+#[tokio::test]
+async fn an_idle_connection_is_closed_but_a_slow_answer_is_not_cut() {
+    let addr = start(Limits {
+        idle_timeout: SHORT,
+        ..limits()
+    })
+    .await;
+    // Quiet for longer than the idle timeout while the handler works: still answered, and
+    // the connection closes once the answer is out. An idle keep-alive connection goes after
+    // the idle timeout.
+    for path in ["/slow", "/"] {
+        let started = Instant::now();
+        let (mut send, closed) = connection(addr).await;
+        assert_eq!(ask(&mut send, path).await, "ok");
+        tokio::time::timeout(Duration::from_secs(3), closed)
+            .await
+            .unwrap_or_else(|_| panic!("{path}: connection left open"))
+            .unwrap();
+        assert!(started.elapsed() >= SHORT);
+    }
+}
