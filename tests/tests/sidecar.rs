@@ -5,15 +5,24 @@
 #[path = "sidecar/harness.rs"]
 mod harness;
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
 use harness::*;
-use http::StatusCode;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use http::{StatusCode, Version};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -128,6 +137,11 @@ fn listens(pods: &[Sidecar]) -> Vec<SocketAddr> {
     pods.iter().filter_map(|p| p.listen).collect()
 }
 
+/// The endpoints once `gone` has been removed from them.
+fn listens_except(pods: &[Sidecar], gone: SocketAddr) -> Vec<SocketAddr> {
+    listens(pods).into_iter().filter(|a| *a != gone).collect()
+}
+
 #[tokio::test]
 async fn every_request_to_any_sidecar_reaches_the_leaders_app() {
     let cluster = Cluster::new("e2e-route").await;
@@ -170,12 +184,13 @@ async fn sigterm_of_the_leader_loses_no_request() {
     let old_listen = pods[li].listen.unwrap();
     pods[li].sigterm();
     // Endpoints drop the terminating pod; the pod itself keeps serving through its drain.
-    load.set_targets(
-        listens(&pods)
-            .into_iter()
-            .filter(|a| *a != old_listen)
-            .collect(),
-    );
+    load.set_targets(listens_except(&pods, old_listen));
+    // Once it has stepped down (the signal is handled asynchronously; until then it still
+    // leads and may serve), what reaches it goes to the new leader.
+    eventually(Duration::from_secs(5), || async {
+        pods[li].leader_name().await.is_some_and(|n| n != old)
+    })
+    .await;
     let during_drain = get(old_listen, "/", CLIENT_TIMEOUT)
         .await
         .expect("still accepting while draining");
@@ -202,13 +217,7 @@ async fn sigkill_of_the_leader_loses_no_request() {
     let old_listen = pods[li].listen.unwrap();
     // The dead pod's endpoint lingers for a while in a real cluster; here clients only use
     // the survivors, which must hold requests until the Lease expires.
-    let load = Load::start(
-        listens(&pods)
-            .into_iter()
-            .filter(|a| *a != old_listen)
-            .collect(),
-        3,
-    );
+    let load = Load::start(listens_except(&pods, old_listen), 3);
     load.pass(30).await;
     pods[li].sigkill().await;
     let others: Vec<&Sidecar> = pods
@@ -229,13 +238,7 @@ async fn killing_a_standby_costs_nothing() {
     let leader = agreed_leader(&pods.iter().collect::<Vec<_>>(), Duration::from_secs(15)).await;
     let si = pods.iter().position(|p| p.name != leader).unwrap();
     let standby_listen = pods[si].listen.unwrap();
-    let load = Load::start(
-        listens(&pods)
-            .into_iter()
-            .filter(|a| *a != standby_listen)
-            .collect(),
-        2,
-    );
+    let load = Load::start(listens_except(&pods, standby_listen), 2);
     load.pass(20).await;
     pods[si].sigkill().await;
     load.pass(40).await;
@@ -300,63 +303,277 @@ async fn ready_when_leader_makes_only_the_leader_ready() {
     assert_eq!(plain.admin_get("/readyz").await.unwrap().0, StatusCode::OK);
 }
 
-/// Opens an `Upgrade: echo` tunnel through `addr`; returns the stream and the app's greeting.
-async fn open_tunnel(addr: SocketAddr) -> (TcpStream, String) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /ws HTTP/1.1\r\nhost: test\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n")
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Opens a WebSocket through the sidecar at `addr`; returns it and the app's greeting (its
+/// name).
+async fn websocket(addr: SocketAddr) -> (Ws, String) {
+    let (mut ws, resp) =
+        tokio::time::timeout(CLIENT_TIMEOUT, connect_async(format!("ws://{addr}/ws")))
+            .await
+            .expect("handshake in time")
+            .expect("handshake");
+    assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+    match next_message(&mut ws).await {
+        Message::Text(name) => (ws, name.to_string()),
+        other => panic!("greeting: {other:?}"),
+    }
+}
+
+async fn next_message(ws: &mut Ws) -> Message {
+    tokio::time::timeout(CLIENT_TIMEOUT, ws.next())
         .await
-        .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(
-            s.read(&mut byte).await.unwrap(),
-            1,
-            "closed before the response head"
-        );
-        head.push(byte[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
-    let mut greeting = Vec::new();
-    while !greeting.ends_with(b">") {
-        assert_eq!(s.read(&mut byte).await.unwrap(), 1);
-        greeting.push(byte[0]);
-    }
-    (s, String::from_utf8(greeting).unwrap())
+        .expect("message in time")
+        .expect("still open")
+        .expect("a message")
 }
 
 #[tokio::test]
-async fn a_tunnel_through_a_standby_closes_when_leadership_moves() {
+async fn a_websocket_echoes_across_a_forward() {
+    let cluster = Cluster::new("e2e-ws").await;
+    let fwd = pair(&cluster, 91).await;
+    // client -> standby's sidecar -> leader's sidecar -> leader's app, and back.
+    let (mut ws, greeting) = websocket(fwd.via).await;
+    assert_eq!(greeting, fwd.leader);
+    let messages: Vec<Message> = (0..12u8)
+        .map(|i| match i % 3 {
+            0 => Message::text(format!("hello {i}")),
+            1 => Message::binary(vec![i; 100 << i]),
+            _ => Message::text("ü".repeat(usize::from(i) * 1000)),
+        })
+        .collect();
+    // Both ways at once: everything is sent before the first echo is read.
+    for m in &messages {
+        ws.send(m.clone()).await.unwrap();
+    }
+    for m in &messages {
+        assert_eq!(next_message(&mut ws).await, *m);
+    }
+    ws.send(Message::text("bye")).await.unwrap();
+    assert_eq!(next_message(&mut ws).await, Message::text("bye"));
+    // The closing handshake passes too: the app's close frame comes back.
+    ws.close(None).await.unwrap();
+    assert!(matches!(next_message(&mut ws).await, Message::Close(_)));
+}
+
+#[tokio::test]
+async fn a_websocket_through_a_standby_closes_when_leadership_moves() {
     let cluster = Cluster::new("e2e-tunnel").await;
-    let pods = three(&cluster, 71, &[]).await;
+    let mut pods = three(&cluster, 71, &[]).await;
     let old = agreed_leader(&pods.iter().collect::<Vec<_>>(), Duration::from_secs(15)).await;
     let standby = pods.iter().position(|p| p.name != old).unwrap();
     let via = pods[standby].listen.unwrap();
-    let (mut tunnel, greeting) = open_tunnel(via).await;
-    assert_eq!(greeting, format!("{old}>"));
-    tunnel.write_all(b"ping").await.unwrap();
-    let mut back = [0u8; 4];
-    tunnel.read_exact(&mut back).await.unwrap();
-    assert_eq!(&back, b"ping");
+    let (mut ws, greeting) = websocket(via).await;
+    assert_eq!(greeting, old);
+    ws.send(Message::text("ping")).await.unwrap();
+    assert_eq!(next_message(&mut ws).await, Message::text("ping"));
     let li = pods.iter().position(|p| p.name == old).unwrap();
     pods[li].sigterm();
-    let mut buf = [0u8; 16];
-    let read = tokio::time::timeout(Duration::from_secs(10), tunnel.read(&mut buf))
+    let end = tokio::time::timeout(Duration::from_secs(10), ws.next())
         .await
-        .expect("tunnel closed");
-    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        .expect("websocket closed once leadership moved");
+    assert!(
+        !matches!(end, Some(Ok(Message::Text(_) | Message::Binary(_)))),
+        "{end:?}"
+    );
     let others: Vec<&Sidecar> = pods.iter().filter(|p| p.name != old).collect();
     let new = agreed_leader_not(&others, &old, Duration::from_secs(10)).await;
-    let (_tunnel, greeting) = open_tunnel(via).await;
+    let (mut ws, greeting) = websocket(via).await;
+    assert_eq!(greeting, new, "a reconnect reaches the new leader");
+    ws.send(Message::text("pong")).await.unwrap();
+    assert_eq!(next_message(&mut ws).await, Message::text("pong"));
+    assert_eq!(pods[li].exit_code(Duration::from_secs(15)).await, Some(0));
+}
+
+#[tokio::test]
+async fn sigterm_of_a_standby_loses_no_request() {
+    let cluster = Cluster::new("e2e-standby-term").await;
+    let mut pods = three(&cluster, 101, &[]).await;
+    let leader = agreed_leader(&pods.iter().collect::<Vec<_>>(), Duration::from_secs(15)).await;
+    let si = pods.iter().position(|p| p.name != leader).unwrap();
+    let standby_listen = pods[si].listen.unwrap();
+    let load = Load::start(listens(&pods), 3);
+    load.pass(30).await;
+    let signalled = tokio::time::Instant::now();
+    pods[si].sigterm();
+    // It fails its readiness probe, so endpoints drop it; meanwhile it keeps serving.
+    eventually(Duration::from_secs(5), || async {
+        pods[si].admin_get("/readyz").await.map(|r| r.0) == Some(StatusCode::SERVICE_UNAVAILABLE)
+    })
+    .await;
+    let during_drain = get(standby_listen, "/", CLIENT_TIMEOUT)
+        .await
+        .expect("still accepting while draining");
+    assert_eq!(during_drain, (StatusCode::OK, leader.clone()));
+    load.set_targets(listens_except(&pods, standby_listen));
+    load.pass(60).await;
     assert_eq!(
-        greeting,
-        format!("{new}>"),
-        "a reconnect reaches the new leader"
+        pods[si].exit_code(Duration::from_secs(15)).await,
+        Some(0),
+        "SIGTERM ends with exit 0"
     );
+    assert!(
+        signalled.elapsed() >= Duration::from_secs(1),
+        "exited before its --drain of 1s: {:?}",
+        signalled.elapsed()
+    );
+    assert_handover(&load.finish().await, &leader, &leader);
+    let rest: Vec<&Sidecar> = pods.iter().filter(|p| p.child.is_some()).collect();
+    assert_eq!(agreed_leader(&rest, Duration::from_secs(5)).await, leader);
+}
+
+/// A gRPC message: uncompressed flag, 4-byte big-endian length, payload.
+fn grpc_message(payload: &[u8]) -> Bytes {
+    let mut out = vec![0u8];
+    out.extend_from_slice(&u32::try_from(payload.len()).unwrap().to_be_bytes());
+    out.extend_from_slice(payload);
+    out.into()
+}
+
+/// Chunk `i` of a lockstep echo: `size` bytes of `i % 251`, so that order is checked too.
+fn chunk(i: usize, size: usize) -> Bytes {
+    vec![(i % 251) as u8; size].into()
+}
+
+/// What came back from an echo: the response head's headers and the trailers.
+struct Echoed {
+    headers: http::HeaderMap,
+    version: Version,
+    trailers: Option<http::HeaderMap>,
+}
+
+/// The next frame of `body`, which has delivered `received` bytes so far.
+async fn next_frame(body: &mut Incoming, received: usize) -> Option<Frame<Bytes>> {
+    tokio::time::timeout(CLIENT_TIMEOUT, body.frame())
+        .await
+        .unwrap_or_else(|_| panic!("stalled after {received} bytes"))
+        .map(|frame| frame.expect("body frame"))
+}
+
+/// POSTs `chunks` chunks of `size` bytes to `path` through `addr` and reads the echo,
+/// sending each chunk only after the one before has come back whole. That passes only if
+/// every hop streams both ways as it goes; a hop that buffered a body would stall it.
+async fn echo_in_lockstep(
+    addr: SocketAddr,
+    version: Version,
+    path: &str,
+    content_type: &str,
+    (chunks, size): (usize, usize),
+) -> Echoed {
+    let (mut tx, rx) = futures::channel::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(1);
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client: Client<HttpConnector, StreamBody<_>> = Client::builder(TokioExecutor::new())
+        .http2_only(version == Version::HTTP_2)
+        .build(connector);
+    let req = http::Request::post(format!("http://{addr}{path}"))
+        .header("content-type", content_type)
+        .header("te", "trailers")
+        .body(StreamBody::new(rx))
+        .unwrap();
+    let pending = client.request(req);
+    tx.send(Ok(Frame::data(chunk(0, size)))).await.unwrap();
+    let resp = tokio::time::timeout(CLIENT_TIMEOUT, pending)
+        .await
+        .expect("response head in time")
+        .expect("response head");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let (headers, version) = (resp.headers().clone(), resp.version());
+    let mut body = resp.into_body();
+    let mut received = 0;
+    for next in 1..=chunks {
+        // Everything sent so far comes back before the next chunk goes.
+        while received < next * size {
+            let data = next_frame(&mut body, received)
+                .await
+                .expect("echo ended early")
+                .into_data()
+                .expect("data before trailers");
+            for (k, byte) in data.iter().enumerate() {
+                assert_eq!(usize::from(*byte), ((received + k) / size) % 251);
+            }
+            received += data.len();
+        }
+        if next < chunks {
+            tx.send(Ok(Frame::data(chunk(next, size)))).await.unwrap();
+        }
+    }
+    tx.close_channel();
+    let mut trailers = None;
+    while let Some(frame) = next_frame(&mut body, received).await {
+        match frame.into_data() {
+            // HTTP/2 may end the stream with an empty DATA frame.
+            Ok(data) => assert!(data.is_empty(), "{} bytes past the end", data.len()),
+            Err(frame) => trailers = frame.into_trailers().ok(),
+        }
+    }
+    assert_eq!(received, chunks * size);
+    Echoed {
+        headers,
+        version,
+        trailers,
+    }
+}
+
+#[tokio::test]
+async fn h2c_grpc_style_calls_keep_their_trailers_across_a_forward() {
+    let cluster = Cluster::new("e2e-h2c").await;
+    let fwd = pair(&cluster, 111).await;
+    // A unary call.
+    let h2: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let message = grpc_message(b"hello");
+    let req = http::Request::post(format!("http://{}/echo.Echo/Say", fwd.via))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(message.clone()))
+        .unwrap();
+    let resp = tokio::time::timeout(CLIENT_TIMEOUT, h2.request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.version(), Version::HTTP_2);
+    assert_eq!(resp.headers()["x-app"], fwd.leader.as_str());
+    assert_eq!(resp.headers()["content-type"], "application/grpc");
+    let via_headers: Vec<_> = resp.headers().get_all("via").iter().collect();
+    assert_eq!(via_headers, ["2 understudy", "2 understudy"]);
+    let collected = resp.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned().expect("trailers arrive");
+    assert_eq!(trailers["grpc-status"], "0");
+    assert_eq!(collected.to_bytes(), message);
+    // A bidirectional stream: each message answered before the next is sent, then trailers.
+    let echoed = echo_in_lockstep(
+        fwd.via,
+        Version::HTTP_2,
+        "/echo.Echo/Chat",
+        "application/grpc",
+        (32, 1024),
+    )
+    .await;
+    assert_eq!(echoed.version, Version::HTTP_2);
+    assert_eq!(echoed.headers["x-app"], fwd.leader.as_str());
+    assert_eq!(echoed.trailers.expect("trailers")["grpc-status"], "0");
+}
+
+#[tokio::test]
+async fn large_bodies_stream_both_ways_across_a_forward() {
+    const CHUNK: usize = 64 * 1024;
+    const CHUNKS: usize = 256; // 16 MiB each way, far past the 64 KiB replay buffer
+    let cluster = Cluster::new("e2e-stream").await;
+    let fwd = pair(&cluster, 121).await;
+    for version in [Version::HTTP_11, Version::HTTP_2] {
+        let echoed = echo_in_lockstep(
+            fwd.via,
+            version,
+            "/echo",
+            "application/octet-stream",
+            (CHUNKS, CHUNK),
+        )
+        .await;
+        assert_eq!(echoed.version, version);
+        assert_eq!(echoed.headers["x-app"], fwd.leader.as_str(), "{version:?}");
+    }
 }
 
 #[tokio::test]

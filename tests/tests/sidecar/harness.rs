@@ -9,7 +9,10 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
@@ -17,6 +20,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
 use understudy_tests::emulator::{Emulator, EmulatorOptions};
 
 /// Election timings for tests: takeover after a SIGKILL within ~3s.
@@ -76,8 +83,16 @@ pub async fn free_port(ip: Ipv4Addr) -> SocketAddr {
     l.local_addr().unwrap()
 }
 
-/// An in-process app on 127.0.0.1 answering `name` to everything (POST: `name:` + body), and
-/// to an `Upgrade` request with 101, then `name>` and an echo.
+/// The body of the apps' answers.
+pub type AppBody = UnsyncBoxBody<Bytes, hyper::Error>;
+
+/// An in-process app on 127.0.0.1 (HTTP/1.1 and h2c) named `name`, which it puts in an
+/// `x-app` header on every answer. It answers:
+/// - a WebSocket handshake: a text message `name`, then echoes every message;
+/// - `content-type: application/grpc`: echoes the body as it streams, then trailers
+///   `grpc-status: 0` (a gRPC-style unary or bidirectional call);
+/// - `/echo`: streams the request body back;
+/// - anything else: `name` (POST: `name:` + the body).
 pub async fn app(name: &'static str) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -86,6 +101,7 @@ pub async fn app(name: &'static str) -> SocketAddr {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
+            let _ = stream.set_nodelay(true);
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| answer(name, req));
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
@@ -100,41 +116,67 @@ pub async fn app(name: &'static str) -> SocketAddr {
 async fn answer(
     name: &'static str,
     mut req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, hyper::Error> {
-    if req.headers().contains_key(http::header::UPGRADE) {
+) -> Result<Response<AppBody>, hyper::Error> {
+    let mut resp = if let Some(key) = req.headers().get("sec-websocket-key") {
+        let accept = derive_accept_key(key.as_bytes());
         let on = hyper::upgrade::on(&mut req);
-        tokio::spawn(async move {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let Ok(up) = on.await else { return };
-            let mut io = TokioIo::new(up);
-            let _ = io.write_all(format!("{name}>").as_bytes()).await;
-            let mut buf = [0u8; 1024];
-            while let Ok(n) = io.read(&mut buf).await {
-                if n == 0 || io.write_all(&buf[..n]).await.is_err() {
-                    break;
-                }
-            }
-        });
-        return Ok(Response::builder()
+        tokio::spawn(websocket_echo(name, on));
+        Response::builder()
             .status(StatusCode::SWITCHING_PROTOCOLS)
-            .header("upgrade", req.headers()["upgrade"].clone())
-            .header("connection", "upgrade")
-            .body(Full::default())
-            .unwrap());
-    }
-    let post = req.method() == http::Method::POST;
-    let epoch = req.headers().get("x-understudy-epoch").cloned();
-    let body = req.into_body().collect().await?.to_bytes();
-    let text = if post {
-        format!("{name}:{}", String::from_utf8_lossy(&body))
+            .header(header::UPGRADE, "websocket")
+            .header(header::CONNECTION, "upgrade")
+            .header("sec-websocket-accept", accept)
+            .body(UnsyncBoxBody::default())
+            .unwrap()
+    } else if req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+    {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        let body = req
+            .into_body()
+            .with_trailers(async move { Some(Ok(trailers)) });
+        Response::builder()
+            .header(header::CONTENT_TYPE, "application/grpc")
+            .body(body.boxed_unsync())
+            .unwrap()
+    } else if req.uri().path() == "/echo" {
+        Response::new(req.into_body().boxed_unsync())
     } else {
-        name.to_string()
+        let post = req.method() == http::Method::POST;
+        let epoch = req.headers().get("x-understudy-epoch").cloned();
+        let body = req.into_body().collect().await?.to_bytes();
+        let text = if post {
+            format!("{name}:{}", String::from_utf8_lossy(&body))
+        } else {
+            name.to_string()
+        };
+        let mut resp = Response::new(Full::from(text).map_err(|e| match e {}).boxed_unsync());
+        if let Some(e) = epoch {
+            resp.headers_mut().insert("x-app-saw-epoch", e);
+        }
+        resp
     };
-    let mut resp = Response::new(Full::from(text));
-    if let Some(e) = epoch {
-        resp.headers_mut().insert("x-app-saw-epoch", e);
-    }
+    resp.headers_mut()
+        .insert("x-app", HeaderValue::from_static(name));
     Ok(resp)
+}
+
+/// Greets with `name`, then echoes text and binary messages until the client closes.
+async fn websocket_echo(name: &'static str, on: hyper::upgrade::OnUpgrade) {
+    let Ok(upgraded) = on.await else { return };
+    let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+    if ws.send(Message::text(name)).await.is_err() {
+        return;
+    }
+    // Ends when the client closes (tungstenite answers the close frame) or goes away.
+    while let Some(Ok(msg)) = ws.next().await {
+        if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// One `understudy` process.
@@ -276,7 +318,42 @@ impl Cluster {
 
 /// Three proxying sidecars on 127.0.0.{base..base+3}, each with an app named after it.
 pub async fn three(cluster: &Cluster, base: u8, extra: &[&str]) -> Vec<Sidecar> {
-    let names = ["pod-a", "pod-b", "pod-c"];
+    sidecars(cluster, &["pod-a", "pod-b", "pod-c"], base, extra).await
+}
+
+/// Two sidecars that agree on a leader, for what must pass a forward between processes.
+pub struct Pair {
+    /// Both sidecars, kept running until the pair is dropped.
+    _pods: Vec<Sidecar>,
+    /// The leader's name.
+    pub leader: String,
+    /// The standby's proxy address: what is sent there goes through both sidecars.
+    pub via: SocketAddr,
+}
+
+/// Two proxying sidecars on 127.0.0.{base, base+1}, each with an app named after it, once
+/// they agree on a leader.
+pub async fn pair(cluster: &Cluster, base: u8) -> Pair {
+    let pods = sidecars(cluster, &["pod-a", "pod-b"], base, &[]).await;
+    let leader = agreed_leader(&pods.iter().collect::<Vec<_>>(), Duration::from_secs(15)).await;
+    let via = pods
+        .iter()
+        .find(|p| p.name != leader)
+        .and_then(|p| p.listen)
+        .expect("a standby");
+    Pair {
+        _pods: pods,
+        leader,
+        via,
+    }
+}
+
+async fn sidecars(
+    cluster: &Cluster,
+    names: &[&'static str],
+    base: u8,
+    extra: &[&str],
+) -> Vec<Sidecar> {
     let mut out = Vec::new();
     for (i, name) in names.iter().enumerate() {
         let upstream = app(name).await;
