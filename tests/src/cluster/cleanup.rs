@@ -4,7 +4,8 @@
 //! One shell script per slot does it all, so that the same steps run whether the run ends
 //! normally ([`super::Slot::release`]), by a panic (`Drop`), by a signal or SIGKILL (the
 //! slot's reaper, after the owner is gone), or not at all (the sweep when a later run claims
-//! a slot). The script only touches names with the slot's `us-N-` prefix and is idempotent.
+//! a slot). The script only touches names with the slot's `us-N-` prefix (and the run
+//! directory the slot records, see [`super::Slot::record_dir`]) and is idempotent.
 
 use std::collections::BTreeSet;
 
@@ -41,7 +42,11 @@ for t in {tables}; do
   for c in $chains; do iptables -w -t "$t" -F "$c" 2>/dev/null; done
   for c in $chains; do iptables -w -t "$t" -X "$c" 2>/dev/null; done
 done
-true"#
+d=$(cat '{dir_file}' 2>/dev/null)
+case "$d" in */understudy-cluster-{n}-*) rm -rf "$d" ;; esac
+rm -f '{dir_file}'
+true"#,
+        dir_file = super::slot::dir_file(n).display()
     )
 }
 
@@ -51,10 +56,15 @@ pub(crate) fn run_blocking(n: u8) -> Result<(), HarnessError> {
 }
 
 /// Slots that have namespaces, links or chains on this machine (live or not).
-pub(crate) fn leftover_slots() -> Result<BTreeSet<u8>, HarnessError> {
+pub fn leftover_slots() -> Result<BTreeSet<u8>, HarnessError> {
     let mut names = Vec::new();
     let netns = command::run_blocking("ip", &["netns", "list"])?;
-    names.extend(netns.lines().filter_map(|l| l.split_whitespace().next()).map(String::from));
+    names.extend(
+        netns
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .map(String::from),
+    );
     let links = command::run_blocking("ip", &["-o", "link", "show"])?;
     names.extend(links.lines().filter_map(|l| {
         let name = l.split(": ").nth(1)?;
@@ -81,24 +91,4 @@ fn slot_of(name: &str) -> Option<u8> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn slot_numbers_come_from_the_prefix_only() {
-        assert_eq!(slot_of("us-7-br"), Some(7));
-        assert_eq!(slot_of("us-12-nginx-5d4f-x2w9k"), Some(12));
-        assert_eq!(slot_of("us-12-SERVICES"), Some(12));
-        assert_eq!(slot_of("us-east-1"), None);
-        assert_eq!(slot_of("us-7-"), None);
-        assert_eq!(slot_of("eth0"), None);
-        assert_eq!(slot_of("us-0-br"), None);
-    }
-
-    #[test]
-    fn script_touches_only_its_prefix() {
-        let s = script(9);
-        assert!(s.starts_with("p='us-9-'\n"));
-        assert!(!s.contains("us-1-"));
-    }
-}
+mod tests;

@@ -90,9 +90,8 @@ pub(crate) fn run_blocking(program: &str, args: &[&str]) -> Result<String, Harne
 
 /// Fails with [`HarnessError::Missing`] unless `program` is on `PATH`.
 pub(crate) fn require(program: &'static str, package: &'static str) -> Result<(), HarnessError> {
-    let found = std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|dir| dir.join(program).is_file())
-    });
+    let found = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()));
     if found {
         Ok(())
     } else {

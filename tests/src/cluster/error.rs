@@ -76,7 +76,8 @@ pub enum HarnessError {
 }
 
 impl HarnessError {
-    pub(crate) fn io(what: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    /// An [`HarnessError::Io`].
+    pub fn io(what: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         HarnessError::Io {
             what,
             path: path.into(),
@@ -84,7 +85,8 @@ impl HarnessError {
         }
     }
 
-    pub(crate) fn timeout(what: impl Into<String>, after: Duration) -> Self {
+    /// A [`HarnessError::Timeout`].
+    pub fn timeout(what: impl Into<String>, after: Duration) -> Self {
         HarnessError::Timeout {
             what: what.into(),
             after,

@@ -33,9 +33,17 @@ impl Bridge {
         };
         let name = bridge.name.as_str();
         run("ip", &["link", "add", name, "type", "bridge"]).await?;
-        run("ip", &["addr", "add", &format!("{}/24", bridge.ip), "dev", name]).await?;
+        run(
+            "ip",
+            &["addr", "add", &format!("{}/24", bridge.ip), "dev", name],
+        )
+        .await?;
         run("ip", &["link", "set", name, "up"]).await?;
-        run("ip", &["route", "add", &format!("{}/32", bridge.vip), "dev", name]).await?;
+        run(
+            "ip",
+            &["route", "add", &format!("{}/32", bridge.vip), "dev", name],
+        )
+        .await?;
         Ok(bridge)
     }
 }
@@ -59,22 +67,39 @@ impl PodNet {
         veth: String,
         ip: Ipv4Addr,
     ) -> Result<PodNet, HarnessError> {
-        let ns = netns.as_str();
-        run("ip", &["netns", "add", ns]).await?;
+        run("ip", &["netns", "add", &netns]).await?;
         let net = PodNet { netns, veth, ip };
         let result = async {
-            let v = net.veth.as_str();
+            let (ns, v) = (net.netns.as_str(), net.veth.as_str());
             run(
                 "ip",
-                &["link", "add", v, "type", "veth", "peer", "name", "eth0", "netns", ns],
+                &[
+                    "link", "add", v, "type", "veth", "peer", "name", "eth0", "netns", ns,
+                ],
             )
             .await?;
             run("ip", &["link", "set", v, "master", &bridge.name, "up"]).await?;
-            run("ip", &["-n", ns, "addr", "add", &format!("{ip}/24"), "dev", "eth0"]).await?;
+            run(
+                "ip",
+                &["-n", ns, "addr", "add", &format!("{ip}/24"), "dev", "eth0"],
+            )
+            .await?;
             run("ip", &["-n", ns, "link", "set", "eth0", "up"]).await?;
             run("ip", &["-n", ns, "link", "set", "lo", "up"]).await?;
             let vip = format!("{}/32", bridge.vip);
-            run("ip", &["-n", ns, "route", "add", &vip, "via", &bridge.ip.to_string()]).await?;
+            run(
+                "ip",
+                &[
+                    "-n",
+                    ns,
+                    "route",
+                    "add",
+                    &vip,
+                    "via",
+                    &bridge.ip.to_string(),
+                ],
+            )
+            .await?;
             Ok(())
         }
         .await;
@@ -87,9 +112,29 @@ impl PodNet {
         }
     }
 
-    /// Removes the namespace (its `eth0` and so the veth pair go with it). Processes still
-    /// inside keep it alive until they exit; callers stop them first.
+    /// Kills every process in the namespace (as a container runtime kills a cgroup: nginx's
+    /// workers outlive a SIGKILLed master otherwise) and waits until they are gone.
+    pub async fn kill_all(&self) -> Result<(), HarnessError> {
+        for _ in 0..250 {
+            let pids = run("ip", &["netns", "pids", &self.netns]).await?;
+            let pids: Vec<&str> = pids.split_whitespace().collect();
+            if pids.is_empty() {
+                return Ok(());
+            }
+            // Some may exit on their own meanwhile; a failed kill is not an error.
+            let _ = run("kill", &[&["-KILL"], pids.as_slice()].concat()).await;
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        Err(HarnessError::timeout(
+            format!("the processes in {} to exit", self.netns),
+            std::time::Duration::from_secs(5),
+        ))
+    }
+
+    /// Kills what still runs inside, then removes the namespace (its `eth0` and so the veth
+    /// pair go with it).
     pub async fn delete(&self) -> Result<(), HarnessError> {
+        self.kill_all().await?;
         let ns = run("ip", &["netns", "del", &self.netns]).await;
         // Normally gone with the namespace; explicit for a half-created pod.
         let _ = run("ip", &["link", "del", &self.veth]).await;

@@ -99,7 +99,11 @@ impl Pod {
 
     /// The address the Service targets: the sidecar's proxy, or nginx without one.
     pub fn service_addr(&self) -> SocketAddr {
-        let port = if self.sidecar.is_some() { PROXY_PORT } else { 80 };
+        let port = if self.sidecar.is_some() {
+            PROXY_PORT
+        } else {
+            80
+        };
         SocketAddr::from((self.ip, port))
     }
 
@@ -139,12 +143,13 @@ impl Pod {
         }
     }
 
-    /// A crash: SIGKILL to the sidecar and the app, no clean-up of any kind.
+    /// A crash: SIGKILL to the sidecar first (it is what the scenarios kill), then to every
+    /// process left in the pod, nginx's workers included. No clean-up of any kind.
     pub async fn crash(&self) -> Result<(), HarnessError> {
         if let Some(s) = &self.sidecar {
             s.signal(Signal::Kill).await?;
         }
-        self.app.proc.signal(Signal::Kill).await
+        self.net.kill_all().await
     }
 
     /// SIGKILL to the sidecar only; the app keeps running.
@@ -173,12 +178,15 @@ impl Pod {
         self.sidecar.as_ref().and_then(Proc::exited)
     }
 
-    /// Kills whatever still runs and removes the namespace.
+    /// Stops the app if it still runs (gracefully, so nginx reaps its own workers), kills
+    /// whatever else still runs and removes the namespace.
     pub async fn delete(&self) -> Result<(), HarnessError> {
         if let Some(s) = &self.sidecar {
-            s.kill().await?;
+            s.signal(Signal::Kill).await?;
         }
-        self.app.proc.kill().await?;
+        if self.app.proc.exited().is_none() {
+            let _ = self.app.stop().await;
+        }
         self.net.delete().await
     }
 }
@@ -191,11 +199,12 @@ fn start_sidecar(
     launch: &SidecarLaunch<'_>,
 ) -> Result<Proc, HarnessError> {
     let log_path = dir.join("understudy.log");
-    let log = std::fs::File::create(&log_path).map_err(|e| HarnessError::io("create", &log_path, e))?;
+    let log =
+        std::fs::File::create(&log_path).map_err(|e| HarnessError::io("create", &log_path, e))?;
     let mut cmd = tokio::process::Command::new("ip");
     cmd.args(net.exec_prefix())
         .arg(launch.binary)
-        .args(launch.options.args(pod, ip))
+        .args(launch.options.args(pod, ip, Ipv4Addr::UNSPECIFIED))
         // Only what a pod would have: its kubeconfig, its IP, a log filter.
         .env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")

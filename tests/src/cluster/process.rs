@@ -96,8 +96,14 @@ impl Proc {
         match waited {
             Ok(Ok(status)) => Ok(status.expect("waited for Some")),
             // The waiter is gone without a status: it could not wait (not expected).
-            Ok(Err(_)) => Err(HarnessError::timeout(format!("exit of {}", self.what), within)),
-            Err(_) => Err(HarnessError::timeout(format!("exit of {}", self.what), within)),
+            Ok(Err(_)) => Err(HarnessError::timeout(
+                format!("exit of {}", self.what),
+                within,
+            )),
+            Err(_) => Err(HarnessError::timeout(
+                format!("exit of {}", self.what),
+                within,
+            )),
         }
     }
 

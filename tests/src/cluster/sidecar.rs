@@ -1,5 +1,6 @@
 //! The `understudy` sidecar as the harness starts it: which binary, which flags.
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -70,8 +71,9 @@ impl SidecarOptions {
             .unwrap_or(self.lease_duration + 2 * self.retry_period)
     }
 
-    /// The command line for pod `pod` at address `ip`.
-    pub fn args(&self, pod: &str, ip: std::net::Ipv4Addr) -> Vec<String> {
+    /// The command line for pod `pod` at address `ip`, its admin server and proxy bound to
+    /// `bind` (the wildcard in a pod's own namespace, so `localhost:4040` answers too).
+    pub fn args(&self, pod: &str, ip: Ipv4Addr, bind: Ipv4Addr) -> Vec<String> {
         let ms = |d: Duration| format!("{}ms", d.as_millis());
         let mut args: Vec<String> = [
             "--election",
@@ -81,9 +83,9 @@ impl SidecarOptions {
             "--id",
             pod,
             "--http",
-            &format!("0.0.0.0:{ADMIN_PORT}"),
+            &format!("{bind}:{ADMIN_PORT}"),
             "--listen",
-            &format!("0.0.0.0:{PROXY_PORT}"),
+            &format!("{bind}:{PROXY_PORT}"),
             "--upstream",
             "127.0.0.1:80",
             "--advertise",
@@ -141,11 +143,20 @@ fn locate(build: bool) -> Result<PathBuf, String> {
     if build {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = std::process::Command::new(&cargo)
-            .args(["build", "--quiet", "-p", "understudy-proxy", "--bin", "understudy"])
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "understudy-proxy",
+                "--bin",
+                "understudy",
+            ])
             .status()
             .map_err(|e| format!("run {cargo} build: {e}"))?;
         if !status.success() {
-            return Err(format!("`cargo build -p understudy-proxy` failed ({status})"));
+            return Err(format!(
+                "`cargo build -p understudy-proxy` failed ({status})"
+            ));
         }
     }
     let bin: &Path = &dir.join("understudy");

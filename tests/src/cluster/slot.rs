@@ -110,6 +110,19 @@ impl Slot {
         vip(self.n)
     }
 
+    /// Records the run directory, so that clean-up removes it too (a run killed before it
+    /// could remove its own directory leaves nothing behind).
+    pub fn record_dir(&self, dir: &Path) -> Result<(), HarnessError> {
+        let file = dir_file(self.n);
+        fs::write(&file, dir.as_os_str().as_encoded_bytes())
+            .map_err(|e| HarnessError::io("write", &file, e))
+    }
+
+    /// Stops clean-up from removing the run directory (to keep a failed run's logs).
+    pub fn forget_dir(&self) {
+        let _ = fs::remove_file(dir_file(self.n));
+    }
+
     /// Cleans up now (processes, namespaces, links, chains), waits for that, and frees the
     /// slot.
     pub fn release(mut self) -> Result<(), HarnessError> {
@@ -160,6 +173,11 @@ pub(crate) fn prefix(n: u8) -> String {
 /// `198.19.N.1`.
 pub(crate) fn vip(n: u8) -> Ipv4Addr {
     Ipv4Addr::new(198, 19, n, 1)
+}
+
+/// Where slot `n` records its run directory.
+pub(crate) fn dir_file(n: u8) -> PathBuf {
+    Path::new(STATE_DIR).join(format!("slot-{n}.dir"))
 }
 
 fn slot_file(n: u8) -> PathBuf {
@@ -245,14 +263,4 @@ fn start_time(pid: u32) -> Option<u64> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn own_start_time_is_read() {
-        let me = std::process::id();
-        let start = start_time(me).expect("own /proc/PID/stat");
-        assert!(alive(me, start));
-        assert!(!alive(me, start + 1));
-    }
-}
+mod tests;

@@ -1,0 +1,414 @@
+//! `./run-demo`: active/standby failover you can watch, on one machine.
+//!
+//! Starts three pods — nginx behind the `understudy` sidecar, each in its own network
+//! namespace — a ClusterIP VIP made of iptables rules as kube-proxy makes it, the
+//! Kubernetes API emulator, and a steady client. A live line shows who leads, requests per
+//! second, errors, latency and every pod's role while the demo crashes the leader, rolls the
+//! deployment and cuts the leader off from the API server, narrating each step with the
+//! failover it measured. Ends by itself (or on Ctrl-C) and removes everything it made.
+//!
+//! Needs root for namespaces and iptables; without root (or with `--loopback`) it runs the
+//! same story on loopback addresses behind a userspace proxy.
+
+#![forbid(unsafe_code)]
+
+mod loopback;
+mod screen;
+mod world;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use understudy_tests::cluster::{
+    HarnessError, Load, LoadOptions, LoadReport, Pacing, SidecarOptions, require_root,
+};
+
+use screen::{Screen, Tone};
+use world::World;
+
+/// Watch understudy fail over: crash, rolling update, partition.
+#[derive(Debug, Parser)]
+#[command(name = "demo")]
+struct Args {
+    /// Use loopback addresses and a userspace proxy even as root.
+    #[arg(long)]
+    loopback: bool,
+    /// No colour, no live line (also when stdout is not a terminal or NO_COLOR is set).
+    #[arg(long)]
+    plain: bool,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let tty =
+        !args.plain && std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let screen = Screen::new(tty);
+    let loopback = args.loopback || require_root().is_err();
+    screen.say(&screen.paint(
+        Tone::Step,
+        "understudy demo: three pods, one Service, one leader at a time",
+    ));
+    let sidecar = SidecarOptions {
+        election: "nginx".into(),
+        ..SidecarOptions::default()
+    };
+    let world = match World::start(loopback, sidecar).await {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("demo: could not start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for line in world.describe() {
+        screen.say(&line);
+    }
+    let result = tokio::select! {
+        r = story(&world, &screen) => r,
+        _ = tokio::signal::ctrl_c() => {
+            screen.say("interrupted");
+            Ok(())
+        }
+    };
+    screen.done();
+    screen.say("cleaning up");
+    let cleaned = world.shutdown().await;
+    match (result, cleaned) {
+        (Ok(()), Ok(())) => {
+            screen.say("done");
+            ExitCode::SUCCESS
+        }
+        (Err(e), _) | (Ok(()), Err(e)) => {
+            eprintln!("demo failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The story, with the live status line running beside it.
+async fn story(world: &World, screen: &Screen) -> Result<(), HarnessError> {
+    world.wait_serving(3, Duration::from_secs(30)).await?;
+    let leader = world.wait_leader(None, Duration::from_secs(20)).await?;
+    let pods: Vec<String> = world
+        .table()
+        .snapshot()
+        .into_values()
+        .map(|s| format!("{} ({})", s.name, s.ip))
+        .collect();
+    screen.say(&format!("pods Ready: {}", pods.join(", ")));
+    // Open loop: independent requests at a steady rate, so a held request holds only
+    // itself, as with many clients.
+    let load = Load::start(LoadOptions {
+        max_duration: Duration::from_secs(180),
+        max_requests: 100_000,
+        pacing: Pacing::Open {
+            per_second: 200,
+            max_in_flight: world.max_in_flight(),
+        },
+        ..LoadOptions::new(world.target())
+    });
+    screen.say(&format!(
+        "leader: {}; steady clients send 200 req/s to {} (a new connection per request)",
+        screen.paint(Tone::Name, &leader),
+        world.target()
+    ));
+    screen.say("live line: lease holder and epoch, load, errors, latency, pods (* leader, ? candidate, ! down)");
+    tokio::select! {
+        r = steps(world, screen, &load, leader) => r?,
+        _ = live(world, screen, &load) => {}
+    }
+    let report = load.finish().await;
+    screen.done();
+    let overlap = world.overlap()?;
+    if overlap.violations.is_empty() {
+        screen.say(&screen.paint(
+            Tone::Good,
+            &format!(
+                "overlap check: {} leader tenures in the apps' logs (fencing epochs {}), never two pods serving as leader at once",
+                overlap.tenures.len(),
+                overlap.tenures.iter().map(|t| t.epoch.to_string()).collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    } else {
+        screen.say(&screen.paint(
+            Tone::Bad,
+            &format!("overlap check FAILED: {:?}", overlap.violations),
+        ));
+    }
+    screen.say(&report.summary("demo"));
+    Ok(())
+}
+
+async fn steps(
+    world: &World,
+    screen: &Screen,
+    load: &Load,
+    first: String,
+) -> Result<(), HarnessError> {
+    // --- steady state
+    let t = Instant::now();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let w = window(load, t);
+    screen.say(&format!(
+        "steady state: {} requests, {} served by the leader's app, {} failed",
+        w.requests(),
+        w.served_by().get(&first).copied().unwrap_or(0),
+        fails(screen, &w)
+    ));
+
+    // --- crash the leader
+    screen.say(&screen.paint(
+        Tone::Step,
+        &format!("step 1: SIGKILL the leader {first} (no goodbye: its Lease must expire)"),
+    ));
+    let before: BTreeSet<String> = world.table().snapshot().into_keys().collect();
+    let t = Instant::now();
+    world.crash(&first).await?;
+    let second = world
+        .wait_leader(Some(first.as_str()), Duration::from_secs(20))
+        .await?;
+    let first_served = first_served_by(load, &second, t, Duration::from_secs(10)).await;
+    let w = window(load, t);
+    screen.say(&format!(
+        "new leader {} serving {} after the crash; requests meanwhile were held, then served: {} failed, longest wait {}",
+        screen.paint(Tone::Name, &second),
+        secs(first_served),
+        fails(screen, &w),
+        secs(Some(w.max_latency()))
+    ));
+    // In flight at the kill: started just before it.
+    let lost = window(load, t - Duration::from_secs(1))
+        .reset_retried()
+        .len();
+    if lost > 0 {
+        screen.say(&format!(
+            "  ({lost} requests were in flight on the killed pod itself; the client sent them again, as HTTP allows for GET)"
+        ));
+    }
+    world.wait_serving(3, Duration::from_secs(30)).await?;
+    let replacement: Vec<String> = world
+        .table()
+        .snapshot()
+        .into_keys()
+        .filter(|n| !before.contains(n))
+        .collect();
+    screen.say(&format!(
+        "the deployment replaced the crashed pod: {}",
+        replacement.join(", ")
+    ));
+
+    // --- rolling update
+    screen.say(&screen.paint(
+        Tone::Step,
+        "step 2: rolling update — each pod in turn: SIGTERM, wait for exit, start a new one",
+    ));
+    let t = Instant::now();
+    world.new_revision();
+    let old: Vec<String> = world.table().snapshot().into_keys().collect();
+    for pod in old {
+        let was_leader = world.lease().is_some_and(|(h, _)| h == pod);
+        let step = Instant::now();
+        let new = world.replace(&pod, Duration::from_secs(30)).await?;
+        let note = if was_leader {
+            let leader = world.wait_leader(None, Duration::from_secs(20)).await?;
+            format!(
+                " (it led: released the Lease, {} took over)",
+                screen.paint(Tone::Name, &leader)
+            )
+        } else {
+            String::new()
+        };
+        screen.say(&format!(
+            "  {pod} -> {new} in {}{note}",
+            secs(Some(step.elapsed()))
+        ));
+    }
+    let w = window(load, t);
+    screen.say(&format!(
+        "rolling update done in {}: {} requests, {} failed, longest wait {}",
+        secs(Some(t.elapsed())),
+        w.requests(),
+        fails(screen, &w),
+        secs(Some(w.max_latency()))
+    ));
+
+    // --- partition the leader from the API server
+    let leader = world.wait_leader(None, Duration::from_secs(20)).await?;
+    screen.say(&screen.paint(
+        Tone::Step,
+        &format!(
+            "step 3: cut the leader {leader} off from the API server (it still reaches its peers)"
+        ),
+    ));
+    let t = Instant::now();
+    world.partition(&leader);
+    let takeover = loop {
+        if let Some((holder, epoch)) = world.lease()
+            && !holder.is_empty()
+            && holder != leader
+        {
+            break (holder, epoch);
+        }
+        if t.elapsed() > Duration::from_secs(20) {
+            return Err(HarnessError::timeout(
+                "a takeover from the partitioned leader",
+                Duration::from_secs(20),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let took = t.elapsed();
+    screen.say(&format!(
+        "{} took the Lease (epoch {}) {} after the cut; {leader} had stopped serving by itself (self-fencing at its renew deadline)",
+        screen.paint(Tone::Name, &takeover.0),
+        takeover.1,
+        secs(Some(took)),
+    ));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    world.heal(&leader);
+    let agreed = world.wait_leader(None, Duration::from_secs(20)).await?;
+    let w = window(load, t);
+    screen.say(&format!(
+        "healed: all pods follow {}; during the partition {} requests, {} failed (held by the cut-off pod past the hold timeout: 503), longest wait {}",
+        screen.paint(Tone::Name, &agreed),
+        w.requests(),
+        fails(screen, &w),
+        secs(Some(w.max_latency()))
+    ));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // From the apps' logs: the cut-off leader's app got its last request under its epoch
+    // before the new leader's app got its first.
+    let overlap = world.overlap()?;
+    let stopped = overlap
+        .tenures
+        .iter()
+        .filter(|x| x.pod == leader && x.epoch < takeover.1)
+        .map(|x| x.last)
+        .reduce(f64::max);
+    let began = overlap
+        .tenures
+        .iter()
+        .find(|x| x.pod == takeover.0 && x.epoch == takeover.1)
+        .map(|x| x.first);
+    if let (Some(a), Some(b)) = (stopped, began) {
+        screen.say(&format!(
+            "apps' logs: {leader} served its last request as leader {:.0}ms before {} served its first",
+            (b - a) * 1000.0,
+            takeover.0
+        ));
+    }
+    Ok(())
+}
+
+/// Redraws the status line until cancelled.
+async fn live(world: &World, screen: &Screen, load: &Load) {
+    let mut roles = BTreeMap::new();
+    let mut tick = 0u32;
+    loop {
+        if tick.is_multiple_of(4) {
+            roles = world.roles().await;
+        }
+        tick += 1;
+        let now = Instant::now();
+        let recent = load.snapshot().between(now - Duration::from_secs(1), now);
+        let all = load.snapshot();
+        let mut lat: Vec<Duration> = recent.samples.iter().map(|s| s.latency).collect();
+        lat.sort();
+        let pct = |p: f64| {
+            lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+                .copied()
+        };
+        let (holder, epoch) = world.lease().unwrap_or_default();
+        let errors = all.failures().len();
+        // Short enough for an 80-column terminal: pods by their random suffix, the role
+        // as a mark and a colour.
+        let pods: Vec<String> = roles
+            .iter()
+            .map(|(name, role)| {
+                let (mark, tone) = match role.as_str() {
+                    "leader" => ("*", Tone::Name),
+                    "candidate" => ("?", Tone::Dim),
+                    "down" => ("!", Tone::Bad),
+                    _ => ("", Tone::Dim),
+                };
+                screen.paint(tone, &format!("{}{mark}", short(name)))
+            })
+            .collect();
+        screen.status(&format!(
+            "leader {} e{epoch} | {:>3} req/s | errors {} | p50 {} p99 {} | pods {}",
+            screen.paint(
+                Tone::Name,
+                if holder.is_empty() {
+                    "-"
+                } else {
+                    short(&holder)
+                }
+            ),
+            recent.requests(),
+            if errors == 0 {
+                screen.paint(Tone::Good, "0")
+            } else {
+                screen.paint(Tone::Bad, &errors.to_string())
+            },
+            ms(pct(0.5)),
+            ms(pct(0.99)),
+            pods.join(" ")
+        ));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Requests started since `from`.
+fn window(load: &Load, from: Instant) -> LoadReport {
+    load.snapshot().between(from, Instant::now())
+}
+
+/// Waits for the first request served by `pod` that started after `since`; the time from
+/// `since` to its answer.
+async fn first_served_by(
+    load: &Load,
+    pod: &str,
+    since: Instant,
+    within: Duration,
+) -> Option<Duration> {
+    let deadline = Instant::now() + within;
+    loop {
+        let report = load.snapshot();
+        if let Some(end) = report
+            .samples
+            .iter()
+            .filter(|s| s.start >= since && s.pod() == Some(pod))
+            .map(|s| s.end())
+            .min()
+        {
+            return Some(end - since);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn fails(screen: &Screen, w: &LoadReport) -> String {
+    match w.failures().len() {
+        0 => screen.paint(Tone::Good, "0"),
+        n => screen.paint(Tone::Bad, &n.to_string()),
+    }
+}
+
+/// A pod's random suffix (`nginx-7fnw9bt4d4-g2qs4` -> `g2qs4`).
+fn short(name: &str) -> &str {
+    name.rsplit('-').next().unwrap_or(name)
+}
+
+fn secs(d: Option<Duration>) -> String {
+    d.map_or("?".into(), |d| format!("{:.2}s", d.as_secs_f64()))
+}
+
+fn ms(d: Option<Duration>) -> String {
+    d.map_or("-".into(), |d| format!("{}ms", d.as_millis()))
+}
