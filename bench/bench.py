@@ -149,7 +149,7 @@ def start_haproxy(tmp):
         f.write(f"""
 global
   nbthread 1
-  maxconn 20000
+  maxconn 8000
 defaults
   mode http
   timeout connect 5s
@@ -173,7 +173,7 @@ def start_nginx_proxy(tmp):
     with open(conf, "w") as f:
         f.write(f"""
 worker_processes 1; daemon off; pid {tmp}/proxy.pid; error_log {tmp}/proxy.err warn;
-events {{ worker_connections 20000; }}
+events {{ worker_connections 8192; }}
 http {{ access_log off; keepalive_requests 1000000;
   upstream app {{ server 127.0.0.1:{PORTS['backend']}; keepalive 256; }}
   server {{ listen 127.0.0.1:{PORTS['nginx']} backlog=4096;
@@ -241,12 +241,38 @@ def api_load(tmp, kubeconfig, seconds):
     return out
 
 
+def failover(runs):
+    """Gap and failed requests for SIGKILL failover and SIGTERM handover, from the local
+    cluster's scenarios (network-namespace pods, nginx, the iptables VIP; lease 3s, renew 2s,
+    retry 500ms), repeated `runs` times with the release binary. Needs root."""
+    if os.geteuid() != 0:
+        print("bench: failover figures need root (network namespaces); skipped")
+        return None
+    summary = tempfile.mktemp(prefix="understudy-failover-")
+    env = dict(os.environ, UNDERSTUDY_SUMMARY_FILE=summary, UNDERSTUDY_BIN=os.path.join(REL, "understudy"))
+    tests = "test(=sigkill_of_the_leader_loses_no_request) | test(=rolling_update_loses_no_request)"
+    for i in range(runs):
+        print(f"failover run {i + 1}/{runs}", flush=True)
+        subprocess.run(["cargo", "nextest", "run", "--quiet", "-p", "understudy-tests", "--test", "cluster",
+                        "-E", tests, "--no-fail-fast"], env=env, cwd=ROOT, timeout=900,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out = {}
+    if not os.path.exists(summary):
+        return None
+    for line in open(summary):
+        f = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
+        if "scenario" in f:
+            out.setdefault(f["scenario"], []).append((int(f["requests"]), int(f["failures"]), int(f["max_gap_ms"])))
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=5, help="per wrk run")
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--idle-seconds", type=int, default=60, help="API load observation window")
+    ap.add_argument("--failover-runs", type=int, default=5, help="local-cluster failover repetitions (root)")
     ap.add_argument("--no-write", action="store_true", help="print only; do not write docs/BENCHMARKS.md")
     args = ap.parse_args()
     if not shutil.which("taskset") or os.cpu_count() < 2:
@@ -284,14 +310,15 @@ def main():
         api = api_load(tmp, kubeconfig, args.idle_seconds) if args.idle_seconds > 0 else None
     finally:
         cleanup()
-    report(args, rounds, idle_rss, rss_1000, c1000, api)
+    fo = failover(args.failover_runs) if args.failover_runs > 0 else None
+    report(args, rounds, idle_rss, rss_1000, c1000, api, fo)
 
 
 def med(xs):
     return statistics.median(xs)
 
 
-def report(args, rounds, idle_rss, rss_1000, c1000, api):
+def report(args, rounds, idle_rss, rss_1000, c1000, api, fo=None):
     names = list(rounds[0].keys())
     summary = {}
     for n in names:
@@ -325,6 +352,24 @@ def report(args, rounds, idle_rss, rss_1000, c1000, api):
         targets.append(("idle API load: ≤ 1 request/pod/resync (60s) beyond renewals", worst <= 1.0 + 1e-9,
                         "; ".join(f"{k}: {v['renewals']:.1f} renewals/min + {v['other']:.1f} other/min"
                                   for k, v in sorted(api.items()))))
+    fo_lines = []
+    if fo:
+        fo_lines = ["| scenario | runs | requests (median) | failed requests (total) | gap median | gap worst |",
+                    "|---|---:|---:|---:|---:|---:|"]
+        labels = {"sigkill-leader": "SIGKILL of the leader", "rolling-update": "SIGTERM handover (rolling update of all 3 pods)"}
+        for name, rows in sorted(fo.items()):
+            gaps = [g for _, _, g in rows]
+            fails = sum(f for _, f, _ in rows)
+            fo_lines.append(f"| {labels.get(name, name)} | {len(rows)} | {med([r for r, _, _ in rows]):.0f} | {fails} | "
+                            f"{med(gaps):.0f} ms | {max(gaps)} ms |")
+            if name == "sigkill-leader":
+                targets.append(("SIGKILL: gap < leaseDuration + 1s (4s) and zero failures", max(gaps) < 4000 and fails == 0,
+                                f"worst {max(gaps)} ms, {fails} failed"))
+            if name == "rolling-update":
+                p99 = sorted(gaps)[min(len(gaps) - 1, int(0.99 * len(gaps)))]
+                targets.append(("SIGTERM handover: p99 gap < 250 ms and zero failures", p99 < 250 and fails == 0,
+                                f"p99 over runs {p99} ms, {fails} failed"))
+        print("\n" + "\n".join(fo_lines))
     tl = ["| target | met | measured |", "|---|---|---|"] + [f"| {t} | {'yes' if ok else '**no**'} | {m} |" for t, ok, m in targets]
     print("\n" + "\n".join(tl))
     if args.no_write:
@@ -344,8 +389,9 @@ def report(args, rounds, idle_rss, rss_1000, c1000, api):
     doc = BENCH_DOC.format(
         date=time.strftime("%Y-%m-%d"), machine=f"{os.cpu_count()} CPUs ({cpu_model}), {mem} MiB, Linux {platform.release()}",
         versions="; ".join(versions.values()), cmd=cmd.strip(), rounds=args.rounds, seconds=args.seconds,
-        conns=args.connections, table=table, targets="\n".join(tl))
-    marker = "<!-- failover figures -->"
+        conns=args.connections, table=table, targets="\n".join(tl),
+        failover="\n".join(fo_lines) if fo_lines else "(not run: needs root; `bench/run --failover-runs N`)")
+    marker = "<!-- analysis: kept when bench/run rewrites this file -->"
     path = os.path.join(ROOT, "docs", "BENCHMARKS.md")
     tail = ""
     if os.path.exists(path):
@@ -376,6 +422,15 @@ the backend share CPU 0. "Two hops" means both understudy processes share CPU 1.
 - **p50/p99/p99.9**: wrk's latency percentiles (coordinated omission not corrected: closed loop).
 - **proxy CPU µs/req**: user+system CPU of the proxy process(es) over the run / requests.
 - **proxy peak RSS**: VmHWM of the proxy process(es) at the end of the round.
+
+## Failover (local cluster)
+
+From the local cluster's scenarios (`tests/tests/cluster.rs`: pods in network namespaces,
+nginx, the iptables VIP, the API emulator; lease 3s, renew deadline 2s, retry 500ms), with the
+release binary. The gap is the longest time between two successive answered requests of the
+steady client; a held request counts as answered when its answer arrives.
+
+{failover}
 
 ## Targets (issue 5)
 

@@ -482,6 +482,7 @@ impl Elector {
             } else {
                 now
             },
+            peers: Vec::new(),
         }
     }
 

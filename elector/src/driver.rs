@@ -106,6 +106,14 @@ impl Handle {
     pub fn set_eligible(&self, eligible: bool) {
         let _ = self.commands.send(Command::SetEligible(eligible));
     }
+
+    /// [`Handle::set_eligible`] as a function that outlives a borrow of the handle.
+    pub(crate) fn eligibility(&self) -> Box<dyn Fn(bool) + Send> {
+        let commands = self.commands.clone();
+        Box::new(move |eligible| {
+            let _ = commands.send(Command::SetEligible(eligible));
+        })
+    }
 }
 
 /// Starts contending for the Lease `name` through `api` (namespaced). Returns the view channel
@@ -128,8 +136,21 @@ pub fn spawn_observed(
     config: Config,
     observer: Arc<dyn Observer>,
 ) -> (watch::Receiver<View>, Handle) {
+    spawn_gated(api, name, candidate, config, observer, true)
+}
+
+/// [`spawn_observed`], starting eligible or not (a slot waits for its gate).
+pub(crate) fn spawn_gated(
+    api: Api<Lease>,
+    name: &str,
+    candidate: Candidate,
+    config: Config,
+    observer: Arc<dyn Observer>,
+    eligible: bool,
+) -> (watch::Receiver<View>, Handle) {
     let now = Instant::now().into_std();
-    let core = Elector::new(name, &candidate.identity, candidate.address, config, now);
+    let mut core = Elector::new(name, &candidate.identity, candidate.address, config, now);
+    core.set_eligible(now, eligible);
     let (view_tx, view_rx) = watch::channel(core.view(now));
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     let driver = Driver {
@@ -141,7 +162,7 @@ pub fn spawn_observed(
         observer,
         transitions: Transitions::default(),
         leaving: false,
-        eligible: true,
+        eligible,
     };
     tokio::spawn(driver.run());
     let handle = Handle {

@@ -24,8 +24,9 @@
 //! [`spawn_observed`] also reports API calls, renews, watch restarts, leadership changes and
 //! failovers to an [`Observer`] ([`observe`]); the sidecar turns them into metrics.
 //!
-//! An election of N active slots is N Leases, each with its own core; a coordinator gates
-//! each with [`Handle::set_eligible`] so that a pod holds at most one slot.
+//! An election of N active slots is N Leases, each with its own core; [`spawn_slots`] gates
+//! each with [`Handle::set_eligible`] so that a pod holds at most one slot ([`slots`]), and
+//! publishes the combined [`Slots`] view.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -35,6 +36,7 @@ pub mod core;
 mod driver;
 pub mod observe;
 pub mod record;
+pub mod slots;
 pub mod view;
 mod watcher;
 
@@ -42,4 +44,5 @@ pub use config::{Config, ConfigError, parse_duration};
 pub use driver::{Candidate, Handle, ReleaseError, spawn, spawn_observed};
 pub use observe::Observer;
 pub use record::{ADDRESS_ANNOTATION, LeaseRecord};
+pub use slots::{Gate, HealthReporter, Slots, SlotsHandle, lease_name, routing_views, spawn_slots};
 pub use view::{Leader, Role, View};

@@ -64,6 +64,9 @@ pub struct View {
     pub synced: bool,
     /// When this pod last changed role (monotonic).
     pub role_since: Instant,
+    /// In an election of N slots: the holders of the other slots, which a standby may also
+    /// forward to (see [`crate::Slots::routing_view`]). Empty for a single Lease.
+    pub peers: Vec<Leader>,
 }
 
 impl View {
@@ -77,6 +80,7 @@ impl View {
             acting_until: None,
             synced: false,
             role_since: now,
+            peers: Vec::new(),
         }
     }
 

@@ -4,9 +4,10 @@
 //! |---|---|
 //! | `/healthz` | 200 `ok` while the process runs |
 //! | `/readyz` | 200 per `--ready-when` (`synced`: the Lease was read; `leader`: acting leader), 503 otherwise and while draining |
-//! | `/status` | JSON: role, leader, address, epoch, timings, last transition, held requests |
+//! | `/status` | JSON: role, leader, address, epoch, timings, last transition, held requests, and `slots` (one entry per active slot: lease, holder, address, epoch, whether this pod holds it) |
+//! | `/actives` | JSON list of every active slot's holder: `[{"slot":0,"name":"pod-a","address":"10.0.0.5:8080","epoch":3}, ...]` |
 //! | `/metrics` | Prometheus text |
-//! | anything else | `{"name":"<leader id>"}`, exactly as the old leader-elector image answered (its handler served every path) |
+//! | anything else | `{"name":"<leader id>"}` (the holder of slot 0), exactly as the old leader-elector image answered (its handler served every path) |
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,7 +19,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use serde::Serialize;
 use tokio::sync::watch;
-use understudy_elector::{Role, View};
+use understudy_elector::{Role, Slots, View};
 
 use crate::cli::ReadyWhen;
 use crate::hold::Holder;
@@ -30,6 +31,7 @@ use crate::{BoxError, ProxyBody};
 #[derive(Clone)]
 pub struct Admin {
     views: watch::Receiver<View>,
+    slots: Option<watch::Receiver<Slots>>,
     settings: Arc<Settings>,
     holder: Option<Holder>,
     metrics: Metrics,
@@ -46,11 +48,18 @@ impl Admin {
     ) -> Admin {
         Admin {
             views,
+            slots: None,
             settings,
             holder,
             metrics,
             draining: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Also reads the per-slot view (`GET /` names slot 0's holder; `/actives`, `/status`).
+    pub fn with_slots(mut self, slots: watch::Receiver<Slots>) -> Admin {
+        self.slots = Some(slots);
+        self
     }
 
     /// Marks the sidecar as draining: `/readyz` fails from now on, so endpoints drop the pod.
@@ -76,7 +85,28 @@ impl Admin {
                     text(StatusCode::SERVICE_UNAVAILABLE, "not ready")
                 }
             }
-            "/status" => json(&self.status(&view, now)),
+            "/status" => {
+                let slots = self.slots.as_ref().map(|s| s.borrow().clone());
+                let mut status = self.status(&view, now);
+                status.slots = slots.as_ref().map(slot_status);
+                json(&status)
+            }
+            "/actives" => {
+                let actives = match &self.slots {
+                    Some(slots) => actives(&slots.borrow()),
+                    None => view
+                        .leader
+                        .iter()
+                        .map(|l| Active {
+                            slot: 0,
+                            name: l.identity.clone(),
+                            address: l.address.clone(),
+                            epoch: l.epoch,
+                        })
+                        .collect(),
+                };
+                json(&actives)
+            }
             "/metrics" => {
                 let body = self.metrics.render(&view, now, self.held());
                 let mut resp = text(StatusCode::OK, &body);
@@ -86,9 +116,14 @@ impl Admin {
                 );
                 resp
             }
-            _ => json(&Name {
-                name: view.leader_name(),
-            }),
+            _ => match &self.slots {
+                Some(slots) => json(&Name {
+                    name: slots.borrow().views[0].leader_name(),
+                }),
+                None => json(&Name {
+                    name: view.leader_name(),
+                }),
+            },
         }
     }
 
@@ -128,6 +163,7 @@ impl Admin {
             held_requests: self.held(),
             draining: self.draining.load(Ordering::SeqCst),
             ready_when: s.ready_when.as_str(),
+            slots: None,
             proxy: s.proxy.as_ref().map(|p| ProxyStatus {
                 listen: p.listen.to_string(),
                 advertise: p.advertise.to_string(),
@@ -163,7 +199,60 @@ struct Status<'a> {
     held_requests: usize,
     draining: bool,
     ready_when: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    slots: Option<Vec<SlotStatus>>,
     proxy: Option<ProxyStatus>,
+}
+
+/// One slot in `/status`.
+#[derive(Serialize)]
+struct SlotStatus {
+    slot: usize,
+    lease: String,
+    #[serde(serialize_with = "role")]
+    role: Role,
+    holder: Option<String>,
+    address: Option<String>,
+    epoch: Option<u64>,
+    mine: bool,
+}
+
+/// One entry of `/actives`.
+#[derive(Serialize)]
+struct Active {
+    slot: usize,
+    name: String,
+    address: Option<String>,
+    epoch: u64,
+}
+
+fn slot_status(slots: &Slots) -> Vec<SlotStatus> {
+    slots
+        .views
+        .iter()
+        .enumerate()
+        .map(|(slot, v)| SlotStatus {
+            slot,
+            lease: v.lease.clone(),
+            role: v.role,
+            holder: v.leader.as_ref().map(|l| l.identity.clone()),
+            address: v.leader.as_ref().and_then(|l| l.address.clone()),
+            epoch: v.leader.as_ref().map(|l| l.epoch),
+            mine: slots.held == Some(slot),
+        })
+        .collect()
+}
+
+fn actives(slots: &Slots) -> Vec<Active> {
+    slots
+        .actives()
+        .map(|(slot, l)| Active {
+            slot,
+            name: l.identity.clone(),
+            address: l.address.clone(),
+            epoch: l.epoch,
+        })
+        .collect()
 }
 
 #[derive(Serialize)]

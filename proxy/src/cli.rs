@@ -28,6 +28,22 @@ pub struct Cli {
     /// HTTP limits and timeouts of the proxy.
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// Health-gated leadership.
+    #[command(flatten)]
+    pub health: HealthArgs,
+    /// Pod role labels and Events.
+    #[command(flatten)]
+    pub announce: AnnounceArgs,
+    /// Threads serving traffic. 1 (the default) runs everything on one thread, which is what a
+    /// sidecar's CPU request usually buys; raise it with the CPU limit.
+    #[arg(
+        long,
+        env = "UNDERSTUDY_WORKER_THREADS",
+        value_name = "N",
+        default_value_t = 1,
+        value_parser = clap::value_parser!(u16).range(1..=256)
+    )]
+    pub worker_threads: u16,
 }
 
 /// Election flags (seed-compatible names first).
@@ -57,6 +73,16 @@ pub struct ElectionArgs {
     /// Interval between renewals and acquisition attempts [default: 2s, or --ttl/4].
     #[arg(long, env = "UNDERSTUDY_RETRY_PERIOD", value_name = "DURATION", value_parser = duration)]
     pub retry_period: Option<Duration>,
+    /// How many pods are active at once: N slots, each its own Lease (NAME when N is 1,
+    /// NAME-0 .. NAME-{N-1} otherwise). A pod holds at most one slot.
+    #[arg(
+        long,
+        env = "UNDERSTUDY_ACTIVES",
+        value_name = "N",
+        default_value_t = 1,
+        value_parser = clap::value_parser!(u16).range(1..=64)
+    )]
+    pub actives: u16,
 }
 
 /// Admin server flags.
@@ -77,6 +103,52 @@ pub struct AdminArgs {
     /// How long to keep serving after SIGTERM, so that endpoint removal can propagate.
     #[arg(long, env = "UNDERSTUDY_DRAIN", value_name = "DURATION", value_parser = duration, default_value = "5s")]
     pub drain: Duration,
+}
+
+/// Health-gated leadership flags.
+#[derive(Debug, Clone, Args)]
+pub struct HealthArgs {
+    /// Check the app's health and lead only while it is healthy: an HTTP path on --upstream
+    /// (`/healthz`; any 2xx or 3xx passes) or `tcp` (a connect). Off by default. An
+    /// unhealthy leader releases its slot to a healthy standby.
+    #[arg(long, env = "UNDERSTUDY_UPSTREAM_HEALTH", value_name = "PATH|tcp")]
+    pub upstream_health: Option<String>,
+    /// Time between health checks; also each check's timeout.
+    #[arg(long, env = "UNDERSTUDY_HEALTH_INTERVAL", value_name = "DURATION", value_parser = duration, default_value = "1s")]
+    pub health_interval: Duration,
+    /// Failed checks in a row that make the app unhealthy.
+    #[arg(
+        long,
+        env = "UNDERSTUDY_HEALTH_FAILURES",
+        value_name = "N",
+        default_value_t = 3
+    )]
+    pub health_failures: u32,
+    /// Passed checks in a row that make it healthy again.
+    #[arg(
+        long,
+        env = "UNDERSTUDY_HEALTH_SUCCESSES",
+        value_name = "N",
+        default_value_t = 2
+    )]
+    pub health_successes: u32,
+    /// Least time an app that turned unhealthy stays so, however soon it passes again
+    /// (damps flapping).
+    #[arg(long, env = "UNDERSTUDY_HEALTH_HOLD_DOWN", value_name = "DURATION", value_parser = duration, default_value = "10s")]
+    pub health_hold_down: Duration,
+}
+
+/// Pod role labels and Events (both off by default; each needs its RBAC component).
+#[derive(Debug, Clone, Args)]
+pub struct AnnounceArgs {
+    /// Keep this pod labelled understudy.io/role=active|standby (and understudy.io/slot while
+    /// active), updated after the Lease; patches the pod named by --id. Needs `patch` on pods.
+    #[arg(long, env = "UNDERSTUDY_LABEL_PODS", value_parser = clap::builder::BoolishValueParser::new())]
+    pub label_pods: bool,
+    /// Record a Kubernetes Event (reason LeaderElection) when this pod starts or stops
+    /// leading a slot. Needs `create` on events.
+    #[arg(long, env = "UNDERSTUDY_EVENTS", value_parser = clap::builder::BoolishValueParser::new())]
+    pub events: bool,
 }
 
 /// Proxy flags.
@@ -137,6 +209,31 @@ pub struct LimitArgs {
         default_value_t = 100
     )]
     pub max_headers: usize,
+    /// Most client connections open at once; beyond that, 503 and close.
+    #[arg(
+        long,
+        env = "UNDERSTUDY_MAX_CONNECTIONS",
+        value_name = "N",
+        default_value_t = 4096
+    )]
+    pub max_connections: usize,
+    /// Most requests handled at once (held ones included), up to their response head;
+    /// beyond that, 503 at once.
+    #[arg(
+        long,
+        env = "UNDERSTUDY_MAX_REQUESTS",
+        value_name = "N",
+        default_value_t = 2048
+    )]
+    pub max_requests: usize,
+    /// Request bodies up to this size are kept so that a failed attempt can be sent again;
+    /// a larger one is streamed and never resent. Bytes, per request.
+    #[arg(long, env = "UNDERSTUDY_REPLAY_BUFFER", value_name = "BYTES", default_value_t = 64 * 1024)]
+    pub replay_buffer: usize,
+    /// How long a client may take to send a request body, counted from the request's
+    /// arrival; a slower body ends the request (and its connection).
+    #[arg(long, env = "UNDERSTUDY_BODY_TIMEOUT", value_name = "DURATION", value_parser = duration, default_value = "5m")]
+    pub body_timeout: Duration,
 }
 
 /// When the pod reports Ready on `/readyz`.

@@ -8,11 +8,15 @@
 //!
 //! The pieces, in the order a request meets them:
 //! - [`server`]: accepts HTTP/1.1 and h2c connections, with timeouts and limits;
+//! - [`limits`]: the bounds on connections, requests, held requests and replay buffers;
 //! - [`headers`]: internal headers (and who may set them), hop-by-hop, `X-Forwarded-*`;
-//! - [`route`]: local, forward, hold or refuse, from the latest [`understudy_elector::View`];
+//! - [`route`]: local, forward (spread over the actives of N slots), hold or refuse, from the
+//!   latest [`understudy_elector::View`];
 //! - [`hold`]: the bounded wait for a leader; [`retry`]: when an attempt may go again;
 //! - [`forward`]: the pooled client; [`upgrade`]: WebSocket/`CONNECT` tunnels;
 //! - [`tenure`]: closing tunnels and streams when the leadership they ran under ends;
+//! - [`health`]: the app's health check, which gates leadership (`--upstream-health`);
+//! - [`announce`]: pod role labels and Events (`--label-pods`, `--events`);
 //! - [`admin`], [`metrics`]: the `--http` server; [`shutdown`]: SIGTERM handover and drain;
 //! - [`cli`], [`settings`]: the command line; [`sidecar`]: all of it wired together.
 
@@ -20,10 +24,13 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod announce;
 pub mod cli;
 pub mod forward;
 pub mod headers;
+pub mod health;
 pub mod hold;
+pub mod limits;
 pub mod metrics;
 pub mod proxy;
 pub mod retry;

@@ -11,7 +11,7 @@
 //! `docs/observability.md` lists every metric with its labels and meaning.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use http::Response;
@@ -20,7 +20,9 @@ use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
-use understudy_elector::{Config, Observer, View};
+use tokio::sync::watch;
+use understudy_elector::observe::{ApiCall, Leadership, RenewFailure, Transition, WatchOpened};
+use understudy_elector::{Config, Observer, Role, Slots, View};
 
 mod election;
 mod traffic;
@@ -35,6 +37,11 @@ pub struct Metrics {
     registry: Registry,
     election: ElectionMetrics,
     traffic: TrafficMetrics,
+    /// With N > 1 slots: each slot's election metrics, in a registry labelled `slot`, with
+    /// its Lease name (and `election` is not registered in `registry`).
+    slots: Arc<Vec<(Registry, ElectionMetrics, String)>>,
+    /// The per-slot view the slot gauges mirror, once the election runs.
+    slot_views: Arc<OnceLock<watch::Receiver<Slots>>>,
 }
 
 impl Default for Metrics {
@@ -48,11 +55,45 @@ impl Metrics {
     /// Registers every metric in a fresh registry, labelled with `election` (left out when
     /// empty); `timings` are exported so alert rules can compare with the lease duration.
     pub fn new(election: &str, timings: &Config) -> Metrics {
-        let labels = (!election.is_empty())
-            .then(|| HashMap::from([("election".to_string(), election.to_string())]));
-        let registry = Registry::new_custom(None, labels).expect("valid election label");
+        Metrics::with_slots(election, timings, 1)
+    }
+
+    /// [`Metrics::new`] for an election of `slots` slots: with more than one, every election
+    /// series carries a `slot` label (`0` .. `N-1`), one set per slot.
+    pub fn with_slots(election_name: &str, timings: &Config, slots: usize) -> Metrics {
+        let labels = |slot: Option<usize>| {
+            let mut l = HashMap::new();
+            if !election_name.is_empty() {
+                l.insert("election".to_string(), election_name.to_string());
+            }
+            if let Some(s) = slot {
+                l.insert("slot".to_string(), s.to_string());
+            }
+            (!l.is_empty()).then_some(l)
+        };
+        let registry = Registry::new_custom(None, labels(None)).expect("valid election label");
         let register = Register(&registry);
-        let election = ElectionMetrics::new(&register, timings);
+        let per_slot: Vec<(Registry, ElectionMetrics, String)> = if slots > 1 {
+            (0..slots)
+                .map(|i| {
+                    let r = Registry::new_custom(None, labels(Some(i))).expect("valid labels");
+                    let m = ElectionMetrics::new(&Register(&r), timings);
+                    (
+                        r,
+                        m,
+                        understudy_elector::lease_name(election_name, slots, i),
+                    )
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let election = if per_slot.is_empty() {
+            ElectionMetrics::new(&register, timings)
+        } else {
+            // Not registered: the per-slot sets stand in for it.
+            ElectionMetrics::new(&Register(&Registry::new()), timings)
+        };
         let traffic = TrafficMetrics::new(&register);
         let build = register.gauge_vec(
             "understudy_build_info",
@@ -68,12 +109,36 @@ impl Metrics {
             registry,
             election,
             traffic,
+            slots: Arc::new(per_slot),
+            slot_views: Arc::new(OnceLock::new()),
         }
+    }
+
+    /// The bound on the proxy port's connections, counted in the proxy's metrics.
+    pub fn connection_limit(&self, max: usize) -> crate::limits::ConnectionLimit {
+        crate::limits::ConnectionLimit::new(
+            max,
+            self.traffic.connections_open.clone(),
+            self.traffic.connections_rejected.clone(),
+        )
     }
 
     /// The hook to hand to [`understudy_elector::spawn_observed`].
     pub fn observer(&self) -> Arc<dyn Observer> {
-        Arc::new(self.election.clone())
+        if self.slots.is_empty() {
+            return Arc::new(self.election.clone());
+        }
+        Arc::new(SlotObserver(
+            self.slots
+                .iter()
+                .map(|(_, m, lease)| (lease.clone(), m.clone()))
+                .collect(),
+        ))
+    }
+
+    /// The per-slot views for the `slot`-labelled gauges (N > 1 slots).
+    pub fn follow_slots(&self, slots: watch::Receiver<Slots>) {
+        let _ = self.slot_views.set(slots);
     }
 
     /// Records one finished request: its route, status class and duration, and, when the
@@ -114,13 +179,73 @@ impl Metrics {
     /// `now` and the `held` requests.
     pub fn render(&self, view: &View, now: Instant, held: usize) -> String {
         self.election.mirror(view, now);
+        if let Some(slots) = self.slot_views.get() {
+            let slots = slots.borrow().clone();
+            for (i, (_, m, _)) in self.slots.iter().enumerate() {
+                let Some(mut v) = slots.views.get(i).cloned() else {
+                    continue;
+                };
+                // Only the slot the gate gave this pod counts as led.
+                if v.role == Role::Leader && slots.held != Some(i) {
+                    v.role = Role::Candidate;
+                    v.acting_until = None;
+                    v.leader = None;
+                }
+                m.mirror(&v, now);
+            }
+        }
         self.traffic
             .held
             .set(i64::try_from(held).unwrap_or(i64::MAX));
+        let mut families = self.registry.gather();
+        for (registry, _, _) in self.slots.iter() {
+            for mut family in registry.gather() {
+                match families.iter_mut().find(|f| f.name() == family.name()) {
+                    Some(f) => f.mut_metric().extend(family.take_metric()),
+                    None => families.push(family),
+                }
+            }
+        }
+        families.sort_by(|a, b| a.name().cmp(b.name()));
         let mut out = Vec::new();
         // Encoding into a Vec cannot fail.
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        let _ = TextEncoder::new().encode(&families, &mut out);
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// Hands each elector hook call to the metrics of the slot whose Lease it is about.
+struct SlotObserver(HashMap<String, ElectionMetrics>);
+
+impl Observer for SlotObserver {
+    fn api_call(&self, lease: &str, call: &ApiCall) {
+        if let Some(m) = self.0.get(lease) {
+            m.api_call(lease, call);
+        }
+    }
+
+    fn renew(&self, lease: &str, latency: std::time::Duration, result: Result<(), RenewFailure>) {
+        if let Some(m) = self.0.get(lease) {
+            m.renew(lease, latency, result);
+        }
+    }
+
+    fn watch_opened(&self, lease: &str, why: WatchOpened) {
+        if let Some(m) = self.0.get(lease) {
+            m.watch_opened(lease, why);
+        }
+    }
+
+    fn leadership(&self, lease: &str, change: Leadership) {
+        if let Some(m) = self.0.get(lease) {
+            m.leadership(lease, change);
+        }
+    }
+
+    fn transition(&self, lease: &str, transition: &Transition) {
+        if let Some(m) = self.0.get(lease) {
+            m.transition(lease, transition);
+        }
     }
 }
 

@@ -29,8 +29,9 @@ pub(crate) use target::{Target, Wait};
 use crate::forward::Forwarder;
 use crate::headers::{self, Inbound};
 use crate::hold::Holder;
+use crate::limits::{DeadlineBody, MAX_URI_BYTES, RequestLimit};
 use crate::metrics::{Metrics, Retry};
-use crate::retry::{self, REPLAY_LIMIT, ReplayBody, Sent};
+use crate::retry::{self, ReplayBody, Sent};
 use crate::settings::ProxySettings;
 use crate::tenure::{FencedBody, Tenure};
 use crate::{BoxError, ProxyBody};
@@ -49,6 +50,8 @@ pub(crate) struct Inner {
     pub(crate) settings: ProxySettings,
     pub(crate) forwarder: Forwarder,
     pub(crate) holder: Holder,
+    /// Bound on requests being handled at once.
+    pub(crate) requests: RequestLimit,
     pub(crate) metrics: Metrics,
     /// Upgraded tunnels, which outlive their HTTP connection.
     pub(crate) tunnels: TaskTracker,
@@ -68,12 +71,14 @@ impl Proxy {
     pub fn new(settings: ProxySettings, views: watch::Receiver<View>, metrics: Metrics) -> Proxy {
         let forwarder = Forwarder::new(settings.connect_timeout, settings.idle_timeout);
         let holder = Holder::new(settings.max_held, settings.hold_timeout);
+        let requests = RequestLimit::new(settings.max_requests);
         Proxy {
             inner: Arc::new(Inner {
                 views,
                 settings,
                 forwarder,
                 holder,
+                requests,
                 metrics,
                 tunnels: TaskTracker::new(),
                 stop: CancellationToken::new(),
@@ -103,7 +108,15 @@ impl Proxy {
         let _in_flight = self.inner.metrics.in_flight();
         let method = req.method().clone();
         let uri = req.uri().clone();
-        let outcome = self.route_request(req, client, started).await;
+        let target_len = uri.path_and_query().map_or(0, |p| p.as_str().len());
+        let outcome = if target_len > MAX_URI_BYTES {
+            answer::uri_too_long()
+        } else {
+            match self.inner.requests.admit() {
+                Some(_permit) => self.route_request(req, client, started).await,
+                None => answer::over_request_limit(self.inner.requests.max()),
+            }
+        };
         let status = outcome.response.status();
         let elapsed = started.elapsed().as_secs_f64();
         self.inner
@@ -157,7 +170,9 @@ impl Proxy {
         if upgrade {
             return crate::upgrade::proxy(self, head, body, inbound, on_upgrade, deadline).await;
         }
-        let body = ReplayBody::new(body, REPLAY_LIMIT);
+        let settings = &self.inner.settings;
+        let body = DeadlineBody::new(body, started, settings.body_timeout);
+        let body = ReplayBody::new(body, settings.replay_buffer);
         let mut wait = Wait::new(self, deadline);
         let mut resends = 0;
         loop {

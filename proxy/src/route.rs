@@ -1,5 +1,6 @@
 //! Where one request goes, decided from the latest election [`View`] alone (no API call).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use understudy_elector::{Leader, View};
@@ -67,7 +68,8 @@ impl Route {
 /// - Meant for another pod: never served here. Re-routed once to the leader this pod knows
 ///   of, if that is a third pod and hops remain; otherwise refused.
 /// - Otherwise: local while this pod is acting leader; forwarded while another pod leads and
-///   advertises an address; held when there is no one to send to.
+///   advertises an address (spread over [`View::peers`] too, with N active slots); held when
+///   there is no one to send to.
 pub fn decide(view: &View, now: Instant, inbound: &Inbound) -> Route {
     let me = view.identity.as_str();
     let other_leader = view.leader.as_ref().filter(|l| l.identity != me);
@@ -75,10 +77,11 @@ pub fn decide(view: &View, now: Instant, inbound: &Inbound) -> Route {
         let reject = Route::Reject(Misdirected::NotFor {
             meant: meant.to_string(),
         });
+        let known_active = view.peers.iter().any(|p| p.identity == meant);
         return match other_leader {
             // The sender's view agrees with ours, yet the request reached us: the address
             // points at the wrong pod (IP reuse). Sending it there again would loop.
-            Some(l) if l.identity == meant => reject,
+            Some(l) if l.identity == meant || known_active => reject,
             Some(l) => forward(l, inbound).unwrap_or(reject),
             None => reject,
         };
@@ -90,11 +93,27 @@ pub fn decide(view: &View, now: Instant, inbound: &Inbound) -> Route {
     }
     match other_leader {
         Some(l) if l.address.is_some() => {
+            let l = spread(l, &view.peers, me);
             forward(l, inbound).unwrap_or(Route::Reject(Misdirected::TooManyHops))
         }
         // A holder without an address (e.g. a client-go candidate) cannot take traffic; nor
         // can this pod while it holds the Lease outside its fencing window.
         _ => Route::Hold,
+    }
+}
+
+/// With N active slots, a standby spreads requests over every active that advertises an
+/// address: round robin, one shared counter per process.
+fn spread<'a>(primary: &'a Leader, peers: &'a [Leader], me: &str) -> &'a Leader {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let reachable = |l: &&Leader| l.address.is_some() && l.identity != me;
+    let count = 1 + peers.iter().filter(reachable).count();
+    if count == 1 {
+        return primary;
+    }
+    match NEXT.fetch_add(1, Ordering::Relaxed) % count {
+        0 => primary,
+        i => peers.iter().filter(reachable).nth(i - 1).unwrap_or(primary),
     }
 }
 

@@ -5,7 +5,8 @@
 //! size (HTTP/2), and an idle timeout after which a connection is shut down gracefully:
 //! requests in flight finish, no new ones are read. A connection that sends nothing at all
 //! is closed after the header read timeout too (hyper's own timer only starts once the
-//! protocol is known, which takes a first byte).
+//! protocol is known, which takes a first byte). Open connections are bounded
+//! ([`ConnectionLimit`]): one over the bound is answered 503 with `Retry-After` and closed.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -29,9 +30,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::ProxyBody;
+use crate::limits::{CONNECTION_REFUSED, ConnectionLimit};
 
 /// Connection limits and timeouts.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Limits {
     /// HTTP/1 header read timeout (also bounds how long an idle keep-alive connection waits
     /// for its next request, and how long a new connection may send nothing at all).
@@ -42,7 +44,12 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Most headers per request.
     pub max_headers: usize,
+    /// Most connections open at once.
+    pub connections: ConnectionLimit,
 }
+
+/// Default bound on open connections per listener.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -51,6 +58,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(60),
             max_header_bytes: 64 * 1024,
             max_headers: 100,
+            connections: ConnectionLimit::unmetered(DEFAULT_MAX_CONNECTIONS),
         }
     }
 }
@@ -92,11 +100,19 @@ pub async fn serve<F, Fut>(
                 }
             },
         };
+        let Some(admitted) = limits.connections.admit() else {
+            // Best effort and without waiting: a fresh socket's send buffer is empty.
+            let _ = stream.try_write(CONNECTION_REFUSED);
+            tracing::debug!(client = %client, max = limits.connections.max(), "connection limit reached");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
+        let (header_read_timeout, idle_timeout) = (limits.header_read_timeout, limits.idle_timeout);
         let builder = builder.clone();
         let handler = handler.clone();
         let stop = stop.clone();
         tracker.spawn(async move {
+            let _admitted = admitted;
             let activity = Activity::new();
             let io = TokioIo::new(Watched {
                 inner: stream,
@@ -108,7 +124,7 @@ pub async fn serve<F, Fut>(
             });
             let conn = builder.serve_connection_with_upgrades(io, service);
             tokio::pin!(conn);
-            let silent = tokio::time::sleep(limits.header_read_timeout);
+            let silent = tokio::time::sleep(header_read_timeout);
             tokio::pin!(silent);
             let mut listening = true;
             let mut closing = false;
@@ -124,7 +140,7 @@ pub async fn serve<F, Fut>(
                         closing = true;
                         conn.as_mut().graceful_shutdown();
                     }
-                    _ = activity.idle_for(limits.idle_timeout), if !closing => {
+                    _ = activity.idle_for(idle_timeout), if !closing => {
                         closing = true;
                         conn.as_mut().graceful_shutdown();
                     }

@@ -7,7 +7,9 @@ use std::time::Duration;
 use http::uri::Authority;
 use understudy_elector::{Config, ConfigError};
 
+use crate::announce::Announce;
 use crate::cli::{Cli, ReadyWhen};
+use crate::health::{HealthSettings, Probe};
 
 /// Where the service account mounts the pod's namespace.
 pub const NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
@@ -52,6 +54,14 @@ pub enum SettingsError {
         /// The flag, without dashes.
         flag: &'static str,
     },
+    /// `--upstream-health` is neither a path nor `tcp`, or there is no upstream to check.
+    #[error(
+        "--upstream-health: {value:?} must be an absolute path such as /healthz, or tcp, and needs --listen"
+    )]
+    Health {
+        /// The value given.
+        value: String,
+    },
     /// A timeout that must be positive is zero.
     #[error("--{flag}: must be longer than 0s")]
     ZeroDuration {
@@ -92,6 +102,8 @@ pub struct Settings {
     pub election: String,
     /// Lease namespace.
     pub namespace: String,
+    /// Active slots (`--actives`): one Lease each.
+    pub actives: usize,
     /// This candidate's identity.
     pub identity: String,
     /// Election timings, validated.
@@ -104,6 +116,10 @@ pub struct Settings {
     pub drain: Duration,
     /// The proxy, when `--listen` was given.
     pub proxy: Option<ProxySettings>,
+    /// The app's health check, when `--upstream-health` was given.
+    pub health: Option<HealthSettings>,
+    /// Pod labels and Events, when `--label-pods` or `--events` was given.
+    pub announce: Option<Announce>,
 }
 
 /// Settings of the reverse proxy.
@@ -131,6 +147,14 @@ pub struct ProxySettings {
     pub max_header_bytes: usize,
     /// Most headers per request.
     pub max_headers: usize,
+    /// Most client connections open at once.
+    pub max_connections: usize,
+    /// Most requests handled at once.
+    pub max_requests: usize,
+    /// Replay buffer per request, bytes.
+    pub replay_buffer: usize,
+    /// Longest time to receive a request body.
+    pub body_timeout: Duration,
     /// How long a streaming response from the local app may go on after leadership ended:
     /// long enough for an ordinary response to finish, shorter than the gap between the
     /// fencing deadline and the earliest takeover.
@@ -176,9 +200,52 @@ impl Settings {
             Some(listen) => Some(proxy_settings(cli, listen, &timings, env)?),
             None => None,
         };
+        let health = match &cli.health.upstream_health {
+            None => None,
+            Some(value) => {
+                let probe = Probe::parse(value)
+                    .filter(|_| proxy.is_some())
+                    .ok_or_else(|| SettingsError::Health {
+                        value: value.clone(),
+                    })?;
+                let h = &cli.health;
+                if h.health_interval.is_zero() {
+                    return Err(SettingsError::ZeroDuration {
+                        flag: "health-interval",
+                    });
+                }
+                if h.health_failures == 0 {
+                    return Err(SettingsError::Zero {
+                        flag: "health-failures",
+                    });
+                }
+                if h.health_successes == 0 {
+                    return Err(SettingsError::Zero {
+                        flag: "health-successes",
+                    });
+                }
+                Some(HealthSettings {
+                    probe,
+                    interval: h.health_interval,
+                    failures: h.health_failures,
+                    successes: h.health_successes,
+                    hold_down: h.health_hold_down,
+                })
+            }
+        };
+        let a = &cli.announce;
+        let announce = (a.label_pods || a.events).then(|| Announce {
+            label_pods: a.label_pods,
+            events: a.events,
+            pod: identity.clone(),
+            namespace: namespace.clone(),
+        });
         Ok(Settings {
+            health,
+            announce,
             election: e.election.clone(),
             namespace,
+            actives: usize::from(e.actives),
             identity,
             timings,
             admin: cli.admin.http,
@@ -245,6 +312,8 @@ fn proxy_settings(
         ("max-held", p.max_held),
         ("max-headers", l.max_headers),
         ("max-header-bytes", l.max_header_bytes),
+        ("max-connections", l.max_connections),
+        ("max-requests", l.max_requests),
     ] {
         if n == 0 {
             return Err(SettingsError::Zero { flag });
@@ -255,6 +324,7 @@ fn proxy_settings(
         ("connect-timeout", l.connect_timeout),
         ("header-read-timeout", l.header_read_timeout),
         ("idle-timeout", l.idle_timeout),
+        ("body-timeout", l.body_timeout),
     ] {
         if d.is_zero() {
             return Err(SettingsError::ZeroDuration { flag });
@@ -273,6 +343,10 @@ fn proxy_settings(
         // hyper refuses buffers under 8 KiB.
         max_header_bytes: l.max_header_bytes.max(8192),
         max_headers: l.max_headers,
+        max_connections: l.max_connections,
+        max_requests: l.max_requests,
+        replay_buffer: l.replay_buffer,
+        body_timeout: l.body_timeout,
         stream_grace: (timings
             .lease_duration
             .saturating_sub(timings.renew_deadline))

@@ -2,7 +2,7 @@
 //!
 //! With the proxy on:
 //! 1. `/readyz` starts failing, so the endpoints controller drops the pod.
-//! 2. The election steps down ([`Handle::step_down`]): a leader stops acting and writes the
+//! 2. The election steps down ([`SlotsHandle::step_down`]): a leader stops acting and writes the
 //!    release (holder "") at once, so a standby takes over within one API round trip; a
 //!    standby will not take over while it is going away. The election keeps watching, so
 //!    requests that still arrive are forwarded to the new leader.
@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use understudy_elector::Handle;
+use understudy_elector::SlotsHandle;
 
 use crate::admin::Admin;
 use crate::proxy::Proxy;
@@ -51,7 +51,7 @@ impl Signals {
 /// What a shutdown stops, in order.
 pub struct Shutdown {
     /// The election.
-    pub handle: Handle,
+    pub handle: SlotsHandle,
     /// The admin server's state.
     pub admin: Admin,
     /// The proxy, with the token that stops its listener and the tracker of its connections.
@@ -91,7 +91,7 @@ impl Shutdown {
     }
 }
 
-async fn release(handle: Handle) {
+async fn release(handle: SlotsHandle) {
     match handle.release().await {
         Ok(()) => tracing::info!("election ended"),
         Err(e) => tracing::warn!(error = %e, "release"),

@@ -7,7 +7,7 @@ use kube::Api;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use understudy_elector::{Candidate, spawn_observed};
+use understudy_elector::{Candidate, routing_views, spawn_slots};
 
 use crate::admin::Admin;
 use crate::metrics::Metrics;
@@ -49,21 +49,40 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
     // Handlers first: a SIGTERM from now on leads to a handover, not a plain exit.
     let mut signals = shutdown::Signals::install().map_err(RunError::Signal)?;
     let client = kube::Client::try_default().await?;
-    let api = Api::namespaced(client, &settings.namespace);
+    let api = Api::namespaced(client.clone(), &settings.namespace);
     let candidate = Candidate {
         identity: settings.identity.clone(),
         address: settings.proxy.as_ref().map(|p| p.advertise.to_string()),
     };
-    let metrics = Metrics::new(&settings.election, &settings.timings);
-    let (views, handle) = spawn_observed(
+    let metrics = Metrics::with_slots(&settings.election, &settings.timings, settings.actives);
+    let (slots, handle) = spawn_slots(
         api,
         &settings.election,
+        settings.actives,
         candidate,
         settings.timings,
         metrics.observer(),
     );
+    // The proxy routes by one view: the held slot's, or a standby's with every active.
+    let views = routing_views(slots.clone());
+    metrics.follow_slots(slots.clone());
+    let announcer = settings
+        .announce
+        .clone()
+        .map(|announce| tokio::spawn(crate::announce::run(announce, client, slots.clone())));
+    if let (Some(health), Some(p)) = (&settings.health, &settings.proxy) {
+        // Not healthy until the app has passed its checks: no slot before that.
+        let reporter = handle.health_reporter();
+        reporter.set_healthy(false);
+        tokio::spawn(crate::health::run(
+            health.clone(),
+            p.upstream.to_string(),
+            reporter,
+        ));
+    }
     tracing::info!(
         election = %settings.election,
+        actives = settings.actives,
         namespace = %settings.namespace,
         identity = %settings.identity,
         admin = %settings.admin,
@@ -79,8 +98,9 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         settings.clone(),
         views.clone(),
         proxy.as_ref().map(|p| p.holder().clone()),
-        metrics,
-    );
+        metrics.clone(),
+    )
+    .with_slots(slots);
 
     let admin_stop = CancellationToken::new();
     let admin_conns = TaskTracker::new();
@@ -106,6 +126,7 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
             idle_timeout: p.idle_timeout,
             max_header_bytes: p.max_header_bytes,
             max_headers: p.max_headers,
+            connections: metrics.connection_limit(p.max_connections),
         };
         let handler_proxy = proxy.clone();
         tokio::spawn(server::serve(
@@ -138,6 +159,10 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
     }
     .run()
     .await;
+    // The last label and Event ("stopped leading") go out once the election has ended.
+    if let Some(announcer) = announcer {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), announcer).await;
+    }
     admin_stop.cancel();
     let _ = admin_task.await;
     tracing::info!("bye");

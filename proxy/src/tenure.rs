@@ -42,9 +42,12 @@ impl Tenure {
             Tenure::Local { epoch } => {
                 view.is_acting(now) && leader.is_some_and(|l| l.epoch == *epoch)
             }
-            Tenure::Peer { identity, epoch } => leader.is_some_and(|l| {
-                l.identity == *identity && l.epoch == *epoch && l.identity != view.identity
-            }),
+            Tenure::Peer { identity, epoch } => {
+                let is = |l: &understudy_elector::Leader| {
+                    l.identity == *identity && l.epoch == *epoch && l.identity != view.identity
+                };
+                leader.is_some_and(is) || view.peers.iter().any(is)
+            }
         }
     }
 

@@ -76,6 +76,10 @@ pub fn proxy_settings(upstream: SocketAddr) -> ProxySettings {
         idle_timeout: Duration::from_secs(30),
         max_header_bytes: 16 * 1024,
         max_headers: 100,
+        max_connections: 64,
+        max_requests: 64,
+        replay_buffer: crate::retry::REPLAY_LIMIT,
+        body_timeout: Duration::from_secs(30),
         stream_grace: Duration::from_millis(200),
     }
 }

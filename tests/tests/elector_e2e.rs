@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use tokio::sync::watch;
-use understudy_elector::{Candidate, Config, Handle, Role, View, spawn};
+use understudy_elector::{
+    Candidate, Config, Handle, Role, Slots, SlotsHandle, View, spawn, spawn_slots,
+};
 use understudy_tests::emulator::{Emulator, EmulatorOptions, FaultScope};
 
 const NS: &str = "default";
@@ -379,4 +381,175 @@ async fn a_followers_api_load_is_bounded_per_resync_period() {
         "follower made only {made} requests"
     );
     assert_eq!(leaders(&pods).len(), 1);
+}
+
+// === N active slots ===
+
+/// One pod of an N-slot election.
+struct SlotPod {
+    name: String,
+    slots: watch::Receiver<Slots>,
+    handle: Option<SlotsHandle>,
+}
+
+async fn slot_pods(emu: &Emulator, pods: usize, slots: usize) -> Vec<SlotPod> {
+    let mut out = Vec::new();
+    for i in 0..pods {
+        let name = format!("pod-{i}");
+        emu.add_client(&name);
+        let api: Api<Lease> = Api::namespaced(emu.kube_client(&name).await, NS);
+        let me = Candidate {
+            identity: name.clone(),
+            address: Some(format!("{name}.test:8080")),
+        };
+        let observer = std::sync::Arc::new(understudy_elector::observe::NoObserver);
+        let (view, handle) = spawn_slots(api, LEASE, slots, me, fast(), observer);
+        out.push(SlotPod {
+            name,
+            slots: view,
+            handle: Some(handle),
+        });
+    }
+    out
+}
+
+/// Who acts in each slot right now; panics if a pod acts in two slots or a slot has two
+/// acting pods.
+fn slot_holders(pods: &[SlotPod], slots: usize) -> Vec<Option<String>> {
+    let now = Instant::now();
+    let mut holders = vec![None; slots];
+    for p in pods.iter().filter(|p| p.handle.is_some()) {
+        let s = p.slots.borrow();
+        let acting: Vec<usize> = (0..slots).filter(|&i| s.views[i].is_acting(now)).collect();
+        assert!(acting.len() <= 1, "{} acts in slots {acting:?}", p.name);
+        if let Some((slot, leader)) = s.acting(now) {
+            assert_eq!(leader.identity, p.name);
+            let previous = holders[slot].replace(p.name.clone());
+            assert!(
+                previous.is_none(),
+                "slot {slot}: {previous:?} and {}",
+                p.name
+            );
+        }
+    }
+    holders
+}
+
+/// Polls (checking the invariants at every sample) until every slot has an acting pod.
+async fn all_slots_filled(pods: &[SlotPod], slots: usize, within: Duration) -> Vec<String> {
+    let deadline = Instant::now() + within;
+    loop {
+        let holders = slot_holders(pods, slots);
+        if holders.iter().all(Option::is_some) {
+            return holders.into_iter().map(Option::unwrap).collect();
+        }
+        assert!(Instant::now() < deadline, "slots not filled: {holders:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn two_slots_three_pods_fill_both_and_a_killed_active_is_replaced() {
+    let emu = emulator().await;
+    emu.add_client("admin");
+    let mut pods = slot_pods(&emu, 3, 2).await;
+    let holders = all_slots_filled(&pods, 2, Duration::from_secs(10)).await;
+    assert_ne!(holders[0], holders[1]);
+    // One Lease per slot, named after the election; no Lease under the bare name.
+    let api: Api<Lease> = Api::namespaced(emu.kube_client("admin").await, NS);
+    for (slot, holder) in holders.iter().enumerate() {
+        let spec = spec_of(&api.get(&format!("{LEASE}-{slot}")).await.unwrap());
+        assert_eq!(spec.holder_identity.as_ref(), Some(holder));
+    }
+    assert!(api.get_opt(LEASE).await.unwrap().is_none());
+    // The standby follows both slots and lists both actives.
+    let standby = pods
+        .iter()
+        .position(|p| !holders.contains(&p.name))
+        .unwrap();
+    let mut view = pods[standby].slots.clone();
+    let listed = view.wait_for(|s| s.actives().count() == 2).await.unwrap();
+    assert_eq!(listed.held, None);
+    drop(listed);
+
+    // Kill the active of slot 1 (no release): the standby takes that slot after expiry,
+    // slot 0 is untouched.
+    let victim = pods.iter().position(|p| p.name == holders[1]).unwrap();
+    drop(pods[victim].handle.take());
+    let killed = Instant::now();
+    let after = all_slots_filled(&pods, 2, Duration::from_secs(10)).await;
+    assert_eq!(after[0], holders[0]);
+    assert_eq!(after[1], pods[standby].name);
+    assert!(
+        killed.elapsed() >= Duration::from_secs(2),
+        "taken before expiry"
+    );
+    // Keep checking for a while: nobody doubles up, nobody is displaced.
+    for _ in 0..100 {
+        assert_eq!(
+            slot_holders(&pods, 2),
+            after.iter().cloned().map(Some).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn three_slots_with_two_standbys_fill_every_slot_once() {
+    let emu = emulator().await;
+    let pods = slot_pods(&emu, 5, 3).await;
+    let holders = all_slots_filled(&pods, 3, Duration::from_secs(15)).await;
+    let mut distinct = holders.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 3, "{holders:?}");
+    for _ in 0..100 {
+        slot_holders(&pods, 3);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_unhealthy_active_releases_its_slot_to_a_healthy_standby() {
+    let emu = emulator().await;
+    let mut pods = slot_pods(&emu, 3, 2).await;
+    let holders = all_slots_filled(&pods, 2, Duration::from_secs(10)).await;
+    let standby = pods
+        .iter()
+        .position(|p| !holders.contains(&p.name))
+        .unwrap();
+    let sick = pods.iter().position(|p| p.name == holders[0]).unwrap();
+    let started = Instant::now();
+    pods[sick].handle.as_ref().unwrap().set_healthy(false);
+    let after = loop {
+        let h = slot_holders(&pods, 2);
+        if h[0].as_deref() == Some(pods[standby].name.as_str()) {
+            break h;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "{h:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    // Released and taken through the watch, not by expiry.
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(after[1].as_ref(), Some(&holders[1]));
+    // The unhealthy pod takes no slot; healthy again, it is a standby.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(pods[sick].slots.borrow().held, None);
+    pods[sick].handle.as_ref().unwrap().set_healthy(true);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(pods[sick].slots.borrow().held, None);
+    assert!(pods[sick].slots.borrow().eligible);
+    pods[standby]
+        .handle
+        .take()
+        .unwrap()
+        .release()
+        .await
+        .unwrap();
+    let filled = all_slots_filled(&pods, 2, Duration::from_secs(3)).await;
+    assert_eq!(filled[0], pods[sick].name);
 }

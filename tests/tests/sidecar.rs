@@ -591,3 +591,298 @@ async fn a_post_is_answered_once_across_a_forward() {
         (StatusCode::OK, format!("{leader}:order-1"))
     );
 }
+
+/// The actives every sidecar in `pods` lists on `/actives`, once they all agree on `n`
+/// names, `including` among them.
+async fn agreed_actives(
+    pods: &[&Sidecar],
+    n: usize,
+    including: &str,
+    within: Duration,
+) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let mut lists = Vec::new();
+        for p in pods {
+            let names = match p.admin_get("/actives").await {
+                Some((StatusCode::OK, body)) => {
+                    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                    let mut names: Vec<String> = v
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|a| a["name"].as_str().unwrap().to_string())
+                        .collect();
+                    names.sort();
+                    names
+                }
+                _ => Vec::new(),
+            };
+            lists.push(names);
+        }
+        let has = including.is_empty() || lists[0].iter().any(|l| l == including);
+        if lists[0].len() == n && has && lists.iter().all(|l| *l == lists[0]) {
+            return lists.swap_remove(0);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no agreement on {n} actives: {lists:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn two_actives_share_the_traffic_and_a_killed_one_is_replaced_losing_nothing() {
+    let cluster = Cluster::new("e2e-slots").await;
+    let mut pods = three(&cluster, 131, &["--actives", "2"]).await;
+    let all: Vec<&Sidecar> = pods.iter().collect();
+    let actives = agreed_actives(&all, 2, "", Duration::from_secs(15)).await;
+    let standby = pods
+        .iter()
+        .position(|p| !actives.contains(&p.name))
+        .unwrap();
+    // `GET /` keeps the old body: the holder of slot 0, the same on every pod.
+    let slot0 = agreed_leader(&all, Duration::from_secs(5)).await;
+    assert!(actives.contains(&slot0), "{slot0} not in {actives:?}");
+    let (_, status) = pods[standby].admin_get("/status").await.unwrap();
+    assert!(status.contains("\"lease\":\"e2e-slots-1\""), "{status}");
+
+    // Kill the active of slot 1; clients use the survivors (the dead endpoint is gone).
+    let victim = actives.iter().find(|a| **a != slot0).unwrap().clone();
+    let vi = pods.iter().position(|p| p.name == victim).unwrap();
+    let load = Load::start(listens_except(&pods, pods[vi].listen.unwrap()), 3);
+    load.pass(60).await;
+    pods[vi].sigkill().await;
+    let survivors: Vec<&Sidecar> = pods.iter().filter(|p| p.child.is_some()).collect();
+    let new = pods[standby].name.clone();
+    let after = agreed_actives(&survivors, 2, &new, Duration::from_secs(15)).await;
+    assert!(after.contains(&slot0), "{after:?}");
+    load.pass(90).await;
+    let results = load.finish().await;
+
+    let mut served = std::collections::BTreeMap::<String, usize>::new();
+    for (w, answers) in results.iter().enumerate() {
+        let failed: Vec<_> = answers.iter().filter_map(|r| r.as_ref().err()).collect();
+        assert!(failed.is_empty(), "worker {w}: {failed:?}");
+        for name in answers.iter().map(|r| r.as_ref().unwrap()) {
+            *served.entry(name.clone()).or_default() += 1;
+        }
+    }
+    // Both actives served before the kill, and the new one after it; the standby's app
+    // served only once it held a slot.
+    for name in [&slot0, &victim, &pods[standby].name] {
+        assert!(served.get(name).copied().unwrap_or(0) > 0, "{served:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_unhealthy_leaders_app_hands_leadership_over_losing_nothing() {
+    let cluster = Cluster::new("e2e-health").await;
+    let health = [
+        "--upstream-health",
+        "/healthz",
+        "--health-interval",
+        "100ms",
+        "--health-failures",
+        "2",
+        "--health-successes",
+        "1",
+        "--health-hold-down",
+        "1s",
+    ];
+    let mut pods = Vec::new();
+    let mut flags = Vec::new();
+    for (i, name) in ["pod-a", "pod-b", "pod-c"].into_iter().enumerate() {
+        let (up, flag) = app_with_health(name).await;
+        pods.push(
+            cluster
+                .sidecar(name, 141 + i as u8, Some(up), &health)
+                .await,
+        );
+        flags.push(flag);
+    }
+    let all: Vec<&Sidecar> = pods.iter().collect();
+    let old = agreed_leader(&all, Duration::from_secs(15)).await;
+    let li = pods.iter().position(|p| p.name == old).unwrap();
+    let load = Load::start(listens(&pods), 3);
+    load.pass(60).await;
+    let sick = std::time::Instant::now();
+    flags[li].store(false, Ordering::SeqCst);
+    let new = agreed_leader_not(&all, &old, Duration::from_secs(10)).await;
+    // Released on the second failed check, taken through the watch: well under the lease.
+    assert!(
+        sick.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        sick.elapsed()
+    );
+    load.pass(60).await;
+    assert_handover(&load.finish().await, &old, &new);
+    // Healthy again, the old leader stays a standby: no flapping back.
+    flags[li].store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(pods[li].leader_name().await.as_deref(), Some(new.as_str()));
+}
+
+/// `kubectl` (the machine's) against the emulator as client `kubectl`; its stdout.
+async fn kubectl(cluster: &Cluster, args: &[&str]) -> String {
+    let kubeconfig = cluster.dir.path().join("kubectl.kubeconfig");
+    cluster
+        .emu
+        .write_kubeconfig("kubectl", &kubeconfig)
+        .unwrap();
+    let out = tokio::process::Command::new("/usr/bin/kubectl")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(args)
+        .env("HOME", cluster.dir.path())
+        .env_remove("KUBECONFIG")
+        .output()
+        .await
+        .expect("kubectl runs");
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn pod_role_labels_and_events_show_in_kubectl() {
+    let cluster = Cluster::new("e2e-labels").await;
+    cluster.emu.add_client("kubectl");
+    let names = ["pod-a", "pod-b", "pod-c"];
+    for name in names {
+        let pod = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default", "labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "app", "image": "nginx"}]},
+        });
+        cluster.emu.store().put("pods", pod).unwrap();
+    }
+    let flags = ["--actives", "2", "--label-pods", "--events"];
+    let mut pods = Vec::new();
+    for (i, name) in names.into_iter().enumerate() {
+        pods.push(cluster.sidecar(name, 171 + i as u8, None, &flags).await);
+    }
+    let all: Vec<&Sidecar> = pods.iter().collect();
+    let actives = agreed_actives(&all, 2, "", Duration::from_secs(15)).await;
+    let roles = |cluster: &'static Cluster| async move {
+        let out = kubectl(cluster, &["get", "pods", "-o", "json"]).await;
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let mut roles: Vec<(String, String, String)> = v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                let labels = &p["metadata"]["labels"];
+                let get = |k: &str| labels[k].as_str().unwrap_or("").to_string();
+                (
+                    p["metadata"]["name"].as_str().unwrap().to_string(),
+                    get("understudy.io/role"),
+                    get("understudy.io/slot"),
+                )
+            })
+            .collect();
+        roles.sort();
+        roles
+    };
+    let cluster: &'static Cluster = Box::leak(Box::new(cluster));
+    let expected = |actives: &[String]| -> Vec<(String, String, String)> {
+        let mut slots = Vec::new();
+        for name in names {
+            let (role, slot) = match actives.iter().position(|a| a == name) {
+                Some(_) => ("active", "?"),
+                None => ("standby", ""),
+            };
+            slots.push((name.to_string(), role.to_string(), slot.to_string()));
+        }
+        slots
+    };
+    let matches = |got: &[(String, String, String)], want: &[(String, String, String)]| {
+        got.len() == want.len()
+            && got.iter().zip(want).all(|(g, w)| {
+                g.0 == w.0
+                    && g.1 == w.1
+                    && if w.2 == "?" {
+                        g.2 == "0" || g.2 == "1"
+                    } else {
+                        g.2.is_empty()
+                    }
+            })
+            && got
+                .iter()
+                .filter(|g| g.1 == "active")
+                .map(|g| &g.2)
+                .collect::<std::collections::BTreeSet<_>>()
+                .len()
+                == 2
+    };
+    let want = expected(&actives);
+    eventually(Duration::from_secs(10), || async {
+        matches(&roles(cluster).await, &want)
+    })
+    .await;
+    // The table a user reads.
+    let table = kubectl(
+        cluster,
+        &[
+            "get",
+            "pods",
+            "-L",
+            "understudy.io/role",
+            "-L",
+            "understudy.io/slot",
+        ],
+    )
+    .await;
+    assert!(table.contains("ROLE") && table.contains("SLOT"), "{table}");
+    assert_eq!(table.matches("active").count(), 2, "{table}");
+    assert_eq!(table.matches("standby").count(), 1, "{table}");
+
+    // An active hands over on SIGTERM: labels and Events follow.
+    let victim = pods.iter().position(|p| p.name == actives[0]).unwrap();
+    let standby = names
+        .iter()
+        .find(|n| !actives.iter().any(|a| a == *n))
+        .unwrap();
+    pods[victim].sigterm();
+    let after = vec![actives[1].clone(), standby.to_string()];
+    let want = expected(&after);
+    let want = want
+        .into_iter()
+        .map(|(n, r, s)| {
+            if n == actives[0] {
+                (n, "standby".into(), String::new())
+            } else {
+                (n, r, s)
+            }
+        })
+        .collect::<Vec<_>>();
+    eventually(Duration::from_secs(10), || async {
+        matches(&roles(cluster).await, &want)
+    })
+    .await;
+    let events = kubectl(cluster, &["get", "events", "-o", "json"]).await;
+    let v: serde_json::Value = serde_json::from_str(&events).unwrap();
+    let messages: Vec<String> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["reason"] == "LeaderElection")
+        .map(|e| e["message"].as_str().unwrap().to_string())
+        .collect();
+    for name in [&actives[0], &actives[1], &standby.to_string()] {
+        assert!(
+            messages.contains(&format!("{name} became leader")),
+            "{messages:?}"
+        );
+    }
+    assert!(
+        messages.contains(&format!("{} stopped leading", actives[0])),
+        "{messages:?}"
+    );
+    let _ = pods[victim].exit_code(Duration::from_secs(10)).await;
+}

@@ -21,6 +21,7 @@ fn view(role: Role, leader: Option<&str>, now: Instant) -> View {
         acting_until: (role == Role::Leader).then(|| now + Duration::from_secs(5)),
         synced: true,
         role_since: now - Duration::from_secs(4),
+        peers: Vec::new(),
     }
 }
 
@@ -356,4 +357,71 @@ fn without_an_election_name_there_is_no_election_label() {
     let now = Instant::now();
     let text = Metrics::default().render(&view(Role::Leader, Some("pod-a"), now), now, 0);
     assert_eq!(sample(&text, "understudy_election_is_leader"), 1.0);
+}
+
+#[test]
+fn n_slots_label_every_election_series_with_its_slot() {
+    let now = Instant::now();
+    let metrics = Metrics::with_slots("web", &Config::default(), 2);
+    let slots = understudy_elector::Slots {
+        views: vec![
+            view(Role::Follower, Some("pod-b"), now),
+            view(Role::Leader, Some("pod-a"), now),
+        ],
+        held: Some(1),
+        eligible: true,
+    };
+    let (_tx, rx) = tokio::sync::watch::channel(slots.clone());
+    metrics.follow_slots(rx);
+    // Label order is not fixed: look for a line with the name, the labels and the value.
+    let has = |text: &str, name: &str, slot: Option<&str>, value: &str| {
+        text.lines().any(|l| {
+            l.starts_with(&format!("{name}{{"))
+                && l.contains("election=\"web\"")
+                && slot.map_or(!l.contains("slot="), |s| {
+                    l.contains(&format!("slot=\"{s}\""))
+                })
+                && l.ends_with(&format!(" {value}"))
+        })
+    };
+    let text = metrics.render(&slots.routing_view(), now, 0);
+    assert!(
+        has(&text, "understudy_election_is_leader", Some("1"), "1"),
+        "{text}"
+    );
+    assert!(
+        has(&text, "understudy_election_is_leader", Some("0"), "0"),
+        "{text}"
+    );
+    assert!(
+        !has(&text, "understudy_election_is_leader", None, "1"),
+        "{text}"
+    );
+    assert!(
+        !has(&text, "understudy_election_is_leader", None, "0"),
+        "{text}"
+    );
+    assert!(
+        has(
+            &text,
+            "understudy_election_lease_duration_seconds",
+            Some("0"),
+            "10"
+        ),
+        "{text}"
+    );
+    // One HELP line per family, however many slots.
+    assert_eq!(
+        text.matches("# HELP understudy_election_is_leader ")
+            .count(),
+        1
+    );
+    // Hook calls land in their slot's series.
+    let observer = metrics.observer();
+    let acquired = understudy_elector::observe::Leadership::Acquired { epoch: 1 };
+    observer.leadership("web-1", acquired);
+    let text = metrics.render(&slots.routing_view(), now, 0);
+    let name = "understudy_election_leadership_acquired_total";
+    assert!(has(&text, name, Some("1"), "1"), "{text}");
+    assert!(has(&text, name, Some("0"), "0"), "{text}");
 }

@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use http::{Response, StatusCode};
-use prometheus::{HistogramVec, IntCounterVec, IntGauge};
+use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGauge};
 
 use super::Register;
 
@@ -34,23 +34,26 @@ pub enum Answer {
     Misdirected,
     /// 421: passing the request on would exceed the hop limit.
     HopLimit,
+    /// 503: too many requests were being handled already (`--max-requests`).
+    RequestLimit,
 }
 
 impl Answer {
     /// Every answer, e.g. to pre-create metric series.
-    pub const ALL: [Answer; 6] = [
+    pub const ALL: [Answer; 7] = [
         Answer::HoldTimeout,
         Answer::HoldFull,
         Answer::Unavailable,
         Answer::BadGateway,
         Answer::Misdirected,
         Answer::HopLimit,
+        Answer::RequestLimit,
     ];
 
     /// The status the sidecar answers with.
     pub fn status(self) -> StatusCode {
         match self {
-            Answer::HoldTimeout | Answer::HoldFull | Answer::Unavailable => {
+            Answer::HoldTimeout | Answer::HoldFull | Answer::Unavailable | Answer::RequestLimit => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Answer::BadGateway => StatusCode::BAD_GATEWAY,
@@ -67,6 +70,7 @@ impl Answer {
             Answer::BadGateway => "bad_gateway",
             Answer::Misdirected => "misdirected",
             Answer::HopLimit => "hop_limit",
+            Answer::RequestLimit => "request_limit",
         }
     }
 }
@@ -100,6 +104,8 @@ pub(crate) struct TrafficMetrics {
     pub(super) connect_errors: IntCounterVec,
     pub(super) retries: IntCounterVec,
     answers: IntCounterVec,
+    pub(super) connections_open: IntGauge,
+    pub(super) connections_rejected: IntCounter,
 }
 
 impl TrafficMetrics {
@@ -144,6 +150,14 @@ impl TrafficMetrics {
                 "understudy_proxy_sidecar_answers_total",
                 "Responses the sidecar gave itself instead of an app (421, 502, 503), by reason.",
                 &["code", "reason"],
+            ),
+            connections_open: r.gauge(
+                "understudy_proxy_connections_open",
+                "Client connections open on the proxy port.",
+            ),
+            connections_rejected: r.counter(
+                "understudy_proxy_connections_rejected_total",
+                "Client connections refused (503, closed) because --max-connections were open.",
             ),
         };
         for outcome in [HoldTimer::LEADER, HoldTimer::TIMEOUT, HoldTimer::CANCELLED] {

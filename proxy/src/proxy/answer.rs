@@ -43,6 +43,34 @@ pub(crate) fn held(e: HoldError) -> Outcome {
     retry_later("hold", answer, &e.to_string())
 }
 
+/// 414, and the connection closed: like the parser's own 400/431, a client that sends
+/// such a request gets no second one on the same connection.
+pub(crate) fn uri_too_long() -> Outcome {
+    let mut response = text(
+        StatusCode::URI_TOO_LONG,
+        &format!(
+            "understudy: request target longer than {} bytes",
+            crate::limits::MAX_URI_BYTES
+        ),
+    );
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    Outcome {
+        route: "reject",
+        peer: None,
+        response,
+    }
+}
+
+pub(crate) fn over_request_limit(max: usize) -> Outcome {
+    retry_later(
+        "reject",
+        Answer::RequestLimit,
+        &format!("too many requests in progress (limit {max})"),
+    )
+}
+
 pub(crate) fn unavailable(route: &'static str, why: &str) -> Outcome {
     retry_later(route, Answer::Unavailable, why)
 }

@@ -155,3 +155,33 @@ fn no_route_breaks_the_invariants() {
         }
     }
 }
+
+#[test]
+fn a_standby_spreads_over_every_active_of_n_slots() {
+    let mut view = following("c", "a", "10.0.0.1:8080", 3);
+    view.peers = vec![
+        leader("b", Some("10.0.0.2:8080"), 5),
+        // Without an address (a foreign holder): never picked.
+        leader("x", None, 1),
+    ];
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..8 {
+        match decide(&view, Instant::now(), &Inbound::default()) {
+            Route::Forward { leader, .. } => seen.insert(leader.identity),
+            other => panic!("{other:?}"),
+        };
+    }
+    assert_eq!(seen.into_iter().collect::<Vec<_>>(), ["a", "b"]);
+    // An active serves locally, whatever the other slots.
+    let mut active = leading("b", "10.0.0.2:8080", 5);
+    active.peers = vec![leader("a", Some("10.0.0.1:8080"), 3)];
+    assert!(matches!(
+        decide(&active, Instant::now(), &Inbound::default()),
+        Route::Local { .. }
+    ));
+    // A request meant for a known active that reached this pod is refused, not looped.
+    assert!(matches!(
+        decide(&view, Instant::now(), &from_peer("b", 1)),
+        Route::Reject(_)
+    ));
+}

@@ -35,6 +35,7 @@ fn limits() -> Limits {
         idle_timeout: Duration::from_secs(30),
         max_header_bytes: 8192,
         max_headers: 10,
+        ..Limits::default()
     }
 }
 
@@ -154,4 +155,36 @@ async fn an_idle_connection_is_closed_but_a_slow_answer_is_not_cut() {
             .unwrap();
         assert!(started.elapsed() >= SHORT);
     }
+}
+
+#[tokio::test]
+async fn connections_over_the_limit_get_503_and_are_closed() {
+    let addr = start(Limits {
+        connections: crate::limits::ConnectionLimit::unmetered(2),
+        ..limits()
+    })
+    .await;
+    let _a = TcpStream::connect(addr).await.unwrap();
+    let _b = TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    let answer = until_closed(&mut c).await;
+    assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+    assert!(answer.contains("retry-after: 1"), "{answer}");
+    // A place frees up when a connection closes.
+    drop(_a);
+    let mut d = None;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = until_closed(&mut s).await;
+        if answer.starts_with("HTTP/1.1 200 ") {
+            d = Some(answer);
+            break;
+        }
+    }
+    assert!(d.is_some(), "no place freed up");
 }

@@ -151,3 +151,46 @@ fn identity_needs_a_hostname_or_id() {
     let s = Settings::from_cli(&cli(&["--election", "x", "--id", "me"]), &e).unwrap();
     assert_eq!(s.identity, "me");
 }
+
+#[test]
+fn resource_limits_have_bounded_defaults_and_flags() {
+    let base = ["--election", "x", "--listen", "127.0.0.1:8080"];
+    let p = settings(&base).unwrap().proxy.unwrap();
+    assert_eq!(
+        (
+            p.max_connections,
+            p.max_requests,
+            p.max_held,
+            p.replay_buffer
+        ),
+        (4096, 2048, 1024, 64 * 1024)
+    );
+    assert_eq!(p.body_timeout, Duration::from_secs(300));
+    let mut args = base.to_vec();
+    args.extend([
+        "--max-connections",
+        "10",
+        "--max-requests",
+        "5",
+        "--replay-buffer",
+        "0",
+        "--body-timeout",
+        "2s",
+    ]);
+    let p = settings(&args).unwrap().proxy.unwrap();
+    assert_eq!(
+        (p.max_connections, p.max_requests, p.replay_buffer),
+        (10, 5, 0)
+    );
+    assert_eq!(p.body_timeout, Duration::from_secs(2));
+    for (flag, value) in [
+        ("--max-connections", "0"),
+        ("--max-requests", "0"),
+        ("--body-timeout", "0s"),
+    ] {
+        let mut args = base.to_vec();
+        args.extend([flag, value]);
+        let e = settings(&args).unwrap_err().to_string();
+        assert!(e.contains(flag), "{flag}: {e}");
+    }
+}

@@ -5,7 +5,8 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -94,6 +95,13 @@ pub type AppBody = UnsyncBoxBody<Bytes, hyper::Error>;
 /// - `/echo`: streams the request body back;
 /// - anything else: `name` (POST: `name:` + the body).
 pub async fn app(name: &'static str) -> SocketAddr {
+    app_with_health(name).await.0
+}
+
+/// [`app`], whose `/healthz` answers 503 while the returned flag is false.
+pub async fn app_with_health(name: &'static str) -> (SocketAddr, Arc<AtomicBool>) {
+    let healthy = Arc::new(AtomicBool::new(true));
+    let flag = healthy.clone();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -102,15 +110,27 @@ pub async fn app(name: &'static str) -> SocketAddr {
                 return;
             };
             let _ = stream.set_nodelay(true);
+            let flag = flag.clone();
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| answer(name, req));
+                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let sick = req.uri().path() == "/healthz" && !flag.load(Ordering::SeqCst);
+                    async move {
+                        if sick {
+                            let body = Full::from("sick").map_err(|e| match e {}).boxed_unsync();
+                            let mut resp = Response::new(body);
+                            *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                            return Ok(resp);
+                        }
+                        answer(name, req).await
+                    }
+                });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection_with_upgrades(TokioIo::new(stream), service)
                     .await;
             });
         }
     });
-    addr
+    (addr, healthy)
 }
 
 async fn answer(

@@ -1,0 +1,378 @@
+//! N active slots: N Leases, each with its own [`Elector`](crate::core::Elector), gated so
+//! that a pod holds at most one.
+//!
+//! The [`Gate`] is the sans-IO part: fed the latest [`View`] of every slot, it says which slot
+//! (at most one) this pod may contend for. A pod that holds no slot picks the lowest free one
+//! it has read (unheld, released or expired) and sticks to it until someone else validly holds
+//! it; every other slot's core is ineligible, so it only watches. When a slot frees up, each
+//! standby makes at most one write for it: one wins the compare-and-swap, the others read the
+//! winner and move on. An unhealthy or stepped-down pod is eligible for none, so a leader
+//! releases its slot (see [`Elector::set_eligible`](crate::core::Elector::set_eligible)).
+//!
+//! [`spawn_slots`] runs one driver per slot plus the gate, and publishes [`Slots`].
+
+use std::sync::Arc;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+
+use crate::config::Config;
+use crate::driver::{self, Candidate, Handle, ReleaseError};
+use crate::observe::Observer;
+use crate::view::{Leader, Role, View};
+
+/// The Lease name of slot `slot` of `slots` in election `name`: `name` itself when there is
+/// one slot (so single-active Leases stay valid), `name-<slot>` otherwise.
+pub fn lease_name(name: &str, slots: usize, slot: usize) -> String {
+    if slots <= 1 {
+        name.to_string()
+    } else {
+        format!("{name}-{slot}")
+    }
+}
+
+// === impl Slots ===
+
+/// The combined view of all slots, published on a `tokio::sync::watch` channel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Slots {
+    /// The view of each slot's Lease, in slot order.
+    pub views: Vec<View>,
+    /// The slot this pod holds as leader (by the [`Gate`]'s reckoning), if any. Check
+    /// [`Slots::acting`] with the current time before acting.
+    pub held: Option<usize>,
+    /// Whether this pod may lead (healthy and not stepped down).
+    pub eligible: bool,
+}
+
+impl Slots {
+    /// The slot this pod may act in at `now`, with its fencing token: at most one.
+    pub fn acting(&self, now: std::time::Instant) -> Option<(usize, &Leader)> {
+        let slot = self.held?;
+        let view = &self.views[slot];
+        if !view.is_acting(now) {
+            return None;
+        }
+        view.leader.as_ref().map(|l| (slot, l))
+    }
+
+    /// Every slot's current holder, as `(slot, leader)`, this pod included.
+    pub fn actives(&self) -> impl Iterator<Item = (usize, &Leader)> {
+        self.views
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| v.leader.as_ref().map(|l| (i, l)))
+    }
+
+    /// The one view the proxy routes by: the held slot's view when this pod leads one;
+    /// otherwise the first slot someone else validly holds (or slot 0), never as leader. In
+    /// both, [`View::peers`] lists the other slots' holders, so a standby spreads over all
+    /// actives. With one slot this is that slot's view unchanged.
+    pub fn routing_view(&self) -> View {
+        let mut view = match self.held {
+            Some(slot) => self.views[slot].clone(),
+            None => {
+                let mut v = self
+                    .views
+                    .iter()
+                    .find(|v| v.role == Role::Follower)
+                    .unwrap_or(&self.views[0])
+                    .clone();
+                if v.role == Role::Leader {
+                    // Led by a core the gate did not designate: never acted on.
+                    v.role = Role::Candidate;
+                    v.leader = None;
+                    v.acting_until = None;
+                }
+                v
+            }
+        };
+        let primary = view.leader.as_ref().map(|l| l.identity.clone());
+        view.peers = self
+            .actives()
+            .map(|(_, l)| l)
+            .filter(|l| l.identity != view.identity && Some(&l.identity) != primary.as_ref())
+            .cloned()
+            .collect();
+        view
+    }
+
+    /// Whether every slot has been read at least once.
+    pub fn synced(&self) -> bool {
+        self.views.iter().all(|v| v.synced)
+    }
+}
+
+// === impl Gate ===
+
+/// Decides, from the latest views, which slot this pod may contend for.
+#[derive(Clone, Debug)]
+pub struct Gate {
+    slots: usize,
+    designated: Option<usize>,
+    healthy: bool,
+    retired: bool,
+}
+
+impl Gate {
+    /// A gate over `slots` slots, healthy and contending.
+    pub fn new(slots: usize) -> Gate {
+        Gate {
+            slots: slots.max(1),
+            designated: None,
+            healthy: true,
+            retired: false,
+        }
+    }
+
+    /// The app's health: an unhealthy pod is eligible for no slot.
+    pub fn set_healthy(&mut self, healthy: bool) {
+        self.healthy = healthy;
+    }
+
+    /// Stepped down for good (shutdown): eligible for no slot from now on.
+    pub fn retire(&mut self) {
+        self.retired = true;
+    }
+
+    /// Whether this pod may lead at all.
+    pub fn eligible(&self) -> bool {
+        self.healthy && !self.retired
+    }
+
+    /// The eligibility of each slot given `views` (one per slot, in order): at most one true.
+    pub fn decide(&mut self, views: &[View]) -> Vec<bool> {
+        debug_assert_eq!(views.len(), self.slots);
+        if !self.eligible() {
+            self.designated = None;
+            return vec![false; self.slots];
+        }
+        if self.slots == 1 {
+            // A single election needs no gate: the core itself never contends for a held Lease.
+            self.designated = Some(0);
+            return vec![true];
+        }
+        if let Some(i) = self.designated {
+            // Someone else validly holds it: this pod lost the race (or its tenure); move on.
+            if views[i].role == Role::Follower {
+                self.designated = None;
+            }
+        }
+        if self.designated.is_none() {
+            self.designated = views
+                .iter()
+                .position(|v| v.synced && v.role != Role::Follower);
+        }
+        (0..self.slots)
+            .map(|i| self.designated == Some(i))
+            .collect()
+    }
+
+    /// The slot this pod leads, if any: only the designated slot counts, so a core that
+    /// briefly led elsewhere (before its ineligibility arrived) is never acted on.
+    pub fn held(&self, views: &[View]) -> Option<usize> {
+        self.designated
+            .filter(|&i| views.get(i).is_some_and(|v| v.role == Role::Leader))
+    }
+}
+
+// === spawn_slots ===
+
+enum Command {
+    Healthy(bool),
+    Retire(oneshot::Sender<()>),
+}
+
+/// Controls a running N-slot election. Dropping it ends the gate (slots keep their last
+/// eligibility until their handles drop with it).
+#[derive(Debug)]
+pub struct SlotsHandle {
+    handles: Vec<Handle>,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+/// Reports the app's health to a running N-slot election, from any task.
+#[derive(Clone, Debug)]
+pub struct HealthReporter {
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl HealthReporter {
+    /// See [`SlotsHandle::set_healthy`].
+    pub fn set_healthy(&self, healthy: bool) {
+        let _ = self.commands.send(Command::Healthy(healthy));
+    }
+}
+
+impl SlotsHandle {
+    /// Reports the app's health: an unhealthy pod releases its slot and takes none.
+    pub fn set_healthy(&self, healthy: bool) {
+        let _ = self.commands.send(Command::Healthy(healthy));
+    }
+
+    /// A cloneable [`SlotsHandle::set_healthy`], for a health checker.
+    pub fn health_reporter(&self) -> HealthReporter {
+        HealthReporter {
+            commands: self.commands.clone(),
+        }
+    }
+
+    /// Steps down in every slot for a shutdown drain: releases the slot held, keeps watching
+    /// all of them, never acquires again. See [`Handle::step_down`].
+    pub async fn step_down(&self) -> Result<(), ReleaseError> {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Retire(tx)).is_ok() {
+            let _ = rx.await;
+        }
+        let mut result = Ok(());
+        for handle in &self.handles {
+            if let Err(e) = handle.step_down().await {
+                result = Err(e);
+            }
+        }
+        result
+    }
+
+    /// Releases every slot and ends the election. See [`Handle::release`].
+    pub async fn release(self) -> Result<(), ReleaseError> {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Retire(tx)).is_ok() {
+            let _ = rx.await;
+        }
+        let mut result = Ok(());
+        for handle in self.handles {
+            if let Err(e) = handle.release().await {
+                result = Err(e);
+            }
+        }
+        result
+    }
+}
+
+/// Starts contending for `slots` slots of election `name` (Leases named by [`lease_name`]):
+/// one driver per slot, gated so that this pod holds at most one. With one slot this is
+/// [`crate::spawn_observed`] on the Lease `name`.
+pub fn spawn_slots(
+    api: Api<Lease>,
+    name: &str,
+    slots: usize,
+    candidate: Candidate,
+    config: Config,
+    observer: Arc<dyn Observer>,
+) -> (watch::Receiver<Slots>, SlotsHandle) {
+    let slots = slots.max(1);
+    let changed = Arc::new(Notify::new());
+    let mut views = Vec::with_capacity(slots);
+    let mut handles = Vec::with_capacity(slots);
+    let mut gates = Vec::with_capacity(slots);
+    for slot in 0..slots {
+        let lease = lease_name(name, slots, slot);
+        // Slots start ineligible: the gate opens one once it has read them.
+        let (view, handle) = driver::spawn_gated(
+            api.clone(),
+            &lease,
+            candidate.clone(),
+            config,
+            observer.clone(),
+            slots == 1,
+        );
+        let mut forward = view.clone();
+        let changed = changed.clone();
+        tokio::spawn(async move {
+            while forward.changed().await.is_ok() {
+                changed.notify_one();
+            }
+            changed.notify_one();
+        });
+        gates.push(handle.eligibility());
+        views.push(view);
+        handles.push(handle);
+    }
+    let mut gate = Gate::new(slots);
+    let first = collect(&views);
+    let (tx, rx) = watch::channel(Slots {
+        held: None,
+        eligible: gate.eligible(),
+        views: first,
+    });
+    let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut sent: Vec<bool> = vec![slots == 1; slots];
+        let mut retire_waiters: Vec<oneshot::Sender<()>> = Vec::new();
+        loop {
+            let current = collect(&views);
+            let eligible = gate.decide(&current);
+            // Close before opening, so no two cores are ever told they may lead at once.
+            for pass in [false, true] {
+                for (slot, (&want, had)) in eligible.iter().zip(sent.iter_mut()).enumerate() {
+                    if want == pass && want != *had {
+                        gates[slot](want);
+                        *had = want;
+                    }
+                }
+            }
+            let held = gate.held(&current);
+            let eligible = gate.eligible();
+            tx.send_if_modified(|s| {
+                let new = Slots {
+                    views: current,
+                    held,
+                    eligible,
+                };
+                let modified = *s != new;
+                *s = new;
+                modified
+            });
+            for done in retire_waiters.drain(..) {
+                let _ = done.send(());
+            }
+            tokio::select! {
+                _ = changed.notified() => {}
+                cmd = cmd_rx.recv() => match cmd {
+                    Some(Command::Healthy(healthy)) => gate.set_healthy(healthy),
+                    Some(Command::Retire(done)) => {
+                        gate.retire();
+                        retire_waiters.push(done);
+                    }
+                    None => break,
+                },
+            }
+        }
+    });
+    (
+        rx,
+        SlotsHandle {
+            handles,
+            commands: cmd_tx,
+        },
+    )
+}
+
+/// Follows `slots` with their [`Slots::routing_view`]: the single view a proxy routes by.
+/// The returned channel closes once `slots` does.
+pub fn routing_views(mut slots: watch::Receiver<Slots>) -> watch::Receiver<View> {
+    let (tx, rx) = watch::channel(slots.borrow_and_update().routing_view());
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                changed = slots.changed() => if changed.is_err() { break },
+                _ = tx.closed() => break,
+            }
+            let view = slots.borrow_and_update().routing_view();
+            tx.send_if_modified(|current| {
+                let modified = *current != view;
+                *current = view;
+                modified
+            });
+        }
+    });
+    rx
+}
+
+fn collect(views: &[watch::Receiver<View>]) -> Vec<View> {
+    views.iter().map(|v| v.borrow().clone()).collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,590 @@
+//! Deterministic simulation of N active slots: pods, each with one election core per slot and
+//! a [`Gate`], against N simulated Leases with compare-and-swap, latency, watches, crashes,
+//! restarts, releases and app health flapping. The checker asserts, at every event:
+//! - never two pods acting in one slot at the same real instant;
+//! - never one pod acting in two slots;
+//! - liveness: after all faults heal, every slot has an acting leader within a bound
+//!   (there are always more pods than slots);
+//! - bounded herd: a freed slot draws at most one acquire write per standby.
+//!
+//! `SLOT_SEEDS=N` sets how many seeds to run (default 150 per N); a failure prints the seed.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::{Duration, Instant};
+
+use understudy_elector::core::{Action, Elector, WriteError};
+use understudy_elector::record::{Draft, LeaseRecord, Observed};
+use understudy_elector::{Config, Gate, View, lease_name};
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    fn between(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.below(hi - lo + 1)
+    }
+}
+
+type Micros = u64;
+const MS: Micros = 1_000;
+const SEC: Micros = 1_000_000;
+
+#[derive(Debug)]
+enum Ev {
+    Wake {
+        pod: usize,
+        token: u64,
+    },
+    Arrive {
+        pod: usize,
+        slot: usize,
+        call: u64,
+        req: Req,
+    },
+    Respond {
+        pod: usize,
+        slot: usize,
+        call: u64,
+        resp: Resp,
+    },
+    Watch {
+        pod: usize,
+        inc: u32,
+        slot: usize,
+        obs: Option<Observed>,
+    },
+    Crash(usize),
+    Restart(usize),
+    Release(usize),
+    Health(usize, bool),
+    HealAll,
+}
+
+#[derive(Debug, Clone)]
+enum Req {
+    Read,
+    Write(Draft, Option<String>, bool),
+}
+
+#[derive(Debug)]
+enum Resp {
+    Read(Option<Observed>),
+    Write(Result<Observed, WriteError>),
+}
+
+struct Pod {
+    id: String,
+    rate: f64,
+    inc: u32,
+    wake_token: u64,
+    cores: Vec<Elector>,
+    calls: Vec<Option<u64>>,
+    gate: Gate,
+    eligible: Vec<bool>,
+    alive: bool,
+    healthy: bool,
+}
+
+struct Sim {
+    rng: Rng,
+    cfg: Config,
+    base: Instant,
+    now: Micros,
+    seq: u64,
+    queue: BinaryHeap<Reverse<(Micros, u64, usize)>>,
+    events: Vec<Option<Ev>>,
+    pods: Vec<Pod>,
+    slots: usize,
+    leases: Vec<Option<(LeaseRecord, u64)>>,
+    next_rv: u64,
+    next_call: u64,
+    /// Per slot: the epoch the current acquire race is for, and acquire writes seen for it.
+    herd: Vec<(i32, usize)>,
+    healed_at: Option<Micros>,
+    all_filled_at: Option<Micros>,
+    /// False: every slot eligible, to show the checker catches a pod in two slots.
+    gated: bool,
+}
+
+#[derive(Debug)]
+struct Violation(String);
+
+impl Sim {
+    fn new(seed: u64, slots: usize, pods: usize) -> Sim {
+        let mut rng = Rng(seed);
+        let pods = (0..pods)
+            .map(|i| Pod {
+                id: format!("pod-{i}"),
+                rate: 0.98 + 0.04 * (rng.below(1001) as f64 / 1000.0),
+                inc: 0,
+                wake_token: 0,
+                cores: Vec::new(),
+                calls: vec![None; slots],
+                gate: Gate::new(slots),
+                eligible: vec![false; slots],
+                alive: false,
+                healthy: true,
+            })
+            .collect();
+        let cfg = Config {
+            lease_duration: Duration::from_secs(3),
+            renew_deadline: Duration::from_secs(2),
+            retry_period: Duration::from_millis(500),
+            resync_period: Duration::from_secs(5),
+        };
+        Sim {
+            rng,
+            cfg: cfg.validated().unwrap(),
+            base: Instant::now(),
+            now: 0,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            events: Vec::new(),
+            pods,
+            slots,
+            leases: vec![None; slots],
+            next_rv: 1,
+            next_call: 1,
+            herd: vec![(-1, 0); slots],
+            healed_at: None,
+            all_filled_at: None,
+            gated: true,
+        }
+    }
+
+    fn local(&self, pod: usize, t: Micros) -> Instant {
+        self.base + Duration::from_micros((t as f64 * self.pods[pod].rate) as u64)
+    }
+
+    fn real(&self, pod: usize, local: Instant) -> Micros {
+        let l = local.saturating_duration_since(self.base).as_micros() as f64;
+        (l / self.pods[pod].rate).ceil() as Micros + 1
+    }
+
+    fn at(&mut self, t: Micros, ev: Ev) {
+        self.seq += 1;
+        self.events.push(Some(ev));
+        self.queue
+            .push(Reverse((t, self.seq, self.events.len() - 1)));
+    }
+
+    fn latency(&mut self) -> Micros {
+        self.rng.between(MS, 30 * MS)
+    }
+
+    fn observed(&self, slot: usize) -> Option<Observed> {
+        self.leases[slot].as_ref().map(|(record, rv)| Observed {
+            record: record.clone(),
+            resource_version: rv.to_string(),
+            object: None,
+        })
+    }
+
+    fn start(&mut self, p: usize) {
+        let now = self.local(p, self.now);
+        let slots = self.slots;
+        let cfg = self.cfg;
+        let pod = &mut self.pods[p];
+        pod.inc += 1;
+        pod.alive = true;
+        pod.calls = vec![None; slots];
+        pod.gate = Gate::new(slots);
+        pod.gate.set_healthy(pod.healthy);
+        pod.eligible = vec![slots == 1; slots];
+        pod.cores = (0..slots)
+            .map(|s| {
+                let mut core = Elector::new(
+                    &lease_name("sim", slots, s),
+                    &pod.id,
+                    Some(format!("{}:8080", pod.id)),
+                    cfg,
+                    now,
+                );
+                core.set_eligible(now, slots == 1);
+                core
+            })
+            .collect();
+        let inc = pod.inc;
+        for slot in 0..slots {
+            let obs = self.observed(slot);
+            let t = self.now + self.latency();
+            self.at(
+                t,
+                Ev::Watch {
+                    pod: p,
+                    inc,
+                    slot,
+                    obs,
+                },
+            );
+        }
+        self.step(p);
+    }
+
+    /// One pod's loop after an input: gate (close before open), tick, send calls, re-arm.
+    fn step(&mut self, p: usize) {
+        if !self.pods[p].alive {
+            return;
+        }
+        let now = self.local(p, self.now);
+        for core in &mut self.pods[p].cores {
+            core.tick(now);
+        }
+        let views: Vec<View> = self.pods[p].cores.iter().map(|c| c.view(now)).collect();
+        let mut eligible = self.pods[p].gate.decide(&views);
+        if !self.gated {
+            eligible = vec![true; self.slots];
+        }
+        for pass in [false, true] {
+            for (s, &want) in eligible.iter().enumerate() {
+                if want == pass && want != self.pods[p].eligible[s] {
+                    self.pods[p].cores[s].set_eligible(now, pass);
+                    self.pods[p].eligible[s] = pass;
+                }
+            }
+        }
+        let mut wake: Option<Instant> = None;
+        for s in 0..self.slots {
+            if self.pods[p].calls[s].is_none()
+                && let Some(action) = self.pods[p].cores[s].poll_action(now)
+            {
+                let call = self.next_call;
+                self.next_call += 1;
+                let req = match action {
+                    Action::Read => Req::Read,
+                    Action::Create { draft, intent } => Req::Write(
+                        draft,
+                        None,
+                        intent == understudy_elector::core::Intent::Acquire,
+                    ),
+                    Action::Replace {
+                        draft,
+                        base,
+                        intent,
+                    } => Req::Write(
+                        draft,
+                        Some(base.resource_version),
+                        intent == understudy_elector::core::Intent::Acquire,
+                    ),
+                };
+                self.pods[p].calls[s] = Some(call);
+                let t = self.now + self.latency();
+                self.at(
+                    t,
+                    Ev::Arrive {
+                        pod: p,
+                        slot: s,
+                        call,
+                        req,
+                    },
+                );
+            }
+            if let Some(w) = self.pods[p].cores[s].next_wakeup() {
+                wake = Some(wake.map_or(w, |x: Instant| x.min(w)));
+            }
+        }
+        // The gate re-decides on every input; wake at least every retry period so that a
+        // role change by time alone is seen.
+        let floor = now + self.cfg.retry_period;
+        let w = wake.map_or(floor, |w| w.min(floor));
+        let t = self.real(p, w).max(self.now + 1);
+        self.pods[p].wake_token += 1;
+        let token = self.pods[p].wake_token;
+        self.at(t, Ev::Wake { pod: p, token });
+    }
+
+    fn apply(&mut self, slot: usize, req: Req) -> Resp {
+        let (draft, base, acquire) = match req {
+            Req::Read => return Resp::Read(self.observed(slot)),
+            Req::Write(d, b, a) => (d, b, a),
+        };
+        if acquire {
+            let epoch = draft.transitions;
+            let (e, count) = &mut self.herd[slot];
+            if *e != epoch {
+                *e = epoch;
+                *count = 0;
+            }
+            *count += 1;
+        }
+        let ok = match (&self.leases[slot], &base) {
+            (None, None) => true,
+            (Some(_), None) => false,
+            (None, Some(_)) => return Resp::Write(Err(WriteError::NotFound)),
+            (Some((_, rv)), Some(b)) => rv.to_string() == *b,
+        };
+        if !ok {
+            return Resp::Write(Err(WriteError::Conflict));
+        }
+        self.leases[slot] = Some((
+            LeaseRecord {
+                holder: draft.holder,
+                lease_duration_secs: draft.lease_duration_secs,
+                acquire_time: None,
+                renew_time: None,
+                transitions: draft.transitions,
+                address: draft.address,
+            },
+            self.next_rv,
+        ));
+        self.next_rv += 1;
+        for p in 0..self.pods.len() {
+            if self.pods[p].alive {
+                let obs = self.observed(slot);
+                let inc = self.pods[p].inc;
+                let t = self.now + self.latency();
+                self.at(
+                    t,
+                    Ev::Watch {
+                        pod: p,
+                        inc,
+                        slot,
+                        obs,
+                    },
+                );
+            }
+        }
+        Resp::Write(Ok(self.observed(slot).unwrap()))
+    }
+
+    fn handle(&mut self, ev: Ev) {
+        match ev {
+            Ev::Wake { pod, token } => {
+                if self.pods[pod].alive && self.pods[pod].wake_token == token {
+                    self.step(pod);
+                }
+            }
+            Ev::Arrive {
+                pod,
+                slot,
+                call,
+                req,
+            } => {
+                let resp = self.apply(slot, req);
+                let t = self.now + self.latency();
+                self.at(
+                    t,
+                    Ev::Respond {
+                        pod,
+                        slot,
+                        call,
+                        resp,
+                    },
+                );
+            }
+            Ev::Respond {
+                pod,
+                slot,
+                call,
+                resp,
+            } => {
+                if !self.pods[pod].alive || self.pods[pod].calls[slot] != Some(call) {
+                    return;
+                }
+                self.pods[pod].calls[slot] = None;
+                let now = self.local(pod, self.now);
+                let core = &mut self.pods[pod].cores[slot];
+                match resp {
+                    Resp::Read(obs) => core.read_done(now, obs),
+                    Resp::Write(result) => core.write_done(now, result),
+                }
+                self.step(pod);
+            }
+            Ev::Watch {
+                pod,
+                inc,
+                slot,
+                obs,
+            } => {
+                if self.pods[pod].alive && self.pods[pod].inc == inc {
+                    let now = self.local(pod, self.now);
+                    self.pods[pod].cores[slot].observe(now, obs);
+                    self.step(pod);
+                }
+            }
+            Ev::Crash(p) => {
+                self.pods[p].alive = false;
+                self.pods[p].cores.clear();
+            }
+            Ev::Restart(p) => {
+                if !self.pods[p].alive {
+                    self.start(p);
+                }
+            }
+            Ev::Release(p) => {
+                if self.pods[p].alive {
+                    let now = self.local(p, self.now);
+                    for core in &mut self.pods[p].cores {
+                        core.release(now);
+                    }
+                    self.step(p);
+                }
+            }
+            Ev::Health(p, healthy) => {
+                self.pods[p].healthy = healthy;
+                self.pods[p].gate.set_healthy(healthy);
+                self.step(p);
+            }
+            Ev::HealAll => {
+                self.healed_at = Some(self.now);
+                for p in 0..self.pods.len() {
+                    self.pods[p].healthy = true;
+                    self.pods[p].gate.set_healthy(true);
+                    if !self.pods[p].alive || self.pods[p].cores.iter().any(|c| c.is_stopped()) {
+                        self.pods[p].alive = false;
+                        self.start(p);
+                    } else {
+                        self.step(p);
+                    }
+                }
+            }
+        }
+    }
+
+    fn check(&mut self) -> Result<(), Violation> {
+        let mut holders: Vec<Vec<&str>> = vec![Vec::new(); self.slots];
+        for (p, pod) in self.pods.iter().enumerate() {
+            if !pod.alive {
+                continue;
+            }
+            let now = self.local(p, self.now);
+            let acting: Vec<usize> = (0..self.slots)
+                .filter(|&s| pod.cores[s].view(now).is_acting(now))
+                .collect();
+            if acting.len() > 1 {
+                return Err(Violation(format!(
+                    "{} acts in slots {acting:?} at {}",
+                    pod.id, self.now
+                )));
+            }
+            for s in acting {
+                holders[s].push(&pod.id);
+            }
+        }
+        for (s, h) in holders.iter().enumerate() {
+            if h.len() > 1 {
+                return Err(Violation(format!(
+                    "slot {s} has leaders {h:?} at {}",
+                    self.now
+                )));
+            }
+        }
+        let standbys = self.pods.len() - self.slots;
+        for (s, (epoch, count)) in self.herd.iter().enumerate() {
+            // Each standby (and a restarted or returning pod) may try once per freed slot.
+            if *count > self.pods.len() + 1 {
+                return Err(Violation(format!(
+                    "slot {s} epoch {epoch}: {count} acquire writes with {standbys} standbys"
+                )));
+            }
+        }
+        if self.healed_at.is_some()
+            && self.all_filled_at.is_none()
+            && holders.iter().all(|h| h.len() == 1)
+        {
+            self.all_filled_at = Some(self.now);
+        }
+        Ok(())
+    }
+
+    fn run(&mut self, until: Micros) -> Result<(), Violation> {
+        while let Some(Reverse((t, _, i))) = self.queue.pop() {
+            if t > until {
+                break;
+            }
+            self.now = t;
+            let ev = self.events[i].take().expect("each event runs once");
+            self.handle(ev);
+            self.check()?;
+        }
+        Ok(())
+    }
+}
+
+fn simulate(seed: u64, slots: usize, gated: bool) -> Result<(), Violation> {
+    let standbys = 1 + (seed % 3) as usize;
+    let mut sim = Sim::new(seed * 7919 + slots as u64, slots, slots + standbys);
+    sim.gated = gated;
+    let pods = sim.pods.len();
+    for p in 0..pods {
+        let t = sim.rng.below(SEC);
+        sim.at(t, Ev::Restart(p));
+    }
+    let fault_phase = 30 * SEC;
+    for _ in 0..sim.rng.between(2, 8) {
+        let t = sim.rng.between(2 * SEC, fault_phase);
+        let p = sim.rng.below(pods as u64) as usize;
+        let len = sim.rng.between(100 * MS, 8 * SEC);
+        let end = (t + len).min(fault_phase);
+        match sim.rng.below(3) {
+            0 => {
+                sim.at(t, Ev::Crash(p));
+                sim.at(end, Ev::Restart(p));
+            }
+            1 => {
+                sim.at(t, Ev::Release(p));
+            }
+            _ => {
+                sim.at(t, Ev::Health(p, false));
+                sim.at(end, Ev::Health(p, true));
+            }
+        }
+    }
+    sim.at(fault_phase + 1, Ev::HealAll);
+    // A crashed holder's Lease expires after leaseDuration; then each free slot is taken
+    // within a few retry periods, one slot after another in the worst case.
+    let bound = (3 + slots as u64) * SEC + SEC;
+    sim.run(fault_phase + 1 + bound + 2 * SEC)?;
+    let healed = sim.healed_at.expect("healed");
+    match sim.all_filled_at {
+        Some(t) if t - healed <= bound => Ok(()),
+        Some(t) => Err(Violation(format!(
+            "liveness: all slots filled {}ms after heal, bound {}ms",
+            (t - healed) / MS,
+            bound / MS
+        ))),
+        None => Err(Violation(
+            "liveness: not all slots filled after heal".into(),
+        )),
+    }
+}
+
+#[test]
+fn slots_never_shared_never_doubled_and_always_filled() {
+    let seeds: u64 = std::env::var("SLOT_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(150);
+    let mut failures = Vec::new();
+    for slots in [1, 2, 3] {
+        for seed in 0..seeds {
+            if let Err(Violation(why)) = simulate(seed, slots, true) {
+                failures.push(format!("N={slots} seed {seed}: {why}"));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failing schedules:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn checker_catches_a_pod_in_two_slots_without_the_gate() {
+    let caught = (0..20).any(|seed| {
+        matches!(simulate(seed, 2, false), Err(Violation(why)) if why.contains("acts in slots"))
+    });
+    assert!(caught, "an ungated pod should end up acting in two slots");
+}
