@@ -253,7 +253,7 @@ def failover(runs):
     tests = "test(=sigkill_of_the_leader_loses_no_request) | test(=rolling_update_loses_no_request)"
     for i in range(runs):
         print(f"failover run {i + 1}/{runs}", flush=True)
-        subprocess.run(["cargo", "nextest", "run", "--quiet", "-p", "understudy-tests", "--test", "cluster",
+        subprocess.run(["cargo", "nextest", "run", "-p", "understudy-tests", "--test", "cluster",
                         "-E", tests, "--no-fail-fast"], env=env, cwd=ROOT, timeout=900,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     out = {}
