@@ -130,7 +130,7 @@ pub fn binary(build: bool) -> Result<PathBuf, HarnessError> {
 }
 
 fn locate(build: bool) -> Result<PathBuf, String> {
-    if let Some(path) = std::env::var_os("UNDERSTUDY_BIN") {
+    if let Some(path) = std::env::var_os("UNDERSTUDY_BIN").filter(|p| !p.is_empty()) {
         return Ok(PathBuf::from(path));
     }
     let exe = std::env::current_exe().map_err(|e| format!("current executable: {e}"))?;

@@ -3,10 +3,10 @@
 //! kubeconfig (the product's only way to the API).
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -46,36 +46,10 @@ pub const SLOW: [&str; 6] = [
     "2s",
 ];
 
-/// The `understudy` binary, built once per test process. `UNDERSTUDY_BIN` overrides.
+/// The `understudy` binary (`UNDERSTUDY_BIN`, else built once per test process); the same
+/// lookup the local cluster harness uses.
 pub fn binary() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Ok(path) = std::env::var("UNDERSTUDY_BIN") {
-            return PathBuf::from(path);
-        }
-        // target/debug/deps/sidecar-HASH -> target/debug/understudy
-        let exe = std::env::current_exe().expect("test executable path");
-        let dir = exe.parent().and_then(Path::parent).expect("target dir");
-        // Cargo builds a package's binaries only for that package's own tests, so build it
-        // here (a no-op when it is up to date).
-        let status =
-            std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-                .args([
-                    "build",
-                    "--quiet",
-                    "-p",
-                    "understudy-proxy",
-                    "--bin",
-                    "understudy",
-                ])
-                .status()
-                .expect("run cargo build");
-        assert!(status.success(), "cargo build -p understudy-proxy failed");
-        let bin = dir.join("understudy");
-        assert!(bin.exists(), "{} missing", bin.display());
-        bin
-    })
-    .clone()
+    understudy_tests::cluster::sidecar::binary(true).expect("the understudy binary")
 }
 
 /// A free port on `ip` (bound, then released for the process to take).
