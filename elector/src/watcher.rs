@@ -52,7 +52,16 @@ pub(crate) async fn run(
         observer.watch_opened(&name, why);
         let opened = Instant::now();
         let mut stage = Stage::Opening;
-        let watch = follow(&api, &params, &tx, &*observer, &name, &mut stage);
+        let open_timeout = config.call_timeout();
+        let watch = follow(
+            &api,
+            &params,
+            open_timeout,
+            &tx,
+            &*observer,
+            &name,
+            &mut stage,
+        );
         let result = tokio::time::timeout(deadline, watch).await;
         if tx.is_closed() {
             return;
@@ -87,13 +96,27 @@ pub(crate) async fn run(
 async fn follow(
     api: &Api<Lease>,
     params: &WatchParams,
+    open_timeout: Duration,
     tx: &mpsc::Sender<WatchMsg>,
     observer: &dyn Observer,
     name: &str,
     stage: &mut Stage,
 ) -> Result<(), kube::Error> {
     let sent = Instant::now();
-    let opened = api.watch(params, "").await;
+    // Opening the watch is an API call like any other: bounded by the call timeout (shorter
+    // than renewDeadline). The stream itself is bounded by the caller's deadline.
+    let Ok(opened) = tokio::time::timeout(open_timeout, api.watch(params, "")).await else {
+        let call = ApiCall {
+            verb: Verb::Watch,
+            result: CallResult::Timeout,
+            latency: sent.elapsed(),
+        };
+        observer.api_call(name, &call);
+        return Err(kube::Error::Service(Box::new(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "lease watch did not open within the call timeout",
+        ))));
+    };
     let call = ApiCall {
         verb: Verb::Watch,
         result: CallResult::of(&opened, 200),

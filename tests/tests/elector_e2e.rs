@@ -553,3 +553,60 @@ async fn an_unhealthy_active_releases_its_slot_to_a_healthy_standby() {
     let filled = all_slots_filled(&pods, 2, Duration::from_secs(3)).await;
     assert_eq!(filled[0], pods[sick].name);
 }
+
+/// Records the watch calls the elector reports.
+#[derive(Default)]
+struct WatchCalls(std::sync::Mutex<Vec<understudy_elector::observe::ApiCall>>);
+
+impl understudy_elector::Observer for WatchCalls {
+    fn api_call(&self, _lease: &str, call: &understudy_elector::observe::ApiCall) {
+        if call.verb == understudy_elector::observe::Verb::Watch {
+            self.0.lock().unwrap().push(call.clone());
+        }
+    }
+}
+
+#[tokio::test]
+async fn opening_the_watch_is_bounded_by_the_call_timeout() {
+    let emu = emulator().await;
+    emu.add_client("admin");
+    emu.add_client("pod-0");
+    // The API server accepts watch requests and never answers them; everything else works.
+    emu.faults().set(
+        FaultScope::Client("pod-0".into()),
+        understudy_tests::emulator::Fault::blackhole().for_verbs(&["watch"]),
+    );
+    let config = fast();
+    let calls = std::sync::Arc::new(WatchCalls::default());
+    let api: Api<Lease> = Api::namespaced(emu.kube_client("pod-0").await, NS);
+    let me = Candidate {
+        identity: "pod-0".into(),
+        address: None,
+    };
+    let (mut view, _handle) =
+        understudy_elector::spawn_observed(api, LEASE, me, config, calls.clone());
+    // Election still works without the watch (reads and writes are not blackholed).
+    tokio::time::timeout(Duration::from_secs(10), view.wait_for(acting))
+        .await
+        .expect("leads without a watch")
+        .unwrap();
+    // Wait (bounded) for the first watch attempt to be given up; it must be reported as a
+    // timeout after about the call timeout, well before the resync deadline.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let call = loop {
+        if let Some(c) = calls.0.lock().unwrap().first().cloned() {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "no watch call reported");
+        tokio::time::sleep(Duration::from_millis(20)).await; // polling a recorder, bounded
+    };
+    assert_eq!(
+        call.result,
+        understudy_elector::observe::CallResult::Timeout
+    );
+    assert!(
+        call.latency < config.renew_deadline,
+        "watch open took {:?}, not bounded below renewDeadline",
+        call.latency
+    );
+}
