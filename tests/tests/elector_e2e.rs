@@ -561,7 +561,7 @@ struct WatchCalls(std::sync::Mutex<Vec<understudy_elector::observe::ApiCall>>);
 impl understudy_elector::Observer for WatchCalls {
     fn api_call(&self, _lease: &str, call: &understudy_elector::observe::ApiCall) {
         if call.verb == understudy_elector::observe::Verb::Watch {
-            self.0.lock().unwrap().push(call.clone());
+            self.0.lock().unwrap().push(*call);
         }
     }
 }
@@ -594,7 +594,7 @@ async fn opening_the_watch_is_bounded_by_the_call_timeout() {
     // timeout after about the call timeout, well before the resync deadline.
     let deadline = Instant::now() + Duration::from_secs(10);
     let call = loop {
-        if let Some(c) = calls.0.lock().unwrap().first().cloned() {
+        if let Some(c) = calls.0.lock().unwrap().first().copied() {
             break c;
         }
         assert!(Instant::now() < deadline, "no watch call reported");
