@@ -36,8 +36,10 @@ use crate::settings::ProxySettings;
 use crate::tenure::{FencedBody, Tenure};
 use crate::{BoxError, ProxyBody};
 
-/// Resends after a reset, at most, per request.
-const MAX_RESENDS: u32 = 2;
+/// Resends after a reset, at most, per request (idempotent, replayable requests only). Each
+/// waits like a refused connection does, so a leader that just died is not hammered and the
+/// request is held until the view names its successor (or the hold deadline passes).
+const MAX_RESENDS: u32 = 4;
 
 /// The proxy's shared state; cheap to clone.
 #[derive(Clone)]
@@ -217,6 +219,9 @@ impl Proxy {
                         return bad_gateway(target, &why);
                     }
                     self.inner.metrics.retry(Retry::Reset);
+                    if let Err(outcome) = wait.backoff().await {
+                        return outcome;
+                    }
                 }
             }
         }
