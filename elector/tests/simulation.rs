@@ -20,35 +20,8 @@ use understudy_elector::Role;
 use understudy_elector::core::{Action, Elector, WriteError};
 use understudy_elector::record::{Draft, LeaseRecord, Observed};
 
-// === impl Rng ===
-
-/// splitmix64: tiny, deterministic across platforms and crate versions.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn chance(&mut self, p: f64) -> bool {
-        ((self.next() >> 11) as f64 / (1u64 << 53) as f64) < p
-    }
-    fn between(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.below(hi - lo + 1)
-    }
-}
-
-// === The world ===
-
-type Micros = u64;
-const MS: Micros = 1_000;
-const SEC: Micros = 1_000_000;
+mod common;
+use common::{MS, Micros, Rng, SEC};
 
 #[derive(Clone, Copy, Debug)]
 enum Fault {
@@ -187,12 +160,11 @@ impl Sim {
     }
 
     fn local(&self, node: usize, t: Micros) -> Instant {
-        self.base + Duration::from_micros((t as f64 * self.nodes[node].rate) as u64)
+        common::local(self.base, self.nodes[node].rate, t)
     }
 
     fn real(&self, node: usize, local: Instant) -> Micros {
-        let l = local.saturating_duration_since(self.base).as_micros() as f64;
-        (l / self.nodes[node].rate).ceil() as Micros + 1
+        common::real(self.base, self.nodes[node].rate, local)
     }
 
     fn at(&mut self, t: Micros, ev: Ev) {
