@@ -97,6 +97,7 @@ pub struct Elector {
     lease: String,
     identity: String,
     address: Option<String>,
+    peer_address: Option<String>,
     config: Config,
     known: Known,
     /// Transitions of the last record seen, kept across a deletion so epochs never go back.
@@ -130,6 +131,7 @@ impl Elector {
             lease: lease.to_string(),
             identity: identity.to_string(),
             address,
+            peer_address: None,
             config,
             known: Known::Unknown,
             last_transitions: None,
@@ -145,6 +147,12 @@ impl Elector {
             last_role: Role::Candidate,
             role_since: now,
         }
+    }
+
+    /// Also advertises `peer_address` (the mTLS peer port), next to the address.
+    pub fn with_peer_address(mut self, peer_address: Option<String>) -> Elector {
+        self.peer_address = peer_address;
+        self
     }
 
     /// The candidate's identity.
@@ -368,6 +376,7 @@ impl Elector {
                             acquire_time: Stamp::Now,
                             transitions: record.transitions,
                             address: None,
+                            peer_address: None,
                         };
                         return Some(self.replace(Intent::Release, draft, obs));
                     }
@@ -398,6 +407,7 @@ impl Elector {
             acquire_time,
             transitions,
             address: self.address.clone(),
+            peer_address: self.peer_address.clone(),
         }
     }
 
@@ -466,6 +476,7 @@ impl Elector {
             (Known::Present { obs, .. }, Role::Leader | Role::Follower) => Some(Leader {
                 identity: obs.record.holder.clone(),
                 address: obs.record.address.clone(),
+                peer_address: obs.record.peer_address.clone(),
                 epoch: obs.record.transitions.max(0) as u64,
             }),
             _ => None,

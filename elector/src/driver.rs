@@ -33,6 +33,8 @@ pub struct Candidate {
     pub identity: String,
     /// Advertised proxy address (`host:port`), stored in the Lease's annotation.
     pub address: Option<String>,
+    /// Advertised peer (mTLS) address (`host:port`), stored in a second annotation.
+    pub peer_address: Option<String>,
 }
 
 /// Errors from [`Handle::release`].
@@ -149,7 +151,8 @@ pub(crate) fn spawn_gated(
     eligible: bool,
 ) -> (watch::Receiver<View>, Handle) {
     let now = Instant::now().into_std();
-    let mut core = Elector::new(name, &candidate.identity, candidate.address, config, now);
+    let mut core = Elector::new(name, &candidate.identity, candidate.address, config, now)
+        .with_peer_address(candidate.peer_address);
     core.set_eligible(now, eligible);
     let (view_tx, view_rx) = watch::channel(core.view(now));
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();

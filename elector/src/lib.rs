@@ -13,7 +13,11 @@
 //! use understudy_elector::{Candidate, Config, spawn};
 //! let client = kube::Client::try_default().await?;
 //! let api = kube::Api::namespaced(client, "default");
-//! let me = Candidate { identity: "pod-a".into(), address: Some("198.18.0.2:8080".into()) };
+//! let me = Candidate {
+//!     identity: "pod-a".into(),
+//!     address: Some("198.18.0.2:8080".into()),
+//!     peer_address: None,
+//! };
 //! let (mut view, handle) = spawn(api, "example", me, Config::default());
 //! view.changed().await?;
 //! println!("leader: {:?}", view.borrow().leader);
@@ -43,6 +47,6 @@ mod watcher;
 pub use config::{Config, ConfigError, parse_duration};
 pub use driver::{Candidate, Handle, ReleaseError, spawn, spawn_observed};
 pub use observe::Observer;
-pub use record::{ADDRESS_ANNOTATION, LeaseRecord};
+pub use record::{ADDRESS_ANNOTATION, LeaseRecord, PEER_ADDRESS_ANNOTATION};
 pub use slots::{Gate, HealthReporter, Slots, SlotsHandle, lease_name, routing_views, spawn_slots};
 pub use view::{Leader, Role, View};

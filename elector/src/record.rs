@@ -10,6 +10,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 /// Annotation on the Lease carrying the holder's advertised proxy address.
 pub const ADDRESS_ANNOTATION: &str = "understudy.io/address";
 
+/// Annotation on the Lease carrying the holder's peer (mTLS) address, when it serves one
+/// (`--peer-listen`): where a standby with mTLS on sends forwarded requests.
+pub const PEER_ADDRESS_ANNOTATION: &str = "understudy.io/peer-address";
+
 /// The election-relevant fields of a Lease (client-go's `LeaderElectionRecord`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeaseRecord {
@@ -25,6 +29,8 @@ pub struct LeaseRecord {
     pub transitions: i32,
     /// The holder's advertised address (annotation [`ADDRESS_ANNOTATION`]).
     pub address: Option<String>,
+    /// The holder's advertised peer (mTLS) address (annotation [`PEER_ADDRESS_ANNOTATION`]).
+    pub peer_address: Option<String>,
 }
 
 impl LeaseRecord {
@@ -38,15 +44,21 @@ impl LeaseRecord {
             acquire_time: spec.acquire_time.map(|t| t.0),
             renew_time: spec.renew_time.map(|t| t.0),
             transitions: spec.lease_transitions.unwrap_or(0),
-            address: lease
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(ADDRESS_ANNOTATION))
-                .filter(|a| !a.is_empty())
-                .cloned(),
+            address: annotation(lease, ADDRESS_ANNOTATION),
+            peer_address: annotation(lease, PEER_ADDRESS_ANNOTATION),
         }
     }
+}
+
+/// A non-empty annotation of `lease`.
+fn annotation(lease: &Lease, name: &str) -> Option<String> {
+    lease
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(name))
+        .filter(|a| !a.is_empty())
+        .cloned()
 }
 
 /// A Lease as observed at one resourceVersion.
@@ -106,6 +118,8 @@ pub struct Draft {
     pub transitions: i32,
     /// New address annotation (`None` removes it).
     pub address: Option<String>,
+    /// New peer address annotation (`None` removes it).
+    pub peer_address: Option<String>,
 }
 
 impl Draft {
@@ -130,12 +144,17 @@ impl Draft {
             .metadata
             .annotations
             .get_or_insert_with(Default::default);
-        match &self.address {
-            Some(address) => {
-                annotations.insert(ADDRESS_ANNOTATION.to_string(), address.clone());
-            }
-            None => {
-                annotations.remove(ADDRESS_ANNOTATION);
+        for (name, value) in [
+            (ADDRESS_ANNOTATION, &self.address),
+            (PEER_ADDRESS_ANNOTATION, &self.peer_address),
+        ] {
+            match value {
+                Some(v) => {
+                    annotations.insert(name.to_string(), v.clone());
+                }
+                None => {
+                    annotations.remove(name);
+                }
             }
         }
         if annotations.is_empty() {
@@ -169,6 +188,7 @@ impl Observed {
                 renew_time: None,
                 transitions,
                 address: (!holder.is_empty()).then(|| format!("{holder}:8080")),
+                peer_address: None,
             },
             resource_version: rv.to_string(),
             object: None,

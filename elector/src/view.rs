@@ -39,6 +39,9 @@ pub struct Leader {
     /// The holder's advertised proxy address (the `understudy.io/address` annotation), if it
     /// published one. A foreign (e.g. client-go) holder has none.
     pub address: Option<String>,
+    /// The holder's peer (mTLS) address (the `understudy.io/peer-address` annotation), when it
+    /// serves one (`--peer-listen`).
+    pub peer_address: Option<String>,
     /// The fencing epoch: the Lease's `spec.leaseTransitions` when this holder took it.
     pub epoch: u64,
 }

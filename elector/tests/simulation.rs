@@ -274,6 +274,7 @@ impl Sim {
                 renew_time: None,
                 transitions: draft.transitions,
                 address: draft.address,
+                peer_address: draft.peer_address,
             };
             *lease = Some((record, *next_rv));
             *next_rv += 1;

@@ -314,6 +314,7 @@ impl Sim {
                 renew_time: None,
                 transitions: draft.transitions,
                 address: draft.address,
+                peer_address: draft.peer_address,
             },
             self.next_rv,
         ));

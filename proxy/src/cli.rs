@@ -8,6 +8,7 @@
 //! together and fills in the defaults that depend on the environment.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, ValueEnum};
@@ -25,6 +26,9 @@ pub struct Cli {
     /// The reverse proxy (off unless `--listen` is given).
     #[command(flatten)]
     pub proxy: ProxyArgs,
+    /// The mTLS channel between sidecars (off unless `--peer-listen` is given).
+    #[command(flatten)]
+    pub peer: PeerArgs,
     /// HTTP limits and timeouts of the proxy.
     #[command(flatten)]
     pub limits: LimitArgs,
@@ -184,6 +188,41 @@ pub struct ProxyArgs {
     /// Log one line per proxied request (route, peer, status, duration).
     #[arg(long, env = "UNDERSTUDY_ACCESS_LOG", value_parser = clap::builder::BoolishValueParser::new())]
     pub access_log: bool,
+}
+
+/// The mTLS peer channel: forwarded requests between sidecars go over TLS with client
+/// certificates, and only there are understudy's internal routing headers honoured.
+#[derive(Debug, Clone, Args)]
+pub struct PeerArgs {
+    /// Serve forwarded requests from other sidecars here, over mTLS; standbys then forward
+    /// only to this port (advertised in the Lease), and the --listen port treats every
+    /// request as a client's. Off by default. Needs --listen and --peer-tls-dir.
+    #[arg(
+        long,
+        env = "UNDERSTUDY_PEER_LISTEN",
+        value_name = "ADDR",
+        requires = "peer_tls_dir"
+    )]
+    pub peer_listen: Option<SocketAddr>,
+    /// Directory with tls.crt, tls.key and ca.crt (a cert-manager Secret, mounted): this
+    /// sidecar's certificate, its key, and the CA a peer's certificate must chain to. Re-read
+    /// when the files change.
+    #[arg(
+        long,
+        env = "UNDERSTUDY_PEER_TLS_DIR",
+        value_name = "DIR",
+        requires = "peer_listen"
+    )]
+    pub peer_tls_dir: Option<PathBuf>,
+    /// The DNS name (subjectAltName) every sidecar's certificate carries, checked when
+    /// connecting to a peer.
+    #[arg(
+        long,
+        env = "UNDERSTUDY_PEER_SERVER_NAME",
+        value_name = "NAME",
+        default_value = "understudy-peer"
+    )]
+    pub peer_server_name: String,
 }
 
 /// Proxy limits and timeouts.

@@ -1,6 +1,9 @@
 //! Header rules: understudy's own headers, hop-by-hop stripping, `X-Forwarded-*` and `Via`.
 //!
 //! ## Which internal headers are trusted
+//! With the mTLS peer channel on (`--peer-listen`), only requests that arrived there (from a
+//! sidecar with a valid certificate) are read with [`Inbound::take`]; on the plain data port
+//! every request is a client's ([`Inbound::discard`]). Without it, the rule is this one.
 //! Sidecars talk to each other with two routing headers: [`FOR`] (the pod a forwarded request
 //! is meant for) and [`HOPS`] (how many sidecars it has passed). A request is treated as
 //! coming from a peer only when it carries **both**, with a hop count in `1..=MAX_HOPS`;
@@ -9,7 +12,7 @@
 //! only to shorten the local hold timeout, never to extend it. This cannot be forged into
 //! anything harmful: the worst a client can do with made-up internal headers is get its own
 //! request refused with 421, or answered 503 sooner. The fencing headers the app sees
-//! ([`LEADER`], [`EPOCH`]) are removed from every incoming request and set only by the
+//! ([`LEADER`], [`EPOCH`], [`LEASE`]) are removed from every incoming request and set only by the
 //! sidecar that hands the request to its local app, so an app can trust them.
 
 use std::net::SocketAddr;
@@ -28,6 +31,9 @@ pub const HOLD_MS: HeaderName = HeaderName::from_static("x-understudy-hold-ms");
 pub const LEADER: HeaderName = HeaderName::from_static("x-understudy-leader");
 /// Fencing token to the app: the leader's epoch (`leaseTransitions`).
 pub const EPOCH: HeaderName = HeaderName::from_static("x-understudy-epoch");
+/// Fencing token to the app: the Lease the epoch counts in (with N slots, the slot's
+/// `NAME-i`; with one, `NAME`).
+pub const LEASE: HeaderName = HeaderName::from_static("x-understudy-lease");
 /// On a 421 from a sidecar: the identity of the sidecar that refused (nothing reached an app).
 pub const REFUSED: HeaderName = HeaderName::from_static("x-understudy-refused");
 
@@ -58,14 +64,7 @@ impl Inbound {
         let number = |name: &HeaderName| headers.get(name)?.to_str().ok()?.parse::<u64>().ok();
         let hops = number(&HOPS).and_then(|h| u8::try_from(h).ok());
         let hold = number(&HOLD_MS).map(Duration::from_millis);
-        let internal: Vec<HeaderName> = headers
-            .keys()
-            .filter(|k| k.as_str().starts_with(PREFIX))
-            .cloned()
-            .collect();
-        for name in internal {
-            headers.remove(name);
-        }
+        remove_internal(headers);
         match (for_pod, hops) {
             (Some(pod), Some(hops)) if !pod.is_empty() && (1..=MAX_HOPS).contains(&hops) => {
                 Inbound {
@@ -76,6 +75,26 @@ impl Inbound {
             }
             _ => Inbound::default(),
         }
+    }
+}
+
+impl Inbound {
+    /// Removes every `x-understudy-*` header and honours none: the request is a client's,
+    /// whatever it claims.
+    pub fn discard(headers: &mut HeaderMap) -> Inbound {
+        remove_internal(headers);
+        Inbound::default()
+    }
+}
+
+fn remove_internal(headers: &mut HeaderMap) {
+    let internal: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with(PREFIX))
+        .cloned()
+        .collect();
+    for name in internal {
+        headers.remove(name);
     }
 }
 

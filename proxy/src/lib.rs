@@ -10,10 +10,11 @@
 //! - [`server`]: accepts HTTP/1.1 and h2c connections, with timeouts and limits;
 //! - [`limits`]: the bounds on connections, requests, held requests and replay buffers;
 //! - [`headers`]: internal headers (and who may set them), hop-by-hop, `X-Forwarded-*`;
-//! - [`route`]: local, forward (spread over the actives of N slots), hold or refuse, from the
-//!   latest [`understudy_elector::View`];
+//! - [`route`]: local, forward, hold or refuse, from the latest
+//!   [`understudy_elector::View`]; [`balance`]: which active, with N slots;
 //! - [`hold`]: the bounded wait for a leader; [`retry`]: when an attempt may go again;
 //! - [`forward`]: the pooled client; [`upgrade`]: WebSocket/`CONNECT` tunnels;
+//! - [`peer_tls`]: the optional mTLS channel between sidecars (`--peer-listen`);
 //! - [`tenure`]: closing tunnels and streams when the leadership they ran under ends;
 //! - [`health`]: the app's health check, which gates leadership (`--upstream-health`);
 //! - [`announce`]: pod role labels and Events (`--label-pods`, `--events`);
@@ -25,6 +26,7 @@
 
 pub mod admin;
 pub mod announce;
+pub mod balance;
 pub mod cli;
 pub mod forward;
 pub mod headers;
@@ -32,6 +34,7 @@ pub mod health;
 pub mod hold;
 pub mod limits;
 pub mod metrics;
+pub mod peer_tls;
 pub mod proxy;
 pub mod retry;
 pub mod route;

@@ -6,6 +6,8 @@
 //!   ([`Metrics::observer`]), and gauges that mirror the latest [`View`], set when scraped
 //!   so they cannot drift from the truth;
 //! - proxy: recorded per request by the proxy ([`Metrics::request`] and the like);
+//! - peer TLS: reloads of the `--peer-tls-dir` files and failed handshakes
+//!   ([`Metrics::peer_tls`]);
 //! - `understudy_build_info`, and the standard `process_*` metrics (CPU, memory, fds).
 //!
 //! `docs/observability.md` lists every metric with its labels and meaning.
@@ -25,9 +27,11 @@ use understudy_elector::observe::{ApiCall, Leadership, RenewFailure, Transition,
 use understudy_elector::{Config, Observer, Role, Slots, View};
 
 mod election;
+mod peer;
 mod traffic;
 
 use election::ElectionMetrics;
+pub use peer::PeerTlsMetrics;
 use traffic::TrafficMetrics;
 pub use traffic::{Answer, HoldTimer, InFlight, Retry};
 
@@ -37,6 +41,7 @@ pub struct Metrics {
     registry: Registry,
     election: ElectionMetrics,
     traffic: TrafficMetrics,
+    peer_tls: PeerTlsMetrics,
     /// With N > 1 slots: each slot's election metrics, in a registry labelled `slot`, with
     /// its Lease name (and `election` is not registered in `registry`).
     slots: Arc<Vec<(Registry, ElectionMetrics, String)>>,
@@ -95,6 +100,7 @@ impl Metrics {
             ElectionMetrics::new(&Register(&Registry::new()), timings)
         };
         let traffic = TrafficMetrics::new(&register);
+        let peer_tls = PeerTlsMetrics::new(&register);
         let build = register.gauge_vec(
             "understudy_build_info",
             "Always 1; the labels name the running build.",
@@ -109,6 +115,7 @@ impl Metrics {
             registry,
             election,
             traffic,
+            peer_tls,
             slots: Arc::new(per_slot),
             slot_views: Arc::new(OnceLock::new()),
         }
@@ -121,6 +128,11 @@ impl Metrics {
             self.traffic.connections_open.clone(),
             self.traffic.connections_rejected.clone(),
         )
+    }
+
+    /// The counters of the mTLS peer channel.
+    pub fn peer_tls(&self) -> PeerTlsMetrics {
+        self.peer_tls.clone()
     }
 
     /// The hook to hand to [`understudy_elector::spawn_observed`].

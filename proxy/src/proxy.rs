@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap};
-use http::uri::PathAndQuery;
+use http::uri::{PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body;
 use http_body_util::BodyExt;
@@ -26,11 +26,13 @@ mod target;
 pub(crate) use answer::{bad_gateway, unavailable};
 pub(crate) use target::{Target, Wait};
 
+use crate::balance::Balancer;
 use crate::forward::Forwarder;
 use crate::headers::{self, Inbound};
 use crate::hold::Holder;
 use crate::limits::{DeadlineBody, MAX_URI_BYTES, RequestLimit};
 use crate::metrics::{Metrics, Retry};
+use crate::peer_tls::PeerTls;
 use crate::retry::{self, ReplayBody, Sent};
 use crate::settings::ProxySettings;
 use crate::tenure::{FencedBody, Tenure};
@@ -52,6 +54,8 @@ pub(crate) struct Inner {
     pub(crate) settings: ProxySettings,
     pub(crate) forwarder: Forwarder,
     pub(crate) holder: Holder,
+    /// Which active a standby sends to, with N slots.
+    pub(crate) balancer: Balancer,
     /// Bound on requests being handled at once.
     pub(crate) requests: RequestLimit,
     pub(crate) metrics: Metrics,
@@ -59,6 +63,18 @@ pub(crate) struct Inner {
     pub(crate) tunnels: TaskTracker,
     /// Cancelled when the sidecar stops: closes the remaining tunnels.
     pub(crate) stop: CancellationToken,
+    /// The mTLS peer channel: when on, peers are reached over it only, and only requests
+    /// that came in over it may carry routing headers.
+    pub(crate) peer_tls: Option<PeerTls>,
+}
+
+/// Where a request came in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Edge {
+    /// The data port (`--listen`).
+    Data,
+    /// The mTLS peer port (`--peer-listen`): a sidecar with a valid certificate.
+    Peer,
 }
 
 /// What happened to one request, for the access log and metrics.
@@ -71,7 +87,23 @@ pub(crate) struct Outcome {
 impl Proxy {
     /// A proxy routing by `views`, sharing `metrics` with the admin server.
     pub fn new(settings: ProxySettings, views: watch::Receiver<View>, metrics: Metrics) -> Proxy {
-        let forwarder = Forwarder::new(settings.connect_timeout, settings.idle_timeout);
+        Proxy::with_peer_tls(settings, views, metrics, None)
+    }
+
+    /// [`Proxy::new`], with the mTLS peer channel when `peer_tls` is given: forwards to
+    /// `https://` targets go over it, and [`Proxy::handle`] (the data port) treats every
+    /// request as a client's. `views` should then name peers by their peer addresses
+    /// ([`crate::peer_tls::peer_views`]).
+    pub fn with_peer_tls(
+        settings: ProxySettings,
+        views: watch::Receiver<View>,
+        metrics: Metrics,
+        peer_tls: Option<PeerTls>,
+    ) -> Proxy {
+        let mut forwarder = Forwarder::new(settings.connect_timeout, settings.idle_timeout);
+        if let Some(tls) = &peer_tls {
+            forwarder = forwarder.with_peer_tls(tls.clone());
+        }
         let holder = Holder::new(settings.max_held, settings.hold_timeout);
         let requests = RequestLimit::new(settings.max_requests);
         Proxy {
@@ -80,10 +112,12 @@ impl Proxy {
                 settings,
                 forwarder,
                 holder,
+                balancer: Balancer::default(),
                 requests,
                 metrics,
                 tunnels: TaskTracker::new(),
                 stop: CancellationToken::new(),
+                peer_tls,
             }),
         }
     }
@@ -100,8 +134,31 @@ impl Proxy {
         self.inner.tunnels.wait().await;
     }
 
-    /// Handles one request from `client`.
+    /// Handles one request from `client` on the data port.
     pub async fn handle<B>(&self, req: Request<B>, client: SocketAddr) -> Response<ProxyBody>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        self.handle_at(Edge::Data, req, client).await
+    }
+
+    /// Handles one request from a sidecar on the mTLS peer port (the TLS handshake has
+    /// checked its certificate).
+    pub async fn handle_peer<B>(&self, req: Request<B>, client: SocketAddr) -> Response<ProxyBody>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        self.handle_at(Edge::Peer, req, client).await
+    }
+
+    async fn handle_at<B>(
+        &self,
+        edge: Edge,
+        req: Request<B>,
+        client: SocketAddr,
+    ) -> Response<ProxyBody>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
@@ -115,7 +172,7 @@ impl Proxy {
             answer::uri_too_long()
         } else {
             match self.inner.requests.admit() {
-                Some(_permit) => self.route_request(req, client, started).await,
+                Some(_permit) => self.route_request(edge, req, client, started).await,
                 None => answer::over_request_limit(self.inner.requests.max()),
             }
         };
@@ -141,6 +198,7 @@ impl Proxy {
 
     async fn route_request<B>(
         &self,
+        edge: Edge,
         mut req: Request<B>,
         client: SocketAddr,
         started: Instant,
@@ -151,7 +209,12 @@ impl Proxy {
     {
         let on_upgrade = hyper::upgrade::on(&mut req);
         let (mut parts, body) = req.into_parts();
-        let inbound = Inbound::take(&mut parts.headers);
+        // With the peer channel on, routing claims count only from a certified sidecar.
+        let inbound = if edge == Edge::Peer || self.inner.peer_tls.is_none() {
+            Inbound::take(&mut parts.headers)
+        } else {
+            Inbound::discard(&mut parts.headers)
+        };
         let upgrade = headers::is_upgrade(&parts.method, parts.version, &parts.headers);
         let host = parts
             .headers
@@ -185,7 +248,7 @@ impl Proxy {
             let Some(attempt) = body.attempt() else {
                 return unavailable(target.route, "request body too large to send again");
             };
-            let req = head.request(&target, attempt);
+            let req = self.over_peer_tls(head.request(&target, attempt), &target);
             let failure = match self.inner.forwarder.send(req).await {
                 Ok(resp) if refused_by_sidecar(&target, &resp) => {
                     (Sent::Nothing, "refused by sidecar".to_string())
@@ -227,6 +290,26 @@ impl Proxy {
         }
     }
 
+    /// With the peer channel on, a request to a peer goes to `https://` (its peer port).
+    pub(crate) fn over_peer_tls<B>(&self, mut req: Request<B>, target: &Target) -> Request<B> {
+        if self.peer_tls_to(target).is_some() {
+            let mut parts = req.uri().clone().into_parts();
+            parts.scheme = Some(Scheme::HTTPS);
+            if let Ok(uri) = Uri::from_parts(parts) {
+                *req.uri_mut() = uri;
+            }
+        }
+        req
+    }
+
+    /// The peer channel, when `target` is to be reached over it.
+    pub(crate) fn peer_tls_to(&self, target: &Target) -> Option<&PeerTls> {
+        match target.tenure {
+            Tenure::Peer { .. } => self.inner.peer_tls.as_ref(),
+            Tenure::Local { .. } => None,
+        }
+    }
+
     fn respond(&self, resp: Response<Incoming>, target: Target) -> Outcome {
         let (mut parts, body) = resp.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers, false);
@@ -240,7 +323,15 @@ impl Proxy {
                 self.inner.settings.stream_grace,
             )
             .boxed_unsync(),
-            Tenure::Peer { .. } => body.map_err(BoxError::from).boxed_unsync(),
+            Tenure::Peer { .. } => {
+                // Outstanding at the active until the response is through (or dropped).
+                let load = target.load;
+                body.map_err(move |e| {
+                    let _outstanding = &load;
+                    BoxError::from(e)
+                })
+                .boxed_unsync()
+            }
         };
         Outcome {
             route: target.route,

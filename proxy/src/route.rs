@@ -1,10 +1,10 @@
 //! Where one request goes, decided from the latest election [`View`] alone (no API call).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use understudy_elector::{Leader, View};
 
+use crate::balance::Balancer;
 use crate::headers::{Inbound, MAX_HOPS};
 
 /// The decision for one request at one moment.
@@ -68,9 +68,9 @@ impl Route {
 /// - Meant for another pod: never served here. Re-routed once to the leader this pod knows
 ///   of, if that is a third pod and hops remain; otherwise refused.
 /// - Otherwise: local while this pod is acting leader; forwarded while another pod leads and
-///   advertises an address (spread over [`View::peers`] too, with N active slots); held when
-///   there is no one to send to.
-pub fn decide(view: &View, now: Instant, inbound: &Inbound) -> Route {
+///   advertises an address (with N active slots: to one of every active that does, as
+///   `balancer` picks); held only when there is no one to send to.
+pub fn decide(view: &View, now: Instant, inbound: &Inbound, balancer: &Balancer) -> Route {
     let me = view.identity.as_str();
     let other_leader = view.leader.as_ref().filter(|l| l.identity != me);
     if let Some(meant) = inbound.for_pod.as_deref().filter(|p| *p != me) {
@@ -91,29 +91,26 @@ pub fn decide(view: &View, now: Instant, inbound: &Inbound) -> Route {
             leader: leader.clone(),
         };
     }
-    match other_leader {
-        Some(l) if l.address.is_some() => {
-            let l = spread(l, &view.peers, me);
+    let reachable = |l: &&Leader| l.address.is_some() && l.identity != me;
+    match other_leader.filter(reachable) {
+        // The common case, one slot: no choice to make.
+        Some(l) if view.peers.is_empty() => {
             forward(l, inbound).unwrap_or(Route::Reject(Misdirected::TooManyHops))
         }
-        // A holder without an address (e.g. a client-go candidate) cannot take traffic; nor
-        // can this pod while it holds the Lease outside its fencing window.
-        _ => Route::Hold,
-    }
-}
-
-/// With N active slots, a standby spreads requests over every active that advertises an
-/// address: round robin, one shared counter per process.
-fn spread<'a>(primary: &'a Leader, peers: &'a [Leader], me: &str) -> &'a Leader {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let reachable = |l: &&Leader| l.address.is_some() && l.identity != me;
-    let count = 1 + peers.iter().filter(reachable).count();
-    if count == 1 {
-        return primary;
-    }
-    match NEXT.fetch_add(1, Ordering::Relaxed) % count {
-        0 => primary,
-        i => peers.iter().filter(reachable).nth(i - 1).unwrap_or(primary),
+        primary => {
+            let actives: Vec<&Leader> = primary
+                .into_iter()
+                .chain(view.peers.iter().filter(reachable))
+                .collect();
+            if actives.is_empty() {
+                // A holder without an address (e.g. a client-go candidate) cannot take
+                // traffic; nor can this pod while it holds the Lease outside its fencing
+                // window.
+                return Route::Hold;
+            }
+            forward(balancer.pick(&actives), inbound)
+                .unwrap_or(Route::Reject(Misdirected::TooManyHops))
+        }
     }
 }
 

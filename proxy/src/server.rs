@@ -7,6 +7,9 @@
 //! is closed after the header read timeout too (hyper's own timer only starts once the
 //! protocol is known, which takes a first byte). Open connections are bounded
 //! ([`ConnectionLimit`]): one over the bound is answered 503 with `Retry-After` and closed.
+//!
+//! [`serve_tls`] is the same behind a TLS handshake that requires a client certificate (the
+//! mTLS peer port); the handshake must finish within the header read timeout.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -31,6 +34,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::ProxyBody;
 use crate::limits::{CONNECTION_REFUSED, ConnectionLimit};
+use crate::peer_tls::{Direction, PeerTls};
 
 /// Connection limits and timeouts.
 #[derive(Clone, Debug)]
@@ -75,6 +79,37 @@ pub async fn serve<F, Fut>(
     F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
+    accept(listener, limits, None, stop, tracker, handler).await
+}
+
+/// [`serve`] over TLS with `tls`'s current files at each new connection: a client without a
+/// certificate that chains to its CA is refused in the handshake (and counted), before any
+/// request is read.
+pub async fn serve_tls<F, Fut>(
+    listener: TcpListener,
+    limits: Limits,
+    tls: PeerTls,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+    handler: F,
+) where
+    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
+{
+    accept(listener, limits, Some(tls), stop, tracker, handler).await
+}
+
+async fn accept<F, Fut>(
+    listener: TcpListener,
+    limits: Limits,
+    tls: Option<PeerTls>,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+    handler: F,
+) where
+    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
+{
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -101,59 +136,110 @@ pub async fn serve<F, Fut>(
             },
         };
         let Some(admitted) = limits.connections.admit() else {
-            // Best effort and without waiting: a fresh socket's send buffer is empty.
-            let _ = stream.try_write(CONNECTION_REFUSED);
+            // Best effort and without waiting: a fresh socket's send buffer is empty. (A TLS
+            // client would not understand it: just close.)
+            if tls.is_none() {
+                let _ = stream.try_write(CONNECTION_REFUSED);
+            }
             tracing::debug!(client = %client, max = limits.connections.max(), "connection limit reached");
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (header_read_timeout, idle_timeout) = (limits.header_read_timeout, limits.idle_timeout);
-        let builder = builder.clone();
+        let conn = Conn {
+            builder: builder.clone(),
+            client,
+            header_read_timeout: limits.header_read_timeout,
+            idle_timeout: limits.idle_timeout,
+            stop: stop.clone(),
+        };
         let handler = handler.clone();
-        let stop = stop.clone();
+        let tls = tls.clone();
         tracker.spawn(async move {
             let _admitted = admitted;
             let activity = Activity::new();
-            let io = TokioIo::new(Watched {
+            let watched = Watched {
                 inner: stream,
                 activity: activity.clone(),
-            });
-            let service = service_fn(move |req| {
-                let handler = handler.clone();
-                async move { Ok::<_, Infallible>(handler(req, client).await) }
-            });
-            let conn = builder.serve_connection_with_upgrades(io, service);
-            tokio::pin!(conn);
-            let silent = tokio::time::sleep(header_read_timeout);
-            tokio::pin!(silent);
-            let mut listening = true;
-            let mut closing = false;
-            loop {
-                tokio::select! {
-                    result = conn.as_mut() => {
-                        if let Err(e) = result {
-                            tracing::debug!(client = %client, error = %e, "connection ended with error");
-                        }
-                        return;
-                    }
-                    _ = stop.cancelled(), if !closing => {
-                        closing = true;
-                        conn.as_mut().graceful_shutdown();
-                    }
-                    _ = activity.idle_for(idle_timeout), if !closing => {
-                        closing = true;
-                        conn.as_mut().graceful_shutdown();
-                    }
-                    _ = &mut silent, if listening && !closing => {
-                        listening = false;
-                        if !activity.heard() {
-                            closing = true;
-                            conn.as_mut().graceful_shutdown();
-                        }
-                    }
+            };
+            let Some(tls) = tls else {
+                return conn.serve(watched, activity, handler).await;
+            };
+            let handshake =
+                tokio::time::timeout(conn.header_read_timeout, tls.acceptor().accept(watched));
+            let result = tokio::select! {
+                _ = conn.stop.cancelled() => return,
+                result = handshake => result,
+            };
+            match result {
+                Ok(Ok(stream)) => conn.serve(stream, activity, handler).await,
+                Ok(Err(e)) => {
+                    tls.handshake_failed(Direction::Inbound);
+                    tracing::info!(client = %client, error = %e, "peer TLS handshake refused");
+                }
+                Err(_) => {
+                    tls.handshake_failed(Direction::Inbound);
+                    tracing::info!(client = %client, "peer TLS handshake timed out");
                 }
             }
         });
+    }
+}
+
+/// What serving one accepted connection needs.
+struct Conn {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    client: SocketAddr,
+    header_read_timeout: Duration,
+    idle_timeout: Duration,
+    stop: CancellationToken,
+}
+
+impl Conn {
+    /// Serves HTTP on `io` until it closes, idles out, or `stop` is cancelled.
+    async fn serve<I, F, Fut>(self, io: I, activity: Activity, handler: F)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
+    {
+        let client = self.client;
+        let service = service_fn(move |req| {
+            let handler = handler.clone();
+            async move { Ok::<_, Infallible>(handler(req, client).await) }
+        });
+        let conn = self
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service);
+        tokio::pin!(conn);
+        let silent = tokio::time::sleep(self.header_read_timeout);
+        tokio::pin!(silent);
+        let mut listening = true;
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(client = %client, error = %e, "connection ended with error");
+                    }
+                    return;
+                }
+                _ = self.stop.cancelled(), if !closing => {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                _ = activity.idle_for(self.idle_timeout), if !closing => {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                _ = &mut silent, if listening && !closing => {
+                    listening = false;
+                    if !activity.heard() {
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+        }
     }
 }
 

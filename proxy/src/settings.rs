@@ -68,6 +68,15 @@ pub enum SettingsError {
         /// The flag, without dashes.
         flag: &'static str,
     },
+    /// `--peer-listen` without the proxy it serves.
+    #[error("--peer-listen: needs --listen (the peer port serves the proxy)")]
+    PeerWithoutProxy,
+    /// `--peer-server-name` is not a DNS name a certificate could carry.
+    #[error("--peer-server-name: {value:?} is not a DNS name")]
+    PeerServerName {
+        /// The value given.
+        value: String,
+    },
 }
 
 /// What the settings depend on besides the command line, read once at start.
@@ -155,10 +164,26 @@ pub struct ProxySettings {
     pub replay_buffer: usize,
     /// Longest time to receive a request body.
     pub body_timeout: Duration,
+    /// The mTLS peer channel, when `--peer-listen` was given.
+    pub peer: Option<PeerSettings>,
     /// How long a streaming response from the local app may go on after leadership ended:
     /// long enough for an ordinary response to finish, shorter than the gap between the
     /// fencing deadline and the earliest takeover.
     pub stream_grace: Duration,
+}
+
+/// Settings of the mTLS peer channel (`--peer-listen`).
+#[derive(Debug, Clone)]
+pub struct PeerSettings {
+    /// Where the peer listener binds.
+    pub listen: SocketAddr,
+    /// How other sidecars reach it: the peer listen address, or, when that is a wildcard, the
+    /// host of the proxy's advertised address with the peer port.
+    pub advertise: Authority,
+    /// The directory with `tls.crt`, `tls.key` and `ca.crt`.
+    pub tls_dir: PathBuf,
+    /// The DNS name every peer certificate carries (checked when connecting to a peer).
+    pub server_name: String,
 }
 
 impl Settings {
@@ -198,6 +223,7 @@ impl Settings {
         let timings = timings(cli).map_err(|source| SettingsError::Timings { source })?;
         let proxy = match cli.proxy.listen {
             Some(listen) => Some(proxy_settings(cli, listen, &timings, env)?),
+            None if cli.peer.peer_listen.is_some() => return Err(SettingsError::PeerWithoutProxy),
             None => None,
         };
         let health = match &cli.health.upstream_health {
@@ -305,6 +331,11 @@ fn proxy_settings(
         }
         (None, _) => return Err(SettingsError::NoAdvertise { listen }),
     };
+    let peer = match (&cli.peer.peer_listen, &cli.peer.peer_tls_dir) {
+        (Some(peer_listen), Some(dir)) => Some(peer_settings(cli, *peer_listen, dir, &advertise)?),
+        // clap insists on both or neither.
+        _ => None,
+    };
     let hold_timeout = p
         .hold_timeout
         .unwrap_or(timings.lease_duration + 2 * timings.retry_period);
@@ -347,10 +378,42 @@ fn proxy_settings(
         max_requests: l.max_requests,
         replay_buffer: l.replay_buffer,
         body_timeout: l.body_timeout,
+        peer,
         stream_grace: (timings
             .lease_duration
             .saturating_sub(timings.renew_deadline))
             / 2,
+    })
+}
+
+fn peer_settings(
+    cli: &Cli,
+    listen: SocketAddr,
+    dir: &std::path::Path,
+    advertise: &Authority,
+) -> Result<PeerSettings, SettingsError> {
+    let name = cli.peer.peer_server_name.trim();
+    let dns = !name.is_empty()
+        && name.parse::<std::net::IpAddr>().is_err()
+        && rustls::pki_types::ServerName::try_from(name).is_ok();
+    if !dns {
+        return Err(SettingsError::PeerServerName {
+            value: cli.peer.peer_server_name.clone(),
+        });
+    }
+    let advertise = if listen.ip().is_unspecified() {
+        authority(
+            "peer-listen",
+            &format!("{}:{}", advertise.host(), listen.port()),
+        )?
+    } else {
+        authority("peer-listen", &listen.to_string())?
+    };
+    Ok(PeerSettings {
+        listen,
+        advertise,
+        tls_dir: dir.to_path_buf(),
+        server_name: name.to_string(),
     })
 }
 

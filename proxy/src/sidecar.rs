@@ -11,6 +11,7 @@ use understudy_elector::{Candidate, routing_views, spawn_slots};
 
 use crate::admin::Admin;
 use crate::metrics::Metrics;
+use crate::peer_tls::{self, PeerTls, PeerTlsError};
 use crate::proxy::Proxy;
 use crate::server::{self, Limits};
 use crate::settings::Settings;
@@ -35,15 +36,33 @@ pub enum RunError {
     /// Signal handlers could not be installed.
     #[error("installing signal handlers: {0}")]
     Signal(std::io::Error),
+    /// The mTLS peer channel's files cannot be used.
+    #[error(transparent)]
+    PeerTls(#[from] PeerTlsError),
 }
 
 /// Runs the sidecar until SIGTERM/SIGINT and the shutdown sequence have finished.
 pub async fn run(settings: Settings) -> Result<(), RunError> {
     let settings = Arc::new(settings);
-    // Bind before contending, so that a bad address fails before this pod can lead.
+    let metrics = Metrics::with_slots(&settings.election, &settings.timings, settings.actives);
+    // Read the TLS files and bind before contending, so that a bad file or address fails
+    // before this pod can lead.
+    let peer = settings.proxy.as_ref().and_then(|p| p.peer.as_ref());
+    let peer_tls = match peer {
+        Some(peer) => Some(PeerTls::load(
+            &peer.tls_dir,
+            &peer.server_name,
+            metrics.peer_tls(),
+        )?),
+        None => None,
+    };
     let admin_listener = bind("http", settings.admin).await?;
     let proxy_listener = match &settings.proxy {
         Some(p) => Some(bind("listen", p.listen).await?),
+        None => None,
+    };
+    let peer_listener = match peer {
+        Some(peer) => Some(bind("peer-listen", peer.listen).await?),
         None => None,
     };
     // Handlers first: a SIGTERM from now on leads to a handover, not a plain exit.
@@ -53,8 +72,8 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
     let candidate = Candidate {
         identity: settings.identity.clone(),
         address: settings.proxy.as_ref().map(|p| p.advertise.to_string()),
+        peer_address: peer.map(|p| p.advertise.to_string()),
     };
-    let metrics = Metrics::with_slots(&settings.election, &settings.timings, settings.actives);
     let (slots, handle) = spawn_slots(
         api,
         &settings.election,
@@ -87,13 +106,21 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         identity = %settings.identity,
         admin = %settings.admin,
         proxy = ?settings.proxy.as_ref().map(|p| p.listen),
+        peer = ?peer.map(|p| p.listen),
         "understudy started"
     );
 
-    let proxy = settings
-        .proxy
-        .clone()
-        .map(|p| Proxy::new(p, views.clone(), metrics.clone()));
+    if let Some(tls) = &peer_tls {
+        tokio::spawn(tls.clone().watch(peer_tls::RELOAD_CHECK));
+    }
+    let proxy = settings.proxy.clone().map(|p| {
+        // With mTLS on, peers are reached at their peer addresses only.
+        let routing = match &peer_tls {
+            Some(_) => peer_tls::peer_views(views.clone()),
+            None => views.clone(),
+        };
+        Proxy::with_peer_tls(p, routing, metrics.clone(), peer_tls.clone())
+    });
     let admin = Admin::new(
         settings.clone(),
         views.clone(),
@@ -128,6 +155,25 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
             max_headers: p.max_headers,
             connections: metrics.connection_limit(p.max_connections),
         };
+        if let (Some(listener), Some(tls)) = (peer_listener, &peer_tls) {
+            // Its own connection bound, so that clients cannot crowd out the peers.
+            let limits = Limits {
+                connections: crate::limits::ConnectionLimit::unmetered(p.max_connections),
+                ..limits.clone()
+            };
+            let handler_proxy = proxy.clone();
+            tokio::spawn(server::serve_tls(
+                listener,
+                limits,
+                tls.clone(),
+                stop.clone(),
+                conns.clone(),
+                move |req, client| {
+                    let proxy = handler_proxy.clone();
+                    async move { proxy.handle_peer(req, client).await }
+                },
+            ));
+        }
         let handler_proxy = proxy.clone();
         tokio::spawn(server::serve(
             listener,

@@ -29,6 +29,7 @@ pub fn leader(id: &str, address: Option<&str>, epoch: u64) -> Leader {
     Leader {
         identity: id.into(),
         address: address.map(String::from),
+        peer_address: None,
         epoch,
     }
 }
@@ -80,6 +81,7 @@ pub fn proxy_settings(upstream: SocketAddr) -> ProxySettings {
         max_requests: 64,
         replay_buffer: crate::retry::REPLAY_LIMIT,
         body_timeout: Duration::from_secs(30),
+        peer: None,
         stream_grace: Duration::from_millis(200),
     }
 }

@@ -14,12 +14,13 @@ use http_body::Body;
 use http_body_util::{BodyExt, Empty};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::BoxError;
 use crate::headers::{self, Inbound};
 use crate::hold::Deadline;
+use crate::peer_tls::{Alpn, Direction};
 use crate::proxy::{
     Head, Outcome, Proxy, Target, Wait, bad_gateway, refused_by_sidecar, unavailable,
 };
@@ -65,7 +66,23 @@ where
         )
         .await
         {
-            Ok(Ok(stream)) => break (target, stream),
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                let Some(tls) = proxy.peer_tls_to(&target) else {
+                    break (target, Stream::Plain(stream));
+                };
+                match tokio::time::timeout(connect_timeout, tls.connect(stream, Alpn::Http1)).await
+                {
+                    Ok(Ok(stream)) => break (target, Stream::Tls(Box::new(stream))),
+                    Ok(Err(e)) => {
+                        tracing::debug!(peer = %target.authority, error = %e, "upgrade: TLS handshake failed")
+                    }
+                    Err(_) => {
+                        tls.handshake_failed(Direction::Outbound);
+                        tracing::debug!(peer = %target.authority, "upgrade: TLS handshake timed out")
+                    }
+                }
+            }
             Ok(Err(e)) => {
                 tracing::debug!(peer = %target.authority, error = %e, "upgrade: connect failed")
             }
@@ -78,7 +95,6 @@ where
         }
     };
     let (target, stream) = target;
-    let _ = stream.set_nodelay(true);
     let mut req = head.request(&target, body.map_err(Into::into).boxed_unsync());
     // The connection is ours alone, so the request line is origin-form (authority-form for
     // CONNECT), as a client would write it.
@@ -92,7 +108,11 @@ where
             .parse::<Uri>()
             .unwrap_or_else(|_| Uri::from_static("/"))
     };
-    let mut resp = match exchange(&target.authority, stream, req).await {
+    let exchanged = match stream {
+        Stream::Plain(stream) => exchange(&target.authority, stream, req).await,
+        Stream::Tls(stream) => exchange(&target.authority, stream, req).await,
+    };
+    let mut resp = match exchanged {
         Ok(resp) => resp,
         Err(e) => return bad_gateway(target, &e.to_string()),
     };
@@ -124,11 +144,20 @@ where
     }
 }
 
-async fn exchange(
+/// A tunnel's connection to its target: plain, or over the mTLS peer channel.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+async fn exchange<S>(
     peer: &str,
-    stream: TcpStream,
+    stream: S,
     req: http::Request<http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>>,
-) -> Result<Response<hyper::body::Incoming>, UpgradeError> {
+) -> Result<Response<hyper::body::Incoming>, UpgradeError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let err = |source| UpgradeError::Http {
         peer: peer.to_string(),
         source,

@@ -9,8 +9,9 @@ use http::Version;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use proptest::prelude::*;
 use understudy_elector::{Leader, Role, View};
+use understudy_proxy::balance::Balancer;
 use understudy_proxy::headers::{self, Inbound, MAX_HOPS};
-use understudy_proxy::route::{Route, decide};
+use understudy_proxy::route::{self, Route};
 
 /// Header names a client might send: ours, hop-by-hop ones, and arbitrary tokens.
 fn name() -> impl Strategy<Value = HeaderName> {
@@ -61,6 +62,7 @@ fn leader(id: &str, address: bool, epoch: u64) -> Leader {
     Leader {
         identity: id.to_string(),
         address: address.then(|| format!("10.0.0.{}:8080", id.len())),
+        peer_address: None,
         epoch,
     }
 }
@@ -155,7 +157,7 @@ proptest! {
     #[test]
     fn routing_respects_fencing_and_hop_bounds((view, now) in view(), mut map in headers()) {
         let inbound = Inbound::take(&mut map);
-        let route = decide(&view, now, &inbound);
+        let route = route::decide(&view, now, &inbound, &Balancer::default());
         match &route {
             Route::Local { leader } => {
                 prop_assert!(view.is_acting(now), "local while not acting: {:?}", view);

@@ -545,3 +545,182 @@ async fn tutorial_setup_makes_only_the_leader_ready() {
     })
     .await;
 }
+
+/// A cluster of three pods with `--actives 2` (and `extra` flags): waits until the sidecars
+/// agree on the two actives and every pod serves; returns them.
+async fn two_actives(name: &'static str, extra: &[&str]) -> (Scenario, Vec<String>) {
+    let mut opts = options();
+    if let Some(s) = opts.sidecar.as_mut() {
+        s.extra_args = ["--actives", "2"]
+            .iter()
+            .chain(extra)
+            .map(|a| a.to_string())
+            .collect();
+    }
+    let cluster = Cluster::start(opts)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let actives = async {
+        let actives = cluster
+            .wait_actives(2, &[], Duration::from_secs(20))
+            .await?;
+        cluster.wait_all_serving(Duration::from_secs(10)).await?;
+        Ok::<_, understudy_tests::cluster::HarnessError>(actives)
+    }
+    .await
+    .unwrap_or_else(|e| panic!("{name}: {e}"));
+    (Scenario { name, cluster }, actives)
+}
+
+/// The pod that holds no slot.
+fn the_standby(s: &Scenario, actives: &[String]) -> String {
+    s.cluster
+        .deployment()
+        .pods()
+        .into_iter()
+        .map(|p| p.name)
+        .find(|p| !actives.contains(p))
+        .expect("a third pod")
+}
+
+/// Checks the overlap report of an N = 2 run: two slots were served, never one by two pods
+/// at once nor two by one pod (`finish` has already failed on any such violation).
+fn assert_two_slots(name: &str, overlap: &understudy_tests::cluster::OverlapReport) {
+    let leases: BTreeSet<_> = overlap.tenures.iter().map(|t| t.lease.clone()).collect();
+    assert_eq!(
+        leases,
+        BTreeSet::from([Some("nginx-0".to_string()), Some("nginx-1".to_string())]),
+        "{name}: {:?}",
+        overlap.tenures
+    );
+}
+
+/// 8. N = 2: both actives serve what comes through the VIP (standbys spread over them);
+/// SIGKILL of one active -> the standby takes its slot, nothing fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_actives_share_the_vip_and_a_killed_one_is_replaced_losing_nothing() {
+    let _serial = exclusive("two-actives-sigkill").await;
+    bounded("two-actives-sigkill", async {
+        let (s, actives) = two_actives("two-actives-sigkill", &[]).await;
+        let standby = the_standby(&s, &actives);
+        let load = s.load();
+        assert!(load.pass(300, Duration::from_secs(20)).await);
+        let before = load.snapshot();
+        assert_eq!(
+            pods_of(&before),
+            actives.iter().cloned().collect::<BTreeSet<_>>(),
+            "both actives serve, nobody else: {:?}",
+            before.served_by()
+        );
+
+        let victim = actives[1].clone();
+        let survivor = actives[0].clone();
+        let killed = Instant::now();
+        s.cluster.deployment().crash(&victim).await.unwrap();
+        let after = s
+            .cluster
+            .wait_actives(2, &[&victim], Duration::from_secs(15))
+            .await
+            .unwrap();
+        let taken = Instant::now();
+        assert_eq!(after, {
+            let mut v = vec![survivor.clone(), standby.clone()];
+            v.sort();
+            v
+        });
+        s.cluster
+            .wait_all_serving(Duration::from_secs(20))
+            .await
+            .unwrap();
+        assert!(load.pass(300, Duration::from_secs(20)).await);
+        let report = load.finish().await;
+        assert_no_failures(s.name, &report);
+        assert_resets_only_at(s.name, &report, killed);
+        let since = report.between(taken, report.ended);
+        assert_eq!(
+            pods_of(&since),
+            BTreeSet::from([survivor.clone(), standby.clone()]),
+            "{:?}",
+            since.served_by()
+        );
+        let sidecar = s.cluster.options().sidecar.clone().unwrap();
+        let bound = sidecar.lease_duration + sidecar.retry_period + Duration::from_secs(2);
+        assert!(
+            report.max_gap() < bound,
+            "gap {:?} over {bound:?}",
+            report.max_gap()
+        );
+        println!(
+            "two-actives-sigkill: {victim} killed, {standby} took its slot after {:?}",
+            taken - killed
+        );
+        let overlap = s.finish(&report).await;
+        assert_two_slots("two-actives-sigkill", &overlap);
+    })
+    .await;
+}
+
+/// 9. N = 2 with `--upstream-health`: the app of an active stops passing its health
+/// check (it still serves) -> that active releases its slot, the standby takes it through
+/// the watch, nothing fails and no connection breaks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_active_whose_app_turns_unhealthy_hands_its_slot_over_losing_nothing() {
+    let _serial = exclusive("two-actives-health").await;
+    bounded("two-actives-health", async {
+        let health = [
+            "--upstream-health",
+            "/healthz",
+            "--health-interval",
+            "100ms",
+            "--health-failures",
+            "2",
+            "--health-successes",
+            "1",
+        ];
+        let (s, actives) = two_actives("two-actives-health", &health).await;
+        let standby = the_standby(&s, &actives);
+        let load = s.load();
+        assert!(load.pass(200, Duration::from_secs(20)).await);
+
+        let sick = actives[0].clone();
+        let well = actives[1].clone();
+        let t0 = Instant::now();
+        s.cluster
+            .deployment()
+            .pod(&sick)
+            .unwrap()
+            .set_app_healthy(false)
+            .unwrap();
+        let after = s
+            .cluster
+            .wait_actives(2, &[&sick], Duration::from_secs(10))
+            .await
+            .unwrap();
+        let moved = t0.elapsed();
+        let mut expected = vec![well.clone(), standby.clone()];
+        expected.sort();
+        assert_eq!(after, expected);
+        // Released after two failed checks and taken through the watch: well within the
+        // lease duration, which an expiry would have cost.
+        let sidecar = s.cluster.options().sidecar.clone().unwrap();
+        assert!(
+            moved < sidecar.lease_duration,
+            "the slot moved after {moved:?}"
+        );
+        let taken = Instant::now();
+        assert!(load.pass(300, Duration::from_secs(20)).await);
+        let report = load.finish().await;
+        assert_no_failures(s.name, &report);
+        assert_no_resets(s.name, &report);
+        assert_eq!(
+            pods_of(&report.between(taken, report.ended)),
+            BTreeSet::from([well, standby]),
+        );
+        println!(
+            "two-actives-health: {sick}'s slot moved {moved:?} after its app turned unhealthy"
+        );
+        let overlap = s.finish(&report).await;
+        assert_two_slots("two-actives-health", &overlap);
+    })
+    .await;
+}

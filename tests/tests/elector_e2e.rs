@@ -41,6 +41,7 @@ async fn pod(emu: &Emulator, name: &str, config: Config) -> Pod {
     let me = Candidate {
         identity: name.to_string(),
         address: Some(format!("{name}.test:8080")),
+        peer_address: None,
     };
     let (view, handle) = spawn(api, LEASE, me, config);
     Pod {
@@ -401,6 +402,7 @@ async fn slot_pods(emu: &Emulator, pods: usize, slots: usize) -> Vec<SlotPod> {
         let me = Candidate {
             identity: name.clone(),
             address: Some(format!("{name}.test:8080")),
+            peer_address: None,
         };
         let observer = std::sync::Arc::new(understudy_elector::observe::NoObserver);
         let (view, handle) = spawn_slots(api, LEASE, slots, me, fast(), observer);
@@ -582,6 +584,7 @@ async fn opening_the_watch_is_bounded_by_the_call_timeout() {
     let me = Candidate {
         identity: "pod-0".into(),
         address: None,
+        peer_address: None,
     };
     let (mut view, _handle) =
         understudy_elector::spawn_observed(api, LEASE, me, config, calls.clone());

@@ -527,6 +527,7 @@ async fn the_elector_reports_calls_renews_leadership_and_transitions() {
             let me = Candidate {
                 identity: name.into(),
                 address: None,
+                peer_address: None,
             };
             let (view, handle) =
                 spawn_observed(api, "obs-hook", me, config, Arc::new(Recorder(tx)));

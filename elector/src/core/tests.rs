@@ -37,6 +37,7 @@ fn stored(action: &Action, rv: u64) -> Observed {
             renew_time: None,
             transitions: draft.transitions,
             address: draft.address.clone(),
+            peer_address: draft.peer_address.clone(),
         },
         resource_version: rv.to_string(),
         object: None,

@@ -34,13 +34,15 @@ fn empty_spec_reads_as_unheld() {
     assert_eq!(r.holder, "");
     assert_eq!(r.transitions, 0);
     assert_eq!(r.address, None);
+    assert_eq!(r.peer_address, None);
 }
 
 #[test]
 fn draft_keeps_foreign_fields_and_sets_micro_times() {
     let base = lease_json(serde_json::json!({
         "metadata": {"name": "example", "resourceVersion": "7", "labels": {"app": "web"},
-                     "annotations": {"other": "kept", "understudy.io/address": "old:1"}},
+                     "annotations": {"other": "kept", "understudy.io/address": "old:1",
+                                     "understudy.io/peer-address": "old:2"}},
         "spec": {"holderIdentity": "pod-a", "leaseDurationSeconds": 10, "strategy": "OldestEmulationVersion",
                  "acquireTime": "2026-11-24T01:00:00.000000Z", "leaseTransitions": 1}
     }));
@@ -51,6 +53,7 @@ fn draft_keeps_foreign_fields_and_sets_micro_times() {
         acquire_time: Stamp::Now,
         transitions: 1,
         address: None,
+        peer_address: None,
     };
     let out = release.to_lease("example", Some(&base), now);
     let json = serde_json::to_value(&out).unwrap();
@@ -62,6 +65,7 @@ fn draft_keeps_foreign_fields_and_sets_micro_times() {
         serde_json::from_value(json["metadata"]["annotations"].clone()).unwrap();
     assert_eq!(annotations.get("other").map(String::as_str), Some("kept"));
     assert!(!annotations.contains_key(ADDRESS_ANNOTATION));
+    assert!(!annotations.contains_key(PEER_ADDRESS_ANNOTATION));
     assert_eq!(json["metadata"]["resourceVersion"], "7");
     assert_eq!(json["spec"]["holderIdentity"], "");
     assert_eq!(json["spec"]["leaseDurationSeconds"], 1);
@@ -76,8 +80,13 @@ fn draft_keeps_foreign_fields_and_sets_micro_times() {
         acquire_time: Stamp::Keep(LeaseRecord::from_lease(&base).acquire_time),
         transitions: 2,
         address: Some("198.18.0.3:8080".into()),
+        peer_address: Some("198.18.0.3:8443".into()),
     };
-    let json = serde_json::to_value(renew.to_lease("example", None, now)).unwrap();
+    let lease = renew.to_lease("example", None, now);
+    let read = LeaseRecord::from_lease(&lease);
+    assert_eq!(read.peer_address.as_deref(), Some("198.18.0.3:8443"));
+    assert_eq!(read.address.as_deref(), Some("198.18.0.3:8080"));
+    let json = serde_json::to_value(lease).unwrap();
     assert_eq!(json["metadata"]["name"], "example");
     assert_eq!(json["spec"]["acquireTime"], "2026-11-24T01:00:00.000000Z");
     assert_eq!(

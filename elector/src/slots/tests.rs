@@ -9,6 +9,7 @@ fn view(me: &str, role: Role, holder: Option<&str>) -> View {
         leader: holder.map(|h| Leader {
             identity: h.to_string(),
             address: None,
+            peer_address: None,
             epoch: 1,
         }),
         acting_until: (role == Role::Leader).then(|| now + Duration::from_secs(5)),

@@ -145,3 +145,17 @@ fn forwarded_headers_append_and_keep_earlier_proxies() {
         .collect();
     assert_eq!(via, ["1.1 understudy", "2 understudy"]);
 }
+
+#[test]
+fn discard_honours_nothing_and_removes_every_internal_header() {
+    let mut h = map(&[
+        ("x-understudy-for", "pod-a"),
+        ("x-understudy-hops", "1"),
+        ("x-understudy-hold-ms", "5"),
+        ("x-understudy-epoch", "9"),
+        ("x-other", "kept"),
+    ]);
+    assert_eq!(Inbound::discard(&mut h), Inbound::default());
+    assert_eq!(h.len(), 1);
+    assert_eq!(h["x-other"], "kept");
+}

@@ -16,6 +16,7 @@ fn view(role: Role, leader: Option<&str>, now: Instant) -> View {
         leader: leader.map(|l| Leader {
             identity: l.into(),
             address: Some("127.0.0.1:1".into()),
+            peer_address: None,
             epoch: 7,
         }),
         acting_until: (role == Role::Leader).then(|| now + Duration::from_secs(5)),

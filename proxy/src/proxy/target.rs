@@ -10,6 +10,7 @@ use understudy_elector::View;
 
 use super::answer::{held, misdirected};
 use super::{Outcome, Proxy};
+use crate::balance::Outstanding;
 use crate::headers::{self, Inbound};
 use crate::hold::{Deadline, Place};
 use crate::route::{self, Route};
@@ -24,6 +25,9 @@ pub(crate) struct Target {
     pub(crate) tenure: Tenure,
     pub(crate) extra: HeaderMap,
     pub(crate) route: &'static str,
+    /// Counts the request as outstanding at the active it goes to, when a standby had
+    /// several to choose from (see [`crate::balance`]); dropped with the response body.
+    pub(crate) load: Option<Outstanding>,
 }
 
 /// One request's way through holds and back-offs, up to its deadline.
@@ -52,13 +56,23 @@ impl<'a> Wait<'a> {
     /// The next target, holding until there is one. `Err` is the answer to give instead.
     pub(crate) async fn target(&mut self, inbound: &Inbound) -> Result<Target, Outcome> {
         loop {
-            let route = route::decide(&self.views.borrow_and_update(), crate::now(), inbound);
+            let balancer = &self.proxy.inner.balancer;
+            // What the route needs of the view, read in one borrow: a slot change in between
+            // must not mix one slot's epoch with another's Lease.
+            let (route, lease, several) = {
+                let view = self.views.borrow_and_update();
+                let route = route::decide(&view, crate::now(), inbound, balancer);
+                let lease =
+                    matches!(route, Route::Local { .. }).then(|| headers::value(&view.lease));
+                (route, lease, !view.peers.is_empty())
+            };
             let settings = &self.proxy.inner.settings;
             let mut extra = HeaderMap::new();
             match route {
                 Route::Hold => {
                     self.enter()?;
-                    let ready = |v: &View| route::decide(v, crate::now(), inbound) != Route::Hold;
+                    let ready =
+                        |v: &View| route::decide(v, crate::now(), inbound, balancer) != Route::Hold;
                     let timer = self.proxy.inner.metrics.hold_timer();
                     let waited = self.deadline.until(&mut self.views, ready).await;
                     timer.finish(waited.is_ok());
@@ -68,6 +82,9 @@ impl<'a> Wait<'a> {
                 Route::Local { leader } => {
                     extra.insert(headers::LEADER, headers::value(&leader.identity));
                     extra.insert(headers::EPOCH, HeaderValue::from(leader.epoch));
+                    if let Some(lease) = lease {
+                        extra.insert(headers::LEASE, lease);
+                    }
                     return Ok(Target {
                         authority: settings.upstream.to_string(),
                         tenure: Tenure::Local {
@@ -75,6 +92,7 @@ impl<'a> Wait<'a> {
                         },
                         extra,
                         route: "local",
+                        load: None,
                     });
                 }
                 Route::Forward {
@@ -89,6 +107,7 @@ impl<'a> Wait<'a> {
                         headers::HOLD_MS,
                         HeaderValue::from(u64::try_from(left).unwrap_or(u64::MAX)),
                     );
+                    let load = several.then(|| balancer.start(&leader.identity));
                     return Ok(Target {
                         authority: address,
                         tenure: Tenure::Peer {
@@ -97,6 +116,7 @@ impl<'a> Wait<'a> {
                         },
                         extra,
                         route: "forward",
+                        load,
                     });
                 }
             }

@@ -39,6 +39,7 @@ async fn the_leader_serves_locally_with_the_fencing_token() {
     assert_eq!((status, body.as_str()), (StatusCode::OK, "a"));
     assert_eq!(headers["x-seen-x-understudy-leader"], "a");
     assert_eq!(headers["x-seen-x-understudy-epoch"], "4");
+    assert_eq!(headers["x-seen-x-understudy-lease"], "test");
     assert_eq!(headers["x-seen-x-forwarded-for"], "127.0.0.1");
     assert_eq!(headers["x-seen-via"], "1.1 understudy");
     assert_eq!(app_a.hits(), 1);
@@ -73,6 +74,51 @@ async fn a_standby_forwards_to_the_leader() {
         .body(Full::from("hello"))
         .unwrap();
     assert_eq!(send(pb.addr, req).await.2, "a:hello");
+}
+
+#[tokio::test]
+async fn a_standby_sends_to_the_active_with_fewer_requests_outstanding() {
+    let (a_addr, _app_a) = app("a").await;
+    let (c_addr, _app_c) = app("c").await;
+    let pa = start_proxy(proxy_settings(a_addr), leading("a", "127.0.0.1:1", 4)).await;
+    let pc = start_proxy(proxy_settings(c_addr), leading("c", "127.0.0.1:1", 2)).await;
+    let (b_addr, _app_b) = app("b").await;
+    let mut view = following("b", "a", &pa.addr.to_string(), 4);
+    view.peers = vec![leader("c", Some(&pc.addr.to_string()), 2)];
+    let pb = start_proxy(proxy_settings(b_addr), view).await;
+    let balancer = &pb.proxy.inner.balancer;
+
+    // A response that never ends keeps its active busy...
+    let stream = client()
+        .request(
+            Request::get(format!("http://{}/stream", pb.addr))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let busy = stream.headers()["x-seen-x-understudy-leader"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let idle = if busy == "a" { "c" } else { "a" };
+    assert_eq!(
+        (balancer.outstanding(&busy), balancer.outstanding(idle)),
+        (1, 0)
+    );
+    // ... so every other request goes to the other one.
+    for _ in 0..20 {
+        let (status, _, body) = get(pb.addr, "/").await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, idle));
+    }
+    // Once it ends, both take requests again.
+    drop(stream);
+    eventually(Duration::from_secs(5), || balancer.outstanding(&busy) == 0).await;
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..40 {
+        seen.insert(get(pb.addr, "/").await.2);
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
 }
 
 #[tokio::test]

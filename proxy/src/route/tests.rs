@@ -3,6 +3,10 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::testing::{following, leader, leaderless, leading};
 
+fn decide(view: &View, now: Instant, inbound: &Inbound) -> Route {
+    super::decide(view, now, inbound, &Balancer::default())
+}
+
 fn from_peer(pod: &str, hops: u8) -> Inbound {
     Inbound {
         for_pod: Some(pod.into()),
@@ -165,7 +169,7 @@ fn a_standby_spreads_over_every_active_of_n_slots() {
         leader("x", None, 1),
     ];
     let mut seen = std::collections::BTreeSet::new();
-    for _ in 0..8 {
+    for _ in 0..64 {
         match decide(&view, Instant::now(), &Inbound::default()) {
             Route::Forward { leader, .. } => seen.insert(leader.identity),
             other => panic!("{other:?}"),
@@ -184,4 +188,50 @@ fn a_standby_spreads_over_every_active_of_n_slots() {
         decide(&view, Instant::now(), &from_peer("b", 1)),
         Route::Reject(_)
     ));
+}
+
+#[test]
+fn a_standby_holds_only_when_no_active_is_reachable() {
+    // Slot 0's holder advertises no address, another slot's does: forward there.
+    let mut view = following("c", "x", "x:1", 3);
+    view.leader.as_mut().unwrap().address = None;
+    view.peers = vec![leader("b", Some("10.0.0.2:8080"), 5)];
+    match decide(&view, Instant::now(), &Inbound::default()) {
+        Route::Forward {
+            leader, address, ..
+        } => {
+            assert_eq!(
+                (leader.identity.as_str(), address.as_str()),
+                ("b", "10.0.0.2:8080")
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    // No slot names a holder at all, but the view lists an active: forward there too.
+    let mut view = leaderless("c");
+    view.peers = vec![leader("b", Some("10.0.0.2:8080"), 5)];
+    assert!(matches!(
+        decide(&view, Instant::now(), &Inbound::default()),
+        Route::Forward { .. }
+    ));
+    // Only address-less holders: hold.
+    view.peers = vec![leader("x", None, 1)];
+    assert_eq!(
+        decide(&view, Instant::now(), &Inbound::default()),
+        Route::Hold
+    );
+}
+
+#[test]
+fn a_standby_sends_each_request_to_the_less_loaded_active() {
+    let mut view = following("c", "a", "10.0.0.1:8080", 3);
+    view.peers = vec![leader("b", Some("10.0.0.2:8080"), 5)];
+    let balancer = Balancer::with_seed(9);
+    let _slow = balancer.start("a");
+    for _ in 0..20 {
+        match super::decide(&view, Instant::now(), &Inbound::default(), &balancer) {
+            Route::Forward { leader, .. } => assert_eq!(leader.identity, "b"),
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -194,3 +194,84 @@ fn resource_limits_have_bounded_defaults_and_flags() {
         assert!(e.contains(flag), "{flag}: {e}");
     }
 }
+
+#[test]
+fn the_peer_channel_needs_both_flags_and_the_proxy() {
+    let s = settings(&["--election", "x", "--listen", "127.0.0.2:8080"]).unwrap();
+    assert!(s.proxy.unwrap().peer.is_none(), "off by default");
+    let base = ["--election", "x", "--listen", "127.0.0.2:8080"];
+    let with = |extra: &[&str]| {
+        let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+        Cli::try_parse_from(std::iter::once("understudy").chain(args))
+    };
+    for alone in [
+        &["--peer-listen", "127.0.0.2:8443"][..],
+        &["--peer-tls-dir", "/tls"][..],
+    ] {
+        let err = with(alone).unwrap_err().to_string();
+        assert!(
+            err.contains("required arguments were not provided"),
+            "{err}"
+        );
+    }
+    let s = settings(&[
+        "--election",
+        "x",
+        "--listen",
+        "127.0.0.2:8080",
+        "--peer-listen",
+        "127.0.0.2:8443",
+        "--peer-tls-dir",
+        "/tls",
+    ])
+    .unwrap();
+    let peer = s.proxy.unwrap().peer.unwrap();
+    assert_eq!(peer.advertise.as_str(), "127.0.0.2:8443");
+    assert_eq!(peer.tls_dir, PathBuf::from("/tls"));
+    assert_eq!(peer.server_name, "understudy-peer");
+    // A wildcard peer address is advertised with the proxy's host.
+    let e = Environment {
+        pod_ip: Some("10.1.2.3".into()),
+        ..env()
+    };
+    let args = [
+        "--election",
+        "x",
+        "--listen",
+        "0.0.0.0:8080",
+        "--peer-listen",
+        "0.0.0.0:8443",
+        "--peer-tls-dir",
+        "/tls",
+        "--peer-server-name",
+        "web.peers",
+    ];
+    let peer = Settings::from_cli(&cli(&args), &e)
+        .unwrap()
+        .proxy
+        .unwrap()
+        .peer
+        .unwrap();
+    assert_eq!(peer.advertise.as_str(), "10.1.2.3:8443");
+    assert_eq!(peer.server_name, "web.peers");
+    // Not without the proxy; not with a name no certificate could carry.
+    let err = settings(&[
+        "--election",
+        "x",
+        "--peer-listen",
+        "127.0.0.2:8443",
+        "--peer-tls-dir",
+        "/tls",
+    ])
+    .unwrap_err();
+    assert!(err.to_string().starts_with("--peer-listen"), "{err}");
+    for bad in ["", "10.0.0.1", "not a name"] {
+        let mut args = args.to_vec();
+        args[9] = bad;
+        let err = Settings::from_cli(&cli(&args), &e).unwrap_err();
+        assert!(
+            err.to_string().starts_with("--peer-server-name"),
+            "{bad:?}: {err}"
+        );
+    }
+}

@@ -64,3 +64,56 @@ pub async fn wait_leader(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The holders of every slot a sidecar lists on `/actives` (sorted), or `None` when it does
+/// not answer.
+pub async fn actives(addr: SocketAddr) -> Option<Vec<String>> {
+    let client = http::client(false, Duration::from_secs(1));
+    let (code, body) = http::get(&client, addr, "/actives", false, Duration::from_secs(2))
+        .await
+        .ok()?;
+    if !code.is_success() {
+        return None;
+    }
+    let list: Value = serde_json::from_str(&body).ok()?;
+    let mut names: Vec<String> = list
+        .as_array()?
+        .iter()
+        .filter_map(|a| a["name"].as_str().map(String::from))
+        .collect();
+    names.sort();
+    Some(names)
+}
+
+/// Waits until every answering sidecar lists the same `n` actives on `/actives`, none of
+/// them in `not`, and returns them (sorted). `pods` is asked again on every round.
+pub async fn wait_actives(
+    pods: impl Fn() -> Vec<(String, SocketAddr)>,
+    n: usize,
+    not: &[&str],
+    within: Duration,
+) -> Result<Vec<String>, HarnessError> {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut lists = Vec::new();
+        for (_, addr) in pods() {
+            if let Some(list) = actives(addr).await {
+                lists.push(list);
+            }
+        }
+        if let Some(first) = lists.first()
+            && first.len() == n
+            && !first.iter().any(|a| not.contains(&a.as_str()))
+            && lists.iter().all(|l| l == first)
+        {
+            return Ok(first.clone());
+        }
+        if Instant::now() > deadline {
+            return Err(HarnessError::timeout(
+                format!("{n} agreed actives, none of {not:?} (lists: {lists:?})"),
+                within,
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,6 +1,6 @@
 //! The app in each pod: nginx from Debian's `nginx-light`, as in the original tutorial,
 //! serving a page that names its pod and logging every request with the fencing headers
-//! the sidecar adds (`x-understudy-leader`, `x-understudy-epoch`).
+//! the sidecar adds (`x-understudy-leader`, `x-understudy-epoch`, `x-understudy-lease`).
 
 use std::net::SocketAddrV4;
 use std::path::{Path, PathBuf};
@@ -13,7 +13,7 @@ use super::{HarnessError, PodNet};
 /// The access log format: receipt-to-log time, status and fencing token, tab-separated.
 /// `$msec` is the log time with millisecond resolution; `$request_time` how long nginx
 /// spent on the request.
-const LOG_FORMAT: &str = "$msec\\t$request_time\\t$status\\t$http_x_understudy_leader\\t$http_x_understudy_epoch\\t$request_method $request_uri";
+const LOG_FORMAT: &str = "$msec\\t$request_time\\t$status\\t$http_x_understudy_leader\\t$http_x_understudy_epoch\\t$http_x_understudy_lease\\t$request_method $request_uri";
 
 /// One nginx per pod.
 pub struct App {
@@ -21,6 +21,8 @@ pub struct App {
     pub proc: Proc,
     /// The access log.
     pub access_log: PathBuf,
+    /// While this file exists, `GET /healthz` answers 200; otherwise 503.
+    pub health_file: PathBuf,
 }
 
 impl App {
@@ -40,6 +42,9 @@ impl App {
         }
         let page = www.join("index.html");
         std::fs::write(&page, page_html(pod)).map_err(|e| HarnessError::io("write", &page, e))?;
+        let health_file = dir.join("healthy");
+        std::fs::write(&health_file, "ok\n")
+            .map_err(|e| HarnessError::io("write", &health_file, e))?;
         let conf = dir.join("nginx.conf");
         let access_log = dir.join("access.log");
         std::fs::write(&conf, config(dir, listen, &access_log))
@@ -57,7 +62,11 @@ impl App {
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let proc = Proc::spawn(cmd, format!("nginx of {pod}"))?;
-        let app = App { proc, access_log };
+        let app = App {
+            proc,
+            access_log,
+            health_file,
+        };
         app.wait_listening(listen, Duration::from_secs(10)).await?;
         Ok(app)
     }
@@ -100,6 +109,18 @@ impl App {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// Makes `GET /healthz` answer 200 (`true`) or 503 (`false`) from now on; every other
+    /// path keeps answering as before.
+    pub fn set_healthy(&self, healthy: bool) -> Result<(), HarnessError> {
+        let path = &self.health_file;
+        let done = if healthy {
+            std::fs::write(path, "ok\n")
+        } else {
+            std::fs::remove_file(path)
+        };
+        done.map_err(|e| HarnessError::io(if healthy { "write" } else { "remove" }, path, e))
     }
 
     /// Graceful stop (SIGQUIT: finish requests, then exit), bounded; SIGKILL after.
@@ -152,6 +173,12 @@ http {{
     access_log {log} understudy;
     root {d}/www;
     index index.html;
+    # The health check `--upstream-health /healthz` asks: 200 while the file exists.
+    location = /healthz {{
+      access_log off;
+      if (!-f {d}/healthy) {{ return 503 "unhealthy\n"; }}
+      return 200 "ok\n";
+    }}
   }}
 }}
 "#
@@ -171,6 +198,8 @@ pub struct AccessEntry {
     pub leader: Option<String>,
     /// The fencing token: epoch.
     pub epoch: Option<u64>,
+    /// The fencing token: the Lease (slot) the epoch counts in.
+    pub lease: Option<String>,
     /// Method and URI.
     pub request: String,
 }
@@ -189,6 +218,7 @@ impl AccessEntry {
         let status = f.next()?.parse().ok()?;
         let leader = f.next().filter(|v| *v != "-").map(String::from);
         let epoch = f.next()?.parse().ok();
+        let lease = f.next().filter(|v| *v != "-").map(String::from);
         let request = f.next()?.to_string();
         Some(AccessEntry {
             logged,
@@ -196,6 +226,7 @@ impl AccessEntry {
             status,
             leader,
             epoch,
+            lease,
             request,
         })
     }

@@ -314,6 +314,17 @@ impl Cluster {
         admin::wait_leader(|| self.admin_addrs(), not, within).await
     }
 
+    /// The `n` actives of an `--actives n` election, once the sidecars agree on them; none
+    /// of them in `not` (see [`admin::wait_actives`]).
+    pub async fn wait_actives(
+        &self,
+        n: usize,
+        not: &[&str],
+        within: Duration,
+    ) -> Result<Vec<String>, HarnessError> {
+        admin::wait_actives(|| self.admin_addrs(), n, not, within).await
+    }
+
     /// The Lease as the API server holds it: (holder, epoch).
     pub fn lease(&self) -> Option<(String, u64)> {
         let election = self.opts.sidecar.as_ref()?.election.clone();

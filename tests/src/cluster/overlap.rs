@@ -1,11 +1,16 @@
 //! The overlap checker: from the apps' access logs, with the fencing token the sidecar adds
 //! to every request it hands its app, no two pods served as leader at the same instant.
 //!
-//! A *tenure* is what one pod served under one epoch: from the first to the last request
-//! its app received with that token. The checks:
+//! A *tenure* is what one pod served under one epoch of one Lease (slot): from the first to
+//! the last request its app received with that token. The checks:
 //! - a pod's app only gets requests fenced with that pod's own identity;
-//! - tenures of different pods do not overlap in time;
-//! - a later tenure of another pod carries a higher epoch (epochs only rise).
+//! - tenures of different pods in the same slot do not overlap in time;
+//! - a later tenure of another pod in the same slot carries a higher epoch (epochs only
+//!   rise);
+//! - one pod's tenures in different slots do not overlap (a pod holds at most one slot).
+//!
+//! With one slot (`--actives 1`) every tenure is in the same slot, so the rules are "never
+//! two leaders at once". Requests logged without a Lease name count as one slot.
 //!
 //! All pods log on one host clock. `$msec` and `$request_time` have millisecond
 //! resolution, so times are compared with [`TOLERANCE`].
@@ -25,6 +30,8 @@ pub struct Tenure {
     pub pod: String,
     /// The epoch (`leaseTransitions`) it served with.
     pub epoch: u64,
+    /// The Lease (slot) the epoch counts in, if the sidecar named it.
+    pub lease: Option<String>,
     /// When its app received the first request of this tenure (Unix seconds).
     pub first: f64,
     /// When its app received the last one.
@@ -45,12 +52,16 @@ pub struct OverlapReport {
 }
 
 impl OverlapReport {
-    /// The pauses between successive tenures (seconds; negative would be an overlap).
+    /// The pauses between successive tenures of the same slot (seconds; negative would be
+    /// an overlap).
     pub fn handover_gaps(&self) -> Vec<f64> {
-        self.tenures
-            .windows(2)
-            .map(|w| w[1].first - w[0].last)
-            .collect()
+        let mut gaps = Vec::new();
+        for (i, a) in self.tenures.iter().enumerate() {
+            if let Some(b) = self.tenures[i + 1..].iter().find(|b| b.lease == a.lease) {
+                gaps.push(b.first - a.last);
+            }
+        }
+        gaps
     }
 }
 
@@ -91,7 +102,7 @@ pub fn check(logs: &[(String, Vec<AccessEntry>)]) -> OverlapReport {
             match report
                 .tenures
                 .iter_mut()
-                .find(|x| &x.pod == pod && x.epoch == epoch)
+                .find(|x| &x.pod == pod && x.epoch == epoch && x.lease == e.lease)
             {
                 Some(x) => {
                     x.first = x.first.min(t);
@@ -101,6 +112,7 @@ pub fn check(logs: &[(String, Vec<AccessEntry>)]) -> OverlapReport {
                 None => report.tenures.push(Tenure {
                     pod: pod.clone(),
                     epoch,
+                    lease: e.lease.clone(),
                     first: t,
                     last: t,
                     requests: 1,
@@ -111,23 +123,44 @@ pub fn check(logs: &[(String, Vec<AccessEntry>)]) -> OverlapReport {
     report.tenures.sort_by(|a, b| a.first.total_cmp(&b.first));
     let tenures = report.tenures.clone();
     for (i, a) in tenures.iter().enumerate() {
-        for b in tenures.iter().skip(i + 1).filter(|b| b.pod != a.pod) {
+        for b in tenures.iter().skip(i + 1) {
             // b starts at or after a (sorted).
-            if b.first < a.last - TOLERANCE {
+            let overlaps = b.first < a.last - TOLERANCE;
+            if b.pod == a.pod {
+                if b.lease != a.lease && overlaps {
+                    report.violations.push(format!(
+                        "two slots at once: {} served {} (epoch {}) {:.3}..{:.3} and {} (epoch {}) from {:.3}",
+                        a.pod, slot(a), a.epoch, a.first, a.last, slot(b), b.epoch, b.first
+                    ));
+                }
+                continue;
+            }
+            if b.lease != a.lease {
+                continue;
+            }
+            if overlaps {
                 report.violations.push(format!(
-                    "overlap: {} (epoch {}) served {:.3}..{:.3} while {} (epoch {}) served from {:.3}",
-                    a.pod, a.epoch, a.first, a.last, b.pod, b.epoch, b.first
+                    "overlap in {}: {} (epoch {}) served {:.3}..{:.3} while {} (epoch {}) served from {:.3}",
+                    slot(a), a.pod, a.epoch, a.first, a.last, b.pod, b.epoch, b.first
                 ));
             }
             if b.epoch <= a.epoch {
                 report.violations.push(format!(
-                    "epoch did not rise: {} served epoch {} after {} served epoch {}",
-                    b.pod, b.epoch, a.pod, a.epoch
+                    "epoch did not rise in {}: {} served epoch {} after {} served epoch {}",
+                    slot(a),
+                    b.pod,
+                    b.epoch,
+                    a.pod,
+                    a.epoch
                 ));
             }
         }
     }
     report
+}
+
+fn slot(t: &Tenure) -> &str {
+    t.lease.as_deref().unwrap_or("the Lease")
 }
 
 #[cfg(test)]

@@ -152,6 +152,11 @@ impl Pod {
         self.net.kill_all().await
     }
 
+    /// Makes the app's health check (`GET /healthz`) pass or fail; it keeps serving.
+    pub fn set_app_healthy(&self, healthy: bool) -> Result<(), HarnessError> {
+        self.app.set_healthy(healthy)
+    }
+
     /// SIGKILL to the sidecar only; the app keeps running.
     pub async fn kill_sidecar(&self) -> Result<(), HarnessError> {
         match &self.sidecar {

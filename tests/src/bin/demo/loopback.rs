@@ -374,6 +374,7 @@ async fn start_app(
                         status: 200,
                         leader: header("x-understudy-leader"),
                         epoch: header("x-understudy-epoch").and_then(|e| e.parse().ok()),
+                        lease: header("x-understudy-lease"),
                         request: format!("{} {}", req.method(), req.uri()),
                     };
                     served
