@@ -37,6 +37,9 @@ pub const LEASE: HeaderName = HeaderName::from_static("x-understudy-lease");
 /// On a 421 from a sidecar: the identity of the sidecar that refused (nothing reached an app).
 pub const REFUSED: HeaderName = HeaderName::from_static("x-understudy-refused");
 
+/// Every header a sidecar adds to an attempt (see [`LEADER`] .. [`HOLD_MS`]).
+pub const ADDED: [HeaderName; 6] = [LEADER, EPOCH, LEASE, FOR, HOPS, HOLD_MS];
+
 /// Most sidecars a request may pass: the first forward plus one re-route.
 pub const MAX_HOPS: u8 = 2;
 
@@ -168,7 +171,7 @@ pub fn add_forwarded(
     headers: &mut HeaderMap,
     client: SocketAddr,
     version: Version,
-    host: Option<&str>,
+    host: Option<HeaderValue>,
 ) {
     let ip = client.ip().to_canonical().to_string();
     let xff = HeaderName::from_static("x-forwarded-for");
@@ -184,10 +187,7 @@ pub fn add_forwarded(
         headers.insert(proto, HeaderValue::from_static("http"));
     }
     let fhost = HeaderName::from_static("x-forwarded-host");
-    if let (false, Some(Ok(v))) = (
-        headers.contains_key(&fhost),
-        host.map(HeaderValue::from_str),
-    ) {
+    if let (false, Some(v)) = (headers.contains_key(&fhost), host) {
         headers.insert(fhost, v);
     }
     add_via(headers, version);

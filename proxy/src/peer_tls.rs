@@ -438,5 +438,8 @@ fn invalid(path: &Path, problem: &str) -> PeerTlsError {
     }
 }
 
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
 #[cfg(test)]
 mod tests;

@@ -52,6 +52,8 @@ pub struct Proxy {
 pub(crate) struct Inner {
     pub(crate) views: watch::Receiver<View>,
     pub(crate) settings: ProxySettings,
+    /// `--upstream` as an authority, formatted once.
+    pub(crate) upstream: String,
     pub(crate) forwarder: Forwarder,
     pub(crate) holder: Holder,
     /// Which active a standby sends to, with N slots.
@@ -109,6 +111,7 @@ impl Proxy {
         Proxy {
             inner: Arc::new(Inner {
                 views,
+                upstream: settings.upstream.to_string(),
                 settings,
                 forwarder,
                 holder,
@@ -165,9 +168,13 @@ impl Proxy {
     {
         let started = Instant::now();
         let _in_flight = self.inner.metrics.in_flight();
-        let method = req.method().clone();
-        let uri = req.uri().clone();
-        let target_len = uri.path_and_query().map_or(0, |p| p.as_str().len());
+        // Kept for the access log only: not cloned for every request when it is off.
+        let logged = self
+            .inner
+            .settings
+            .access_log
+            .then(|| (req.method().clone(), req.uri().clone()));
+        let target_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
         let outcome = if target_len > MAX_URI_BYTES {
             answer::uri_too_long()
         } else {
@@ -181,7 +188,7 @@ impl Proxy {
         self.inner
             .metrics
             .request(outcome.route, &outcome.response, elapsed);
-        if self.inner.settings.access_log {
+        if let Some((method, uri)) = logged {
             tracing::info!(
                 target: "understudy::access",
                 client = %client,
@@ -216,19 +223,21 @@ impl Proxy {
             Inbound::discard(&mut parts.headers)
         };
         let upgrade = headers::is_upgrade(&parts.method, parts.version, &parts.headers);
-        let host = parts
-            .headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_string)
-            .or_else(|| parts.uri.authority().map(|a| a.to_string()));
+        let host = parts.headers.get(header::HOST).cloned().or_else(|| {
+            let authority = parts.uri.authority()?;
+            header::HeaderValue::from_str(authority.as_str()).ok()
+        });
+        // Room for what is added below and by each attempt, in one allocation: the map
+        // hyper parsed is sized to the headers that came in.
+        parts.headers.reserve(8);
         headers::strip_hop_by_hop(&mut parts.headers, upgrade);
-        headers::add_forwarded(&mut parts.headers, client, parts.version, host.as_deref());
-        let head = Head {
+        headers::add_forwarded(&mut parts.headers, client, parts.version, host);
+        let mut head = Head {
             method: parts.method,
             uri: parts.uri,
             version: parts.version,
             headers: parts.headers,
+            extra_set: false,
         };
         // One hold deadline for the whole way: an earlier sidecar's leftover, if it sent one.
         let deadline = self.inner.holder.deadline(started, inbound.hold);
@@ -347,11 +356,16 @@ pub(crate) struct Head {
     pub(crate) uri: Uri,
     pub(crate) version: Version,
     pub(crate) headers: HeaderMap,
+    /// Whether `headers` carries an earlier attempt's [`Target::extra`].
+    pub(crate) extra_set: bool,
 }
 
 impl Head {
     /// The request for one attempt to `target`.
-    pub(crate) fn request<B>(&self, target: &Target, body: B) -> Request<B> {
+    ///
+    /// The attempt's own headers are set on the kept head (replacing an earlier attempt's)
+    /// before it is copied: the copy then needs no room to grow.
+    pub(crate) fn request<B>(&mut self, target: &Target, body: B) -> Request<B> {
         let path = self
             .uri
             .path_and_query()
@@ -369,10 +383,18 @@ impl Head {
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = uri.build().unwrap_or_else(|_| Uri::from_static("/"));
         *req.version_mut() = self.version;
-        *req.headers_mut() = self.headers.clone();
-        for (name, value) in &target.extra {
-            req.headers_mut().insert(name.clone(), value.clone());
+        if self.extra_set {
+            for name in headers::ADDED {
+                self.headers.remove(name);
+            }
         }
+        for (name, value) in &target.extra {
+            if !value.is_empty() {
+                self.headers.insert(name.clone(), value.clone());
+            }
+        }
+        self.extra_set = true;
+        *req.headers_mut() = self.headers.clone();
         req
     }
 }

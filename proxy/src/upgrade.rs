@@ -43,7 +43,7 @@ pub enum UpgradeError {
 /// splices the two upgraded connections.
 pub(crate) async fn proxy<B>(
     proxy: &Proxy,
-    head: Head,
+    mut head: Head,
     body: B,
     inbound: Inbound,
     on_client: OnUpgrade,

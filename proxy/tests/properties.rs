@@ -145,7 +145,7 @@ proptest! {
     fn forwarding_headers_name_the_client(mut map in headers(), ip in any::<[u8; 4]>(), port in any::<u16>()) {
         let client = SocketAddr::from((ip, port));
         let via_before = map.get_all(http::header::VIA).iter().count();
-        headers::add_forwarded(&mut map, client, Version::HTTP_11, Some("svc"));
+        headers::add_forwarded(&mut map, client, Version::HTTP_11, Some(http::HeaderValue::from_static("svc")));
         let xff = map.get("x-forwarded-for").unwrap().to_str().unwrap().to_string();
         let expected = client.ip().to_string();
         prop_assert!(xff.ends_with(&expected), "{} does not end in {}", xff, expected);

@@ -59,6 +59,8 @@ const FAMILIES: &[&str] = &[
     "understudy_proxy_connect_errors_total",
     "understudy_proxy_retries_total",
     "understudy_proxy_sidecar_answers_total",
+    "understudy_peer_tls_reloads_total",
+    "understudy_peer_tls_handshake_failures_total",
     "process_cpu_seconds_total",
     "process_resident_memory_bytes",
     "process_virtual_memory_bytes",
@@ -452,7 +454,8 @@ async fn prometheus_scrapes_a_failover_and_every_panel_shows_it() {
         .unwrap()
         .iter()
         .collect();
-    assert_eq!(evaluated.len(), 6);
+    let written = dashboard::rule_queries(&dashboard::yaml("understudy-rules.yaml"));
+    assert_eq!(evaluated.len(), written.len());
     for rule in evaluated {
         assert_eq!(rule["health"], "ok", "{rule}");
     }

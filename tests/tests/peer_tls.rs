@@ -1,6 +1,6 @@
 //! The mTLS peer channel end to end (`--peer-listen`, `--peer-tls-dir`): real `understudy`
-//! processes on 127.0.0.x, the Kubernetes API emulator, certificates made here with rcgen
-//! and laid out as the kubelet mounts a cert-manager Secret. A standby forwards to the
+//! processes on 127.0.0.x, the Kubernetes API emulator, certificates from a throwaway CA laid
+//! out as the kubelet mounts a cert-manager Secret (`understudy_proxy::peer_tls::testing`). A standby forwards to the
 //! leader's peer port over mTLS; the peer port refuses clients without a certificate from the
 //! CA; the data port treats forged routing headers as a client's; new files are picked up
 //! without a restart, and a broken set leaves the last good one in use.
@@ -10,193 +10,15 @@
 mod harness;
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use harness::*;
 use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Empty, Full};
-use hyper_util::rt::TokioIo;
+use http_body_util::Full;
 use k8s_openapi::api::coordination::v1::Lease;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::{ClientConfig, RootCertStore};
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
+use understudy_proxy::peer_tls::testing::{Ca, NAME, SecretDir, client_config, get_tls};
 
-/// The DNS name every sidecar certificate carries (the `--peer-server-name` default).
-const NAME: &str = "understudy-peer";
-
-// === certificates, as cert-manager would issue them ===
-
-struct Ca {
-    issuer: Issuer<'static, KeyPair>,
-    pem: String,
-}
-
-struct Leaf {
-    cert: String,
-    key: String,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        params.distinguished_name.push(DnType::CommonName, name);
-        let cert = params.self_signed(&key).unwrap();
-        Ca {
-            pem: cert.pem(),
-            issuer: Issuer::new(params, key),
-        }
-    }
-
-    /// A sidecar certificate: `usages: [server auth, client auth]`, `dnsNames: [NAME]`.
-    fn leaf(&self) -> Leaf {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(vec![NAME.to_string()]).unwrap();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "sidecar");
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        Leaf {
-            cert: cert.pem(),
-            key: key.serialize_pem(),
-        }
-    }
-}
-
-/// A Secret volume as the kubelet keeps it: the files in a versioned directory, `..data`
-/// pointing there, `tls.crt`, `tls.key`, `ca.crt` pointing through `..data`; an update
-/// swaps `..data` in one rename.
-struct SecretDir {
-    dir: tempfile::TempDir,
-    version: usize,
-}
-
-impl SecretDir {
-    fn new(files: &[(&str, &str)]) -> SecretDir {
-        let mut s = SecretDir {
-            dir: tempfile::tempdir().unwrap(),
-            version: 0,
-        };
-        for f in ["tls.crt", "tls.key", "ca.crt"] {
-            std::os::unix::fs::symlink(format!("..data/{f}"), s.path().join(f)).unwrap();
-        }
-        s.write(files);
-        s
-    }
-
-    fn issued(ca: &Ca) -> SecretDir {
-        let leaf = ca.leaf();
-        SecretDir::new(&[
-            ("tls.crt", &leaf.cert),
-            ("tls.key", &leaf.key),
-            ("ca.crt", &ca.pem),
-        ])
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn write(&mut self, files: &[(&str, &str)]) {
-        self.version += 1;
-        let version = format!("..{}", self.version);
-        std::fs::create_dir(self.path().join(&version)).unwrap();
-        for (name, text) in files {
-            std::fs::write(self.path().join(&version).join(name), text).unwrap();
-        }
-        let tmp = self.path().join("..data_tmp");
-        std::os::unix::fs::symlink(&version, &tmp).unwrap();
-        std::fs::rename(&tmp, self.path().join("..data")).unwrap();
-    }
-
-    /// cert-manager renewed the certificate, from `ca`.
-    fn reissue(&mut self, ca: &Ca) {
-        let leaf = ca.leaf();
-        self.write(&[
-            ("tls.crt", &leaf.cert),
-            ("tls.key", &leaf.key),
-            ("ca.crt", &ca.pem),
-        ]);
-    }
-}
-
-// === clients ===
-
-/// A TLS client trusting `ca`, presenting `leaf` if given.
-fn tls_client(ca: &Ca, leaf: Option<&Leaf>) -> Arc<ClientConfig> {
-    let mut roots = RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(ca.pem.as_bytes()).unwrap())
-        .unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
-    Arc::new(match leaf {
-        Some(l) => builder
-            .with_client_auth_cert(
-                CertificateDer::pem_slice_iter(l.cert.as_bytes())
-                    .collect::<Result<_, _>>()
-                    .unwrap(),
-                PrivateKeyDer::from_pem_slice(l.key.as_bytes()).unwrap(),
-            )
-            .unwrap(),
-        None => builder.with_no_client_auth(),
-    })
-}
-
-/// `GET /` over a new TLS connection to `addr`: the app's answer, or why there was none.
-async fn get_tls(addr: SocketAddr, config: Arc<ClientConfig>) -> Result<String, String> {
-    let call = async {
-        let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        let tls = TlsConnector::from(config)
-            .connect(ServerName::try_from(NAME).unwrap(), tcp)
-            .await
-            .map_err(|e| format!("handshake: {e}"))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
-        let req = Request::get("/")
-            .header("host", "peer")
-            .body(Empty::<Bytes>::new())
-            .unwrap();
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| format!("request: {e}"))?;
-        let status = resp.status();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?;
-        let body = String::from_utf8_lossy(&body.to_bytes()).into_owned();
-        match status {
-            StatusCode::OK => Ok(body),
-            s => Err(format!("{s}: {body}")),
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(5), call)
-        .await
-        .unwrap_or_else(|_| Err("timed out".into()))
-}
+// === helpers ===
 
 /// The sum of every sample of `name` whose labels contain `labels` (e.g. `result="ok"`).
 async fn metric(pod: &Sidecar, name: &str, labels: &str) -> f64 {
@@ -271,9 +93,9 @@ async fn standbys_forward_over_mtls_and_new_certificates_need_no_restart() {
     let inbound = r#"direction="inbound""#;
     let failures = "understudy_peer_tls_handshake_failures_total";
     assert_eq!(metric(leading, failures, inbound).await, 0.0);
-    let refused = get_tls(leader_peer, tls_client(&ca, None)).await;
+    let refused = get_tls(leader_peer, client_config(&ca, None)).await;
     assert!(refused.is_err(), "{refused:?}");
-    let refused = get_tls(leader_peer, tls_client(&ca, Some(&other.leaf()))).await;
+    let refused = get_tls(leader_peer, client_config(&ca, Some(&other.leaf(&[NAME])))).await;
     assert!(refused.is_err(), "{refused:?}");
     assert_eq!(metric(leading, failures, inbound).await, 2.0);
     assert_eq!(
@@ -281,7 +103,7 @@ async fn standbys_forward_over_mtls_and_new_certificates_need_no_restart() {
         10.0
     );
     // A certificate from the CA is let in.
-    let peer_client = tls_client(&ca, Some(&ca.leaf()));
+    let peer_client = client_config(&ca, Some(&ca.leaf(&[NAME])));
     assert_eq!(
         get_tls(leader_peer, peer_client.clone()).await,
         Ok(leader.clone())
@@ -307,10 +129,10 @@ async fn standbys_forward_over_mtls_and_new_certificates_need_no_restart() {
         })
         .await;
     }
-    let old_client = tls_client(&new, Some(&ca.leaf()));
+    let old_client = client_config(&new, Some(&ca.leaf(&[NAME])));
     let refused = get_tls(leader_peer, old_client).await;
     assert!(refused.is_err(), "the old CA's certificate: {refused:?}");
-    let new_client = tls_client(&new, Some(&new.leaf()));
+    let new_client = client_config(&new, Some(&new.leaf(&[NAME])));
     assert_eq!(
         get_tls(leader_peer, new_client.clone()).await,
         Ok(leader.clone())
@@ -358,7 +180,7 @@ fn start_with(files: &[(&str, &str)], extra: &[&str]) -> (Option<i32>, String) {
 #[test]
 fn bad_peer_tls_files_stop_the_sidecar_at_start_naming_the_file() {
     let (ca, other) = (Ca::new("peers"), Ca::new("other"));
-    let (leaf, stranger) = (ca.leaf(), other.leaf());
+    let (leaf, stranger) = (ca.leaf(&[NAME]), other.leaf(&[NAME]));
     for (files, expect) in [
         (
             vec![("tls.crt", leaf.cert.as_str()), ("ca.crt", ca.pem.as_str())],
@@ -375,7 +197,7 @@ fn bad_peer_tls_files_stop_the_sidecar_at_start_naming_the_file() {
         (
             vec![
                 ("tls.crt", &leaf.cert),
-                ("tls.key", &ca.leaf().key),
+                ("tls.key", &ca.leaf(&[NAME]).key),
                 ("ca.crt", &ca.pem),
             ],
             "tls.key: the private key does not match the certificate",

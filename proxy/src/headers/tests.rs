@@ -125,7 +125,12 @@ fn an_upgrade_keeps_its_upgrade_headers() {
 fn forwarded_headers_append_and_keep_earlier_proxies() {
     let client: SocketAddr = "127.0.0.9:5555".parse().unwrap();
     let mut h = HeaderMap::new();
-    add_forwarded(&mut h, client, Version::HTTP_11, Some("shop.example"));
+    add_forwarded(
+        &mut h,
+        client,
+        Version::HTTP_11,
+        Some(HeaderValue::from_static("shop.example")),
+    );
     assert_eq!(h["x-forwarded-for"], "127.0.0.9");
     assert_eq!(h["x-forwarded-proto"], "http");
     assert_eq!(h["x-forwarded-host"], "shop.example");
@@ -134,7 +139,12 @@ fn forwarded_headers_append_and_keep_earlier_proxies() {
     let peer: SocketAddr = "[::ffff:127.0.0.2]:4000".parse().unwrap();
     let mut h2 = h.clone();
     h2.insert("x-forwarded-proto", HeaderValue::from_static("https"));
-    add_forwarded(&mut h2, peer, Version::HTTP_2, Some("127.0.0.2:8080"));
+    add_forwarded(
+        &mut h2,
+        peer,
+        Version::HTTP_2,
+        Some(HeaderValue::from_static("127.0.0.2:8080")),
+    );
     assert_eq!(h2["x-forwarded-for"], "127.0.0.9, 127.0.0.2");
     assert_eq!(h2["x-forwarded-proto"], "https");
     assert_eq!(h2["x-forwarded-host"], "shop.example");

@@ -1,9 +1,10 @@
 //! Proxy metrics: what the sidecar does with each request.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use http::{Response, StatusCode};
-use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGauge};
+use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge};
 
 use super::Register;
 
@@ -94,10 +95,20 @@ impl Retry {
     }
 }
 
+/// The routes a request is counted under.
+const ROUTES: [&str; 4] = ["local", "forward", "hold", "reject"];
+/// Status classes, by `status / 100 - 1`.
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// The request counter and duration histogram of one (route, status class), resolved on
+/// first use: the per-request path then skips the label hashing and lookup.
+type Children = [[OnceLock<(IntCounter, Histogram)>; CLASSES.len()]; ROUTES.len()];
+
 #[derive(Clone)]
 pub(crate) struct TrafficMetrics {
     requests: IntCounterVec,
     duration: HistogramVec,
+    children: Arc<Children>,
     pub(super) in_flight: IntGauge,
     pub(super) held: IntGauge,
     pub(super) hold: HistogramVec,
@@ -122,6 +133,7 @@ impl TrafficMetrics {
                 &["route", "status_class"],
                 REQUEST_BUCKETS,
             ),
+            children: Arc::new(Default::default()),
             in_flight: r.gauge(
                 "understudy_proxy_requests_in_flight",
                 "Requests being handled (held ones included), up to their response head.",
@@ -178,16 +190,30 @@ impl TrafficMetrics {
 
     pub(crate) fn request<B>(&self, route: &str, response: &Response<B>, seconds: f64) {
         let class = match response.status().as_u16() {
-            100..=199 => "1xx",
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            _ => "5xx",
+            100..=199 => 0,
+            200..=299 => 1,
+            300..=399 => 2,
+            400..=499 => 3,
+            _ => 4,
         };
-        self.requests.with_label_values(&[route, class]).inc();
-        self.duration
-            .with_label_values(&[route, class])
-            .observe(seconds);
+        match ROUTES.iter().position(|r| *r == route) {
+            Some(i) => {
+                let (count, duration) = self.children[i][class].get_or_init(|| {
+                    let labels = [ROUTES[i], CLASSES[class]];
+                    (
+                        self.requests.with_label_values(&labels),
+                        self.duration.with_label_values(&labels),
+                    )
+                });
+                count.inc();
+                duration.observe(seconds);
+            }
+            None => {
+                let labels = [route, CLASSES[class]];
+                self.requests.with_label_values(&labels).inc();
+                self.duration.with_label_values(&labels).observe(seconds);
+            }
+        }
         if let Some(answer) = response.extensions().get::<Answer>() {
             self.answers
                 .with_label_values(&[answer.status().as_str(), answer.as_str()])

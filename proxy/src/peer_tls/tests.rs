@@ -1,197 +1,26 @@
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Instant;
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::testing::{Ca, NAME, SecretDir, client_config, get_tls};
 use super::*;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::server::{self, Limits};
 use crate::testing::{self, App};
 
-const NAME: &str = "understudy-peer";
-
-// === certificates ===
-
-/// A throwaway CA.
-struct Ca {
-    issuer: Issuer<'static, KeyPair>,
-    pem: String,
-}
-
-/// A certificate and its key, PEM.
-struct Leaf {
-    cert: String,
-    key: String,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        params.distinguished_name.push(DnType::CommonName, name);
-        let cert = params.self_signed(&key).unwrap();
-        Ca {
-            pem: cert.pem(),
-            issuer: Issuer::new(params, key),
-        }
-    }
-
-    /// A sidecar certificate for `dns`, usable as server and client (as cert-manager issues
-    /// with `usages: [server auth, client auth]`).
-    fn leaf(&self, dns: &[&str]) -> Leaf {
-        let key = KeyPair::generate().unwrap();
-        let mut params =
-            CertificateParams::new(dns.iter().map(|d| d.to_string()).collect::<Vec<_>>()).unwrap();
-        params.distinguished_name.push(DnType::CommonName, "pod");
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        Leaf {
-            cert: cert.pem(),
-            key: key.serialize_pem(),
-        }
-    }
-}
-
-/// A Secret volume as the kubelet writes it: the files in a versioned directory, `..data`
-/// pointing at it, and `tls.crt` etc. pointing through `..data`. Each [`SecretDir::write`]
-/// swaps `..data` atomically, as an update of the Secret does.
-struct SecretDir {
-    dir: tempfile::TempDir,
-    version: usize,
-}
-
-impl SecretDir {
-    fn new(files: &[(&str, &str)]) -> SecretDir {
-        let mut s = SecretDir {
-            dir: tempfile::tempdir().unwrap(),
-            version: 0,
-        };
-        for f in [CERT_FILE, KEY_FILE, CA_FILE] {
-            std::os::unix::fs::symlink(format!("..data/{f}"), s.path().join(f)).unwrap();
-        }
-        s.write(files);
-        s
-    }
-
-    fn of(leaf: &Leaf, ca: &Ca) -> SecretDir {
-        SecretDir::new(&[
-            (CERT_FILE, &leaf.cert),
-            (KEY_FILE, &leaf.key),
-            (CA_FILE, &ca.pem),
-        ])
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn write(&mut self, files: &[(&str, &str)]) {
-        self.version += 1;
-        let version = format!("..v{}", self.version);
-        std::fs::create_dir(self.path().join(&version)).unwrap();
-        for (name, text) in files {
-            std::fs::write(self.path().join(&version).join(name), text).unwrap();
-        }
-        let tmp = self.path().join("..data_tmp");
-        std::os::unix::fs::symlink(&version, &tmp).unwrap();
-        std::fs::rename(&tmp, self.path().join("..data")).unwrap();
-    }
-
-    fn write_set(&mut self, leaf: &Leaf, ca: &Ca) {
-        self.write(&[
-            (CERT_FILE, &leaf.cert),
-            (KEY_FILE, &leaf.key),
-            (CA_FILE, &ca.pem),
-        ]);
-    }
-}
+// === helpers ===
 
 fn load(dir: &SecretDir) -> Result<PeerTls, PeerTlsError> {
     PeerTls::load(dir.path(), NAME, Metrics::default().peer_tls())
-}
-
-// === a test client ===
-
-/// A TLS client trusting `ca`, presenting `leaf` if given.
-fn client_config(ca: &Ca, leaf: Option<&Leaf>) -> Arc<ClientConfig> {
-    let mut roots = RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(ca.pem.as_bytes()).unwrap())
-        .unwrap();
-    let builder =
-        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots);
-    let config = match leaf {
-        Some(l) => builder
-            .with_client_auth_cert(
-                CertificateDer::pem_slice_iter(l.cert.as_bytes())
-                    .collect::<Result<_, _>>()
-                    .unwrap(),
-                PrivateKeyDer::from_pem_slice(l.key.as_bytes()).unwrap(),
-            )
-            .unwrap(),
-        None => builder.with_no_client_auth(),
-    };
-    Arc::new(config)
-}
-
-/// `GET /` over a fresh TLS connection to `addr`; the body, or why it failed.
-async fn get_tls(addr: SocketAddr, config: Arc<ClientConfig>) -> Result<String, String> {
-    let call = async {
-        let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        let name = ServerName::try_from(NAME).unwrap();
-        let tls = TlsConnector::from(config)
-            .connect(name, tcp)
-            .await
-            .map_err(|e| format!("handshake: {e}"))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
-        let req = Request::get("/")
-            .header("host", "peer")
-            .body(Empty::<Bytes>::new())
-            .unwrap();
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| format!("request: {e}"))?;
-        let status = resp.status();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?;
-        let body = String::from_utf8_lossy(&body.to_bytes()).into_owned();
-        if status == StatusCode::OK {
-            Ok(body)
-        } else {
-            Err(format!("{status}: {body}"))
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(5), call)
-        .await
-        .unwrap_or_else(|_| Err("timed out".into()))
 }
 
 /// The value of `series` (exact name and labels) in `metrics`.
@@ -262,7 +91,7 @@ fn load_error(files: &[(&str, &str)]) -> String {
 #[test]
 fn a_good_set_loads() {
     let ca = Ca::new("ca");
-    load(&SecretDir::of(&ca.leaf(&[NAME]), &ca)).unwrap();
+    load(&SecretDir::issued(&ca)).unwrap();
 }
 
 #[test]
@@ -351,7 +180,7 @@ fn a_certificate_the_ca_did_not_sign_or_without_the_name_is_refused() {
 #[tokio::test]
 async fn the_peer_port_serves_a_client_with_a_certificate_from_the_ca() {
     let ca = Ca::new("ca");
-    let port = peer_port(&SecretDir::of(&ca.leaf(&[NAME]), &ca)).await;
+    let port = peer_port(&SecretDir::issued(&ca)).await;
     let body = get_tls(port.addr, client_config(&ca, Some(&ca.leaf(&[NAME]))))
         .await
         .unwrap();
@@ -362,7 +191,7 @@ async fn the_peer_port_serves_a_client_with_a_certificate_from_the_ca() {
 #[tokio::test]
 async fn the_peer_port_refuses_no_certificate_and_one_from_another_ca() {
     let (ca, other) = (Ca::new("ca"), Ca::new("other"));
-    let port = peer_port(&SecretDir::of(&ca.leaf(&[NAME]), &ca)).await;
+    let port = peer_port(&SecretDir::issued(&ca)).await;
     let inbound = r#"understudy_peer_tls_handshake_failures_total{direction="inbound"}"#;
     let refused = get_tls(port.addr, client_config(&ca, None)).await;
     assert!(refused.is_err(), "{refused:?}");
@@ -387,7 +216,7 @@ async fn the_peer_port_refuses_no_certificate_and_one_from_another_ca() {
 #[tokio::test]
 async fn new_files_are_used_for_new_connections_without_a_restart() {
     let (old, new) = (Ca::new("old"), Ca::new("new"));
-    let mut dir = SecretDir::of(&old.leaf(&[NAME]), &old);
+    let mut dir = SecretDir::issued(&old);
     let port = peer_port(&dir).await;
     let (old_client, new_client) = (
         client_config(&old, Some(&old.leaf(&[NAME]))),
@@ -398,7 +227,7 @@ async fn new_files_are_used_for_new_connections_without_a_restart() {
     assert!(matches!(port.tls.refresh(), Reload::Unchanged));
 
     // A new CA on both sides, as a Secret update writes it.
-    dir.write_set(&new.leaf(&[NAME]), &new);
+    dir.reissue(&new);
     assert!(matches!(port.tls.refresh(), Reload::Reloaded));
     let ok = r#"understudy_peer_tls_reloads_total{result="ok"}"#;
     let error = r#"understudy_peer_tls_reloads_total{result="error"}"#;
@@ -421,11 +250,11 @@ async fn new_files_are_used_for_new_connections_without_a_restart() {
 #[tokio::test]
 async fn watch_looks_at_the_files_every_interval() {
     let ca = Ca::new("ca");
-    let mut dir = SecretDir::of(&ca.leaf(&[NAME]), &ca);
+    let mut dir = SecretDir::issued(&ca);
     let metrics = Metrics::default();
     let tls = PeerTls::load(dir.path(), NAME, metrics.peer_tls()).unwrap();
     tokio::spawn(tls.clone().watch(Duration::from_millis(20)));
-    dir.write_set(&ca.leaf(&[NAME]), &ca);
+    dir.reissue(&ca);
     let ok = r#"understudy_peer_tls_reloads_total{result="ok"}"#;
     testing::eventually(Duration::from_secs(5), || counter(&metrics, ok) == 1).await;
     // And only once per change.
@@ -438,9 +267,9 @@ async fn watch_looks_at_the_files_every_interval() {
 #[tokio::test]
 async fn a_standby_forwards_to_the_leaders_peer_port_over_mtls() {
     let ca = Ca::new("ca");
-    let leader_dir = SecretDir::of(&ca.leaf(&[NAME]), &ca);
+    let leader_dir = SecretDir::issued(&ca);
     let port = peer_port(&leader_dir).await;
-    let standby_dir = SecretDir::of(&ca.leaf(&[NAME]), &ca);
+    let standby_dir = SecretDir::issued(&ca);
     let standby_tls = load(&standby_dir).unwrap();
     let (b_addr, app_b) = testing::app("b").await;
     let mut view = testing::following("b", "a", "127.0.0.1:1", 1);
@@ -512,7 +341,7 @@ async fn a_standby_forwards_to_the_leaders_peer_port_over_mtls() {
 #[tokio::test]
 async fn with_mtls_on_the_data_port_ignores_forged_routing_headers() {
     let ca = Ca::new("ca");
-    let dir = SecretDir::of(&ca.leaf(&[NAME]), &ca);
+    let dir = SecretDir::issued(&ca);
     let (app_addr, app) = testing::app("a").await;
     let forged = |addr: SocketAddr| {
         Request::get(format!("http://{addr}/"))

@@ -2,8 +2,7 @@
 
 use std::time::Duration;
 
-use http::HeaderMap;
-use http::header::HeaderValue;
+use http::header::{HeaderName, HeaderValue};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use understudy_elector::View;
@@ -19,11 +18,15 @@ use crate::tenure::Tenure;
 /// First and longest pause before trying an unreachable target again.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(25), Duration::from_secs(1));
 
+/// The headers an attempt adds: the fencing token to the local app, or the routing headers
+/// to a peer (three either way). A plain array: no allocation per request.
+pub(crate) type Extra = [(HeaderName, HeaderValue); 3];
+
 /// Where an attempt goes, and what it carries there.
 pub(crate) struct Target {
     pub(crate) authority: String,
     pub(crate) tenure: Tenure,
-    pub(crate) extra: HeaderMap,
+    pub(crate) extra: Extra,
     pub(crate) route: &'static str,
     /// Counts the request as outstanding at the active it goes to, when a standby had
     /// several to choose from (see [`crate::balance`]); dropped with the response body.
@@ -66,8 +69,6 @@ impl<'a> Wait<'a> {
                     matches!(route, Route::Local { .. }).then(|| headers::value(&view.lease));
                 (route, lease, !view.peers.is_empty())
             };
-            let settings = &self.proxy.inner.settings;
-            let mut extra = HeaderMap::new();
             match route {
                 Route::Hold => {
                     self.enter()?;
@@ -80,13 +81,16 @@ impl<'a> Wait<'a> {
                 }
                 Route::Reject(why) => return Err(misdirected(&self.views.borrow().identity, &why)),
                 Route::Local { leader } => {
-                    extra.insert(headers::LEADER, headers::value(&leader.identity));
-                    extra.insert(headers::EPOCH, HeaderValue::from(leader.epoch));
-                    if let Some(lease) = lease {
-                        extra.insert(headers::LEASE, lease);
-                    }
+                    let extra = [
+                        (headers::LEADER, headers::value(&leader.identity)),
+                        (headers::EPOCH, HeaderValue::from(leader.epoch)),
+                        (
+                            headers::LEASE,
+                            lease.unwrap_or_else(|| HeaderValue::from_static("")),
+                        ),
+                    ];
                     return Ok(Target {
-                        authority: settings.upstream.to_string(),
+                        authority: self.proxy.inner.upstream.clone(),
                         tenure: Tenure::Local {
                             epoch: leader.epoch,
                         },
@@ -100,13 +104,15 @@ impl<'a> Wait<'a> {
                     address,
                     hops,
                 } => {
-                    extra.insert(headers::FOR, headers::value(&leader.identity));
-                    extra.insert(headers::HOPS, HeaderValue::from(u16::from(hops)));
                     let left = self.deadline.remaining(Instant::now()).as_millis();
-                    extra.insert(
-                        headers::HOLD_MS,
-                        HeaderValue::from(u64::try_from(left).unwrap_or(u64::MAX)),
-                    );
+                    let extra = [
+                        (headers::FOR, headers::value(&leader.identity)),
+                        (headers::HOPS, HeaderValue::from(u16::from(hops))),
+                        (
+                            headers::HOLD_MS,
+                            HeaderValue::from(u64::try_from(left).unwrap_or(u64::MAX)),
+                        ),
+                    ];
                     let load = several.then(|| balancer.start(&leader.identity));
                     return Ok(Target {
                         authority: address,

@@ -666,3 +666,58 @@ async fn a_large_streamed_upload_and_download_pass_a_forward() {
     }
     assert_eq!(received, CHUNK * CHUNKS);
 }
+
+#[test]
+fn each_attempt_carries_only_its_own_added_headers() {
+    let mut headers = HeaderMap::new();
+    headers.insert("accept", http::HeaderValue::from_static("*/*"));
+    let mut head = Head {
+        method: Method::GET,
+        uri: Uri::from_static("/x?y=1"),
+        version: Version::HTTP_11,
+        headers,
+        extra_set: false,
+    };
+    let value = http::HeaderValue::from_static;
+    let local = Target {
+        authority: "127.0.0.1:8081".into(),
+        tenure: Tenure::Local { epoch: 3 },
+        extra: [
+            (headers::LEADER, value("a")),
+            (headers::EPOCH, value("3")),
+            (headers::LEASE, value("web")),
+        ],
+        route: "local",
+        load: None,
+    };
+    let first = head.request(&local, ());
+    assert_eq!(first.uri(), "http://127.0.0.1:8081/x?y=1");
+    assert_eq!(first.headers()[headers::LEADER], "a");
+    assert_eq!(first.headers()[headers::LEASE], "web");
+    let forward = Target {
+        authority: "10.0.0.2:8080".into(),
+        tenure: Tenure::Peer {
+            identity: "b".into(),
+            epoch: 4,
+        },
+        extra: [
+            (headers::FOR, value("b")),
+            (headers::HOPS, value("1")),
+            (headers::HOLD_MS, value("900")),
+        ],
+        route: "forward",
+        load: None,
+    };
+    // A resend elsewhere: the first attempt's fencing token must not go along.
+    let second = head.request(&forward, ());
+    assert_eq!(second.uri(), "http://10.0.0.2:8080/x?y=1");
+    assert_eq!(second.headers()[headers::FOR], "b");
+    assert_eq!(second.headers()["accept"], "*/*");
+    for gone in [headers::LEADER, headers::EPOCH, headers::LEASE] {
+        assert!(!second.headers().contains_key(&gone), "{gone} still set");
+    }
+    // And back: the routing headers go.
+    let third = head.request(&local, ());
+    assert!(!third.headers().contains_key(headers::FOR));
+    assert_eq!(third.headers()[headers::EPOCH], "3");
+}
