@@ -8,6 +8,7 @@
 //!
 //! The pieces, in the order a request meets them:
 //! - [`server`]: accepts HTTP/1.1 and h2c connections, with timeouts and limits;
+//! - [`framing`]: refuses HTTP/1 requests with both `Content-Length` and `Transfer-Encoding`;
 //! - [`limits`]: the bounds on connections, requests, held requests and replay buffers;
 //! - [`headers`]: internal headers (and who may set them), hop-by-hop, `X-Forwarded-*`;
 //! - [`route`]: local, forward, hold or refuse, from the latest
@@ -29,6 +30,7 @@ pub mod announce;
 pub mod balance;
 pub mod cli;
 pub mod forward;
+pub mod framing;
 pub mod headers;
 pub mod health;
 pub mod hold;

@@ -130,6 +130,12 @@ impl Metrics {
         )
     }
 
+    /// The counter of requests the server refuses for carrying both `Content-Length` and
+    /// `Transfer-Encoding` (`understudy_proxy_sidecar_answers_total{reason="smuggling"}`).
+    pub fn smuggling_refused(&self) -> prometheus::IntCounter {
+        self.traffic.answer(Answer::Smuggling)
+    }
+
     /// The counters of the mTLS peer channel.
     pub fn peer_tls(&self) -> PeerTlsMetrics {
         self.peer_tls.clone()

@@ -8,6 +8,9 @@
 //! protocol is known, which takes a first byte). Open connections are bounded
 //! ([`ConnectionLimit`]): one over the bound is answered 503 with `Retry-After` and closed.
 //!
+//! HTTP/1 requests with both `Content-Length` and `Transfer-Encoding` are refused with 400
+//! and the connection closed, never forwarded ([`crate::framing`]).
+//!
 //! [`serve_tls`] is the same behind a TLS handshake that requires a client certificate (the
 //! mTLS peer port); the handshake must finish within the header read timeout.
 
@@ -26,6 +29,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use prometheus::IntCounter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
@@ -33,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::ProxyBody;
+use crate::framing::Framing;
 use crate::limits::{CONNECTION_REFUSED, ConnectionLimit};
 use crate::peer_tls::{Direction, PeerTls};
 
@@ -50,6 +55,8 @@ pub struct Limits {
     pub max_headers: usize,
     /// Most connections open at once.
     pub connections: ConnectionLimit,
+    /// Counts requests refused for carrying both `Content-Length` and `Transfer-Encoding`.
+    pub smuggling: IntCounter,
 }
 
 /// Default bound on open connections per listener.
@@ -63,6 +70,7 @@ impl Default for Limits {
             max_header_bytes: 64 * 1024,
             max_headers: 100,
             connections: ConnectionLimit::unmetered(DEFAULT_MAX_CONNECTIONS),
+            smuggling: IntCounter::new("smuggling", "unregistered").expect("valid name"),
         }
     }
 }
@@ -150,6 +158,7 @@ async fn accept<F, Fut>(
             client,
             header_read_timeout: limits.header_read_timeout,
             idle_timeout: limits.idle_timeout,
+            smuggling: limits.smuggling.clone(),
             stop: stop.clone(),
         };
         let handler = handler.clone();
@@ -191,6 +200,7 @@ struct Conn {
     client: SocketAddr,
     header_read_timeout: Duration,
     idle_timeout: Duration,
+    smuggling: IntCounter,
     stop: CancellationToken,
 }
 
@@ -207,6 +217,12 @@ impl Conn {
             let handler = handler.clone();
             async move { Ok::<_, Infallible>(handler(req, client).await) }
         });
+        let io = Guarded {
+            inner: io,
+            framing: Framing::new(),
+            client,
+            refused: self.smuggling.clone(),
+        };
         let conn = self
             .builder
             .serve_connection_with_upgrades(TokioIo::new(io), service);
@@ -331,6 +347,71 @@ impl AsyncWrite for Watched {
             self.activity.touch();
         }
         poll
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A client stream (decrypted, on the TLS port) with a [`Framing`] guard on what it reads.
+///
+/// A request head with both `Content-Length` and `Transfer-Encoding` has the colon after the
+/// second name overwritten with a NUL before hyper reads it: hyper then refuses the head with
+/// its own 400 and closes the connection, after answering any request before it. No request
+/// is made of it, so nothing is forwarded; everything else is passed through untouched.
+struct Guarded<I> {
+    inner: I,
+    framing: Framing,
+    client: SocketAddr,
+    refused: IntCounter,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Guarded<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        let read = &mut buf.filled_mut()[before..];
+        if let Some(at) = this.framing.scan(read) {
+            read[at] = 0;
+            this.refused.inc();
+            tracing::debug!(
+                client = %this.client,
+                "request with both Content-Length and Transfer-Encoding refused (400)"
+            );
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Guarded<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {

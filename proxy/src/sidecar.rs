@@ -154,6 +154,7 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
             max_header_bytes: p.max_header_bytes,
             max_headers: p.max_headers,
             connections: metrics.connection_limit(p.max_connections),
+            smuggling: metrics.smuggling_refused(),
         };
         if let (Some(listener), Some(tls)) = (peer_listener, &peer_tls) {
             // Its own connection bound, so that clients cannot crowd out the peers.

@@ -27,7 +27,6 @@ use tokio::net::{TcpListener, TcpStream};
 struct Seen {
     path: String,
     headers: HeaderMap,
-    body: Bytes,
 }
 
 /// How the app answers the next connections.
@@ -129,7 +128,6 @@ impl App {
                 seen.lock().unwrap().push(Seen {
                     path: parts.uri.path().to_string(),
                     headers: parts.headers.clone(),
-                    body: body.clone(),
                 });
                 Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from(format!(
                     "app saw {} {} ({} body bytes)",
@@ -350,35 +348,49 @@ async fn malformed_and_smuggling_requests_are_refused_and_never_forwarded() {
         w.app.hostile()
     );
 
-    // Content-Length together with Transfer-Encoding: hyper follows RFC 9112 §6.3 (chunked
-    // wins, Content-Length is dropped, the connection is closed after the response). What
-    // reaches the app is one unambiguous request, and the bytes a front end that trusted
+    // Content-Length together with Transfer-Encoding, in either order and any case: 400 and
+    // closed, nothing forwarded (not even re-framed), and the bytes a front end that trusted
     // Content-Length would have taken as a second request are never seen as one.
-    let answer = exchange(
-        w.listen,
-        b"POST /cl-te HTTP/1.1\r\nhost: a\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\n\r\n\
-          5\r\nhello\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nhost: a\r\n\r\n",
-    )
-    .await;
-    assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{answer:?}");
-    let seen = w.app.seen();
-    assert!(
-        seen.iter().all(|s| s.path != "/smuggled"),
-        "smuggled: {seen:?}"
-    );
-    if let Some(s) = seen.iter().find(|s| s.path == "/cl-te") {
-        assert_eq!(s.body, "hello");
-        assert_eq!(s.headers.get_all("content-length").iter().count(), 0);
+    let refused = "understudy_proxy_sidecar_answers_total{code=\"400\",reason=\"smuggling\"";
+    let refused_before = w.metric(refused).await;
+    for (what, request) in [
+        (
+            "content-length, then transfer-encoding",
+            &b"POST /cl-te HTTP/1.1\r\nhost: a\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\n\r\n\
+              5\r\nhello\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nhost: a\r\n\r\n"[..],
+        ),
+        (
+            "transfer-encoding, then content-length",
+            b"POST /te-cl HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\ncontent-length: 30\r\n\r\n\
+              0\r\n\r\nGET /smuggled HTTP/1.1\r\nhost: a\r\n\r\n",
+        ),
+        (
+            "other case, bare LF",
+            b"POST /te-cl HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\nCONTENT-LENGTH: 3\n\n0\r\n\r\n",
+        ),
+    ] {
+        let answer = exchange(w.listen, request).await;
+        assert_eq!(status_of(&answer), Some(400), "{what}: {answer:?}");
+        assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{what}: {answer:?}");
     }
-    // And the reverse order of the two headers.
+    // After a valid request on the same connection: that one is answered first.
     let answer = exchange(
         w.listen,
-        b"POST /te-cl HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\ncontent-length: 30\r\n\r\n\
+        b"GET /ok HTTP/1.1\r\nhost: a\r\n\r\n\
+          POST /cl-te HTTP/1.1\r\nhost: a\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\n\r\n\
           0\r\n\r\nGET /smuggled HTTP/1.1\r\nhost: a\r\n\r\n",
     )
     .await;
-    assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{answer:?}");
-    assert!(w.app.seen().iter().all(|s| s.path != "/smuggled"));
+    let second = answer.find("HTTP/1.1 400 ").expect(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer:?}");
+    assert!(answer[..second].contains("app saw GET /ok"), "{answer:?}");
+    assert_eq!(answer.matches("HTTP/1.1 ").count(), 2, "{answer:?}");
+    assert!(
+        w.app.hostile().is_empty(),
+        "forwarded: {:?}",
+        w.app.hostile()
+    );
+    assert_eq!(w.metric(refused).await - refused_before, 4.0);
 
     // Bare LF line endings are accepted by the parser as line ends (RFC 9112 §2.2 allows
     // it); what the app then sees is the same request, re-framed: never two.

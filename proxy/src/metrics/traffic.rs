@@ -37,11 +37,14 @@ pub enum Answer {
     HopLimit,
     /// 503: too many requests were being handled already (`--max-requests`).
     RequestLimit,
+    /// 400: an HTTP/1 request carried both `Content-Length` and `Transfer-Encoding`. Counted
+    /// by the server, which refuses it before it is a request ([`crate::framing`]).
+    Smuggling,
 }
 
 impl Answer {
     /// Every answer, e.g. to pre-create metric series.
-    pub const ALL: [Answer; 7] = [
+    pub const ALL: [Answer; 8] = [
         Answer::HoldTimeout,
         Answer::HoldFull,
         Answer::Unavailable,
@@ -49,6 +52,7 @@ impl Answer {
         Answer::Misdirected,
         Answer::HopLimit,
         Answer::RequestLimit,
+        Answer::Smuggling,
     ];
 
     /// The status the sidecar answers with.
@@ -59,6 +63,7 @@ impl Answer {
             }
             Answer::BadGateway => StatusCode::BAD_GATEWAY,
             Answer::Misdirected | Answer::HopLimit => StatusCode::MISDIRECTED_REQUEST,
+            Answer::Smuggling => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -72,6 +77,7 @@ impl Answer {
             Answer::Misdirected => "misdirected",
             Answer::HopLimit => "hop_limit",
             Answer::RequestLimit => "request_limit",
+            Answer::Smuggling => "smuggling",
         }
     }
 }
@@ -160,7 +166,7 @@ impl TrafficMetrics {
             ),
             answers: r.counter_vec(
                 "understudy_proxy_sidecar_answers_total",
-                "Responses the sidecar gave itself instead of an app (421, 502, 503), by reason.",
+                "Responses the sidecar gave itself instead of an app (400, 421, 502, 503), by reason.",
                 &["code", "reason"],
             ),
             connections_open: r.gauge(
@@ -186,6 +192,12 @@ impl TrafficMetrics {
                 .with_label_values(&[answer.status().as_str(), answer.as_str()]);
         }
         m
+    }
+
+    /// The counter of one answer, for those counted where no response is at hand.
+    pub(crate) fn answer(&self, answer: Answer) -> IntCounter {
+        self.answers
+            .with_label_values(&[answer.status().as_str(), answer.as_str()])
     }
 
     pub(crate) fn request<B>(&self, route: &str, response: &Response<B>, seconds: f64) {

@@ -188,3 +188,30 @@ async fn connections_over_the_limit_get_503_and_are_closed() {
     }
     assert!(d.is_some(), "no place freed up");
 }
+
+#[tokio::test]
+async fn content_length_with_transfer_encoding_is_refused_after_earlier_requests() {
+    let smuggling = IntCounter::new("smuggling", "test").unwrap();
+    let addr = start(Limits {
+        smuggling: smuggling.clone(),
+        ..limits()
+    })
+    .await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        b"GET /slow HTTP/1.1\r\nhost: a\r\n\r\n\
+          POST /x HTTP/1.1\r\nhost: a\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\n\r\n\
+          0\r\n\r\nGET /after HTTP/1.1\r\nhost: a\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let answer = until_closed(&mut s).await;
+    let (first, second) = answer.split_at(answer.find("HTTP/1.1 400").expect(&answer));
+    assert!(
+        first.starts_with("HTTP/1.1 200 OK\r\n") && first.ends_with("ok"),
+        "{answer}"
+    );
+    assert!(second.contains("connection: close\r\n"), "{answer}");
+    assert_eq!(answer.matches("HTTP/1.1 ").count(), 2, "{answer}");
+    assert_eq!(smuggling.get(), 1);
+}
