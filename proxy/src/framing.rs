@@ -1,12 +1,15 @@
 //! The HTTP/1 framing guard: finds request heads that carry both `Content-Length` and
 //! `Transfer-Encoding`, so that the server can refuse them (400, connection closed) instead of
 //! letting hyper re-frame them as chunked (RFC 9112 §6.3 allows either; a request smuggled
-//! past a front end that trusted `Content-Length` is what such a head usually is).
+//! past a front end that trusted `Content-Length` is what such a head usually is). It also
+//! finds a bare LF (without its CR) ending the request line or a header line: RFC 9112 §2.2
+//! lets a recipient accept it, but front ends disagree on it, which is what smuggling feeds
+//! on, so it is refused the same way.
 //!
 //! hyper drops the `Content-Length` without a trace, so the check has to sit below it, on the
 //! bytes the client sends. [`Framing`] is a sans-IO scanner: it is fed every chunk read from
 //! the connection, in order, and follows request boundaries the way hyper's HTTP/1 parser
-//! does (heads with CRLF or bare LF line ends, then a `Content-Length` body, a chunked body
+//! does (heads with CRLF line ends, then a `Content-Length` body, a chunked body
 //! with extensions and trailers, or none). It matches only header names at line starts and
 //! only counts body bytes of a known length, without copying or allocating.
 //!
@@ -22,6 +25,8 @@ use memchr::memchr;
 pub struct Framing {
     state: State,
     head: Head,
+    /// The last byte taken in a head was a CR.
+    cr: bool,
 }
 
 /// Where in the request stream the next byte falls.
@@ -129,8 +134,9 @@ impl Framing {
     }
 
     /// Follows `bytes`, the next bytes from the client. Returns the index in `bytes` of the
-    /// colon that ends the second of `Content-Length` and `Transfer-Encoding` in one head:
-    /// that head must be refused. The scanner then stands aside.
+    /// colon that ends the second of `Content-Length` and `Transfer-Encoding` in one head, or
+    /// of a bare LF ending a line of a head: that head must be refused. The scanner then
+    /// stands aside.
     pub fn scan(&mut self, bytes: &[u8]) -> Option<usize> {
         let mut i = 0;
         while i < bytes.len() {
@@ -140,11 +146,23 @@ impl Framing {
                 State::Aside => return None,
                 State::Line => match memchr(b'\n', rest) {
                     Some(at) => {
+                        let cr = match at {
+                            0 => self.cr,
+                            _ => rest[at - 1] == b'\r',
+                        };
+                        if !cr {
+                            self.state = State::Aside;
+                            return Some(i + at);
+                        }
                         i += at + 1;
+                        self.cr = false;
                         self.state = State::LineStart;
                         continue;
                     }
-                    None => return None,
+                    None => {
+                        self.cr = rest.last() == Some(&b'\r');
+                        return None;
+                    }
                 },
                 State::Body(left) | State::ChunkData(left) => {
                     let n = usize::try_from(*left).map_or(rest.len(), |l| l.min(rest.len()));
@@ -160,10 +178,12 @@ impl Framing {
                 }
                 _ => {}
             }
-            if self.step(rest[0]) {
+            let b = rest[0];
+            if self.step(b) {
                 self.state = State::Aside;
                 return Some(i);
             }
+            self.cr = b == b'\r';
             i += 1;
         }
         None
@@ -204,6 +224,7 @@ impl Framing {
                 }
             },
             Line => match b {
+                b'\n' if !self.cr => return true,
                 b'\n' => LineStart,
                 _ => Line,
             },
@@ -221,7 +242,8 @@ impl Framing {
                     at: 1,
                 },
                 b'\r' => LineStartLf,
-                b'\n' => self.end_head(),
+                // The empty line that ends the head, without its CR.
+                b'\n' => return true,
                 _ => Line,
             },
             LineStartLf => match b {
@@ -230,8 +252,11 @@ impl Framing {
             },
             Header { name, at } => {
                 let text = name.text();
-                if b.to_ascii_lowercase() != text[usize::from(at)] {
-                    if b == b'\n' { LineStart } else { Line }
+                if b == b'\n' {
+                    // A name cut short by a bare LF (a CR would have ended the match).
+                    return true;
+                } else if b.to_ascii_lowercase() != text[usize::from(at)] {
+                    Line
                 } else if usize::from(at) + 1 < text.len() {
                     Header { name, at: at + 1 }
                 } else {
@@ -283,6 +308,7 @@ impl Framing {
                     digits,
                     ended: digits || b == b'\r',
                 },
+                b'\n' if !self.cr => return true,
                 b'\n' => {
                     match self.head.length {
                         _ if !digits => self.head.bad_length = true,

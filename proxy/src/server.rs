@@ -362,10 +362,14 @@ impl AsyncWrite for Watched {
     }
 }
 
+/// What replaces a refused head from its offending byte on.
+const REFUSE: &[u8] = b"\0\r\n\r\n";
+
 /// A client stream (decrypted, on the TLS port) with a [`Framing`] guard on what it reads.
 ///
-/// A request head with both `Content-Length` and `Transfer-Encoding` has the colon after the
-/// second name overwritten with a NUL before hyper reads it: hyper then refuses the head with
+/// A request head with both `Content-Length` and `Transfer-Encoding`, or with a line ended by
+/// a bare LF, is cut at the colon after the second name (or at the LF) and ended there with a
+/// NUL and an empty line ([`REFUSE`]) before hyper reads it: hyper then refuses the head with
 /// its own 400 and closes the connection, after answering any request before it. No request
 /// is made of it, so nothing is forwarded; everything else is passed through untouched.
 struct Guarded<I> {
@@ -384,13 +388,19 @@ impl<I: AsyncRead + Unpin> AsyncRead for Guarded<I> {
         let before = buf.filled().len();
         let this = &mut *self;
         std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
-        let read = &mut buf.filled_mut()[before..];
-        if let Some(at) = this.framing.scan(read) {
-            read[at] = 0;
+        if let Some(at) = this.framing.scan(&buf.filled()[before..]) {
+            // From the offending byte on, the client's bytes are dropped (the connection ends
+            // with the 400) and replaced by a NUL and an empty line: given the end of a head,
+            // the parser refuses the NUL at once, where an unfinished line would have it wait.
+            buf.set_filled(before + at);
+            let room = buf.remaining().min(REFUSE.len());
+            buf.initialize_unfilled_to(room)
+                .copy_from_slice(&REFUSE[..room]);
+            buf.advance(room);
             this.refused.inc();
             tracing::debug!(
                 client = %this.client,
-                "request with both Content-Length and Transfer-Encoding refused (400)"
+                "request head with both Content-Length and Transfer-Encoding, or a bare LF, refused (400)"
             );
         }
         Poll::Ready(Ok(()))
