@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap};
@@ -68,6 +69,8 @@ pub(crate) struct Inner {
     /// The mTLS peer channel: when on, peers are reached over it only, and only requests
     /// that came in over it may carry routing headers.
     pub(crate) peer_tls: Option<PeerTls>,
+    /// Set when the sidecar drains (SIGTERM): HTTP/1 responses then ask the client to close.
+    pub(crate) draining: AtomicBool,
 }
 
 /// Where a request came in.
@@ -121,6 +124,7 @@ impl Proxy {
                 tunnels: TaskTracker::new(),
                 stop: CancellationToken::new(),
                 peer_tls,
+                draining: AtomicBool::new(false),
             }),
         }
     }
@@ -128,6 +132,13 @@ impl Proxy {
     /// The hold queue (for `/status` and metrics).
     pub fn holder(&self) -> &Holder {
         &self.inner.holder
+    }
+
+    /// Starts the drain: from now on every HTTP/1 response carries `Connection: close`, so
+    /// keep-alive clients open their next connection through the Service (which no longer
+    /// picks this pod) instead of racing the close at the end of the drain.
+    pub fn start_draining(&self) {
+        self.inner.draining.store(true, Ordering::Relaxed);
     }
 
     /// Closes the remaining upgraded tunnels and waits for their tasks.
@@ -175,7 +186,9 @@ impl Proxy {
             .access_log
             .then(|| (req.method().clone(), req.uri().clone()));
         let target_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
-        let outcome = if target_len > MAX_URI_BYTES {
+        // A tunnel (CONNECT, or an upgrade answered 101) must not be told to close.
+        let closable = req.version() < Version::HTTP_2 && req.method() != Method::CONNECT;
+        let mut outcome = if target_len > MAX_URI_BYTES {
             answer::uri_too_long()
         } else {
             match self.inner.requests.admit() {
@@ -184,6 +197,15 @@ impl Proxy {
             }
         };
         let status = outcome.response.status();
+        if closable
+            && status != StatusCode::SWITCHING_PROTOCOLS
+            && self.inner.draining.load(Ordering::Relaxed)
+        {
+            outcome.response.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+        }
         let elapsed = started.elapsed().as_secs_f64();
         self.inner
             .metrics

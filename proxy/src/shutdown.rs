@@ -7,7 +7,8 @@
 //!    standby will not take over while it is going away. The election keeps watching, so
 //!    requests that still arrive are forwarded to the new leader.
 //! 3. For `--drain`, the proxy keeps accepting (endpoint removal takes a while to reach
-//!    every node) and forwards.
+//!    every node) and forwards; HTTP/1 responses carry `Connection: close`, so keep-alive
+//!    clients reconnect through the Service rather than keep using this pod.
 //! 4. Then it stops accepting, lets in-flight requests finish (bounded by the hold timeout),
 //!    closes the remaining tunnels, and ends the election.
 //!
@@ -70,6 +71,7 @@ impl Shutdown {
             release(self.handle).await;
             return;
         };
+        proxy.start_draining();
         let handed_over = tokio::time::Instant::now();
         match self.handle.step_down().await {
             Ok(()) => tracing::info!(drain = ?self.drain, "lease released; draining"),

@@ -721,3 +721,28 @@ fn each_attempt_carries_only_its_own_added_headers() {
     assert!(!third.headers().contains_key(headers::FOR));
     assert_eq!(third.headers()[headers::EPOCH], "3");
 }
+
+#[tokio::test]
+async fn while_draining_http1_responses_ask_the_client_to_close() {
+    let (a_addr, _app) = app("a").await;
+    let p = start_proxy(proxy_settings(a_addr), leading("a", "127.0.0.1:1", 4)).await;
+    let (_, headers, _) = get(p.addr, "/").await;
+    assert!(
+        !headers.contains_key(http::header::CONNECTION),
+        "{headers:?}"
+    );
+    p.proxy.start_draining();
+    // On one kept-alive connection: answered, told to close, and closed.
+    let mut s = TcpStream::connect(p.addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer))
+        .await
+        .expect("the connection closes after the response")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 200"), "{answer}");
+    assert!(answer.contains("connection: close"), "{answer}");
+}
