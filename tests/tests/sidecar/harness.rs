@@ -260,7 +260,9 @@ impl Cluster {
         extra: &[&str],
     ) -> Sidecar {
         let ip = Ipv4Addr::new(127, 0, 0, host);
-        let admin = free_port(ip).await;
+        // Both ports are chosen while both are held, so they cannot come out the same.
+        let admin_port = TcpListener::bind((ip, 0)).await.expect("bind loopback");
+        let admin = admin_port.local_addr().unwrap();
         let kubeconfig = self.dir.path().join(format!("{name}.kubeconfig"));
         self.emu.write_kubeconfig(name, &kubeconfig).unwrap();
         let mut cmd = Command::new(binary());
@@ -294,6 +296,7 @@ impl Cluster {
             ]);
             listen = Some(addr);
         }
+        drop(admin_port);
         let child = cmd.spawn().expect("start understudy");
         let sidecar = Sidecar {
             name: name.to_string(),
