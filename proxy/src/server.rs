@@ -31,7 +31,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use prometheus::IntCounter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -166,12 +166,20 @@ async fn accept<F, Fut>(
         tracker.spawn(async move {
             let _admitted = admitted;
             let activity = Activity::new();
+            let Some(tls) = tls else {
+                // One layer: activity and the framing guard on the TCP stream itself.
+                let io = Watched {
+                    inner: stream,
+                    activity: Some(activity.clone()),
+                    guard: Some(conn.guard()),
+                };
+                return conn.serve(io, activity, handler).await;
+            };
+            // Activity counts the TLS bytes; the guard reads the decrypted ones.
             let watched = Watched {
                 inner: stream,
-                activity: activity.clone(),
-            };
-            let Some(tls) = tls else {
-                return conn.serve(watched, activity, handler).await;
+                activity: Some(activity.clone()),
+                guard: None,
             };
             let handshake =
                 tokio::time::timeout(conn.header_read_timeout, tls.acceptor().accept(watched));
@@ -180,7 +188,14 @@ async fn accept<F, Fut>(
                 result = handshake => result,
             };
             match result {
-                Ok(Ok(stream)) => conn.serve(stream, activity, handler).await,
+                Ok(Ok(stream)) => {
+                    let io = Watched {
+                        inner: stream,
+                        activity: None,
+                        guard: Some(conn.guard()),
+                    };
+                    conn.serve(io, activity, handler).await
+                }
                 Ok(Err(e)) => {
                     tls.handshake_failed(Direction::Inbound);
                     tracing::info!(client = %client, error = %e, "peer TLS handshake refused");
@@ -205,7 +220,17 @@ struct Conn {
 }
 
 impl Conn {
-    /// Serves HTTP on `io` until it closes, idles out, or `stop` is cancelled.
+    /// A framing guard for this connection's client stream.
+    fn guard(&self) -> Guard {
+        Guard {
+            framing: Framing::new(),
+            client: self.client,
+            refused: self.smuggling.clone(),
+        }
+    }
+
+    /// Serves HTTP on `io` (already [`Watched`]) until it closes, idles out, or `stop` is
+    /// cancelled.
     async fn serve<I, F, Fut>(self, io: I, activity: Activity, handler: F)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -217,12 +242,6 @@ impl Conn {
             let handler = handler.clone();
             async move { Ok::<_, Infallible>(handler(req, client).await) }
         });
-        let io = Guarded {
-            inner: io,
-            framing: Framing::new(),
-            client,
-            refused: self.smuggling.clone(),
-        };
         let conn = self
             .builder
             .serve_connection_with_upgrades(TokioIo::new(io), service);
@@ -303,92 +322,34 @@ impl Activity {
     }
 }
 
-/// A TCP stream that records activity.
-struct Watched {
-    inner: TcpStream,
-    activity: Activity,
-}
-
-impl AsyncRead for Watched {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.activity.touch_read();
-        }
-        poll
-    }
-}
-
-impl AsyncWrite for Watched {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        poll
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        poll
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
 /// What replaces a refused head from its offending byte on.
 const REFUSE: &[u8] = b"\0\r\n\r\n";
 
-/// A client stream (decrypted, on the TLS port) with a [`Framing`] guard on what it reads.
+/// A client stream that records activity (on the TCP stream) and/or passes what it reads
+/// through a [`Framing`] guard (on the plain TCP stream, or the decrypted TLS one).
+struct Watched<I> {
+    inner: I,
+    activity: Option<Activity>,
+    guard: Option<Guard>,
+}
+
+/// The framing guard of one connection.
 ///
 /// A request head with both `Content-Length` and `Transfer-Encoding`, or with a line ended by
 /// a bare LF, is cut at the colon after the second name (or at the LF) and ended there with a
 /// NUL and an empty line ([`REFUSE`]) before hyper reads it: hyper then refuses the head with
 /// its own 400 and closes the connection, after answering any request before it. No request
 /// is made of it, so nothing is forwarded; everything else is passed through untouched.
-struct Guarded<I> {
-    inner: I,
+struct Guard {
     framing: Framing,
     client: SocketAddr,
     refused: IntCounter,
 }
 
-impl<I: AsyncRead + Unpin> AsyncRead for Guarded<I> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let this = &mut *self;
-        std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
-        if let Some(at) = this.framing.scan(&buf.filled()[before..]) {
+impl Guard {
+    /// Checks what was just read into `buf` after its first `before` bytes.
+    fn check(&mut self, buf: &mut ReadBuf<'_>, before: usize) {
+        if let Some(at) = self.framing.scan(&buf.filled()[before..]) {
             // From the offending byte on, the client's bytes are dropped (the connection ends
             // with the 400) and replaced by a NUL and an empty line: given the end of a head,
             // the parser refuses the NUL at once, where an unfinished line would have it wait.
@@ -397,23 +358,53 @@ impl<I: AsyncRead + Unpin> AsyncRead for Guarded<I> {
             buf.initialize_unfilled_to(room)
                 .copy_from_slice(&REFUSE[..room]);
             buf.advance(room);
-            this.refused.inc();
+            self.refused.inc();
             tracing::debug!(
-                client = %this.client,
+                client = %self.client,
                 "request head with both Content-Length and Transfer-Encoding, or a bare LF, refused (400)"
             );
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        if buf.filled().len() > before {
+            if let Some(activity) = &this.activity {
+                activity.touch_read();
+            }
+            if let Some(guard) = &mut this.guard {
+                guard.check(buf, before);
+            }
         }
         Poll::Ready(Ok(()))
     }
 }
 
-impl<I: AsyncWrite + Unpin> AsyncWrite for Guarded<I> {
+impl<I: AsyncWrite + Unpin> Watched<I> {
+    fn wrote(&self, poll: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        if let (Some(activity), Poll::Ready(Ok(1..))) = (&self.activity, &poll) {
+            activity.touch();
+        }
+        poll
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.wrote(poll)
     }
 
     fn poll_write_vectored(
@@ -421,7 +412,8 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Guarded<I> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.wrote(poll)
     }
 
     fn is_write_vectored(&self) -> bool {

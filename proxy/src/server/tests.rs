@@ -4,6 +4,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use tokio::net::TcpStream;
+
 use super::*;
 use crate::testing::full;
 
