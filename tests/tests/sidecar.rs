@@ -604,20 +604,9 @@ async fn agreed_actives(
     loop {
         let mut lists = Vec::new();
         for p in pods {
-            let names = match p.admin_get("/actives").await {
-                Some((StatusCode::OK, body)) => {
-                    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-                    let mut names: Vec<String> = v
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|a| a["name"].as_str().unwrap().to_string())
-                        .collect();
-                    names.sort();
-                    names
-                }
-                _ => Vec::new(),
-            };
+            let names = understudy_tests::cluster::admin::actives(p.admin)
+                .await
+                .unwrap_or_default();
             lists.push(names);
         }
         let has = including.is_empty() || lists[0].iter().any(|l| l == including);
