@@ -411,9 +411,7 @@ impl Head {
             }
         }
         for (name, value) in &target.extra {
-            if !value.is_empty() {
-                self.headers.insert(name.clone(), value.clone());
-            }
+            self.headers.insert(name.clone(), value.clone());
         }
         self.extra_set = true;
         *req.headers_mut() = self.headers.clone();

@@ -84,9 +84,10 @@ impl<'a> Wait<'a> {
                     let extra = [
                         (headers::LEADER, headers::value(&leader.identity)),
                         (headers::EPOCH, HeaderValue::from(leader.epoch)),
+                        // (Always set: read above for every local route.)
                         (
                             headers::LEASE,
-                            lease.unwrap_or_else(|| HeaderValue::from_static("")),
+                            lease.unwrap_or(HeaderValue::from_static("")),
                         ),
                     ];
                     return Ok(Target {
