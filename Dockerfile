@@ -5,26 +5,28 @@
 #   docker build -t understudy:0.1.0 .
 #   docker buildx build --platform linux/amd64,linux/arm64 -t REGISTRY/understudy:0.1.0 --push .
 #
-# Alpine's Rust toolchain targets musl natively on every architecture, and Rust links musl
-# binaries statically, so the binary needs no libc at run time. TLS is rustls with ring
-# (no OpenSSL); the Kubernetes CA comes from the pod's service account, so the image needs no
-# CA bundle of its own.
+# The binary is built by ./build-release, the same command bench/run measures: the release
+# profile with glibc linked in statically (`-C target-feature=+crt-static`), so it needs no
+# libc at run time and the image carries exactly the benchmarked binary, glibc's allocator
+# included (docs/BENCHMARKS.md). Name lookups (/etc/hosts, DNS) work without loading anything
+# at run time. TLS is rustls
+# with ring (no OpenSSL); the Kubernetes CA comes from the pod's service account, so the image
+# needs no CA bundle of its own.
 
 ARG RUST_VERSION=1.89
 
 # === build ===
-FROM rust:${RUST_VERSION}-alpine AS build
-# ring compiles C and assembly (gcc, musl-dev; a no-op where the image already has them).
-RUN apk add --no-cache gcc musl-dev
+# Debian's Rust image has gcc and the static glibc (libc6-dev) that ring and the link need.
+FROM rust:${RUST_VERSION}-bookworm AS build
 WORKDIR /src
 COPY . .
 # Cache mounts keep downloaded crates and compiled dependencies between builds; the binary is
 # copied out before the target cache is unmounted. --locked builds exactly Cargo.lock.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    CARGO_PROFILE_RELEASE_DEBUG=0 CARGO_PROFILE_RELEASE_STRIP=symbols \
-    cargo build --release --locked -p understudy-proxy --bin understudy \
- && cp target/release/understudy /understudy
+    dir=$(CARGO_PROFILE_RELEASE_DEBUG=0 CARGO_PROFILE_RELEASE_STRIP=symbols \
+          ./build-release --locked -p understudy-proxy --bin understudy) \
+ && cp "$dir/understudy" /understudy
 
 # === run ===
 # distroless "static": no shell, no package manager; the :nonroot tag runs as 65532:65532.
