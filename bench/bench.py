@@ -8,6 +8,8 @@ Contenders (each proxy process pinned to CPU 1, one worker/thread; wrk and the b
   haproxy   wrk -> haproxy (nbthread 1) -> backend
   haproxy2  wrk -> haproxy -> haproxy -> backend   two hops, both on CPU 1 (the standby's yardstick)
   nginx     wrk -> nginx (1 worker, upstream keepalive) -> backend
+  floor     wrk -> bench/floor (the least a tokio HTTP/1 proxy does per request) -> backend
+  floor2    wrk -> bench/floor -> bench/floor -> backend   two hops, both on CPU 1
 Rounds are interleaved (A B C A B C ...) so drift hits all equally. Every process is ours,
 listens on 127.0.0.1 only, and is killed at the end.
 """
@@ -18,6 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # bench/run builds with ./build-release (static, as shipped) and passes its directory.
 REL = os.environ.get("UNDERSTUDY_RELEASE_DIR") or os.path.join(ROOT, "target", "release")
 PORTS = dict(backend=18080, leader=18081, standby=18082, haproxy=18083, nginx=18084, haproxy2=18085,
+             floor=18086, floor2=18087,
              api=18443, admin_leader=14041, admin_standby=14042)
 LOAD_CPU, PROXY_CPU = "0", "1"
 
@@ -188,6 +191,15 @@ http {{ access_log off; keepalive_requests 1000000;
     return p
 
 
+def start_floor(name="floor", upstream="backend"):
+    """bench/floor on PORTS[name], forwarding to PORTS[upstream]: a yardstick (no header
+    rewriting, GETs and Content-Length responses only)."""
+    binary = os.environ.get("UNDERSTUDY_FLOOR_BIN") or os.path.join(ROOT, "target", "floor", "release", "understudy-bench-floor")
+    p = spawn([binary, f"127.0.0.1:{PORTS[name]}", f"127.0.0.1:{PORTS[upstream]}"], cpu=PROXY_CPU)
+    wait_port(PORTS[name])
+    return p
+
+
 def wrk(port, conns, seconds, tmp):
     lua = os.path.join(tmp, "report.lua")
     with open(lua, "w") as f:
@@ -294,6 +306,8 @@ def main():
         hap = start_haproxy(tmp)
         hap2 = start_haproxy(tmp, "haproxy2", upstream="haproxy")
         ngx = start_nginx_proxy(tmp)
+        floor = start_floor()
+        floor2 = start_floor("floor2", upstream="floor")
         contenders = [
             ("direct", PORTS["backend"], []),
             ("understudy leader", PORTS["leader"], [leader.pid]),
@@ -301,6 +315,8 @@ def main():
             ("haproxy", PORTS["haproxy"], child_pids(hap.pid)),
             ("haproxy, two hops", PORTS["haproxy2"], child_pids(hap2.pid) + child_pids(hap.pid)),
             ("nginx", PORTS["nginx"], child_pids(ngx.pid)),
+            ("floor (bench/floor)", PORTS["floor"], [floor.pid]),
+            ("floor, two hops", PORTS["floor2"], [floor2.pid, floor.pid]),
         ]
         for _, port, _ in contenders:  # warm-up: connections, pools, page cache
             wrk(port, args.connections, 1, tmp)
@@ -316,7 +332,7 @@ def main():
         rss_1000 = proc_stats(leader.pid)["hwm"]
         # The same load through the peers, for scale (their peak RSS, all processes).
         for name, port, pids in contenders:
-            if name in ("haproxy", "nginx"):  # single hop, like the leader
+            if name in ("haproxy", "nginx", "floor (bench/floor)"):  # single hop, like the leader
                 c1000["peers"] = c1000.get("peers", {})
                 c1000["peers"][name] = measure(name, port, pids, 1000, args.seconds, tmp)
         api = api_load(tmp, kubeconfig, args.idle_seconds) if args.idle_seconds > 0 else None
@@ -348,19 +364,22 @@ def report(args, rounds, idle_rss, rss_1000, c1000, api, fo=None):
                      f"{s['p99'] / 1000:.2f} ms | {s['p999'] / 1000:.2f} ms | {cpu} | {rss} | {s['errors']:.0f} |")
     table = "\n".join(lines)
     print("\n" + table)
-    lead, hap, ngx, stby, hap2, direct = (summary[k] for k in (
-        "understudy leader", "haproxy", "nginx", "understudy standby", "haproxy, two hops", "direct"))
+    lead, hap, ngx, stby, hap2, direct, floor, floor2 = (summary[k] for k in (
+        "understudy leader", "haproxy", "nginx", "understudy standby", "haproxy, two hops", "direct",
+        "floor (bench/floor)", "floor, two hops"))
     peers_1000 = c1000.get("peers", {})
     # (target, met, measured, what the same run shows is reachable on this machine)
     targets = [
         ("leader throughput ≥ 1.2 × HAProxy", lead["vs_haproxy"] >= 1.2, f"{lead['vs_haproxy']:.2f} ×",
          f"no proxy at all (direct): {direct['vs_haproxy']:.2f} ×"),
         ("leader throughput ≥ nginx", lead["rps"] >= ngx["rps"], f"{lead['rps'] / ngx['rps']:.2f} ×",
-         f"HAProxy: {hap['rps'] / ngx['rps']:.2f} ×"),
+         f"HAProxy: {hap['rps'] / ngx['rps']:.2f} ×; floor: {floor['rps'] / ngx['rps']:.2f} × "
+         f"at {floor['cpu_us_per_req']:.1f} µs/req (understudy {lead['cpu_us_per_req']:.1f})"),
         ("leader p99 ≤ HAProxy's and nginx's", lead["p99"] <= min(hap["p99"], ngx["p99"]),
-         f"{lead['p99'] / 1000:.2f} ms vs {hap['p99'] / 1000:.2f} / {ngx['p99'] / 1000:.2f} ms", ""),
+         f"{lead['p99'] / 1000:.2f} ms vs {hap['p99'] / 1000:.2f} / {ngx['p99'] / 1000:.2f} ms",
+         f"floor: {floor['p99'] / 1000:.2f} ms"),
         ("standby (two hops) ≥ 0.8 × HAProxy", stby["vs_haproxy"] >= 0.8, f"{stby['vs_haproxy']:.2f} ×",
-         f"two HAProxies in a row: {hap2['vs_haproxy']:.2f} ×"),
+         f"two HAProxies in a row: {hap2['vs_haproxy']:.2f} ×; two floors in a row: {floor2['vs_haproxy']:.2f} ×"),
         ("RSS idle < 10 MiB", idle_rss["rss"] < 10 * 1024,
          f"{idle_rss['rss'] / 1024:.1f} MiB ({idle_rss['anon'] / 1024:.1f} MiB anonymous, the rest the binary's mapped pages)", ""),
         ("RSS at 1,000 connections < 20 MiB", rss_1000 < 20 * 1024,
@@ -432,13 +451,16 @@ Recorded by `{cmd}` on {date}. Machine: {machine}. Peers: {versions}.
 
 ## Proxy path
 
-{rounds} interleaved rounds (direct, leader, standby, HAProxy, HAProxy two hops, nginx, then again) of
-`wrk -t1 -c{conns} -d{seconds}s` on loopback; figures are medians over the rounds; ratios are
-taken within each round, then the median. The backend is nginx with one worker returning a
-small fixed body. Every proxy is pinned to CPU 1 with one worker/thread (`taskset`); wrk and
-the backend share CPU 0. "Two hops" means both processes (understudy standby and leader, or
-two HAProxies in a row) share CPU 1. Binaries: the shipping build (`./build-release`: release
-profile, glibc linked statically, as in the image).
+{rounds} interleaved rounds of `wrk -t1 -c{conns} -d{seconds}s` on loopback (direct, leader,
+standby, HAProxy, two HAProxies, nginx, the floor, two floors, then again); figures are
+medians over the rounds; ratios are taken within each round, then the median. The backend is
+nginx with one worker returning a small fixed body. Every proxy is pinned to CPU 1 with one
+worker/thread (`taskset`); wrk and the backend share CPU 0. "Two hops" means both processes
+(understudy standby and leader, two HAProxies or two floors in a row) share CPU 1. Binaries:
+the shipping build (`./build-release`: release profile, glibc linked statically, as in the
+image). "floor" is `bench/floor`, a yardstick and not a product: the least a tokio HTTP/1
+keep-alive proxy does per request (no header rewriting, GETs and `Content-Length` responses
+only).
 
 {table}
 
@@ -462,7 +484,14 @@ steady client; a held request counts as answered when its answer arrives.
 {targets}
 """
 
+def interrupted(signum, _frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 if __name__ == "__main__":
+    # A kill (timeout, CI) cleans up like Ctrl-C: every process the bench started is stopped.
+    signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGHUP, interrupted)
     try:
         main()
     except KeyboardInterrupt:

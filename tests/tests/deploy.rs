@@ -393,6 +393,20 @@ impl Pod {
     /// only the listen addresses moved to free ports (so tests can run side by side) and
     /// short election timings appended.
     fn start(emu: &Emulator, dir: &Path, example: &str, name: &str, host: u8) -> Pod {
+        let binary = understudy_tests::cluster::sidecar::binary(true).unwrap();
+        let kubeconfig = emu.kubeconfig_yaml(name);
+        Pod::start_with(&binary, &kubeconfig, dir, example, name, host)
+    }
+
+    /// [`Pod::start`] with another `binary` and the kubeconfig's text given.
+    fn start_with(
+        binary: &Path,
+        kubeconfig: &str,
+        dir: &Path,
+        example: &str,
+        name: &str,
+        host: u8,
+    ) -> Pod {
         let ip = Ipv4Addr::new(127, 0, 0, host);
         let pod = PodFields::new(name, "nginx-ha", &ip.to_string());
         let (mut args, env) = manifest::sidecar_from_example(&example_dir(example), &pod).unwrap();
@@ -403,12 +417,12 @@ impl Pod {
         }
         let timings = "--lease-duration 3s --renew-deadline 2s --retry-period 500ms --drain 500ms";
         args.extend(timings.split(' ').map(String::from));
-        let kubeconfig = dir.join(format!("{name}.kubeconfig"));
-        emu.write_kubeconfig(name, &kubeconfig).unwrap();
-        let child = Command::new(understudy_tests::cluster::sidecar::binary(true).unwrap())
+        let path = dir.join(format!("{name}.kubeconfig"));
+        std::fs::write(&path, kubeconfig).unwrap();
+        let child = Command::new(binary)
             .env_clear()
             .envs(env)
-            .env("KUBECONFIG", &kubeconfig)
+            .env("KUBECONFIG", &path)
             .env("RUST_LOG", "warn")
             .args(&args)
             .stdin(Stdio::null())
@@ -645,6 +659,66 @@ async fn the_tutorial_probe_makes_only_the_leader_ready() {
     first.sigterm().await;
     second.names("nginx-2").await;
     assert!(ready(&second), "the new leader is not Ready");
+    second.sigterm().await;
+    emu.shutdown().await;
+}
+
+// === the shipping build ===
+
+/// Whether the ELF executable at `path` names a program interpreter (`PT_INTERP`), which every
+/// dynamically linked executable does and a static one does not.
+fn has_interpreter(path: &Path) -> bool {
+    const PT_INTERP: u32 = 3;
+    let elf = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(
+        elf.get(..5),
+        Some(&b"\x7fELF\x02"[..]),
+        "{}: not a 64-bit ELF file",
+        path.display()
+    );
+    let u16_at = |at: usize| u16::from_le_bytes(elf[at..at + 2].try_into().unwrap()) as usize;
+    let phoff = u64::from_le_bytes(elf[0x20..0x28].try_into().unwrap()) as usize;
+    let (phentsize, phnum) = (u16_at(0x36), u16_at(0x38));
+    (0..phnum).any(|i| {
+        let at = phoff + i * phentsize;
+        u32::from_le_bytes(elf[at..at + 4].try_into().unwrap()) == PT_INTERP
+    })
+}
+
+/// The shipping build (`./build-release`: what the image runs and `bench/run` measures) is one
+/// static executable, and it works as the image runs it. `run-tests` builds it (without
+/// optimization, to save time; the flags and target are the image's) and passes its path as
+/// `UNDERSTUDY_SHIPPING_BIN`. Started from the example's container spec with a kubeconfig
+/// whose server is named `localhost` (a name lookup with no shared library to load), it leads
+/// and hands over on SIGTERM to a dev build, which it then names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipping_build_is_one_static_executable_that_runs() {
+    let shipping = std::env::var_os("UNDERSTUDY_SHIPPING_BIN")
+        .map(PathBuf::from)
+        .expect("UNDERSTUDY_SHIPPING_BIN unset: ./run-tests builds it with ./build-release");
+    let dev = understudy_tests::cluster::sidecar::binary(true).unwrap();
+    assert!(
+        has_interpreter(&dev),
+        "the check cannot tell: the dev build looks static"
+    );
+    assert!(
+        !has_interpreter(&shipping),
+        "{} is dynamically linked",
+        shipping.display()
+    );
+
+    let emu = Emulator::start(EmulatorOptions::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let by_name = emu
+        .kubeconfig_yaml("nginx-1")
+        .replace("://127.0.0.1:", "://localhost:");
+    assert!(by_name.contains("://localhost:"), "{by_name}");
+    let first = Pod::start_with(&shipping, &by_name, dir.path(), "nginx-ha", "nginx-1", 6);
+    first.names("nginx-1").await;
+    let second = Pod::start(&emu, dir.path(), "nginx-ha", "nginx-2", 7);
+    second.names("nginx-1").await;
+    first.sigterm().await;
+    second.names("nginx-2").await;
     second.sigterm().await;
     emu.shutdown().await;
 }
