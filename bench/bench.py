@@ -194,7 +194,7 @@ http {{ access_log off; keepalive_requests 1000000;
 def start_floor(name="floor", upstream="backend"):
     """bench/floor on PORTS[name], forwarding to PORTS[upstream]: a yardstick (no header
     rewriting, GETs and Content-Length responses only)."""
-    binary = os.environ.get("UNDERSTUDY_FLOOR_BIN") or os.path.join(ROOT, "target", "floor", "release", "understudy-bench-floor")
+    binary = os.path.join(ROOT, "target", "floor", "release", "understudy-bench-floor")  # bench/run builds it
     p = spawn([binary, f"127.0.0.1:{PORTS[name]}", f"127.0.0.1:{PORTS[upstream]}"], cpu=PROXY_CPU)
     wait_port(PORTS[name])
     return p
@@ -483,6 +483,7 @@ steady client; a held request counts as answered when its answer arrives.
 
 {targets}
 """
+
 
 def interrupted(signum, _frame):
     raise KeyboardInterrupt(f"signal {signum}")

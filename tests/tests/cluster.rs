@@ -14,6 +14,7 @@ use std::future::Future;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
+use understudy_tests::cluster::sidecar::FAST_HEALTH_FLAGS;
 use understudy_tests::cluster::{
     Cluster, ClusterOptions, Load, LoadOptions, LoadReport, Outcome, Pacing, Probe, ProbeOptions,
     ReadyWhen, SidecarOptions, require_root,
@@ -667,17 +668,7 @@ async fn two_actives_share_the_vip_and_a_killed_one_is_replaced_losing_nothing()
 async fn an_active_whose_app_turns_unhealthy_hands_its_slot_over_losing_nothing() {
     let _serial = exclusive("two-actives-health").await;
     bounded("two-actives-health", async {
-        let health = [
-            "--upstream-health",
-            "/healthz",
-            "--health-interval",
-            "100ms",
-            "--health-failures",
-            "2",
-            "--health-successes",
-            "1",
-        ];
-        let (s, actives) = two_actives("two-actives-health", &health).await;
+        let (s, actives) = two_actives("two-actives-health", &FAST_HEALTH_FLAGS).await;
         let standby = the_standby(&s, &actives);
         let load = s.load();
         assert!(load.pass(200, Duration::from_secs(20)).await);

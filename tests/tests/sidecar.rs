@@ -23,6 +23,7 @@ use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+use understudy_tests::cluster::sidecar::FAST_HEALTH_FLAGS;
 
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -668,18 +669,7 @@ async fn two_actives_share_the_traffic_and_a_killed_one_is_replaced_losing_nothi
 #[tokio::test]
 async fn an_unhealthy_leaders_app_hands_leadership_over_losing_nothing() {
     let cluster = Cluster::new("e2e-health").await;
-    let health = [
-        "--upstream-health",
-        "/healthz",
-        "--health-interval",
-        "100ms",
-        "--health-failures",
-        "2",
-        "--health-successes",
-        "1",
-        "--health-hold-down",
-        "1s",
-    ];
+    let health = [&FAST_HEALTH_FLAGS[..], &["--health-hold-down", "1s"]].concat();
     let mut pods = Vec::new();
     let mut flags = Vec::new();
     for (i, name) in ["pod-a", "pod-b", "pod-c"].into_iter().enumerate() {

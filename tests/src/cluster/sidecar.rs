@@ -12,6 +12,19 @@ pub const ADMIN_PORT: u16 = 4040;
 /// The sidecar's proxy port (`--listen`), the Service's targetPort.
 pub const PROXY_PORT: u16 = 8080;
 
+/// Health checking fast enough for a test: `/healthz` every 100ms, two failures make the app
+/// unhealthy, one success healthy again.
+pub const FAST_HEALTH_FLAGS: [&str; 8] = [
+    "--upstream-health",
+    "/healthz",
+    "--health-interval",
+    "100ms",
+    "--health-failures",
+    "2",
+    "--health-successes",
+    "1",
+];
+
 /// `--ready-when`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReadyWhen {
