@@ -17,4 +17,5 @@
 
 pub mod cluster;
 pub mod emulator;
+pub mod kubeconfig;
 pub mod manifest;

@@ -1,7 +1,8 @@
-//! Failure scenarios on the local cluster (`understudy_tests::cluster`): three pods in
-//! network namespaces, each nginx behind the real `understudy` sidecar, a kube-proxy-style
-//! iptables VIP in front, the API emulator behind per-pod kubeconfigs. Each scenario is
-//! bounded in time, asserts its outcome and prints one line for benchmarks:
+//! Failure scenarios on the local cluster (`understudy_tests::cluster`): a real control plane
+//! (etcd, kube-apiserver with RBAC, the controller manager, the scheduler, kube-proxy),
+//! `deploy/examples/nginx-ha` applied with `kubectl apply -k` at test timings, its pods run by
+//! the test kubelet in network namespaces, load sent to the Service's ClusterIP. Each
+//! scenario is bounded in time, asserts its outcome and prints one line for benchmarks:
 //! `scenario=<name> requests=N failures=N max_gap_ms=N …` (also appended to
 //! `$UNDERSTUDY_SUMMARY_FILE` when set).
 //!
@@ -16,28 +17,18 @@ use std::time::{Duration, Instant};
 
 use understudy_tests::cluster::sidecar::FAST_HEALTH_FLAGS;
 use understudy_tests::cluster::{
-    Cluster, ClusterOptions, Load, LoadOptions, LoadReport, Outcome, Pacing, Probe, ProbeOptions,
-    ReadyWhen, SidecarOptions, require_root,
+    Cluster, ClusterOptions, Example, ExampleOptions, Load, LoadOptions, LoadReport, Outcome,
+    OverlapReport, Pacing, require_root,
 };
 
 /// Upper bound for one scenario, cluster start-up and clean-up included.
-const SCENARIO_LIMIT: Duration = Duration::from_secs(60);
-
-/// A scenario's cluster.
-struct Scenario {
-    name: &'static str,
-    cluster: Cluster,
-}
-
-fn options() -> ClusterOptions {
-    ClusterOptions {
-        sidecar: Some(SidecarOptions {
-            access_log: true,
-            ..SidecarOptions::default()
-        }),
-        ..ClusterOptions::default()
-    }
-}
+const SCENARIO_LIMIT: Duration = Duration::from_secs(150);
+/// The election timings the scenarios run with (`ExampleOptions::test`).
+const LEASE: Duration = Duration::from_secs(3);
+const RENEW_DEADLINE: Duration = Duration::from_secs(2);
+const RETRY: Duration = Duration::from_millis(500);
+/// The sidecar's default hold timeout at those timings: lease + 2 × retry.
+const HOLD: Duration = Duration::from_secs(4);
 
 /// Builds (or finds) the sidecar, then takes the scenario lock: one scenario at a time, and
 /// neither the build nor the wait counts against a scenario's time limit.
@@ -59,52 +50,38 @@ async fn exclusive(name: &str) -> std::fs::File {
     .unwrap()
 }
 
-/// Starts the cluster, waits until every pod serves and a leader is agreed.
-async fn scenario(name: &'static str, opts: ClusterOptions) -> (Scenario, String) {
-    let cluster = Cluster::start(opts)
-        .await
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
-    let expected = cluster.options().replicas;
-    let leader = async {
-        let leader = cluster.wait_leader(None, Duration::from_secs(20)).await?;
-        match cluster.options().sidecar.as_ref().map(|s| s.ready_when) {
-            Some(ReadyWhen::Leader) => {
-                cluster
-                    .wait_endpoints("the leader", Duration::from_secs(10), |e| e.pods.len() == 1)
-                    .await?
-            }
-            _ => {
-                cluster
-                    .wait_endpoints("every pod", Duration::from_secs(10), |e| {
-                        e.pods.len() == expected
-                    })
-                    .await?
-            }
-        };
-        Ok::<_, understudy_tests::cluster::HarnessError>(leader)
-    }
-    .await
-    .unwrap_or_else(|e| panic!("{name}: {e}"));
-    (Scenario { name, cluster }, leader)
+/// A scenario's cluster and app.
+struct Scenario {
+    name: &'static str,
+    cluster: Cluster,
 }
 
 impl Scenario {
-    /// The steady client: ~200 req/s over 4 connections-per-request clients.
-    fn load(&self) -> Load {
-        self.load_with(false)
+    async fn start(name: &'static str) -> Scenario {
+        let cluster = Cluster::start(ClusterOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        Scenario { name, cluster }
     }
 
-    fn load_with(&self, keep_alive: bool) -> Load {
-        Load::start(LoadOptions {
-            max_duration: Duration::from_secs(45),
-            keep_alive,
-            ..LoadOptions::new(self.cluster.vip())
-        })
+    /// Applies `opts`, waits until `serving` pods are ready endpoints and a leader is agreed.
+    async fn app(&self, opts: ExampleOptions, serving: usize) -> (Example, String) {
+        let name = self.name;
+        let app = Example::apply(&self.cluster, opts)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let leader = async {
+            app.wait_serving(serving, Duration::from_secs(60)).await?;
+            app.wait_leader(None, Duration::from_secs(20)).await
+        }
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        (app, leader)
     }
 
     /// Prints (and records) the summary line, checks the access logs for two leaders at
     /// once, and cleans up.
-    async fn finish(self, report: &LoadReport) -> understudy_tests::cluster::OverlapReport {
+    async fn finish(self, app: Example, report: &LoadReport) -> OverlapReport {
         let line = report.summary(self.name);
         println!("{line}");
         if let Some(path) = std::env::var_os("UNDERSTUDY_SUMMARY_FILE")
@@ -115,7 +92,7 @@ impl Scenario {
         {
             let _ = writeln!(f, "{line}");
         }
-        let overlap = self.cluster.overlap().unwrap();
+        let overlap = app.overlap().unwrap();
         assert!(
             overlap.violations.is_empty(),
             "{}: two leaders at once: {:#?}\ntenures: {:#?}",
@@ -123,9 +100,19 @@ impl Scenario {
             overlap.violations,
             overlap.tenures
         );
+        drop(app);
         self.cluster.shutdown().await.unwrap();
         overlap
     }
+}
+
+/// The steady client: ~200 req/s over 4 connection-per-request clients.
+fn load(app: &Example, keep_alive: bool) -> Load {
+    Load::start(LoadOptions {
+        max_duration: Duration::from_secs(90),
+        keep_alive,
+        ..LoadOptions::new(app.service_addr())
+    })
 }
 
 /// Runs a scenario body with the time limit.
@@ -172,13 +159,14 @@ fn assert_no_failures(name: &str, report: &LoadReport) {
     );
 }
 
-/// 1. Steady state: every request through the VIP is served by the leader's app.
+/// 1. Steady state: every request through the Service is served by the leader's app.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn steady_state_is_served_by_the_leader() {
     let _serial = exclusive("steady-state").await;
     bounded("steady-state", async {
-        let (s, leader) = scenario("steady-state", options()).await;
-        let load = s.load();
+        let s = Scenario::start("steady-state").await;
+        let (app, leader) = s.app(ExampleOptions::test("nginx-ha", 3), 3).await;
+        let load = load(&app, false);
         assert!(load.pass(400, Duration::from_secs(20)).await);
         let report = load.finish().await;
         assert_no_failures(s.name, &report);
@@ -189,36 +177,37 @@ async fn steady_state_is_served_by_the_leader() {
             "{:?}",
             report.served_by()
         );
-        assert_eq!(s.cluster.lease().map(|l| l.0), Some(leader.clone()));
-        let overlap = s.finish(&report).await;
+        assert_eq!(
+            app.lease(None).await.unwrap().map(|l| l.0),
+            Some(leader.clone())
+        );
+        let overlap = s.finish(app, &report).await;
         assert_eq!(overlap.tenures.len(), 1, "{:?}", overlap.tenures);
         assert_eq!(overlap.tenures[0].pod, leader);
     })
     .await;
 }
 
-/// 2. SIGKILL of the leader: nothing fails; requests are held, then served by the new
-/// leader; the gap is recorded.
+/// 2. The leader's containers are SIGKILLed (as by the OOM killer): nothing fails; requests
+/// are held, then served by the new leader; the gap is recorded. The kubelet restarts the
+/// killed containers after its back-off and the pod rejoins as a standby.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_of_the_leader_loses_no_request() {
     let _serial = exclusive("sigkill-leader").await;
     bounded("sigkill-leader", async {
-        let (s, old) = scenario("sigkill-leader", options()).await;
-        let sidecar = s.cluster.options().sidecar.clone().unwrap();
-        let load = s.load();
+        let s = Scenario::start("sigkill-leader").await;
+        let (app, old) = s.app(ExampleOptions::test("nginx-ha", 3), 3).await;
+        let load = load(&app, false);
         assert!(load.pass(150, Duration::from_secs(20)).await);
         let killed = Instant::now();
-        s.cluster.deployment().crash(&old).await.unwrap();
-        let new = s
-            .cluster
+        app.crash(&old).await.unwrap();
+        let new = app
             .wait_leader(Some(&old), Duration::from_secs(15))
             .await
             .unwrap();
         let failover = killed.elapsed();
-        s.cluster
-            .wait_all_serving(Duration::from_secs(20))
-            .await
-            .unwrap();
+        // Back after the kubelet's 10s restart back-off.
+        app.wait_serving(3, Duration::from_secs(40)).await.unwrap();
         assert!(load.pass(200, Duration::from_secs(20)).await);
         let report = load.finish().await;
         assert_no_failures(s.name, &report);
@@ -230,19 +219,20 @@ async fn sigkill_of_the_leader_loses_no_request() {
             report.served_by()
         );
         // Takeover comes leaseDuration (+ up to a retry period) after the last renew seen.
-        let bound = sidecar.lease_duration + sidecar.retry_period + Duration::from_secs(2);
+        let bound = LEASE + RETRY + Duration::from_secs(2);
         assert!(
             report.max_gap() < bound,
             "gap {:?} over {bound:?}",
             report.max_gap()
         );
         println!("sigkill-leader: {old} -> {new}, new leader agreed after {failover:?}");
-        s.finish(&report).await;
+        s.finish(app, &report).await;
     })
     .await;
 }
 
-/// 3. Rolling update of every pod under load: nothing fails.
+/// 3. `kubectl rollout restart` under load: every pod replaced (maxSurge 1, maxUnavailable
+/// 0), nothing fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_update_loses_no_request() {
     rolling_update("rolling-update", false).await;
@@ -258,24 +248,37 @@ async fn rolling_update_with_keep_alive_loses_no_request() {
 async fn rolling_update(name: &'static str, keep_alive: bool) {
     let _serial = exclusive(name).await;
     bounded(name, async {
-        let (s, _) = scenario(name, options()).await;
-        let before: BTreeSet<String> = s
-            .cluster
-            .deployment()
-            .pods()
-            .into_iter()
-            .map(|p| p.name)
-            .collect();
-        let load = s.load_with(keep_alive);
+        let s = Scenario::start(name).await;
+        let (app, _) = s.app(ExampleOptions::test("nginx-ha", 3), 3).await;
+        let before: BTreeSet<String> = app.live_pods().await.unwrap().into_iter().collect();
+        let load = load(&app, keep_alive);
         assert!(load.pass(100, Duration::from_secs(20)).await);
-        let new = s
-            .cluster
-            .deployment()
-            .rolling_update(Duration::from_secs(20))
+        app.kubectl(&[
+            "rollout",
+            "restart",
+            &format!("deployment/{}", app.deployment),
+        ])
+        .await
+        .unwrap();
+        app.kubectl(&[
+            "rollout",
+            "status",
+            &format!("deployment/{}", app.deployment),
+            "--timeout=100s",
+        ])
+        .await
+        .unwrap();
+        let new: BTreeSet<String> = app
+            .wait_serving(3, Duration::from_secs(30))
             .await
-            .unwrap();
-        let leader = s
-            .cluster
+            .unwrap()
+            .into_iter()
+            .collect();
+        assert!(
+            new.is_disjoint(&before),
+            "every pod replaced: {before:?} -> {new:?}"
+        );
+        let leader = app
             .wait_leader(None, Duration::from_secs(15))
             .await
             .unwrap();
@@ -283,11 +286,6 @@ async fn rolling_update(name: &'static str, keep_alive: bool) {
             new.contains(&leader),
             "leader {leader} is one of the new pods {new:?}"
         );
-        assert!(new.iter().all(|p| !before.contains(p)));
-        s.cluster
-            .wait_all_serving(Duration::from_secs(10))
-            .await
-            .unwrap();
         assert!(load.pass(100, Duration::from_secs(20)).await);
         let report = load.finish().await;
         assert_no_failures(s.name, &report);
@@ -305,78 +303,81 @@ async fn rolling_update(name: &'static str, keep_alive: bool) {
             assert_no_resets(s.name, &report);
         }
         assert_eq!(
-            pods_of(&report).iter().filter(|p| new.contains(p)).count(),
+            pods_of(&report).iter().filter(|p| new.contains(*p)).count(),
             1
         );
-        let overlap = s.finish(&report).await;
+        let overlap = s.finish(app, &report).await;
         // Each SIGTERMed leader handed over: at least one new tenure per old leader.
         assert!(overlap.tenures.len() >= 2, "{:?}", overlap.tenures);
     })
     .await;
 }
 
-/// 4. SIGKILL of a standby: nothing fails, the leader stays.
+/// 4. SIGKILL of a standby's containers: nothing fails, the leader stays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_of_a_standby_costs_nothing() {
     let _serial = exclusive("sigkill-standby").await;
     bounded("sigkill-standby", async {
-        let (s, leader) = scenario("sigkill-standby", options()).await;
-        let lease = s.cluster.lease().unwrap();
-        let standby = s
-            .cluster
-            .deployment()
-            .pods()
+        let s = Scenario::start("sigkill-standby").await;
+        let (app, leader) = s.app(ExampleOptions::test("nginx-ha", 3), 3).await;
+        let lease = app.lease(None).await.unwrap();
+        let standby = app
+            .live_pods()
+            .await
+            .unwrap()
             .into_iter()
-            .map(|p| p.name)
             .find(|p| *p != leader)
             .unwrap();
-        let load = s.load();
+        let load = load(&app, false);
         assert!(load.pass(150, Duration::from_secs(20)).await);
         let killed = Instant::now();
-        s.cluster.deployment().crash(&standby).await.unwrap();
-        s.cluster
-            .wait_endpoints("the standby's replacement", Duration::from_secs(20), |e| {
-                e.pods.len() == 3 && e.pods.iter().all(|(p, _)| *p != standby)
-            })
-            .await
-            .unwrap();
+        app.crash(&standby).await.unwrap();
+        app.wait_endpoints("the standby gone", Duration::from_secs(10), |e| {
+            !e.contains(&standby)
+        })
+        .await
+        .unwrap();
+        app.wait_serving(3, Duration::from_secs(40)).await.unwrap();
         assert!(load.pass(150, Duration::from_secs(20)).await);
         let report = load.finish().await;
         assert_no_failures(s.name, &report);
         assert_resets_only_at(s.name, &report, killed);
         assert_eq!(pods_of(&report), BTreeSet::from([leader.clone()]));
-        assert_eq!(s.cluster.lease(), Some(lease), "same holder, same epoch");
-        s.finish(&report).await;
+        assert_eq!(
+            app.lease(None).await.unwrap(),
+            lease,
+            "same holder, same epoch"
+        );
+        s.finish(app, &report).await;
     })
     .await;
 }
 
-/// 5. The leader is partitioned from the API server: it fences itself before another pod
-/// takes over (overlap checker), the service recovers, and no request fails later than the
-/// hold timeout.
+/// 5. The leader's pod is cut off from the API server (iptables in its network
+/// namespace): it fences itself before another pod takes over (overlap checker), the
+/// service recovers, and no request fails later than the hold timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitioned_leader_stops_before_the_next_takes_over() {
     let _serial = exclusive("partition-leader").await;
     bounded("partition-leader", async {
-        let (s, old) = scenario("partition-leader", options()).await;
-        let sidecar = s.cluster.options().sidecar.clone().unwrap();
-        let hold = sidecar.effective_hold_timeout();
+        let s = Scenario::start("partition-leader").await;
+        let (app, old) = s.app(ExampleOptions::test("nginx-ha", 3), 3).await;
         // Open loop: requests keep arriving at the cut-off pod while it holds earlier ones.
         let load = Load::start(LoadOptions {
-            max_duration: Duration::from_secs(45),
+            max_duration: Duration::from_secs(90),
             pacing: Pacing::Open {
                 per_second: 200,
                 max_in_flight: 1000,
             },
-            ..LoadOptions::new(s.cluster.vip())
+            ..LoadOptions::new(app.service_addr())
         });
         assert!(load.pass(150, Duration::from_secs(20)).await);
         let cut = Instant::now();
-        s.cluster.partition(&old);
+        app.cut_from_api(&old, true).await.unwrap();
         // The others see the Lease expire and elect one of themselves.
         let deadline = Instant::now() + Duration::from_secs(15);
         let new = loop {
-            let (holder, _) = s.cluster.lease().unwrap();
+            let (holder, _) = app.lease(None).await.unwrap().unwrap();
             if !holder.is_empty() && holder != old {
                 break holder;
             }
@@ -385,23 +386,23 @@ async fn partitioned_leader_stops_before_the_next_takes_over() {
         };
         let takeover = cut.elapsed();
         // Long enough that requests the fenced pod holds reach the hold timeout.
-        tokio::time::sleep(hold).await;
+        tokio::time::sleep(HOLD).await;
         let healed = Instant::now();
-        s.cluster.heal(&old);
-        let agreed = s.cluster.wait_leader(None, Duration::from_secs(15)).await.unwrap();
+        app.cut_from_api(&old, false).await.unwrap();
+        let agreed = app.wait_leader(None, Duration::from_secs(15)).await.unwrap();
         assert_eq!(agreed, new);
         // Requests held by the partitioned pod when it healed are answered by now.
-        tokio::time::sleep(hold).await;
+        tokio::time::sleep(HOLD).await;
         let recovered = Instant::now();
         assert!(load.pass(150, Duration::from_secs(20)).await);
         let report = load.finish().await;
         let late: Vec<_> = report
             .failures()
             .into_iter()
-            .filter(|f| f.latency > hold + Duration::from_secs(1))
+            .filter(|f| f.latency > HOLD + Duration::from_secs(1))
             .cloned()
             .collect();
-        assert!(late.is_empty(), "failed later than the hold timeout {hold:?}: {late:?}");
+        assert!(late.is_empty(), "failed later than the hold timeout {HOLD:?}: {late:?}");
         for f in report.failures() {
             assert!(
                 matches!(&f.outcome, Outcome::Answered { status: 503, .. }),
@@ -417,7 +418,7 @@ async fn partitioned_leader_stops_before_the_next_takes_over() {
             report.failures().len(),
             healed - cut
         );
-        let overlap = s.finish(&report).await;
+        let overlap = s.finish(app, &report).await;
         let old_tenure = overlap.tenures.iter().find(|t| t.pod == old).unwrap();
         let new_tenure = overlap.tenures.iter().find(|t| t.pod == new).unwrap();
         assert!(
@@ -430,43 +431,44 @@ async fn partitioned_leader_stops_before_the_next_takes_over() {
     .await;
 }
 
-/// 6. API server outage, as docs/failover.md describes it: a short one costs nothing; in a
-/// longer one the leader fences itself at its renew deadline and requests are held, then
-/// served once the API is back (or 503 past the hold timeout); service resumes after it.
+/// 6. API server outage (kube-apiserver SIGSTOPped), as docs/failover.md describes it: a
+/// short one costs nothing; in a longer one the leader fences itself at its renew deadline
+/// and requests are held, then served once the API is back (or 503 past the hold
+/// timeout); service resumes after it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_outage_holds_then_recovers() {
     let _serial = exclusive("api-outage").await;
     bounded("api-outage", async {
-        let (s, leader) = scenario("api-outage", options()).await;
-        let sidecar = s.cluster.options().sidecar.clone().unwrap();
-        let hold = sidecar.effective_hold_timeout();
-        let lease = s.cluster.lease().unwrap();
-        let load = s.load();
+        let s = Scenario::start("api-outage").await;
+        let (app, leader) = s.app(ExampleOptions::test("nginx-ha", 3), 3).await;
+        let plane = s.cluster.control_plane();
+        let lease = app.lease(None).await.unwrap();
+        let load = load(&app, false);
         assert!(load.pass(100, Duration::from_secs(20)).await);
 
         // Shorter than renewDeadline - retryPeriod: the leader never stops acting.
-        let blip = sidecar.renew_deadline - sidecar.retry_period - Duration::from_millis(500);
+        let blip = RENEW_DEADLINE - RETRY - Duration::from_millis(500);
         let t0 = Instant::now();
-        s.cluster.outage(true);
+        plane.pause_apiserver().await.unwrap();
         tokio::time::sleep(blip).await;
-        s.cluster.outage(false);
+        plane.resume_apiserver().await.unwrap();
         assert!(load.pass(150, Duration::from_secs(20)).await);
         let short = load.snapshot().between(t0, Instant::now());
         assert_no_failures("api-outage (short)", &short);
         assert_eq!(pods_of(&short), BTreeSet::from([leader.clone()]));
-        assert_eq!(s.cluster.lease(), Some(lease), "a short outage changes nothing");
+        assert_eq!(app.lease(None).await.unwrap(), lease, "a short outage changes nothing");
 
         // Longer than renewDeadline: the leader fences itself; held requests wait.
-        let long = sidecar.renew_deadline + Duration::from_secs(2);
+        let long = RENEW_DEADLINE + Duration::from_secs(2);
         let t1 = Instant::now();
-        s.cluster.outage(true);
+        plane.pause_apiserver().await.unwrap();
         tokio::time::sleep(long).await;
-        let fenced = s.cluster.sidecar_status(&leader).await.unwrap();
+        let fenced = app.sidecar_status(&leader).await.unwrap();
         assert_eq!(fenced["acting"], false, "the leader fenced itself: {fenced}");
-        s.cluster.outage(false);
-        let back = s.cluster.wait_leader(None, Duration::from_secs(15)).await.unwrap();
+        plane.resume_apiserver().await.unwrap();
+        let back = app.wait_leader(None, Duration::from_secs(15)).await.unwrap();
         let resumed = t1.elapsed();
-        tokio::time::sleep(hold).await;
+        tokio::time::sleep(HOLD).await;
         let recovered = Instant::now();
         assert!(load.pass(150, Duration::from_secs(20)).await);
         let report = load.finish().await;
@@ -474,137 +476,111 @@ async fn api_outage_holds_then_recovers() {
         for f in during.failures() {
             assert!(
                 matches!(&f.outcome, Outcome::Answered { status: 503, .. })
-                    && f.latency >= hold - Duration::from_millis(100),
+                    && f.latency >= HOLD - Duration::from_millis(100),
                 "a request during the outage failed other than by 503 after the hold: {f:?}"
             );
         }
         assert_no_failures("api-outage (after)", &report.between(recovered, report.ended));
         assert_no_resets(s.name, &report);
         println!(
-            "api-outage: {:?} outage; leader {leader} -> {back}, serving again {resumed:?} after it began; {} requests held past the hold timeout",
-            long,
+            "api-outage: {long:?} outage; leader {leader} -> {back}, serving again {resumed:?} after it began; {} requests held past the hold timeout",
             during.failures().len()
         );
-        s.finish(&report).await;
+        s.finish(app, &report).await;
     })
     .await;
 }
 
-/// 7. The old tutorial's setup: `--ready-when leader` and an exec readiness probe that
-/// greps `GET localhost:4040` for the pod's name. Only the leader is Ready, so the Service
-/// has one endpoint; when the leader dies, the endpoint moves to the next one.
+/// 7. The old tutorial's setup, `deploy/examples/nginx-ha-tutorial`: the sidecar only elects
+/// and nginx's readiness probe greps `GET localhost:4040` for the pod's hostname. Only the
+/// leader is Ready, so the Service has one endpoint; when the leader dies, the endpoint
+/// moves to the next one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tutorial_setup_makes_only_the_leader_ready() {
     let _serial = exclusive("tutorial").await;
     bounded("tutorial", async {
-        let mut opts = options();
-        if let Some(s) = opts.sidecar.as_mut() {
-            s.ready_when = ReadyWhen::Leader;
-        }
-        opts.probe = Some(ProbeOptions {
-            probe: Probe::Exec {
-                command: r#"curl -s --max-time 1 http://localhost:4040 | grep -q "$POD_NAME""#
-                    .into(),
-            },
-            ..ProbeOptions::sidecar_readyz()
-        });
-        let (s, leader) = scenario("tutorial", opts).await;
-        // `kubectl get pods`: 1/1 for the leader only.
-        let ready: Vec<String> = s
-            .cluster
-            .pods()
-            .snapshot()
-            .into_values()
-            .filter(|p| p.ready)
-            .map(|p| p.name)
-            .collect();
-        assert_eq!(ready, vec![leader.clone()]);
-        let load = s.load();
+        let s = Scenario::start("tutorial").await;
+        let (app, leader) = s.app(ExampleOptions::test("nginx-ha-tutorial", 3), 1).await;
+        // `kubectl get pods`: 1/1... only the leader's pod is Ready.
+        let ready = app.ready_pods().await.unwrap();
+        assert_eq!(ready, BTreeSet::from([leader.clone()]));
+        let load = load(&app, false);
         assert!(load.pass(200, Duration::from_secs(20)).await);
         let report = load.finish().await;
         assert_no_failures(s.name, &report);
         assert_no_resets(s.name, &report);
         assert_eq!(pods_of(&report), BTreeSet::from([leader.clone()]));
-        // The sidecar's own /readyz agrees with the probe.
-        for p in s.cluster.deployment().pods() {
-            let status = s.cluster.sidecar_status(&p.name).await.unwrap();
-            assert_eq!(status["acting"] == true, p.name == leader, "{status}");
+        for p in app.live_pods().await.unwrap() {
+            let status = app.sidecar_status(&p).await.unwrap();
+            assert_eq!(status["acting"] == true, p == leader, "{status}");
         }
-        s.cluster.deployment().crash(&leader).await.unwrap();
-        let new = s
-            .cluster
+        app.crash(&leader).await.unwrap();
+        let new = app
             .wait_leader(Some(&leader), Duration::from_secs(15))
             .await
             .unwrap();
-        s.cluster
-            .wait_endpoints("the new leader alone", Duration::from_secs(10), |e| {
-                e.pods.len() == 1 && e.pods[0].0 == new
-            })
-            .await
-            .unwrap();
-        s.finish(&report).await;
+        app.wait_endpoints("the new leader alone", Duration::from_secs(15), |e| {
+            e.len() == 1 && e[0] == new
+        })
+        .await
+        .unwrap();
+        s.finish(app, &report).await;
     })
     .await;
 }
 
-/// A cluster of three pods with `--actives 2` (and `extra` flags): waits until the sidecars
-/// agree on the two actives and every pod serves; returns them.
-async fn two_actives(name: &'static str, extra: &[&str]) -> (Scenario, Vec<String>) {
-    let mut opts = options();
-    if let Some(s) = opts.sidecar.as_mut() {
-        s.extra_args = ["--actives", "2"]
-            .iter()
-            .chain(extra)
-            .map(|a| a.to_string())
-            .collect();
-    }
-    let cluster = Cluster::start(opts)
+/// Three pods with `--actives 2` (and `extra` flags): waits until the sidecars agree on
+/// the two actives and every pod serves; returns them.
+async fn two_actives(s: &Scenario, extra: &[&str]) -> (Example, Vec<String>) {
+    let mut args = vec!["--actives", "2"];
+    args.extend_from_slice(extra);
+    let app = Example::apply(&s.cluster, ExampleOptions::test("nginx-ha", 3).args(&args))
         .await
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        .unwrap_or_else(|e| panic!("{}: {e}", s.name));
     let actives = async {
-        let actives = cluster
-            .wait_actives(2, &[], Duration::from_secs(20))
-            .await?;
-        cluster.wait_all_serving(Duration::from_secs(10)).await?;
-        Ok::<_, understudy_tests::cluster::HarnessError>(actives)
+        app.wait_serving(3, Duration::from_secs(60)).await?;
+        app.wait_actives(2, &[], Duration::from_secs(20)).await
     }
     .await
-    .unwrap_or_else(|e| panic!("{name}: {e}"));
-    (Scenario { name, cluster }, actives)
+    .unwrap_or_else(|e| panic!("{}: {e}", s.name));
+    (app, actives)
 }
 
 /// The pod that holds no slot.
-fn the_standby(s: &Scenario, actives: &[String]) -> String {
-    s.cluster
-        .deployment()
-        .pods()
+async fn the_standby(app: &Example, actives: &[String]) -> String {
+    app.live_pods()
+        .await
+        .unwrap()
         .into_iter()
-        .map(|p| p.name)
         .find(|p| !actives.contains(p))
         .expect("a third pod")
 }
 
 /// Checks the overlap report of an N = 2 run: two slots were served, never one by two pods
 /// at once nor two by one pod (`finish` has already failed on any such violation).
-fn assert_two_slots(name: &str, overlap: &understudy_tests::cluster::OverlapReport) {
+fn assert_two_slots(name: &str, overlap: &OverlapReport) {
     let leases: BTreeSet<_> = overlap.tenures.iter().map(|t| t.lease.clone()).collect();
     assert_eq!(
         leases,
-        BTreeSet::from([Some("nginx-0".to_string()), Some("nginx-1".to_string())]),
+        BTreeSet::from([
+            Some("nginx-ha-0".to_string()),
+            Some("nginx-ha-1".to_string())
+        ]),
         "{name}: {:?}",
         overlap.tenures
     );
 }
 
-/// 8. N = 2: both actives serve what comes through the VIP (standbys spread over them);
-/// SIGKILL of one active -> the standby takes its slot, nothing fails.
+/// 8. N = 2: both actives serve what comes through the Service (standbys spread over
+/// them); SIGKILL of one active -> the standby takes its slot, nothing fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_actives_share_the_vip_and_a_killed_one_is_replaced_losing_nothing() {
+async fn two_actives_share_the_service_and_a_killed_one_is_replaced_losing_nothing() {
     let _serial = exclusive("two-actives-sigkill").await;
     bounded("two-actives-sigkill", async {
-        let (s, actives) = two_actives("two-actives-sigkill", &[]).await;
-        let standby = the_standby(&s, &actives);
-        let load = s.load();
+        let s = Scenario::start("two-actives-sigkill").await;
+        let (app, actives) = two_actives(&s, &[]).await;
+        let standby = the_standby(&app, &actives).await;
+        let load = load(&app, false);
         assert!(load.pass(300, Duration::from_secs(20)).await);
         let before = load.snapshot();
         assert_eq!(
@@ -617,9 +593,8 @@ async fn two_actives_share_the_vip_and_a_killed_one_is_replaced_losing_nothing()
         let victim = actives[1].clone();
         let survivor = actives[0].clone();
         let killed = Instant::now();
-        s.cluster.deployment().crash(&victim).await.unwrap();
-        let after = s
-            .cluster
+        app.crash(&victim).await.unwrap();
+        let after = app
             .wait_actives(2, &[&victim], Duration::from_secs(15))
             .await
             .unwrap();
@@ -629,10 +604,7 @@ async fn two_actives_share_the_vip_and_a_killed_one_is_replaced_losing_nothing()
             v.sort();
             v
         });
-        s.cluster
-            .wait_all_serving(Duration::from_secs(20))
-            .await
-            .unwrap();
+        app.wait_serving(3, Duration::from_secs(40)).await.unwrap();
         assert!(load.pass(300, Duration::from_secs(20)).await);
         let report = load.finish().await;
         assert_no_failures(s.name, &report);
@@ -644,8 +616,7 @@ async fn two_actives_share_the_vip_and_a_killed_one_is_replaced_losing_nothing()
             "{:?}",
             since.served_by()
         );
-        let sidecar = s.cluster.options().sidecar.clone().unwrap();
-        let bound = sidecar.lease_duration + sidecar.retry_period + Duration::from_secs(2);
+        let bound = LEASE + RETRY + Duration::from_secs(2);
         assert!(
             report.max_gap() < bound,
             "gap {:?} over {bound:?}",
@@ -655,7 +626,7 @@ async fn two_actives_share_the_vip_and_a_killed_one_is_replaced_losing_nothing()
             "two-actives-sigkill: {victim} killed, {standby} took its slot after {:?}",
             taken - killed
         );
-        let overlap = s.finish(&report).await;
+        let overlap = s.finish(app, &report).await;
         assert_two_slots("two-actives-sigkill", &overlap);
     })
     .await;
@@ -668,22 +639,17 @@ async fn two_actives_share_the_vip_and_a_killed_one_is_replaced_losing_nothing()
 async fn an_active_whose_app_turns_unhealthy_hands_its_slot_over_losing_nothing() {
     let _serial = exclusive("two-actives-health").await;
     bounded("two-actives-health", async {
-        let (s, actives) = two_actives("two-actives-health", &FAST_HEALTH_FLAGS).await;
-        let standby = the_standby(&s, &actives);
-        let load = s.load();
+        let s = Scenario::start("two-actives-health").await;
+        let (app, actives) = two_actives(&s, &FAST_HEALTH_FLAGS).await;
+        let standby = the_standby(&app, &actives).await;
+        let load = load(&app, false);
         assert!(load.pass(200, Duration::from_secs(20)).await);
 
         let sick = actives[0].clone();
         let well = actives[1].clone();
         let t0 = Instant::now();
-        s.cluster
-            .deployment()
-            .pod(&sick)
-            .unwrap()
-            .set_app_healthy(false)
-            .unwrap();
-        let after = s
-            .cluster
+        app.set_app_healthy(&sick, false).unwrap();
+        let after = app
             .wait_actives(2, &[&sick], Duration::from_secs(10))
             .await
             .unwrap();
@@ -693,11 +659,7 @@ async fn an_active_whose_app_turns_unhealthy_hands_its_slot_over_losing_nothing(
         assert_eq!(after, expected);
         // Released after two failed checks and taken through the watch: well within the
         // lease duration, which an expiry would have cost.
-        let sidecar = s.cluster.options().sidecar.clone().unwrap();
-        assert!(
-            moved < sidecar.lease_duration,
-            "the slot moved after {moved:?}"
-        );
+        assert!(moved < LEASE, "the slot moved after {moved:?}");
         let taken = Instant::now();
         assert!(load.pass(300, Duration::from_secs(20)).await);
         let report = load.finish().await;
@@ -710,7 +672,7 @@ async fn an_active_whose_app_turns_unhealthy_hands_its_slot_over_losing_nothing(
         println!(
             "two-actives-health: {sick}'s slot moved {moved:?} after its app turned unhealthy"
         );
-        let overlap = s.finish(&report).await;
+        let overlap = s.finish(app, &report).await;
         assert_two_slots("two-actives-health", &overlap);
     })
     .await;

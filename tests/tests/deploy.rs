@@ -1,20 +1,23 @@
 //! `deploy/`: every kustomization builds; every object validates offline against the Kubernetes
 //! OpenAPI schemas (PyPI `kubernetes-validate`, strict) and the Prometheus Operator CRDs (npm
-//! `@kubernetes-models/prometheus-operator`, strict); the Role grants exactly the API calls the
-//! real binary makes; the examples' sidecars start as written; the docs list every flag.
+//! `@kubernetes-models/prometheus-operator`, strict), and for real: the real API server
+//! accepts the examples with strict field validation and stores what was applied; the Roles
+//! grant exactly the API calls the sidecars in the examples' pods make (the API server's
+//! audit log) and nothing more (403); the shipping build runs; the docs list every flag.
 //!
-//! Needs `kubectl`, `python3` with `kubernetes-validate==1.37.0`, and `node` with
-//! `npm ci --prefix tests/deploy/crd` done (see run-tests).
+//! Needs root (the real control plane), `python3` with `kubernetes-validate==1.37.0`, and
+//! `node` with `npm ci --prefix tests/deploy/crd` done (see run-tests).
 
 use std::collections::BTreeSet;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use understudy_tests::emulator::{Emulator, EmulatorOptions};
-use understudy_tests::manifest::{self, Container, PodFields, SIDECAR, example_dir, repo_root};
+use understudy_tests::cluster::control_plane::{AuditEvent, k8s_bin};
+use understudy_tests::cluster::loopback::{Loopback, NAMESPACE, agreed_leader, agreed_leader_not};
+use understudy_tests::cluster::{Cluster, ClusterOptions, Example, ExampleOptions};
+use understudy_tests::manifest::{self, Container, SIDECAR, example_dir, repo_root};
 
 /// Kubernetes versions every object is validated against: the oldest one the manifests
 /// support and the newest one kubernetes-validate knows.
@@ -81,6 +84,7 @@ fn every_kustomization_builds_and_every_component_is_used() {
     let expected = [
         "deploy/base",
         "deploy/components/events",
+        "deploy/components/monitoring",
         "deploy/components/pod-labels",
         "deploy/components/sidecar",
         "deploy/examples/nginx-ha",
@@ -204,7 +208,7 @@ fn custom_resources_validate_against_the_operator_crds() {
     );
 
     // And it can fail: an unknown field, a bad duration, a missing selector.
-    let objects = manifest::build(&example_dir("nginx-ha")).unwrap();
+    let objects = manifest::build(&repo_root().join("tests/deploy/all-components")).unwrap();
     let mut custom: Vec<Value> = objects.into_iter().filter(is_custom).collect();
     let monitor = custom
         .iter_mut()
@@ -240,13 +244,14 @@ fn nothing_is_cluster_wide() {
             );
         }
     }
-    // The example lives in one namespace, and every namespaced object of it is there.
+    // Each example lives in a namespace of its own, and every namespaced object of it is
+    // there: applying both overwrites nothing.
     for example in ["nginx-ha", "nginx-ha-tutorial"] {
         for o in manifest::build(&example_dir(example)).unwrap() {
             if o["kind"] == "Namespace" {
-                assert_eq!(o["metadata"]["name"], "nginx-ha");
+                assert_eq!(o["metadata"]["name"], example);
             } else {
-                assert_eq!(o["metadata"]["namespace"], "nginx-ha", "{}", kind_name(&o));
+                assert_eq!(o["metadata"]["namespace"], example, "{}", kind_name(&o));
             }
         }
     }
@@ -342,7 +347,7 @@ fn the_service_reaches_the_sidecar_and_the_tutorial_reaches_nginx() {
 #[test]
 fn prometheus_rule_is_the_dashboards_copy() {
     let source = repo_root().join("dashboards/prometheus-rule.yaml");
-    let copy = example_dir("nginx-ha").join("prometheus-rule.yaml");
+    let copy = repo_root().join("deploy/components/monitoring/prometheus-rule.yaml");
     let Ok(original) = std::fs::read_to_string(&source) else {
         // Until the observability work lands its rules, the example carries a provisional
         // PrometheusRule (validated above); from then on it must be a byte-for-byte copy.
@@ -362,143 +367,154 @@ fn prometheus_rule_is_the_dashboards_copy() {
     );
 }
 
-// === the sidecar from the manifests, run for real ===
+// === the manifests on the real API server ===
 
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Replaces the value of `flag` in `args`, keeping everything else as the manifest says.
-fn set_flag(args: &mut [String], flag: &str, value: String) {
-    let i = args
-        .iter()
-        .position(|a| a == flag)
-        .unwrap_or_else(|| panic!("{flag} not in {args:?}"));
-    args[i + 1] = value;
-}
-
-/// One `understudy` started from an example's container spec.
-struct Pod {
-    name: String,
-    admin: SocketAddr,
-    child: std::process::Child,
-}
-
-impl Pod {
-    /// Starts pod `name` of `example` against `emu`: args and env from the built manifest, with
-    /// only the listen addresses moved to free ports (so tests can run side by side) and
-    /// short election timings appended.
-    fn start(emu: &Emulator, dir: &Path, example: &str, name: &str, host: u8) -> Pod {
-        let binary = understudy_tests::cluster::sidecar::binary(true).unwrap();
-        let kubeconfig = emu.kubeconfig_yaml(name);
-        Pod::start_with(&binary, &kubeconfig, dir, example, name, host)
-    }
-
-    /// [`Pod::start`] with another `binary` and the kubeconfig's text given.
-    fn start_with(
-        binary: &Path,
-        kubeconfig: &str,
-        dir: &Path,
-        example: &str,
-        name: &str,
-        host: u8,
-    ) -> Pod {
-        let ip = Ipv4Addr::new(127, 0, 0, host);
-        let pod = PodFields::new(name, "nginx-ha", &ip.to_string());
-        let (mut args, env) = manifest::sidecar_from_example(&example_dir(example), &pod).unwrap();
-        let admin_port = free_port();
-        set_flag(&mut args, "--http", format!("0.0.0.0:{admin_port}"));
-        if args.iter().any(|a| a == "--listen") {
-            set_flag(&mut args, "--listen", format!("0.0.0.0:{}", free_port()));
+/// `a` is contained in `b`: every field `a` sets, `b` has with the same value (lists element
+/// by element, same length). What the server stored may add defaults, never change what
+/// was applied.
+fn contained(a: &Value, b: &Value, path: &str) -> Result<(), String> {
+    match (a, b) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in a {
+                let child = format!("{path}.{k}");
+                contained(v, b.get(k).ok_or(format!("{child} missing"))?, &child)?;
+            }
+            Ok(())
         }
-        let timings = "--lease-duration 3s --renew-deadline 2s --retry-period 500ms --drain 500ms";
-        args.extend(timings.split(' ').map(String::from));
-        let path = dir.join(format!("{name}.kubeconfig"));
-        std::fs::write(&path, kubeconfig).unwrap();
-        let child = Command::new(binary)
-            .env_clear()
-            .envs(env)
-            .env("KUBECONFIG", &path)
-            .env("RUST_LOG", "warn")
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start understudy");
-        Pod {
-            name: name.to_string(),
-            admin: SocketAddr::from((ip, admin_port)),
-            child,
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                contained(x, y, &format!("{path}[{i}]"))?;
+            }
+            Ok(())
         }
+        _ if a == b => Ok(()),
+        // The server normalizes quantities (`128Mi` stays, `0.5` becomes `500m`).
+        (Value::String(x), Value::String(y))
+            if x.trim_end_matches('0') == y.trim_end_matches('0') =>
+        {
+            Ok(())
+        }
+        _ => Err(format!("{path}: applied {a}, stored {b}")),
     }
+}
 
-    /// `GET path` on the admin server: (status, body).
-    async fn get(&self, path: &str) -> Option<(u16, String)> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let call = async {
-            let mut s = tokio::net::TcpStream::connect(self.admin).await.ok()?;
-            let req = format!("GET {path} HTTP/1.1\r\nHost: pod\r\nConnection: close\r\n\r\n");
-            s.write_all(req.as_bytes()).await.ok()?;
-            let mut buf = String::new();
-            s.read_to_string(&mut buf).await.ok()?;
-            let status = buf.get(9..12)?.parse().ok()?;
-            let body = buf.split_once("\r\n\r\n")?.1.to_string();
-            Some((status, body))
-        };
-        tokio::time::timeout(Duration::from_secs(2), call)
+/// An overlay of `example` in `dir` with `components` added, so a test applies what a user
+/// who opts into them applies.
+fn overlay(dir: &Path, example: &str, components: &[&str]) -> PathBuf {
+    let root = dir.join(format!("{example}-overlay"));
+    std::fs::create_dir_all(&root).unwrap();
+    let k = json!({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        // The components' objects go where the example's go, as in the example itself.
+        "namespace": example,
+        "resources": [manifest::relative(&root, &example_dir(example))],
+        "components": components
+            .iter()
+            .map(|c| manifest::relative(&root, &repo_root().join("deploy/components").join(c)))
+            .collect::<Vec<_>>(),
+    });
+    std::fs::write(
+        root.join("kustomization.yaml"),
+        serde_yaml::to_string(&k).unwrap(),
+    )
+    .unwrap();
+    root
+}
+
+/// The Prometheus Operator's published CRDs first, then both examples with
+/// `kubectl apply --server-side` (strict field validation): the real API server accepts
+/// every object, keeps what was applied, and refuses an unknown field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_examples_apply_to_the_real_api_server_as_written() {
+    let cluster = Cluster::start(ClusterOptions::api_only()).await.unwrap();
+    let kubectl = cluster.kubectl();
+    let crds = k8s_bin().unwrap().parent().unwrap().join("crds");
+    let crd_dir = crds.display().to_string();
+    kubectl
+        .run(&["apply", "--server-side", "-f", &crd_dir])
+        .await
+        .unwrap();
+    kubectl
+        .run(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "-f",
+            &crd_dir,
+        ])
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let with_monitoring = overlay(dir.path(), "nginx-ha", &["monitoring"]);
+    let mut applied = Vec::new();
+    for root in [with_monitoring, example_dir("nginx-ha-tutorial")] {
+        let r = root.display().to_string();
+        kubectl
+            .run(&[
+                "apply",
+                "--server-side",
+                "--validate=strict",
+                "--field-manager=user",
+                "-k",
+                &r,
+            ])
             .await
-            .ok()
-            .flatten()
+            .unwrap_or_else(|e| panic!("{e}"));
+        applied.extend(manifest::build(&root).unwrap());
     }
-
-    /// Waits until this pod's `GET /` names `leader`.
-    async fn names(&self, leader: &str) {
-        let want = format!("{{\"name\":\"{leader}\"}}");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some((200, body)) = self.get("/").await
-                && body.contains(&want)
-            {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} never named {leader}",
-                self.name
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+    let kinds: BTreeSet<&str> = applied.iter().filter_map(|o| o["kind"].as_str()).collect();
+    for kind in [
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+        "PodMonitor",
+        "PrometheusRule",
+        "Role",
+    ] {
+        assert!(kinds.contains(kind), "{kind} not applied: {kinds:?}");
+    }
+    for o in &applied {
+        let kind = o["kind"].as_str().unwrap();
+        let name = o["metadata"]["name"].as_str().unwrap();
+        let mut args = vec!["get", kind, name, "-o", "json"];
+        let ns = o["metadata"]["namespace"].as_str();
+        if let Some(ns) = ns {
+            args.extend(["-n", ns]);
         }
+        // Kinds by group-qualified name: the CRD kinds are ambiguous without it.
+        let qualified = match o["apiVersion"].as_str().unwrap().split_once('/') {
+            Some((group, _)) => format!("{}.{group}", kind.to_lowercase()),
+            None => kind.to_lowercase(),
+        };
+        args[1] = &qualified;
+        let stored: Value = serde_json::from_str(&kubectl.run(&args).await.unwrap()).unwrap();
+        contained(o, &stored, &kind_name(o)).unwrap_or_else(|e| panic!("stored differs: {e}"));
     }
-
-    /// SIGTERM, then waits for exit 0 (the release and drain ran).
-    async fn sigterm(mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "{} exited with {status}", self.name);
-                return;
-            }
-            assert!(Instant::now() < deadline, "{} did not exit", self.name);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Pod {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    // Strict field validation is on: a misspelt field is refused, not dropped.
+    let deployment = applied.iter().find(|o| o["kind"] == "Deployment").unwrap();
+    let mut bad = deployment.clone();
+    bad["spec"]["replica"] = json!(3);
+    let out = kubectl
+        .output(
+            &[
+                "apply",
+                "--server-side",
+                "--validate=strict",
+                "--field-manager=user",
+                "-f",
+                "-",
+            ],
+            Some(&serde_json::to_string(&bad).unwrap()),
+        )
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("spec.replica"),
+        "{err}"
+    );
+    cluster.shutdown().await.unwrap();
 }
 
 /// (apiGroup, resource, verb) triples.
@@ -529,31 +545,24 @@ fn granted(objects: &[Value]) -> Grants {
     out
 }
 
-/// The API group of each resource the emulator serves (its stats name resources only).
-fn group_of(resource: &str) -> &'static str {
-    match resource {
-        "leases" => "coordination.k8s.io",
-        "pods" | "events" => "",
-        other => panic!("the binary used a resource this test does not know: {other:?}"),
-    }
-}
-
-/// What `clients` did on the emulator, as (apiGroup, resource, verb).
-fn used(emu: &Emulator, clients: &[&str]) -> Grants {
-    emu.stats()
-        .entries()
-        .filter(|(client, _, _, n)| clients.contains(client) && *n > 0)
-        .map(|(_, verb, resource, _)| {
-            // Non-resource paths (discovery, /version) are open to every authenticated
-            // user by the default system:discovery binding; no Role grants them.
-            assert!(!resource.is_empty(), "the binary used a non-resource path");
-            (
-                group_of(resource).to_string(),
-                resource.to_string(),
-                verb.to_string(),
-            )
-        })
-        .collect()
+/// What `user` did on the API server, from its audit log, as (apiGroup, resource, verb);
+/// and every request of it that was refused.
+fn used(cluster: &Cluster, user: &str) -> (Grants, Vec<AuditEvent>) {
+    let events = cluster.control_plane().audit_events().unwrap();
+    let mine: Vec<&AuditEvent> = events.iter().filter(|e| e.user == user).collect();
+    let refused = mine
+        .iter()
+        .filter(|e| e.code == 403)
+        .map(|e| (*e).clone())
+        .collect();
+    let used = mine
+        .iter()
+        // Non-resource paths (discovery, /version) are open to every authenticated user by
+        // the default system:discovery binding; no Role grants them.
+        .filter(|e| !e.resource.is_empty())
+        .map(|e| (e.group.clone(), e.resource.clone(), e.verb.clone()))
+        .collect();
+    (used, refused)
 }
 
 /// `None` when `granted` is exactly `used`; otherwise what differs.
@@ -564,53 +573,67 @@ fn mismatch(granted: &Grants, used: &Grants) -> Option<String> {
         .then(|| format!("granted but never used: {extra:?}; used but not granted: {missing:?}"))
 }
 
+/// The example's pods on the real cluster, their sidecars with `--label-pods --events` and
+/// the two components' Roles: the leader creates and renews the Lease, standbys read and
+/// watch it, a deleted pod hands over (release, acquire), a deleted Lease is made again,
+/// pods are labelled and Events recorded. The API server's audit log of the sidecars'
+/// ServiceAccount is then exactly what the Roles grant: nothing refused, nothing unused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_role_grants_exactly_what_the_binary_uses() {
-    let emu = Emulator::start(EmulatorOptions::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-
-    // The proxying example: pod-a leads (creates the Lease, renews), pod-b follows (reads,
-    // watches); SIGTERM hands over (release, acquire); SIGTERM on the last one releases.
-    let a = Pod::start(&emu, dir.path(), "nginx-ha", "pod-a", 1);
-    a.names("pod-a").await;
-    let b = Pod::start(&emu, dir.path(), "nginx-ha", "pod-b", 2);
-    b.names("pod-a").await;
-    tokio::time::sleep(Duration::from_secs(1)).await; // a few renewals and watch events
-    a.sigterm().await;
-    b.names("pod-b").await;
-    // The Lease deleted under a running leader: it is created again.
-    emu.store()
-        .delete("leases", "nginx-ha", "nginx-ha")
+async fn the_roles_grant_exactly_what_the_sidecar_uses() {
+    let cluster = Cluster::start(ClusterOptions::default()).await.unwrap();
+    let opts = ExampleOptions::test("nginx-ha", 2)
+        .args(&["--label-pods", "--events"])
+        .component("pod-labels")
+        .component("events");
+    let app = Example::apply(&cluster, opts).await.unwrap();
+    app.wait_serving(2, Duration::from_secs(60)).await.unwrap();
+    let first = app
+        .wait_leader(None, Duration::from_secs(20))
+        .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while emu.store().get("leases", "nginx-ha", "nginx-ha").is_none() {
+    app.kubectl(&["delete", "pod", &first]).await.unwrap();
+    let second = app
+        .wait_leader(Some(&first), Duration::from_secs(20))
+        .await
+        .unwrap();
+    // The Lease deleted under a running leader: it is created again.
+    app.kubectl(&["delete", "lease", &app.election])
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while app
+        .lease(None)
+        .await
+        .unwrap()
+        .is_none_or(|(h, _)| h != second)
+    {
         assert!(
             Instant::now() < deadline,
-            "the deleted Lease was not created again"
+            "the deleted Lease was not made again"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    b.names("pod-b").await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    b.sigterm().await;
+    app.wait_serving(2, Duration::from_secs(60)).await.unwrap();
 
-    // The elector-only tutorial variant.
-    let t = Pod::start(&emu, dir.path(), "nginx-ha-tutorial", "pod-t", 3);
-    t.names("pod-t").await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    t.sigterm().await;
-
-    let used = used(&emu, &["pod-a", "pod-b", "pod-t"]);
-    let base = manifest::build(&repo_root().join("deploy/base")).unwrap();
-    let granted = granted(&base);
+    let user = format!("system:serviceaccount:{}:understudy", app.namespace);
+    let (used, refused) = used(&cluster, &user);
+    assert!(refused.is_empty(), "refused: {refused:#?}");
+    let mut objects = manifest::build(&repo_root().join("deploy/base")).unwrap();
+    for c in ["pod-labels", "events"] {
+        objects.extend(
+            manifest::build(&overlay(&cluster.dir().join("rbac"), "nginx-ha", &[c])).unwrap(),
+        );
+    }
+    let granted = granted(&objects);
     if let Some(diff) = mismatch(&granted, &used) {
-        panic!("deploy/base/role.yaml does not match what understudy does: {diff}");
+        panic!("the Roles of deploy/ do not match what understudy does: {diff}");
     }
-    assert_eq!(granted.len(), 4, "{granted:?}");
-    // Each example binds exactly that Role, and nothing else, to the sidecar's account.
+    assert_eq!(granted.len(), 6, "{granted:?}");
+    // Each example binds exactly the base Role, and nothing else, to the sidecar's account.
+    let base = self::granted(&manifest::build(&repo_root().join("deploy/base")).unwrap());
     for example in ["nginx-ha", "nginx-ha-tutorial"] {
         let objects = manifest::build(&example_dir(example)).unwrap();
-        assert_eq!(self::granted(&objects), granted, "{example}");
+        assert_eq!(self::granted(&objects), base, "{example}");
         let binding = objects.iter().find(|o| o["kind"] == "RoleBinding").unwrap();
         assert_eq!(binding["roleRef"]["name"], "understudy");
         assert_eq!(binding["subjects"][0]["name"], "understudy");
@@ -623,44 +646,59 @@ async fn the_role_grants_exactly_what_the_binary_uses() {
     let mut fewer = granted.clone();
     fewer.retain(|(_, _, verb)| verb != "watch");
     assert!(mismatch(&fewer, &used).is_some_and(|d| d.contains("\"watch\"")));
-    emu.shutdown().await;
+    drop(app);
+    cluster.shutdown().await.unwrap();
 }
 
+/// The sidecar's token, with only deploy/base applied, is refused (403) what its Role does
+/// not grant: listing or deleting Leases, labelling Pods, recording Events.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_tutorial_probe_makes_only_the_leader_ready() {
-    let emu = Emulator::start(EmulatorOptions::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let objects = manifest::build(&example_dir("nginx-ha-tutorial")).unwrap();
-    let nginx = Container::find(&objects, "nginx").unwrap().spec;
-    let command = nginx["readinessProbe"]["exec"]["command"]
-        .as_array()
+async fn the_token_is_refused_what_the_role_does_not_grant() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::core::v1::{Event, Pod};
+    let world = Loopback::start("rbac-refusals").await;
+    let sa = world
+        .cluster()
+        .service_account_client(NAMESPACE, "understudy")
+        .await
         .unwrap();
-    assert_eq!(command[..2], [json!("/bin/sh"), json!("-c")]);
-    let script = command[2].as_str().unwrap();
-    assert!(script.contains("localhost:4040"), "{script}");
-
-    let first = Pod::start(&emu, dir.path(), "nginx-ha-tutorial", "nginx-1", 4);
-    first.names("nginx-1").await;
-    let second = Pod::start(&emu, dir.path(), "nginx-ha-tutorial", "nginx-2", 5);
-    second.names("nginx-1").await;
-    // The probe as the kubelet runs it in each pod: `localhost:4040` is that pod's sidecar
-    // and `hostname` prints the pod name.
-    let ready = |pod: &Pod| {
-        let script = script.replace("localhost:4040", &pod.admin.to_string());
-        let shell = format!("hostname() {{ echo {}; }}; {script}", pod.name);
-        Command::new("/bin/sh")
-            .args(["-c", &shell])
-            .status()
-            .unwrap()
-            .success()
-    };
-    assert!(ready(&first), "the leader is not Ready");
-    assert!(!ready(&second), "the standby is Ready");
-    first.sigterm().await;
-    second.names("nginx-2").await;
-    assert!(ready(&second), "the new leader is not Ready");
-    second.sigterm().await;
-    emu.shutdown().await;
+    let forbidden =
+        |r: Result<(), kube::Error>| matches!(r, Err(kube::Error::Api(s)) if s.code == 403);
+    let leases: kube::Api<Lease> = kube::Api::namespaced(sa.clone(), NAMESPACE);
+    // Granted: a get (404 here) is not refused.
+    assert!(
+        matches!(leases.get_opt("none").await, Ok(None)),
+        "get is granted"
+    );
+    assert!(
+        forbidden(leases.list(&Default::default()).await.map(drop)),
+        "list leases"
+    );
+    assert!(
+        forbidden(leases.delete("any", &Default::default()).await.map(drop)),
+        "delete leases"
+    );
+    let pods: kube::Api<Pod> = kube::Api::namespaced(sa.clone(), NAMESPACE);
+    let patch = kube::api::Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}}));
+    assert!(
+        forbidden(
+            pods.patch("any", &Default::default(), &patch)
+                .await
+                .map(drop)
+        ),
+        "patch pods"
+    );
+    let events: kube::Api<Event> = kube::Api::namespaced(sa, NAMESPACE);
+    let event: Event = serde_json::from_value(json!({
+        "metadata": {"generateName": "x-"}, "involvedObject": {"kind": "Lease", "name": "x"},
+        "reason": "Test", "message": "test", "type": "Normal",
+    }))
+    .unwrap();
+    assert!(
+        forbidden(events.create(&Default::default(), &event).await.map(drop)),
+        "create events"
+    );
+    world.shutdown().await;
 }
 
 // === the shipping build ===
@@ -688,9 +726,9 @@ fn has_interpreter(path: &Path) -> bool {
 /// The shipping build (`./build-release`: what the image runs and `bench/run` measures) is one
 /// static executable, and it works as the image runs it. `run-tests` builds it (without
 /// optimization, to save time; the flags and target are the image's) and passes its path as
-/// `UNDERSTUDY_SHIPPING_BIN`. Started from the example's container spec with a kubeconfig
-/// whose server is named `localhost` (a name lookup with no shared library to load), it leads
-/// and hands over on SIGTERM to a dev build, which it then names.
+/// `UNDERSTUDY_SHIPPING_BIN`. With a kubeconfig whose server is named `localhost` (a name
+/// lookup with no shared library to load), it leads the real API server's election and hands
+/// over on SIGTERM to a dev build, which it then names.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shipping_build_is_one_static_executable_that_runs() {
     let shipping = std::env::var_os("UNDERSTUDY_SHIPPING_BIN")
@@ -706,21 +744,29 @@ async fn the_shipping_build_is_one_static_executable_that_runs() {
         "{} is dynamically linked",
         shipping.display()
     );
-
-    let emu = Emulator::start(EmulatorOptions::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let by_name = emu
-        .kubeconfig_yaml("nginx-1")
-        .replace("://127.0.0.1:", "://localhost:");
-    assert!(by_name.contains("://localhost:"), "{by_name}");
-    let first = Pod::start_with(&shipping, &by_name, dir.path(), "nginx-ha", "nginx-1", 6);
-    first.names("nginx-1").await;
-    let second = Pod::start(&emu, dir.path(), "nginx-ha", "nginx-2", 7);
-    second.names("nginx-1").await;
-    first.sigterm().await;
-    second.names("nginx-2").await;
-    second.sigterm().await;
-    emu.shutdown().await;
+    let world = Loopback::start("shipping").await;
+    let mut first = world
+        .sidecar("nginx-1")
+        .binary(&shipping)
+        .api_host("localhost")
+        .start()
+        .await;
+    assert_eq!(
+        agreed_leader(&[&first], Duration::from_secs(15)).await,
+        "nginx-1"
+    );
+    let second = world.sidecar("nginx-2").start().await;
+    assert_eq!(
+        agreed_leader(&[&first, &second], Duration::from_secs(15)).await,
+        "nginx-1"
+    );
+    first.sigterm();
+    assert_eq!(first.exit_code(Duration::from_secs(20)).await, Some(0));
+    assert_eq!(
+        agreed_leader_not(&[&second], "nginx-1", Duration::from_secs(10)).await,
+        "nginx-2"
+    );
+    world.shutdown().await;
 }
 
 // === flags and docs ===
@@ -772,7 +818,8 @@ fn every_flag_in_the_manifests_is_the_binarys() {
             assert!(known.contains(flag), "{}: unknown flag {flag}", rel(&dir));
             seen += 1;
         }
-        for (name, _) in &c.env {
+        for var in c.spec["env"].as_array().into_iter().flatten() {
+            let name = var["name"].as_str().unwrap_or_default();
             if name.starts_with("UNDERSTUDY_") {
                 assert!(help().contains(&format!("[env: {name}=")), "{name}");
             }
@@ -798,34 +845,6 @@ fn operating_md_documents_every_flag_and_no_other() {
     let doc_env = words(&doc, "UNDERSTUDY_");
     let help_env = words(&help, "UNDERSTUDY_");
     assert_eq!(doc_env, help_env, "docs/operating.md vs understudy --help");
-}
-
-#[test]
-fn sidecar_from_example_is_what_the_pod_runs() {
-    let pod = PodFields::new("nginx-5f7c9-x2x9q", "nginx-ha", "10.1.2.3");
-    let (args, env) = manifest::sidecar_from_example(&example_dir("nginx-ha"), &pod).unwrap();
-    assert_eq!(
-        args,
-        [
-            "--election",
-            "nginx-ha",
-            "--http",
-            "0.0.0.0:4040",
-            "--listen",
-            "0.0.0.0:8080",
-            "--upstream",
-            "127.0.0.1:80"
-        ]
-    );
-    let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-    assert_eq!(get("POD_NAME"), Some("nginx-5f7c9-x2x9q"));
-    assert_eq!(get("UNDERSTUDY_ID"), Some("nginx-5f7c9-x2x9q"));
-    assert_eq!(get("POD_NAMESPACE"), Some("nginx-ha"));
-    assert_eq!(get("UNDERSTUDY_ELECTION_NAMESPACE"), Some("nginx-ha"));
-    assert_eq!(get("POD_IP"), Some("10.1.2.3"));
-    let (args, _) =
-        manifest::sidecar_from_example(&example_dir("nginx-ha-tutorial"), &pod).unwrap();
-    assert_eq!(args, ["--election", "example", "--http", "0.0.0.0:4040"]);
 }
 
 #[test]

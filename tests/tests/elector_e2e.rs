@@ -1,6 +1,10 @@
-//! The elector against the Kubernetes API emulator, through ordinary kubeconfigs and the real
-//! kube client: one leader, expiry takeover, watch-driven handover, outage and partition
-//! self-fencing, contention, a foreign holder, and the idle API load.
+//! The elector against the real API server (RBAC on; each candidate a ServiceAccount bound
+//! to the Role of `deploy/base`), through ordinary kubeconfigs and the real kube client: one
+//! leader, expiry takeover, watch-driven handover, outage and partition self-fencing (a
+//! fault proxy in front of the API server cuts one candidate or all), contention, a foreign
+//! holder, and the idle API load (counted in the API server's audit log). One fault only
+//! the emulator can make — watches that hang while every other call works — keeps its test
+//! on the emulator.
 
 use std::time::{Duration, Instant};
 
@@ -10,9 +14,11 @@ use tokio::sync::watch;
 use understudy_elector::{
     Candidate, Config, Handle, Role, Slots, SlotsHandle, View, spawn, spawn_slots,
 };
+use understudy_tests::cluster::fault::FaultProxy;
+use understudy_tests::cluster::loopback::{Loopback, NAMESPACE};
 use understudy_tests::emulator::{Emulator, EmulatorOptions, FaultScope};
 
-const NS: &str = "default";
+const NS: &str = NAMESPACE;
 const LEASE: &str = "example";
 
 fn fast() -> Config {
@@ -26,17 +32,18 @@ fn fast() -> Config {
     .unwrap()
 }
 
-/// One candidate: its own API identity (token), view channel, and a log of its leader
-/// intervals as observed from outside.
+/// One candidate: its own API identity (a ServiceAccount), view channel, and its way to the
+/// API server.
 struct Pod {
     name: String,
     view: watch::Receiver<View>,
     handle: Option<Handle>,
+    /// Its way to the API server.
+    api: FaultProxy,
 }
 
-async fn pod(emu: &Emulator, name: &str, config: Config) -> Pod {
-    emu.add_client(name);
-    let client = emu.kube_client(name).await;
+async fn pod(world: &Loopback, name: &str, config: Config) -> Pod {
+    let (client, proxy) = world.client(name).await;
     let api: Api<Lease> = Api::namespaced(client, NS);
     let me = Candidate {
         identity: name.to_string(),
@@ -48,21 +55,20 @@ async fn pod(emu: &Emulator, name: &str, config: Config) -> Pod {
         name: name.to_string(),
         view,
         handle: Some(handle),
+        api: proxy,
     }
 }
 
-async fn pods(emu: &Emulator, n: usize, config: Config) -> Vec<Pod> {
+async fn pods(world: &Loopback, n: usize, config: Config) -> Vec<Pod> {
     let mut out = Vec::new();
     for i in 0..n {
-        out.push(pod(emu, &format!("pod-{i}"), config).await);
+        out.push(pod(world, &format!("pod-{i}"), config).await);
     }
     out
 }
 
-async fn emulator() -> Emulator {
-    Emulator::start(EmulatorOptions::default())
-        .await
-        .expect("emulator starts")
+async fn world() -> Loopback {
+    Loopback::start(LEASE).await
 }
 
 /// Waits until `pred` holds for some pod's view; returns that pod's index.
@@ -98,8 +104,8 @@ fn leaders(pods: &[Pod]) -> Vec<String> {
         .collect()
 }
 
-async fn lease(emu: &Emulator) -> Lease {
-    let api: Api<Lease> = Api::namespaced(emu.kube_client("admin").await, NS);
+async fn lease(world: &Loopback) -> Lease {
+    let api: Api<Lease> = Api::namespaced(world.cluster().client(), NS);
     api.get(LEASE).await.expect("lease exists")
 }
 
@@ -109,8 +115,7 @@ fn spec_of(l: &Lease) -> k8s_openapi::api::coordination::v1::LeaseSpec {
 
 #[tokio::test]
 async fn exactly_one_leader_among_three_and_others_follow_it() {
-    let emu = emulator().await;
-    emu.add_client("admin");
+    let emu = world().await;
     let mut pods = pods(&emu, 3, fast()).await;
     let leader = until_any(&mut pods, Duration::from_secs(10), acting).await;
     let name = pods[leader].name.clone();
@@ -146,8 +151,7 @@ async fn exactly_one_leader_among_three_and_others_follow_it() {
 
 #[tokio::test]
 async fn a_vanished_leader_is_replaced_only_after_its_lease_expires() {
-    let emu = emulator().await;
-    emu.add_client("admin");
+    let emu = world().await;
     let config = fast();
     let mut pods = pods(&emu, 3, config).await;
     let first = until_any(&mut pods, Duration::from_secs(10), acting).await;
@@ -178,8 +182,7 @@ async fn a_vanished_leader_is_replaced_only_after_its_lease_expires() {
 
 #[tokio::test]
 async fn a_released_lease_is_taken_through_the_watch_not_a_timer() {
-    let emu = emulator().await;
-    emu.add_client("admin");
+    let emu = world().await;
     // Timers are slow on purpose: retry 10s, lease 30s. A takeover in well under a second
     // can only come from the watch event of the release.
     let slow = Config {
@@ -230,14 +233,15 @@ async fn a_released_lease_is_taken_through_the_watch_not_a_timer() {
 
 #[tokio::test]
 async fn api_outage_makes_the_leader_stop_before_anyone_may_acquire_then_recovers() {
-    let emu = emulator().await;
-    emu.add_client("admin");
+    let emu = world().await;
     let config = fast();
     let mut pods = pods(&emu, 3, config).await;
     let first = until_any(&mut pods, Duration::from_secs(10), acting).await;
     let mut leader_view = pods[first].view.clone();
     let outage = Instant::now();
-    emu.faults().outage(true);
+    for p in &pods {
+        p.api.cut();
+    }
     // The leader stops acting by itself within renewDeadline of its last renew...
     tokio::time::timeout(
         config.renew_deadline + Duration::from_secs(1),
@@ -253,7 +257,9 @@ async fn api_outage_makes_the_leader_stop_before_anyone_may_acquire_then_recover
     );
     // ...and nobody else can lead while the API is down.
     assert!(leaders(&pods).is_empty(), "{:?}", leaders(&pods));
-    emu.faults().outage(false);
+    for p in &pods {
+        p.api.heal();
+    }
     let healed = Instant::now();
     until_any(&mut pods, Duration::from_secs(15), acting).await;
     let back = healed.elapsed();
@@ -266,14 +272,13 @@ async fn api_outage_makes_the_leader_stop_before_anyone_may_acquire_then_recover
 
 #[tokio::test]
 async fn a_partitioned_leader_stops_before_another_takes_over() {
-    let emu = emulator().await;
-    emu.add_client("admin");
+    let emu = world().await;
     let config = fast();
     let mut pods = pods(&emu, 3, config).await;
     let first = until_any(&mut pods, Duration::from_secs(10), acting).await;
     let old = pods[first].name.clone();
     let mut old_view = pods[first].view.clone();
-    emu.faults().partition(FaultScope::Client(old.clone()));
+    pods[first].api.cut();
     // Record when the old leader stops acting, and when someone else starts.
     let stop = tokio::spawn(async move {
         old_view.wait_for(|v| v.role != Role::Leader).await.unwrap();
@@ -290,7 +295,7 @@ async fn a_partitioned_leader_stops_before_another_takes_over() {
         "old leader still acting when {} took over",
         pods[next].name
     );
-    emu.faults().heal(FaultScope::Client(old.clone()));
+    pods[first].api.heal();
     let mut old_view = pods[first].view.clone();
     let new = pods[next].name.clone();
     tokio::time::timeout(
@@ -304,8 +309,7 @@ async fn a_partitioned_leader_stops_before_another_takes_over() {
 
 #[tokio::test]
 async fn five_simultaneous_candidates_elect_one_and_count_transitions() {
-    let emu = emulator().await;
-    emu.add_client("admin");
+    let emu = world().await;
     let mut pods = pods(&emu, 5, fast()).await;
     for expected_transitions in 0..3 {
         let i = until_any(&mut pods, Duration::from_secs(10), acting).await;
@@ -319,9 +323,8 @@ async fn five_simultaneous_candidates_elect_one_and_count_transitions() {
 
 #[tokio::test]
 async fn a_lease_held_by_a_foreign_client_go_writer_is_respected_until_it_expires() {
-    let emu = emulator().await;
-    emu.add_client("admin");
-    let api: Api<Lease> = Api::namespaced(emu.kube_client("admin").await, NS);
+    let emu = world().await;
+    let api: Api<Lease> = Api::namespaced(emu.cluster().client(), NS);
     let now = jiff::Timestamp::now();
     let foreign: Lease = serde_json::from_value(serde_json::json!({
         "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
@@ -354,8 +357,7 @@ async fn a_lease_held_by_a_foreign_client_go_writer_is_respected_until_it_expire
 
 #[tokio::test]
 async fn a_followers_api_load_is_bounded_per_resync_period() {
-    let emu = emulator().await;
-    emu.add_client("admin");
+    let emu = world().await;
     let resync = Duration::from_secs(2);
     let config = Config {
         resync_period: resync,
@@ -366,11 +368,22 @@ async fn a_followers_api_load_is_bounded_per_resync_period() {
     let follower = pods[(leader + 1) % 3].name.clone();
     let mut fv = pods[(leader + 1) % 3].view.clone();
     fv.wait_for(|v| v.role == Role::Follower).await.unwrap();
-    let before = emu.stats().total(&follower);
+    let user = format!("system:serviceaccount:{NS}:{follower}");
+    let plane = emu.cluster().control_plane();
+    let count = |from: jiff::Timestamp, to: jiff::Timestamp| {
+        plane
+            .audit_events()
+            .unwrap()
+            .iter()
+            .filter(|e| e.user == user && e.time >= from && e.time < to)
+            .count() as u64
+    };
     let periods = 4;
     let window = resync * periods;
+    let from = jiff::Timestamp::now();
     tokio::time::sleep(window).await; // the observation window itself, not synchronisation
-    let made = emu.stats().total(&follower) - before;
+    let to = jiff::Timestamp::now();
+    let made = count(from, to);
     // One watch re-open (which is also the re-read) per resync period, plus one at an edge.
     assert!(
         made <= periods as u64 + 1,
@@ -391,14 +404,15 @@ struct SlotPod {
     name: String,
     slots: watch::Receiver<Slots>,
     handle: Option<SlotsHandle>,
+    _api: FaultProxy,
 }
 
-async fn slot_pods(emu: &Emulator, pods: usize, slots: usize) -> Vec<SlotPod> {
+async fn slot_pods(world: &Loopback, pods: usize, slots: usize) -> Vec<SlotPod> {
     let mut out = Vec::new();
     for i in 0..pods {
         let name = format!("pod-{i}");
-        emu.add_client(&name);
-        let api: Api<Lease> = Api::namespaced(emu.kube_client(&name).await, NS);
+        let (client, proxy) = world.client(&name).await;
+        let api: Api<Lease> = Api::namespaced(client, NS);
         let me = Candidate {
             identity: name.clone(),
             address: Some(format!("{name}.test:8080")),
@@ -410,6 +424,7 @@ async fn slot_pods(emu: &Emulator, pods: usize, slots: usize) -> Vec<SlotPod> {
             name,
             slots: view,
             handle: Some(handle),
+            _api: proxy,
         });
     }
     out
@@ -452,13 +467,12 @@ async fn all_slots_filled(pods: &[SlotPod], slots: usize, within: Duration) -> V
 
 #[tokio::test]
 async fn two_slots_three_pods_fill_both_and_a_killed_active_is_replaced() {
-    let emu = emulator().await;
-    emu.add_client("admin");
+    let emu = world().await;
     let mut pods = slot_pods(&emu, 3, 2).await;
     let holders = all_slots_filled(&pods, 2, Duration::from_secs(10)).await;
     assert_ne!(holders[0], holders[1]);
     // One Lease per slot, named after the election; no Lease under the bare name.
-    let api: Api<Lease> = Api::namespaced(emu.kube_client("admin").await, NS);
+    let api: Api<Lease> = Api::namespaced(emu.cluster().client(), NS);
     for (slot, holder) in holders.iter().enumerate() {
         let spec = spec_of(&api.get(&format!("{LEASE}-{slot}")).await.unwrap());
         assert_eq!(spec.holder_identity.as_ref(), Some(holder));
@@ -498,7 +512,7 @@ async fn two_slots_three_pods_fill_both_and_a_killed_active_is_replaced() {
 
 #[tokio::test]
 async fn three_slots_with_two_standbys_fill_every_slot_once() {
-    let emu = emulator().await;
+    let emu = world().await;
     let pods = slot_pods(&emu, 5, 3).await;
     let holders = all_slots_filled(&pods, 3, Duration::from_secs(15)).await;
     let mut distinct = holders.clone();
@@ -513,7 +527,7 @@ async fn three_slots_with_two_standbys_fill_every_slot_once() {
 
 #[tokio::test]
 async fn an_unhealthy_active_releases_its_slot_to_a_healthy_standby() {
-    let emu = emulator().await;
+    let emu = world().await;
     let mut pods = slot_pods(&emu, 3, 2).await;
     let holders = all_slots_filled(&pods, 2, Duration::from_secs(10)).await;
     let standby = pods
@@ -570,8 +584,11 @@ impl understudy_elector::Observer for WatchCalls {
 
 #[tokio::test]
 async fn opening_the_watch_is_bounded_by_the_call_timeout() {
-    let emu = emulator().await;
-    emu.add_client("admin");
+    // An API-level fault (watches hang, every other call works) that no network cut can
+    // make: the emulator's, which tests/tests/emulator holds to the real API server.
+    let emu = Emulator::start(EmulatorOptions::default())
+        .await
+        .expect("emulator starts");
     emu.add_client("pod-0");
     // The API server accepts watch requests and never answers them; everything else works.
     emu.faults().set(

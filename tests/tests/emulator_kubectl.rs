@@ -1,7 +1,8 @@
-//! Fidelity with a client nobody here wrote: the machine's `kubectl`, pointed at an emulator
-//! through `--kubeconfig` only, runs apply, get, describe, annotate, watch and delete unchanged.
+//! Fidelity with a client nobody here wrote: kubectl (v1.37.2, built by tests/k8s/build),
+//! pointed at an emulator through `--kubeconfig` only, runs apply, get, describe, annotate,
+//! watch and delete unchanged.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -14,7 +15,12 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 use understudy_tests::emulator::{Emulator, EmulatorOptions};
 
-const KUBECTL: &str = "/usr/bin/kubectl";
+/// kubectl v1.37.2, built from the pinned module by tests/k8s/build.
+fn kubectl_bin() -> PathBuf {
+    understudy_tests::cluster::control_plane::k8s_bin()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .join("kubectl")
+}
 
 /// An emulator, a kubeconfig for it, and a private HOME so kubectl's cache is per test.
 struct World {
@@ -25,10 +31,6 @@ struct World {
 
 impl World {
     async fn new() -> Self {
-        assert!(
-            Path::new(KUBECTL).exists(),
-            "{KUBECTL} is missing; this test needs the machine's kubectl"
-        );
         let emu = Emulator::start(EmulatorOptions::default()).await.unwrap();
         let home = tempfile::tempdir().unwrap();
         let kubeconfig = home.path().join("kubeconfig");
@@ -41,7 +43,7 @@ impl World {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(KUBECTL);
+        let mut cmd = Command::new(kubectl_bin());
         cmd.arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .args(args)

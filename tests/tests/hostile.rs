@@ -4,23 +4,19 @@
 //! ordinary traffic, the app must have seen nothing it should not have, and the process's
 //! memory must come back near its baseline.
 
-#[allow(dead_code)]
-#[path = "sidecar/harness.rs"]
-mod harness;
-
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use harness::{Cluster, Sidecar, eventually};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use understudy_tests::cluster::loopback::{Loopback, Sidecar, eventually};
 
 /// One complete request the app received (its body read to the end).
 #[derive(Clone, Debug)]
@@ -149,7 +145,7 @@ impl App {
 
 /// One sidecar, alone in its election (so it leads), in front of a recording app.
 struct World {
-    _cluster: Cluster,
+    _cluster: Loopback,
     pod: Sidecar,
     app: App,
     listen: SocketAddr,
@@ -157,9 +153,14 @@ struct World {
 
 impl World {
     async fn start(election: &str, extra: &[&str]) -> World {
-        let cluster = Cluster::new(election).await;
+        let cluster = Loopback::start(election).await;
         let app = App::start().await;
-        let pod = cluster.sidecar("pod-a", 1, Some(app.addr), extra).await;
+        let pod = cluster
+            .sidecar("pod-a")
+            .upstream(app.addr)
+            .args(extra)
+            .start()
+            .await;
         eventually(Duration::from_secs(15), || async {
             pod.leader_name().await.as_deref() == Some("pod-a")
         })

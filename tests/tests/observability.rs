@@ -5,9 +5,6 @@
 
 #[path = "observability/dashboard.rs"]
 mod dashboard;
-#[allow(dead_code)]
-#[path = "sidecar/harness.rs"]
-mod harness;
 #[path = "observability/prometheus.rs"]
 mod prometheus;
 
@@ -26,10 +23,13 @@ use understudy_elector::observe::{
     ApiCall, Leadership, LossReason, Observer, RenewFailure, Transition, WatchOpened,
 };
 use understudy_elector::{Candidate, Config, Role, spawn_observed};
-use understudy_tests::emulator::{Emulator, EmulatorOptions};
+use understudy_tests::cluster::loopback::{
+    Loopback, Sidecar, agreed_leader, agreed_leader_not, eventually, get, send,
+};
+use understudy_tests::cluster::test_app::app;
+use understudy_tests::cluster::{Cluster, ClusterOptions};
 
 use dashboard::Query;
-use harness::*;
 use prometheus::{Prometheus, assert_success, dashboards, promtool, sample};
 
 /// Every metric family a proxying sidecar exports once it has served a request.
@@ -84,9 +84,11 @@ fn assert_lint_clean(who: &str, metrics: &str) {
 
 #[tokio::test]
 async fn promtool_finds_nothing_to_report_in_a_live_sidecars_metrics() {
-    let cluster = Cluster::new("obs-lint").await;
+    let cluster = Loopback::start("obs-lint").await;
     let pod = cluster
-        .sidecar("pod-a", 151, Some(app("pod-a").await), &[])
+        .sidecar("pod-a")
+        .upstream(app("pod-a").await)
+        .start()
         .await;
     agreed_leader(&[&pod], Duration::from_secs(15)).await;
     let listen = pod.listen.unwrap();
@@ -349,8 +351,8 @@ fn load(targets: Vec<std::net::SocketAddr>) -> (Arc<AtomicBool>, tokio::task::Jo
 
 #[tokio::test]
 async fn prometheus_scrapes_a_failover_and_every_panel_shows_it() {
-    let cluster = Cluster::new("obs-failover").await;
-    let mut pods = three(&cluster, 161, &[]).await;
+    let cluster = Loopback::start("obs-failover").await;
+    let mut pods = cluster.three(&[]).await;
     let election = cluster.election.clone();
     let refs: Vec<&Sidecar> = pods.iter().collect();
     let old = agreed_leader(&refs, Duration::from_secs(15)).await;
@@ -515,7 +517,7 @@ async fn until(events: &mut mpsc::UnboundedReceiver<String>, line: &str) -> Vec<
 
 #[tokio::test]
 async fn the_elector_reports_calls_renews_leadership_and_transitions() {
-    let emu = Emulator::start(EmulatorOptions::default()).await.unwrap();
+    let cluster = Cluster::start(ClusterOptions::api_only()).await.unwrap();
     let config = Config {
         lease_duration: Duration::from_secs(3),
         renew_deadline: Duration::from_secs(2),
@@ -523,9 +525,9 @@ async fn the_elector_reports_calls_renews_leadership_and_transitions() {
         resync_period: Duration::from_secs(30),
     };
     let start = |name: &'static str| {
-        let emu = &emu;
+        let client = cluster.client();
         async move {
-            let api = kube::Api::<Lease>::namespaced(emu.kube_client(name).await, "default");
+            let api = kube::Api::<Lease>::namespaced(client, "default");
             let (tx, rx) = mpsc::unbounded_channel();
             let me = Candidate {
                 identity: name.into(),

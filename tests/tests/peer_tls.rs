@@ -1,22 +1,21 @@
 //! The mTLS peer channel end to end (`--peer-listen`, `--peer-tls-dir`): real `understudy`
-//! processes on 127.0.0.x, the Kubernetes API emulator, certificates from a throwaway CA laid
+//! processes on 127.0.0.x, the real API server, certificates from a throwaway CA laid
 //! out as the kubelet mounts a cert-manager Secret (`understudy_proxy::peer_tls::testing`). A standby forwards to the
 //! leader's peer port over mTLS; the peer port refuses clients without a certificate from the
 //! CA; the data port treats forged routing headers as a client's; new files are picked up
 //! without a restart, and a broken set leaves the last good one in use.
 
-#[allow(dead_code)]
-#[path = "sidecar/harness.rs"]
-mod harness;
-
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use harness::*;
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use k8s_openapi::api::coordination::v1::Lease;
 use understudy_proxy::peer_tls::testing::{Ca, NAME, SecretDir, client_config, get_tls};
+use understudy_tests::cluster::loopback::{
+    Loopback, Sidecar, agreed_leader, eventually, get, send,
+};
+use understudy_tests::cluster::test_app::app;
 
 // === helpers ===
 
@@ -29,34 +28,30 @@ async fn metric(pod: &Sidecar, name: &str, labels: &str) -> f64 {
         .sum()
 }
 
-/// Sidecar `name` on 127.0.0.`host` with the peer channel on, its files in `dir`.
+/// Sidecar `name` with the peer channel on, its files in `dir`; and its peer address.
 async fn peer_sidecar(
-    cluster: &Cluster,
+    cluster: &Loopback,
     name: &'static str,
-    host: u8,
     dir: &SecretDir,
 ) -> (Sidecar, SocketAddr) {
-    let peer = free_port(Ipv4Addr::new(127, 0, 0, host)).await;
     let upstream = app(name).await;
-    let flags = [
-        "--peer-listen",
-        &peer.to_string(),
-        "--peer-tls-dir",
-        dir.path().to_str().unwrap(),
-    ];
-    (
-        cluster.sidecar(name, host, Some(upstream), &flags).await,
-        peer,
-    )
+    let pod = cluster
+        .sidecar(name)
+        .upstream(upstream)
+        .peer_tls(dir.path())
+        .start()
+        .await;
+    let peer = pod.peer.expect("the peer channel is on");
+    (pod, peer)
 }
 
 #[tokio::test]
 async fn standbys_forward_over_mtls_and_new_certificates_need_no_restart() {
-    let cluster = Cluster::new("peer-tls").await;
+    let cluster = Loopback::start("peer-tls").await;
     let (ca, other) = (Ca::new("peers"), Ca::new("someone-else"));
     let (mut dir_a, mut dir_b) = (SecretDir::issued(&ca), SecretDir::issued(&ca));
-    let (a, peer_a) = peer_sidecar(&cluster, "pod-a", 81, &dir_a).await;
-    let (b, peer_b) = peer_sidecar(&cluster, "pod-b", 82, &dir_b).await;
+    let (a, peer_a) = peer_sidecar(&cluster, "pod-a", &dir_a).await;
+    let (b, peer_b) = peer_sidecar(&cluster, "pod-b", &dir_b).await;
     let leader = agreed_leader(&[&a, &b], Duration::from_secs(15)).await;
     let (leading, standby, leader_peer) = if leader == "pod-a" {
         (&a, &b, peer_a)
@@ -65,8 +60,7 @@ async fn standbys_forward_over_mtls_and_new_certificates_need_no_restart() {
     };
 
     // The Lease advertises the peer port next to the data port.
-    cluster.emu.add_client("reader");
-    let api = kube::Api::<Lease>::namespaced(cluster.emu.kube_client("reader").await, "default");
+    let api = kube::Api::<Lease>::namespaced(cluster.cluster().client(), "default");
     let lease = api.get("peer-tls").await.unwrap();
     let annotations = lease.metadata.annotations.unwrap();
     assert_eq!(
@@ -163,7 +157,7 @@ async fn standbys_forward_over_mtls_and_new_certificates_need_no_restart() {
 /// before contending. Returns its exit code and stderr.
 fn start_with(files: &[(&str, &str)], extra: &[&str]) -> (Option<i32>, String) {
     let dir = SecretDir::new(files);
-    let out = std::process::Command::new(binary())
+    let out = std::process::Command::new(understudy_tests::cluster::sidecar::binary(true).unwrap())
         .env_clear()
         .args(["--election", "bad-tls", "--http", "127.0.0.1:0"])
         .args(["--listen", "127.0.0.1:0", "--peer-listen", "127.0.0.1:0"])
@@ -234,7 +228,7 @@ fn bad_peer_tls_files_stop_the_sidecar_at_start_naming_the_file() {
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("--peer-server-name web.peers"), "{stderr}");
     // Half the flags: clap says which one is missing.
-    let out = std::process::Command::new(binary())
+    let out = std::process::Command::new(understudy_tests::cluster::sidecar::binary(true).unwrap())
         .env_clear()
         .args([
             "--election",

@@ -1,9 +1,7 @@
-//! The `understudy` sidecar end to end: real processes on 127.0.0.x, the Kubernetes API
-//! emulator behind ordinary kubeconfigs, and apps that answer their own name. Every request
-//! sent to any sidecar must be answered by the leader's app, also while leadership moves.
-
-#[path = "sidecar/harness.rs"]
-mod harness;
+//! The `understudy` sidecar end to end: real processes on 127.0.0.x, the real API server
+//! (RBAC on, the ServiceAccount and Role of `deploy/base`) behind ordinary kubeconfigs, and
+//! apps that answer their own name. Every request sent to any sidecar must be answered by
+//! the leader's app, also while leadership moves.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -13,7 +11,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
-use harness::*;
 use http::{StatusCode, Version};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
@@ -23,7 +20,11 @@ use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
-use understudy_tests::cluster::sidecar::FAST_HEALTH_FLAGS;
+use understudy_tests::cluster::loopback::{
+    Loopback, Sidecar, agreed_leader, agreed_leader_not, eventually, get, send,
+};
+use understudy_tests::cluster::sidecar::{FAST_HEALTH_FLAGS, SLOW_TIMINGS};
+use understudy_tests::cluster::test_app::{app, app_with_health};
 
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -33,7 +34,7 @@ struct Load {
     targets: Arc<Mutex<Vec<SocketAddr>>>,
     stop: Arc<AtomicBool>,
     sent: Arc<AtomicUsize>,
-    workers: Vec<tokio::task::JoinHandle<Vec<Result<String, Failed>>>>,
+    workers: Vec<tokio::task::JoinHandle<Vec<Result<String, String>>>>,
 }
 
 impl Load {
@@ -56,16 +57,16 @@ impl Load {
                             let t = targets.lock().unwrap();
                             t[(i + w) % t.len()]
                         };
-                        let r =
-                            get(target, "/", CLIENT_TIMEOUT)
-                                .await
-                                .and_then(|(status, body)| {
-                                    if status == StatusCode::OK {
-                                        Ok(body)
-                                    } else {
-                                        Err(Failed(format!("{status}: {body}")))
-                                    }
-                                });
+                        let r = get(target, "/", CLIENT_TIMEOUT)
+                            .await
+                            .map_err(|e| e.to_string())
+                            .and_then(|(status, body)| {
+                                if status == StatusCode::OK {
+                                    Ok(body)
+                                } else {
+                                    Err(format!("{status}: {body}"))
+                                }
+                            });
                         results.push(r);
                         sent.fetch_add(1, Ordering::SeqCst);
                         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -96,7 +97,7 @@ impl Load {
     }
 
     /// Stops and returns every worker's answers, in order.
-    async fn finish(self) -> Vec<Vec<Result<String, Failed>>> {
+    async fn finish(self) -> Vec<Vec<Result<String, String>>> {
         self.stop.store(true, Ordering::SeqCst);
         let mut out = Vec::new();
         for w in self.workers {
@@ -107,7 +108,7 @@ impl Load {
 }
 
 /// No failures; each worker saw `old` and then only `new` (never back to `old`).
-fn assert_handover(results: &[Vec<Result<String, Failed>>], old: &str, new: &str) {
+fn assert_handover(results: &[Vec<Result<String, String>>], old: &str, new: &str) {
     let mut total = 0;
     for (w, answers) in results.iter().enumerate() {
         let failed: Vec<_> = answers.iter().filter_map(|r| r.as_ref().err()).collect();
@@ -145,8 +146,8 @@ fn listens_except(pods: &[Sidecar], gone: SocketAddr) -> Vec<SocketAddr> {
 
 #[tokio::test]
 async fn every_request_to_any_sidecar_reaches_the_leaders_app() {
-    let cluster = Cluster::new("e2e-route").await;
-    let pods = three(&cluster, 11, &[]).await;
+    let cluster = Loopback::start("e2e-route").await;
+    let pods = cluster.three(&[]).await;
     let leader = agreed_leader(&pods.iter().collect::<Vec<_>>(), Duration::from_secs(15)).await;
     for i in 0..30 {
         let pod = &pods[i % 3];
@@ -176,8 +177,8 @@ async fn every_request_to_any_sidecar_reaches_the_leaders_app() {
 
 #[tokio::test]
 async fn sigterm_of_the_leader_loses_no_request() {
-    let cluster = Cluster::new("e2e-sigterm").await;
-    let mut pods = three(&cluster, 21, &[]).await;
+    let cluster = Loopback::start("e2e-sigterm").await;
+    let mut pods = cluster.three(&[]).await;
     let old = agreed_leader(&pods.iter().collect::<Vec<_>>(), Duration::from_secs(15)).await;
     let load = Load::start(listens(&pods), 3);
     load.pass(30).await;
@@ -211,8 +212,8 @@ async fn sigterm_of_the_leader_loses_no_request() {
 
 #[tokio::test]
 async fn sigkill_of_the_leader_loses_no_request() {
-    let cluster = Cluster::new("e2e-sigkill").await;
-    let mut pods = three(&cluster, 31, &[]).await;
+    let cluster = Loopback::start("e2e-sigkill").await;
+    let mut pods = cluster.three(&[]).await;
     let old = agreed_leader(&pods.iter().collect::<Vec<_>>(), Duration::from_secs(15)).await;
     let li = pods.iter().position(|p| p.name == old).unwrap();
     let old_listen = pods[li].listen.unwrap();
@@ -234,8 +235,8 @@ async fn sigkill_of_the_leader_loses_no_request() {
 
 #[tokio::test]
 async fn killing_a_standby_costs_nothing() {
-    let cluster = Cluster::new("e2e-standby").await;
-    let mut pods = three(&cluster, 41, &[]).await;
+    let cluster = Loopback::start("e2e-standby").await;
+    let mut pods = cluster.three(&[]).await;
     let leader = agreed_leader(&pods.iter().collect::<Vec<_>>(), Duration::from_secs(15)).await;
     let si = pods.iter().position(|p| p.name != leader).unwrap();
     let standby_listen = pods[si].listen.unwrap();
@@ -251,10 +252,10 @@ async fn killing_a_standby_costs_nothing() {
 
 #[tokio::test]
 async fn elector_only_mode_answers_like_the_old_image() {
-    let mut cluster = Cluster::new("e2e-seed").await;
-    cluster.timings = SLOW;
-    let a = cluster.sidecar("pod-a", 51, None, &[]).await;
-    let b = cluster.sidecar("pod-b", 52, None, &[]).await;
+    let mut cluster = Loopback::start("e2e-seed").await;
+    cluster.set_timings(&SLOW_TIMINGS);
+    let a = cluster.sidecar("pod-a").start().await;
+    let b = cluster.sidecar("pod-b").start().await;
     let leader = agreed_leader(&[&a, &b], Duration::from_secs(15)).await;
     for p in [&a, &b] {
         let (status, body) = p.admin_get("/").await.unwrap();
@@ -285,8 +286,8 @@ async fn elector_only_mode_answers_like_the_old_image() {
 
 #[tokio::test]
 async fn ready_when_leader_makes_only_the_leader_ready() {
-    let cluster = Cluster::new("e2e-ready").await;
-    let pods = three(&cluster, 61, &["--ready-when", "leader"]).await;
+    let cluster = Loopback::start("e2e-ready").await;
+    let pods = cluster.three(&["--ready-when", "leader"]).await;
     let leader = agreed_leader(&pods.iter().collect::<Vec<_>>(), Duration::from_secs(15)).await;
     for p in &pods {
         let (status, _) = p.admin_get("/readyz").await.unwrap();
@@ -299,7 +300,9 @@ async fn ready_when_leader_makes_only_the_leader_ready() {
     }
     // And with the default, every synced pod is Ready.
     let plain = cluster
-        .sidecar("pod-d", 64, Some(app("pod-d").await), &[])
+        .sidecar("pod-d")
+        .upstream(app("pod-d").await)
+        .start()
         .await;
     assert_eq!(plain.admin_get("/readyz").await.unwrap().0, StatusCode::OK);
 }
@@ -331,8 +334,8 @@ async fn next_message(ws: &mut Ws) -> Message {
 
 #[tokio::test]
 async fn a_websocket_echoes_across_a_forward() {
-    let cluster = Cluster::new("e2e-ws").await;
-    let fwd = pair(&cluster, 91).await;
+    let cluster = Loopback::start("e2e-ws").await;
+    let fwd = cluster.pair().await;
     // client -> standby's sidecar -> leader's sidecar -> leader's app, and back.
     let (mut ws, greeting) = websocket(fwd.via).await;
     assert_eq!(greeting, fwd.leader);
@@ -359,8 +362,8 @@ async fn a_websocket_echoes_across_a_forward() {
 
 #[tokio::test]
 async fn a_websocket_through_a_standby_closes_when_leadership_moves() {
-    let cluster = Cluster::new("e2e-tunnel").await;
-    let mut pods = three(&cluster, 71, &[]).await;
+    let cluster = Loopback::start("e2e-tunnel").await;
+    let mut pods = cluster.three(&[]).await;
     let old = agreed_leader(&pods.iter().collect::<Vec<_>>(), Duration::from_secs(15)).await;
     let standby = pods.iter().position(|p| p.name != old).unwrap();
     let via = pods[standby].listen.unwrap();
@@ -388,8 +391,8 @@ async fn a_websocket_through_a_standby_closes_when_leadership_moves() {
 
 #[tokio::test]
 async fn sigterm_of_a_standby_loses_no_request() {
-    let cluster = Cluster::new("e2e-standby-term").await;
-    let mut pods = three(&cluster, 101, &[]).await;
+    let cluster = Loopback::start("e2e-standby-term").await;
+    let mut pods = cluster.three(&[]).await;
     let leader = agreed_leader(&pods.iter().collect::<Vec<_>>(), Duration::from_secs(15)).await;
     let si = pods.iter().position(|p| p.name != leader).unwrap();
     let standby_listen = pods[si].listen.unwrap();
@@ -518,8 +521,8 @@ async fn echo_in_lockstep(
 
 #[tokio::test]
 async fn h2c_grpc_style_calls_keep_their_trailers_across_a_forward() {
-    let cluster = Cluster::new("e2e-h2c").await;
-    let fwd = pair(&cluster, 111).await;
+    let cluster = Loopback::start("e2e-h2c").await;
+    let fwd = cluster.pair().await;
     // A unary call.
     let h2: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
         .http2_only(true)
@@ -561,8 +564,8 @@ async fn h2c_grpc_style_calls_keep_their_trailers_across_a_forward() {
 async fn large_bodies_stream_both_ways_across_a_forward() {
     const CHUNK: usize = 64 * 1024;
     const CHUNKS: usize = 256; // 16 MiB each way, far past the 64 KiB replay buffer
-    let cluster = Cluster::new("e2e-stream").await;
-    let fwd = pair(&cluster, 121).await;
+    let cluster = Loopback::start("e2e-stream").await;
+    let fwd = cluster.pair().await;
     for version in [Version::HTTP_11, Version::HTTP_2] {
         let echoed = echo_in_lockstep(
             fwd.via,
@@ -579,8 +582,8 @@ async fn large_bodies_stream_both_ways_across_a_forward() {
 
 #[tokio::test]
 async fn a_post_is_answered_once_across_a_forward() {
-    let cluster = Cluster::new("e2e-post").await;
-    let pods = three(&cluster, 81, &[]).await;
+    let cluster = Loopback::start("e2e-post").await;
+    let pods = cluster.three(&[]).await;
     let leader = agreed_leader(&pods.iter().collect::<Vec<_>>(), Duration::from_secs(15)).await;
     let standby = pods.iter().find(|p| p.name != leader).unwrap();
     let req = http::Request::post(format!("http://{}/", standby.listen.unwrap()))
@@ -624,8 +627,8 @@ async fn agreed_actives(
 
 #[tokio::test]
 async fn two_actives_share_the_traffic_and_a_killed_one_is_replaced_losing_nothing() {
-    let cluster = Cluster::new("e2e-slots").await;
-    let mut pods = three(&cluster, 131, &["--actives", "2"]).await;
+    let cluster = Loopback::start("e2e-slots").await;
+    let mut pods = cluster.three(&["--actives", "2"]).await;
     let all: Vec<&Sidecar> = pods.iter().collect();
     let actives = agreed_actives(&all, 2, "", Duration::from_secs(15)).await;
     let standby = pods
@@ -668,15 +671,18 @@ async fn two_actives_share_the_traffic_and_a_killed_one_is_replaced_losing_nothi
 
 #[tokio::test]
 async fn an_unhealthy_leaders_app_hands_leadership_over_losing_nothing() {
-    let cluster = Cluster::new("e2e-health").await;
+    let cluster = Loopback::start("e2e-health").await;
     let health = [&FAST_HEALTH_FLAGS[..], &["--health-hold-down", "1s"]].concat();
     let mut pods = Vec::new();
     let mut flags = Vec::new();
-    for (i, name) in ["pod-a", "pod-b", "pod-c"].into_iter().enumerate() {
+    for name in ["pod-a", "pod-b", "pod-c"] {
         let (up, flag) = app_with_health(name).await;
         pods.push(
             cluster
-                .sidecar(name, 141 + i as u8, Some(up), &health)
+                .sidecar(name)
+                .upstream(up)
+                .args(&health)
+                .start()
                 .await,
         );
         flags.push(flag);
@@ -703,52 +709,42 @@ async fn an_unhealthy_leaders_app_hands_leadership_over_losing_nothing() {
     assert_eq!(pods[li].leader_name().await.as_deref(), Some(new.as_str()));
 }
 
-/// `kubectl` (the machine's) against the emulator as client `kubectl`; its stdout.
-async fn kubectl(cluster: &Cluster, args: &[&str]) -> String {
-    let kubeconfig = cluster.dir.path().join("kubectl.kubeconfig");
+/// kubectl (v1.37.2, built with the control plane) as cluster admin; its stdout.
+async fn kubectl(cluster: &Loopback, args: &[&str]) -> String {
     cluster
-        .emu
-        .write_kubeconfig("kubectl", &kubeconfig)
-        .unwrap();
-    let out = tokio::process::Command::new("/usr/bin/kubectl")
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .args(args)
-        .env("HOME", cluster.dir.path())
-        .env_remove("KUBECONFIG")
-        .output()
+        .cluster()
+        .kubectl()
+        .run(args)
         .await
-        .expect("kubectl runs");
-    assert!(
-        out.status.success(),
-        "kubectl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[tokio::test]
 async fn pod_role_labels_and_events_show_in_kubectl() {
-    let cluster = Cluster::new("e2e-labels").await;
-    cluster.emu.add_client("kubectl");
+    // The sidecars may label their Pods and record Events only through the Roles the
+    // components add.
+    let cluster = Loopback::with_components("e2e-labels", &["pod-labels", "events"]).await;
     let names = ["pod-a", "pod-b", "pod-c"];
     for name in names {
-        let pod = serde_json::json!({
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": name, "namespace": "default", "labels": {"app": "web"}},
-            "spec": {"containers": [{"name": "app", "image": "nginx"}]},
-        });
-        cluster.emu.store().put("pods", pod).unwrap();
+        // Pod objects only (no Node runs them): what the sidecars label.
+        let pod = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: default, labels: {{app: web}}}}\nspec: {{serviceAccountName: understudy, automountServiceAccountToken: false, containers: [{{name: app, image: nginx}}]}}\n"
+        );
+        cluster
+            .cluster()
+            .kubectl()
+            .run_with_input(&["apply", "-f", "-"], Some(&pod))
+            .await
+            .unwrap();
     }
     let flags = ["--actives", "2", "--label-pods", "--events"];
     let mut pods = Vec::new();
-    for (i, name) in names.into_iter().enumerate() {
-        pods.push(cluster.sidecar(name, 171 + i as u8, None, &flags).await);
+    for name in names {
+        pods.push(cluster.sidecar(name).args(&flags).start().await);
     }
     let all: Vec<&Sidecar> = pods.iter().collect();
     let actives = agreed_actives(&all, 2, "", Duration::from_secs(15)).await;
-    let roles = |cluster: &'static Cluster| async move {
+    let roles = |cluster: &'static Loopback| async move {
         let out = kubectl(cluster, &["get", "pods", "-o", "json"]).await;
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         let mut roles: Vec<(String, String, String)> = v["items"]
@@ -768,7 +764,7 @@ async fn pod_role_labels_and_events_show_in_kubectl() {
         roles.sort();
         roles
     };
-    let cluster: &'static Cluster = Box::leak(Box::new(cluster));
+    let cluster: &'static Loopback = Box::leak(Box::new(cluster));
     let expected = |actives: &[String]| -> Vec<(String, String, String)> {
         let mut slots = Vec::new();
         for name in names {

@@ -1,24 +1,24 @@
-//! The app in each pod: nginx from Debian's `nginx-light`, as in the original tutorial,
+//! The app in each pod: nginx from Debian's `nginx-light` standing in for the nginx image,
 //! serving a page that names its pod and logging every request with the fencing headers
 //! the sidecar adds (`x-understudy-leader`, `x-understudy-epoch`, `x-understudy-lease`).
 
-use std::net::SocketAddrV4;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::{Duration, Instant};
 
-use super::process::{Proc, Signal};
-use super::{HarnessError, PodNet};
+use super::HarnessError;
 
 /// The access log format: receipt-to-log time, status and fencing token, tab-separated.
 /// `$msec` is the log time with millisecond resolution; `$request_time` how long nginx
 /// spent on the request.
 const LOG_FORMAT: &str = "$msec\\t$request_time\\t$status\\t$http_x_understudy_leader\\t$http_x_understudy_epoch\\t$http_x_understudy_lease\\t$request_method $request_uri";
 
-/// One nginx per pod.
+/// Where nginx listens: port 80 on every address of the pod, as the nginx image does.
+pub const ALL_ADDRESSES: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 80);
+
+/// nginx's configuration for one pod: its files, and the command line that runs it.
 pub struct App {
-    /// nginx's master process.
-    pub proc: Proc,
+    dir: PathBuf,
+    conf: PathBuf,
     /// The access log.
     pub access_log: PathBuf,
     /// While this file exists, `GET /healthz` answers 200; otherwise 503.
@@ -26,15 +26,8 @@ pub struct App {
 }
 
 impl App {
-    /// Writes the config and page under `dir` and starts nginx inside `net`, listening on
-    /// `listen` (in the pod: `127.0.0.1:80` behind a sidecar, `0.0.0.0:80` without one).
-    /// Returns once nginx listens.
-    pub async fn start(
-        pod: &str,
-        net: &PodNet,
-        listen: SocketAddrV4,
-        dir: &Path,
-    ) -> Result<App, HarnessError> {
+    /// Writes the config and a page naming `pod` under `dir`, nginx listening on `listen`.
+    pub fn configure(pod: &str, dir: &Path, listen: SocketAddrV4) -> Result<App, HarnessError> {
         let www = dir.join("www");
         let tmp = dir.join("nginx-tmp");
         for d in [&www, &tmp] {
@@ -49,66 +42,25 @@ impl App {
         let access_log = dir.join("access.log");
         std::fs::write(&conf, config(dir, listen, &access_log))
             .map_err(|e| HarnessError::io("write", &conf, e))?;
-
-        let mut cmd = tokio::process::Command::new("ip");
-        cmd.args(net.exec_prefix())
-            .arg("nginx")
-            .arg("-p")
-            .arg(dir)
-            .arg("-c")
-            .arg(&conf)
-            .args(["-g", "daemon off;"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let proc = Proc::spawn(cmd, format!("nginx of {pod}"))?;
-        let app = App {
-            proc,
+        Ok(App {
+            dir: dir.to_path_buf(),
+            conf,
             access_log,
             health_file,
-        };
-        app.wait_listening(listen, Duration::from_secs(10)).await?;
-        Ok(app)
+        })
     }
 
-    /// Polls the pod's socket table (`/proc/<nginx>/net/tcp` shows nginx's namespace) until
-    /// `listen` is in LISTEN state.
-    async fn wait_listening(
-        &self,
-        listen: SocketAddrV4,
-        within: Duration,
-    ) -> Result<(), HarnessError> {
-        let want = format!(
-            "{:08X}:{:04X}",
-            u32::from_le_bytes(listen.ip().octets()),
-            listen.port()
-        );
-        let table = format!("/proc/{}/net/tcp", self.proc.pid());
-        let deadline = Instant::now() + within;
-        loop {
-            let text = std::fs::read_to_string(&table).unwrap_or_default();
-            let listening = text.lines().skip(1).any(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                f.get(1) == Some(&want.as_str()) && f.get(3) == Some(&"0A")
-            });
-            if listening {
-                return Ok(());
-            }
-            if let Some(status) = self.proc.exited() {
-                return Err(HarnessError::Command {
-                    command: format!("nginx in {table}"),
-                    status: status.to_string(),
-                    stderr: "exited before listening; see nginx-error.log".into(),
-                });
-            }
-            if Instant::now() > deadline {
-                return Err(HarnessError::timeout(
-                    format!("nginx to listen on {listen}"),
-                    within,
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+    /// nginx's arguments: this configuration, in the foreground (`daemon off`), so the
+    /// master stays the process that was started.
+    pub fn argv(&self) -> Vec<String> {
+        vec![
+            "-p".into(),
+            self.dir.display().to_string(),
+            "-c".into(),
+            self.conf.display().to_string(),
+            "-g".into(),
+            "daemon off;".into(),
+        ]
     }
 
     /// Makes `GET /healthz` answer 200 (`true`) or 503 (`false`) from now on; every other
@@ -121,15 +73,6 @@ impl App {
             std::fs::remove_file(path)
         };
         done.map_err(|e| HarnessError::io(if healthy { "write" } else { "remove" }, path, e))
-    }
-
-    /// Graceful stop (SIGQUIT: finish requests, then exit), bounded; SIGKILL after.
-    pub async fn stop(&self) -> Result<(), HarnessError> {
-        self.proc.signal(Signal::Quit).await?;
-        if self.proc.wait(Duration::from_secs(5)).await.is_err() {
-            self.proc.kill().await?;
-        }
-        Ok(())
     }
 }
 

@@ -36,9 +36,25 @@ pub(crate) async fn run_with_input(
     args: &[&str],
     input: Option<&str>,
 ) -> Result<String, HarnessError> {
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args);
     let command = line(program, args);
-    let mut child = tokio::process::Command::new(program)
-        .args(args)
+    let out = output(cmd, &command, input).await?;
+    check(command, out)
+}
+
+/// Runs `cmd` (described as `command` in errors) to completion with `input` on stdin; its
+/// output, however it exited.
+pub(crate) async fn output(
+    mut cmd: tokio::process::Command,
+    command: &str,
+    input: Option<&str>,
+) -> Result<Output, HarnessError> {
+    let spawn_error = |source| HarnessError::Spawn {
+        command: command.to_string(),
+        source,
+    };
+    let mut child = cmd
         .stdin(if input.is_some() {
             Stdio::piped()
         } else {
@@ -50,27 +66,14 @@ pub(crate) async fn run_with_input(
         // that would change the network after clean-up.
         .kill_on_drop(true)
         .spawn()
-        .map_err(|source| HarnessError::Spawn {
-            command: command.clone(),
-            source,
-        })?;
+        .map_err(spawn_error)?;
     if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
         stdin
             .write_all(text.as_bytes())
             .await
-            .map_err(|source| HarnessError::Spawn {
-                command: command.clone(),
-                source,
-            })?;
+            .map_err(spawn_error)?;
     }
-    let out = child
-        .wait_with_output()
-        .await
-        .map_err(|source| HarnessError::Spawn {
-            command: command.clone(),
-            source,
-        })?;
-    check(command, out)
+    child.wait_with_output().await.map_err(spawn_error)
 }
 
 /// The blocking twin of [`run`], for `Drop` and for start-up work that happens before any

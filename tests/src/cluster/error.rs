@@ -73,6 +73,18 @@ pub enum HarnessError {
     /// A pod name that the deployment does not know.
     #[error("no pod named {0}")]
     NoSuchPod(String),
+    /// The world could not be set up as asked (a component, a certificate, a manifest).
+    #[error("{0}")]
+    Setup(String),
+    /// A Kubernetes API call failed.
+    #[error("{what}: {source}")]
+    Api {
+        /// What was being done, e.g. "create pod nginx-ha/nginx-0".
+        what: String,
+        /// The client's error (with the API's status, reason and message).
+        #[source]
+        source: kube::Error,
+    },
 }
 
 impl HarnessError {
@@ -81,6 +93,14 @@ impl HarnessError {
         HarnessError::Io {
             what,
             path: path.into(),
+            source,
+        }
+    }
+
+    /// A [`HarnessError::Api`].
+    pub fn api(what: impl Into<String>, source: kube::Error) -> Self {
+        HarnessError::Api {
+            what: what.into(),
             source,
         }
     }

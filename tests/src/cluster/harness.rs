@@ -1,58 +1,58 @@
-//! [`Cluster`]: one run of the local cluster — slot, bridge, API server, VIP, deployment —
-//! and what scenarios ask of it.
+//! [`Cluster`]: one run of the local cluster — slot, node, control plane, kubelet — and what
+//! tests and the demo ask of it.
 
-use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::ServiceAccount;
 
-use super::admin;
-use super::deployment::{Deployment, DeploymentOptions, Node};
-use super::endpoints::{self, Endpoints};
-use super::kubelet::{Probe, ProbeOptions};
-use super::overlap::{self, OverlapReport};
-use super::sidecar::{self, SidecarOptions};
-use super::vip::Vip;
-use super::{Bridge, HarnessError, PodTable, Slot, cleanup, require_root};
-use crate::emulator::{Emulator, EmulatorOptions, FaultScope};
+use super::control_plane::{Components, ControlPlane, client_from};
+use super::kubectl::Kubectl;
+use super::kubelet::{Images, Kubelet, KubeletOptions, NodeSpec};
+use super::node::NodeNet;
+use super::{HarnessError, Slot, cleanup, require_root};
+use crate::kubeconfig::{Credentials, Kubeconfig};
 
 /// How to build the cluster.
 #[derive(Clone, Debug)]
 pub struct ClusterOptions {
-    /// Deployment name (pod names start with it).
-    pub deployment: String,
-    /// How many pods.
-    pub replicas: usize,
-    /// The sidecar in every pod; `None`: nginx alone, the Service pointing at it.
-    pub sidecar: Option<SidecarOptions>,
-    /// The readiness probe; `None`: the sidecar's `/readyz` (or nginx's `/` without one).
-    pub probe: Option<ProbeOptions>,
-    /// kube-proxy lag: how long after a readiness change the VIP's rules follow.
-    pub service_lag: Duration,
-    /// How long after a crash the replacement pod is created.
-    pub replace_delay: Duration,
-    /// Run `cargo build -p understudy-proxy` before using the sidecar binary (tests).
-    pub build_sidecar: bool,
+    /// The Nodes the test kubelet registers; none: no kubelet, controllers, scheduler or
+    /// kube-proxy — an API server for processes the test starts itself.
+    pub nodes: Vec<NodeSpec>,
+    /// More kube-apiserver flags, after the harness's own.
+    pub apiserver_args: Vec<String>,
+}
+
+impl ClusterOptions {
+    /// etcd and the API server only.
+    pub fn api_only() -> ClusterOptions {
+        ClusterOptions {
+            nodes: Vec::new(),
+            apiserver_args: Vec::new(),
+        }
+    }
+
+    /// The whole control plane and `n` Nodes, `node-1`… each in a zone of its own
+    /// (`zone-a`, `zone-b`, …).
+    pub fn nodes(n: usize) -> ClusterOptions {
+        ClusterOptions {
+            nodes: (0..n)
+                .map(|i| NodeSpec {
+                    name: format!("node-{}", i + 1),
+                    zone: format!("zone-{}", (b'a' + i as u8) as char),
+                })
+                .collect(),
+            apiserver_args: Vec::new(),
+        }
+    }
 }
 
 impl Default for ClusterOptions {
-    /// Three pods with the sidecar at test timings, 200ms kube-proxy lag, replacements after
-    /// 1s.
+    /// Two Nodes: enough for a topology spread and a drain.
     fn default() -> Self {
-        ClusterOptions {
-            deployment: "nginx".into(),
-            replicas: 3,
-            sidecar: Some(SidecarOptions::default()),
-            probe: None,
-            service_lag: Duration::from_millis(200),
-            replace_delay: Duration::from_secs(1),
-            build_sidecar: true,
-        }
+        ClusterOptions::nodes(2)
     }
 }
 
@@ -63,20 +63,17 @@ impl Default for ClusterOptions {
 pub struct Cluster {
     slot: Option<Slot>,
     dir: Option<tempfile::TempDir>,
-    emulator: Arc<Emulator>,
-    bridge: Bridge,
-    vip: Arc<Vip>,
-    table: PodTable,
-    endpoints: watch::Receiver<Endpoints>,
-    endpoints_task: JoinHandle<()>,
-    deployment: Deployment,
-    opts: ClusterOptions,
+    node: NodeNet,
+    plane: Option<ControlPlane>,
+    kubelet: Option<Kubelet>,
+    kubectl: Kubectl,
 }
 
 // === impl Cluster ===
 
 impl Cluster {
-    /// Builds the cluster and returns once every pod is Ready and in the Service.
+    /// Builds the cluster; returns once the control plane is ready (and kube-proxy has
+    /// synced, when there are Nodes).
     pub async fn start(opts: ClusterOptions) -> Result<Cluster, HarnessError> {
         require_root()?;
         for (program, package) in [
@@ -85,294 +82,212 @@ impl Cluster {
             ("iptables-restore", "iptables"),
             ("nginx", "nginx-light"),
             ("kill", "procps"),
+            ("unshare", "util-linux"),
+            ("nsenter", "util-linux"),
+            ("setpriv", "util-linux"),
+            ("hostname", "hostname"),
         ] {
             super::command::require(program, package)?;
         }
-        let binary = match &opts.sidecar {
-            Some(_) => {
-                let build = opts.build_sidecar;
-                Some(
-                    tokio::task::spawn_blocking(move || sidecar::binary(build))
-                        .await
-                        .expect("binary lookup does not panic")?,
-                )
-            }
-            None => None,
-        };
         let slot = tokio::task::spawn_blocking(Slot::claim)
             .await
             .expect("slot claim does not panic")?;
         let n = slot.number();
-        let built = Self::build(&slot, binary, opts).await;
-        if let Ok(cluster) = &built
-            && let Err(e) = slot.record_dir(cluster.dir())
-        {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("understudy-cluster-{n}-"))
+            .tempdir()
+            .map_err(|e| HarnessError::io("create run directory in", std::env::temp_dir(), e))?;
+        if let Err(e) = slot.record_dir(dir.path()) {
             // Only the directory would be left behind by a killed run; not worth failing.
             tracing::warn!(error = %e, "recording the run directory");
         }
-        match built {
-            Ok(mut cluster) => {
-                cluster.slot = Some(slot);
-                Ok(cluster)
-            }
+        match Self::build(&slot, dir.path(), opts).await {
+            Ok((node, plane, kubelet, kubectl)) => Ok(Cluster {
+                slot: Some(slot),
+                dir: Some(dir),
+                node,
+                plane: Some(plane),
+                kubelet,
+                kubectl,
+            }),
             Err(e) => {
-                // Nothing of this run is in use any more: clean up now, not at exit.
+                // Keep the logs of a failed start; clean up everything else now.
+                slot.forget_dir();
+                let kept = dir.keep();
                 let released = tokio::task::spawn_blocking(move || slot.release()).await;
                 if let Ok(Err(r)) = released {
                     tracing::warn!(slot = n, error = %r, "clean-up after a failed start");
                 }
-                Err(e)
+                Err(HarnessError::Setup(format!(
+                    "{e} (logs kept in {})",
+                    kept.display()
+                )))
             }
         }
     }
 
     async fn build(
         slot: &Slot,
-        binary: Option<PathBuf>,
+        dir: &Path,
         opts: ClusterOptions,
-    ) -> Result<Cluster, HarnessError> {
-        let n = slot.number();
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("understudy-cluster-{n}-"))
-            .tempdir()
-            .map_err(|e| HarnessError::io("create run directory in", std::env::temp_dir(), e))?;
-        let bridge = Bridge::create(slot).await?;
-        let emulator = Arc::new(
-            Emulator::start(EmulatorOptions {
-                listen: SocketAddr::from((bridge.ip, 0)),
-                seed: u64::from(n),
-                ..EmulatorOptions::default()
-            })
-            .await?,
-        );
-        let vip = Arc::new(
-            Vip::install(
-                slot.prefix(),
-                slot.vip(),
-                Ipv4Addr::new(198, 18, n, 0),
-                match &opts.sidecar {
-                    Some(_) => sidecar::PROXY_PORT,
-                    None => 80,
-                },
-            )
-            .await?,
-        );
-        let table = PodTable::default();
-        let (endpoints, endpoints_task) =
-            endpoints::spawn(table.clone(), vip.clone(), opts.service_lag);
-        let probe = opts.probe.clone().unwrap_or_else(|| match &opts.sidecar {
-            Some(_) => ProbeOptions::sidecar_readyz(),
-            None => ProbeOptions {
-                probe: Probe::Http {
-                    port: 80,
-                    path: "/".into(),
-                },
-                ..ProbeOptions::sidecar_readyz()
-            },
-        });
-        let node = Node {
-            prefix: slot.prefix(),
-            slot: n,
-            bridge: bridge.clone(),
-            dir: dir.path().to_path_buf(),
-            emulator: emulator.clone(),
-            binary,
-            table: table.clone(),
-        };
-        let deployment = Deployment::start(
-            node,
-            DeploymentOptions {
-                name: opts.deployment.clone(),
-                replicas: opts.replicas,
-                replace_delay: opts.replace_delay,
-                sidecar: opts.sidecar.clone(),
-                probe,
+    ) -> Result<(NodeNet, ControlPlane, Option<Kubelet>, Kubectl), HarnessError> {
+        let node = NodeNet::create(slot).await?;
+        let full = !opts.nodes.is_empty();
+        let first = opts.nodes.first().map_or("node-1", |n| n.name.as_str());
+        let plane = ControlPlane::start(
+            &node,
+            &dir.join("control-plane"),
+            first,
+            Components {
+                controllers: full,
+                scheduler: full,
+                proxy: full,
+                apiserver_args: opts.apiserver_args.clone(),
             },
         )
-        .await;
-        let deployment = match deployment {
-            Ok(d) => d,
-            Err(e) => {
-                endpoints_task.abort();
-                return Err(e);
-            }
+        .await?;
+        let kubectl = Kubectl::new(plane.admin_kubeconfig())?;
+        let kubelet = if full {
+            let images = Images {
+                understudy: super::sidecar::binary(false)
+                    .map_err(|e| HarnessError::Setup(e.to_string()))?,
+                client_go: super::control_plane::k8s_bin()?.join("client-go-candidate"),
+            };
+            let kubelet = Kubelet::start(
+                plane.admin(),
+                node.clone(),
+                dir.join("pods"),
+                KubeletOptions {
+                    nodes: opts.nodes.clone(),
+                    images,
+                },
+            )
+            .await?;
+            plane
+                .wait_proxy_ready(&node, Duration::from_secs(30))
+                .await?;
+            Some(kubelet)
+        } else {
+            None
         };
-        Ok(Cluster {
-            slot: None,
-            dir: Some(dir),
-            emulator,
-            bridge,
-            vip,
-            table,
-            endpoints,
-            endpoints_task,
-            deployment,
-            opts,
-        })
+        Ok((node, plane, kubelet, kubectl))
+    }
+
+    fn plane(&self) -> &ControlPlane {
+        self.plane.as_ref().expect("running until shutdown")
     }
 
     /// The slot number of this run.
     pub fn slot(&self) -> u8 {
-        self.slot.as_ref().map_or(0, Slot::number)
+        self.node.slot
     }
 
-    /// The Service address: `198.19.N.1:80`.
-    pub fn vip(&self) -> SocketAddr {
-        SocketAddr::V4(self.vip.addr())
+    /// The node's network.
+    pub fn node(&self) -> &NodeNet {
+        &self.node
     }
 
-    /// The bridge (the pods' gateway, where the emulator listens).
-    pub fn bridge(&self) -> &Bridge {
-        &self.bridge
+    /// The control plane.
+    pub fn control_plane(&self) -> &ControlPlane {
+        self.plane()
     }
 
-    /// The API server.
-    pub fn emulator(&self) -> &Emulator {
-        &self.emulator
+    /// The test kubelet (clusters with Nodes).
+    pub fn kubelet(&self) -> &Kubelet {
+        self.kubelet
+            .as_ref()
+            .expect("a cluster with Nodes (ClusterOptions::nodes) has a kubelet")
     }
 
-    /// The deployment controller.
-    pub fn deployment(&self) -> &Deployment {
-        &self.deployment
+    /// A cluster-admin client.
+    pub fn client(&self) -> kube::Client {
+        self.plane().admin()
     }
 
-    /// Pod statuses.
-    pub fn pods(&self) -> &PodTable {
-        &self.table
+    /// The API server's address, `198.18.N.1:6443`.
+    pub fn api(&self) -> SocketAddr {
+        self.plane().api()
     }
 
-    /// The options the cluster was built with.
-    pub fn options(&self) -> &ClusterOptions {
-        &self.opts
+    /// kubectl (the one `tests/k8s/build` made) as cluster admin.
+    pub fn kubectl(&self) -> &Kubectl {
+        &self.kubectl
     }
 
-    /// The run directory (pods' configs and logs).
+    /// The run directory (control-plane logs, pods' directories).
     pub fn dir(&self) -> &Path {
         self.dir.as_ref().map_or(Path::new(""), |d| d.path())
     }
 
-    /// The endpoints the VIP sends to now.
-    pub fn endpoints(&self) -> Endpoints {
-        self.endpoints.borrow().clone()
-    }
-
-    /// Waits until the VIP's endpoints satisfy `pred`.
-    pub async fn wait_endpoints(
-        &self,
-        what: &str,
-        within: Duration,
-        pred: impl Fn(&Endpoints) -> bool,
-    ) -> Result<Endpoints, HarnessError> {
-        let mut rx = self.endpoints.clone();
-        match tokio::time::timeout(within, rx.wait_for(|e| pred(e))).await {
-            Ok(Ok(e)) => Ok(e.clone()),
-            _ => Err(HarnessError::timeout(
-                format!("endpoints: {what} (now {:?})", self.endpoints().pods),
-                within,
-            )),
-        }
-    }
-
-    /// Waits until all `replicas` pods are in the Service.
-    pub async fn wait_all_serving(&self, within: Duration) -> Result<Endpoints, HarnessError> {
-        let n = self.opts.replicas;
-        self.wait_endpoints(&format!("all {n} pods"), within, |e| e.pods.len() == n)
+    /// A token of ServiceAccount `namespace/name` from the TokenRequest API (what
+    /// `kubectl create token` gets), valid for an hour.
+    pub async fn token(&self, namespace: &str, name: &str) -> Result<String, HarnessError> {
+        let api = kube::Api::<ServiceAccount>::namespaced(self.client(), namespace);
+        let request = TokenRequest {
+            spec: TokenRequestSpec {
+                expiration_seconds: Some(3600),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let answer: TokenRequest = api
+            .create_subresource("token", name, &Default::default(), &request)
             .await
+            .map_err(|e| HarnessError::api(format!("TokenRequest for {namespace}/{name}"), e))?;
+        answer
+            .status
+            .map(|s| s.token)
+            .ok_or_else(|| HarnessError::Setup(format!("no token for {namespace}/{name}")))
     }
 
-    /// `GET /status` of a pod's sidecar, as JSON.
-    pub async fn sidecar_status(&self, pod: &str) -> Option<Value> {
-        admin::status(self.deployment.pod(pod).ok()?.admin_addr()).await
-    }
-
-    /// Each current pod's role as its sidecar reports it (`leader`, `follower`,
-    /// `candidate`; `down` when it does not answer).
-    pub async fn roles(&self) -> BTreeMap<String, String> {
-        let mut roles = BTreeMap::new();
-        for (name, addr) in self.admin_addrs() {
-            roles.insert(name, admin::role(addr).await);
+    /// Writes a kubeconfig at `path` that authenticates as ServiceAccount
+    /// `namespace/name` with a fresh token, reaching the API server at `server` (its own
+    /// address, or a fault proxy in front of it), namespace `namespace`.
+    pub async fn write_service_account_kubeconfig(
+        &self,
+        namespace: &str,
+        name: &str,
+        server: SocketAddr,
+        path: &Path,
+    ) -> Result<PathBuf, HarnessError> {
+        let token = self.token(namespace, name).await?;
+        let ca = std::fs::read_to_string(self.plane().ca_path())
+            .map_err(|e| HarnessError::io("read", self.plane().ca_path(), e))?;
+        let yaml = Kubeconfig {
+            cluster: "understudy-world",
+            server: &format!("https://{server}"),
+            ca_pem: Some(&ca),
+            user: &format!("system:serviceaccount:{namespace}:{name}"),
+            credentials: Credentials::Token(token),
+            namespace,
         }
-        roles
+        .render();
+        std::fs::write(path, yaml).map_err(|e| HarnessError::io("write", path, e))?;
+        Ok(path.to_path_buf())
     }
 
-    /// The current pods' admin addresses.
-    pub fn admin_addrs(&self) -> Vec<(String, SocketAddr)> {
-        self.deployment
-            .pods()
-            .into_iter()
-            .map(|p| (p.name, SocketAddr::from((p.ip, sidecar::ADMIN_PORT))))
-            .collect()
-    }
-
-    /// The acting leader, once the sidecars agree on it (see [`admin::wait_leader`]).
-    /// `not`: wait for a leader other than this one.
-    pub async fn wait_leader(
+    /// A client authenticating as ServiceAccount `namespace/name` (for checking what its
+    /// Role allows).
+    pub async fn service_account_client(
         &self,
-        not: Option<&str>,
-        within: Duration,
-    ) -> Result<String, HarnessError> {
-        admin::wait_leader(|| self.admin_addrs(), not, within).await
+        namespace: &str,
+        name: &str,
+    ) -> Result<kube::Client, HarnessError> {
+        let path = self.dir().join(format!("sa-{namespace}-{name}.kubeconfig"));
+        self.write_service_account_kubeconfig(namespace, name, self.api(), &path)
+            .await?;
+        client_from(&path).await
     }
 
-    /// The `n` actives of an `--actives n` election, once the sidecars agree on them; none
-    /// of them in `not` (see [`admin::wait_actives`]).
-    pub async fn wait_actives(
-        &self,
-        n: usize,
-        not: &[&str],
-        within: Duration,
-    ) -> Result<Vec<String>, HarnessError> {
-        admin::wait_actives(|| self.admin_addrs(), n, not, within).await
-    }
-
-    /// The Lease as the API server holds it: (holder, epoch).
-    pub fn lease(&self) -> Option<(String, u64)> {
-        let election = self.opts.sidecar.as_ref()?.election.clone();
-        let lease = self.emulator.store().get("leases", "default", &election)?;
-        let spec = &lease["spec"];
-        Some((
-            spec["holderIdentity"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
-            spec["leaseTransitions"].as_u64().unwrap_or(0),
-        ))
-    }
-
-    /// Cuts pod `pod` off from the API server (its requests go unanswered, its watches go
-    /// silent); the pods still reach each other.
-    pub fn partition(&self, pod: &str) {
-        self.emulator
-            .faults()
-            .partition(FaultScope::Client(pod.to_string()));
-    }
-
-    /// Ends the partition of `pod`.
-    pub fn heal(&self, pod: &str) {
-        self.emulator
-            .faults()
-            .heal(FaultScope::Client(pod.to_string()));
-    }
-
-    /// Starts or ends an API server outage (every API connection closed unanswered).
-    pub fn outage(&self, on: bool) {
-        self.emulator.faults().outage(on);
-    }
-
-    /// Runs the overlap checker over the access logs of every pod ever made.
-    pub fn overlap(&self) -> Result<OverlapReport, HarnessError> {
-        let pods = self.deployment.history();
-        overlap::check_logs(
-            pods.iter()
-                .map(|p| (p.name.as_str(), p.access_log.as_path())),
-        )
-    }
-
-    /// Stops everything and removes it: pods, VIP rules, bridge, API server. Keeps the run
-    /// directory when `UNDERSTUDY_KEEP_RUN=1`.
+    /// Stops everything and removes it: pods, control plane, namespaces, links. Keeps the
+    /// run directory when `UNDERSTUDY_KEEP_RUN=1`.
     pub async fn shutdown(mut self) -> Result<(), HarnessError> {
-        self.endpoints_task.abort();
-        self.deployment.shutdown().await;
+        if let Some(k) = self.kubelet.take() {
+            k.shutdown().await;
+        }
+        if let Some(p) = self.plane.take() {
+            p.shutdown().await;
+        }
         let slot = self.slot.take();
         if keep_run() == Some(true)
             && let Some(slot) = &slot
@@ -397,7 +312,6 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         let Some(slot) = &self.slot else { return };
-        self.endpoints_task.abort();
         let keep = std::thread::panicking() && keep_run() != Some(false);
         if keep {
             slot.forget_dir();

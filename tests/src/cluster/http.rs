@@ -1,18 +1,18 @@
-//! The harness's one HTTP client setup, used by the kubelet's probes, the load generator and
-//! status queries. Plain HTTP/1.1 to addresses of this run only.
+//! The harness's one HTTP client setup, used by the kubelet's probes, the load generator,
+//! status queries and the end-to-end tests. Plain HTTP/1.1 to addresses of this run only.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 /// An HTTP/1.1 client. Without `keep_alive`, every request opens (and closes) a connection.
-pub type HttpClient = Client<HttpConnector, Empty<Bytes>>;
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
 /// A client; `keep_alive` pools connections, otherwise each request has its own.
 pub fn client(keep_alive: bool, connect_timeout: Duration) -> HttpClient {
@@ -59,7 +59,16 @@ pub async fn get(
     if !keep_alive {
         req = req.header(http::header::CONNECTION, "close");
     }
-    let req = req.body(Empty::new()).expect("a valid request");
+    let req = req.body(Full::default()).expect("a valid request");
+    send(client, req, timeout).await
+}
+
+/// Sends `req`; the status and body (as text).
+pub async fn send(
+    client: &HttpClient,
+    req: Request<Full<Bytes>>,
+    timeout: Duration,
+) -> Result<(StatusCode, String), GetError> {
     let call = async {
         let resp = client.request(req).await.map_err(|e| {
             if e.is_connect() {

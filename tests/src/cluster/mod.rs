@@ -1,28 +1,29 @@
-//! A Kubernetes-shaped cluster on one machine, made of real parts, for scenario tests and
-//! the demo.
+//! The local cluster: a real Kubernetes control plane on one machine, with understudy's
+//! test kubelet running the pods, for scenario tests, end-to-end tests and the demo.
 //!
 //! | part | what it is here |
 //! |---|---|
-//! | pod | a network namespace with its own address in `198.18.N.0/24` ([`net`]), running nginx ([`app`]) and the `understudy` sidecar ([`pod`]) with its own kubeconfig |
-//! | API server | the [emulator](crate::emulator), listening on the bridge address, one client identity per pod so a pod can be partitioned alone |
-//! | kubelet | readiness probes: HTTP on the pod address, or a command inside the pod ([`kubelet`]) |
-//! | Service | a ClusterIP VIP `198.19.N.1:80` as kube-proxy makes it: iptables DNAT with random-probability rules over the Ready pods ([`vip`]), rewritten a configurable lag after a change ([`endpoints`]) |
-//! | Deployment | replicas, crash replacement, rolling update ([`deployment`]) |
+//! | control plane | etcd, kube-apiserver (RBAC, TLS), kube-controller-manager, kube-scheduler and kube-proxy (iptables), built from pinned Go modules by `tests/k8s/build` ([`control_plane`]) |
+//! | node | one network namespace holding the bridge, the control plane and kube-proxy's rules; Node objects for scheduling ([`node`]) |
+//! | kubelet | understudy's stand-in: pods as network namespaces, containers as processes, probes, hooks, volumes, status ([`kubelet`]) |
+//! | apps | `deploy/examples/…` applied with `kubectl apply -k` ([`example`]); nginx from Debian's `nginx-light` for the nginx image ([`app`]), the `understudy` binary for its image |
 //! | clients | a bounded load generator recording every request ([`load`]) |
 //! | checks | the overlap checker over the apps' access logs ([`overlap`]) |
 //!
 //! Everything runs for real: processes and signals, namespaces and veths, iptables. Traffic
 //! only goes to the run's own addresses. Runs are isolated by [`Slot`]s and cleaned up
 //! whatever happens ([`cleanup`]). Needs root and the Debian packages `iproute2`,
-//! `iptables`, `nginx-light`, `procps`.
+//! `iptables`, `nginx-light`, `procps`, `util-linux`.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), understudy_tests::cluster::HarnessError> {
-//! use understudy_tests::cluster::{Cluster, ClusterOptions, Load, LoadOptions};
+//! use std::time::Duration;
+//! use understudy_tests::cluster::{Cluster, ClusterOptions, Example, ExampleOptions, Load, LoadOptions};
 //! let cluster = Cluster::start(ClusterOptions::default()).await?;
-//! cluster.wait_all_serving(std::time::Duration::from_secs(15)).await?;
-//! let load = Load::start(LoadOptions::new(cluster.vip()));
-//! load.pass(100, std::time::Duration::from_secs(10)).await;
+//! let app = Example::apply(&cluster, ExampleOptions::test("nginx-ha", 3)).await?;
+//! app.wait_serving(3, Duration::from_secs(60)).await?;
+//! let load = Load::start(LoadOptions::new(app.service_addr()));
+//! load.pass(100, Duration::from_secs(10)).await;
 //! println!("{}", load.finish().await.summary("example"));
 //! cluster.shutdown().await?;
 //! # Ok(()) }
@@ -31,36 +32,35 @@
 pub mod admin;
 pub mod app;
 pub mod cleanup;
-mod command;
-pub mod deployment;
-pub mod endpoints;
+pub(crate) mod command;
+pub mod control_plane;
 mod error;
+pub mod example;
+pub mod fault;
 mod harness;
 pub mod http;
+pub mod kubectl;
 pub mod kubelet;
 pub mod load;
-pub mod net;
+pub mod loopback;
+pub mod node;
 pub mod overlap;
-pub mod pod;
+pub mod pki;
 pub mod process;
 pub mod sidecar;
 pub mod slot;
-pub mod status;
-pub mod vip;
+pub mod test_app;
+pub mod wait;
 
-pub use deployment::{Deployment, DeploymentOptions, PodRecord};
-pub use endpoints::Endpoints;
 pub use error::HarnessError;
+pub use example::{Example, ExampleOptions};
 pub use harness::{Cluster, ClusterOptions};
-pub use kubelet::{Probe, ProbeOptions};
+pub use kubectl::Kubectl;
 pub use load::{Load, LoadOptions, LoadReport, Outcome, Pacing, Sample};
-pub use net::{Bridge, PodNet};
+pub use node::{NodeNet, PodNet};
 pub use overlap::{OverlapReport, Tenure};
 pub use process::Signal;
-pub use sidecar::{ReadyWhen, SidecarOptions};
 pub use slot::Slot;
-pub use status::{Phase, PodStatus, PodTable};
-pub use vip::Vip;
 
 /// Fails with [`HarnessError::NotRoot`] unless the effective user is root.
 pub fn require_root() -> Result<(), HarnessError> {

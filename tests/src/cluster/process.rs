@@ -19,6 +19,10 @@ pub enum Signal {
     Kill,
     /// nginx's graceful shutdown.
     Quit,
+    /// Freeze (an outage where connections hang).
+    Stop,
+    /// Carry on after [`Signal::Stop`].
+    Cont,
 }
 
 impl Signal {
@@ -27,6 +31,8 @@ impl Signal {
             Signal::Term => "TERM",
             Signal::Kill => "KILL",
             Signal::Quit => "QUIT",
+            Signal::Stop => "STOP",
+            Signal::Cont => "CONT",
         }
     }
 }
@@ -71,6 +77,11 @@ impl Proc {
         self.pid
     }
 
+    /// What it is (the name given at spawn).
+    pub fn what(&self) -> &str {
+        &self.what
+    }
+
     /// How it exited, once it has.
     pub fn exited(&self) -> Option<ExitStatus> {
         *self.exit.borrow()
@@ -87,6 +98,29 @@ impl Proc {
             Err(_) if self.exited().is_some() => Ok(()),
             other => other.map(drop),
         }
+    }
+
+    /// Sends `signal` to the process's whole process group (for a process spawned as the
+    /// leader of its own group, `Command::process_group(0)`): what a container runtime does
+    /// to a container's cgroup. A no-op once the leader has exited and been reaped, so
+    /// that a recycled group id is never signalled; use [`Proc::kill_group_now`] for what
+    /// outlives the leader.
+    pub async fn signal_group(&self, signal: Signal) -> Result<(), HarnessError> {
+        if self.exited().is_some() {
+            return Ok(());
+        }
+        let group = format!("-{}", self.pid);
+        match run("kill", &["-s", signal.name(), "--", &group]).await {
+            Err(_) if self.exited().is_some() => Ok(()),
+            other => other.map(drop),
+        }
+    }
+
+    /// SIGKILL to the process group even after the leader has exited: its children (nginx
+    /// workers) may outlive it. The group id cannot be reused while any member lives.
+    pub async fn kill_group_now(&self) {
+        let group = format!("-{}", self.pid);
+        let _ = run("kill", &["-s", "KILL", "--", &group]).await;
     }
 
     /// Waits until the process has exited, at most `within`.

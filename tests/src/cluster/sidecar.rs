@@ -1,9 +1,7 @@
-//! The `understudy` sidecar as the harness starts it: which binary, which flags.
+//! The `understudy` sidecar as tests start it: which binary, which ports, which timings.
 
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use super::HarnessError;
 
@@ -25,111 +23,25 @@ pub const FAST_HEALTH_FLAGS: [&str; 8] = [
     "1",
 ];
 
-/// `--ready-when`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ReadyWhen {
-    /// Ready once the Lease was read: every pod takes traffic and the proxy routes.
-    Synced,
-    /// Only the leader is Ready (the old leader-elector behaviour).
-    Leader,
-}
+/// Election timings for tests: a crashed leader is replaced within about 3.5s.
+pub const TEST_TIMINGS: [&str; 6] = [
+    "--lease-duration",
+    "3s",
+    "--renew-deadline",
+    "2s",
+    "--retry-period",
+    "500ms",
+];
 
-/// The sidecar's flags that scenarios vary.
-#[derive(Clone, Debug)]
-pub struct SidecarOptions {
-    /// `--election`.
-    pub election: String,
-    /// `--lease-duration`.
-    pub lease_duration: Duration,
-    /// `--renew-deadline`.
-    pub renew_deadline: Duration,
-    /// `--retry-period`.
-    pub retry_period: Duration,
-    /// `--hold-timeout`; `None` leaves the sidecar's default (lease + 2 × retry).
-    pub hold_timeout: Option<Duration>,
-    /// `--drain`: how long it keeps serving after SIGTERM.
-    pub drain: Duration,
-    /// `--ready-when`.
-    pub ready_when: ReadyWhen,
-    /// `--access-log`.
-    pub access_log: bool,
-    /// More flags, appended as given.
-    pub extra_args: Vec<String>,
-    /// `RUST_LOG` for the sidecar.
-    pub log_filter: String,
-}
-
-impl Default for SidecarOptions {
-    /// Test timings: a crashed leader is replaced within about 3.5s.
-    fn default() -> Self {
-        SidecarOptions {
-            election: "nginx".into(),
-            lease_duration: Duration::from_secs(3),
-            renew_deadline: Duration::from_secs(2),
-            retry_period: Duration::from_millis(500),
-            hold_timeout: None,
-            drain: Duration::from_secs(2),
-            ready_when: ReadyWhen::Synced,
-            access_log: false,
-            extra_args: Vec::new(),
-            log_filter: "info".into(),
-        }
-    }
-}
-
-impl SidecarOptions {
-    /// The hold timeout in force: the flag, or the sidecar's default.
-    pub fn effective_hold_timeout(&self) -> Duration {
-        self.hold_timeout
-            .unwrap_or(self.lease_duration + 2 * self.retry_period)
-    }
-
-    /// The command line for pod `pod` at address `ip`, its admin server and proxy bound to
-    /// `bind` (the wildcard in a pod's own namespace, so `localhost:4040` answers too).
-    pub fn args(&self, pod: &str, ip: Ipv4Addr, bind: Ipv4Addr) -> Vec<String> {
-        let ms = |d: Duration| format!("{}ms", d.as_millis());
-        let mut args: Vec<String> = [
-            "--election",
-            &self.election,
-            "--election-namespace",
-            "default",
-            "--id",
-            pod,
-            "--http",
-            &format!("{bind}:{ADMIN_PORT}"),
-            "--listen",
-            &format!("{bind}:{PROXY_PORT}"),
-            "--upstream",
-            "127.0.0.1:80",
-            "--advertise",
-            &format!("{ip}:{PROXY_PORT}"),
-            "--lease-duration",
-            &ms(self.lease_duration),
-            "--renew-deadline",
-            &ms(self.renew_deadline),
-            "--retry-period",
-            &ms(self.retry_period),
-            "--drain",
-            &ms(self.drain),
-            "--ready-when",
-            match self.ready_when {
-                ReadyWhen::Synced => "synced",
-                ReadyWhen::Leader => "leader",
-            },
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        if let Some(hold) = self.hold_timeout {
-            args.extend(["--hold-timeout".into(), ms(hold)]);
-        }
-        if self.access_log {
-            args.push("--access-log".into());
-        }
-        args.extend(self.extra_args.iter().cloned());
-        args
-    }
-}
+/// Slow timings: a Lease that is not released takes 8s or more to change hands.
+pub const SLOW_TIMINGS: [&str; 6] = [
+    "--lease-duration",
+    "10s",
+    "--renew-deadline",
+    "6s",
+    "--retry-period",
+    "2s",
+];
 
 /// The `understudy` binary: `$UNDERSTUDY_BIN`, else `target/debug/understudy` beside the
 /// running executable (a test in `target/debug/deps/`, the demo in `target/debug/`). With

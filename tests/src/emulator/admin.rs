@@ -13,7 +13,6 @@ use serde_json::json;
 
 use super::clients::ADMIN;
 use super::faults::{Fault, FaultScope};
-use super::kubeconfig;
 use super::server::Shared;
 use super::status::{ApiError, Body, bytes_response, json_response};
 
@@ -148,8 +147,12 @@ pub(crate) async fn handle(
                 .map_err(|e| ApiError::bad_request(format!("client request: {e}")))
                 .map(|c| {
                     let token = sh.clients.add(&c.name);
-                    let yaml =
-                        kubeconfig::render(&sh.server_url, sh.ca_pem.as_deref(), &c.name, &token);
+                    let yaml = super::render_kubeconfig(
+                        &sh.server_url,
+                        sh.ca_pem.as_deref(),
+                        &c.name,
+                        &token,
+                    );
                     bytes_response(200, "application/yaml", yaml)
                 })
         }

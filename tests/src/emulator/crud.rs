@@ -254,7 +254,7 @@ pub(crate) fn update(sh: &Arc<Shared>, rr: &ResourceRoute, query: &Query, body: 
             let err = FieldError {
                 kind: ErrorType::Invalid,
                 field: "metadata.resourceVersion".into(),
-                value: "0x0".into(),
+                value: "0".into(),
                 detail: "must be specified for an update".into(),
             };
             Err(ApiError::invalid(rt.group, rt.plural, name, &[err]))

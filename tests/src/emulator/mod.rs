@@ -18,7 +18,6 @@ mod crud;
 mod discovery;
 mod events;
 mod faults;
-mod kubeconfig;
 mod patch;
 mod resources;
 mod rng;
@@ -172,7 +171,7 @@ impl Emulator {
     /// context, namespace "default".
     pub fn kubeconfig_yaml(&self, client: &str) -> String {
         let token = self.add_client(client);
-        kubeconfig::render(
+        render_kubeconfig(
             &self.shared.server_url,
             self.shared.ca_pem.as_deref(),
             client,
@@ -239,4 +238,23 @@ impl Drop for Emulator {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The kubeconfig of emulator client `client` with bearer `token`, namespace "default";
+/// `ca_pem` is `None` for a plain-HTTP emulator.
+pub(crate) fn render_kubeconfig(
+    server: &str,
+    ca_pem: Option<&str>,
+    client: &str,
+    token: &str,
+) -> String {
+    crate::kubeconfig::Kubeconfig {
+        cluster: "kube-emulator",
+        server,
+        ca_pem,
+        user: client,
+        credentials: crate::kubeconfig::Credentials::Token(token.to_string()),
+        namespace: "default",
+    }
+    .render()
 }

@@ -4,12 +4,10 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
-};
 use rustls::ServerConfig;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+use crate::cluster::pki::Ca;
 
 /// Why the TLS material could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -32,49 +30,20 @@ pub(crate) struct TlsMaterial {
 
 /// Make a CA and a server certificate valid for `listen_ip`, 127.0.0.1, ::1 and localhost.
 pub(crate) fn generate(listen_ip: IpAddr) -> Result<TlsMaterial, TlsError> {
-    let ca_key = KeyPair::generate()?;
-    let mut ca = CertificateParams::new(Vec::<String>::new())?;
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    ca.distinguished_name
-        .push(DnType::CommonName, "understudy-kube-emulator-ca");
-    let ca_cert = ca.self_signed(&ca_key)?;
-    let issuer = Issuer::new(ca, ca_key);
-
-    let mut server = CertificateParams::new(vec!["localhost".to_string()])?;
+    let ca = Ca::new("understudy-kube-emulator-ca")?;
     let mut ips = vec![
         listen_ip,
         IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(Ipv6Addr::LOCALHOST),
     ];
     ips.dedup();
-    server.subject_alt_names.extend(
-        ips.into_iter()
-            .filter(|ip| !ip.is_unspecified())
-            .map(SanType::IpAddress),
-    );
-    server
-        .distinguished_name
-        .push(DnType::CommonName, "kube-apiserver");
-    // Python's ssl (X509 strict mode) insists on the authority key identifier.
-    server.use_authority_key_identifier_extension = true;
-    server.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
-    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let server_key = KeyPair::generate()?;
-    let server_cert = server.signed_by(&server_key, &issuer)?;
-
+    ips.retain(|ip| !ip.is_unspecified());
+    let server = ca.server("kube-apiserver", &["localhost"], &ips)?;
     let chain = vec![
-        CertificateDer::from(server_cert.der().to_vec()),
-        CertificateDer::from(ca_cert.der().to_vec()),
+        CertificateDer::from(server.cert_der),
+        CertificateDer::from(ca.der().to_vec()),
     ];
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(server_key.serialize_der()));
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(server.key_der));
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
@@ -83,7 +52,7 @@ pub(crate) fn generate(listen_ip: IpAddr) -> Result<TlsMaterial, TlsError> {
     // Offer HTTP/2 as a real apiserver does; Go clients (kubectl) then use it.
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsMaterial {
-        ca_pem: ca_cert.pem(),
+        ca_pem: ca.pem().to_string(),
         server_config: Arc::new(config),
     })
 }

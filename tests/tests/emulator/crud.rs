@@ -121,7 +121,7 @@ async fn lease_update_without_resource_version_is_422() {
     assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"));
     assert!(
         s.message.contains(
-            "metadata.resourceVersion: Invalid value: 0x0: must be specified for an update"
+            "metadata.resourceVersion: Invalid value: 0: must be specified for an update"
         ),
         "{}",
         s.message

@@ -12,7 +12,7 @@ use http::StatusCode;
 use serde_json::Value;
 use tokio::process::Child;
 
-use crate::harness::{eventually, free_port, get};
+use understudy_tests::cluster::loopback::{eventually, free_port, get};
 
 /// The files under test, in the repository's `dashboards/`.
 pub fn dashboards() -> PathBuf {

@@ -1,41 +1,36 @@
-//! `./run-demo`: active/standby failover you can watch, on one machine.
+//! `./run-demo`: active/standby failover you can watch, on one machine, on a real Kubernetes
+//! control plane.
 //!
-//! Starts three pods — nginx behind the `understudy` sidecar, each in its own network
-//! namespace — a ClusterIP VIP made of iptables rules as kube-proxy makes it, the
-//! Kubernetes API emulator, and a steady client. A live line shows who leads, requests per
-//! second, errors, latency and every pod's role while the demo crashes the leader, rolls the
-//! deployment and cuts the leader off from the API server, narrating each step with the
-//! failover it measured. Ends by itself (or on Ctrl-C) and removes everything it made.
-//!
-//! Needs root for namespaces and iptables; without root (or with `--loopback`) it runs the
-//! same story on loopback addresses behind a userspace proxy.
+//! Starts etcd, kube-apiserver, the controller manager, the scheduler and kube-proxy (built
+//! from pinned sources by `tests/k8s/build`), the test kubelet for two Nodes, and applies
+//! `deploy/examples/nginx-ha` (three pods: nginx behind the `understudy` sidecar, each in its
+//! own network namespace) with `kubectl apply -k`. A steady client sends requests to the
+//! Service's ClusterIP. A live line shows who leads, requests per second, errors, latency
+//! and every pod's role while the demo crashes the leader, runs `kubectl rollout restart`
+//! and cuts the leader off from the API server, narrating each step with the failover it
+//! measured. Ends by itself (or on Ctrl-C) and removes everything it made. Needs root.
 
 #![forbid(unsafe_code)]
 
-mod loopback;
 mod screen;
-mod world;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use understudy_tests::cluster::{
-    HarnessError, Load, LoadOptions, LoadReport, Pacing, SidecarOptions, require_root,
+    Cluster, ClusterOptions, Example, ExampleOptions, HarnessError, Load, LoadOptions, LoadReport,
+    Pacing, admin, require_root,
 };
 
 use screen::{Screen, Tone};
-use world::World;
 
 /// Watch understudy fail over: crash, rolling update, partition.
 #[derive(Debug, Parser)]
 #[command(name = "demo")]
 struct Args {
-    /// Use loopback addresses and a userspace proxy even as root.
-    #[arg(long)]
-    loopback: bool,
     /// No colour, no live line (also when stdout is not a terminal or NO_COLOR is set).
     #[arg(long)]
     plain: bool,
@@ -47,27 +42,36 @@ async fn main() -> ExitCode {
     let tty =
         !args.plain && std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let screen = Screen::new(tty);
-    let loopback = args.loopback || require_root().is_err();
+    if let Err(e) = require_root() {
+        eprintln!("demo: {e}");
+        return ExitCode::FAILURE;
+    }
     screen.say(&screen.paint(
         Tone::Step,
-        "understudy demo: three pods, one Service, one leader at a time",
+        "understudy demo: a real control plane, three pods, one Service, one leader at a time",
     ));
-    let sidecar = SidecarOptions {
-        election: "nginx".into(),
-        ..SidecarOptions::default()
-    };
-    let world = match World::start(loopback, sidecar).await {
-        Ok(w) => w,
+    let started = Instant::now();
+    let cluster = match Cluster::start(ClusterOptions::default()).await {
+        Ok(c) => c,
         Err(e) => {
-            eprintln!("demo: could not start: {e}");
+            eprintln!("demo: could not start the cluster: {e}");
             return ExitCode::FAILURE;
         }
     };
-    for line in world.describe() {
-        screen.say(&line);
-    }
+    screen.say(&format!(
+        "control plane up in {}: etcd, kube-apiserver (RBAC) on {}, controller manager, scheduler, kube-proxy; Nodes {}",
+        secs(Some(started.elapsed())),
+        cluster.api(),
+        cluster
+            .kubelet()
+            .nodes()
+            .iter()
+            .map(|n| n.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
     let result = tokio::select! {
-        r = story(&world, &screen) => r,
+        r = story(&cluster, &screen) => r,
         _ = tokio::signal::ctrl_c() => {
             screen.say("interrupted");
             Ok(())
@@ -75,7 +79,7 @@ async fn main() -> ExitCode {
     };
     screen.done();
     screen.say("cleaning up");
-    let cleaned = world.shutdown().await;
+    let cleaned = cluster.shutdown().await;
     match (result, cleaned) {
         (Ok(()), Ok(())) => {
             screen.say("done");
@@ -89,40 +93,43 @@ async fn main() -> ExitCode {
 }
 
 /// The story, with the live status line running beside it.
-async fn story(world: &World, screen: &Screen) -> Result<(), HarnessError> {
-    world.wait_serving(3, Duration::from_secs(30)).await?;
-    let leader = world.wait_leader(None, Duration::from_secs(20)).await?;
-    let pods: Vec<String> = world
-        .table()
-        .snapshot()
-        .into_values()
-        .map(|s| format!("{} ({})", s.name, s.ip))
+async fn story(cluster: &Cluster, screen: &Screen) -> Result<(), HarnessError> {
+    screen.say(
+        "kubectl apply -k deploy/examples/nginx-ha (3 replicas, election timings 3s/2s/500ms)",
+    );
+    let app = Example::apply(cluster, ExampleOptions::test("nginx-ha", 3)).await?;
+    app.wait_serving(3, Duration::from_secs(90)).await?;
+    let leader = app.wait_leader(None, Duration::from_secs(30)).await?;
+    let pods: Vec<String> = app
+        .admin_addrs()
+        .into_iter()
+        .map(|(name, addr)| format!("{name} ({})", addr.ip()))
         .collect();
     screen.say(&format!("pods Ready: {}", pods.join(", ")));
     // Open loop: independent requests at a steady rate, so a held request holds only
     // itself, as with many clients.
     let load = Load::start(LoadOptions {
-        max_duration: Duration::from_secs(180),
+        max_duration: Duration::from_secs(240),
         max_requests: 100_000,
         pacing: Pacing::Open {
             per_second: 200,
-            max_in_flight: world.max_in_flight(),
+            max_in_flight: 2000,
         },
-        ..LoadOptions::new(world.target())
+        ..LoadOptions::new(app.service_addr())
     });
     screen.say(&format!(
-        "leader: {}; steady clients send 200 req/s to {} (a new connection per request)",
+        "leader: {}; steady clients send 200 req/s to the Service {} (a new connection per request)",
         screen.paint(Tone::Name, &leader),
-        world.target()
+        app.service_addr()
     ));
     screen.say("live line: lease holder and epoch, load, errors, latency, pods (* leader, ? candidate, ! down)");
     tokio::select! {
-        r = steps(world, screen, &load, leader) => r?,
-        _ = live(world, screen, &load) => {}
+        r = steps(&app, screen, &load, leader) => r?,
+        _ = live(&app, screen, &load) => {}
     }
     let report = load.finish().await;
     screen.done();
-    let overlap = world.overlap()?;
+    let overlap = app.overlap()?;
     if overlap.violations.is_empty() {
         screen.say(&screen.paint(
             Tone::Good,
@@ -143,7 +150,7 @@ async fn story(world: &World, screen: &Screen) -> Result<(), HarnessError> {
 }
 
 async fn steps(
-    world: &World,
+    app: &Example,
     screen: &Screen,
     load: &Load,
     first: String,
@@ -162,12 +169,13 @@ async fn steps(
     // --- crash the leader
     screen.say(&screen.paint(
         Tone::Step,
-        &format!("step 1: SIGKILL the leader {first} (no goodbye: its Lease must expire)"),
+        &format!(
+            "step 1: SIGKILL the leader {first}'s containers (no goodbye: its Lease must expire)"
+        ),
     ));
-    let before: BTreeSet<String> = world.table().snapshot().into_keys().collect();
     let t = Instant::now();
-    world.crash(&first).await?;
-    let second = world
+    app.crash(&first).await?;
+    let second = app
         .wait_leader(Some(first.as_str()), Duration::from_secs(20))
         .await?;
     let first_served = first_served_by(load, &second, t, Duration::from_secs(10)).await;
@@ -179,7 +187,6 @@ async fn steps(
         fails(screen, &w),
         secs(Some(w.max_latency()))
     ));
-    // In flight at the kill: started just before it.
     let lost = window(load, t - Duration::from_secs(1))
         .reset_retried()
         .len();
@@ -188,65 +195,44 @@ async fn steps(
             "  ({lost} requests were in flight on the killed pod itself; the client sent them again, as HTTP allows for GET)"
         ));
     }
-    world.wait_serving(3, Duration::from_secs(30)).await?;
-    let replacement: Vec<String> = world
-        .table()
-        .snapshot()
-        .into_keys()
-        .filter(|n| !before.contains(n))
-        .collect();
+    app.wait_serving(3, Duration::from_secs(60)).await?;
     screen.say(&format!(
-        "the deployment replaced the crashed pod: {}",
-        replacement.join(", ")
+        "the kubelet restarted {first}'s containers after its back-off; it is Ready again, now a standby"
     ));
 
     // --- rolling update
     screen.say(&screen.paint(
         Tone::Step,
-        "step 2: rolling update — each pod in turn: SIGTERM, wait for exit, start a new one",
+        "step 2: kubectl rollout restart deployment/nginx (maxSurge 1, maxUnavailable 0)",
     ));
     let t = Instant::now();
-    world.new_revision();
-    let old: Vec<String> = world.table().snapshot().into_keys().collect();
-    for pod in old {
-        let was_leader = world.lease().is_some_and(|(h, _)| h == pod);
-        let step = Instant::now();
-        let new = world.replace(&pod, Duration::from_secs(30)).await?;
-        let note = if was_leader {
-            let leader = world.wait_leader(None, Duration::from_secs(20)).await?;
-            format!(
-                " (it led: released the Lease, {} took over)",
-                screen.paint(Tone::Name, &leader)
-            )
-        } else {
-            String::new()
-        };
-        screen.say(&format!(
-            "  {pod} -> {new} in {}{note}",
-            secs(Some(step.elapsed()))
-        ));
-    }
+    let deployment = format!("deployment/{}", app.deployment);
+    app.kubectl(&["rollout", "restart", &deployment]).await?;
+    app.kubectl(&["rollout", "status", &deployment, "--timeout=120s"])
+        .await?;
+    let leader = app.wait_leader(None, Duration::from_secs(20)).await?;
     let w = window(load, t);
     screen.say(&format!(
-        "rolling update done in {}: {} requests, {} failed, longest wait {}",
+        "rolling update done in {}: every pod replaced, {} leads; {} requests, {} failed, longest wait {}",
         secs(Some(t.elapsed())),
+        screen.paint(Tone::Name, &leader),
         w.requests(),
         fails(screen, &w),
         secs(Some(w.max_latency()))
     ));
 
     // --- partition the leader from the API server
-    let leader = world.wait_leader(None, Duration::from_secs(20)).await?;
+    app.wait_serving(3, Duration::from_secs(30)).await?;
     screen.say(&screen.paint(
         Tone::Step,
         &format!(
-            "step 3: cut the leader {leader} off from the API server (it still reaches its peers)"
+            "step 3: cut the leader {leader} off from the API server (iptables in its pod; it still reaches its peers)"
         ),
     ));
     let t = Instant::now();
-    world.partition(&leader);
+    app.cut_from_api(&leader, true).await?;
     let takeover = loop {
-        if let Some((holder, epoch)) = world.lease()
+        if let Some((holder, epoch)) = app.lease(None).await?
             && !holder.is_empty()
             && holder != leader
         {
@@ -268,8 +254,8 @@ async fn steps(
         secs(Some(took)),
     ));
     tokio::time::sleep(Duration::from_secs(3)).await;
-    world.heal(&leader);
-    let agreed = world.wait_leader(None, Duration::from_secs(20)).await?;
+    app.cut_from_api(&leader, false).await?;
+    let agreed = app.wait_leader(None, Duration::from_secs(20)).await?;
     let w = window(load, t);
     screen.say(&format!(
         "healed: all pods follow {}; during the partition {} requests, {} failed (held by the cut-off pod past the hold timeout: 503), longest wait {}",
@@ -281,7 +267,7 @@ async fn steps(
     tokio::time::sleep(Duration::from_secs(2)).await;
     // From the apps' logs: the cut-off leader's app got its last request under its epoch
     // before the new leader's app got its first.
-    let overlap = world.overlap()?;
+    let overlap = app.overlap()?;
     let stopped = overlap
         .tenures
         .iter()
@@ -304,12 +290,19 @@ async fn steps(
 }
 
 /// Redraws the status line until cancelled.
-async fn live(world: &World, screen: &Screen, load: &Load) {
+async fn live(app: &Example, screen: &Screen, load: &Load) {
     let mut roles = BTreeMap::new();
     let mut tick = 0u32;
+    let mut lease = (String::new(), 0);
     loop {
         if tick.is_multiple_of(4) {
-            roles = world.roles().await;
+            roles.clear();
+            for (name, addr) in app.admin_addrs() {
+                roles.insert(name, admin::role(addr).await);
+            }
+            if let Ok(Some(l)) = app.lease(None).await {
+                lease = l;
+            }
         }
         tick += 1;
         let now = Instant::now();
@@ -321,7 +314,7 @@ async fn live(world: &World, screen: &Screen, load: &Load) {
             lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
                 .copied()
         };
-        let (holder, epoch) = world.lease().unwrap_or_default();
+        let (holder, epoch) = &lease;
         let errors = all.failures().len();
         // Short enough for an 80-column terminal: pods by their random suffix, the role
         // as a mark and a colour.
@@ -344,7 +337,7 @@ async fn live(world: &World, screen: &Screen, load: &Load) {
                 if holder.is_empty() {
                     "-"
                 } else {
-                    short(&holder)
+                    short(holder)
                 }
             ),
             recent.requests(),
