@@ -472,7 +472,7 @@ only).
 
 ## Failover (local cluster)
 
-From the local cluster's scenarios (`tests/tests/cluster.rs`: pods in network namespaces,
+From the local cluster's scenarios (`tests/tests/cluster/main.rs`: pods in network namespaces,
 nginx, the iptables VIP, the API emulator; lease 3s, renew deadline 2s, retry 500ms), with the
 release binary. The gap is the longest time between two successive answered requests of the
 steady client; a held request counts as answered when its answer arrives.

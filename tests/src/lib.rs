@@ -8,7 +8,7 @@
 //!
 //! [`cluster`] assembles a Kubernetes-shaped cluster on one machine from real parts —
 //! network namespaces as pods, nginx, the `understudy` sidecar, an iptables VIP, the
-//! emulator — for the scenario tests (`tests/cluster.rs`) and the demo (needs root).
+//! emulator — for the scenario tests (`tests/cluster/main.rs`) and the demo (needs root).
 //!
 //! [`manifest`] reads the `deploy/` manifests (built with `kubectl kustomize`), so that tests
 //! start the sidecar with the arguments and environment users apply.

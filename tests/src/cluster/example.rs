@@ -56,7 +56,7 @@ impl ExampleOptions {
     /// At test speed: the election timings of [`TEST_TIMINGS`], a 2s drain, the access log,
     /// readiness probed every second; `replicas` pods.
     pub fn test(example: &str, replicas: i32) -> ExampleOptions {
-        let mut args: Vec<String> = TEST_TIMINGS.iter().map(|s| s.to_string()).collect();
+        let mut args: Vec<String> = TEST_TIMINGS.args();
         args.extend(["--drain", "2s", "--access-log"].map(String::from));
         ExampleOptions {
             example: example.into(),

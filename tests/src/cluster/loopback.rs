@@ -29,7 +29,7 @@ use tokio::process::{Child, Command};
 use super::fault::FaultProxy;
 use super::harness::{Cluster, ClusterOptions};
 use super::http;
-use super::sidecar::{TEST_TIMINGS, binary};
+use super::sidecar::{TEST_TIMINGS, Timings, binary};
 use crate::manifest;
 
 /// The namespace the sidecars elect in and authenticate from.
@@ -97,7 +97,7 @@ impl Loopback {
             cluster,
             dir,
             election: election.to_string(),
-            timings: TEST_TIMINGS.iter().map(|s| s.to_string()).collect(),
+            timings: TEST_TIMINGS.args(),
         }
     }
 
@@ -156,8 +156,8 @@ impl Loopback {
     }
 
     /// Uses `timings` (election flags) for sidecars started from now on.
-    pub fn set_timings(&mut self, timings: &[&str]) {
-        self.timings = timings.iter().map(|s| s.to_string()).collect();
+    pub fn set_timings(&mut self, timings: &Timings) {
+        self.timings = timings.args();
     }
 
     /// Sidecars `names` in proxy mode, each in front of a test app named after it, with

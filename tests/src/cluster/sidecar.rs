@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use super::HarnessError;
 
@@ -23,25 +24,52 @@ pub const FAST_HEALTH_FLAGS: [&str; 8] = [
     "1",
 ];
 
-/// Election timings for tests: a crashed leader is replaced within about 3.5s.
-pub const TEST_TIMINGS: [&str; 6] = [
-    "--lease-duration",
-    "3s",
-    "--renew-deadline",
-    "2s",
-    "--retry-period",
-    "500ms",
-];
+/// Election timings (the sidecar's `--lease-duration`, `--renew-deadline`,
+/// `--retry-period`): the one place tests, the client-go candidate and the elector tests take
+/// them from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timings {
+    /// `--lease-duration`.
+    pub lease: Duration,
+    /// `--renew-deadline`.
+    pub renew_deadline: Duration,
+    /// `--retry-period`.
+    pub retry: Duration,
+}
+
+/// Timings for tests: a crashed leader is replaced within about 3.5s.
+pub const TEST_TIMINGS: Timings = Timings {
+    lease: Duration::from_secs(3),
+    renew_deadline: Duration::from_secs(2),
+    retry: Duration::from_millis(500),
+};
 
 /// Slow timings: a Lease that is not released takes 8s or more to change hands.
-pub const SLOW_TIMINGS: [&str; 6] = [
-    "--lease-duration",
-    "10s",
-    "--renew-deadline",
-    "6s",
-    "--retry-period",
-    "2s",
-];
+pub const SLOW_TIMINGS: Timings = Timings {
+    lease: Duration::from_secs(10),
+    renew_deadline: Duration::from_secs(6),
+    retry: Duration::from_secs(2),
+};
+
+impl Timings {
+    /// The three flags with their values, as the sidecar and the client-go candidate take
+    /// them (`--lease-duration=3s`).
+    pub fn args(&self) -> Vec<String> {
+        [
+            ("--lease-duration", self.lease),
+            ("--renew-deadline", self.renew_deadline),
+            ("--retry-period", self.retry),
+        ]
+        .iter()
+        .map(|(flag, d)| format!("{flag}={}ms", d.as_millis()))
+        .collect()
+    }
+
+    /// The sidecar's default hold timeout at these timings: lease + 2 × retry.
+    pub const fn hold(&self) -> Duration {
+        self.lease.saturating_add(self.retry.saturating_mul(2))
+    }
+}
 
 /// The `understudy` binary: `$UNDERSTUDY_BIN`, else `target/debug/understudy` beside the
 /// running executable (a test in `target/debug/deps/`, the demo in `target/debug/`). With

@@ -4,9 +4,12 @@
 
 mod admin;
 mod crud;
+mod differential;
 mod events_pods;
 mod faults;
+mod kubectl;
 mod patch;
+mod python;
 mod reads;
 mod watch;
 

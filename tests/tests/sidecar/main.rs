@@ -3,6 +3,9 @@
 //! apps that answer their own name. Every request sent to any sidecar must be answered by
 //! the leader's app, also while leadership moves.
 
+mod hostile;
+mod peer_tls;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -709,6 +712,28 @@ async fn an_unhealthy_leaders_app_hands_leadership_over_losing_nothing() {
     assert_eq!(pods[li].leader_name().await.as_deref(), Some(new.as_str()));
 }
 
+/// Each pod's name with its `understudy.io/role` and `understudy.io/slot` labels.
+async fn roles(cluster: &Loopback) -> Vec<(String, String, String)> {
+    let out = kubectl(cluster, &["get", "pods", "-o", "json"]).await;
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let mut roles: Vec<(String, String, String)> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let labels = &p["metadata"]["labels"];
+            let get = |k: &str| labels[k].as_str().unwrap_or("").to_string();
+            (
+                p["metadata"]["name"].as_str().unwrap().to_string(),
+                get("understudy.io/role"),
+                get("understudy.io/slot"),
+            )
+        })
+        .collect();
+    roles.sort();
+    roles
+}
+
 /// kubectl (v1.37.2, built with the control plane) as cluster admin; its stdout.
 async fn kubectl(cluster: &Loopback, args: &[&str]) -> String {
     cluster
@@ -744,27 +769,6 @@ async fn pod_role_labels_and_events_show_in_kubectl() {
     }
     let all: Vec<&Sidecar> = pods.iter().collect();
     let actives = agreed_actives(&all, 2, "", Duration::from_secs(15)).await;
-    let roles = |cluster: &'static Loopback| async move {
-        let out = kubectl(cluster, &["get", "pods", "-o", "json"]).await;
-        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-        let mut roles: Vec<(String, String, String)> = v["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| {
-                let labels = &p["metadata"]["labels"];
-                let get = |k: &str| labels[k].as_str().unwrap_or("").to_string();
-                (
-                    p["metadata"]["name"].as_str().unwrap().to_string(),
-                    get("understudy.io/role"),
-                    get("understudy.io/slot"),
-                )
-            })
-            .collect();
-        roles.sort();
-        roles
-    };
-    let cluster: &'static Loopback = Box::leak(Box::new(cluster));
     let expected = |actives: &[String]| -> Vec<(String, String, String)> {
         let mut slots = Vec::new();
         for name in names {
@@ -797,12 +801,12 @@ async fn pod_role_labels_and_events_show_in_kubectl() {
     };
     let want = expected(&actives);
     eventually(Duration::from_secs(10), || async {
-        matches(&roles(cluster).await, &want)
+        matches(&roles(&cluster).await, &want)
     })
     .await;
     // The table a user reads.
     let table = kubectl(
-        cluster,
+        &cluster,
         &[
             "get",
             "pods",
@@ -837,10 +841,10 @@ async fn pod_role_labels_and_events_show_in_kubectl() {
         })
         .collect::<Vec<_>>();
     eventually(Duration::from_secs(10), || async {
-        matches(&roles(cluster).await, &want)
+        matches(&roles(&cluster).await, &want)
     })
     .await;
-    let events = kubectl(cluster, &["get", "events", "-o", "json"]).await;
+    let events = kubectl(&cluster, &["get", "events", "-o", "json"]).await;
     let v: serde_json::Value = serde_json::from_str(&events).unwrap();
     let messages: Vec<String> = v["items"]
         .as_array()

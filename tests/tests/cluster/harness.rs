@@ -475,7 +475,7 @@ fn wait_gone(n: u8, within: Duration) {
 #[test]
 fn a_panicking_run_leaves_nothing_behind() {
     root();
-    let (mut child, n) = spawn_child("child_panics_with_a_cluster");
+    let (mut child, n) = spawn_child("harness::child_panics_with_a_cluster");
     let status = child.wait().unwrap();
     assert!(!status.success(), "the child test panics");
     wait_gone(n, Duration::from_secs(30));
@@ -484,7 +484,7 @@ fn a_panicking_run_leaves_nothing_behind() {
 #[test]
 fn a_sigkilled_run_is_cleaned_up_by_its_reaper() {
     root();
-    let (mut child, n) = spawn_child("child_holds_a_cluster");
+    let (mut child, n) = spawn_child("harness::child_holds_a_cluster");
     assert!(!leftovers(n).is_empty(), "the child's cluster exists");
     let pids = netns_pids(n);
     assert!(

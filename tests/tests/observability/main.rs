@@ -3,9 +3,7 @@
 //! the dashboard and the rules, then scrapes three real sidecars through a failover, after
 //! which every dashboard panel must show data and the failover must show in the metrics.
 
-#[path = "observability/dashboard.rs"]
 mod dashboard;
-#[path = "observability/prometheus.rs"]
 mod prometheus;
 
 use std::collections::{BTreeMap, HashSet};

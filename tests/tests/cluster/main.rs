@@ -10,12 +10,14 @@
 //! one at a time (a lock file), because their timings (lease 3s, renew deadline 2s, retry
 //! 500ms) should not compete with each other for the CPU.
 
+mod harness;
+
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use understudy_tests::cluster::sidecar::FAST_HEALTH_FLAGS;
+use understudy_tests::cluster::sidecar::{FAST_HEALTH_FLAGS, TEST_TIMINGS};
 use understudy_tests::cluster::{
     Cluster, ClusterOptions, Example, ExampleOptions, Load, LoadOptions, LoadReport, Outcome,
     OverlapReport, Pacing, require_root,
@@ -24,11 +26,11 @@ use understudy_tests::cluster::{
 /// Upper bound for one scenario, cluster start-up and clean-up included.
 const SCENARIO_LIMIT: Duration = Duration::from_secs(150);
 /// The election timings the scenarios run with (`ExampleOptions::test`).
-const LEASE: Duration = Duration::from_secs(3);
-const RENEW_DEADLINE: Duration = Duration::from_secs(2);
-const RETRY: Duration = Duration::from_millis(500);
-/// The sidecar's default hold timeout at those timings: lease + 2 × retry.
-const HOLD: Duration = Duration::from_secs(4);
+const LEASE: Duration = TEST_TIMINGS.lease;
+const RENEW_DEADLINE: Duration = TEST_TIMINGS.renew_deadline;
+const RETRY: Duration = TEST_TIMINGS.retry;
+/// The sidecar's default hold timeout at those timings.
+const HOLD: Duration = TEST_TIMINGS.hold();
 
 /// Builds (or finds) the sidecar, then takes the scenario lock: one scenario at a time, and
 /// neither the build nor the wait counts against a scenario's time limit.
@@ -674,6 +676,127 @@ async fn an_active_whose_app_turns_unhealthy_hands_its_slot_over_losing_nothing(
         );
         let overlap = s.finish(app, &report).await;
         assert_two_slots("two-actives-health", &overlap);
+    })
+    .await;
+}
+
+/// The node a pod was scheduled to.
+async fn node_of(app: &Example, pod: &str) -> String {
+    app.pods()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|p| p.metadata.name.as_deref() == Some(pod))
+        .and_then(|p| p.spec.and_then(|s| s.node_name))
+        .unwrap_or_else(|| panic!("{pod} is not bound to a node"))
+}
+
+/// 9. `kubectl delete pod` of the leader under load: the kubelet SIGTERMs it, it hands the
+/// Lease over and drains; the ReplicaSet replaces it. Nothing fails, no connection breaks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_delete_of_the_leader_loses_no_request() {
+    let _serial = exclusive("delete-leader").await;
+    bounded("delete-leader", async {
+        let s = Scenario::start("delete-leader").await;
+        let (app, old) = s.app(ExampleOptions::test("nginx-ha", 3), 3).await;
+        let load = load(&app, false);
+        assert!(load.pass(150, Duration::from_secs(20)).await);
+        app.delete_pod(&old).await.unwrap();
+        let new = app
+            .wait_leader(Some(&old), Duration::from_secs(15))
+            .await
+            .unwrap();
+        let serving = app.wait_serving(3, Duration::from_secs(40)).await.unwrap();
+        assert!(!serving.contains(&old), "{old} replaced: {serving:?}");
+        assert!(load.pass(150, Duration::from_secs(20)).await);
+        let report = load.finish().await;
+        assert_no_failures(s.name, &report);
+        assert_no_resets(s.name, &report);
+        // A release, not an expiry: the gap stays well under a lease duration.
+        assert!(report.max_gap() < LEASE, "gap {:?}", report.max_gap());
+        println!("delete-leader: {old} -> {new}");
+        s.finish(app, &report).await;
+    })
+    .await;
+}
+
+/// 10. `kubectl scale` up to 5 and down to 1 under load: new pods join as standbys without
+/// moving the leader; scaling down removes four pods (the leader among them if the
+/// ReplicaSet picks it, which then hands over). Nothing fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_scale_up_and_down_loses_no_request() {
+    let _serial = exclusive("scale").await;
+    bounded("scale", async {
+        let s = Scenario::start("scale").await;
+        let (app, leader) = s.app(ExampleOptions::test("nginx-ha", 2), 2).await;
+        let lease = app.lease(None).await.unwrap();
+        let deployment = format!("deployment/{}", app.deployment);
+        let load = load(&app, false);
+        assert!(load.pass(100, Duration::from_secs(20)).await);
+        app.kubectl(&["scale", &deployment, "--replicas=5"])
+            .await
+            .unwrap();
+        app.wait_serving(5, Duration::from_secs(60)).await.unwrap();
+        assert_eq!(
+            app.lease(None).await.unwrap(),
+            lease,
+            "joining moved nothing"
+        );
+        assert!(load.pass(100, Duration::from_secs(20)).await);
+        app.kubectl(&["scale", &deployment, "--replicas=1"])
+            .await
+            .unwrap();
+        let last = app.wait_serving(1, Duration::from_secs(60)).await.unwrap();
+        let now = app
+            .wait_leader(None, Duration::from_secs(15))
+            .await
+            .unwrap();
+        assert_eq!(last, vec![now.clone()], "the one pod left leads");
+        assert!(load.pass(100, Duration::from_secs(20)).await);
+        let report = load.finish().await;
+        assert_no_failures(s.name, &report);
+        assert_no_resets(s.name, &report);
+        println!("scale: leader {leader} -> {now}");
+        s.finish(app, &report).await;
+    })
+    .await;
+}
+
+/// 11. `kubectl drain` of the leader's node under load, with the example's
+/// PodDisruptionBudget (maxUnavailable 1): the node is cordoned, its pods evicted one at a
+/// time, the leader hands over to a pod on the other node. Nothing fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_drain_of_the_leaders_node_loses_no_request() {
+    let _serial = exclusive("drain").await;
+    bounded("drain", async {
+        let s = Scenario::start("drain").await;
+        let (app, old) = s.app(ExampleOptions::test("nginx-ha", 3), 3).await;
+        let node = node_of(&app, &old).await;
+        let load = load(&app, false);
+        assert!(load.pass(150, Duration::from_secs(20)).await);
+        app.kubectl(&[
+            "drain",
+            &node,
+            "--ignore-daemonsets",
+            "--delete-emptydir-data",
+            "--timeout=90s",
+        ])
+        .await
+        .unwrap();
+        let serving = app.wait_serving(3, Duration::from_secs(40)).await.unwrap();
+        let new = app
+            .wait_leader(Some(&old), Duration::from_secs(15))
+            .await
+            .unwrap();
+        for p in &serving {
+            assert_ne!(node_of(&app, p).await, node, "{p} on the drained node");
+        }
+        assert!(load.pass(150, Duration::from_secs(20)).await);
+        let report = load.finish().await;
+        assert_no_failures(s.name, &report);
+        assert_no_resets(s.name, &report);
+        println!("drain: {old} on {node} -> {new}");
+        s.finish(app, &report).await;
     })
     .await;
 }

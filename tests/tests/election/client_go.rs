@@ -19,6 +19,7 @@ use tokio::process::{Child, Command};
 use understudy_tests::cluster::control_plane::k8s_bin;
 use understudy_tests::cluster::loopback::{Loopback, NAMESPACE, Nginx, Sidecar, free_port, get};
 use understudy_tests::cluster::overlap;
+use understudy_tests::cluster::sidecar::TEST_TIMINGS;
 
 const LEASE: &str = "interop";
 
@@ -50,12 +51,8 @@ impl Candidate {
             .arg(format!("--namespace={NAMESPACE}"))
             .arg(format!("--lease={LEASE}"))
             .arg(format!("--id={name}"))
-            // The sidecars' timings (TEST_TIMINGS).
-            .args([
-                "--lease-duration=3s",
-                "--renew-deadline=2s",
-                "--retry-period=500ms",
-            ])
+            // The sidecars' timings.
+            .args(TEST_TIMINGS.args())
             .arg(format!("--listen={app}"))
             .arg(format!("--access-log={}", access_log.display()))
             .stdin(Stdio::null())

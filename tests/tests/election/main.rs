@@ -6,6 +6,8 @@
 //! the emulator can make — watches that hang while every other call works — keeps its test
 //! on the emulator.
 
+mod client_go;
+
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
@@ -16,6 +18,7 @@ use understudy_elector::{
 };
 use understudy_tests::cluster::fault::FaultProxy;
 use understudy_tests::cluster::loopback::{Loopback, NAMESPACE};
+use understudy_tests::cluster::sidecar::TEST_TIMINGS;
 use understudy_tests::emulator::{Emulator, EmulatorOptions, FaultScope};
 
 const NS: &str = NAMESPACE;
@@ -23,9 +26,9 @@ const LEASE: &str = "example";
 
 fn fast() -> Config {
     Config {
-        lease_duration: Duration::from_secs(3),
-        renew_deadline: Duration::from_secs(2),
-        retry_period: Duration::from_millis(500),
+        lease_duration: TEST_TIMINGS.lease,
+        renew_deadline: TEST_TIMINGS.renew_deadline,
+        retry_period: TEST_TIMINGS.retry,
         resync_period: Duration::from_secs(30),
     }
     .validated()
