@@ -479,7 +479,7 @@ steady client; a held request counts as answered when its answer arrives.
 
 {failover}
 
-## Targets (issue 5)
+## Targets
 
 {targets}
 """

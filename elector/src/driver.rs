@@ -183,6 +183,8 @@ enum Outcome {
     Write {
         intent: Intent,
         result: Result<Lease, WriteError>,
+        /// What the API server (or the transport) said when the write failed.
+        why: Option<String>,
     },
 }
 
@@ -366,8 +368,15 @@ impl Driver {
                 let lease = draft.to_lease(&name, None, jiff::Timestamp::now());
                 let params = PostParams::default();
                 let (write, call) = timed(Verb::Create, timeout, api.create(&params, &lease)).await;
-                let result = classify(write);
-                (Outcome::Write { intent, result }, call)
+                let (result, why) = classify(write);
+                (
+                    Outcome::Write {
+                        intent,
+                        result,
+                        why,
+                    },
+                    call,
+                )
             }),
             Action::Replace {
                 intent,
@@ -382,8 +391,15 @@ impl Driver {
                 let params = PostParams::default();
                 let write = api.replace(&name, &params, &lease);
                 let (write, call) = timed(Verb::Update, timeout, write).await;
-                let result = classify(write);
-                (Outcome::Write { intent, result }, call)
+                let (result, why) = classify(write);
+                (
+                    Outcome::Write {
+                        intent,
+                        result,
+                        why,
+                    },
+                    call,
+                )
             }),
         }
     }
@@ -397,12 +413,23 @@ impl Driver {
                 self.core.read_done(now, observed);
             }
             Outcome::Read(Err(error)) => {
-                tracing::warn!(lease = %self.name, %error, "reading lease failed");
+                tracing::warn!(lease = %self.name, error = %describe(&error), "reading lease failed");
                 self.core.read_failed(now);
             }
-            Outcome::Write { intent, result } => {
-                if let Err(error) = &result {
-                    tracing::warn!(lease = %self.name, intent = intent.as_str(), ?error, "lease write failed");
+            Outcome::Write {
+                intent,
+                result,
+                why,
+            } => {
+                match (&result, why) {
+                    // Contention, expected between candidates: the next read settles it.
+                    (Err(WriteError::Conflict), why) => {
+                        tracing::debug!(lease = %self.name, intent = intent.as_str(), error = why.as_deref().unwrap_or("409"), "lease write lost a race");
+                    }
+                    (Err(_), why) => {
+                        tracing::warn!(lease = %self.name, intent = intent.as_str(), error = why.as_deref().unwrap_or("unknown"), "lease write failed");
+                    }
+                    (Ok(_), _) => {}
                 }
                 if intent == Intent::Renew {
                     let renewed = RenewFailure::of(call.result).map_or(Ok(()), Err);
@@ -434,13 +461,55 @@ async fn timed<T>(
     (result, call)
 }
 
-fn classify(result: Result<Result<Lease, kube::Error>, Elapsed>) -> Result<Lease, WriteError> {
+/// The write's result as the core sees it, and what the API server said when it failed.
+fn classify(
+    result: Result<Result<Lease, kube::Error>, Elapsed>,
+) -> (Result<Lease, WriteError>, Option<String>) {
     match result {
-        Ok(Ok(lease)) => Ok(lease),
-        Ok(Err(kube::Error::Api(status))) if status.code == 409 => Err(WriteError::Conflict),
-        Ok(Err(kube::Error::Api(status))) if status.code == 404 => Err(WriteError::NotFound),
-        Ok(Err(_)) | Err(_) => Err(WriteError::Other),
+        Ok(Ok(lease)) => (Ok(lease), None),
+        Ok(Err(error)) => {
+            let kind = match &error {
+                kube::Error::Api(status) if status.code == 409 => WriteError::Conflict,
+                kube::Error::Api(status) if status.code == 404 => WriteError::NotFound,
+                _ => WriteError::Other,
+            };
+            (Err(kind), Some(describe(&error)))
+        }
+        Err(_) => (
+            Err(WriteError::Other),
+            Some("API call timed out".to_string()),
+        ),
     }
+}
+
+/// An API error as an operator needs it: the status code, the reason and the server's
+/// message (for a 403, the message names the user, the verb and the resource), or the
+/// transport's error with its causes.
+pub fn describe(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) => {
+            format!("{} {}: {}", status.code, status.reason, status.message)
+        }
+        other => {
+            let mut text = other.to_string();
+            let mut source = std::error::Error::source(other);
+            while let Some(cause) = source {
+                let cause = cause.to_string();
+                if !text.contains(&cause) {
+                    text.push_str(": ");
+                    text.push_str(&cause);
+                }
+                source = cause_of(source);
+            }
+            text
+        }
+    }
+}
+
+fn cause_of<'a>(
+    e: Option<&'a (dyn std::error::Error + 'static)>,
+) -> Option<&'a (dyn std::error::Error + 'static)> {
+    e.and_then(std::error::Error::source)
 }
 
 fn timeout_error() -> kube::Error {

@@ -45,7 +45,7 @@ pub mod view;
 mod watcher;
 
 pub use config::{Config, ConfigError, parse_duration};
-pub use driver::{Candidate, Handle, ReleaseError, spawn, spawn_observed};
+pub use driver::{Candidate, Handle, ReleaseError, describe, spawn, spawn_observed};
 pub use observe::Observer;
 pub use record::{ADDRESS_ANNOTATION, LeaseRecord, PEER_ADDRESS_ANNOTATION};
 pub use slots::{Gate, HealthReporter, Slots, SlotsHandle, lease_name, routing_views, spawn_slots};

@@ -69,7 +69,16 @@ pub(crate) async fn run(
         why = match result {
             Ok(Ok(())) => WatchOpened::Resync,
             Ok(Err(error)) => {
-                tracing::debug!(lease = %name, %error, "lease watch ended with an error");
+                // A refusal (403, 404 on the resource) is the operator's to fix: say it.
+                // Connection errors during an API server restart are routine.
+                match &error {
+                    kube::Error::Api(_) => {
+                        tracing::warn!(lease = %name, error = %crate::driver::describe(&error), "lease watch refused")
+                    }
+                    _ => {
+                        tracing::debug!(lease = %name, error = %crate::driver::describe(&error), "lease watch ended with an error")
+                    }
+                }
                 // Back off so that an API outage is not hammered, but never more than
                 // retryPeriod after the watch was opened.
                 tokio::time::sleep_until(opened + config.retry_period).await;

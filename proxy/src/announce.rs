@@ -90,7 +90,7 @@ async fn label(pods: &Api<Pod>, pod: &str, held: Option<usize>) -> bool {
     match tokio::time::timeout(Duration::from_secs(5), call).await {
         Ok(Ok(_)) => true,
         Ok(Err(error)) => {
-            tracing::warn!(%pod, %error, "labelling the pod failed");
+            tracing::warn!(%pod, error = %understudy_elector::describe(&error), "labelling the pod failed");
             false
         }
         Err(_) => {
@@ -134,7 +134,7 @@ async fn record(events: &Api<Event>, a: &Announce, lease: &str, message: &str) -
     match tokio::time::timeout(Duration::from_secs(5), call).await {
         Ok(Ok(_)) => true,
         Ok(Err(error)) => {
-            tracing::warn!(%lease, %error, "recording an event failed");
+            tracing::warn!(%lease, error = %understudy_elector::describe(&error), "recording an event failed");
             false
         }
         Err(_) => false,

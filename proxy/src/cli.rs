@@ -7,11 +7,13 @@
 //! The structs here only parse; [`crate::settings::Settings::from_cli`] checks the values
 //! together and fills in the defaults that depend on the environment.
 
+use std::error::Error as _;
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, ValueEnum};
+use clap::{Args, CommandFactory, Parser, ValueEnum};
 
 /// `understudy`: active/standby redundancy for a pod, by Lease election and reverse proxy.
 #[derive(Debug, Clone, Parser)]
@@ -48,6 +50,35 @@ pub struct Cli {
         value_parser = clap::value_parser!(u16).range(1..=256)
     )]
     pub worker_threads: u16,
+    /// Log lines as text (coloured only when stderr is a terminal) or as one JSON object per
+    /// line, for log pipelines.
+    #[arg(long, env = "UNDERSTUDY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// A kubeconfig file to reach the API server with [default: $KUBECONFIG, else
+    /// ~/.kube/config, else the pod's service account (in-cluster)].
+    #[arg(long, env = "UNDERSTUDY_KUBECONFIG", value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Accepted for compatibility with the leader-elector image, where it chose in-cluster
+    /// credentials; understudy finds them by itself, so it has no effect.
+    #[arg(
+        long,
+        env = "UNDERSTUDY_USE_CLUSTER_CREDENTIALS",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub use_cluster_credentials: Option<bool>,
+}
+
+/// How log lines are written (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// Election flags (seed-compatible names first).
@@ -92,7 +123,10 @@ pub struct ElectionArgs {
 /// Admin server flags.
 #[derive(Debug, Clone, Args)]
 pub struct AdminArgs {
-    /// Admin address: `GET /` -> {"name":"<leader>"}, /healthz, /readyz, /status, /metrics.
+    /// Admin address, read-only (GET): `/` -> {"name":"<leader>"} as the old image
+    /// answered; `/healthz` (liveness); `/readyz` (readiness, see --ready-when); `/status`
+    /// (this pod's view: role, leader, epoch, timings, held requests, as JSON); `/actives`
+    /// (every slot's holder and address, as JSON); `/metrics` (Prometheus).
     #[arg(
         long,
         env = "UNDERSTUDY_HTTP",
@@ -292,6 +326,108 @@ impl ReadyWhen {
             ReadyWhen::Leader => "leader",
         }
     }
+}
+
+/// The command line as the old leader-elector image's users write it, turned into what
+/// clap parses: Go's flag package accepts one dash before a long flag (`-election=example`,
+/// `-http 0.0.0.0:4040`), so a single-dash argument that names one of understudy's long
+/// flags gets its second dash. Everything after `--`, short flags (`-h`, `-V`) and values
+/// are left alone.
+pub fn normalize_args<I, T>(args: I) -> Vec<OsString>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString>,
+{
+    let command = Cli::command();
+    let longs: Vec<String> = command
+        .get_arguments()
+        .filter_map(|a| a.get_long().map(String::from))
+        .chain(["help".to_string(), "version".to_string()])
+        .collect();
+    let takes_value = |name: &str| {
+        command
+            .get_arguments()
+            .find(|a| a.get_long() == Some(name))
+            .is_some_and(|a| {
+                a.get_action().takes_values() && a.get_num_args().is_none_or(|n| n.min_values() > 0)
+            })
+    };
+    let mut out = Vec::new();
+    let mut rest = false;
+    let mut value_next = false;
+    for (i, arg) in args.into_iter().map(Into::into).enumerate() {
+        if i == 0 || rest || std::mem::take(&mut value_next) {
+            out.push(arg);
+            continue;
+        }
+        let Some(text) = arg.to_str() else {
+            out.push(arg);
+            continue;
+        };
+        if text == "--" {
+            rest = true;
+            out.push(arg);
+            continue;
+        }
+        let long = text
+            .strip_prefix("--")
+            .or_else(|| text.strip_prefix('-').filter(|t| !t.starts_with('-')));
+        let Some(long) = long else {
+            out.push(arg);
+            continue;
+        };
+        let name = long.split_once('=').map_or(long, |(n, _)| n);
+        if !longs.iter().any(|l| l == name) {
+            out.push(arg);
+            continue;
+        }
+        value_next = !long.contains('=') && takes_value(name);
+        out.push(OsString::from(format!("--{long}")));
+    }
+    out
+}
+
+/// A parse error, said better when the bad value came from an `UNDERSTUDY_*` variable rather
+/// than the command line: clap names only the flag, which the user never typed.
+pub fn explain_env_error(err: &clap::Error, args: &[OsString]) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(
+        err.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) {
+        return None;
+    }
+    let Some(ContextValue::String(arg)) = err.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let name = arg.strip_prefix("--")?.split([' ', '=']).next()?;
+    let command = Cli::command();
+    let flag = command
+        .get_arguments()
+        .find(|a| a.get_long() == Some(name))?;
+    let on_command_line = args.iter().skip(1).any(|a| {
+        a.to_str().is_some_and(|a| {
+            a.strip_prefix("--")
+                .is_some_and(|a| a == name || a.starts_with(&format!("{name}=")))
+        })
+    });
+    if on_command_line {
+        return None;
+    }
+    let var = flag.get_env()?.to_str()?;
+    let value = std::env::var_os(var)?;
+    let why = match err.get(ContextKind::InvalidValue) {
+        Some(ContextValue::String(_)) | None => err
+            .source()
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "not a valid value".to_string()),
+        Some(other) => other.to_string(),
+    };
+    let mut msg = format!("environment variable {var}={value:?} (for --{name}): {why}");
+    if let Some(ContextValue::Strings(valid)) = err.get(ContextKind::ValidValue) {
+        msg.push_str(&format!(" [possible values: {}]", valid.join(", ")));
+    }
+    Some(msg)
 }
 
 /// clap value parser for durations (`10s`, `1500ms`, `2m`); clap names the flag on error.

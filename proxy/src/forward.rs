@@ -33,6 +33,19 @@ pub struct ForwardError {
     pub source: hyper_util::client::legacy::Error,
 }
 
+impl ForwardError {
+    /// The innermost cause, as the operating system or the TLS layer gave it ("Connection
+    /// refused (os error 111)"), which the client's own message ("client error (Connect)")
+    /// hides.
+    pub fn cause(&self) -> String {
+        let mut err: &dyn std::error::Error = &self.source;
+        while let Some(next) = err.source() {
+            err = next;
+        }
+        err.to_string()
+    }
+}
+
 /// Pooled HTTP/1.1 and HTTP/2 clients.
 #[derive(Clone, Debug)]
 pub struct Forwarder {

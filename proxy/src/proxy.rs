@@ -22,9 +22,10 @@ use tokio_util::task::TaskTracker;
 use understudy_elector::View;
 
 mod answer;
+mod app_down;
 mod target;
 
-pub(crate) use answer::{bad_gateway, unavailable};
+pub(crate) use answer::{bad_gateway, unavailable, unreachable};
 pub(crate) use target::{Target, Wait};
 
 use crate::balance::Balancer;
@@ -71,6 +72,8 @@ pub(crate) struct Inner {
     pub(crate) peer_tls: Option<PeerTls>,
     /// Set when the sidecar drains (SIGTERM): HTTP/1 responses then ask the client to close.
     pub(crate) draining: AtomicBool,
+    /// Rate-limits the warnings while the local app refuses connections.
+    pub(crate) app_down: app_down::AppDown,
 }
 
 /// Where a request came in.
@@ -125,6 +128,7 @@ impl Proxy {
                 stop: CancellationToken::new(),
                 peer_tls,
                 draining: AtomicBool::new(false),
+                app_down: app_down::AppDown::default(),
             }),
         }
     }
@@ -288,8 +292,11 @@ impl Proxy {
                 Err(e) => {
                     if e.sent == Sent::Nothing {
                         self.inner.metrics.connect_error(target.route);
+                        if target.route == "local" {
+                            self.inner.app_down.note(&self.inner.upstream, &e.cause());
+                        }
                     }
-                    (e.sent, e.to_string())
+                    (e.sent, format!("{} ({})", e, e.cause()))
                 }
             };
             let (sent, why) = failure;
@@ -304,7 +311,7 @@ impl Proxy {
                 Sent::Nothing => {
                     self.inner.metrics.retry(Retry::NotSent);
                     if let Err(outcome) = wait.backoff().await {
-                        return outcome;
+                        return unreachable(outcome, &target, &why);
                     }
                 }
                 Sent::Maybe => {

@@ -77,7 +77,32 @@ pub enum SettingsError {
         /// The value given.
         value: String,
     },
+    /// A value below the least the sidecar can work with.
+    #[error("--{flag}: must be at least {min} ({why})")]
+    TooSmall {
+        /// The flag, without dashes.
+        flag: &'static str,
+        /// The least value accepted.
+        min: usize,
+        /// Why.
+        why: &'static str,
+    },
+    /// A name that Kubernetes would refuse for the object it names.
+    #[error("--{flag}: {value:?} is not a valid {what}: {rule}")]
+    Name {
+        /// The flag, without dashes.
+        flag: &'static str,
+        /// The value given.
+        value: String,
+        /// What the name is used as.
+        what: &'static str,
+        /// The rule it breaks, in Kubernetes' words.
+        rule: String,
+    },
 }
+
+/// The least `--max-header-bytes`: hyper's HTTP/1 server refuses smaller read buffers.
+pub const MIN_HEADER_BYTES: usize = 8192;
 
 /// What the settings depend on besides the command line, read once at start.
 #[derive(Debug, Clone, Default)]
@@ -129,6 +154,10 @@ pub struct Settings {
     pub health: Option<HealthSettings>,
     /// Pod labels and Events, when `--label-pods` or `--events` was given.
     pub announce: Option<Announce>,
+    /// `--kubeconfig`, when given.
+    pub kubeconfig: Option<PathBuf>,
+    /// Values that are allowed but probably not meant, said once at start-up.
+    pub warnings: Vec<String>,
 }
 
 /// Settings of the reverse proxy.
@@ -193,6 +222,7 @@ impl Settings {
         if e.election.trim().is_empty() {
             return Err(SettingsError::Empty { flag: "election" });
         }
+        names::lease_names("election", &e.election, e.actives)?;
         let namespace = e
             .election_namespace
             .clone()
@@ -209,6 +239,7 @@ impl Settings {
                 flag: "election-namespace",
             });
         }
+        names::namespace("election-namespace", &namespace)?;
         let identity = match &e.id {
             Some(id) if id.is_empty() => return Err(SettingsError::Empty { flag: "id" }),
             Some(id) => id.clone(),
@@ -266,7 +297,22 @@ impl Settings {
             pod: identity.clone(),
             namespace: namespace.clone(),
         });
+        let mut warnings = Vec::new();
+        if let Some(p) = &proxy {
+            // A leader that dies unannounced is replaced within leaseDuration + retryPeriod.
+            let failover = timings.lease_duration + timings.retry_period;
+            if p.hold_timeout < failover {
+                warnings.push(format!(
+                    "--hold-timeout {:?} is shorter than a failover after a crash (up to \
+                     leaseDuration + retryPeriod = {failover:?}): requests that arrive while \
+                     a leader is replaced get 503 before the next one can serve them",
+                    p.hold_timeout
+                ));
+            }
+        }
         Ok(Settings {
+            warnings,
+            kubeconfig: cli.kubeconfig.clone(),
             health,
             announce,
             election: e.election.clone(),
@@ -339,6 +385,13 @@ fn proxy_settings(
     let hold_timeout = p
         .hold_timeout
         .unwrap_or(timings.lease_duration + 2 * timings.retry_period);
+    if l.max_header_bytes < MIN_HEADER_BYTES {
+        return Err(SettingsError::TooSmall {
+            flag: "max-header-bytes",
+            min: MIN_HEADER_BYTES,
+            why: "the HTTP/1 server reads request heads in buffers of at least this size",
+        });
+    }
     for (flag, n) in [
         ("max-held", p.max_held),
         ("max-headers", l.max_headers),
@@ -371,8 +424,7 @@ fn proxy_settings(
         connect_timeout: l.connect_timeout,
         header_read_timeout: l.header_read_timeout,
         idle_timeout: l.idle_timeout,
-        // hyper refuses buffers under 8 KiB.
-        max_header_bytes: l.max_header_bytes.max(8192),
+        max_header_bytes: l.max_header_bytes,
         max_headers: l.max_headers,
         max_connections: l.max_connections,
         max_requests: l.max_requests,
@@ -429,6 +481,8 @@ fn authority(flag: &'static str, value: &str) -> Result<Authority, SettingsError
     }
     Ok(a)
 }
+
+mod names;
 
 #[cfg(test)]
 mod tests;

@@ -33,12 +33,45 @@ pub enum RunError {
     /// No Kubernetes configuration (neither in-cluster nor KUBECONFIG) could be loaded.
     #[error("kubernetes client: {0}")]
     Kube(#[from] kube::Error),
+    /// `--kubeconfig` could not be read or used.
+    #[error("--kubeconfig {}: {source}", path.display())]
+    Kubeconfig {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What was wrong with it.
+        source: kube::config::KubeconfigError,
+    },
     /// Signal handlers could not be installed.
     #[error("installing signal handlers: {0}")]
     Signal(std::io::Error),
     /// The mTLS peer channel's files cannot be used.
     #[error(transparent)]
     PeerTls(#[from] PeerTlsError),
+}
+
+/// The API client: from `--kubeconfig` when given, else as kubectl finds its configuration
+/// ($KUBECONFIG, ~/.kube/config), else in-cluster (the pod's service account).
+async fn client(kubeconfig: Option<&std::path::Path>) -> Result<kube::Client, RunError> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path).map_err(|source| {
+                RunError::Kubeconfig {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            })?;
+            kube::Config::from_custom_kubeconfig(file, &Default::default())
+                .await
+                .map_err(|source| RunError::Kubeconfig {
+                    path: path.to_path_buf(),
+                    source,
+                })?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(kube::Error::InferConfig)?,
+    };
+    Ok(kube::Client::try_from(config)?)
 }
 
 /// Runs the sidecar until SIGTERM/SIGINT and the shutdown sequence have finished.
@@ -67,7 +100,7 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
     };
     // Handlers first: a SIGTERM from now on leads to a handover, not a plain exit.
     let mut signals = shutdown::Signals::install().map_err(RunError::Signal)?;
-    let client = kube::Client::try_default().await?;
+    let client = client(settings.kubeconfig.as_deref()).await?;
     let api = Api::namespaced(client.clone(), &settings.namespace);
     let candidate = Candidate {
         identity: settings.identity.clone(),

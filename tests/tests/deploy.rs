@@ -344,6 +344,131 @@ fn the_service_reaches_the_sidecar_and_the_tutorial_reaches_nginx() {
     );
 }
 
+/// Mounts of `/var/run/secrets/kubernetes.io/serviceaccount` per container of a pod template.
+fn token_mounts(template: &Value) -> Vec<(String, bool)> {
+    template["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let mounted = c["volumeMounts"].as_array().is_some_and(|ms| {
+                ms.iter()
+                    .any(|m| m["mountPath"] == "/var/run/secrets/kubernetes.io/serviceaccount")
+            });
+            (c["name"].as_str().unwrap().to_string(), mounted)
+        })
+        .collect()
+}
+
+#[test]
+fn only_the_sidecar_gets_the_api_token() {
+    for example in ["nginx-ha", "nginx-ha-tutorial"] {
+        let objects = manifest::build(&example_dir(example)).unwrap();
+        let deployment = objects.iter().find(|o| o["kind"] == "Deployment").unwrap();
+        let template = &deployment["spec"]["template"];
+        assert_eq!(
+            template["spec"]["automountServiceAccountToken"], false,
+            "{example}: no token for every container"
+        );
+        assert_eq!(
+            token_mounts(template),
+            [(SIDECAR.to_string(), true), ("nginx".to_string(), false)],
+            "{example}"
+        );
+        let volume = template["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "understudy-api-access")
+            .unwrap();
+        let sources = volume["projected"]["sources"].as_array().unwrap();
+        assert_eq!(sources[0]["serviceAccountToken"]["path"], "token");
+        assert_eq!(sources[1]["configMap"]["name"], "kube-root-ca.crt");
+        assert_eq!(
+            sources[2]["downwardAPI"]["items"][0]["fieldRef"]["fieldPath"],
+            "metadata.namespace"
+        );
+    }
+}
+
+#[test]
+fn the_sidecar_component_patches_statefulsets_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let sidecar = repo_root().join("deploy/components/sidecar");
+    std::fs::write(
+        dir.path().join("kustomization.yaml"),
+        format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
+             resources: [sts.yaml, other.yaml]\ncomponents: [{}]\n",
+            manifest::relative(dir.path(), &sidecar)
+        ),
+    )
+    .unwrap();
+    let workload = |kind: &str, name: &str, labelled: bool| {
+        format!(
+            "apiVersion: apps/v1\nkind: {kind}\nmetadata:\n  name: {name}\n  labels: {}\n\
+             spec:\n  serviceName: {name}\n  selector: {{matchLabels: {{app: {name}}}}}\n\
+             \x20 template:\n    metadata: {{labels: {{app: {name}}}}}\n\
+             \x20   spec: {{containers: [{{name: db, image: redis}}]}}\n",
+            if labelled {
+                "{understudy/sidecar: enabled}"
+            } else {
+                "{}"
+            }
+        )
+    };
+    std::fs::write(
+        dir.path().join("sts.yaml"),
+        workload("StatefulSet", "db", true),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("other.yaml"),
+        workload("StatefulSet", "cache", false),
+    )
+    .unwrap();
+    let objects = manifest::build(dir.path()).unwrap();
+    let containers = |name: &str| -> Vec<String> {
+        let o = objects
+            .iter()
+            .find(|o| o["metadata"]["name"] == name)
+            .unwrap();
+        o["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        containers("db"),
+        [SIDECAR, "db"],
+        "the labelled StatefulSet"
+    );
+    assert_eq!(
+        containers("cache"),
+        ["db"],
+        "an unlabelled one is left alone"
+    );
+}
+
+#[test]
+fn the_tutorial_can_finish_a_rollout_and_nginx_ha_spreads_over_nodes() {
+    let tutorial = manifest::build(&example_dir("nginx-ha-tutorial")).unwrap();
+    let deployment = tutorial.iter().find(|o| o["kind"] == "Deployment").unwrap();
+    // Only the leader is ever Ready: old pods must be allowed to go before new ones are.
+    assert_eq!(
+        deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"],
+        "100%"
+    );
+    let objects = manifest::build(&example_dir("nginx-ha")).unwrap();
+    let deployment = objects.iter().find(|o| o["kind"] == "Deployment").unwrap();
+    let spread = &deployment["spec"]["template"]["spec"]["topologySpreadConstraints"][0];
+    assert_eq!(spread["topologyKey"], "kubernetes.io/hostname");
+    assert_eq!(spread["maxSkew"], 1);
+    assert_eq!(spread["labelSelector"]["matchLabels"]["app"], "nginx");
+}
+
 #[test]
 fn prometheus_rule_is_the_dashboards_copy() {
     let source = repo_root().join("dashboards/prometheus-rule.yaml");

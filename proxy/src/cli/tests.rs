@@ -152,3 +152,69 @@ fn flags_come_from_env_too() {
         .unwrap();
     assert!(status.success());
 }
+
+fn normalized(args: &[&str]) -> Vec<String> {
+    normalize_args(std::iter::once("understudy").chain(args.iter().copied()))
+        .into_iter()
+        .map(|a| a.into_string().unwrap())
+        .collect()
+}
+
+#[test]
+fn the_old_images_go_style_single_dash_flags_are_accepted() {
+    let args = normalized(&[
+        "-election=example",
+        "-http",
+        "0.0.0.0:4040",
+        "-use-cluster-credentials",
+        "-id=pod-a",
+        "-ttl=20s",
+    ]);
+    let cli = Cli::try_parse_from(&args).unwrap();
+    assert_eq!(cli.election.election, "example");
+    assert_eq!(cli.admin.http, "0.0.0.0:4040".parse().unwrap());
+    assert_eq!(cli.use_cluster_credentials, Some(true));
+    assert_eq!(cli.election.id.as_deref(), Some("pod-a"));
+    assert_eq!(cli.election.ttl, Some(Duration::from_secs(20)));
+}
+
+#[test]
+fn normalizing_leaves_values_short_flags_and_unknown_names_alone() {
+    assert_eq!(
+        normalized(&["--id", "-election", "-h", "-x", "--", "-http"]),
+        ["understudy", "--id", "-election", "-h", "-x", "--", "-http"]
+    );
+    // An unknown single-dash word stays as it is: clap refuses it.
+    assert!(parse(&["--election", "e", "-nope"]).is_err());
+}
+
+#[test]
+fn use_cluster_credentials_takes_the_old_forms_and_nothing_else() {
+    for (arg, want) in [
+        ("--use-cluster-credentials", true),
+        ("--use-cluster-credentials=true", true),
+        ("--use-cluster-credentials=false", false),
+    ] {
+        let cli = parse(&["--election", "e", arg]).unwrap();
+        assert_eq!(cli.use_cluster_credentials, Some(want), "{arg}");
+    }
+    assert!(
+        parse(&["--election", "e"])
+            .unwrap()
+            .use_cluster_credentials
+            .is_none()
+    );
+    // A bool flag never swallows the next word (as in Go's flag package).
+    assert!(parse(&["--election", "e", "--use-cluster-credentials", "yes"]).is_err());
+}
+
+#[test]
+fn log_format_is_text_or_json() {
+    assert_eq!(
+        parse(&["--election", "e"]).unwrap().log_format,
+        LogFormat::Text
+    );
+    let cli = parse(&["--election", "e", "--log-format", "json"]).unwrap();
+    assert_eq!(cli.log_format, LogFormat::Json);
+    assert!(error_text(&["--election", "e", "--log-format", "xml"]).contains("text, json"));
+}

@@ -71,6 +71,27 @@ pub(crate) fn over_request_limit(max: usize) -> Outcome {
     )
 }
 
+/// The hold deadline passed while the last attempt could not even connect to `target`: the
+/// 503 says where it failed and why, instead of blaming a missing leader. A leader whose own
+/// app is down reads "this pod leads, but its app at 127.0.0.1:80 …".
+pub(crate) fn unreachable(held: Outcome, target: &Target, why: &str) -> Outcome {
+    if held.response.extensions().get::<Answer>() != Some(&Answer::HoldTimeout) {
+        return held;
+    }
+    let msg = match &target.tenure {
+        crate::tenure::Tenure::Local { .. } => format!(
+            "this pod leads, but its app at {} did not accept a connection until the hold \
+             deadline: {why}",
+            target.authority
+        ),
+        crate::tenure::Tenure::Peer { identity, .. } => format!(
+            "the leader {identity} at {} could not be reached until the hold deadline: {why}",
+            target.authority
+        ),
+    };
+    retry_later(target.route, Answer::Unavailable, &msg)
+}
+
 pub(crate) fn unavailable(route: &'static str, why: &str) -> Outcome {
     retry_later(route, Answer::Unavailable, why)
 }

@@ -358,6 +358,38 @@ async fn an_unreachable_leader_holds_requests_until_the_next_one() {
     assert_eq!(app_b.hits(), 1);
 }
 
+#[tokio::test]
+async fn a_leader_whose_own_app_is_down_says_so_not_that_there_is_no_leader() {
+    let app = closed_port().await;
+    let mut s = proxy_settings(app);
+    s.hold_timeout = Duration::from_millis(300);
+    let p = start_proxy(s, leading("a", "127.0.0.1:1", 4)).await;
+    let (status, headers, body) = get(p.addr, "/").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(headers["retry-after"], "1");
+    assert!(
+        body.contains(&format!("this pod leads, but its app at {app}")),
+        "{body}"
+    );
+    assert!(body.to_lowercase().contains("refused"), "{body}");
+    assert!(!body.contains("no leader"), "{body}");
+}
+
+#[tokio::test]
+async fn a_standby_whose_leader_is_unreachable_names_it() {
+    let (b_addr, _) = app("b").await;
+    let dead = closed_port().await;
+    let mut s = proxy_settings(b_addr);
+    s.hold_timeout = Duration::from_millis(300);
+    let pb = start_proxy(s, following("b", "a", &dead.to_string(), 1)).await;
+    let (status, _, body) = get(pb.addr, "/").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(
+        body.contains(&format!("the leader a at {dead} could not be reached")),
+        "{body}"
+    );
+}
+
 /// An app that reads each request head and then drops the first `resets` connections.
 async fn flaky(resets: usize) -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

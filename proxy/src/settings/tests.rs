@@ -275,3 +275,61 @@ fn the_peer_channel_needs_both_flags_and_the_proxy() {
         );
     }
 }
+
+#[test]
+fn election_and_namespace_names_follow_kubernetes_rules() {
+    for bad in ["Bad_Name!", "-lead", "lead-", "UPPER", "a..b", "has space"] {
+        let e = settings(&[&format!("--election={bad}")]).expect_err(bad);
+        let text = e.to_string();
+        assert!(
+            text.starts_with(&format!("--election: {bad:?} is not a valid Lease name")),
+            "{text}"
+        );
+        assert!(text.contains("lowercase RFC 1123 subdomain"), "{text}");
+    }
+    for good in ["example", "nginx-ha", "a.b-c.0", &"x".repeat(253)] {
+        settings(&["--election", good]).unwrap_or_else(|e| panic!("{good}: {e}"));
+    }
+    // With N actives the longest Lease name, NAME-{N-1}, must fit too.
+    let e = settings(&["--election", &"x".repeat(252), "--actives", "2"]).unwrap_err();
+    assert!(e.to_string().contains("no more than 253 characters"), "{e}");
+    for bad in ["Prod", "a.b", &"n".repeat(64)] {
+        let e = settings(&["--election", "x", "--election-namespace", bad]).expect_err(bad);
+        assert!(
+            e.to_string().starts_with(&format!(
+                "--election-namespace: {bad:?} is not a valid namespace"
+            )),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn max_header_bytes_below_the_floor_is_refused_not_raised() {
+    let args = ["--election", "x", "--listen", "127.0.0.1:8080"];
+    let e = settings(&[&args[..], &["--max-header-bytes", "4096"]].concat()).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "--max-header-bytes: must be at least 8192 (the HTTP/1 server reads request heads in \
+         buffers of at least this size)"
+    );
+    let s = settings(&[&args[..], &["--max-header-bytes", "8192"]].concat()).unwrap();
+    assert_eq!(s.proxy.unwrap().max_header_bytes, 8192);
+}
+
+#[test]
+fn a_hold_timeout_shorter_than_a_failover_is_warned_about() {
+    let args = ["--election", "x", "--listen", "127.0.0.1:8080"];
+    assert!(
+        settings(&args).unwrap().warnings.is_empty(),
+        "the default covers it"
+    );
+    let s = settings(&[&args[..], &["--hold-timeout", "5s"]].concat()).unwrap();
+    assert_eq!(s.warnings.len(), 1, "{:?}", s.warnings);
+    assert!(
+        s.warnings[0].starts_with("--hold-timeout 5s is shorter than a failover after a crash"),
+        "{}",
+        s.warnings[0]
+    );
+    assert!(s.warnings[0].contains("12s"), "{}", s.warnings[0]);
+}

@@ -106,6 +106,16 @@ impl Loopback {
         &self.cluster
     }
 
+    /// Writes `<file>.kubeconfig` in [`Loopback::dir`]: the ServiceAccount of `deploy/base`
+    /// with a fresh token, reaching the API server directly; returns its path.
+    pub async fn kubeconfig(&self, file: &str) -> std::path::PathBuf {
+        let path = self.dir().join(format!("{file}.kubeconfig"));
+        self.cluster
+            .write_service_account_kubeconfig(NAMESPACE, "understudy", self.cluster.api(), &path)
+            .await
+            .unwrap_or_else(|e| panic!("a kubeconfig for {file}: {e}"))
+    }
+
     /// A directory for the test's files, removed with the world.
     pub fn dir(&self) -> &Path {
         self.dir.path()

@@ -33,17 +33,7 @@ struct Candidate {
 
 impl Candidate {
     async fn start(world: &Loopback, name: &str) -> Candidate {
-        let kubeconfig = world.dir().join(format!("{name}.kubeconfig"));
-        world
-            .cluster()
-            .write_service_account_kubeconfig(
-                NAMESPACE,
-                "understudy",
-                world.cluster().api(),
-                &kubeconfig,
-            )
-            .await
-            .unwrap();
+        let kubeconfig = world.kubeconfig(name).await;
         let app = free_port(std::net::Ipv4Addr::LOCALHOST).await;
         let access_log = world.dir().join(format!("{name}.access.log"));
         let child = Command::new(k8s_bin().unwrap().join("client-go-candidate"))

@@ -187,7 +187,7 @@ fn the_dashboard_is_well_formed() {
 
     let vars = dashboard::variables(&dash);
     let names: Vec<&str> = vars.iter().map(|v| v["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["datasource", "namespace", "election"]);
+    assert_eq!(names, ["datasource", "namespace", "election", "pod"]);
     assert_eq!(vars[0]["type"], "datasource");
     assert_eq!(vars[0]["query"], "prometheus");
 

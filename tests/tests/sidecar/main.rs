@@ -4,6 +4,7 @@
 //! the leader's app, also while leadership moves.
 
 mod hostile;
+mod logs;
 mod peer_tls;
 
 use std::convert::Infallible;

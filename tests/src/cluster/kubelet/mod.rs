@@ -59,6 +59,7 @@ pub struct KubeletOptions {
 pub struct Kubelet {
     inner: Arc<Inner>,
     watch: Arc<JoinHandle<()>>,
+    cordon: Arc<JoinHandle<()>>,
 }
 
 struct Inner {
@@ -112,7 +113,13 @@ impl Kubelet {
             }),
         });
         let watch = Arc::new(tokio::spawn(watch_pods(inner.clone())));
-        Ok(Kubelet { inner, watch })
+        let names = inner.opts.nodes.iter().map(|n| n.name.clone()).collect();
+        let cordon = Arc::new(tokio::spawn(taint_cordoned(inner.client.clone(), names)));
+        Ok(Kubelet {
+            inner,
+            watch,
+            cordon,
+        })
     }
 
     /// The Nodes.
@@ -169,6 +176,7 @@ impl Kubelet {
     /// Stops watching and kills every pod at once (no grace: the world is going away).
     pub async fn shutdown(&self) {
         self.watch.abort();
+        self.cordon.abort();
         let running: Vec<Running> = std::mem::take(&mut self.inner.state().running)
             .into_values()
             .collect();
@@ -383,6 +391,72 @@ async fn register_nodes(
         .map_err(|e| HarnessError::api(format!("untaint node {}", n.name), e))?;
     }
     Ok(())
+}
+
+/// The taint the node lifecycle controller puts on a cordoned Node.
+const UNSCHEDULABLE: &str = "node.kubernetes.io/unschedulable";
+
+/// What the node lifecycle controller (which does not run here) does for `kubectl cordon`
+/// and `drain`: keeps the `node.kubernetes.io/unschedulable:NoSchedule` taint on our Nodes
+/// exactly while `spec.unschedulable` is set, so that topology spread constraints with
+/// `nodeTaintsPolicy: Honor` stop counting a cordoned Node, as in a cluster.
+async fn taint_cordoned(client: kube::Client, names: BTreeSet<String>) {
+    let api = kube::Api::<Node>::all(client);
+    loop {
+        let Ok(list) = api.list(&ListParams::default()).await else {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        };
+        let mut rv = list.metadata.resource_version.unwrap_or_default();
+        for n in &list.items {
+            reconcile_cordon(&api, &names, n).await;
+        }
+        'watch: loop {
+            let params = WatchParams::default().timeout(290);
+            let Ok(stream) = api.watch(&params, &rv).await else {
+                break 'watch;
+            };
+            let mut stream = stream.boxed();
+            loop {
+                match stream.try_next().await {
+                    Ok(Some(WatchEvent::Added(n))) | Ok(Some(WatchEvent::Modified(n))) => {
+                        rv = n.metadata.resource_version.clone().unwrap_or(rv);
+                        reconcile_cordon(&api, &names, &n).await;
+                    }
+                    Ok(Some(WatchEvent::Deleted(n))) => {
+                        rv = n.metadata.resource_version.clone().unwrap_or(rv);
+                    }
+                    Ok(Some(WatchEvent::Bookmark(b))) => rv = b.metadata.resource_version,
+                    Ok(None) => continue 'watch,
+                    Ok(Some(WatchEvent::Error(_))) | Err(_) => break 'watch,
+                }
+            }
+        }
+    }
+}
+
+async fn reconcile_cordon(api: &kube::Api<Node>, names: &BTreeSet<String>, node: &Node) {
+    let Some(name) = node.metadata.name.as_deref().filter(|n| names.contains(*n)) else {
+        return;
+    };
+    let spec = node.spec.clone().unwrap_or_default();
+    let cordoned = spec.unschedulable.unwrap_or(false);
+    let taints = spec.taints.unwrap_or_default();
+    if cordoned == taints.iter().any(|t| t.key == UNSCHEDULABLE) {
+        return;
+    }
+    let mut wanted: Vec<_> = taints
+        .into_iter()
+        .filter(|t| t.key != UNSCHEDULABLE)
+        .map(|t| json!(t))
+        .collect();
+    if cordoned {
+        wanted.push(json!({ "key": UNSCHEDULABLE, "effect": "NoSchedule" }));
+    }
+    let patch = Patch::Merge(json!({ "spec": { "taints": wanted } }));
+    if let Err(e) = api.patch(name, &PatchParams::default(), &patch).await {
+        tracing::warn!(error = %e, node = name, "kubelet: tainting a cordoned node");
+    }
 }
 
 /// A pod that cannot be set up stays Pending with the reason in its first container's
