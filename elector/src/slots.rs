@@ -303,7 +303,10 @@ pub fn spawn_slots(
         loop {
             let current = collect(&views);
             let eligible = gate.decide(&current);
-            // Close before opening, so no two cores are ever told they may lead at once.
+            // Close before opening. Each slot's driver reads its own channel, so a close
+            // and an open may still take effect in either order: two cores can briefly both
+            // be eligible, and both take their Lease. What this pod acts on is
+            // `Gate::held`, the designated slot alone, so it never acts for two slots.
             for pass in [false, true] {
                 for (slot, (&want, had)) in eligible.iter().zip(sent.iter_mut()).enumerate() {
                     if want == pass && want != *had {
