@@ -368,15 +368,7 @@ impl Driver {
                 let lease = draft.to_lease(&name, None, jiff::Timestamp::now());
                 let params = PostParams::default();
                 let (write, call) = timed(Verb::Create, timeout, api.create(&params, &lease)).await;
-                let (result, why) = classify(write);
-                (
-                    Outcome::Write {
-                        intent,
-                        result,
-                        why,
-                    },
-                    call,
-                )
+                (classify(intent, write), call)
             }),
             Action::Replace {
                 intent,
@@ -391,15 +383,7 @@ impl Driver {
                 let params = PostParams::default();
                 let write = api.replace(&name, &params, &lease);
                 let (write, call) = timed(Verb::Update, timeout, write).await;
-                let (result, why) = classify(write);
-                (
-                    Outcome::Write {
-                        intent,
-                        result,
-                        why,
-                    },
-                    call,
-                )
+                (classify(intent, write), call)
             }),
         }
     }
@@ -461,11 +445,9 @@ async fn timed<T>(
     (result, call)
 }
 
-/// The write's result as the core sees it, and what the API server said when it failed.
-fn classify(
-    result: Result<Result<Lease, kube::Error>, Elapsed>,
-) -> (Result<Lease, WriteError>, Option<String>) {
-    match result {
+/// A write of `intent` as the core sees it, with what the API server said when it failed.
+fn classify(intent: Intent, result: Result<Result<Lease, kube::Error>, Elapsed>) -> Outcome {
+    let (result, why) = match result {
         Ok(Ok(lease)) => (Ok(lease), None),
         Ok(Err(error)) => {
             let kind = match &error {
@@ -479,6 +461,11 @@ fn classify(
             Err(WriteError::Other),
             Some("API call timed out".to_string()),
         ),
+    };
+    Outcome::Write {
+        intent,
+        result,
+        why,
     }
 }
 

@@ -416,13 +416,10 @@ pub fn explain_env_error(err: &clap::Error, args: &[OsString]) -> Option<String>
     }
     let var = flag.get_env()?.to_str()?;
     let value = std::env::var_os(var)?;
-    let why = match err.get(ContextKind::InvalidValue) {
-        Some(ContextValue::String(_)) | None => err
-            .source()
-            .map(|s| s.to_string())
-            .unwrap_or_else(|| "not a valid value".to_string()),
-        Some(other) => other.to_string(),
-    };
+    // The value parser's own complaint; an enum has none, its valid values follow.
+    let why = err
+        .source()
+        .map_or_else(|| "not a valid value".to_string(), |s| s.to_string());
     let mut msg = format!("environment variable {var}={value:?} (for --{name}): {why}");
     if let Some(ContextValue::Strings(valid)) = err.get(ContextKind::ValidValue) {
         msg.push_str(&format!(" [possible values: {}]", valid.join(", ")));
