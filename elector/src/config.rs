@@ -39,7 +39,7 @@ pub enum ConfigError {
 }
 
 /// Timings of one election, as in client-go's `LeaderElectionConfig`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Config {
     /// How long a Lease is valid after a candidate last saw it change
     /// (written as `spec.leaseDurationSeconds`, so whole seconds).

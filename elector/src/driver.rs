@@ -9,6 +9,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use kube::api::PostParams;
@@ -18,9 +20,11 @@ use tokio::time::error::Elapsed;
 
 use crate::config::Config;
 use crate::core::{Action, Elector, Intent, WriteError};
+use crate::failsafe::{PeerReply, PeerRequest, RequestKind};
+use crate::members::{FailsafeOptions, Members};
 use crate::observe::{
-    ApiCall, CallResult, Leadership, LossReason, NoObserver, Observer, RenewFailure, Transitions,
-    Verb,
+    ApiCall, CallResult, FailsafeEvent, Leadership, LossReason, NoObserver, Observer, RenewFailure,
+    Transitions, Verb,
 };
 use crate::record::Observed;
 use crate::view::{Role, View};
@@ -56,10 +60,11 @@ pub enum ReleaseError {
     },
 }
 
-enum Command {
+pub(crate) enum Command {
     Release(oneshot::Sender<()>),
     StepDown(oneshot::Sender<()>),
     SetEligible(bool),
+    Answer(PeerRequest, oneshot::Sender<PeerReply>),
 }
 
 /// Controls a running election. Dropping it ends the election without releasing.
@@ -67,7 +72,7 @@ enum Command {
 pub struct Handle {
     lease: String,
     commands: mpsc::UnboundedSender<Command>,
-    timeout: Duration,
+    pub(crate) timeout: Duration,
 }
 
 impl Handle {
@@ -109,6 +114,11 @@ impl Handle {
         let _ = self.commands.send(Command::SetEligible(eligible));
     }
 
+    /// The sender of this election's commands, for answering peers.
+    pub(crate) fn commands(&self) -> mpsc::UnboundedSender<Command> {
+        self.commands.clone()
+    }
+
     /// [`Handle::set_eligible`] as a function that outlives a borrow of the handle.
     pub(crate) fn eligibility(&self) -> Box<dyn Fn(bool) + Send> {
         let commands = self.commands.clone();
@@ -138,8 +148,11 @@ pub fn spawn_observed(
     config: Config,
     observer: Arc<dyn Observer>,
 ) -> (watch::Receiver<View>, Handle) {
-    spawn_gated(api, name, candidate, config, observer, true)
+    spawn_gated(api, name, candidate, config, observer, true, None)
 }
+
+/// The failsafe as one driver runs it: its options and the live members.
+pub(crate) type DriverFailsafe = (FailsafeOptions, watch::Receiver<Members>);
 
 /// [`spawn_observed`], starting eligible or not (a slot waits for its gate).
 pub(crate) fn spawn_gated(
@@ -149,10 +162,14 @@ pub(crate) fn spawn_gated(
     config: Config,
     observer: Arc<dyn Observer>,
     eligible: bool,
+    failsafe: Option<DriverFailsafe>,
 ) -> (watch::Receiver<View>, Handle) {
     let now = Instant::now().into_std();
     let mut core = Elector::new(name, &candidate.identity, candidate.address, config, now)
         .with_peer_address(candidate.peer_address);
+    if let Some((options, _)) = &failsafe {
+        core = core.with_failsafe(options.max, now);
+    }
     core.set_eligible(now, eligible);
     let (view_tx, view_rx) = watch::channel(core.view(now));
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
@@ -166,6 +183,9 @@ pub(crate) fn spawn_gated(
         transitions: Transitions::default(),
         leaving: false,
         eligible,
+        failsafe,
+        inflight: FuturesUnordered::new(),
+        addresses: Members::new(),
     };
     tokio::spawn(driver.run());
     let handle = Handle {
@@ -201,7 +221,15 @@ struct Driver {
     leaving: bool,
     /// The last [`Handle::set_eligible`].
     eligible: bool,
+    failsafe: Option<DriverFailsafe>,
+    /// Failsafe requests on their way: each yields the request and the answer (if any).
+    inflight: FuturesUnordered<PeerCall>,
+    /// Every member ever seen, with its latest addresses: a member whose Lease expired (it
+    /// cannot be renewed during an outage) is still asked where it was last seen.
+    addresses: Members,
 }
+
+type PeerCall = Pin<Box<dyn Future<Output = (PeerRequest, Option<PeerReply>)> + Send>>;
 
 impl Driver {
     async fn run(mut self) {
@@ -217,12 +245,19 @@ impl Driver {
         let mut call: Option<Call> = None;
         let mut release_waiters: Vec<oneshot::Sender<()>> = Vec::new();
         let mut step_down_waiters: Vec<oneshot::Sender<()>> = Vec::new();
+        let mut members = self.failsafe.as_ref().map(|(_, m)| m.clone());
+        if let Some(m) = &mut members {
+            let live = m.borrow_and_update().clone();
+            self.core.set_members(live.keys().cloned());
+            self.addresses.extend(live);
+        }
         loop {
             let now = Instant::now().into_std();
             self.core.tick(now);
             if call.is_none() {
                 call = self.core.poll_action(now).map(|a| self.start(a));
             }
+            self.send_peers(now);
             self.publish(now);
             if !step_down_waiters.is_empty() && !self.core.holds_lease() {
                 for done in step_down_waiters.drain(..) {
@@ -272,14 +307,64 @@ impl Driver {
                         self.eligible = eligible;
                         self.core.set_eligible(Instant::now().into_std(), eligible);
                     }
+                    Some(Command::Answer(request, reply)) => {
+                        let answer = self.core.answer(Instant::now().into_std(), &request);
+                        if matches!(request.kind, RequestKind::Confirm { .. }) {
+                            let kind = match answer {
+                                PeerReply::Confirm { .. } => "confirm",
+                                _ => "refuse",
+                            };
+                            self.observer.failsafe(&self.name, FailsafeEvent::Answer(kind));
+                        }
+                        let _ = reply.send(answer);
+                    }
                     None => break,
                 },
+                Some((request, reply)) = self.inflight.next(), if !self.inflight.is_empty() => {
+                    if matches!(request.kind, RequestKind::Confirm { .. }) {
+                        let kind = match &reply {
+                            Some(PeerReply::Confirm { .. }) => "confirm",
+                            Some(PeerReply::Refuse { .. }) => "refuse",
+                            _ => "failed",
+                        };
+                        self.observer.failsafe(&self.name, FailsafeEvent::Reply(kind));
+                    }
+                    self.core.peer_reply(Instant::now().into_std(), &request, reply);
+                }
+                Ok(()) = async { members.as_mut().expect("guarded").changed().await }, if members.is_some() => {
+                    let live = members.as_mut().expect("guarded").borrow_and_update().clone();
+                    self.core.set_members(live.keys().cloned());
+                    self.addresses.extend(live);
+                }
                 _ = tokio::time::sleep_until(wake) => {}
             }
         }
         watch_task.abort();
         for done in release_waiters {
             let _ = done.send(());
+        }
+    }
+
+    /// Sends what the core wants sent over the peer channel, each bounded by the call
+    /// timeout. A member whose address is unknown counts as unreachable.
+    fn send_peers(&mut self, now: std::time::Instant) {
+        let Some((options, _)) = &self.failsafe else {
+            return;
+        };
+        let timeout = self.core.config().call_timeout();
+        while let Some(request) = self.core.poll_peer(now) {
+            let member = self.addresses.get(&request.to).cloned();
+            let channel = options.channel.clone();
+            self.inflight.push(Box::pin(async move {
+                let reply = match member {
+                    Some(member) => {
+                        let send = channel.send(&member, request.clone());
+                        tokio::time::timeout(timeout, send).await.ok().flatten()
+                    }
+                    None => None,
+                };
+                (request, reply)
+            }));
         }
     }
 

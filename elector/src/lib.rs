@@ -38,6 +38,8 @@
 pub mod config;
 pub mod core;
 mod driver;
+pub mod failsafe;
+pub mod members;
 pub mod observe;
 pub mod record;
 pub mod slots;
@@ -46,7 +48,11 @@ mod watcher;
 
 pub use config::{Config, ConfigError, parse_duration};
 pub use driver::{Candidate, Handle, ReleaseError, describe, spawn, spawn_observed};
+pub use members::{FailsafeOptions, Member, Members, PeerChannel};
 pub use observe::Observer;
 pub use record::{ADDRESS_ANNOTATION, LeaseRecord, PEER_ADDRESS_ANNOTATION};
-pub use slots::{Gate, HealthReporter, Slots, SlotsHandle, lease_name, routing_views, spawn_slots};
+pub use slots::{
+    AnswerError, Answerer, Gate, HealthReporter, Slots, SlotsHandle, lease_name, routing_views,
+    spawn_slots, spawn_slots_with,
+};
 pub use view::{Leader, Role, View};

@@ -43,6 +43,12 @@ pub trait Observer: Send + Sync {
     fn transition(&self, lease: &str, transition: &Transition) {
         let _ = (lease, transition);
     }
+
+    /// A failsafe exchange on `lease`: a reply this pod received as leader, or an answer it
+    /// gave as member.
+    fn failsafe(&self, lease: &str, event: FailsafeEvent) {
+        let _ = (lease, event);
+    }
 }
 
 /// The observer [`crate::spawn`] uses: ignores everything.
@@ -50,6 +56,16 @@ pub trait Observer: Send + Sync {
 pub struct NoObserver;
 
 impl Observer for NoObserver {}
+
+/// A failsafe exchange, as counted in metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FailsafeEvent {
+    /// As leader, a member's reply to a round: `"confirm"`, `"refuse"`, or `"failed"` (no
+    /// answer in time).
+    Reply(&'static str),
+    /// As member, this pod's answer to a round: `"confirm"` or `"refuse"`.
+    Answer(&'static str),
+}
 
 /// The Kubernetes verb of an API call (as the API server's audit log and metrics name it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

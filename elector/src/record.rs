@@ -7,6 +7,8 @@ use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 
+use crate::failsafe::{FailsafeRecord, MEMBER_EXPIRY_ANNOTATION, MEMBERS_ANNOTATION};
+
 /// Annotation on the Lease carrying the holder's advertised proxy address.
 pub const ADDRESS_ANNOTATION: &str = "understudy.io/address";
 
@@ -15,7 +17,7 @@ pub const ADDRESS_ANNOTATION: &str = "understudy.io/address";
 pub const PEER_ADDRESS_ANNOTATION: &str = "understudy.io/peer-address";
 
 /// The election-relevant fields of a Lease (client-go's `LeaderElectionRecord`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct LeaseRecord {
     /// `spec.holderIdentity`; empty when nobody holds it (released).
     pub holder: String,
@@ -31,6 +33,9 @@ pub struct LeaseRecord {
     pub address: Option<String>,
     /// The holder's advertised peer (mTLS) address (annotation [`PEER_ADDRESS_ANNOTATION`]).
     pub peer_address: Option<String>,
+    /// The holder's member set and member expiry, when it runs the failsafe (annotations
+    /// [`MEMBERS_ANNOTATION`] and [`MEMBER_EXPIRY_ANNOTATION`]).
+    pub failsafe: Option<FailsafeRecord>,
 }
 
 impl LeaseRecord {
@@ -46,6 +51,10 @@ impl LeaseRecord {
             transitions: spec.lease_transitions.unwrap_or(0),
             address: annotation(lease, ADDRESS_ANNOTATION),
             peer_address: annotation(lease, PEER_ADDRESS_ANNOTATION),
+            failsafe: FailsafeRecord::from_annotations(
+                annotation(lease, MEMBERS_ANNOTATION).as_deref(),
+                annotation(lease, MEMBER_EXPIRY_ANNOTATION).as_deref(),
+            ),
         }
     }
 }
@@ -73,6 +82,23 @@ pub struct Observed {
     pub object: Option<Arc<Lease>>,
 }
 
+/// Two observations are the same when their version and record are: the whole object is
+/// only carried along for the next write.
+impl PartialEq for Observed {
+    fn eq(&self, other: &Self) -> bool {
+        self.resource_version == other.resource_version && self.record == other.record
+    }
+}
+
+impl Eq for Observed {}
+
+impl std::hash::Hash for Observed {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.resource_version.hash(state);
+        self.record.hash(state);
+    }
+}
+
 impl Observed {
     /// Observation of a Lease object as returned by the API. `None` if it has no
     /// resourceVersion (the API server always sets one).
@@ -87,7 +113,7 @@ impl Observed {
 }
 
 /// A timestamp in a record to be written: filled in with the wall clock when sent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Stamp {
     /// The wall-clock time of sending.
     Now,
@@ -106,7 +132,7 @@ impl Stamp {
 }
 
 /// The record a write should produce.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Draft {
     /// New `spec.holderIdentity` ("" to release).
     pub holder: String,
@@ -120,9 +146,26 @@ pub struct Draft {
     pub address: Option<String>,
     /// New peer address annotation (`None` removes it).
     pub peer_address: Option<String>,
+    /// New failsafe annotations (`None` removes them).
+    pub failsafe: Option<FailsafeRecord>,
 }
 
 impl Draft {
+    /// The record a store keeps for this draft, without timestamps (for simulations and
+    /// tests, where no wall clock is involved).
+    pub fn to_record(&self) -> LeaseRecord {
+        LeaseRecord {
+            holder: self.holder.clone(),
+            lease_duration_secs: self.lease_duration_secs,
+            acquire_time: None,
+            renew_time: None,
+            transitions: self.transitions,
+            address: self.address.clone(),
+            peer_address: self.peer_address.clone(),
+            failsafe: self.failsafe.clone(),
+        }
+    }
+
     /// Builds the Lease to send: `base` (the observed object, if any) with the election fields
     /// replaced. `renewTime` is always `now`. The resourceVersion precondition is set by the
     /// caller for a replace.
@@ -144,9 +187,18 @@ impl Draft {
             .metadata
             .annotations
             .get_or_insert_with(Default::default);
+        let (members, expiry) = match &self.failsafe {
+            Some(f) => {
+                let (m, e) = f.to_annotations();
+                (Some(m), Some(e))
+            }
+            None => (None, None),
+        };
         for (name, value) in [
             (ADDRESS_ANNOTATION, &self.address),
             (PEER_ADDRESS_ANNOTATION, &self.peer_address),
+            (MEMBERS_ANNOTATION, &members),
+            (MEMBER_EXPIRY_ANNOTATION, &expiry),
         ] {
             match value {
                 Some(v) => {
@@ -189,6 +241,7 @@ impl Observed {
                 transitions,
                 address: (!holder.is_empty()).then(|| format!("{holder}:8080")),
                 peer_address: None,
+                failsafe: None,
             },
             resource_version: rv.to_string(),
             object: None,

@@ -11,6 +11,7 @@
 //!
 //! [`spawn_slots`] runs one driver per slot plus the gate, and publishes [`Slots`].
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::coordination::v1::Lease;
@@ -19,6 +20,8 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use crate::config::Config;
 use crate::driver::{self, Candidate, Handle, ReleaseError};
+use crate::failsafe::{PeerReply, PeerRequest};
+use crate::members::{FailsafeOptions, Membership, spawn_membership};
 use crate::observe::Observer;
 use crate::view::{Leader, Role, View};
 
@@ -190,6 +193,41 @@ enum Command {
 pub struct SlotsHandle {
     handles: Vec<Handle>,
     commands: mpsc::UnboundedSender<Command>,
+    membership: Option<Membership>,
+    answerer: Answerer,
+}
+
+/// Why a failsafe request could not be answered.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AnswerError {
+    /// The request names a Lease this pod does not contend for.
+    #[error("no election here for lease {0:?}")]
+    UnknownLease(String),
+    /// The election has ended (shutting down).
+    #[error("the election for lease {0:?} has ended")]
+    Ended(String),
+}
+
+/// Answers failsafe requests from peers, from any task: routes each to its slot's core.
+#[derive(Clone, Debug, Default)]
+pub struct Answerer {
+    by_lease: Arc<BTreeMap<String, mpsc::UnboundedSender<driver::Command>>>,
+}
+
+impl Answerer {
+    /// The core's answer to `request`.
+    pub async fn answer(&self, request: PeerRequest) -> Result<PeerReply, AnswerError> {
+        let lease = request.lease.clone();
+        let commands = self
+            .by_lease
+            .get(&lease)
+            .ok_or_else(|| AnswerError::UnknownLease(lease.clone()))?;
+        let (tx, rx) = oneshot::channel();
+        commands
+            .send(driver::Command::Answer(request, tx))
+            .map_err(|_| AnswerError::Ended(lease.clone()))?;
+        rx.await.map_err(|_| AnswerError::Ended(lease))
+    }
 }
 
 /// Reports the app's health to a running N-slot election, from any task.
@@ -234,19 +272,29 @@ impl SlotsHandle {
         result
     }
 
-    /// Releases every slot and ends the election. See [`Handle::release`].
+    /// Releases every slot and ends the election. See [`Handle::release`]. With the
+    /// failsafe on, this pod's member Lease is deleted too.
     pub async fn release(self) -> Result<(), ReleaseError> {
         let (tx, rx) = oneshot::channel();
         if self.commands.send(Command::Retire(tx)).is_ok() {
             let _ = rx.await;
         }
         let mut result = Ok(());
+        let timeout = self.handles.first().map(|h| h.timeout);
         for handle in self.handles {
             if let Err(e) = handle.release().await {
                 result = Err(e);
             }
         }
+        if let (Some(membership), Some(timeout)) = (self.membership, timeout) {
+            membership.leave(timeout).await;
+        }
         result
+    }
+
+    /// Answers failsafe requests from peers (the proxy's peer endpoint).
+    pub fn answerer(&self) -> Answerer {
+        self.answerer.clone()
     }
 }
 
@@ -261,7 +309,30 @@ pub fn spawn_slots(
     config: Config,
     observer: Arc<dyn Observer>,
 ) -> (watch::Receiver<Slots>, SlotsHandle) {
+    spawn_slots_with(api, name, slots, candidate, config, observer, None)
+}
+
+/// [`spawn_slots`], with the failsafe on when `failsafe` is given: this pod keeps a member
+/// Lease ([`crate::members`]) and every slot's core serves through API outages on its
+/// members' promises ([`crate::failsafe`]).
+pub fn spawn_slots_with(
+    api: Api<Lease>,
+    name: &str,
+    slots: usize,
+    candidate: Candidate,
+    config: Config,
+    observer: Arc<dyn Observer>,
+    failsafe: Option<FailsafeOptions>,
+) -> (watch::Receiver<Slots>, SlotsHandle) {
     let slots = slots.max(1);
+    let (members, membership) = match &failsafe {
+        Some(_) => {
+            let (members, membership) = spawn_membership(api.clone(), name, &candidate, config);
+            (Some(members), Some(membership))
+        }
+        None => (None, None),
+    };
+    let mut by_lease = BTreeMap::new();
     let changed = Arc::new(Notify::new());
     let mut views = Vec::with_capacity(slots);
     let mut handles = Vec::with_capacity(slots);
@@ -276,7 +347,9 @@ pub fn spawn_slots(
             config,
             observer.clone(),
             slots == 1,
+            failsafe.clone().zip(members.clone()),
         );
+        by_lease.insert(lease.clone(), handle.commands());
         let mut forward = view.clone();
         let changed = changed.clone();
         tokio::spawn(async move {
@@ -348,6 +421,10 @@ pub fn spawn_slots(
         SlotsHandle {
             handles,
             commands: cmd_tx,
+            membership,
+            answerer: Answerer {
+                by_lease: Arc::new(by_lease),
+            },
         },
     )
 }

@@ -70,6 +70,9 @@ pub struct View {
     /// In an election of N slots: the holders of the other slots, which a standby may also
     /// forward to (see [`crate::Slots::routing_view`]). Empty for a single Lease.
     pub peers: Vec<Leader>,
+    /// True while this pod acts as leader on its members' promises (the failsafe) rather
+    /// than on its Lease: its renew deadline has passed and the API could not be reached.
+    pub failsafe: bool,
 }
 
 impl View {
@@ -84,6 +87,7 @@ impl View {
             synced: false,
             role_since: now,
             peers: Vec::new(),
+            failsafe: false,
         }
     }
 

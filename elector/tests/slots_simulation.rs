@@ -306,18 +306,7 @@ impl Sim {
         if !ok {
             return Resp::Write(Err(WriteError::Conflict));
         }
-        self.leases[slot] = Some((
-            LeaseRecord {
-                holder: draft.holder,
-                lease_duration_secs: draft.lease_duration_secs,
-                acquire_time: None,
-                renew_time: None,
-                transitions: draft.transitions,
-                address: draft.address,
-                peer_address: draft.peer_address,
-            },
-            self.next_rv,
-        ));
+        self.leases[slot] = Some((draft.to_record(), self.next_rv));
         self.next_rv += 1;
         for p in 0..self.pods.len() {
             if self.pods[p].alive {

@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `/healthz` | 200 `ok` while the process runs |
 //! | `/readyz` | 200 per `--ready-when` (`synced`: the Lease was read; `leader`: acting leader), 503 otherwise and while draining |
-//! | `/status` | JSON: role, leader, address, epoch, timings, last transition, held requests, and `slots` (one entry per active slot: lease, holder, address, epoch, whether this pod holds it) |
+//! | `/status` | JSON: role, leader, address, epoch, timings, last transition, held requests, `failsafe` (on or off, and whether this pod acts on its members' confirmations now), and `slots` (one entry per active slot: lease, holder, address, epoch, whether this pod holds it) |
 //! | `/actives` | JSON list of every active slot's holder: `[{"slot":0,"name":"pod-a","address":"10.0.0.5:8080","epoch":3}, ...]` |
 //! | `/metrics` | Prometheus text |
 //! | anything else | `{"name":"<leader id>"}` (the holder of slot 0), exactly as the old leader-elector image answered (its handler served every path) |
@@ -160,6 +160,11 @@ impl Admin {
             },
             last_transition,
             role_since_seconds: since.as_secs_f64(),
+            failsafe: FailsafeStatus {
+                enabled: s.failsafe.is_some(),
+                max_seconds: s.failsafe.map(|m| m.as_secs_f64()),
+                active: view.is_acting(now) && view.failsafe,
+            },
             held_requests: self.held(),
             draining: self.draining.load(Ordering::SeqCst),
             ready_when: s.ready_when.as_str(),
@@ -196,12 +201,22 @@ struct Status<'a> {
     lease: Timings,
     last_transition: String,
     role_since_seconds: f64,
+    failsafe: FailsafeStatus,
     held_requests: usize,
     draining: bool,
     ready_when: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     slots: Option<Vec<SlotStatus>>,
     proxy: Option<ProxyStatus>,
+}
+
+/// The failsafe in `/status`: on or off, and whether this pod acts on its members'
+/// confirmations right now (its Lease alone would have stopped it).
+#[derive(Serialize)]
+struct FailsafeStatus {
+    enabled: bool,
+    max_seconds: Option<f64>,
+    active: bool,
 }
 
 /// One slot in `/status`.
@@ -215,6 +230,7 @@ struct SlotStatus {
     address: Option<String>,
     epoch: Option<u64>,
     mine: bool,
+    failsafe: bool,
 }
 
 /// One entry of `/actives`.
@@ -239,6 +255,7 @@ fn slot_status(slots: &Slots) -> Vec<SlotStatus> {
             address: v.leader.as_ref().and_then(|l| l.address.clone()),
             epoch: v.leader.as_ref().map(|l| l.epoch),
             mine: slots.held == Some(slot),
+            failsafe: v.failsafe && v.role == Role::Leader,
         })
         .collect()
 }

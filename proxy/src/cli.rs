@@ -118,6 +118,27 @@ pub struct ElectionArgs {
         value_parser = clap::value_parser!(u16).range(1..=64)
     )]
     pub actives: u16,
+    /// Serve through a control-plane outage: when the leader cannot renew, it keeps acting
+    /// for as long as every member confirms, over the peer channel, that it will not take
+    /// over (docs/election.md). `off` is the plain Lease election. Needs --listen (the peer
+    /// channel); elector-only mode runs without it.
+    #[arg(long, env = "UNDERSTUDY_FAILSAFE", value_enum, default_value_t = OnOff::On)]
+    pub failsafe: OnOff,
+    /// The longest a leader acts on its members' promises past its last successful renew.
+    /// The Lease's leaseDurationSeconds becomes this × leaseDuration/renewDeadline: how long
+    /// a candidate outside the member set (or a client-go candidate) waits for a holder that
+    /// vanished.
+    #[arg(long, env = "UNDERSTUDY_FAILSAFE_MAX", value_name = "DURATION", value_parser = duration, default_value = "1h")]
+    pub failsafe_max: Duration,
+}
+
+/// A feature switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnOff {
+    /// On.
+    On,
+    /// Off.
+    Off,
 }
 
 /// Admin server flags.

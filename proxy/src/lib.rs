@@ -16,6 +16,7 @@
 //! - [`hold`]: the bounded wait for a leader; [`retry`]: when an attempt may go again;
 //! - [`forward`]: the pooled client; [`upgrade`]: WebSocket/`CONNECT` tunnels;
 //! - [`peer_tls`]: the optional mTLS channel between sidecars (`--peer-listen`);
+//! - [`failsafe`]: the failsafe's requests to members and the endpoint answering theirs;
 //! - [`tenure`]: closing tunnels and streams when the leadership they ran under ends;
 //! - [`health`]: the app's health check, which gates leadership (`--upstream-health`);
 //! - [`announce`]: pod role labels and Events (`--label-pods`, `--events`);
@@ -29,6 +30,7 @@ pub mod admin;
 pub mod announce;
 pub mod balance;
 pub mod cli;
+pub mod failsafe;
 pub mod forward;
 pub mod framing;
 pub mod headers;

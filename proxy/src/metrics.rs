@@ -23,7 +23,9 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use tokio::sync::watch;
-use understudy_elector::observe::{ApiCall, Leadership, RenewFailure, Transition, WatchOpened};
+use understudy_elector::observe::{
+    ApiCall, FailsafeEvent, Leadership, RenewFailure, Transition, WatchOpened,
+};
 use understudy_elector::{Config, Observer, Role, Slots, View};
 
 mod election;
@@ -263,6 +265,12 @@ impl Observer for SlotObserver {
     fn transition(&self, lease: &str, transition: &Transition) {
         if let Some(m) = self.0.get(lease) {
             m.transition(lease, transition);
+        }
+    }
+
+    fn failsafe(&self, lease: &str, event: FailsafeEvent) {
+        if let Some(m) = self.0.get(lease) {
+            m.failsafe(lease, event);
         }
     }
 }

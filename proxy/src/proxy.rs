@@ -19,13 +19,13 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use understudy_elector::View;
+use understudy_elector::{Answerer, View};
 
 mod answer;
 mod app_down;
 mod target;
 
-pub(crate) use answer::{bad_gateway, unavailable, unreachable};
+pub(crate) use answer::{bad_gateway, text, unavailable, unreachable};
 pub(crate) use target::{Target, Wait};
 
 use crate::balance::Balancer;
@@ -74,6 +74,8 @@ pub(crate) struct Inner {
     pub(crate) draining: AtomicBool,
     /// Rate-limits the warnings while the local app refuses connections.
     pub(crate) app_down: app_down::AppDown,
+    /// Answers the failsafe endpoint, once the election runs with the failsafe on.
+    pub(crate) failsafe: std::sync::OnceLock<Answerer>,
 }
 
 /// Where a request came in.
@@ -129,8 +131,14 @@ impl Proxy {
                 peer_tls,
                 draining: AtomicBool::new(false),
                 app_down: app_down::AppDown::default(),
+                failsafe: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Serves the failsafe endpoint ([`crate::failsafe`]) with `answerer` from now on.
+    pub fn set_failsafe(&self, answerer: Answerer) {
+        let _ = self.inner.failsafe.set(answerer);
     }
 
     /// The hold queue (for `/status` and metrics).
@@ -158,6 +166,18 @@ impl Proxy {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
+        if let (Some(answerer), true) = (
+            self.inner.failsafe.get(),
+            crate::failsafe::is_failsafe(&req),
+        ) {
+            if self.inner.peer_tls.is_some() {
+                return text(
+                    StatusCode::FORBIDDEN,
+                    "understudy: failsafe requests are taken on the mTLS peer port only",
+                );
+            }
+            return crate::failsafe::respond(answerer, req).await;
+        }
         self.handle_at(Edge::Data, req, client).await
     }
 
@@ -168,6 +188,12 @@ impl Proxy {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
+        if let (Some(answerer), true) = (
+            self.inner.failsafe.get(),
+            crate::failsafe::is_failsafe(&req),
+        ) {
+            return crate::failsafe::respond(answerer, req).await;
+        }
         self.handle_at(Edge::Peer, req, client).await
     }
 

@@ -8,7 +8,7 @@ use http::uri::Authority;
 use understudy_elector::{Config, ConfigError};
 
 use crate::announce::Announce;
-use crate::cli::{Cli, ReadyWhen};
+use crate::cli::{Cli, OnOff, ReadyWhen};
 use crate::health::{HealthSettings, Probe};
 
 /// Where the service account mounts the pod's namespace.
@@ -67,6 +67,14 @@ pub enum SettingsError {
     ZeroDuration {
         /// The flag, without dashes.
         flag: &'static str,
+    },
+    /// `--failsafe-max` shorter than the renew deadline, or too long for a Lease.
+    #[error("--failsafe-max: {value:?} {why}")]
+    FailsafeMax {
+        /// The value given.
+        value: Duration,
+        /// What is wrong with it.
+        why: &'static str,
     },
     /// `--peer-listen` without the proxy it serves.
     #[error("--peer-listen: needs --listen (the peer port serves the proxy)")]
@@ -156,6 +164,8 @@ pub struct Settings {
     pub announce: Option<Announce>,
     /// `--kubeconfig`, when given.
     pub kubeconfig: Option<PathBuf>,
+    /// `--failsafe-max`, when the failsafe is on (`--failsafe on` with a proxy).
+    pub failsafe: Option<Duration>,
     /// Values that are allowed but probably not meant, said once at start-up.
     pub warnings: Vec<String>,
 }
@@ -298,6 +308,38 @@ impl Settings {
             namespace: namespace.clone(),
         });
         let mut warnings = Vec::new();
+        let failsafe = match (e.failsafe, &proxy) {
+            (OnOff::Off, _) => None,
+            (OnOff::On, None) => {
+                warnings.push(
+                    "--failsafe on needs the peer channel of --listen: in elector-only mode \
+                     the leader stops at its renew deadline when the API is unreachable"
+                        .to_string(),
+                );
+                None
+            }
+            (OnOff::On, Some(_)) => {
+                let max = e.failsafe_max;
+                if max < timings.renew_deadline {
+                    return Err(SettingsError::FailsafeMax {
+                        value: max,
+                        why: "must be at least --renew-deadline",
+                    });
+                }
+                let dead = understudy_elector::failsafe::dead_lease_secs(
+                    timings.lease_duration,
+                    timings.renew_deadline,
+                    max,
+                );
+                if dead == i32::MAX {
+                    return Err(SettingsError::FailsafeMax {
+                        value: max,
+                        why: "is too long for a Lease's leaseDurationSeconds",
+                    });
+                }
+                Some(max)
+            }
+        };
         if let Some(p) = &proxy {
             // A leader that dies unannounced is replaced within leaseDuration + retryPeriod.
             let failover = timings.lease_duration + timings.retry_period;
@@ -312,6 +354,7 @@ impl Settings {
         }
         Ok(Settings {
             warnings,
+            failsafe,
             kubeconfig: cli.kubeconfig.clone(),
             health,
             announce,

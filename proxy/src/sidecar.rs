@@ -7,7 +7,7 @@ use kube::Api;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use understudy_elector::{Candidate, routing_views, spawn_slots};
+use understudy_elector::{Candidate, FailsafeOptions, routing_views, spawn_slots_with};
 
 use crate::admin::Admin;
 use crate::metrics::Metrics;
@@ -107,13 +107,18 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         address: settings.proxy.as_ref().map(|p| p.advertise.to_string()),
         peer_address: peer.map(|p| p.advertise.to_string()),
     };
-    let (slots, handle) = spawn_slots(
+    let failsafe = settings.failsafe.map(|max| FailsafeOptions {
+        max,
+        channel: Arc::new(crate::failsafe::HttpPeerChannel::new(peer_tls.clone())),
+    });
+    let (slots, handle) = spawn_slots_with(
         api,
         &settings.election,
         settings.actives,
         candidate,
         settings.timings,
         metrics.observer(),
+        failsafe,
     );
     // The proxy routes by one view: the held slot's, or a standby's with every active.
     let views = routing_views(slots.clone());
@@ -140,6 +145,7 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         admin = %settings.admin,
         proxy = ?settings.proxy.as_ref().map(|p| p.listen),
         peer = ?peer.map(|p| p.listen),
+        failsafe_max = ?settings.failsafe,
         "understudy started"
     );
 
@@ -152,7 +158,11 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
             Some(_) => peer_tls::peer_views(views.clone()),
             None => views.clone(),
         };
-        Proxy::with_peer_tls(p, routing, metrics.clone(), peer_tls.clone())
+        let proxy = Proxy::with_peer_tls(p, routing, metrics.clone(), peer_tls.clone());
+        if settings.failsafe.is_some() {
+            proxy.set_failsafe(handle.answerer());
+        }
+        proxy
     });
     let admin = Admin::new(
         settings.clone(),

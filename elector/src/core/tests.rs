@@ -1,7 +1,6 @@
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::record::LeaseRecord;
 
 const S: Duration = Duration::from_secs(1);
 
@@ -30,15 +29,7 @@ fn stored(action: &Action, rv: u64) -> Observed {
         Action::Read => panic!("not a write"),
     };
     Observed {
-        record: LeaseRecord {
-            holder: draft.holder.clone(),
-            lease_duration_secs: draft.lease_duration_secs,
-            acquire_time: None,
-            renew_time: None,
-            transitions: draft.transitions,
-            address: draft.address.clone(),
-            peer_address: draft.peer_address.clone(),
-        },
+        record: draft.to_record(),
         resource_version: rv.to_string(),
         object: None,
     }
@@ -439,4 +430,217 @@ fn a_stepped_down_candidate_does_not_spin_on_an_expired_lease() {
     assert_eq!(e.next_wakeup(), None);
     e.set_eligible(wake, false);
     assert_eq!(e.next_wakeup(), None);
+}
+
+// === the failsafe ===
+
+mod failsafe {
+    use super::*;
+    use crate::failsafe::{FailsafeRecord, PeerReply, PeerRequest, Refusal, RequestKind};
+
+    const MAX: Duration = Duration::from_secs(600);
+
+    fn failsafe(name: &str, now: Instant) -> Elector {
+        Elector::new("example", name, Some(format!("{name}:8080")), config(), now)
+            .with_failsafe(MAX, now)
+    }
+
+    /// `holder`'s record with the failsafe fields: members `members`, at version `rv`.
+    fn record(rv: u64, holder: &str, members: &[&str]) -> Observed {
+        let mut o = obs(rv, holder, 1);
+        o.record.lease_duration_secs = 1000;
+        o.record.failsafe = Some(FailsafeRecord {
+            members: members.iter().map(|m| m.to_string()).collect(),
+            member_expiry_secs: 10,
+        });
+        o
+    }
+
+    /// "me" leads with members b and c in its written set; returns it and the renew's send
+    /// time.
+    fn leading(t0: Instant) -> Elector {
+        let mut e = failsafe("me", t0);
+        e.set_members(["b".to_string(), "c".to_string()]);
+        assert!(matches!(e.poll_action(t0), Some(Action::Read)));
+        e.read_done(t0, None);
+        let create = e.poll_action(t0).expect("create");
+        let Action::Create { draft, .. } = &create else {
+            panic!("{create:?}")
+        };
+        // The long lease for non-members, the member set and the member expiry.
+        assert_eq!(draft.lease_duration_secs, 1000);
+        let written = draft.failsafe.clone().expect("failsafe fields");
+        assert_eq!(written.members.len(), 3);
+        assert_eq!(written.member_expiry_secs, 10);
+        e.write_done(t0, Ok(stored(&create, 1)));
+        assert_eq!(e.role(t0), Role::Leader);
+        e
+    }
+
+    fn confirm(round: u64) -> PeerReply {
+        PeerReply::Confirm {
+            round,
+            promise_ms: 10_000,
+        }
+    }
+
+    #[test]
+    fn a_leader_that_cannot_renew_acts_on_every_members_confirmation_and_no_less() {
+        let t0 = Instant::now();
+        let mut e = leading(t0);
+        // Nothing to ask while renewals work.
+        assert_eq!(e.poll_peer(t0), None);
+        let renew = e.poll_action(t0 + 2 * S).expect("renew");
+        assert!(matches!(renew, Action::Replace { .. }));
+        e.write_done(t0 + 4 * S, Err(WriteError::Other));
+        // A round to each member of the written set.
+        let asked: Vec<PeerRequest> = std::iter::from_fn(|| e.poll_peer(t0 + 4 * S)).collect();
+        assert_eq!(asked.len(), 2);
+        let RequestKind::Confirm { round, .. } = asked[0].kind else {
+            panic!("{asked:?}")
+        };
+        // One confirmation is not enough.
+        e.peer_reply(t0 + 4 * S, &asked[0], Some(confirm(round)));
+        assert_eq!(e.role(t0 + 6 * S), Role::Candidate);
+        // Both are: acting until the round's send time + renewDeadline, on confirmations.
+        e.peer_reply(t0 + 4 * S, &asked[1], Some(confirm(round)));
+        assert_eq!(e.role(t0 + 6 * S), Role::Leader);
+        assert!(e.failsafe_active(t0 + 6 * S));
+        assert_eq!(e.role(t0 + 10 * S), Role::Candidate);
+        // A confirmation of another round counts for nothing.
+        e.peer_reply(t0 + 5 * S, &asked[0], Some(confirm(round + 7)));
+        assert_eq!(e.failsafe_stats().rounds_confirmed, 1);
+    }
+
+    #[test]
+    fn any_refusal_leaves_the_leader_only_what_its_lease_allows() {
+        let t0 = Instant::now();
+        let mut e = leading(t0);
+        e.poll_action(t0 + 2 * S).expect("renew");
+        e.write_done(t0 + 3 * S, Err(WriteError::Other));
+        let asked: Vec<PeerRequest> = std::iter::from_fn(|| e.poll_peer(t0 + 3 * S)).collect();
+        let refusal = PeerReply::Refuse {
+            round: 1,
+            reason: Refusal::ApiReachable,
+            holder: None,
+        };
+        e.peer_reply(t0 + 3 * S, &asked[0], Some(refusal));
+        e.peer_reply(t0 + 3 * S, &asked[1], Some(confirm(1)));
+        // The lease's own deadline (acquired at t0) still holds; nothing beyond it.
+        assert_eq!(e.role(t0 + 6 * S - Duration::from_millis(1)), Role::Leader);
+        assert_eq!(e.role(t0 + 6 * S), Role::Candidate);
+        // Fenced: later rounds are not even sent.
+        e.tick(t0 + 6 * S);
+        assert!(
+            std::iter::from_fn(|| e.poll_peer(t0 + 7 * S)).all(|r| r.kind == RequestKind::Status)
+        );
+    }
+
+    fn member_of(holder: &str, t0: Instant) -> Elector {
+        let mut e = failsafe("b", t0);
+        assert!(matches!(e.poll_action(t0), Some(Action::Read)));
+        e.read_done(t0, Some(record(5, holder, &["a", "b", "c"])));
+        e
+    }
+
+    fn ask(from: &str, epoch: u64) -> PeerRequest {
+        PeerRequest {
+            lease: "example".into(),
+            epoch,
+            from: from.into(),
+            to: "b".into(),
+            kind: RequestKind::Confirm {
+                round: 1,
+                lease_ms: 3_600_000,
+            },
+        }
+    }
+
+    #[test]
+    fn a_member_that_promised_takes_an_expired_lease_only_once_the_promise_ends() {
+        let t0 = Instant::now();
+        let mut e = member_of("a", t0);
+        // A member expires the record after the member expiry (10s), not 1000s.
+        let reply = e.answer(t0 + 9 * S, &ask("a", 1));
+        // The promise is capped at the recorded member expiry, whatever the request asks.
+        assert_eq!(
+            reply,
+            PeerReply::Confirm {
+                round: 1,
+                promise_ms: 10_000
+            }
+        );
+        let after_expiry = t0 + 11 * S;
+        e.tick(after_expiry);
+        // (A probe: the holder has not renewed for renewDeadline.)
+        assert!(matches!(e.poll_action(after_expiry), Some(Action::Read)));
+        e.read_failed(after_expiry);
+        assert_eq!(e.poll_action(after_expiry), None, "promised until t0+19s");
+        // Still forwarding to the holder it promised.
+        assert_eq!(e.view(after_expiry).leader_name(), "a");
+        // Held back only by its promise, it asks the holder for its status...
+        let status: Vec<PeerRequest> = std::iter::from_fn(|| e.poll_peer(after_expiry)).collect();
+        assert_eq!(status.len(), 1);
+        assert_eq!(
+            (status[0].to.as_str(), &status[0].kind),
+            ("a", &RequestKind::Status)
+        );
+        // ...and "not acting" releases it at once.
+        let stopped = PeerReply::Status {
+            acting: false,
+            holder: None,
+        };
+        e.peer_reply(after_expiry, &status[0], Some(stopped));
+        // (After the failed probe, the next call waits a retryPeriod; it reads first.)
+        let later = after_expiry + 2 * S;
+        assert!(matches!(e.poll_action(later), Some(Action::Read)));
+        e.read_done(later, Some(record(5, "a", &["a", "b", "c"])));
+        assert!(matches!(
+            e.poll_action(later),
+            Some(Action::Replace {
+                intent: Intent::Acquire,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_member_refuses_rivals_strangers_and_a_partitioned_holder() {
+        let t0 = Instant::now();
+        let mut e = member_of("a", t0);
+        let refused = |reply: PeerReply| match reply {
+            PeerReply::Refuse { reason, .. } => reason,
+            other => panic!("{other:?}"),
+        };
+        // Someone other than the holder it knows, at any epoch.
+        assert_eq!(refused(e.answer(t0, &ask("x", 9))), Refusal::NewerHolder);
+        // An older epoch.
+        assert_eq!(refused(e.answer(t0, &ask("a", 0))), Refusal::NewerHolder);
+        // Meant for another pod.
+        let mut other = ask("a", 1);
+        other.to = "c".into();
+        assert_eq!(refused(e.answer(t0, &other)), Refusal::NotMe);
+        // It read the Lease unchanged for renewDeadline: the API works, the holder is cut off.
+        let probe = t0 + 7 * S;
+        assert!(matches!(e.poll_action(probe), Some(Action::Read)));
+        e.read_done(probe, Some(record(5, "a", &["a", "b", "c"])));
+        assert_eq!(
+            refused(e.answer(probe, &ask("a", 1))),
+            Refusal::ApiReachable
+        );
+        // With its failsafe off, a pod never promises.
+        let mut off = elector(t0);
+        assert_eq!(refused(off.answer(t0, &ask("a", 1))), Refusal::Off);
+    }
+
+    #[test]
+    fn a_pod_outside_the_member_set_waits_the_dead_lease() {
+        let t0 = Instant::now();
+        let mut e = failsafe("newcomer", t0);
+        assert!(matches!(e.poll_action(t0), Some(Action::Read)));
+        e.read_done(t0, Some(record(5, "a", &["a", "b", "c"])));
+        assert_eq!(e.role(t0 + 11 * S), Role::Follower);
+        assert_eq!(e.poll_action(t0 + 11 * S), None);
+        assert_eq!(e.role(t0 + 1001 * S), Role::Candidate);
+    }
 }

@@ -54,6 +54,7 @@ fn draft_keeps_foreign_fields_and_sets_micro_times() {
         transitions: 1,
         address: None,
         peer_address: None,
+        failsafe: None,
     };
     let out = release.to_lease("example", Some(&base), now);
     let json = serde_json::to_value(&out).unwrap();
@@ -81,6 +82,7 @@ fn draft_keeps_foreign_fields_and_sets_micro_times() {
         transitions: 2,
         address: Some("198.18.0.3:8080".into()),
         peer_address: Some("198.18.0.3:8443".into()),
+        failsafe: None,
     };
     let lease = renew.to_lease("example", None, now);
     let read = LeaseRecord::from_lease(&lease);

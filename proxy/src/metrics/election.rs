@@ -10,7 +10,7 @@ use prometheus::{
     Gauge, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
 };
 use understudy_elector::observe::{
-    ApiCall, Leadership, LossReason, RenewFailure, Transition, Verb, WatchOpened,
+    ApiCall, FailsafeEvent, Leadership, LossReason, RenewFailure, Transition, Verb, WatchOpened,
 };
 use understudy_elector::{Config, Observer, Role, View};
 
@@ -41,6 +41,9 @@ pub(crate) struct ElectionMetrics {
     watch_restarts: IntCounterVec,
     api_requests: IntCounterVec,
     api_duration: HistogramVec,
+    failsafe_active: IntGauge,
+    failsafe_replies: IntCounterVec,
+    failsafe_answers: IntCounterVec,
 }
 
 impl ElectionMetrics {
@@ -118,6 +121,23 @@ impl ElectionMetrics {
                 &["verb"],
                 API_BUCKETS,
             ),
+            failsafe_active: r.gauge(
+                "understudy_failsafe_active",
+                "1 while this pod acts as leader on its members' confirmations (the failsafe) \
+                 rather than on its Lease, else 0.",
+            ),
+            failsafe_replies: r.counter_vec(
+                "understudy_failsafe_replies_total",
+                "As leader: members' replies to failsafe rounds, by reply (confirm, refuse, \
+                 failed: no answer in time).",
+                &["reply"],
+            ),
+            failsafe_answers: r.counter_vec(
+                "understudy_failsafe_answers_total",
+                "As member: this pod's answers to a leader's failsafe rounds, by answer \
+                 (confirm, refuse).",
+                &["answer"],
+            ),
         };
         r.seconds(
             "understudy_election_lease_duration_seconds",
@@ -137,6 +157,12 @@ impl ElectionMetrics {
         for verb in Verb::ALL {
             m.api_duration.with_label_values(&[verb.as_str()]);
         }
+        for reply in ["confirm", "refuse", "failed"] {
+            m.failsafe_replies.with_label_values(&[reply]);
+        }
+        for answer in ["confirm", "refuse"] {
+            m.failsafe_answers.with_label_values(&[answer]);
+        }
         m
     }
 
@@ -149,6 +175,7 @@ impl ElectionMetrics {
             role => role,
         };
         self.is_leader.set(i64::from(acting));
+        self.failsafe_active.set(i64::from(acting && view.failsafe));
         self.master_status
             .with_label_values(&[view.lease.as_str()])
             .set(i64::from(acting));
@@ -207,5 +234,14 @@ impl Observer for ElectionMetrics {
     fn transition(&self, _lease: &str, transition: &Transition) {
         self.transitions.inc();
         self.failover.observe(transition.gap.as_secs_f64());
+    }
+
+    fn failsafe(&self, _lease: &str, event: FailsafeEvent) {
+        match event {
+            FailsafeEvent::Reply(reply) => self.failsafe_replies.with_label_values(&[reply]).inc(),
+            FailsafeEvent::Answer(answer) => {
+                self.failsafe_answers.with_label_values(&[answer]).inc()
+            }
+        }
     }
 }

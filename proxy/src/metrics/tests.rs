@@ -23,6 +23,7 @@ fn view(role: Role, leader: Option<&str>, now: Instant) -> View {
         synced: true,
         role_since: now - Duration::from_secs(4),
         peers: Vec::new(),
+        failsafe: false,
     }
 }
 

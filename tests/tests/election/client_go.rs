@@ -128,8 +128,15 @@ fn traffic(
     (stop, task)
 }
 
+/// A sidecar contending with client-go candidates: with the failsafe off, since a foreign
+/// candidate gives no promises (docs/election.md: mixed elections).
 async fn sidecar(world: &Loopback, name: &str, app: &Nginx) -> Sidecar {
-    world.sidecar(name).upstream(app.addr).start().await
+    world
+        .sidecar(name)
+        .upstream(app.addr)
+        .args(&["--failsafe", "off"])
+        .start()
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

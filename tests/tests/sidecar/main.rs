@@ -3,6 +3,7 @@
 //! apps that answer their own name. Every request sent to any sidecar must be answered by
 //! the leader's app, also while leadership moves.
 
+mod failsafe;
 mod hostile;
 mod logs;
 mod peer_tls;
