@@ -380,6 +380,9 @@ pub fn spawn_slots_with(
             // and an open may still take effect in either order: two cores can briefly both
             // be eligible, and both take their Lease. What this pod acts on is
             // `Gate::held`, the designated slot alone, so it never acts for two slots.
+            // (tests/slots_simulation.rs delivers each decision over its own delayed FIFO
+            // channel: checked by the cores it finds a pod in two slots, by `Gate::held`
+            // never.)
             for pass in [false, true] {
                 for (slot, (&want, had)) in eligible.iter().zip(sent.iter_mut()).enumerate() {
                     if want == pass && want != *had {

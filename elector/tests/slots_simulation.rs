@@ -2,7 +2,11 @@
 //! a [`Gate`], against N simulated Leases with compare-and-swap, latency, watches, crashes,
 //! restarts, releases and app health flapping. The checker asserts, at every event:
 //! - never two pods acting in one slot at the same real instant;
-//! - never one pod acting in two slots;
+//! - never one pod acting in two slots: what a pod acts on is the slot [`Gate::held`] names,
+//!   as the proxy does (`Slots::acting`). The gate's eligibility changes reach each slot's
+//!   core over its own channel, as in `spawn_slots`, so a close and an open can land in
+//!   either order and two cores can briefly lead; a checker that looks at the cores instead
+//!   of `Gate::held` finds a pod in two slots (`safety_rests_on_gate_held_...`);
 //! - liveness: after all faults heal, every slot has an acting leader within a bound
 //!   (there are always more pods than slots);
 //! - bounded herd: a freed slot draws at most one acquire write per standby.
@@ -49,6 +53,13 @@ enum Ev {
     Release(usize),
     Health(usize, bool),
     HealAll,
+    /// A gate decision reaching one slot's core (its own channel).
+    Eligible {
+        pod: usize,
+        inc: u32,
+        slot: usize,
+        want: bool,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -72,6 +83,8 @@ struct Pod {
     calls: Vec<Option<u64>>,
     gate: Gate,
     eligible: Vec<bool>,
+    /// Per slot: when the last gate decision sent to its core arrives (each channel is FIFO).
+    delivered: Vec<Micros>,
     alive: bool,
     healthy: bool,
 }
@@ -95,6 +108,10 @@ struct Sim {
     all_filled_at: Option<Micros>,
     /// False: every slot eligible, to show the checker catches a pod in two slots.
     gated: bool,
+    /// False: the checker takes what a pod acts on from its cores, not from `Gate::held`.
+    by_held: bool,
+    /// Longest delay of a gate decision on its way to a slot's core.
+    gate_delay: Micros,
 }
 
 #[derive(Debug)]
@@ -113,6 +130,7 @@ impl Sim {
                 calls: vec![None; slots],
                 gate: Gate::new(slots),
                 eligible: vec![false; slots],
+                delivered: vec![0; slots],
                 alive: false,
                 healthy: true,
             })
@@ -140,6 +158,8 @@ impl Sim {
             healed_at: None,
             all_filled_at: None,
             gated: true,
+            by_held: true,
+            gate_delay: 50 * MS,
         }
     }
 
@@ -225,11 +245,24 @@ impl Sim {
         if !self.gated {
             eligible = vec![true; self.slots];
         }
+        // Close before open, each on its slot's own channel: delivered after its own delay.
         for pass in [false, true] {
             for (s, &want) in eligible.iter().enumerate() {
                 if want == pass && want != self.pods[p].eligible[s] {
-                    self.pods[p].cores[s].set_eligible(now, pass);
                     self.pods[p].eligible[s] = pass;
+                    let t =
+                        (self.now + self.rng.below(self.gate_delay)).max(self.pods[p].delivered[s]);
+                    self.pods[p].delivered[s] = t;
+                    let inc = self.pods[p].inc;
+                    self.at(
+                        t,
+                        Ev::Eligible {
+                            pod: p,
+                            inc,
+                            slot: s,
+                            want,
+                        },
+                    );
                 }
             }
         }
@@ -405,6 +438,18 @@ impl Sim {
                 self.pods[p].gate.set_healthy(healthy);
                 self.step(p);
             }
+            Ev::Eligible {
+                pod,
+                inc,
+                slot,
+                want,
+            } => {
+                if self.pods[pod].alive && self.pods[pod].inc == inc {
+                    let now = self.local(pod, self.now);
+                    self.pods[pod].cores[slot].set_eligible(now, want);
+                    self.step(pod);
+                }
+            }
             Ev::HealAll => {
                 self.healed_at = Some(self.now);
                 for p in 0..self.pods.len() {
@@ -428,9 +473,18 @@ impl Sim {
                 continue;
             }
             let now = self.local(p, self.now);
-            let acting: Vec<usize> = (0..self.slots)
-                .filter(|&s| pod.cores[s].view(now).is_acting(now))
-                .collect();
+            let views: Vec<View> = pod.cores.iter().map(|c| c.view(now)).collect();
+            let acting: Vec<usize> = if self.by_held {
+                // What the proxy acts on: the held slot, while its core acts.
+                let held = pod.gate.held(&views);
+                held.into_iter()
+                    .filter(|&s| views[s].is_acting(now))
+                    .collect()
+            } else {
+                (0..self.slots)
+                    .filter(|&s| views[s].is_acting(now))
+                    .collect()
+            };
             if acting.len() > 1 {
                 return Err(Violation(format!(
                     "{} acts in slots {acting:?} at {}",
@@ -482,9 +536,23 @@ impl Sim {
 }
 
 fn simulate(seed: u64, slots: usize, gated: bool) -> Result<(), Violation> {
+    simulate_checked(seed, slots, gated, true, 50 * MS)
+}
+
+/// [`simulate`], checking what a pod acts on `by_held` (or by its cores), with gate decisions
+/// taking up to `gate_delay` to reach a core.
+fn simulate_checked(
+    seed: u64,
+    slots: usize,
+    gated: bool,
+    by_held: bool,
+    gate_delay: Micros,
+) -> Result<(), Violation> {
     let standbys = 1 + (seed % 3) as usize;
     let mut sim = Sim::new(seed * 7919 + slots as u64, slots, slots + standbys);
     sim.gated = gated;
+    sim.by_held = by_held;
+    sim.gate_delay = gate_delay;
     let pods = sim.pods.len();
     for p in 0..pods {
         let t = sim.rng.below(SEC);
@@ -554,7 +622,40 @@ fn slots_never_shared_never_doubled_and_always_filled() {
 #[test]
 fn checker_catches_a_pod_in_two_slots_without_the_gate() {
     let caught = (0..20).any(|seed| {
-        matches!(simulate(seed, 2, false), Err(Violation(why)) if why.contains("acts in slots"))
+        matches!(simulate_checked(seed, 2, false, false, 50 * MS), Err(Violation(why)) if why.contains("acts in slots"))
     });
     assert!(caught, "an ungated pod should end up acting in two slots");
+}
+
+/// The claim in `slots.rs`: each slot's core hears the gate on its own channel, so two cores
+/// of one pod can briefly lead at once; only `Gate::held` keeps the pod acting in one slot.
+/// With slow channels (a decision up to 3s on its way, as a stalled driver task would make
+/// it), some schedule has two cores of one pod leading at once; checked by `Gate::held`, the
+/// same schedules never have a pod acting in two slots.
+#[test]
+fn safety_rests_on_gate_held_not_on_the_order_the_cores_hear_the_gate() {
+    let slow = 3 * SEC;
+    let mut caught = 0;
+    for seed in 0..seeds_or(40) {
+        for slots in [2, 3] {
+            if let Err(Violation(why)) = simulate_checked(seed, slots, true, true, slow) {
+                panic!("N={slots} seed {seed}, slow channels, by Gate::held: {why}");
+            }
+            let by_cores = simulate_checked(seed, slots, true, false, slow);
+            if matches!(by_cores, Err(Violation(why)) if why.contains("acts in slots")) {
+                caught += 1;
+            }
+        }
+    }
+    assert!(
+        caught > 0,
+        "no schedule had two cores of one pod leading at once"
+    );
+}
+
+fn seeds_or(default: u64) -> u64 {
+    std::env::var("SLOT_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
 }
