@@ -257,6 +257,28 @@ def api_load(tmp, kubeconfig, seconds):
     return out
 
 
+def failsafe_api_load():
+    """API requests per minute at rest of a 3-pod election with the failsafe on (its member
+    Leases included), per pod, on the real API server with the default timings, counted in
+    its audit log by the `election` test binary's `the_failsafe_api_load_at_rest_per_pod`.
+    Needs the local cluster's binaries (tests/k8s/build)."""
+    if not os.path.exists(os.path.join(ROOT, "target/k8s/bin/kube-apiserver")):
+        print("bench: the failsafe API load needs tests/k8s/build; skipped")
+        return None
+    env = dict(os.environ, API_LOAD_DEFAULTS="1")
+    out = subprocess.run(["cargo", "nextest", "run", "-p", "understudy-tests", "--test", "election",
+                          "-E", "test(=the_failsafe_api_load_at_rest_per_pod)", "--no-capture"],
+                         env=env, cwd=ROOT, timeout=600, capture_output=True, text=True)
+    rows = {}
+    for line in (out.stdout + out.stderr).splitlines():
+        m = re.search(r"api load at rest \(default timings\): (\S+) \((\w+)\): ([\d.]+)/min election Lease, "
+                      r"([\d.]+)/min member Leases, ([\d.]+)/min in all", line)
+        if m:
+            rows[m.group(1)] = {"role": m.group(2), "election": float(m.group(3)),
+                                "members": float(m.group(4)), "total": float(m.group(5))}
+    return rows or None
+
+
 def failover(runs):
     """Gap and failed requests for SIGKILL failover and SIGTERM handover, from the local
     cluster's scenarios (network-namespace pods, nginx, the iptables VIP; lease 3s, renew 2s,
@@ -339,14 +361,15 @@ def main():
     finally:
         cleanup()
     fo = failover(args.failover_runs) if args.failover_runs > 0 else None
-    report(args, rounds, idle_rss, rss_1000, c1000, api, fo)
+    fs = failsafe_api_load() if args.idle_seconds > 0 else None
+    report(args, rounds, idle_rss, rss_1000, c1000, api, fo, fs)
 
 
 def med(xs):
     return statistics.median(xs)
 
 
-def report(args, rounds, idle_rss, rss_1000, c1000, api, fo=None):
+def report(args, rounds, idle_rss, rss_1000, c1000, api, fo=None, fs=None):
     names = list(rounds[0].keys())
     summary = {}
     for n in names:
@@ -393,6 +416,13 @@ def report(args, rounds, idle_rss, rss_1000, c1000, api, fo=None):
         targets.append(("idle API load: ≤ 1 request/pod/resync (60s) beyond renewals", worst <= 1.0 + 1e-9,
                         "; ".join(f"{k}: {v['renewals']:.1f} renewals/min + {v['other']:.1f} other/min"
                                   for k, v in sorted(api.items())), ""))
+    if fs:
+        # docs/election.md: a standby 9/min (election watch 1, member Leases 8), a leader 39.
+        worst = {r: max(v["total"] for v in fs.values() if v["role"] == r) for r in ("leader", "standby")}
+        targets.append(("failsafe API load at rest (real API server): standby ≤ 10/min, leader ≤ 40/min",
+                        worst.get("standby", 0) <= 10 and worst.get("leader", 0) <= 40,
+                        "; ".join(f"{k} ({v['role']}): {v['election']:.0f} election + {v['members']:.0f} member "
+                                  f"= {v['total']:.0f}/min" for k, v in sorted(fs.items())), ""))
     fo_lines = []
     if fo:
         fo_lines = ["| scenario | runs | requests (median) | failed requests (total) | gap median | gap worst |",

@@ -186,6 +186,7 @@ pub(crate) fn spawn_gated(
         failsafe,
         inflight: FuturesUnordered::new(),
         addresses: Members::new(),
+        reads_failing: false,
     };
     tokio::spawn(driver.run());
     let handle = Handle {
@@ -227,6 +228,8 @@ struct Driver {
     /// Every member ever seen, with its latest addresses: a member whose Lease expired (it
     /// cannot be renewed during an outage) is still asked where it was last seen.
     addresses: Members,
+    /// The last read failed (its warning is not repeated until a read succeeds).
+    reads_failing: bool,
 }
 
 type PeerCall = Pin<Box<dyn Future<Output = (PeerRequest, Option<PeerReply>)> + Send>>;
@@ -477,12 +480,18 @@ impl Driver {
         let now = Instant::now().into_std();
         match outcome {
             Outcome::Read(Ok(lease)) => {
+                self.reads_failing = false;
                 let observed = lease.and_then(Observed::from_lease);
                 self.note(now, observed.as_ref());
                 self.core.read_done(now, observed);
             }
             Outcome::Read(Err(error)) => {
-                tracing::warn!(lease = %self.name, error = %describe(&error), "reading lease failed");
+                // Once per outage: the failsafe's probes read every retryPeriod while it lasts.
+                if std::mem::replace(&mut self.reads_failing, true) {
+                    tracing::debug!(lease = %self.name, error = %describe(&error), "reading lease failed");
+                } else {
+                    tracing::warn!(lease = %self.name, error = %describe(&error), "reading lease failed");
+                }
                 self.core.read_failed(now);
             }
             Outcome::Write {

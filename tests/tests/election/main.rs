@@ -633,3 +633,141 @@ async fn opening_the_watch_is_bounded_by_the_call_timeout() {
         call.latency
     );
 }
+
+// === the failsafe's API load ===
+
+/// A peer channel that reaches nobody: at rest the failsafe sends nothing.
+struct Nowhere;
+
+impl understudy_elector::PeerChannel for Nowhere {
+    fn send(
+        &self,
+        _member: &understudy_elector::Member,
+        _request: understudy_elector::failsafe::PeerRequest,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Option<understudy_elector::failsafe::PeerReply>>
+                + Send,
+        >,
+    > {
+        Box::pin(async { None })
+    }
+}
+
+/// The API load of an idle election with the failsafe on, per pod, counted in the API
+/// server's audit log: each pod's own calls (its ServiceAccount), split into the election
+/// Lease and member Leases. By default with a 2s resync over 20s, checked against the
+/// arithmetic in docs/election.md; with `API_LOAD_DEFAULTS=1` (bench/run) with the default
+/// timings over 60s, printed per minute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_failsafe_api_load_at_rest_per_pod() {
+    let defaults = std::env::var("API_LOAD_DEFAULTS").is_ok();
+    let (config, window) = if defaults {
+        (Config::default(), Duration::from_secs(60))
+    } else {
+        let resync = Duration::from_secs(2);
+        (
+            Config {
+                resync_period: resync,
+                ..fast()
+            },
+            Duration::from_secs(20),
+        )
+    };
+    let world = world().await;
+    let mut pods = Vec::new();
+    for i in 0..3 {
+        let name = format!("pod-{i}");
+        let (client, proxy) = world.client(&name).await;
+        let api: Api<Lease> = Api::namespaced(client, NS);
+        let me = Candidate {
+            identity: name.clone(),
+            address: Some(format!("{name}.test:8080")),
+            peer_address: None,
+        };
+        let failsafe = understudy_elector::FailsafeOptions {
+            max: Duration::from_secs(3600),
+            channel: std::sync::Arc::new(Nowhere),
+        };
+        let (slots, handle) = understudy_elector::spawn_slots_with(
+            api,
+            LEASE,
+            1,
+            me,
+            config,
+            std::sync::Arc::new(understudy_elector::observe::NoObserver),
+            Some(failsafe),
+        );
+        pods.push((name, slots, handle, proxy));
+    }
+    // Settled: one leader, whose Lease names all three members.
+    let lease_api: Api<Lease> = Api::namespaced(world.cluster().client(), NS);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let members = lease_api.get_opt(LEASE).await.unwrap().and_then(|l| {
+            l.metadata
+                .annotations
+                .and_then(|a| a.get("understudy.io/members").cloned())
+        });
+        if members.as_deref() == Some("pod-0,pod-1,pod-2") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "members never written: {members:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let leader = pods
+        .iter()
+        .find(|(_, s, _, _)| s.borrow().acting(Instant::now()).is_some())
+        .map(|(n, ..)| n.clone())
+        .expect("a leader");
+    let plane = world.cluster().control_plane();
+    let from = jiff::Timestamp::now();
+    tokio::time::sleep(window).await; // the observation window itself, not synchronisation
+    let to = jiff::Timestamp::now();
+    let events = plane.audit_events().unwrap();
+    let per_minute = |n: usize| n as f64 * 60.0 / window.as_secs_f64();
+    for (name, ..) in &pods {
+        let user = format!("system:serviceaccount:{NS}:{name}");
+        let mine: Vec<_> = events
+            .iter()
+            .filter(|e| e.user == user && e.time >= from && e.time < to)
+            .collect();
+        let member = |e: &&&understudy_tests::cluster::control_plane::AuditEvent| {
+            e.name.contains("-member-")
+                || e.verb == "list"
+                || (e.verb == "watch" && e.name.is_empty())
+        };
+        let member_calls = mine.iter().filter(member).count();
+        let election_calls = mine.len() - member_calls;
+        let role = if *name == leader { "leader" } else { "standby" };
+        eprintln!(
+            "api load at rest ({}): {name} ({role}): {:.1}/min election Lease, {:.1}/min member Leases, {:.1}/min in all",
+            if defaults {
+                "default timings"
+            } else {
+                "retry 500ms, resync 2s"
+            },
+            per_minute(election_calls),
+            per_minute(member_calls),
+            per_minute(mine.len())
+        );
+        // Member Leases: a GET and a PUT every 20s, a LIST and a WATCH per resync period.
+        let resyncs = window.as_secs_f64() / config.resync_period.as_secs_f64();
+        let renewals = window.as_secs_f64() / 20.0;
+        let expected = 2.0 * resyncs + 2.0 * renewals;
+        assert!(
+            (member_calls as f64) <= expected + 4.0,
+            "{name}: {member_calls} member-Lease calls in {window:?}, expected about {expected}"
+        );
+        assert!(
+            (member_calls as f64) >= expected / 2.0,
+            "{name}: only {member_calls} member-Lease calls in {window:?}"
+        );
+    }
+    for (.., handle, _) in pods {
+        drop(handle);
+    }
+}
