@@ -996,7 +996,7 @@ fn seeds(default: u64) -> u64 {
 fn failsafe_thousands_of_seeds_never_two_leaders_and_always_recover() {
     let mut failures = Vec::new();
     let mut confirmed = 0;
-    for seed in 0..seeds(1000) {
+    for seed in 0..seeds(2000) {
         for (name, cfg) in configs() {
             match simulate_failsafe(seed, cfg, failsafe_drift(seed), false, None) {
                 Ok(sim) => {
