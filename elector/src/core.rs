@@ -148,6 +148,9 @@ struct Failsafe {
     promises: BTreeMap<String, Instant>,
     /// The last read that showed the holder's record unchanged for renewDeadline.
     stale_read_at: Option<Instant>,
+    /// The last failed read: "unchanged for renewDeadline" counts only reads since then, so
+    /// that the first read after an outage does not take the outage for a partition.
+    read_failed_at: Option<Instant>,
     next_probe_at: Instant,
     /// A holder named by a peer, newer than the Lease this pod last read, and until when it
     /// is believed (routing only; never grounds for acting).
@@ -238,6 +241,7 @@ impl Elector {
             outbox: VecDeque::new(),
             promises: BTreeMap::new(),
             stale_read_at: None,
+            read_failed_at: None,
             next_probe_at: now,
             hint: None,
             next_status_at: now,
@@ -325,10 +329,11 @@ impl Elector {
         ) = (self.failsafe.as_mut(), observed.as_ref(), &self.known)
         {
             let holder = &known.record.holder;
+            let since = f.read_failed_at.map_or(*changed_at, |t| t.max(*changed_at));
             if obs.resource_version == known.resource_version
                 && !holder.is_empty()
                 && *holder != self.identity
-                && now >= *changed_at + renew_deadline
+                && now >= since + renew_deadline
             {
                 f.stale_read_at = Some(now);
             }
@@ -395,6 +400,7 @@ impl Elector {
         }
         if let Some(f) = self.failsafe.as_mut() {
             f.engaged = true;
+            f.read_failed_at = Some(now);
         }
         self.read_wanted = true;
         self.next_attempt = self.next_attempt.max(now + self.config.retry_period);

@@ -634,6 +634,35 @@ mod failsafe {
     }
 
     #[test]
+    fn the_first_reads_after_an_outage_do_not_make_a_member_refuse() {
+        let t0 = Instant::now();
+        let mut e = member_of("a", t0);
+        // The outage: the probe fails.
+        assert!(matches!(e.poll_action(t0 + 7 * S), Some(Action::Read)));
+        e.read_failed(t0 + 7 * S);
+        // The API is back: the Lease is unchanged since before the outage, but this pod has
+        // read it only just now; the holder may be renewing at this very moment.
+        let back = t0 + 9 * S;
+        assert!(matches!(e.poll_action(back), Some(Action::Read)));
+        e.read_done(back, Some(record(5, "a", &["a", "b", "c"])));
+        assert!(matches!(
+            e.answer(back, &ask("a", 1)),
+            PeerReply::Confirm { .. }
+        ));
+        // Unchanged for renewDeadline of working reads: now the holder is cut off.
+        let later = back + 6 * S;
+        assert!(matches!(e.poll_action(later), Some(Action::Read)));
+        e.read_done(later, Some(record(5, "a", &["a", "b", "c"])));
+        assert!(matches!(
+            e.answer(later, &ask("a", 1)),
+            PeerReply::Refuse {
+                reason: Refusal::ApiReachable,
+                ..
+            }
+        ));
+    }
+
+    #[test]
     fn a_pod_outside_the_member_set_waits_the_dead_lease() {
         let t0 = Instant::now();
         let mut e = failsafe("newcomer", t0);

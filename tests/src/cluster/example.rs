@@ -491,35 +491,40 @@ impl Example {
     /// server's own address, so its requests and watches hang as in a network partition.
     /// The pods still reach each other.
     pub async fn cut_from_api(&self, pod: &str, cut: bool) -> Result<(), HarnessError> {
-        let rt = self.kubelet.pod(&self.namespace, pod)?;
-        let api = self.api;
+        let netns = self.kubelet.pod(&self.namespace, pod)?.net.netns.clone();
+        let (api, port) = (self.api.ip().to_string(), self.api.port().to_string());
         let service = format!("198.19.{}.1", self.slot);
-        let op = if cut { "-I" } else { "-D" };
-        for (dst, port) in [
-            (service, "443".to_string()),
-            (api.ip().to_string(), api.port().to_string()),
-        ] {
-            super::command::run(
-                "ip",
-                &[
-                    "netns",
-                    "exec",
-                    &rt.net.netns,
-                    "iptables",
-                    "-w",
-                    op,
-                    "OUTPUT",
-                    "-d",
-                    &dst,
-                    "-p",
-                    "tcp",
-                    "--dport",
-                    &port,
-                    "-j",
-                    "DROP",
-                ],
-            )
-            .await?;
+        for (dst, port) in [(service.as_str(), "443"), (api.as_str(), port.as_str())] {
+            let rule = ["-d", dst, "-p", "tcp", "--dport", port, "-j", "DROP"];
+            iptables(&netns, cut, "OUTPUT", &rule).await?;
+        }
+        Ok(())
+    }
+
+    /// Cuts every pod of the node, running or yet to start, off from the API server, or ends
+    /// the cut: iptables on the node drops what arrives from the pods' bridge for the API
+    /// server (the `kubernetes` Service included, which kube-proxy has translated to it by
+    /// then). The control plane, kube-proxy and the test kubelet keep the API, so pods still
+    /// start: an outage as the pods see it, which a stopped API server cannot give a pod that
+    /// starts during it (the kubelet needs the API to start one).
+    pub async fn cut_all_from_api(&self, cut: bool) -> Result<(), HarnessError> {
+        let (api, port) = (self.api.ip().to_string(), self.api.port().to_string());
+        let rule = [
+            "-i", "br0", "-d", &api, "-p", "tcp", "--dport", &port, "-j", "DROP",
+        ];
+        iptables(&self.node_netns, cut, "INPUT", &rule).await
+    }
+
+    /// Cuts `pod` off from every other pod (`cut`), or ends the cut: iptables in the pod's
+    /// network namespace drops what it sends to and receives from the other pod addresses.
+    /// The node still reaches it (the kubelet's probes, and Service traffic, which kube-proxy
+    /// masquerades to the node's address), so clients of the Service still do.
+    pub async fn cut_from_peers(&self, pod: &str, cut: bool) -> Result<(), HarnessError> {
+        let netns = self.kubelet.pod(&self.namespace, pod)?.net.netns.clone();
+        let others = format!("198.18.{0}.2-198.18.{0}.254", self.slot);
+        for (chain, direction) in [("OUTPUT", "--dst-range"), ("INPUT", "--src-range")] {
+            let rule = ["-m", "iprange", direction, &others, "-j", "DROP"];
+            iptables(&netns, cut, chain, &rule).await?;
         }
         Ok(())
     }
@@ -562,6 +567,14 @@ impl Example {
             .collect();
         overlap::check_logs(pods.iter().map(|(n, l)| (n.as_str(), l.as_path())))
     }
+}
+
+/// Inserts (`add`) or deletes `rule` in `chain` of network namespace `netns`'s filter table.
+async fn iptables(netns: &str, add: bool, chain: &str, rule: &[&str]) -> Result<(), HarnessError> {
+    let op = if add { "-I" } else { "-D" };
+    let mut args = vec!["netns", "exec", netns, "iptables", "-w", op, chain];
+    args.extend_from_slice(rule);
+    super::command::run("ip", &args).await.map(drop)
 }
 
 #[cfg(test)]

@@ -39,6 +39,9 @@ pub struct LoadOptions {
     pub max_duration: Duration,
     /// A request not answered in this time fails.
     pub request_timeout: Duration,
+    /// How long one connect may take (the kernel resends a SYN that got no answer after
+    /// 1s, then 3s); past it the connect fails.
+    pub connect_timeout: Duration,
     /// How long a failed connect is retried; zero: never.
     pub connect_retry: Duration,
     /// Send a request again (up to three times) when its connection broke before an answer.
@@ -48,8 +51,8 @@ pub struct LoadOptions {
 impl LoadOptions {
     /// Four closed-loop clients, one request each per 20ms (about 200 req/s when answers
     /// are quick), keep-alive off, at most
-    /// 60s or 20,000 requests, 10s per request, failed connects retried for up to 2s, a
-    /// broken connection retried up to three times.
+    /// 60s or 20,000 requests, 10s per request, 1s per connect, failed connects retried for
+    /// up to 2s, a broken connection retried up to three times.
     pub fn new(target: SocketAddr) -> LoadOptions {
         LoadOptions {
             target,
@@ -61,6 +64,7 @@ impl LoadOptions {
             max_requests: 20_000,
             max_duration: Duration::from_secs(60),
             request_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(1),
             connect_retry: Duration::from_secs(2),
             retry_reset: true,
         }
@@ -259,7 +263,7 @@ async fn closed(
     stop: Arc<AtomicBool>,
     issued: Arc<AtomicUsize>,
 ) {
-    let client = http::client(opts.keep_alive, Duration::from_secs(1));
+    let client = http::client(opts.keep_alive, opts.connect_timeout);
     let deadline = started + opts.max_duration;
     while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
         if issued.fetch_add(1, Ordering::SeqCst) >= opts.max_requests {
@@ -283,7 +287,7 @@ async fn open(
     samples: Arc<Mutex<Vec<Sample>>>,
     stop: Arc<AtomicBool>,
 ) {
-    let client = http::client(opts.keep_alive, Duration::from_secs(1));
+    let client = http::client(opts.keep_alive, opts.connect_timeout);
     let deadline = started + opts.max_duration;
     let permits = Arc::new(tokio::sync::Semaphore::new(max_in_flight));
     let mut in_flight = tokio::task::JoinSet::new();

@@ -10,6 +10,7 @@
 //! one at a time (a lock file), because their timings (lease 3s, renew deadline 2s, retry
 //! 500ms) should not compete with each other for the CPU.
 
+mod failsafe;
 mod harness;
 
 use std::collections::BTreeSet;
@@ -445,16 +446,18 @@ async fn partitioned_leader_stops_before_the_next_takes_over() {
     .await;
 }
 
-/// 6. API server outage (kube-apiserver SIGSTOPped), as docs/failover.md describes it: a
-/// short one costs nothing; in a longer one the leader fences itself at its renew deadline
-/// and requests are held, then served once the API is back (or 503 past the hold
-/// timeout); service resumes after it.
+/// 6. API server outage (kube-apiserver SIGSTOPped) with `--failsafe off`, as
+/// docs/failover.md describes it: a short one costs nothing; in a longer one the leader
+/// fences itself at its renew deadline and requests are held, then served once the API is
+/// back (or 503 past the hold timeout); service resumes after it. (With the failsafe on, the
+/// default, the leader serves on: `failsafe::api_server_stopped_for_two_minutes_costs_nothing`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn api_outage_holds_then_recovers() {
+async fn api_outage_with_the_failsafe_off_holds_then_recovers() {
     let _serial = exclusive("api-outage").await;
     bounded("api-outage", async {
         let s = Scenario::start("api-outage").await;
-        let (app, leader) = s.app(ExampleOptions::test("nginx-ha", 3), 3).await;
+        let options = ExampleOptions::test("nginx-ha", 3).args(&["--failsafe", "off"]);
+        let (app, leader) = s.app(options, 3).await;
         let plane = s.cluster.control_plane();
         let lease = app.lease(None).await.unwrap();
         let load = load(&app, false);
