@@ -36,7 +36,7 @@ use tokio::time::Instant;
 use crate::config::Config;
 use crate::driver::{Candidate, describe};
 use crate::failsafe::{PeerReply, PeerRequest};
-use crate::record::{ADDRESS_ANNOTATION, PEER_ADDRESS_ANNOTATION};
+use crate::record::{ADDRESS_ANNOTATION, PEER_ADDRESS_ANNOTATION, annotation};
 
 /// Label on member Leases: the election they belong to.
 pub const ELECTION_LABEL: &str = "understudy.io/election";
@@ -248,19 +248,10 @@ fn member_of(lease: &Lease) -> Option<(String, Member, String, Duration)> {
     let spec = lease.spec.as_ref()?;
     let identity = spec.holder_identity.clone().filter(|h| !h.is_empty())?;
     let duration = Duration::from_secs(spec.lease_duration_seconds.unwrap_or(0).max(0) as u64);
-    let annotation = |key: &str| {
-        lease
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(key))
-            .filter(|v| !v.is_empty())
-            .cloned()
-    };
     let member = Member {
         identity,
-        address: annotation(ADDRESS_ANNOTATION),
-        peer_address: annotation(PEER_ADDRESS_ANNOTATION),
+        address: annotation(lease, ADDRESS_ANNOTATION),
+        peer_address: annotation(lease, PEER_ADDRESS_ANNOTATION),
     };
     Some((name, member, rv, duration))
 }

@@ -60,7 +60,7 @@ impl LeaseRecord {
 }
 
 /// A non-empty annotation of `lease`.
-fn annotation(lease: &Lease, name: &str) -> Option<String> {
+pub(crate) fn annotation(lease: &Lease, name: &str) -> Option<String> {
     lease
         .metadata
         .annotations

@@ -233,6 +233,22 @@ impl Sim {
         self.nodes.iter().position(|n| n.id == id)
     }
 
+    /// A peer request of `node` (incarnation `inc`) answered, or timed out (`None`): the
+    /// first of the two counts.
+    fn peer_done(&mut self, node: usize, inc: u32, id: u64, reply: Option<PeerReply>) {
+        if self.nodes[node].incarnation != inc {
+            return;
+        }
+        let Some(req) = self.nodes[node].peer_calls.remove(&id) else {
+            return;
+        };
+        let now = self.local(node, self.now);
+        if let Some(core) = self.nodes[node].core.as_mut() {
+            core.peer_reply(now, &req, reply);
+        }
+        self.step(node);
+    }
+
     /// Sends what a node's core wants sent over the peer channel.
     fn send_peers(&mut self, n: usize) {
         loop {
@@ -552,32 +568,8 @@ impl Sim {
                 inc,
                 id,
                 reply,
-            } => {
-                if self.nodes[node].incarnation != inc {
-                    return;
-                }
-                let Some(req) = self.nodes[node].peer_calls.remove(&id) else {
-                    return;
-                };
-                let now = self.local(node, self.now);
-                if let Some(core) = self.nodes[node].core.as_mut() {
-                    core.peer_reply(now, &req, Some(reply));
-                }
-                self.step(node);
-            }
-            Ev::PeerTimeout { node, inc, id } => {
-                if self.nodes[node].incarnation != inc {
-                    return;
-                }
-                let Some(req) = self.nodes[node].peer_calls.remove(&id) else {
-                    return;
-                };
-                let now = self.local(node, self.now);
-                if let Some(core) = self.nodes[node].core.as_mut() {
-                    core.peer_reply(now, &req, None);
-                }
-                self.step(node);
-            }
+            } => self.peer_done(node, inc, id, Some(reply)),
+            Ev::PeerTimeout { node, inc, id } => self.peer_done(node, inc, id, None),
         }
     }
 
