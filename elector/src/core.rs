@@ -127,6 +127,10 @@ struct Failsafe {
     max: Duration,
     /// The other members, as the driver knows them (written into the next renewal).
     members: BTreeSet<String>,
+    /// `members` changed since the last write that carried them: a holder renews at once
+    /// rather than a retryPeriod later, so that a pod that joined is named (and may take
+    /// over on the member expiry) as soon as possible.
+    members_changed: bool,
     /// Send time of the last successful acquire or renew: the base of `max`.
     renewed_at: Option<Instant>,
     /// `renewed_at + renewDeadline`: until when the Lease alone lets this pod act.
@@ -136,6 +140,11 @@ struct Failsafe {
     /// Whom a round must reach: the member set of the last successful write, plus the sets of
     /// writes sent since, whose outcome is unknown (the API may have applied them).
     asked: BTreeSet<String>,
+    /// A record this pod wrote since its last successful write (that one included) names no
+    /// other member: it carries the plain leaseDuration, so a pod outside it may take over at
+    /// the plain expiry, and no round may let this pod act past its Lease. There is nobody to
+    /// ask: a pod alone in its set stops at its renew deadline as without the failsafe.
+    lone: bool,
     /// The last API call failed with an unknown outcome (timeout, transport, 5xx).
     engaged: bool,
     /// Stopped acting on confirmations: no round counts until a write succeeds again.
@@ -229,10 +238,12 @@ impl Elector {
         self.failsafe = Some(Failsafe {
             max,
             members: BTreeSet::new(),
+            members_changed: false,
             renewed_at: None,
             lease_until: None,
             lease_wake: None,
             asked: BTreeSet::new(),
+            lone: true,
             engaged: false,
             fenced: true,
             next_round: 1,
@@ -278,11 +289,16 @@ impl Elector {
     }
 
     /// The other members this pod knows (from their membership Leases); written into the
-    /// Lease with the next renewal, and asked in a failsafe round once written.
+    /// Lease with the next renewal (at once, when they changed and this pod holds the
+    /// Lease), and asked in a failsafe round once written.
     pub fn set_members<I: IntoIterator<Item = String>>(&mut self, members: I) {
         let me = self.identity.clone();
         if let Some(f) = self.failsafe.as_mut() {
-            f.members = members.into_iter().filter(|m| *m != me).collect();
+            let members: BTreeSet<String> = members.into_iter().filter(|m| *m != me).collect();
+            if members != f.members {
+                f.members = members;
+                f.members_changed = true;
+            }
         }
     }
 
@@ -441,6 +457,7 @@ impl Elector {
                             f.fenced = false;
                             f.rounds.clear();
                             f.asked = written.into_iter().filter(|m| *m != me).collect();
+                            f.lone = f.asked.is_empty();
                         }
                     }
                     Intent::Release if self.releasing => self.stopped = true,
@@ -548,9 +565,11 @@ impl Elector {
             // The API may apply this write even if its reply is lost: until a write succeeds,
             // rounds ask the members it names too.
             if let Some(r) = &draft.failsafe {
+                f.members_changed = false;
                 let me = &self.identity;
-                f.asked
-                    .extend(r.members.iter().filter(|m| *m != me).cloned());
+                let others: Vec<String> = r.members.iter().filter(|m| *m != me).cloned().collect();
+                f.lone |= others.is_empty();
+                f.asked.extend(others);
             }
         }
         self.pending = Some(match &action {
@@ -602,7 +621,8 @@ impl Elector {
                         };
                         return Some(self.replace(Intent::Release, draft, obs));
                     }
-                    if now < self.next_attempt {
+                    let members_changed = self.failsafe.as_ref().is_some_and(|f| f.members_changed);
+                    if now < self.next_attempt && !members_changed {
                         return None;
                     }
                     let draft = self.draft(record.transitions, Stamp::Keep(record.acquire_time));
@@ -633,7 +653,9 @@ impl Elector {
                     members,
                     member_expiry_secs: c.lease_duration_secs(),
                 };
-                let dead = if f.without.contains(&Rule::DeadLease) {
+                // Alone in its set, this pod never acts past its Lease (nobody could confirm
+                // it), so a pod that joins later need not wait out a failsafe.
+                let dead = if f.without.contains(&Rule::DeadLease) || f.members.is_empty() {
                     c.lease_duration_secs()
                 } else {
                     dead_lease_secs(c.lease_duration, c.renew_deadline, f.max)
@@ -897,12 +919,12 @@ impl Elector {
             to: to.clone(),
             kind,
         };
-        let mut trivial = None;
         let round_due = now >= f.next_round_at;
         if round_due {
             f.next_round_at = now + retry;
         }
-        if role == Role::Leader && f.engaged && !f.fenced && round_due {
+        // A pod alone in its set has nobody to ask: it acts on its Lease only.
+        if role == Role::Leader && f.engaged && !f.fenced && !f.lone && round_due {
             let round = f.next_round;
             f.next_round += 1;
             f.stats.rounds += 1;
@@ -910,18 +932,13 @@ impl Elector {
                 let kind = RequestKind::Confirm { round, lease_ms };
                 f.outbox.push_back(request(to, kind));
             }
-            if f.asked.is_empty() {
-                // A set of one: nobody else may take over on the member expiry.
-                trivial = Some(now);
-            } else {
-                f.rounds.push_back(Round {
-                    id: round,
-                    sent_at: now,
-                    waiting: f.asked.clone(),
-                });
-                while f.rounds.len() > 4 {
-                    f.rounds.pop_front();
-                }
+            f.rounds.push_back(Round {
+                id: round,
+                sent_at: now,
+                waiting: f.asked.clone(),
+            });
+            while f.rounds.len() > 4 {
+                f.rounds.pop_front();
             }
         }
         if now >= f.next_status_at {
@@ -937,9 +954,6 @@ impl Elector {
                     f.outbox.push_back(request(to, RequestKind::Status));
                 }
             }
-        }
-        if let Some(sent_at) = trivial {
-            self.confirmed(now, sent_at);
         }
     }
 

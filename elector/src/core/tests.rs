@@ -663,6 +663,76 @@ mod failsafe {
     }
 
     #[test]
+    fn a_leader_alone_in_its_set_writes_the_plain_lease_and_stops_at_its_deadline() {
+        let t0 = Instant::now();
+        let mut e = failsafe("me", t0);
+        assert!(matches!(e.poll_action(t0), Some(Action::Read)));
+        e.read_done(t0, None);
+        let create = e.poll_action(t0).expect("create");
+        let Action::Create { draft, .. } = &create else {
+            panic!("{create:?}")
+        };
+        // Nobody could confirm it: a pod that joins later waits only the plain lease.
+        assert_eq!(draft.lease_duration_secs, 10);
+        e.write_done(t0, Ok(stored(&create, 1)));
+        // A member appears; the renew that would name it has an unknown outcome, and the
+        // Lease that landed may still be the one naming this pod alone.
+        e.set_members(["b".to_string()]);
+        let renew = e.poll_action(t0 + 2 * S).expect("renew");
+        let Action::Replace { draft, .. } = &renew else {
+            panic!("{renew:?}")
+        };
+        assert_eq!(draft.lease_duration_secs, 1000, "names b: the dead lease");
+        e.write_done(t0 + 3 * S, Err(WriteError::Other));
+        // No round: b's promise would not hold back a pod that saw the plain lease.
+        assert!(
+            std::iter::from_fn(|| e.poll_peer(t0 + 3 * S)).all(|r| r.kind == RequestKind::Status)
+        );
+        assert_eq!(e.role(t0 + 6 * S - Duration::from_millis(1)), Role::Leader);
+        assert_eq!(e.role(t0 + 6 * S), Role::Candidate);
+        assert!(!e.failsafe_active(t0 + 6 * S));
+        // Once a write naming b has landed, the failsafe asks b.
+        let retry = e.poll_action(t0 + 7 * S).expect("retry");
+        e.write_done(t0 + 7 * S, Ok(stored(&retry, 2)));
+        e.poll_action(t0 + 9 * S).expect("renew");
+        e.write_done(t0 + 10 * S, Err(WriteError::Other));
+        let asked: Vec<PeerRequest> = std::iter::from_fn(|| e.poll_peer(t0 + 10 * S)).collect();
+        assert_eq!(asked.len(), 1);
+        assert_eq!(asked[0].to, "b");
+    }
+
+    #[test]
+    fn a_holder_names_a_new_member_at_once_not_a_retry_period_later() {
+        let t0 = Instant::now();
+        let mut e = leading(t0);
+        assert_eq!(
+            e.poll_action(t0 + S),
+            None,
+            "the next renew is due at t0+2s"
+        );
+        e.set_members(["b".to_string(), "c".to_string()]);
+        assert_eq!(
+            e.poll_action(t0 + S),
+            None,
+            "the same set: nothing to write"
+        );
+        e.set_members(["b".to_string(), "c".to_string(), "d".to_string()]);
+        let renew = e.poll_action(t0 + S).expect("renews at once");
+        let Action::Replace { intent, draft, .. } = &renew else {
+            panic!("{renew:?}")
+        };
+        assert_eq!(*intent, Intent::Renew);
+        assert!(draft.failsafe.as_ref().unwrap().members.contains("d"));
+        e.write_done(t0 + S, Ok(stored(&renew, 2)));
+        assert_eq!(
+            e.poll_action(t0 + 2 * S),
+            None,
+            "then every retryPeriod again"
+        );
+        assert!(e.poll_action(t0 + 3 * S).is_some());
+    }
+
+    #[test]
     fn a_pod_outside_the_member_set_waits_the_dead_lease() {
         let t0 = Instant::now();
         let mut e = failsafe("newcomer", t0);

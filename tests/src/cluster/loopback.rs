@@ -151,6 +151,33 @@ impl Loopback {
         (client, proxy)
     }
 
+    /// Waits until the Lease `lease` names every pod of `members` in its failsafe member set
+    /// (`understudy.io/members`): from then on any of them may take over on the member
+    /// expiry. A pod that joined after the holder's last write is not named; killing every
+    /// named pod that could take over before then leaves the Lease to the dead lease
+    /// (docs/election.md, "Limits").
+    pub async fn wait_members_named(&self, lease: &str, members: &[&str], within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        let path = r"jsonpath={.metadata.annotations.understudy\.io/members}";
+        loop {
+            let named = self
+                .cluster
+                .kubectl()
+                .run(&["get", "lease", lease, "-n", NAMESPACE, "-o", path])
+                .await
+                .unwrap_or_default();
+            let named: Vec<&str> = named.trim().split(',').collect();
+            if members.iter().all(|m| named.contains(m)) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "Lease {lease} names {named:?}, not all of {members:?}, after {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// A sidecar to start.
     pub fn sidecar(&self, name: &str) -> SidecarBuilder<'_> {
         SidecarBuilder {

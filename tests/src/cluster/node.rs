@@ -128,6 +128,13 @@ impl NodeNet {
                     "br_netfilter is needed (pods reach Services across a bridge): {e}"
                 ))
             })?;
+        // kube-proxy answers a connect to a Service without endpoints with an ICMP
+        // unreachable (REJECT). The kernel sends those to one address at most once a second
+        // after a burst of six, and the test load is one address opening ~200 connections a
+        // second: past the burst a refused connect would turn into a silent SYN timeout.
+        // Many clients of a real Service each get their own budget; here every one is
+        // answered, so a connect during an endpoint move is refused (and retried) at once.
+        node.sysctl("net.ipv4.icmp_ratelimit", "0").await?;
         Ok(node)
     }
 

@@ -646,7 +646,14 @@ async fn two_actives_share_the_traffic_and_a_killed_one_is_replaced_losing_nothi
     let (_, status) = pods[standby].admin_get("/status").await.unwrap();
     assert!(status.contains("\"lease\":\"e2e-slots-1\""), "{status}");
 
-    // Kill the active of slot 1; clients use the survivors (the dead endpoint is gone).
+    // Kill the active of slot 1 once its Lease names the standby, which may then take over
+    // on the member expiry (a pod outside the named set waits out the dead lease, and the
+    // only other named pod holds slot 0); clients use the survivors (the dead endpoint is
+    // gone).
+    let names = ["pod-a", "pod-b", "pod-c"];
+    cluster
+        .wait_members_named("e2e-slots-1", &names, Duration::from_secs(5))
+        .await;
     let victim = actives.iter().find(|a| **a != slot0).unwrap().clone();
     let vi = pods.iter().position(|p| p.name == victim).unwrap();
     let load = Load::start(listens_except(&pods, pods[vi].listen.unwrap()), 3);
