@@ -14,18 +14,22 @@
 //! `SIM_SEEDS=N` sets how many seeds to run (default 2000); a failure prints the command that
 //! replays its seed with a trace.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use understudy_elector::Config;
 use understudy_elector::Role;
 use understudy_elector::core::{Action, Elector, WriteError};
 use understudy_elector::failsafe::{PeerReply, PeerRequest, Rule};
-use understudy_elector::record::{Draft, LeaseRecord, Observed};
+use understudy_elector::record::Observed;
 
 mod common;
+use common::world::{Net, Scheduler, Store, Write};
 use common::{MS, Micros, Rng, SEC};
+
+/// Chance that an API call takes 1–4s more (past the call timeout), and while `Fault::Slow`.
+const TAIL: f64 = 0.01;
+const SLOW_TAIL: f64 = 0.2;
 
 #[derive(Clone, Copy, Debug)]
 enum Fault {
@@ -103,8 +107,7 @@ enum Ev {
 #[derive(Debug, Clone)]
 enum Req {
     Read,
-    Create(Draft),
-    Replace(Draft, String),
+    Write(Write),
 }
 
 #[derive(Debug)]
@@ -133,15 +136,12 @@ struct Sim {
     cfg: Config,
     base: Instant,
     now: Micros,
-    seq: u64,
-    queue: BinaryHeap<Reverse<(Micros, u64, usize)>>,
-    events: Vec<Option<Ev>>,
+    events: Scheduler<Ev>,
     nodes: Vec<Node>,
-    lease: Option<(LeaseRecord, u64)>,
-    next_rv: u64,
+    /// The one Lease.
+    store: Store,
     next_call: u64,
-    loss: f64,
-    slow: bool,
+    net: Net,
     trace: bool,
     max_epoch: Option<(u64, String)>,
     healed_at: Option<Micros>,
@@ -150,7 +150,6 @@ struct Sim {
     /// `--failsafe-max` when the failsafe is on, and a rule switched off.
     failsafe: Option<(Duration, Option<Rule>)>,
     api_down: bool,
-    peer_loss: f64,
     /// Registered members (their membership Leases).
     members: BTreeSet<String>,
     next_peer: u64,
@@ -187,15 +186,11 @@ impl Sim {
             cfg,
             base: Instant::now(),
             now: 0,
-            seq: 0,
-            queue: BinaryHeap::new(),
-            events: Vec::new(),
+            events: Scheduler::new(),
             nodes,
-            lease: None,
-            next_rv: 1,
+            store: Store::new(1),
             next_call: 1,
-            loss: 0.0,
-            slow: false,
+            net: Net::new(Some(TAIL)),
             trace,
             max_epoch: None,
             healed_at: None,
@@ -203,7 +198,6 @@ impl Sim {
             kinds: Default::default(),
             failsafe: None,
             api_down: false,
-            peer_loss: 0.0,
             members: BTreeSet::new(),
             next_peer: 1,
             history: Vec::new(),
@@ -217,16 +211,11 @@ impl Sim {
     }
 
     fn peer_latency(&mut self) -> Micros {
-        let base = self.rng.between(200, 20 * MS);
-        if self.rng.chance(0.02) {
-            base + self.rng.between(SEC, 3 * SEC)
-        } else {
-            base
-        }
+        self.net.peer_latency(&mut self.rng)
     }
 
     fn peer_lost(&mut self) -> bool {
-        self.peer_loss > 0.0 && self.rng.chance(self.peer_loss)
+        self.net.peer_lost(&mut self.rng)
     }
 
     fn index(&self, id: &str) -> Option<usize> {
@@ -297,32 +286,19 @@ impl Sim {
     }
 
     fn at(&mut self, t: Micros, ev: Ev) {
-        self.seq += 1;
-        self.events.push(Some(ev));
-        self.queue
-            .push(Reverse((t, self.seq, self.events.len() - 1)));
+        self.events.at(t, ev);
     }
 
     fn latency(&mut self) -> Micros {
-        let base = self.rng.between(MS, 30 * MS);
-        // A tail past the call timeout: the request is applied, the caller has given up.
-        if self.rng.chance(if self.slow { 0.2 } else { 0.01 }) {
-            base + self.rng.between(SEC, 4 * SEC)
-        } else {
-            base
-        }
+        self.net.latency(&mut self.rng)
     }
 
     fn lost(&mut self) -> bool {
-        self.loss > 0.0 && self.rng.chance(self.loss)
+        self.net.lost(&mut self.rng)
     }
 
     fn observed(&self) -> Option<Observed> {
-        self.lease.as_ref().map(|(record, rv)| Observed {
-            record: record.clone(),
-            resource_version: rv.to_string(),
-            object: None,
-        })
+        self.store.read(0)
     }
 
     fn start_node(&mut self, n: usize) {
@@ -379,10 +355,11 @@ impl Sim {
                 self.next_call += 1;
                 let (req, is_read) = match action {
                     Action::Read => (Req::Read, true),
-                    Action::Create { draft, .. } => (Req::Create(draft), false),
-                    Action::Replace { draft, base, .. } => {
-                        (Req::Replace(draft, base.resource_version), false)
-                    }
+                    Action::Create { draft, .. } => (Req::Write(Write::Create(draft)), false),
+                    Action::Replace { draft, base, .. } => (
+                        Req::Write(Write::Replace(draft, base.resource_version)),
+                        false,
+                    ),
                 };
                 if self.trace {
                     eprintln!(
@@ -411,30 +388,10 @@ impl Sim {
     }
 
     fn apply(&mut self, req: Req) -> Resp {
-        let write = |lease: &mut Option<(LeaseRecord, u64)>, draft: Draft, next_rv: &mut u64| {
-            let record = draft.to_record();
-            *lease = Some((record, *next_rv));
-            *next_rv += 1;
+        let Req::Write(write) = req else {
+            return Resp::Read(self.observed());
         };
-        let result = match req {
-            Req::Read => return Resp::Read(self.observed()),
-            Req::Create(draft) => {
-                if self.lease.is_some() {
-                    Err(WriteError::Conflict)
-                } else {
-                    write(&mut self.lease, draft, &mut self.next_rv);
-                    Ok(())
-                }
-            }
-            Req::Replace(draft, rv) => match &self.lease {
-                None => Err(WriteError::NotFound),
-                Some((_, current)) if current.to_string() != rv => Err(WriteError::Conflict),
-                Some(_) => {
-                    write(&mut self.lease, draft, &mut self.next_rv);
-                    Ok(())
-                }
-            },
-        };
+        let result = self.store.write(0, write);
         if result.is_ok() {
             // Fan the change out to every live watch.
             for n in 0..self.nodes.len() {
@@ -446,7 +403,7 @@ impl Sim {
                 }
             }
         }
-        Resp::Write(result.map(|()| self.observed().unwrap()))
+        Resp::Write(result)
     }
 
     fn handle(&mut self, ev: Ev) {
@@ -611,8 +568,8 @@ impl Sim {
                     self.step(n);
                 }
             }
-            Fault::Loss(p) => self.loss = p,
-            Fault::Slow(on) => self.slow = on,
+            Fault::Loss(p) => self.net.loss = p,
+            Fault::Slow(on) => self.net.tail = Some(if on { SLOW_TAIL } else { TAIL }),
             Fault::Outage(on) => {
                 self.api_down = on;
                 if on {
@@ -622,7 +579,7 @@ impl Sim {
                 }
             }
             Fault::PeerCut(n, on) => self.nodes[n].peer_cut = on,
-            Fault::PeerLoss(p) => self.peer_loss = p,
+            Fault::PeerLoss(p) => self.net.peer_loss = p,
             Fault::Leave(n) => {
                 self.nodes[n].core = None;
                 self.nodes[n].incarnation += 1;
@@ -630,10 +587,8 @@ impl Sim {
                 self.members.remove(&id);
             }
             Fault::HealAll => {
-                self.loss = 0.0;
-                self.slow = false;
+                self.net = Net::new(Some(TAIL));
                 self.api_down = false;
-                self.peer_loss = 0.0;
                 for n in 0..self.nodes.len() {
                     self.nodes[n].partitioned = false;
                     self.nodes[n].peer_cut = false;
@@ -712,17 +667,13 @@ impl Sim {
     }
 
     fn run(&mut self, until: Micros) -> Result<(), Violation> {
-        while let Some(Reverse((t, _, idx))) = self.queue.pop() {
-            if t > until {
-                break;
-            }
+        while let Some((t, ev)) = self.events.next(until) {
             self.now = t;
-            if self.seq > 200_000 {
+            if self.events.scheduled() > 200_000 {
                 return Err(Violation(format!(
                     "busy loop: over 200000 events by t={t}us"
                 )));
             }
-            let ev = self.events[idx].take().expect("event once");
             if std::env::var("SIM_KINDS").is_ok() {
                 let kind = format!("{ev:?}");
                 let kind = kind.split([' ', '(']).next().unwrap_or("").to_string();
@@ -771,7 +722,9 @@ fn simulate(seed: u64, cfg: Config, drift: f64, trace: bool) -> Result<(), Viola
     if std::env::var("SIM_STATS").is_ok() {
         eprintln!(
             "seed {seed}: {} events, max epoch {:?} {:?}",
-            sim.seq, sim.max_epoch, sim.kinds
+            sim.events.scheduled(),
+            sim.max_epoch,
+            sim.kinds
         );
     }
     let healed = sim.healed_at.expect("healed");

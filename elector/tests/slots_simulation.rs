@@ -13,15 +13,14 @@
 //!
 //! `SLOT_SEEDS=N` sets how many seeds to run (default 150 per N); a failure prints the seed.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
-use understudy_elector::core::{Action, Elector, WriteError};
-use understudy_elector::record::{Draft, LeaseRecord, Observed};
+use understudy_elector::core::{Action, Elector, Intent, WriteError};
+use understudy_elector::record::Observed;
 use understudy_elector::{Config, Gate, View, lease_name};
 
 mod common;
+use common::world::{Net, Scheduler, Store, Write};
 use common::{MS, Micros, Rng, SEC};
 
 #[derive(Debug)]
@@ -65,7 +64,8 @@ enum Ev {
 #[derive(Debug, Clone)]
 enum Req {
     Read,
-    Write(Draft, Option<String>, bool),
+    /// A write, and whether it is an acquisition (counted for the herd check).
+    Write(Write, bool),
 }
 
 #[derive(Debug)]
@@ -94,13 +94,13 @@ struct Sim {
     cfg: Config,
     base: Instant,
     now: Micros,
-    seq: u64,
-    queue: BinaryHeap<Reverse<(Micros, u64, usize)>>,
-    events: Vec<Option<Ev>>,
+    events: Scheduler<Ev>,
     pods: Vec<Pod>,
     slots: usize,
-    leases: Vec<Option<(LeaseRecord, u64)>>,
-    next_rv: u64,
+    /// One Lease per slot.
+    store: Store,
+    /// Calls take 1–30ms; nothing is lost.
+    net: Net,
     next_call: u64,
     /// Per slot: the epoch the current acquire race is for, and acquire writes seen for it.
     herd: Vec<(i32, usize)>,
@@ -146,13 +146,11 @@ impl Sim {
             cfg: cfg.validated().unwrap(),
             base: Instant::now(),
             now: 0,
-            seq: 0,
-            queue: BinaryHeap::new(),
-            events: Vec::new(),
+            events: Scheduler::new(),
             pods,
             slots,
-            leases: vec![None; slots],
-            next_rv: 1,
+            store: Store::new(slots),
+            net: Net::new(None),
             next_call: 1,
             herd: vec![(-1, 0); slots],
             healed_at: None,
@@ -172,22 +170,15 @@ impl Sim {
     }
 
     fn at(&mut self, t: Micros, ev: Ev) {
-        self.seq += 1;
-        self.events.push(Some(ev));
-        self.queue
-            .push(Reverse((t, self.seq, self.events.len() - 1)));
+        self.events.at(t, ev);
     }
 
     fn latency(&mut self) -> Micros {
-        self.rng.between(MS, 30 * MS)
+        self.net.latency(&mut self.rng)
     }
 
     fn observed(&self, slot: usize) -> Option<Observed> {
-        self.leases[slot].as_ref().map(|(record, rv)| Observed {
-            record: record.clone(),
-            resource_version: rv.to_string(),
-            object: None,
-        })
+        self.store.read(slot)
     }
 
     fn start(&mut self, p: usize) {
@@ -275,19 +266,16 @@ impl Sim {
                 self.next_call += 1;
                 let req = match action {
                     Action::Read => Req::Read,
-                    Action::Create { draft, intent } => Req::Write(
-                        draft,
-                        None,
-                        intent == understudy_elector::core::Intent::Acquire,
-                    ),
+                    Action::Create { draft, intent } => {
+                        Req::Write(Write::Create(draft), intent == Intent::Acquire)
+                    }
                     Action::Replace {
                         draft,
                         base,
                         intent,
                     } => Req::Write(
-                        draft,
-                        Some(base.resource_version),
-                        intent == understudy_elector::core::Intent::Acquire,
+                        Write::Replace(draft, base.resource_version),
+                        intent == Intent::Acquire,
                     ),
                 };
                 self.pods[p].calls[s] = Some(call);
@@ -317,12 +305,11 @@ impl Sim {
     }
 
     fn apply(&mut self, slot: usize, req: Req) -> Resp {
-        let (draft, base, acquire) = match req {
-            Req::Read => return Resp::Read(self.observed(slot)),
-            Req::Write(d, b, a) => (d, b, a),
+        let Req::Write(write, acquire) = req else {
+            return Resp::Read(self.observed(slot));
         };
         if acquire {
-            let epoch = draft.transitions;
+            let epoch = write.draft().transitions;
             let (e, count) = &mut self.herd[slot];
             if *e != epoch {
                 *e = epoch;
@@ -330,17 +317,10 @@ impl Sim {
             }
             *count += 1;
         }
-        let ok = match (&self.leases[slot], &base) {
-            (None, None) => true,
-            (Some(_), None) => false,
-            (None, Some(_)) => return Resp::Write(Err(WriteError::NotFound)),
-            (Some((_, rv)), Some(b)) => rv.to_string() == *b,
-        };
-        if !ok {
-            return Resp::Write(Err(WriteError::Conflict));
+        let result = self.store.write(slot, write);
+        if result.is_err() {
+            return Resp::Write(result);
         }
-        self.leases[slot] = Some((draft.to_record(), self.next_rv));
-        self.next_rv += 1;
         for p in 0..self.pods.len() {
             if self.pods[p].alive {
                 let obs = self.observed(slot);
@@ -357,7 +337,7 @@ impl Sim {
                 );
             }
         }
-        Resp::Write(Ok(self.observed(slot).unwrap()))
+        Resp::Write(result)
     }
 
     fn handle(&mut self, ev: Ev) {
@@ -522,12 +502,8 @@ impl Sim {
     }
 
     fn run(&mut self, until: Micros) -> Result<(), Violation> {
-        while let Some(Reverse((t, _, i))) = self.queue.pop() {
-            if t > until {
-                break;
-            }
+        while let Some((t, ev)) = self.events.next(until) {
             self.now = t;
-            let ev = self.events[i].take().expect("each event runs once");
             self.handle(ev);
             self.check()?;
         }

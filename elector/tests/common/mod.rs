@@ -1,9 +1,11 @@
-//! Shared by the simulations: a seeded RNG, time units, and the conversion between real
-//! (simulated) time and a node's drifting monotonic clock.
+//! Shared by the simulations: a seeded RNG, time units, the conversion between real
+//! (simulated) time and a node's drifting monotonic clock, and the [`world`] they run in.
 
 #![allow(dead_code)] // each simulation uses a subset
 
 use std::time::{Duration, Instant};
+
+pub mod world;
 
 /// splitmix64: tiny, deterministic across platforms and crate versions.
 pub struct Rng(pub u64);
