@@ -7,6 +7,7 @@
 //! | `/status` | JSON: role, leader, address, epoch, timings, last transition, held requests, `failsafe` (on or off, and whether this pod acts on its members' confirmations now), and `slots` (one entry per active slot: lease, holder, address, epoch, whether this pod holds it) |
 //! | `/actives` | JSON list of every active slot's holder: `[{"slot":0,"name":"pod-a","address":"10.0.0.5:8080","epoch":3}, ...]` |
 //! | `/metrics` | Prometheus text |
+//! | `/watch` | `text/event-stream`: an `event: view` with this pod's role, the slot it holds and every slot's holder and epoch at once, then one per change, and `: keep-alive` after 15 s without one; at most 64 streams at once (503 beyond), GET only (405 with `Allow: GET`). See [`sse`] |
 //! | anything else | `{"name":"<leader id>"}` (the holder of slot 0), exactly as the old leader-elector image answered (its handler served every path) |
 
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use serde::Serialize;
 use tokio::sync::watch;
@@ -36,6 +37,7 @@ pub struct Admin {
     holder: Option<Holder>,
     metrics: Metrics,
     draining: Arc<AtomicBool>,
+    watchers: sse::Watchers,
 }
 
 impl Admin {
@@ -51,6 +53,7 @@ impl Admin {
             slots: None,
             settings,
             holder,
+            watchers: sse::Watchers::new(metrics.watchers()),
             metrics,
             draining: Arc::new(AtomicBool::new(false)),
         }
@@ -72,6 +75,19 @@ impl Admin {
         let view = self.views.borrow().clone();
         let now = crate::now();
         match req.uri().path() {
+            "/watch" if req.method() != Method::GET => {
+                let mut resp = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+                resp.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("GET"));
+                resp
+            }
+            "/watch" => {
+                let source = match &self.slots {
+                    Some(slots) => sse::Source::Slots(slots.clone()),
+                    None => sse::Source::View(self.views.clone()),
+                };
+                sse::respond(&self.watchers, source)
+            }
             "/healthz" => text(StatusCode::OK, "ok"),
             "/readyz" => {
                 let ready = !self.draining.load(Ordering::SeqCst)
@@ -316,6 +332,8 @@ fn full(bytes: Vec<u8>) -> ProxyBody {
         .map_err(BoxError::from)
         .boxed_unsync()
 }
+
+pub mod sse;
 
 #[cfg(test)]
 mod tests;

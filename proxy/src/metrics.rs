@@ -49,6 +49,8 @@ pub struct Metrics {
     slots: Arc<Vec<(Registry, ElectionMetrics, String)>>,
     /// The per-slot view the slot gauges mirror, once the election runs.
     slot_views: Arc<OnceLock<watch::Receiver<Slots>>>,
+    /// Open `GET /watch` streams on the admin server.
+    watchers: IntGauge,
 }
 
 impl Default for Metrics {
@@ -109,6 +111,10 @@ impl Metrics {
             &["version"],
         );
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let watchers = register.gauge(
+            "understudy_watchers",
+            "Open GET /watch streams on the admin server (at most 64).",
+        );
         let process = prometheus::process_collector::ProcessCollector::for_self();
         registry
             .register(Box::new(process))
@@ -120,7 +126,13 @@ impl Metrics {
             peer_tls,
             slots: Arc::new(per_slot),
             slot_views: Arc::new(OnceLock::new()),
+            watchers,
         }
+    }
+
+    /// The gauge of open `GET /watch` streams (`understudy_watchers`).
+    pub fn watchers(&self) -> IntGauge {
+        self.watchers.clone()
     }
 
     /// The bound on the proxy port's connections, counted in the proxy's metrics.
