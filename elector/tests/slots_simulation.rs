@@ -21,6 +21,9 @@ use understudy_elector::core::{Action, Elector, WriteError};
 use understudy_elector::record::{Draft, LeaseRecord, Observed};
 use understudy_elector::{Config, Gate, View, lease_name};
 
+// Shared with the core's simulation and model checker (understudy-core); this one stays here
+// because it drives the slot gate (`Gate`), which lives in the driver crate.
+#[path = "../../core/tests/common/mod.rs"]
 mod common;
 use common::{MS, Micros, Rng, SEC};
 
@@ -186,7 +189,6 @@ impl Sim {
         self.leases[slot].as_ref().map(|(record, rv)| Observed {
             record: record.clone(),
             resource_version: rv.to_string(),
-            object: None,
         })
     }
 

@@ -18,11 +18,11 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::time::{Duration, Instant};
 
-use understudy_elector::Config;
-use understudy_elector::Role;
-use understudy_elector::core::{Action, Elector, WriteError};
-use understudy_elector::failsafe::{PeerReply, PeerRequest, Rule};
-use understudy_elector::record::{Draft, LeaseRecord, Observed};
+use understudy_core::Config;
+use understudy_core::Role;
+use understudy_core::core::{Action, Elector, WriteError};
+use understudy_core::failsafe::{PeerReply, PeerRequest, Rule};
+use understudy_core::record::{Draft, LeaseRecord, Observed};
 
 mod common;
 use common::{MS, Micros, Rng, SEC};
@@ -321,7 +321,6 @@ impl Sim {
         self.lease.as_ref().map(|(record, rv)| Observed {
             record: record.clone(),
             resource_version: rv.to_string(),
-            object: None,
         })
     }
 
@@ -812,7 +811,7 @@ fn thousands_of_seeds_never_two_leaders_and_always_recover() {
         for (name, cfg) in configs() {
             if let Err(Violation(why)) = simulate(seed, cfg, DRIFT, false) {
                 failures.push(format!(
-                    "seed {seed} ({name}): {why}\n  replay: SIM_SEED={seed} SIM_CONFIG={name} cargo test -p understudy-elector --test simulation replay -- --nocapture"
+                    "seed {seed} ({name}): {why}\n  replay: SIM_SEED={seed} SIM_CONFIG={name} cargo test -p understudy-core --test simulation replay -- --nocapture"
                 ));
             }
         }
@@ -957,7 +956,7 @@ fn simulate_failsafe(
     }
     sim.at(fault_phase + 1, Ev::Fault(Fault::HealAll));
     let slowest = sim.nodes.iter().map(|n| n.rate).fold(f64::MAX, f64::min);
-    let dead = understudy_elector::failsafe::dead_lease_secs(
+    let dead = understudy_core::failsafe::dead_lease_secs(
         cfg.lease_duration,
         cfg.renew_deadline,
         FAILSAFE_MAX,
@@ -996,7 +995,7 @@ fn failsafe_thousands_of_seeds_never_two_leaders_and_always_recover() {
                     confirmed += stats.map(|c| c.failsafe_stats().rounds_confirmed).sum::<u64>();
                 }
                 Err(Violation(why)) => failures.push(format!(
-                    "seed {seed} ({name}): {why}\n  replay: SIM_SEED={seed} SIM_CONFIG={name} cargo test -p understudy-elector --test simulation failsafe_replay -- --nocapture"
+                    "seed {seed} ({name}): {why}\n  replay: SIM_SEED={seed} SIM_CONFIG={name} cargo test -p understudy-core --test simulation failsafe_replay -- --nocapture"
                 )),
             }
         }
