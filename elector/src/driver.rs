@@ -2,7 +2,9 @@
 //!
 //! One task owns the core. It makes at most one API call at a time (each with a timeout shorter
 //! than renewDeadline), feeds the results and the Lease watch into the core, sleeps until the
-//! core's next wake-up, and publishes the [`View`] on a `tokio::sync::watch` channel.
+//! core's next wake-up, and publishes the [`View`] on a `tokio::sync::watch` channel. The core
+//! sees only the election's fields of the Lease; the driver keeps the object itself, so that a
+//! replace writes back every field the election does not own.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -26,7 +28,7 @@ use crate::observe::{
     ApiCall, CallResult, FailsafeEvent, Leadership, LossReason, NoObserver, Observer, RenewFailure,
     Transitions, Verb,
 };
-use crate::record::Observed;
+use crate::record::{DraftExt, LeaseExt, Observed};
 use crate::view::{Role, View};
 use crate::watcher::{self, WatchMsg};
 
@@ -181,6 +183,7 @@ pub(crate) fn spawn_gated(
         commands: cmd_rx,
         observer,
         transitions: Transitions::default(),
+        object: None,
         leaving: false,
         eligible,
         failsafe,
@@ -217,6 +220,9 @@ struct Driver {
     commands: mpsc::UnboundedReceiver<Command>,
     observer: Arc<dyn Observer>,
     transitions: Transitions,
+    /// The Lease object of the core's latest observation (labels, other annotations,
+    /// `spec.strategy`, ...): the base of a replace conditioned on it.
+    object: Option<Lease>,
     /// A release or step-down was asked for. With `eligible`, tells a leadership given up
     /// from one lost.
     leaving: bool,
@@ -286,9 +292,10 @@ impl Driver {
                     let now = Instant::now().into_std();
                     match msg {
                         WatchMsg::Present(lease) => {
-                            let observed = Observed::from_lease(*lease);
+                            let observed = lease.observed();
                             self.note(now, observed.as_ref());
                             self.core.observe(now, observed);
+                            self.keep(*lease);
                         }
                         WatchMsg::Absent => self.core.observe(now, None),
                     }
@@ -416,6 +423,23 @@ impl Driver {
         }
     }
 
+    /// Keeps `lease` if it is the object of the core's latest observation (the core has just
+    /// been fed it): a replace conditioned on that observation starts from it.
+    fn keep(&mut self, lease: Lease) {
+        let latest = self.core.observed().map(|o| o.resource_version.as_str());
+        if latest.is_some() && lease.metadata.resource_version.as_deref() == latest {
+            self.object = Some(lease);
+        }
+    }
+
+    /// The object behind the observation `base`, if the driver still has it.
+    fn object_at(&self, base: &Observed) -> Option<Lease> {
+        self.object
+            .as_ref()
+            .filter(|o| o.metadata.resource_version.as_deref() == Some(&base.resource_version))
+            .cloned()
+    }
+
     /// Notes an observation on its way to the core, reporting a change of hands.
     fn note(&mut self, now: std::time::Instant, observed: Option<&Observed>) {
         let Some(transition) = observed.and_then(|o| self.transitions.see(now, o)) else {
@@ -462,17 +486,21 @@ impl Driver {
                 intent,
                 draft,
                 base,
-            } => Box::pin(async move {
-                let mut lease =
-                    draft.to_lease(&name, base.object.as_deref(), jiff::Timestamp::now());
-                // The compare-and-swap: the API server rejects the write with 409 unless the
-                // Lease is still at the version we decided on.
-                lease.metadata.resource_version = Some(base.resource_version);
-                let params = PostParams::default();
-                let write = api.replace(&name, &params, &lease);
-                let (write, call) = timed(Verb::Update, timeout, write).await;
-                (classify(intent, write), call)
-            }),
+            } => {
+                // Every observation the core has came from an object kept here; were it
+                // missing, the write would carry the election's fields only, as a create does.
+                let object = self.object_at(&base);
+                Box::pin(async move {
+                    let mut lease = draft.to_lease(&name, object.as_ref(), jiff::Timestamp::now());
+                    // The compare-and-swap: the API server rejects the write with 409 unless the
+                    // Lease is still at the version we decided on.
+                    lease.metadata.resource_version = Some(base.resource_version);
+                    let params = PostParams::default();
+                    let write = api.replace(&name, &params, &lease);
+                    let (write, call) = timed(Verb::Update, timeout, write).await;
+                    (classify(intent, write), call)
+                })
+            }
         }
     }
 
@@ -481,9 +509,12 @@ impl Driver {
         match outcome {
             Outcome::Read(Ok(lease)) => {
                 self.reads_failing = false;
-                let observed = lease.and_then(Observed::from_lease);
+                let observed = lease.as_ref().and_then(LeaseExt::observed);
                 self.note(now, observed.as_ref());
                 self.core.read_done(now, observed);
+                if let Some(lease) = lease {
+                    self.keep(lease);
+                }
             }
             Outcome::Read(Err(error)) => {
                 // Once per outage: the failsafe's probes read every retryPeriod while it lasts.
@@ -513,10 +544,15 @@ impl Driver {
                     let renewed = RenewFailure::of(call.result).map_or(Ok(()), Err);
                     self.observer.renew(&self.name, call.latency, renewed);
                 }
-                let result =
-                    result.and_then(|lease| Observed::from_lease(lease).ok_or(WriteError::Other));
-                self.note(now, result.as_ref().ok());
-                self.core.write_done(now, result);
+                let observed = match &result {
+                    Ok(lease) => lease.observed().ok_or(WriteError::Other),
+                    Err(error) => Err(*error),
+                };
+                self.note(now, observed.as_ref().ok());
+                self.core.write_done(now, observed);
+                if let Ok(lease) = result {
+                    self.keep(lease);
+                }
             }
         }
     }

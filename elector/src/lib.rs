@@ -1,12 +1,15 @@
 //! Lease-based leader election for understudy.
 //!
 //! Two layers, after the sans-IO style of quinn-proto and rustls:
-//! - [`core`]: a pure state machine for one `coordination.k8s.io/v1` Lease. It is fed
-//!   observations, API results and the monotonic time, and answers with the next API call,
-//!   the next wake-up and the [`View`] to publish. It holds every safety rule, so it is tested
-//!   exhaustively by simulation.
+//! - [`core`]: a pure state machine for one `coordination.k8s.io/v1` Lease, in a crate of its
+//!   own ([`understudy_core`], with no Kubernetes client and no runtime; its modules are
+//!   re-exported here). It is fed observations, API results and the monotonic time, and
+//!   answers with the next API call, the next wake-up and the [`View`] to publish. It holds
+//!   every safety rule, so it is tested exhaustively by simulation and model checking.
 //! - [`spawn`]: a driver on `kube::Api<Lease>` that runs the core, watches the Lease, and
 //!   publishes the view on a `tokio::sync::watch` channel; its [`Handle`] releases on shutdown.
+//!   The driver owns the Lease objects: it reads the record out of each ([`record::LeaseExt`])
+//!   and writes the core's drafts back into the object the write is conditioned on.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -35,16 +38,14 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod config;
-pub mod core;
 mod driver;
-pub mod failsafe;
 pub mod members;
 pub mod observe;
 pub mod record;
 pub mod slots;
-pub mod view;
 mod watcher;
+
+pub use understudy_core::{config, core, failsafe, view};
 
 pub use config::{Config, ConfigError, parse_duration};
 pub use driver::{Candidate, Handle, ReleaseError, describe, spawn, spawn_observed};

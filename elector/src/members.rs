@@ -36,7 +36,7 @@ use tokio::time::Instant;
 use crate::config::Config;
 use crate::driver::{Candidate, describe};
 use crate::failsafe::{PeerReply, PeerRequest};
-use crate::record::{ADDRESS_ANNOTATION, PEER_ADDRESS_ANNOTATION, annotation};
+use crate::record::{ADDRESS_ANNOTATION, LeaseExt, PEER_ADDRESS_ANNOTATION};
 
 /// Label on member Leases: the election they belong to.
 pub const ELECTION_LABEL: &str = "understudy.io/election";
@@ -250,8 +250,8 @@ fn member_of(lease: &Lease) -> Option<(String, Member, String, Duration)> {
     let duration = Duration::from_secs(spec.lease_duration_seconds.unwrap_or(0).max(0) as u64);
     let member = Member {
         identity,
-        address: annotation(lease, ADDRESS_ANNOTATION),
-        peer_address: annotation(lease, PEER_ADDRESS_ANNOTATION),
+        address: lease.annotation(ADDRESS_ANNOTATION),
+        peer_address: lease.annotation(PEER_ADDRESS_ANNOTATION),
     };
     Some((name, member, rv, duration))
 }

@@ -5,7 +5,7 @@
 use k8s_openapi::api::coordination::v1::Lease;
 use proptest::prelude::*;
 use serde_json::{Value, json};
-use understudy_elector::record::{LeaseRecord, Observed};
+use understudy_elector::record::LeaseExt;
 
 /// Any JSON scalar, or a shallow array/object of them.
 fn junk() -> impl Strategy<Value = Value> {
@@ -79,8 +79,8 @@ proptest! {
     #[test]
     fn reading_any_lease_never_panics(value in lease()) {
         if let Ok(lease) = serde_json::from_value::<Lease>(value) {
-            let record = LeaseRecord::from_lease(&lease);
-            let observed = Observed::from_lease(lease.clone());
+            let record = lease.record();
+            let observed = lease.observed();
             prop_assert_eq!(observed.is_some(), lease.metadata.resource_version.is_some());
             if let Some(o) = observed {
                 prop_assert_eq!(o.record, record);
@@ -91,8 +91,8 @@ proptest! {
     #[test]
     fn reading_arbitrary_json_as_a_lease_never_panics(value in junk()) {
         if let Ok(lease) = serde_json::from_value::<Lease>(value) {
-            let _ = LeaseRecord::from_lease(&lease);
-            let _ = Observed::from_lease(lease);
+            let _ = lease.record();
+            let _ = lease.observed();
         }
     }
 }

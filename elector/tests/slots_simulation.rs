@@ -19,6 +19,9 @@ use understudy_elector::core::{Action, Elector, Intent, WriteError};
 use understudy_elector::record::Observed;
 use understudy_elector::{Config, Gate, View, lease_name};
 
+// Shared with the core's simulation and model checker (understudy-core); this one stays here
+// because it drives the slot gate (`Gate`), which lives in the driver crate.
+#[path = "../../core/tests/common/mod.rs"]
 mod common;
 use common::world::{Net, Scheduler, Store, Write};
 use common::{MS, Micros, Rng, SEC};

@@ -4,8 +4,21 @@ use super::*;
 
 const S: Duration = Duration::from_secs(1);
 
+/// `holder` at version `rv`, epoch `transitions`.
 fn obs(rv: u64, holder: &str, transitions: i32) -> Observed {
-    Observed::sample(rv, holder, transitions)
+    Observed {
+        record: crate::record::LeaseRecord {
+            holder: holder.into(),
+            lease_duration_secs: 10,
+            acquire_time: None,
+            renew_time: None,
+            transitions,
+            address: (!holder.is_empty()).then(|| format!("{holder}:8080")),
+            peer_address: None,
+            failsafe: None,
+        },
+        resource_version: rv.to_string(),
+    }
 }
 
 #[test]

@@ -15,7 +15,7 @@ fn reads_a_client_go_record() {
                  "acquireTime": "2026-11-24T02:00:00.000000Z",
                  "renewTime": "2026-11-24T02:00:05.123456Z", "leaseTransitions": 3}
     }));
-    let obs = Observed::from_lease(lease).unwrap();
+    let obs = lease.observed().unwrap();
     assert_eq!(obs.resource_version, "42");
     assert_eq!(obs.record.holder, "pod-a");
     assert_eq!(obs.record.lease_duration_secs, 10);
@@ -30,7 +30,7 @@ fn reads_a_client_go_record() {
 #[test]
 fn empty_spec_reads_as_unheld() {
     let lease = lease_json(serde_json::json!({"metadata": {"name": "x", "resourceVersion": "1"}}));
-    let r = LeaseRecord::from_lease(&lease);
+    let r = lease.record();
     assert_eq!(r.holder, "");
     assert_eq!(r.transitions, 0);
     assert_eq!(r.address, None);
@@ -78,14 +78,14 @@ fn draft_keeps_foreign_fields_and_sets_micro_times() {
     let renew = Draft {
         holder: "pod-b".into(),
         lease_duration_secs: 10,
-        acquire_time: Stamp::Keep(LeaseRecord::from_lease(&base).acquire_time),
+        acquire_time: Stamp::Keep(base.record().acquire_time),
         transitions: 2,
         address: Some("198.18.0.3:8080".into()),
         peer_address: Some("198.18.0.3:8443".into()),
         failsafe: None,
     };
     let lease = renew.to_lease("example", None, now);
-    let read = LeaseRecord::from_lease(&lease);
+    let read = lease.record();
     assert_eq!(read.peer_address.as_deref(), Some("198.18.0.3:8443"));
     assert_eq!(read.address.as_deref(), Some("198.18.0.3:8080"));
     let json = serde_json::to_value(lease).unwrap();
@@ -95,12 +95,4 @@ fn draft_keeps_foreign_fields_and_sets_micro_times() {
         json["metadata"]["annotations"][ADDRESS_ANNOTATION],
         "198.18.0.3:8080"
     );
-}
-
-#[test]
-fn orders_decimal_resource_versions() {
-    assert_eq!(rv_newer("10", "9"), Some(true));
-    assert_eq!(rv_newer("9", "10"), Some(false));
-    assert_eq!(rv_newer("9", "9"), Some(false));
-    assert_eq!(rv_newer("abc", "9"), None);
 }

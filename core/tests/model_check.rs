@@ -77,10 +77,10 @@
 //! # Scopes, and a longer check
 //!
 //! [`SCOPES`]: horizon 4 ticks (6 for the cap), one fault of each kind in turn with those it
-//! interacts with most; `cargo test -p understudy-elector --test model_check -- --nocapture`
+//! interacts with most; `cargo test -p understudy-core --test model_check -- --nocapture`
 //! prints the states explored in each. Longer checks:
 //!
-//! - `MODEL_DEPTH=5 cargo test -p understudy-elector --test model_check -- --nocapture` sets
+//! - `MODEL_DEPTH=5 cargo test -p understudy-core --test model_check -- --nocapture` sets
 //!   every horizon to 5 ticks (the first scope: 2.6 million states instead of 1 million);
 //! - `MODEL_SCOPE=h,e,l,lo,de,du,t,o,la,r` checks one scope instead, the fields of [`Scope`]
 //!   in order. Budgets multiply: every kind of fault at once (`4,1,1,1,1,1,1,1,1,1`) is past
@@ -92,10 +92,10 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::{Duration, Instant};
 
 use stateright::{Checker, HasDiscoveries, Model, Path, Property};
-use understudy_elector::core::{Action, Elector, WriteError};
-use understudy_elector::failsafe::{PeerReply, PeerRequest, RequestKind, Rule};
-use understudy_elector::record::{Draft, LeaseRecord, Observed};
-use understudy_elector::{Config, Role};
+use understudy_core::core::{Action, Elector, WriteError};
+use understudy_core::failsafe::{PeerReply, PeerRequest, RequestKind, Rule};
+use understudy_core::record::{Draft, LeaseRecord, Observed};
+use understudy_core::{Config, Role};
 
 /// One tick of real time, in milliseconds.
 const QUANTUM_MS: u64 = 1000;
@@ -339,7 +339,6 @@ fn observed(store: &Option<(LeaseRecord, u32)>) -> Option<Observed> {
     store.as_ref().map(|(record, rv)| Observed {
         record: record.clone(),
         resource_version: rv.to_string(),
-        object: None,
     })
 }
 

@@ -17,11 +17,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use understudy_elector::Config;
-use understudy_elector::Role;
-use understudy_elector::core::{Action, Elector, WriteError};
-use understudy_elector::failsafe::{PeerReply, PeerRequest, Rule};
-use understudy_elector::record::Observed;
+use understudy_core::Config;
+use understudy_core::Role;
+use understudy_core::core::{Action, Elector, WriteError};
+use understudy_core::failsafe::{PeerReply, PeerRequest, Rule};
+use understudy_core::record::Observed;
 
 mod common;
 use common::world::{Net, Scheduler, Store, Write};
@@ -765,7 +765,7 @@ fn thousands_of_seeds_never_two_leaders_and_always_recover() {
         for (name, cfg) in configs() {
             if let Err(Violation(why)) = simulate(seed, cfg, DRIFT, false) {
                 failures.push(format!(
-                    "seed {seed} ({name}): {why}\n  replay: SIM_SEED={seed} SIM_CONFIG={name} cargo test -p understudy-elector --test simulation replay -- --nocapture"
+                    "seed {seed} ({name}): {why}\n  replay: SIM_SEED={seed} SIM_CONFIG={name} cargo test -p understudy-core --test simulation replay -- --nocapture"
                 ));
             }
         }
@@ -910,7 +910,7 @@ fn simulate_failsafe(
     }
     sim.at(fault_phase + 1, Ev::Fault(Fault::HealAll));
     let slowest = sim.nodes.iter().map(|n| n.rate).fold(f64::MAX, f64::min);
-    let dead = understudy_elector::failsafe::dead_lease_secs(
+    let dead = understudy_core::failsafe::dead_lease_secs(
         cfg.lease_duration,
         cfg.renew_deadline,
         FAILSAFE_MAX,
@@ -949,7 +949,7 @@ fn failsafe_thousands_of_seeds_never_two_leaders_and_always_recover() {
                     confirmed += stats.map(|c| c.failsafe_stats().rounds_confirmed).sum::<u64>();
                 }
                 Err(Violation(why)) => failures.push(format!(
-                    "seed {seed} ({name}): {why}\n  replay: SIM_SEED={seed} SIM_CONFIG={name} cargo test -p understudy-elector --test simulation failsafe_replay -- --nocapture"
+                    "seed {seed} ({name}): {why}\n  replay: SIM_SEED={seed} SIM_CONFIG={name} cargo test -p understudy-core --test simulation failsafe_replay -- --nocapture"
                 )),
             }
         }

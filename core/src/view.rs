@@ -68,7 +68,7 @@ pub struct View {
     /// When this pod last changed role (monotonic).
     pub role_since: Instant,
     /// In an election of N slots: the holders of the other slots, which a standby may also
-    /// forward to (see [`crate::Slots::routing_view`]). Empty for a single Lease.
+    /// forward to (see `understudy_elector::Slots::routing_view`). Empty for a single Lease.
     pub peers: Vec<Leader>,
     /// True while this pod acts as leader on its members' promises (the failsafe) rather
     /// than on its Lease: its renew deadline has passed and the API could not be reached.

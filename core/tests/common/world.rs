@@ -5,8 +5,8 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use understudy_elector::core::WriteError;
-use understudy_elector::record::{Draft, LeaseRecord, Observed};
+use understudy_core::core::WriteError;
+use understudy_core::record::{Draft, LeaseRecord, Observed};
 
 use super::{MS, Micros, Rng, SEC};
 
@@ -89,7 +89,6 @@ impl Store {
         self.leases[lease].as_ref().map(|(record, rv)| Observed {
             record: record.clone(),
             resource_version: rv.to_string(),
-            object: None,
         })
     }
 

@@ -31,7 +31,6 @@ fn stored(action: &Action, rv: u64) -> Observed {
     Observed {
         record: draft.to_record(),
         resource_version: rv.to_string(),
-        object: None,
     }
 }
 
