@@ -30,6 +30,8 @@ pub enum Intent {
     Renew,
     /// Give the Lease up: holder "", duration 1s.
     Release,
+    /// Hand the Lease to another member in the planned way ([`Elector::hand_over`]).
+    Handover,
 }
 
 impl Intent {
@@ -39,6 +41,7 @@ impl Intent {
             Intent::Acquire => "acquire",
             Intent::Renew => "renew",
             Intent::Release => "release",
+            Intent::Handover => "handover",
         }
     }
 }
@@ -65,6 +68,18 @@ pub enum Action {
         /// The observation the write is conditioned on.
         base: Observed,
     },
+}
+
+/// The member a holder hands its Lease to ([`Elector::hand_over`]), with the addresses its
+/// peers reach it at (written into the Lease so that standbys forward to it at once).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Successor {
+    /// Its identity.
+    pub identity: String,
+    /// Its proxy address.
+    pub address: Option<String>,
+    /// Its mTLS peer address.
+    pub peer_address: Option<String>,
 }
 
 /// How a write failed, as far as the core cares.
@@ -192,6 +207,8 @@ pub struct Elector {
     /// Stepped down for good (shutdown drain): release, keep observing, never re-acquire.
     retired: bool,
     releasing: bool,
+    /// A planned handover asked for and not yet written ([`Elector::hand_over`]).
+    handover: Option<Successor>,
     stopped: bool,
     synced: bool,
     last_role: Role,
@@ -224,6 +241,7 @@ impl Elector {
             eligible: true,
             retired: false,
             releasing: false,
+            handover: None,
             stopped: false,
             synced: false,
             last_role: Role::Candidate,
@@ -387,12 +405,18 @@ impl Elector {
             }
         }
         self.last_transitions = Some(obs.record.transitions);
+        // Named holder without acting (a handover to this pod, or its own Lease after a
+        // restart): renew at once, not a retryPeriod later, to start acting.
+        let named = obs.record.holder == self.identity && self.acting_until.is_none();
         // Any new resourceVersion restarts the expiry clock: record timestamps are only a
         // change signal, and a change we cannot interpret is treated as a renewal (safe side).
         self.known = Known::Present {
             obs,
             changed_at: now,
         };
+        if named && self.pending.is_none() {
+            self.next_attempt = self.next_attempt.min(now);
+        }
     }
 
     fn observe_absent(&mut self, now: Instant) {
@@ -438,8 +462,14 @@ impl Elector {
                     o.resource_version == written && o.record.holder == self.identity
                 });
                 match intent {
+                    // Not after a step-down, release or handover asked for meanwhile: it
+                    // stopped acting when asked, and a write sent before must not undo that.
                     Intent::Acquire | Intent::Renew
-                        if still_ours && self.eligible && !self.releasing =>
+                        if still_ours
+                            && self.eligible
+                            && !self.releasing
+                            && !self.retired
+                            && self.handover.is_none() =>
                     {
                         self.acting_until = Some(sent_at + self.config.renew_deadline);
                         self.next_attempt = sent_at + self.config.retry_period;
@@ -461,17 +491,22 @@ impl Elector {
                         }
                     }
                     Intent::Release if self.releasing => self.stopped = true,
+                    Intent::Handover => self.handover = None,
                     _ => {}
                 }
             }
             Err(WriteError::Conflict | WriteError::NotFound) => {
                 // Our view is stale: read, then decide again at once. A definite "no" from
                 // the store: no failsafe until a write succeeds again.
+                self.handover = None;
                 self.read_wanted = true;
                 self.next_attempt = now;
                 self.fence();
             }
             Err(WriteError::Other) => {
+                // A handover that may not have been written is given up: this pod renews
+                // (and a renewal over a handover that did land is refused by the CAS).
+                self.handover = None;
                 self.next_attempt = now + self.config.retry_period;
                 if let Some(f) = self.failsafe.as_mut() {
                     f.engaged = true;
@@ -516,6 +551,30 @@ impl Elector {
         self.fence();
         self.next_attempt = now;
         self.update_role(now);
+    }
+
+    /// A planned handover to `to`: stop acting at once, then write the Lease with `to` as
+    /// holder at the next epoch (`leaseTransitions` + 1, `acquireTime` now). `to` acts only
+    /// once its own renewal of that record has succeeded (it renews at once when it sees
+    /// itself named), and nobody else may take the Lease before it expires for them, so at
+    /// most one pod acts and the gap is one write. Once written, this pod follows `to`; if
+    /// the write fails, it stays the holder and acts again after its next successful renew.
+    /// False (and nothing changes) unless this pod holds the Lease and is not leaving.
+    pub fn hand_over(&mut self, now: Instant, to: Successor) -> bool {
+        if !self.holds_lease() || self.releasing || self.retired || to.identity == self.identity {
+            return false;
+        }
+        self.handover = Some(to);
+        self.acting_until = None;
+        self.fence();
+        self.next_attempt = now;
+        self.update_role(now);
+        true
+    }
+
+    /// The member a handover asked for is being written to, until the write's result.
+    pub fn handing_over_to(&self) -> Option<&str> {
+        self.handover.as_ref().map(|s| s.identity.as_str())
     }
 
     /// Whether the latest observed record names this candidate as holder (acting or not).
@@ -606,6 +665,18 @@ impl Elector {
             Known::Present { obs, changed_at } => {
                 let record = &obs.record;
                 if record.holder == self.identity {
+                    if let Some(to) = self.handover.clone()
+                        && !giving_up
+                    {
+                        let mine = self.draft(record.transitions + 1, Stamp::Now);
+                        let draft = Draft {
+                            holder: to.identity,
+                            address: to.address,
+                            peer_address: to.peer_address,
+                            ..mine
+                        };
+                        return Some(self.replace(Intent::Handover, draft, obs));
+                    }
                     if giving_up {
                         if now < self.next_attempt {
                             return None;

@@ -42,7 +42,7 @@ pub mod failsafe;
 pub mod record;
 pub mod view;
 
-pub use crate::core::{Action, Elector, Intent, WriteError};
+pub use crate::core::{Action, Elector, Intent, Successor, WriteError};
 pub use config::{Config, ConfigError, parse_duration};
 pub use record::{LeaseRecord, Observed};
 pub use view::{Leader, Role, View};

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use understudy_core::Config;
 use understudy_core::Role;
-use understudy_core::core::{Action, Elector, WriteError};
+use understudy_core::core::{Action, Elector, Successor, WriteError};
 use understudy_core::failsafe::{PeerReply, PeerRequest, Rule};
 use understudy_core::record::Observed;
 
@@ -38,6 +38,8 @@ enum Fault {
     Restart(usize),
     Release(usize),
     StepDown(usize),
+    /// Whoever holds the Lease hands it to the next running node (a planned switchover).
+    Handover,
     Loss(f64),
     Slow(bool),
     /// No node reaches the API.
@@ -568,6 +570,33 @@ impl Sim {
                     self.step(n);
                 }
             }
+            Fault::Handover => {
+                let count = self.nodes.len();
+                let holder = (0..count)
+                    .find(|&n| self.nodes[n].core.as_ref().is_some_and(|c| c.holds_lease()));
+                let Some(n) = holder else { return };
+                let Some(to) = (1..count)
+                    .map(|i| (n + i) % count)
+                    .find(|&m| self.nodes[m].core.is_some())
+                else {
+                    return;
+                };
+                let id = self.nodes[to].id.clone();
+                let successor = Successor {
+                    address: Some(format!("{id}:8080")),
+                    identity: id,
+                    peer_address: None,
+                };
+                let now = self.local(n, self.now);
+                if self.nodes[n]
+                    .core
+                    .as_mut()
+                    .unwrap()
+                    .hand_over(now, successor)
+                {
+                    self.step(n);
+                }
+            }
             Fault::Loss(p) => self.net.loss = p,
             Fault::Slow(on) => self.net.tail = Some(if on { SLOW_TAIL } else { TAIL }),
             Fault::Outage(on) => {
@@ -713,6 +742,10 @@ fn simulate(seed: u64, cfg: Config, drift: f64, trace: bool) -> Result<(), Viola
         };
         sim.at(t, Ev::Fault(start));
         sim.at((t + len).min(fault_phase), Ev::Fault(end));
+    }
+    for _ in 0..sim.rng.below(4) {
+        let t = sim.rng.between(3 * SEC, fault_phase);
+        sim.at(t, Ev::Fault(Fault::Handover));
     }
     sim.at(fault_phase + 1, Ev::Fault(Fault::HealAll));
     let slowest = sim.nodes.iter().map(|n| n.rate).fold(f64::MAX, f64::min);
@@ -907,6 +940,10 @@ fn simulate_failsafe(
             sim.at(end, Ev::Fault(Fault::Partition(n, false)));
             sim.at(end, Ev::Fault(Fault::PeerCut(n, false)));
         }
+    }
+    for _ in 0..sim.rng.below(4) {
+        let t = sim.rng.between(3 * SEC, fault_phase);
+        sim.at(t, Ev::Fault(Fault::Handover));
     }
     sim.at(fault_phase + 1, Ev::Fault(Fault::HealAll));
     let slowest = sim.nodes.iter().map(|n| n.rate).fold(f64::MAX, f64::min);
@@ -1231,4 +1268,26 @@ fn removing_a_load_bearing_failsafe_rule_lets_an_attack_find_two_leaders() {
         eprintln!("without {rule:?}: two leaders on {caught} of 10 seeds");
         assert!(caught > 0, "no seed found two leaders without {rule:?}");
     }
+}
+
+/// A planned switchover on a quiet cluster: the holder hands the Lease to the next pod, which
+/// acts within a few API round trips of the request; never two leaders (checked throughout).
+#[test]
+fn a_planned_handover_moves_the_leader_at_once() {
+    let sim = scripted(false, &[(20 * SEC, Fault::Handover)], 30 * SEC).unwrap();
+    let before = leaders_at(&sim, 20 * SEC - 1);
+    assert_eq!(before.len(), 1, "{before:?}");
+    let after = changes(&sim, 20 * SEC, 30 * SEC);
+    // Stopped, then the successor: two changes, the second within 200ms of the request.
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert_eq!(after[0].1, Vec::<String>::new());
+    let (t, next) = &after[1];
+    assert_eq!(next.len(), 1);
+    assert_ne!(next, &before);
+    assert!(*t - 20 * SEC < 200 * MS, "took {}ms", (*t - 20 * SEC) / MS);
+    // With the failsafe on, the same.
+    let on = scripted(true, &[(20 * SEC, Fault::Handover)], 30 * SEC).unwrap();
+    let moved = changes(&on, 20 * SEC, 30 * SEC);
+    assert_eq!(moved.len(), 2, "{moved:?}");
+    assert!(moved[1].0 - 20 * SEC < 200 * MS);
 }

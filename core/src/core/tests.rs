@@ -431,6 +431,93 @@ fn a_stepped_down_candidate_does_not_spin_on_an_expired_lease() {
     assert_eq!(e.next_wakeup(), None);
 }
 
+#[test]
+fn a_planned_handover_names_the_successor_at_the_next_epoch_and_it_acts_after_its_renewal() {
+    let t0 = Instant::now();
+    let (mut e, _) = acquire_as_leader(t0);
+    let to = Successor {
+        identity: "next".into(),
+        address: Some("198.18.0.3:8080".into()),
+        peer_address: None,
+    };
+    let t1 = t0 + S;
+    assert!(e.hand_over(t1, to.clone()));
+    // Stops acting at once, before anything is written.
+    assert_eq!(e.role(t1), Role::Candidate);
+    assert_eq!(e.handing_over_to(), Some("next"));
+    let write = e.poll_action(t1).expect("the handover write");
+    let Action::Replace { intent, draft, .. } = &write else {
+        panic!("{write:?}")
+    };
+    assert_eq!(*intent, Intent::Handover);
+    assert_eq!(draft.holder, "next");
+    assert_eq!(draft.transitions, 1, "the next epoch");
+    assert_eq!(draft.address.as_deref(), Some("198.18.0.3:8080"));
+    e.write_done(t1, Ok(stored(&write, 2)));
+    assert_eq!(e.handing_over_to(), None);
+    assert_eq!(e.role(t1), Role::Follower);
+    assert_eq!(e.view(t1).leader_name(), "next");
+    assert!(!e.hand_over(t1, to), "only the holder hands over");
+
+    // The successor sees itself named: it renews at once (not a retryPeriod later) and acts
+    // only once that renewal has succeeded.
+    let mut next = Elector::new(
+        "example",
+        "next",
+        Some("198.18.0.3:8080".into()),
+        config(),
+        t0,
+    );
+    assert!(matches!(next.poll_action(t0), Some(Action::Read)));
+    next.read_done(t0, Some(obs(1, "me", 0)));
+    next.observe(t1, Some(stored(&write, 2)));
+    assert_eq!(next.role(t1), Role::Candidate, "named, not yet acting");
+    let renew = next.poll_action(t1).expect("renews at once");
+    assert!(matches!(
+        &renew,
+        Action::Replace { intent: Intent::Renew, draft, .. } if draft.transitions == 1
+    ));
+    next.write_done(t1, Ok(stored(&renew, 3)));
+    assert_eq!(next.role(t1), Role::Leader);
+}
+
+#[test]
+fn a_handover_whose_write_fails_leaves_the_holder_to_renew() {
+    let t0 = Instant::now();
+    let (mut e, _) = acquire_as_leader(t0);
+    let to = Successor {
+        identity: "next".into(),
+        address: None,
+        peer_address: None,
+    };
+    assert!(e.hand_over(t0 + S, to));
+    let write = e.poll_action(t0 + S).expect("the handover write");
+    e.write_done(t0 + S, Err(WriteError::Other));
+    assert_eq!(e.handing_over_to(), None);
+    assert_eq!(
+        e.role(t0 + S),
+        Role::Candidate,
+        "not acting until a renewal succeeds"
+    );
+    // A retryPeriod later it renews; had the handover landed after all, the store would
+    // refuse this renewal (its base is the version before the handover).
+    let renew = e.poll_action(t0 + 3 * S).expect("renew");
+    let (
+        Action::Replace {
+            intent: Intent::Renew,
+            base,
+            ..
+        },
+        Action::Replace { base: b, .. },
+    ) = (&renew, &write)
+    else {
+        panic!("{renew:?}")
+    };
+    assert_eq!(base.resource_version, b.resource_version);
+    e.write_done(t0 + 3 * S, Ok(stored(&renew, 2)));
+    assert_eq!(e.role(t0 + 3 * S), Role::Leader);
+}
+
 // === the failsafe ===
 
 mod failsafe {

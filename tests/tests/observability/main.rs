@@ -62,6 +62,7 @@ const FAMILIES: &[&str] = &[
     "understudy_failsafe_active",
     "understudy_failsafe_replies_total",
     "understudy_failsafe_answers_total",
+    "understudy_watchers",
     "process_cpu_seconds_total",
     "process_resident_memory_bytes",
     "process_virtual_memory_bytes",
