@@ -2,8 +2,8 @@
 //!
 //! Inputs are observations of the Lease (or its absence), results of the API calls the core
 //! asked for, and the current monotonic time. Outputs are the next API call to make
-//! ([`Elector::poll_action`]), when to wake the core up ([`Elector::next_wakeup`]) and the
-//! [`View`] to publish. No sockets, no clocks: the driver and the simulation supply both.
+//! ([`Elector::poll_action`]), when to wake the core up ([`Elector::next_wakeup`]), what
+//! happened ([`Elector::poll_event`]) and the [`View`] to publish. No sockets, no clocks: the driver and the simulation supply both.
 //!
 //! Safety rests on three rules (DESIGN.md):
 //! - every write is a compare-and-swap on the last observed resourceVersion;
@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
+use crate::event::{Event, Events, LossReason};
 use crate::failsafe::{
     FailsafeRecord, PeerReply, PeerRequest, Refusal, RequestKind, Rule, dead_lease_secs,
 };
@@ -215,6 +216,8 @@ pub struct Elector {
     role_since: Instant,
     /// The failsafe, when on ([`Elector::with_failsafe`]).
     failsafe: Option<Failsafe>,
+    /// What happened, for [`Elector::poll_event`] (output only: equal in every two cores).
+    events: Events,
 }
 
 impl Elector {
@@ -247,6 +250,7 @@ impl Elector {
             last_role: Role::Candidate,
             role_since: now,
             failsafe: None,
+            events: Events::default(),
         }
     }
 
@@ -387,6 +391,7 @@ impl Elector {
     }
 
     fn observe_present(&mut self, now: Instant, obs: Observed) {
+        self.events.see(now, &obs);
         if let Known::Present { obs: known, .. } = &self.known {
             let same = obs.resource_version == known.resource_version;
             let older = rv_newer(&known.resource_version, &obs.resource_version) == Some(true);
@@ -925,12 +930,43 @@ impl Elector {
 
     /// Records a role change so that `View::role_since` is right. Called after every input;
     /// the driver also calls it on wake-ups via [`Elector::tick`].
+    /// Queues [`Event::Acquired`] or [`Event::Lost`] when the role moves to or from leader.
     fn update_role(&mut self, now: Instant) {
         let role = self.role(now);
-        if role != self.last_role {
-            self.last_role = role;
-            self.role_since = now;
+        if role == self.last_role {
+            return;
         }
+        let was = std::mem::replace(&mut self.last_role, role);
+        self.role_since = now;
+        if role == Role::Leader {
+            let epoch = self.view(now).leader.map_or(0, |l| l.epoch);
+            self.events.push(Event::Acquired { epoch });
+        } else if was == Role::Leader {
+            let taken = self
+                .view(now)
+                .leader
+                .is_some_and(|l| l.identity != self.identity);
+            let reason = if taken {
+                LossReason::Taken
+            } else if self.releasing || self.retired || !self.eligible || self.handover.is_some() {
+                LossReason::Released
+            } else {
+                LossReason::Deadline
+            };
+            self.events.push(Event::Lost { reason });
+        }
+    }
+
+    /// The next thing that happened, oldest first: this candidate's leadership starting or
+    /// ending, or the Lease changing hands. Call until `None` after every input (as with
+    /// [`Elector::poll_action`]); events are queued by [`Elector::observe`],
+    /// [`Elector::read_done`], [`Elector::write_done`], [`Elector::tick`], [`Elector::release`],
+    /// [`Elector::step_down`], [`Elector::set_eligible`] and [`Elector::hand_over`] (a role change that follows from a
+    /// peer's reply comes out at the next [`Elector::tick`]). A driver that calls
+    /// [`Elector::tick`] before it publishes the view sees a role change in the events as soon
+    /// as in the view.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop()
     }
 
     /// Time passed (a wake-up fired). Updates the role; the next actions come from

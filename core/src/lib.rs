@@ -5,7 +5,8 @@
 //! [`record::Observed`]), the results of the API calls it asked for, its members' replies and
 //! the monotonic time, and answers with the next API call ([`core::Elector::poll_action`]),
 //! the next wake-up ([`core::Elector::next_wakeup`]), the requests to send to its members
-//! ([`core::Elector::poll_peer`]) and the [`View`] to publish. It holds every safety rule, so it
+//! ([`core::Elector::poll_peer`]), what happened ([`core::Elector::poll_event`]: leadership
+//! acquired or lost, the Lease changing hands) and the [`View`] to publish. It holds every safety rule, so it
 //! is tested exhaustively: unit tests beside the code, a deterministic simulation of
 //! candidates, a store and faults (`tests/simulation.rs`), and a model checker over every
 //! interleaving of small scopes (`tests/model_check.rs`).
@@ -38,11 +39,13 @@
 
 pub mod config;
 pub mod core;
+pub mod event;
 pub mod failsafe;
 pub mod record;
 pub mod view;
 
 pub use crate::core::{Action, Elector, Intent, Successor, WriteError};
 pub use config::{Config, ConfigError, parse_duration};
+pub use event::{Event, LossReason};
 pub use record::{LeaseRecord, Observed};
 pub use view::{Leader, Role, View};

@@ -276,7 +276,8 @@ const LEASE: &str = "model";
 
 /// A node is identified by its core without the fields that never change what the core does:
 /// its metrics counters, the holder a peer hinted at and the role it last published (they
-/// only feed `View` and wake-ups, and this world wakes every core on every tick). States that
+/// only feed `View` and wake-ups, and this world wakes every core on every tick), and the
+/// events it has to report (output only; this world never polls them). States that
 /// differ only in those are one state to the checker. If the core's `Debug` form changes,
 /// fewer states merge; none merge wrongly.
 impl Hash for Node {
@@ -291,7 +292,7 @@ impl Hash for Node {
 /// The key of a core: a hash of its `Debug` form without those fields.
 fn core_key(core: &Elector) -> u64 {
     let mut s = format!("{core:?}");
-    for field in ["stats", "hint", "last_role", "role_since"] {
+    for field in ["stats", "hint", "last_role", "role_since", "events"] {
         strip(&mut s, field);
     }
     key(&s)

@@ -22,14 +22,15 @@ use tokio::time::error::Elapsed;
 
 use crate::config::Config;
 use crate::core::{Action, Elector, Intent, WriteError};
+use crate::event::Event;
 use crate::failsafe::{PeerReply, PeerRequest, RequestKind};
 use crate::members::{FailsafeOptions, Members};
 use crate::observe::{
-    ApiCall, CallResult, FailsafeEvent, Leadership, LossReason, NoObserver, Observer, RenewFailure,
-    Transitions, Verb,
+    ApiCall, CallResult, FailsafeEvent, Leadership, NoObserver, Observer, RenewFailure, Transition,
+    Verb,
 };
 use crate::record::{DraftExt, LeaseExt, Observed};
-use crate::view::{Role, View};
+use crate::view::View;
 use crate::watcher::{self, WatchMsg};
 
 /// Who contends: identity and the address peers should forward to.
@@ -182,10 +183,7 @@ pub(crate) fn spawn_gated(
         view: view_tx,
         commands: cmd_rx,
         observer,
-        transitions: Transitions::default(),
         object: None,
-        leaving: false,
-        eligible,
         failsafe,
         inflight: FuturesUnordered::new(),
         addresses: Members::new(),
@@ -219,15 +217,9 @@ struct Driver {
     view: watch::Sender<View>,
     commands: mpsc::UnboundedReceiver<Command>,
     observer: Arc<dyn Observer>,
-    transitions: Transitions,
     /// The Lease object of the core's latest observation (labels, other annotations,
     /// `spec.strategy`, ...): the base of a replace conditioned on it.
     object: Option<Lease>,
-    /// A release or step-down was asked for. With `eligible`, tells a leadership given up
-    /// from one lost.
-    leaving: bool,
-    /// The last [`Handle::set_eligible`].
-    eligible: bool,
     failsafe: Option<DriverFailsafe>,
     /// Failsafe requests on their way: each yields the request and the answer (if any).
     inflight: FuturesUnordered<PeerCall>,
@@ -292,9 +284,7 @@ impl Driver {
                     let now = Instant::now().into_std();
                     match msg {
                         WatchMsg::Present(lease) => {
-                            let observed = lease.observed();
-                            self.note(now, observed.as_ref());
-                            self.core.observe(now, observed);
+                            self.core.observe(now, lease.observed());
                             self.keep(*lease);
                         }
                         WatchMsg::Absent => self.core.observe(now, None),
@@ -304,17 +294,14 @@ impl Driver {
                     Some(Command::Release(done)) => {
                         tracing::info!(lease = %self.name, "releasing");
                         release_waiters.push(done);
-                        self.leaving = true;
                         self.core.release(Instant::now().into_std());
                     }
                     Some(Command::StepDown(done)) => {
                         tracing::info!(lease = %self.name, "stepping down");
                         step_down_waiters.push(done);
-                        self.leaving = true;
                         self.core.step_down(Instant::now().into_std());
                     }
                     Some(Command::SetEligible(eligible)) => {
-                        self.eligible = eligible;
                         self.core.set_eligible(Instant::now().into_std(), eligible);
                     }
                     Some(Command::Answer(request, reply)) => {
@@ -378,9 +365,9 @@ impl Driver {
         }
     }
 
-    fn publish(&self, now: std::time::Instant) {
+    /// Publishes the view, and reports what the core says happened.
+    fn publish(&mut self, now: std::time::Instant) {
         let view = self.core.view(now);
-        let mut moved = None;
         self.view.send_if_modified(|current| {
             if *current == view {
                 return false;
@@ -393,33 +380,43 @@ impl Driver {
                     epoch = view.leader.as_ref().map(|l| l.epoch),
                     "election view changed"
                 );
-                moved = Some(current.role);
             }
             *current = view.clone();
             true
         });
-        match moved {
-            Some(from) if from != Role::Leader && view.role == Role::Leader => {
-                let epoch = view.leader.as_ref().map_or(0, |l| l.epoch);
-                let change = Leadership::Acquired { epoch };
-                self.observer.leadership(&self.name, change);
+        while let Some(event) = self.core.poll_event() {
+            match event {
+                Event::Acquired { epoch } => {
+                    let change = Leadership::Acquired { epoch };
+                    self.observer.leadership(&self.name, change);
+                }
+                Event::Lost { reason } => {
+                    self.observer
+                        .leadership(&self.name, Leadership::Lost(reason));
+                }
+                Event::HandsChanged {
+                    from,
+                    to,
+                    epoch,
+                    gap,
+                } => {
+                    tracing::info!(
+                        lease = %self.name,
+                        from = %from,
+                        to = %to,
+                        epoch,
+                        gap_ms = gap.as_millis() as u64,
+                        "lease changed hands"
+                    );
+                    let transition = Transition {
+                        from,
+                        to,
+                        epoch,
+                        gap,
+                    };
+                    self.observer.transition(&self.name, &transition);
+                }
             }
-            Some(Role::Leader) if view.role != Role::Leader => {
-                let taken = view
-                    .leader
-                    .as_ref()
-                    .is_some_and(|l| l.identity != view.identity);
-                let reason = if taken {
-                    LossReason::Taken
-                } else if self.leaving || !self.eligible {
-                    LossReason::Released
-                } else {
-                    LossReason::Deadline
-                };
-                self.observer
-                    .leadership(&self.name, Leadership::Lost(reason));
-            }
-            _ => {}
         }
     }
 
@@ -438,22 +435,6 @@ impl Driver {
             .as_ref()
             .filter(|o| o.metadata.resource_version.as_deref() == Some(&base.resource_version))
             .cloned()
-    }
-
-    /// Notes an observation on its way to the core, reporting a change of hands.
-    fn note(&mut self, now: std::time::Instant, observed: Option<&Observed>) {
-        let Some(transition) = observed.and_then(|o| self.transitions.see(now, o)) else {
-            return;
-        };
-        tracing::info!(
-            lease = %self.name,
-            from = %transition.from,
-            to = %transition.to,
-            epoch = transition.epoch,
-            gap_ms = transition.gap.as_millis() as u64,
-            "lease changed hands"
-        );
-        self.observer.transition(&self.name, &transition);
     }
 
     fn start(&self, action: Action) -> Call {
@@ -509,9 +490,8 @@ impl Driver {
         match outcome {
             Outcome::Read(Ok(lease)) => {
                 self.reads_failing = false;
-                let observed = lease.as_ref().and_then(LeaseExt::observed);
-                self.note(now, observed.as_ref());
-                self.core.read_done(now, observed);
+                self.core
+                    .read_done(now, lease.as_ref().and_then(LeaseExt::observed));
                 if let Some(lease) = lease {
                     self.keep(lease);
                 }
@@ -548,7 +528,6 @@ impl Driver {
                     Ok(lease) => lease.observed().ok_or(WriteError::Other),
                     Err(error) => Err(*error),
                 };
-                self.note(now, observed.as_ref().ok());
                 self.core.write_done(now, observed);
                 if let Ok(lease) = result {
                     self.keep(lease);

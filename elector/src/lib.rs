@@ -45,7 +45,7 @@ pub mod record;
 pub mod slots;
 mod watcher;
 
-pub use understudy_core::{config, core, failsafe, view};
+pub use understudy_core::{config, core, event, failsafe, view};
 
 pub use config::{Config, ConfigError, parse_duration};
 pub use driver::{Candidate, Handle, ReleaseError, describe, spawn, spawn_observed};

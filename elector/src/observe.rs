@@ -6,13 +6,15 @@
 //! observer implements only what it needs; the crate itself depends on no metrics library.
 //! Observers are called from the election task: they must return quickly and never block.
 //!
-//! The sans-IO [`crate::core`] knows nothing of this; the hook lives in the driver.
+//! The sans-IO [`crate::core`] knows nothing of this; the hook lives in the driver. What the
+//! core decides (leadership, changes of hands) it says as [`crate::event::Event`]s, which the
+//! driver passes on here.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::time::error::Elapsed;
 
-use crate::record::{Observed, rv_newer};
+pub use crate::event::LossReason;
 
 /// Receives what one or more elections do. Pass it to [`crate::spawn_observed`].
 ///
@@ -248,35 +250,6 @@ pub enum Leadership {
     Lost(LossReason),
 }
 
-/// Why a leader stopped acting.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum LossReason {
-    /// It gave the Lease up: release, step-down, or made ineligible.
-    Released,
-    /// Another candidate holds the Lease now.
-    Taken,
-    /// No renew succeeded within renewDeadline: it fenced itself off.
-    Deadline,
-}
-
-impl LossReason {
-    /// Every reason, e.g. to pre-create metric series.
-    pub const ALL: [LossReason; 3] = [
-        LossReason::Released,
-        LossReason::Taken,
-        LossReason::Deadline,
-    ];
-
-    /// Lower-case name, as used in metric labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LossReason::Released => "released",
-            LossReason::Taken => "taken",
-            LossReason::Deadline => "deadline",
-        }
-    }
-}
-
 /// The Lease changing hands, as this candidate saw it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transition {
@@ -290,51 +263,6 @@ pub struct Transition {
     /// last renew, or its release) to the first sight of the new holder. Nobody was renewing
     /// in between, so this is how long the election went without a live leader.
     pub gap: Duration,
-}
-
-/// Finds [`Transition`]s in the stream of observations the driver feeds the core.
-///
-/// A transition is a record with a holder whose epoch is above every epoch seen before,
-/// after some holder was seen: the first holder seen after start is where we came in, not a
-/// change. Observations older than one already seen (a read overtaken by the watch) are
-/// skipped, so a stale record cannot count twice.
-#[derive(Debug, Default)]
-pub(crate) struct Transitions {
-    /// The last non-empty holder seen.
-    holder: Option<String>,
-    /// The highest epoch seen, of any record (a release keeps the epoch).
-    epoch: Option<i32>,
-    /// The resourceVersion of the latest record seen, and when it was first seen.
-    latest: Option<(String, Instant)>,
-}
-
-impl Transitions {
-    /// Feeds one observation made at `now`; returns the transition it shows, if any.
-    pub(crate) fn see(&mut self, now: Instant, obs: &Observed) -> Option<Transition> {
-        let previous_change = match &self.latest {
-            Some((rv, _)) if *rv == obs.resource_version => return None,
-            Some((rv, _)) if rv_newer(rv, &obs.resource_version) == Some(true) => return None,
-            Some((_, at)) => Some(*at),
-            None => None,
-        };
-        self.latest = Some((obs.resource_version.clone(), now));
-        let record = &obs.record;
-        let newer = self.epoch.is_none_or(|e| record.transitions > e);
-        self.epoch = Some(
-            self.epoch
-                .map_or(record.transitions, |e| e.max(record.transitions)),
-        );
-        if record.holder.is_empty() || !newer {
-            return None;
-        }
-        let from = self.holder.replace(record.holder.clone())?;
-        Some(Transition {
-            from,
-            to: record.holder.clone(),
-            epoch: record.transitions.max(0) as u64,
-            gap: previous_change.map_or(Duration::ZERO, |at| now.saturating_duration_since(at)),
-        })
-    }
 }
 
 #[cfg(test)]

@@ -518,6 +518,126 @@ fn a_handover_whose_write_fails_leaves_the_holder_to_renew() {
     assert_eq!(e.role(t0 + 3 * S), Role::Leader);
 }
 
+// === events ===
+
+/// Every event queued so far, oldest first.
+fn events(e: &mut Elector) -> Vec<Event> {
+    std::iter::from_fn(|| e.poll_event()).collect()
+}
+
+#[test]
+fn acquiring_is_an_event_and_a_first_holder_is_no_change_of_hands() {
+    let t0 = Instant::now();
+    let (mut e, _) = acquire_as_leader(t0);
+    assert_eq!(events(&mut e), [Event::Acquired { epoch: 0 }]);
+    assert_eq!(e.poll_event(), None, "each event comes out once");
+}
+
+#[test]
+fn a_leader_past_its_renew_deadline_loses_by_deadline() {
+    let t0 = Instant::now();
+    let (mut e, _) = acquire_as_leader(t0);
+    events(&mut e);
+    e.tick(t0 + config().renew_deadline - Duration::from_millis(1));
+    assert_eq!(events(&mut e), []);
+    e.tick(t0 + config().renew_deadline);
+    assert_eq!(
+        events(&mut e),
+        [Event::Lost {
+            reason: LossReason::Deadline
+        }]
+    );
+}
+
+#[test]
+fn a_leader_that_sees_another_holder_loses_it_taken_and_the_lease_changed_hands() {
+    let t0 = Instant::now();
+    let (mut e, _) = acquire_as_leader(t0);
+    events(&mut e);
+    // The write's response was seen at t0 + 5ms; the takeover 995ms later.
+    e.observe(t0 + S, Some(obs(2, "other", 1)));
+    assert_eq!(
+        events(&mut e),
+        [
+            Event::HandsChanged {
+                from: "me".into(),
+                to: "other".into(),
+                epoch: 1,
+                gap: S - Duration::from_millis(5),
+            },
+            Event::Lost {
+                reason: LossReason::Taken
+            },
+        ]
+    );
+    // The same record again (the read that follows) is no news.
+    e.read_done(t0 + 2 * S, Some(obs(2, "other", 1)));
+    assert_eq!(events(&mut e), []);
+}
+
+#[test]
+fn giving_up_is_a_loss_by_release() {
+    type GiveUp = fn(&mut Elector, Instant);
+    let ways: [(&str, GiveUp); 3] = [
+        ("release", |e, now| e.release(now)),
+        ("step down", |e, now| e.step_down(now)),
+        ("ineligible", |e, now| e.set_eligible(now, false)),
+    ];
+    for (name, give_up) in ways {
+        let t0 = Instant::now();
+        let (mut e, _) = acquire_as_leader(t0);
+        events(&mut e);
+        give_up(&mut e, t0 + S);
+        let lost = [Event::Lost {
+            reason: LossReason::Released,
+        }];
+        assert_eq!(events(&mut e), lost, "{name}");
+    }
+}
+
+#[test]
+fn a_follower_reports_a_change_of_hands_with_the_gap_it_saw() {
+    let t0 = Instant::now();
+    let mut e = synced(t0, Some(obs(1, "a", 4)));
+    e.observe(t0 + S, Some(obs(2, "a", 4)));
+    // a stops renewing; b takes over after the expiry.
+    e.observe(t0 + 12 * S, Some(obs(3, "b", 5)));
+    assert_eq!(
+        events(&mut e),
+        [Event::HandsChanged {
+            from: "a".into(),
+            to: "b".into(),
+            epoch: 5,
+            gap: 11 * S,
+        }]
+    );
+    // Deleted and created again by b at a new epoch: a change of hands too (from b).
+    e.observe(t0 + 13 * S, None);
+    e.observe(t0 + 14 * S, Some(obs(9, "b", 6)));
+    assert!(matches!(
+        &events(&mut e)[..],
+        [Event::HandsChanged { from, to, epoch: 6, .. }] if from == "b" && to == "b"
+    ));
+}
+
+#[test]
+fn queued_events_are_output_not_state() {
+    // The model checker deduplicates cores by Eq and Hash: two cores that differ only in
+    // what they have to report are the same state.
+    let t0 = Instant::now();
+    let (mut polled, _) = acquire_as_leader(t0);
+    let (unpolled, _) = acquire_as_leader(t0);
+    events(&mut polled);
+    assert_eq!(polled, unpolled);
+    let hash = |e: &Elector| {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        e.hash(&mut h);
+        h.finish()
+    };
+    assert_eq!(hash(&polled), hash(&unpolled));
+}
+
 // === the failsafe ===
 
 mod failsafe {
