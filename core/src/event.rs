@@ -41,7 +41,7 @@ pub enum Event {
 /// Why a leader stopped acting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum LossReason {
-    /// It gave the Lease up: release, step-down, or made ineligible.
+    /// It gave the Lease up: release, step-down, a planned handover, or made ineligible.
     Released,
     /// Another candidate holds the Lease now.
     Taken,
