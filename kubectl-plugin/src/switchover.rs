@@ -286,12 +286,17 @@ pub async fn run(
         ))),
         Progress::Refused => {
             let since = requested_at - jiff::SignedDuration::from_secs(2);
-            match refusal(events, &lease, since, deadline).await? {
-                Some(message) => Err(Error::Failed(format!(
+            match refusal(events, &lease, since, deadline).await {
+                Ok(Some(message)) => Err(Error::Failed(format!(
                     "switchover refused by {}: {message}",
                     base.holder
                 ))),
-                None => Err(timeout(request, &base, &last)),
+                Ok(None) => Err(timeout(request, &base, &last)),
+                // Refused all the same; only the reason is out of reach.
+                Err(e) => Err(Error::Failed(format!(
+                    "switchover refused by {}; its reason could not be read: {e}",
+                    base.holder
+                ))),
             }
         }
         Progress::Pending => Err(timeout(request, &base, &last)),
