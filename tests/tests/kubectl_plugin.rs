@@ -62,6 +62,24 @@ roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: lease-getter}
 subjects: [{kind: ServiceAccount, name: lease-getter}]
 ";
 
+/// A ServiceAccount that may do everything with Leases the plugin does, but not list Events.
+const NO_EVENTS_RBAC: &str = "\
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: no-events}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: no-events}
+rules: [{apiGroups: [coordination.k8s.io], resources: [leases], verbs: [get, list, watch, patch]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: no-events}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: no-events}
+subjects: [{kind: ServiceAccount, name: no-events}]
+";
+
 // === the plugin ===
 
 /// The plugin binary (see the module docs).
@@ -586,6 +604,43 @@ async fn switchover_outcomes() {
     assert!(
         r.stderr
             .contains("switchover refused by pod-d: no healthy standby to hand over to"),
+        "{r:?}"
+    );
+
+    // Refused, as seen by a user who may not list Events: refused all the same.
+    let cluster = w.loopback.cluster();
+    cluster
+        .kubectl()
+        .run_with_input(&["apply", "-n", NAMESPACE, "-f", "-"], Some(NO_EVENTS_RBAC))
+        .await
+        .unwrap_or_else(|e| panic!("the Role without events: {e}"));
+    let no_events = w.loopback.dir().join("no-events.kubeconfig");
+    cluster
+        .write_service_account_kubeconfig(NAMESPACE, "no-events", cluster.api(), &no_events)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let holder = async {
+        w.requested("web").await;
+        w.leases
+            .patch(
+                "web",
+                &PatchParams::default(),
+                &Patch::Merge(
+                    json!({"metadata": {"annotations": {"understudy.io/handover-to": null}}}),
+                ),
+            )
+            .await
+            .expect("remove the request");
+    };
+    let (r, ()) = tokio::join!(
+        run(&no_events, &["switchover", "web", "--wait", "10s"]),
+        holder
+    );
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(
+        r.stderr.contains(
+            "switchover refused by pod-d; its reason could not be read: Error from server (Forbidden): "
+        ),
         "{r:?}"
     );
 
