@@ -577,6 +577,15 @@ impl Elector {
         true
     }
 
+    /// Renews at once, if this pod holds the Lease (and no call is outstanding; then right
+    /// after it): to answer a handover request by declining it, since every write removes the
+    /// request's annotation.
+    pub fn renew_now(&mut self, now: Instant) {
+        if self.holds_lease() {
+            self.next_attempt = self.next_attempt.min(now);
+        }
+    }
+
     /// The member a handover asked for is being written to, until the write's result.
     pub fn handing_over_to(&self) -> Option<&str> {
         self.handover.as_ref().map(|s| s.identity.as_str())

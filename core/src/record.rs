@@ -14,6 +14,11 @@ pub const ADDRESS_ANNOTATION: &str = "understudy.io/address";
 /// (`--peer-listen`): where a standby with mTLS on sends forwarded requests.
 pub const PEER_ADDRESS_ANNOTATION: &str = "understudy.io/peer-address";
 
+/// Annotation an operator puts on the Lease to ask its holder for a planned handover
+/// (`kubectl annotate lease <election> understudy.io/handover-to=<pod>`; empty: any healthy
+/// member). Every write by understudy removes it: the holder hands over or declines.
+pub const HANDOVER_ANNOTATION: &str = "understudy.io/handover-to";
+
 /// The election-relevant fields of a Lease (client-go's `LeaderElectionRecord`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct LeaseRecord {

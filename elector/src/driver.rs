@@ -14,6 +14,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Event as KubeEvent;
 use kube::Api;
 use kube::api::PostParams;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -24,12 +25,15 @@ use crate::config::Config;
 use crate::core::{Action, Elector, Intent, WriteError};
 use crate::event::Event;
 use crate::failsafe::{PeerReply, PeerRequest, RequestKind};
+use crate::handover::{self, HandoverDone, HandoverError};
 use crate::members::{FailsafeOptions, Members};
 use crate::observe::{
     ApiCall, CallResult, FailsafeEvent, Leadership, NoObserver, Observer, RenewFailure, Transition,
     Verb,
 };
+use crate::record::HANDOVER_ANNOTATION;
 use crate::record::{DraftExt, LeaseExt, Observed};
+use crate::view::Role;
 use crate::view::View;
 use crate::watcher::{self, WatchMsg};
 
@@ -67,6 +71,8 @@ pub(crate) enum Command {
     Release(oneshot::Sender<()>),
     StepDown(oneshot::Sender<()>),
     SetEligible(bool),
+    /// A planned handover to this member (`None`: any), answered once done or failed.
+    HandOver(Option<String>, HandoverReply),
     Answer(PeerRequest, oneshot::Sender<PeerReply>),
 }
 
@@ -117,6 +123,11 @@ impl Handle {
         let _ = self.commands.send(Command::SetEligible(eligible));
     }
 
+    /// The Lease this election contends for.
+    pub fn lease(&self) -> &str {
+        &self.lease
+    }
+
     /// The sender of this election's commands, for answering peers.
     pub(crate) fn commands(&self) -> mpsc::UnboundedSender<Command> {
         self.commands.clone()
@@ -151,11 +162,24 @@ pub fn spawn_observed(
     config: Config,
     observer: Arc<dyn Observer>,
 ) -> (watch::Receiver<View>, Handle) {
-    spawn_gated(api, name, candidate, config, observer, true, None)
+    spawn_gated(
+        api,
+        name,
+        candidate,
+        config,
+        observer,
+        true,
+        Peers::default(),
+    )
 }
 
-/// The failsafe as one driver runs it: its options and the live members.
-pub(crate) type DriverFailsafe = (FailsafeOptions, watch::Receiver<Members>);
+/// What a slot's driver shares with the other pods: the live members (when this pod keeps a
+/// member Lease) and the failsafe's options (when it is on).
+#[derive(Clone, Default)]
+pub(crate) struct Peers {
+    pub(crate) failsafe: Option<FailsafeOptions>,
+    pub(crate) members: Option<watch::Receiver<Members>>,
+}
 
 /// [`spawn_observed`], starting eligible or not (a slot waits for its gate).
 pub(crate) fn spawn_gated(
@@ -165,12 +189,13 @@ pub(crate) fn spawn_gated(
     config: Config,
     observer: Arc<dyn Observer>,
     eligible: bool,
-    failsafe: Option<DriverFailsafe>,
+    peers: Peers,
 ) -> (watch::Receiver<View>, Handle) {
+    let Peers { failsafe, members } = peers;
     let now = Instant::now().into_std();
     let mut core = Elector::new(name, &candidate.identity, candidate.address, config, now)
         .with_peer_address(candidate.peer_address);
-    if let Some((options, _)) = &failsafe {
+    if let Some(options) = &failsafe {
         core = core.with_failsafe(options.max, now);
     }
     core.set_eligible(now, eligible);
@@ -185,6 +210,10 @@ pub(crate) fn spawn_gated(
         observer,
         object: None,
         failsafe,
+        members,
+        live: Members::new(),
+        handover: None,
+        answered_rv: None,
         inflight: FuturesUnordered::new(),
         addresses: Members::new(),
         reads_failing: false,
@@ -220,7 +249,15 @@ struct Driver {
     /// The Lease object of the core's latest observation (labels, other annotations,
     /// `spec.strategy`, ...): the base of a replace conditioned on it.
     object: Option<Lease>,
-    failsafe: Option<DriverFailsafe>,
+    failsafe: Option<FailsafeOptions>,
+    /// The live members (their member Leases), when this pod keeps one.
+    members: Option<watch::Receiver<Members>>,
+    /// The latest of `members`: whom a handover may go to.
+    live: Members,
+    /// A handover under way.
+    handover: Option<PendingHandover>,
+    /// The resourceVersion whose handover annotation was last answered (not answered twice).
+    answered_rv: Option<String>,
     /// Failsafe requests on their way: each yields the request and the answer (if any).
     inflight: FuturesUnordered<PeerCall>,
     /// Every member ever seen, with its latest addresses: a member whose Lease expired (it
@@ -246,15 +283,17 @@ impl Driver {
         let mut call: Option<Call> = None;
         let mut release_waiters: Vec<oneshot::Sender<()>> = Vec::new();
         let mut step_down_waiters: Vec<oneshot::Sender<()>> = Vec::new();
-        let mut members = self.failsafe.as_ref().map(|(_, m)| m.clone());
+        let mut members = self.members.clone();
         if let Some(m) = &mut members {
             let live = m.borrow_and_update().clone();
             self.core.set_members(live.keys().cloned());
-            self.addresses.extend(live);
+            self.addresses.extend(live.clone());
+            self.live = live;
         }
         loop {
             let now = Instant::now().into_std();
             self.core.tick(now);
+            self.follow_handover(now);
             if call.is_none() {
                 call = self.core.poll_action(now).map(|a| self.start(a));
             }
@@ -304,6 +343,9 @@ impl Driver {
                     Some(Command::SetEligible(eligible)) => {
                         self.core.set_eligible(Instant::now().into_std(), eligible);
                     }
+                    Some(Command::HandOver(to, done)) => {
+                        self.start_handover(Instant::now().into_std(), to, Some(done));
+                    }
                     Some(Command::Answer(request, reply)) => {
                         let answer = self.core.answer(Instant::now().into_std(), &request);
                         if matches!(request.kind, RequestKind::Confirm { .. }) {
@@ -331,7 +373,8 @@ impl Driver {
                 Ok(()) = async { members.as_mut().expect("guarded").changed().await }, if members.is_some() => {
                     let live = members.as_mut().expect("guarded").borrow_and_update().clone();
                     self.core.set_members(live.keys().cloned());
-                    self.addresses.extend(live);
+                    self.addresses.extend(live.clone());
+                    self.live = live;
                 }
                 _ = tokio::time::sleep_until(wake) => {}
             }
@@ -345,7 +388,7 @@ impl Driver {
     /// Sends what the core wants sent over the peer channel, each bounded by the call
     /// timeout. A member whose address is unknown counts as unreachable.
     fn send_peers(&mut self, now: std::time::Instant) {
-        let Some((options, _)) = &self.failsafe else {
+        let Some(options) = &self.failsafe else {
             return;
         };
         let timeout = self.core.config().call_timeout();
@@ -418,6 +461,154 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// Starts a handover to `to` (`None`: any member), if this pod leads and the target is
+    /// valid; otherwise answers `done` (if any) with why not, and declines an annotation.
+    fn start_handover(
+        &mut self,
+        now: std::time::Instant,
+        to: Option<String>,
+        done: Option<HandoverReply>,
+    ) {
+        let me = self.core.identity().to_string();
+        let view = self.core.view(now);
+        let chosen = if view.role != Role::Leader || self.handover.is_some() {
+            Err(HandoverError::NotLeader {
+                lease: self.name.clone(),
+                leader: view.leader.as_ref().map(|l| l.identity.clone()),
+            })
+        } else {
+            handover::choose(&self.name, &me, &self.live, to.as_deref())
+        };
+        let successor = match chosen {
+            Ok(s) => s,
+            Err(error) => {
+                tracing::warn!(lease = %self.name, error = %error, "handover refused");
+                if done.is_none() {
+                    self.refuse_annotation(now, &error);
+                }
+                if let Some(done) = done {
+                    let _ = done.send(Err(error));
+                }
+                return;
+            }
+        };
+        let target = successor.identity.clone();
+        if !self.core.hand_over(now, successor) {
+            let error = HandoverError::NotLeader {
+                lease: self.name.clone(),
+                leader: view.leader.as_ref().map(|l| l.identity.clone()),
+            };
+            if let Some(done) = done {
+                let _ = done.send(Err(error));
+            }
+            return;
+        }
+        tracing::info!(lease = %self.name, to = %target, "handing over");
+        self.handover = Some(PendingHandover {
+            to: target,
+            started: now,
+            written: None,
+            done,
+        });
+    }
+
+    /// After every input: answers a handover annotation on the Lease this pod leads, and
+    /// completes a handover once its successor has renewed.
+    fn follow_handover(&mut self, now: std::time::Instant) {
+        let observed = self.core.observed().cloned();
+        if let Some(pending) = &self.handover {
+            let Some(obs) = &observed else { return };
+            let holder = obs.record.holder.as_str();
+            let Some(written) = &pending.written else {
+                return;
+            };
+            if holder == pending.to && obs.resource_version != *written {
+                let pending = self.handover.take().expect("checked");
+                let done = HandoverDone {
+                    lease: self.name.clone(),
+                    from: self.core.identity().to_string(),
+                    to: pending.to,
+                    epoch: obs.record.transitions.max(0) as u64,
+                    took: now.saturating_duration_since(pending.started),
+                };
+                tracing::info!(lease = %self.name, to = %done.to, epoch = done.epoch, took_ms = done.took.as_millis() as u64, "handover done");
+                if let Some(reply) = pending.done {
+                    let _ = reply.send(Ok(done));
+                }
+            } else if holder != pending.to {
+                let pending = self.handover.take().expect("checked");
+                if let Some(reply) = pending.done {
+                    let _ = reply.send(Err(HandoverError::Superseded {
+                        lease: self.name.clone(),
+                        target: pending.to,
+                        holder: holder.to_string(),
+                    }));
+                }
+            }
+            return;
+        }
+        let Some(obs) = observed else { return };
+        if obs.record.holder != self.core.identity()
+            || self.answered_rv.as_deref() == Some(obs.resource_version.as_str())
+        {
+            return;
+        }
+        let Some(object) = self.object_at(&obs) else {
+            return;
+        };
+        let Some(to) = object
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(HANDOVER_ANNOTATION))
+            .cloned()
+        else {
+            return;
+        };
+        self.answered_rv = Some(obs.resource_version.clone());
+        let to = to.trim().to_string();
+        tracing::info!(lease = %self.name, to = %to, "handover asked for by annotation");
+        self.start_handover(now, (!to.is_empty()).then_some(to), None);
+    }
+
+    /// The handover write's result: on success the handover waits for the successor's
+    /// renewal; on failure it is over.
+    fn handover_written(&mut self, result: &Result<Lease, WriteError>, why: Option<String>) {
+        match result {
+            Ok(lease) => {
+                if let Some(p) = self.handover.as_mut() {
+                    p.written = lease.metadata.resource_version.clone();
+                }
+            }
+            Err(_) => {
+                if let Some(p) = self.handover.take()
+                    && let Some(reply) = p.done
+                {
+                    let _ = reply.send(Err(HandoverError::WriteFailed {
+                        lease: self.name.clone(),
+                        why: why.unwrap_or_else(|| "unknown".into()),
+                    }));
+                }
+            }
+        }
+    }
+
+    /// Declines a handover asked for by annotation: renews at once (which removes it) and
+    /// records why on the Lease as a Warning Event (reason `HandoverRefused`).
+    fn refuse_annotation(&mut self, now: std::time::Instant, error: &HandoverError) {
+        self.core.renew_now(now);
+        let events: Api<KubeEvent> = match self.api.namespace() {
+            Some(ns) => Api::namespaced(self.api.clone().into_client(), ns),
+            None => return,
+        };
+        let lease = self.name.clone();
+        let pod = self.core.identity().to_string();
+        let message = format!("handover refused: {error}");
+        tokio::spawn(async move {
+            record_refusal(&events, &lease, &pod, &message).await;
+        });
     }
 
     /// Keeps `lease` if it is the object of the core's latest observation (the core has just
@@ -510,6 +701,7 @@ impl Driver {
                 result,
                 why,
             } => {
+                let why_text = why.clone();
                 match (&result, why) {
                     // Contention, expected between candidates: the next read settles it.
                     (Err(WriteError::Conflict), why) => {
@@ -529,11 +721,68 @@ impl Driver {
                     Err(error) => Err(*error),
                 };
                 self.core.write_done(now, observed);
+                if intent == Intent::Handover {
+                    self.handover_written(&result, why_text);
+                }
                 if let Ok(lease) = result {
                     self.keep(lease);
                 }
             }
         }
+    }
+}
+
+/// Where a handover's outcome goes.
+pub(crate) type HandoverReply = oneshot::Sender<Result<HandoverDone, HandoverError>>;
+
+/// A handover under way.
+struct PendingHandover {
+    to: String,
+    started: std::time::Instant,
+    /// The resourceVersion the handover write produced, once it succeeded.
+    written: Option<String>,
+    done: Option<HandoverReply>,
+}
+
+/// Records a refused handover as a Warning Event on the Lease (best effort: without `create`
+/// on events, which the `events` component grants, only the log says why).
+async fn record_refusal(events: &Api<KubeEvent>, lease: &str, pod: &str, message: &str) {
+    let now = jiff::Timestamp::now();
+    let namespace = events.namespace().unwrap_or_default().to_string();
+    let event = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {
+            "name": format!("{lease}.{:x}", now.as_nanosecond()),
+            "namespace": namespace,
+        },
+        "involvedObject": {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "name": lease,
+            "namespace": namespace,
+        },
+        "reason": "HandoverRefused",
+        "message": message,
+        "type": "Warning",
+        "source": {"component": format!("understudy/{pod}")},
+        "reportingComponent": "understudy",
+        "reportingInstance": pod,
+        "firstTimestamp": now.to_string(),
+        "lastTimestamp": now.to_string(),
+        "count": 1,
+    });
+    let Ok(event) = serde_json::from_value::<KubeEvent>(event) else {
+        return;
+    };
+    let params = PostParams::default();
+    let call = events.create(&params, &event);
+    match tokio::time::timeout(Duration::from_secs(5), call).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => {
+            tracing::warn!(%lease, error = %describe(&error), "recording the refused handover as an Event failed (the Role needs create on events: the events component)");
+        }
+        Err(_) => tracing::warn!(%lease, "recording the refused handover as an Event timed out"),
     }
 }
 

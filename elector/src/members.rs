@@ -1,4 +1,5 @@
-//! Membership for the failsafe: one small Lease per pod, renewed slowly and watched.
+//! Membership for the failsafe and for planned handovers: one small Lease per pod, renewed
+//! slowly and watched.
 //!
 //! Each pod keeps a Lease named [`member_lease_name`] (`<election>-member-<pod>`), labelled
 //! [`ELECTION_LABEL`]` = <election>`, holding its identity and the addresses its peers reach
@@ -61,7 +62,17 @@ pub struct Member {
     pub address: Option<String>,
     /// Its mTLS peer address, when it serves one.
     pub peer_address: Option<String>,
+    /// Whether it may lead (annotation [`READY_ANNOTATION`]); `None` when it does not say.
+    pub ready: Option<bool>,
+    /// Its leadership priority (annotation [`PRIORITY_ANNOTATION`]); 0 when it does not say.
+    pub priority: i64,
 }
+
+/// Annotation on a member Lease: `"true"` or `"false"`, whether the pod may lead now.
+pub const READY_ANNOTATION: &str = "understudy.io/ready";
+
+/// Annotation on a member Lease: the pod's leadership priority, an integer.
+pub const PRIORITY_ANNOTATION: &str = "understudy.io/priority";
 
 /// The live members of an election, by identity.
 pub type Members = BTreeMap<String, Member>;
@@ -252,6 +263,13 @@ fn member_of(lease: &Lease) -> Option<(String, Member, String, Duration)> {
         identity,
         address: lease.annotation(ADDRESS_ANNOTATION),
         peer_address: lease.annotation(PEER_ADDRESS_ANNOTATION),
+        ready: lease
+            .annotation(READY_ANNOTATION)
+            .and_then(|r| r.parse().ok()),
+        priority: lease
+            .annotation(PRIORITY_ANNOTATION)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0),
     };
     Some((name, member, rv, duration))
 }

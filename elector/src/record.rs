@@ -109,6 +109,8 @@ impl DraftExt for Draft {
                 }
             }
         }
+        // A handover request is answered by this write (handed over, or declined).
+        annotations.remove(HANDOVER_ANNOTATION);
         if annotations.is_empty() {
             lease.metadata.annotations = None;
         }

@@ -13,6 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
@@ -21,6 +22,7 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use crate::config::Config;
 use crate::driver::{self, Candidate, Handle, ReleaseError};
 use crate::failsafe::{PeerReply, PeerRequest};
+use crate::handover::{HandoverDone, HandoverError};
 use crate::members::{FailsafeOptions, Membership, spawn_membership};
 use crate::observe::Observer;
 use crate::view::{Leader, Role, View};
@@ -243,6 +245,52 @@ impl HealthReporter {
     }
 }
 
+/// Asks the slot drivers for planned handovers; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Switcher {
+    slots: Vec<(String, mpsc::UnboundedSender<driver::Command>)>,
+}
+
+impl Switcher {
+    /// Hands slot `slot`'s Lease over in the planned way to `to` (`None`: the best ready
+    /// member), if this pod leads it ([`crate::handover`]); returns once the successor has
+    /// renewed it, or why not. Waits at most `within` in all.
+    pub async fn hand_over(
+        &self,
+        slot: usize,
+        to: Option<String>,
+        within: Duration,
+    ) -> Result<HandoverDone, HandoverError> {
+        let Some((lease, commands)) = self.slots.get(slot) else {
+            return Err(HandoverError::NotLeader {
+                lease: format!("slot {slot}"),
+                leader: None,
+            });
+        };
+        let lease = lease.clone();
+        let (tx, rx) = oneshot::channel();
+        let target = to.clone();
+        if commands.send(driver::Command::HandOver(to, tx)).is_err() {
+            return Err(HandoverError::NotRunning { lease });
+        }
+        match tokio::time::timeout(within, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(HandoverError::NotRunning { lease }),
+            Err(_) => Err(HandoverError::Timeout {
+                lease,
+                target: target.unwrap_or_else(|| "a ready member".into()),
+                waited: within,
+            }),
+        }
+    }
+}
+
+impl std::fmt::Debug for driver::Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Command")
+    }
+}
+
 impl SlotsHandle {
     /// Reports the app's health: an unhealthy pod releases its slot and takes none.
     pub fn set_healthy(&self, healthy: bool) {
@@ -253,6 +301,17 @@ impl SlotsHandle {
     pub fn health_reporter(&self) -> HealthReporter {
         HealthReporter {
             commands: self.commands.clone(),
+        }
+    }
+
+    /// What carries out planned handovers ([`Switcher::hand_over`]), for the admin port.
+    pub fn switcher(&self) -> Switcher {
+        Switcher {
+            slots: self
+                .handles
+                .iter()
+                .map(|h| (h.lease().to_string(), h.commands()))
+                .collect(),
         }
     }
 
@@ -272,8 +331,8 @@ impl SlotsHandle {
         result
     }
 
-    /// Releases every slot and ends the election. See [`Handle::release`]. With the
-    /// failsafe on, this pod's member Lease is deleted too.
+    /// Releases every slot and ends the election. See [`Handle::release`]. This pod's member
+    /// Lease is deleted too.
     pub async fn release(self) -> Result<(), ReleaseError> {
         let (tx, rx) = oneshot::channel();
         if self.commands.send(Command::Retire(tx)).is_ok() {
@@ -312,9 +371,10 @@ pub fn spawn_slots(
     spawn_slots_with(api, name, slots, candidate, config, observer, None)
 }
 
-/// [`spawn_slots`], with the failsafe on when `failsafe` is given: this pod keeps a member
-/// Lease ([`crate::members`]) and every slot's core serves through API outages on its
-/// members' promises ([`crate::failsafe`]).
+/// [`spawn_slots`], keeping a member Lease for this pod ([`crate::members`]), which planned
+/// handovers choose from ([`Switcher`]), and with the failsafe on when `failsafe` is given:
+/// every slot's core serves through API outages on its members' promises
+/// ([`crate::failsafe`]).
 pub fn spawn_slots_with(
     api: Api<Lease>,
     name: &str,
@@ -325,13 +385,10 @@ pub fn spawn_slots_with(
     failsafe: Option<FailsafeOptions>,
 ) -> (watch::Receiver<Slots>, SlotsHandle) {
     let slots = slots.max(1);
-    let (members, membership) = match &failsafe {
-        Some(_) => {
-            let (members, membership) = spawn_membership(api.clone(), name, &candidate, config);
-            (Some(members), Some(membership))
-        }
-        None => (None, None),
-    };
+    // Every pod keeps a member Lease: the failsafe asks the members, and a planned handover
+    // goes to one of them.
+    let (members, membership) = spawn_membership(api.clone(), name, &candidate, config);
+    let (members, membership) = (Some(members), Some(membership));
     let mut by_lease = BTreeMap::new();
     let changed = Arc::new(Notify::new());
     let mut views = Vec::with_capacity(slots);
@@ -347,7 +404,10 @@ pub fn spawn_slots_with(
             config,
             observer.clone(),
             slots == 1,
-            failsafe.clone().zip(members.clone()),
+            driver::Peers {
+                failsafe: failsafe.clone(),
+                members: members.clone(),
+            },
         );
         by_lease.insert(lease.clone(), handle.commands());
         let mut forward = view.clone();

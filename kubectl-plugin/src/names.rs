@@ -21,7 +21,7 @@ pub const ACTIVES_ANNOTATION: &str = "understudy.io/actives";
 
 /// Election Lease annotation: a switchover request, naming the pod to hand over to (empty:
 /// any healthy standby).
-pub const HANDOVER_ANNOTATION: &str = "understudy.io/handover-to";
+pub use understudy_core::record::HANDOVER_ANNOTATION;
 
 /// The Event reason a holder records when it declines a switchover request.
 pub const HANDOVER_REFUSED_REASON: &str = "HandoverRefused";

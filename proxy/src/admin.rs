@@ -7,6 +7,7 @@
 //! | `/status` | JSON: role, leader, address, epoch, timings, last transition, held requests, `failsafe` (on or off, and whether this pod acts on its members' confirmations now), and `slots` (one entry per active slot: lease, holder, address, epoch, whether this pod holds it) |
 //! | `/actives` | JSON list of every active slot's holder: `[{"slot":0,"name":"pod-a","address":"10.0.0.5:8080","epoch":3}, ...]` |
 //! | `/metrics` | Prometheus text |
+//! | `POST /handover[?to=<pod>]` | a planned handover of the slot this pod leads to `<pod>` (or the best ready member), answered once the successor has renewed the Lease: 200 `{"lease","from","to","epoch","took_ms"}`; 400 malformed query, 409 not the leader (`leader` named), 422 target not a live ready member, 503 write failed, 504 successor too slow; 405 with `Allow: POST` for other methods |
 //! | `/watch` | `text/event-stream`: an `event: view` with this pod's role, the slot it holds and every slot's holder and epoch at once, then one per change, and `: keep-alive` after 15 s without one; at most 64 streams at once (503 beyond), GET only (405 with `Allow: GET`). See [`sse`] |
 //! | anything else | `{"name":"<leader id>"}` (the holder of slot 0), exactly as the old leader-elector image answered (its handler served every path) |
 
@@ -20,7 +21,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use serde::Serialize;
 use tokio::sync::watch;
-use understudy_elector::{Role, Slots, View};
+use understudy_elector::{HandoverError, Role, Slots, Switcher, View};
 
 use crate::cli::ReadyWhen;
 use crate::hold::Holder;
@@ -38,6 +39,7 @@ pub struct Admin {
     metrics: Metrics,
     draining: Arc<AtomicBool>,
     watchers: sse::Watchers,
+    switcher: Option<Switcher>,
 }
 
 impl Admin {
@@ -56,6 +58,85 @@ impl Admin {
             watchers: sse::Watchers::new(metrics.watchers()),
             metrics,
             draining: Arc::new(AtomicBool::new(false)),
+            switcher: None,
+        }
+    }
+
+    /// Serves `POST /handover` through `switcher`.
+    pub fn with_switcher(mut self, switcher: Switcher) -> Admin {
+        self.switcher = Some(switcher);
+        self
+    }
+
+    /// Answers one admin request, waiting where the answer takes time (`POST /handover`).
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<ProxyBody> {
+        if req.uri().path() == "/handover" && req.method() == Method::POST {
+            return self.handover(&req).await;
+        }
+        self.respond(&req)
+    }
+
+    /// `POST /handover[?to=<pod>]`: a planned handover of the slot this pod leads, answered
+    /// once the successor has renewed the Lease (200), or with why not: 400 for a malformed
+    /// query, 409 when this pod does not lead (naming who does), 422 when the target cannot
+    /// take over, 503 when the write failed or the election has ended, 504 when the
+    /// successor did not renew in time.
+    async fn handover<B>(&self, req: &Request<B>) -> Response<ProxyBody> {
+        let to = match handover_target(req.uri().query()) {
+            Ok(to) => to,
+            Err(why) => return problem(StatusCode::BAD_REQUEST, &why, None),
+        };
+        let Some(switcher) = &self.switcher else {
+            return problem(StatusCode::SERVICE_UNAVAILABLE, "no election here", None);
+        };
+        let now = crate::now();
+        let (slot, leader) = match &self.slots {
+            Some(slots) => {
+                let s = slots.borrow();
+                let held = s.acting(now).map(|(slot, _)| slot);
+                (held, s.views[0].leader.as_ref().map(|l| l.identity.clone()))
+            }
+            None => {
+                let v = self.views.borrow();
+                let held = v.is_acting(now).then_some(0);
+                (held, v.leader.as_ref().map(|l| l.identity.clone()))
+            }
+        };
+        let Some(slot) = slot else {
+            let leader = leader.unwrap_or_default();
+            let why = format!(
+                "this pod is not the leader; the leader is {}",
+                if leader.is_empty() {
+                    "unknown"
+                } else {
+                    &leader
+                }
+            );
+            return problem(StatusCode::CONFLICT, &why, Some(leader));
+        };
+        // The successor renews as soon as it sees itself named: a few round trips. Bounded
+        // by one lease duration on top, after which it would have expired for the others.
+        let within = self.settings.timings.lease_duration + self.settings.timings.renew_deadline;
+        match switcher.hand_over(slot, to, within).await {
+            Ok(done) => json(&HandedOver {
+                lease: &done.lease,
+                from: &done.from,
+                to: &done.to,
+                epoch: done.epoch,
+                took_ms: done.took.as_millis() as u64,
+            }),
+            Err(error) => {
+                let status = match &error {
+                    HandoverError::NotLeader { .. } => StatusCode::CONFLICT,
+                    HandoverError::NotAMember { .. }
+                    | HandoverError::NotReady { .. }
+                    | HandoverError::AlreadyLeader { .. }
+                    | HandoverError::NoCandidate { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                    HandoverError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+                    _ => StatusCode::SERVICE_UNAVAILABLE,
+                };
+                problem(status, &error.to_string(), None)
+            }
         }
     }
 
@@ -75,6 +156,13 @@ impl Admin {
         let view = self.views.borrow().clone();
         let now = crate::now();
         match req.uri().path() {
+            "/handover" => {
+                // POST is served by `handle`, which waits for the handover.
+                let mut resp = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+                resp.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("POST"));
+                resp
+            }
             "/watch" if req.method() != Method::GET => {
                 let mut resp = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
                 resp.headers_mut()
@@ -305,6 +393,56 @@ struct ProxyStatus {
 
 fn role<S: serde::Serializer>(role: &Role, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(role.as_str())
+}
+
+/// The answer to a completed `POST /handover`.
+#[derive(Serialize)]
+struct HandedOver<'a> {
+    lease: &'a str,
+    from: &'a str,
+    to: &'a str,
+    epoch: u64,
+    took_ms: u64,
+}
+
+/// An error answer: `{"error": "...", "leader": "..."}` (the leader when known and useful).
+fn problem(status: StatusCode, error: &str, leader: Option<String>) -> Response<ProxyBody> {
+    #[derive(Serialize)]
+    struct Problem<'a> {
+        error: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        leader: Option<String>,
+    }
+    let mut resp = json(&Problem { error, leader });
+    *resp.status_mut() = status;
+    resp
+}
+
+/// The `to` of `POST /handover?to=<pod>`: `None` (any member) when absent or empty; an error
+/// naming the problem for another parameter, a repeated `to`, or a value that is not a pod
+/// name (lower-case letters, digits, `-` and `.`, at most 253).
+fn handover_target(query: Option<&str>) -> Result<Option<String>, String> {
+    let mut to = None;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if key != "to" {
+            return Err(format!(
+                "unknown parameter {key:?}: only \"to\" is accepted"
+            ));
+        }
+        if to.is_some() {
+            return Err("\"to\" given twice".into());
+        }
+        let valid = value.len() <= 253
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+        if !valid {
+            return Err(format!("{value:?} is not a pod name"));
+        }
+        to = Some(value.to_string());
+    }
+    Ok(to.filter(|t| !t.is_empty()))
 }
 
 fn json<T: Serialize>(value: &T) -> Response<ProxyBody> {

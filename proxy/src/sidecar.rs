@@ -170,7 +170,8 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         proxy.as_ref().map(|p| p.holder().clone()),
         metrics.clone(),
     )
-    .with_slots(slots);
+    .with_slots(slots)
+    .with_switcher(handle.switcher());
 
     let admin_stop = CancellationToken::new();
     let admin_conns = TaskTracker::new();
@@ -183,7 +184,7 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
             admin_conns.clone(),
             move |req, _| {
                 let admin = admin.clone();
-                async move { admin.respond(&req) }
+                async move { admin.handle(req).await }
             },
         ))
     };

@@ -417,3 +417,39 @@ async fn watch_reports_the_end_of_acting_when_the_deadline_passes() {
         "one event, no spinning"
     );
 }
+
+#[test]
+fn the_handover_target_is_one_pod_name_or_any() {
+    assert_eq!(handover_target(None), Ok(None));
+    assert_eq!(handover_target(Some("")), Ok(None));
+    assert_eq!(handover_target(Some("to=")), Ok(None));
+    assert_eq!(handover_target(Some("to=pod-b")), Ok(Some("pod-b".into())));
+    assert_eq!(
+        handover_target(Some("to=a&to=b")),
+        Err("\"to\" given twice".into())
+    );
+    assert_eq!(
+        handover_target(Some("from=a")),
+        Err("unknown parameter \"from\": only \"to\" is accepted".into())
+    );
+    assert_eq!(
+        handover_target(Some("to=Pod%20B")),
+        Err("\"Pod%20B\" is not a pod name".into())
+    );
+}
+
+#[tokio::test]
+async fn handover_takes_post_only_and_a_pod_without_an_election_says_so() {
+    let (admin, _tx) = admin(&[], leading("pod-b", "198.18.0.2:8080", 1));
+    let resp = admin.respond(&Request::get("/handover").body(()).unwrap());
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(resp.headers()[header::ALLOW], "POST");
+    let resp = admin
+        .handle(Request::post("/handover?to=pod-c").body(()).unwrap())
+        .await;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let resp = admin
+        .handle(Request::post("/handover?who=pod-c").body(()).unwrap())
+        .await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+}

@@ -84,6 +84,8 @@ async fn a_member_is_asked_over_http_and_its_answer_comes_back() {
         identity: "pod-b".into(),
         address: Some(address),
         peer_address: None,
+        ready: None,
+        priority: 0,
     };
     let channel = HttpPeerChannel::new(None);
     let kind = RequestKind::Confirm {

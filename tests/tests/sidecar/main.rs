@@ -7,6 +7,7 @@ mod failsafe;
 mod hostile;
 mod logs;
 mod peer_tls;
+mod switchover;
 mod watch;
 
 use std::convert::Infallible;

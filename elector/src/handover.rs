@@ -1,0 +1,167 @@
+//! Planned handovers (switchover on demand): asked for by an operator with the Lease
+//! annotation [`HANDOVER_ANNOTATION`] or through [`crate::SlotsHandle::hand_over`] (the admin
+//! port's `POST /handover`), carried out by the holder's core ([`Elector::hand_over`]).
+//!
+//! The holder checks the target against the live member table ([`crate::members`]): a named
+//! target must be a live member other than itself; "any" picks the live member with the
+//! highest priority (then the first by name) among those not marked unready. A valid request
+//! makes the holder stop acting at once and write the target as holder at the next epoch; the
+//! target starts acting once its own renewal of that record has succeeded. A request that is
+//! not valid is declined: the holder renews at once (every write removes the annotation), logs
+//! why and records a Kubernetes Event on the Lease (reason `HandoverRefused`).
+//!
+//! [`Elector::hand_over`]: crate::core::Elector::hand_over
+//! [`HANDOVER_ANNOTATION`]: crate::record::HANDOVER_ANNOTATION
+
+use std::time::Duration;
+
+use crate::core::Successor;
+use crate::members::{Member, Members};
+
+/// A completed handover.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HandoverDone {
+    /// The Lease.
+    pub lease: String,
+    /// Who held it (this pod).
+    pub from: String,
+    /// Who holds it now, and has renewed it.
+    pub to: String,
+    /// The new epoch (`leaseTransitions`).
+    pub epoch: u64,
+    /// From the request to the successor's renewal seen by this pod.
+    pub took: Duration,
+}
+
+/// Why a handover did not happen.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HandoverError {
+    /// This pod does not hold (or does not act for) the Lease.
+    #[error("this pod does not lead {lease}; the leader is {}", leader.as_deref().unwrap_or("unknown"))]
+    NotLeader {
+        /// The Lease.
+        lease: String,
+        /// Who does, as far as this pod knows.
+        leader: Option<String>,
+    },
+    /// The named target is not a live member of the election.
+    #[error(
+        "{target} is not a live member of the election (live members: {})",
+        list(live)
+    )]
+    NotAMember {
+        /// The target asked for.
+        target: String,
+        /// The live members this pod knows, itself excluded.
+        live: Vec<String>,
+    },
+    /// The named target says it cannot lead (unhealthy, or stepping down).
+    #[error("{target} is a member but not ready to lead")]
+    NotReady {
+        /// The target asked for.
+        target: String,
+    },
+    /// The target is this pod.
+    #[error("{target} already leads {lease}")]
+    AlreadyLeader {
+        /// The Lease.
+        lease: String,
+        /// This pod.
+        target: String,
+    },
+    /// "Any" was asked for and no other member is live and ready.
+    #[error("no other live, ready member to hand {lease} to")]
+    NoCandidate {
+        /// The Lease.
+        lease: String,
+    },
+    /// The write that hands over failed; this pod stays the holder.
+    #[error("the handover write failed ({why}); {lease} stays with this pod")]
+    WriteFailed {
+        /// The Lease.
+        lease: String,
+        /// What the API server or the transport said.
+        why: String,
+    },
+    /// Someone else took the Lease before the target renewed it.
+    #[error("{holder} took {lease} before {target} renewed it")]
+    Superseded {
+        /// The Lease.
+        lease: String,
+        /// The target.
+        target: String,
+        /// Who holds it instead.
+        holder: String,
+    },
+    /// The target was named but has not renewed the Lease in time.
+    #[error("{target} has not renewed {lease} within {waited:?}")]
+    Timeout {
+        /// The Lease.
+        lease: String,
+        /// The target.
+        target: String,
+        /// How long the caller waited.
+        waited: Duration,
+    },
+    /// The election has ended (shutting down).
+    #[error("the election for {lease} is not running")]
+    NotRunning {
+        /// The Lease.
+        lease: String,
+    },
+}
+
+fn list(names: &[String]) -> String {
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// The member to hand over to: `to` if it is a live, ready member other than `me`; with
+/// `to` `None` (any), the live member with the highest priority, then the first by name,
+/// among those not marked unready.
+pub fn choose(
+    lease: &str,
+    me: &str,
+    live: &Members,
+    to: Option<&str>,
+) -> Result<Successor, HandoverError> {
+    let successor = |m: &Member| Successor {
+        identity: m.identity.clone(),
+        address: m.address.clone(),
+        peer_address: m.peer_address.clone(),
+    };
+    match to {
+        Some(target) if target == me => Err(HandoverError::AlreadyLeader {
+            lease: lease.into(),
+            target: target.into(),
+        }),
+        Some(target) => match live.get(target) {
+            None => Err(HandoverError::NotAMember {
+                target: target.into(),
+                live: live.keys().filter(|k| *k != me).cloned().collect(),
+            }),
+            Some(m) if m.ready == Some(false) => Err(HandoverError::NotReady {
+                target: target.into(),
+            }),
+            Some(m) => Ok(successor(m)),
+        },
+        None => live
+            .values()
+            .filter(|m| m.identity != me && m.ready != Some(false))
+            .max_by(|a, b| {
+                a.priority
+                    .cmp(&b.priority)
+                    .then_with(|| b.identity.cmp(&a.identity))
+            })
+            .map(successor)
+            .ok_or_else(|| HandoverError::NoCandidate {
+                lease: lease.into(),
+            }),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,148 @@
+//! Planned switchover across real sidecar processes on the real API server: `POST /handover`
+//! on the leader's admin port, and the Lease annotation `understudy.io/handover-to`, under
+//! load; and what is refused.
+
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use serde_json::Value;
+use understudy_tests::cluster::loopback::{
+    Loopback, NAMESPACE, Sidecar, agreed_leader, agreed_leader_not, send,
+};
+
+use super::{Load, assert_handover, listens};
+
+const NAMES: [&str; 3] = ["pod-a", "pod-b", "pod-c"];
+
+async fn post(pod: &Sidecar, path: &str) -> (StatusCode, Value) {
+    let req = http::Request::post(format!("http://{}{path}", pod.admin))
+        .body(http_body_util::Full::default())
+        .unwrap();
+    let (status, body) = send(req, Duration::from_secs(30))
+        .await
+        .expect("admin answers");
+    let body = serde_json::from_str(&body).unwrap_or(Value::String(body));
+    (status, body)
+}
+
+async fn epoch(pod: &Sidecar) -> u64 {
+    let (_, body) = pod.admin_get("/status").await.expect("/status");
+    let status: Value = serde_json::from_str(&body).unwrap();
+    status["epoch"].as_u64().expect("an epoch")
+}
+
+/// `POST /handover?to=<standby>` on the leader under load: the named standby leads at the
+/// next epoch, the answer comes once it has renewed, and no request fails (every worker sees
+/// the old leader, then only the new one). A standby answers 409 naming the leader, a target
+/// that is not a member 422, another method 405; none of them moves anything.
+#[tokio::test]
+async fn post_handover_moves_the_leader_to_the_named_pod_losing_nothing() {
+    let cluster = Loopback::start("switch-post").await;
+    let pods = cluster.three(&[]).await;
+    let all: Vec<&Sidecar> = pods.iter().collect();
+    let old = agreed_leader(&all, Duration::from_secs(15)).await;
+    cluster
+        .wait_members_named("switch-post", &NAMES, Duration::from_secs(5))
+        .await;
+    let leader = pods.iter().find(|p| p.name == old).unwrap();
+    let standby = pods.iter().find(|p| p.name != old).unwrap();
+    let before = epoch(leader).await;
+
+    let (status, body) = post(standby, "/handover").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["leader"], old.as_str(), "{body}");
+    let (status, body) = post(leader, "/handover?to=pod-x").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("pod-x is not a live member"),
+        "{body}"
+    );
+    let (status, _) = post(leader, "/handover?to=Pod_X").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = leader.admin_get("/handover").await.unwrap();
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(agreed_leader(&all, Duration::from_secs(1)).await, old);
+
+    let load = Load::start(listens(&pods), 3);
+    load.pass(60).await;
+    let asked = Instant::now();
+    let (status, body) = post(leader, &format!("/handover?to={}", standby.name)).await;
+    let answered = asked.elapsed();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["from"], old.as_str());
+    assert_eq!(body["to"], standby.name.as_str());
+    assert_eq!(body["epoch"].as_u64(), Some(before + 1));
+    let new = agreed_leader_not(&all, &old, Duration::from_secs(5)).await;
+    assert_eq!(new, standby.name);
+    load.pass(60).await;
+    assert_handover(&load.finish().await, &old, &new);
+    assert!(
+        answered < Duration::from_secs(5),
+        "answered after {answered:?}"
+    );
+    eprintln!("switchover {old} -> {new}: answered after {answered:?} ({body})");
+}
+
+/// `kubectl annotate lease <election> understudy.io/handover-to=<pod>`: the holder hands over
+/// and the annotation is gone; naming a pod that is not a member is refused: the annotation
+/// is removed and the leader stays.
+#[tokio::test]
+async fn the_handover_annotation_moves_the_leader_and_a_bad_target_is_refused() {
+    let cluster = Loopback::start("switch-annotate").await;
+    let pods = cluster.three(&[]).await;
+    let all: Vec<&Sidecar> = pods.iter().collect();
+    let old = agreed_leader(&all, Duration::from_secs(15)).await;
+    cluster
+        .wait_members_named("switch-annotate", &NAMES, Duration::from_secs(5))
+        .await;
+    let kubectl = cluster.cluster().kubectl();
+    let annotation = || async {
+        kubectl
+            .run(&[
+                "get",
+                "lease",
+                "switch-annotate",
+                "-n",
+                NAMESPACE,
+                "-o",
+                r"jsonpath={.metadata.annotations.understudy\.io/handover-to}",
+            ])
+            .await
+            .unwrap()
+    };
+    let annotate = |value: String| async move {
+        kubectl
+            .run(&[
+                "annotate",
+                "lease",
+                "switch-annotate",
+                "-n",
+                NAMESPACE,
+                "--overwrite",
+                &format!("understudy.io/handover-to={value}"),
+            ])
+            .await
+            .unwrap();
+    };
+
+    // Refused: not a member. The holder removes the request and keeps leading.
+    annotate("pod-x".into()).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !annotation().await.trim().is_empty() {
+        assert!(Instant::now() < deadline, "the refused request stays");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(agreed_leader(&all, Duration::from_secs(1)).await, old);
+
+    // Any ready member (empty value): it moves, and the request is gone.
+    let load = Load::start(listens(&pods), 3);
+    load.pass(30).await;
+    annotate(String::new()).await;
+    let new = agreed_leader_not(&all, &old, Duration::from_secs(10)).await;
+    load.pass(30).await;
+    assert_handover(&load.finish().await, &old, &new);
+    assert!(annotation().await.trim().is_empty());
+}
