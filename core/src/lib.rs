@@ -41,11 +41,13 @@ pub mod config;
 pub mod core;
 pub mod event;
 pub mod failsafe;
+pub mod gate;
 pub mod record;
 pub mod view;
 
 pub use crate::core::{Action, Elector, Intent, Successor, WriteError};
 pub use config::{Config, ConfigError, parse_duration};
 pub use event::{Event, LossReason};
+pub use gate::Gate;
 pub use record::{LeaseRecord, Observed};
 pub use view::{Leader, Role, View};

@@ -43,9 +43,19 @@
 //!   States are compared without the core's metrics counters, routing hint and last published
 //!   role, which never change what a core does ([`core_key`]).
 //!
+//! # Two slots
+//!
+//! [`FailsafeModel::with_slots`] with 2: the same three nodes with two Leases (`model-0`,
+//! `model-1`), one core per slot on each node, and each node's [`Gate`]. After every input a
+//! node's driver loop lets the gate decide; a change goes out as a decision to one slot's core
+//! (closes before opens), and the decisions of different slots arrive in any order (each
+//! slot's driver reads its own channel). At t=0 node-0 holds slot 0 and node-2 slot 1; node-1,
+//! the fast clock, is the standby. A cut or a stalled watch hits both slots of a node; a
+//! restart brings a new gate and new cores. [`TWO_SLOT_SCOPES`] are smaller than one slot's.
+//!
 //! # What is checked
 //!
-//! - Always: no two nodes whose `role(now)` is `Leader` at the same real instant. A leader's
+//! - Always: no two nodes whose `role(now)` is `Leader` for one slot at the same real instant. A leader's
 //!   time only begins on an event (a write answered, at a tick instant) and ends on an event
 //!   or at a deadline, so checking every state finds any overlap in the modelled schedules.
 //! - Sometimes (so that the check is not vacuous): a leader acts; another node takes over;
@@ -70,9 +80,8 @@
 //!
 //! Latency within a tick (a call answered in its instant has none), clock drift other than
 //! fixed rates, Lease deletion, release, step-down and eligibility, member sets that change
-//! during a run (other than the late joiner), the driver's own wake-up times, liveness, and a
-//! second Lease: the cores of two Leases share nothing but the faults, so two Leases would be
-//! the product of two copies of this space, with no new interleaving between them.
+//! during a run (other than the late joiner), the driver's own wake-up times, liveness, app
+//! health (the gate's other input), and more than two slots.
 //!
 //! # Scopes, and a longer check
 //!
@@ -82,7 +91,8 @@
 //!
 //! - `MODEL_DEPTH=5 cargo test -p understudy-core --test model_check -- --nocapture` sets
 //!   every horizon to 5 ticks (the first scope: 2.6 million states instead of 1 million);
-//! - `MODEL_SCOPE=h,e,l,lo,de,du,t,o,la,r` checks one scope instead, the fields of [`Scope`]
+//! - `MODEL_SCOPE=h,e,l,lo,de,du,t,o,la,r` checks one scope instead (in each test: with one
+//!   slot and with two), the fields of [`Scope`]
 //!   in order. Budgets multiply: every kind of fault at once (`4,1,1,1,1,1,1,1,1,1`) is past
 //!   what 24 GB of memory holds (the breadth-first search keeps its frontier);
 //! - `MODEL_TRACE=1` prints the steps of each example and counterexample.
@@ -95,7 +105,7 @@ use stateright::{Checker, HasDiscoveries, Model, Path, Property};
 use understudy_core::core::{Action, Elector, WriteError};
 use understudy_core::failsafe::{PeerReply, PeerRequest, RequestKind, Rule};
 use understudy_core::record::{Draft, LeaseRecord, Observed};
-use understudy_core::{Config, Role};
+use understudy_core::{Config, Gate, Role};
 
 /// One tick of real time, in milliseconds.
 const QUANTUM_MS: u64 = 1000;
@@ -159,6 +169,7 @@ enum Req {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Call {
     node: u8,
+    slot: u8,
     req: Req,
     until: Tick,
     orphan: bool,
@@ -222,6 +233,15 @@ enum Fault {
     Restart(u8),
 }
 
+/// A gate decision on its way to one slot's core: each slot's driver reads its own channel,
+/// so decisions for different slots arrive in any order (those for one slot in order).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Eligibility {
+    node: u8,
+    slot: u8,
+    want: bool,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum Act {
     /// Real time advances one quantum; a fault, if any, strikes at once. Calls not answered
@@ -232,15 +252,23 @@ enum Act {
     /// The peer message at this index arrives (a request is answered, and its reply goes as
     /// said); `true`: a copy stays in flight.
     Peer(usize, Option<Answer>, bool),
+    /// The gate decision at this index reaches its slot's core.
+    Gate(usize),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Node {
-    core: Elector,
-    /// [`core_key`] of `core`.
-    key: u64,
-    /// The API call outstanding: when it was sent (local clock) and whether it is a read.
-    call: Option<(Instant, bool)>,
+    /// One core per slot.
+    cores: Vec<Elector>,
+    /// [`core_key`] of each core.
+    keys: Vec<u64>,
+    /// Each slot's API call outstanding: when it was sent (local clock) and whether it is a
+    /// read.
+    calls: Vec<Option<(Instant, bool)>>,
+    /// Which slot this pod may contend for, and acts on (with one slot: always slot 0).
+    gate: Gate,
+    /// The eligibility last sent to each slot's core.
+    sent: Vec<bool>,
     /// Cut off from the API: calls fail at once, the watch delivers nothing.
     cut: bool,
     /// The watch delivers nothing (stalled, or broken and not yet re-opened).
@@ -251,18 +279,24 @@ struct Node {
 struct World {
     t: Tick,
     nodes: Vec<Node>,
-    /// The Lease and its resourceVersion.
-    store: Option<(LeaseRecord, u32)>,
+    /// Each slot's Lease and its resourceVersion.
+    stores: Vec<Option<(LeaseRecord, u32)>>,
     /// On their way to the store, as a multiset (kept sorted).
     api: Vec<Call>,
     /// In flight on the peer channel, as a multiset (kept sorted).
     peer: Vec<Peer>,
+    /// Gate decisions on their way, in order for each node and slot.
+    gates: Vec<Eligibility>,
     /// What is left of the budgets.
     left: Scope,
 }
 
 struct FailsafeModel {
     config: Config,
+    /// The slots (Leases): 1 or 2.
+    slots: usize,
+    /// Each slot's Lease name.
+    leases: Vec<String>,
     rates: [u64; 3],
     max: Duration,
     scope: Scope,
@@ -282,8 +316,10 @@ const LEASE: &str = "model";
 /// fewer states merge; none merge wrongly.
 impl Hash for Node {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.key.hash(state);
-        self.call.hash(state);
+        self.keys.hash(state);
+        self.calls.hash(state);
+        self.gate.hash(state);
+        self.sent.hash(state);
         self.cut.hash(state);
         self.lag.hash(state);
     }
@@ -336,6 +372,15 @@ fn insert<T: Hash>(v: &mut Vec<T>, x: T) {
     v.insert(at, x);
 }
 
+/// The Lease name of `slot` of `slots`, as the driver names them.
+fn lease_name(slots: usize, slot: usize) -> String {
+    if slots == 1 {
+        LEASE.to_string()
+    } else {
+        format!("{LEASE}-{slot}")
+    }
+}
+
 fn observed(store: &Option<(LeaseRecord, u32)>) -> Option<Observed> {
     store.as_ref().map(|(record, rv)| Observed {
         record: record.clone(),
@@ -345,6 +390,15 @@ fn observed(store: &Option<(LeaseRecord, u32)>) -> Option<Observed> {
 
 impl FailsafeModel {
     fn new(scope: Scope, membership: Membership, without: Option<Rule>) -> Self {
+        FailsafeModel::with_slots(1, scope, membership, without)
+    }
+
+    fn with_slots(
+        slots: usize,
+        scope: Scope,
+        membership: Membership,
+        without: Option<Rule>,
+    ) -> Self {
         let config = Config {
             lease_duration: Duration::from_secs(3),
             renew_deadline: Duration::from_millis(2500),
@@ -355,6 +409,8 @@ impl FailsafeModel {
         .expect("valid timings");
         FailsafeModel {
             config,
+            slots,
+            leases: (0..slots).map(|s| lease_name(slots, s)).collect(),
             rates: RATES,
             max: Duration::from_secs(5),
             scope,
@@ -373,11 +429,34 @@ impl FailsafeModel {
         self.ids.iter().position(|i| i == id).expect("a known node")
     }
 
-    fn core(&self, n: usize, t: Tick) -> Elector {
+    fn slot_of(&self, lease: &str) -> usize {
+        self.leases
+            .iter()
+            .position(|l| l == lease)
+            .expect("a known lease")
+    }
+
+    /// Node `n` as it starts: one core per slot, a fresh gate, eligible only with one slot.
+    fn node(&self, n: usize, t: Tick) -> Node {
+        let cores: Vec<Elector> = (0..self.slots).map(|s| self.core(n, s, t)).collect();
+        Node {
+            keys: cores.iter().map(core_key).collect(),
+            cores,
+            calls: vec![None; self.slots],
+            gate: Gate::new(self.slots),
+            sent: vec![self.slots == 1; self.slots],
+            cut: false,
+            lag: false,
+        }
+    }
+
+    fn core(&self, n: usize, slot: usize, t: Tick) -> Elector {
         let now = self.local(n, t);
         let id = &self.ids[n];
-        let mut core = Elector::new(LEASE, id, Some(format!("{id}:8080")), self.config, now)
+        let lease = &self.leases[slot];
+        let mut core = Elector::new(lease, id, Some(format!("{id}:8080")), self.config, now)
             .with_failsafe(self.max, now);
+        core.set_eligible(now, self.slots == 1);
         if let Some(rule) = self.without {
             core = core.without_rule(rule);
         }
@@ -389,15 +468,44 @@ impl FailsafeModel {
         core
     }
 
-    /// The driver loop after an input or a wake-up: tick, send the next call (a node cut off
-    /// from the API fails it at once), send peer requests.
+    /// The driver loop after an input or a wake-up: every slot's core ticks; the gate decides
+    /// (its changes go out on each slot's channel, closes before opens); then each slot sends
+    /// its next call (a node cut off from the API fails it at once) and its peer requests.
     fn step(&self, w: &mut World, n: usize) {
         let now = self.local(n, w.t);
+        for core in &mut w.nodes[n].cores {
+            core.tick(now);
+        }
+        if self.slots > 1 {
+            let node = &mut w.nodes[n];
+            let views: Vec<_> = node.cores.iter().map(|c| c.view(now)).collect();
+            let eligible = node.gate.decide(&views);
+            for pass in [false, true] {
+                for (slot, &want) in eligible.iter().enumerate() {
+                    if want == pass && want != node.sent[slot] {
+                        node.sent[slot] = want;
+                        w.gates.push(Eligibility {
+                            node: n as u8,
+                            slot: slot as u8,
+                            want,
+                        });
+                    }
+                }
+            }
+            // A canonical order that keeps each node's and slot's decisions in order.
+            w.gates.sort_by_key(|e| (e.node, e.slot));
+        }
+        for slot in 0..self.slots {
+            self.step_slot(w, n, slot, now);
+        }
+    }
+
+    fn step_slot(&self, w: &mut World, n: usize, slot: usize, now: Instant) {
         let node = &mut w.nodes[n];
-        node.core.tick(now);
+        let core = &mut node.cores[slot];
         let mut call = None;
-        if node.call.is_none()
-            && let Some(action) = node.core.poll_action(now)
+        if node.calls[slot].is_none()
+            && let Some(action) = core.poll_action(now)
         {
             let (req, read) = match action {
                 Action::Read => (Req::Read, true),
@@ -409,27 +517,26 @@ impl FailsafeModel {
             };
             if node.cut {
                 if read {
-                    node.core.read_failed(now);
+                    core.read_failed(now);
                 } else {
-                    node.core.write_done(now, Err(WriteError::Other));
+                    core.write_done(now, Err(WriteError::Other));
                 }
-                node.core.tick(now);
+                core.tick(now);
             } else {
-                node.call = Some((now, read));
+                node.calls[slot] = Some((now, read));
                 call = Some(req);
             }
         }
         let mut requests = Vec::new();
-        while let Some(req) = node.core.poll_peer(now) {
+        while let Some(req) = core.poll_peer(now) {
             requests.push(req);
         }
         if let Some(req) = call {
-            let until = w.t + self.scope.late;
-            let node = n as u8;
             let call = Call {
-                node,
+                node: n as u8,
+                slot: slot as u8,
                 req,
-                until,
+                until: w.t + self.scope.late,
                 orphan: false,
             };
             insert(&mut w.api, call);
@@ -439,61 +546,68 @@ impl FailsafeModel {
         }
     }
 
-    /// A node's watch delivers the Lease as it is now (after a write, or a re-list).
-    fn watch(&self, w: &mut World, n: usize) {
-        let Some(obs) = observed(&w.store) else {
+    /// A node's watch of `slot` delivers the Lease as it is now (after a write, or a re-list).
+    fn watch(&self, w: &mut World, n: usize, slot: usize) {
+        let Some(obs) = observed(&w.stores[slot]) else {
             return;
         };
         if w.nodes[n].cut || w.nodes[n].lag {
             return;
         }
         let now = self.local(n, w.t);
-        w.nodes[n].core.observe(now, Some(obs));
+        w.nodes[n].cores[slot].observe(now, Some(obs));
         self.step(w, n);
     }
 
-    /// The store applies a write.
-    fn write(&self, w: &mut World, req: Req) -> Result<Observed, WriteError> {
+    /// The store applies a write to `slot`'s Lease.
+    fn write(&self, w: &mut World, slot: usize, req: Req) -> Result<Observed, WriteError> {
+        let store = &mut w.stores[slot];
         let draft = match req {
             Req::Read => unreachable!("reads do not write"),
             Req::Create(draft) => {
-                if w.store.is_some() {
+                if store.is_some() {
                     return Err(WriteError::Conflict);
                 }
                 draft
             }
-            Req::Replace(draft, rv) => match &w.store {
+            Req::Replace(draft, rv) => match store {
                 None => return Err(WriteError::NotFound),
                 Some((_, current)) if *current != rv => return Err(WriteError::Conflict),
                 Some(_) => draft,
             },
         };
-        let rv = w.store.as_ref().map_or(1, |(_, rv)| rv + 1);
-        w.store = Some((draft.to_record(), rv));
-        Ok(observed(&w.store).expect("just written"))
+        let rv = store.as_ref().map_or(1, |(_, rv)| rv + 1);
+        *store = Some((draft.to_record(), rv));
+        Ok(observed(store).expect("just written"))
     }
 
-    /// The caller of an outstanding call gives up on it.
-    fn orphan(&self, w: &mut World, n: usize) {
-        w.nodes[n].call = None;
+    /// The caller of an outstanding call gives up on it (every slot's, with `None`).
+    fn orphan(&self, w: &mut World, n: usize, slot: Option<usize>) {
         let me = n as u8;
+        for s in 0..self.slots {
+            if slot.is_none_or(|slot| slot == s) {
+                w.nodes[n].calls[s] = None;
+            }
+        }
         for c in w.api.iter_mut().filter(|c| c.node == me) {
-            c.orphan = true;
+            if slot.is_none_or(|slot| slot == c.slot as usize) {
+                c.orphan = true;
+            }
         }
         w.api.sort_by_cached_key(key);
     }
 
-    /// Whether node `n`'s outstanding call times out by tick `t`.
-    fn times_out(&self, w: &World, n: usize, t: Tick) -> bool {
-        w.nodes[n]
-            .call
+    /// Whether node `n`'s outstanding call on `slot` times out by tick `t`.
+    fn times_out(&self, w: &World, n: usize, slot: usize, t: Tick) -> bool {
+        w.nodes[n].calls[slot]
             .is_some_and(|(sent, _)| self.local(n, t) >= sent + self.config.call_timeout())
     }
 
     /// What the next tick costs: calls that time out, peer messages lost.
     fn tick_cost(&self, w: &World) -> (u8, u8) {
         let calls = (0..w.nodes.len())
-            .filter(|&n| self.times_out(w, n, w.t + 1))
+            .flat_map(|n| (0..self.slots).map(move |s| (n, s)))
+            .filter(|&(n, s)| self.times_out(w, n, s, w.t + 1))
             .count();
         let msgs = w
             .peer
@@ -527,10 +641,16 @@ impl FailsafeModel {
             Fault::Restart(n) => {
                 w.left.restarts -= 1;
                 let n = n as usize;
-                self.orphan(w, n);
-                w.nodes[n].core = self.core(n, w.t);
+                self.orphan(w, n, None);
+                let (cut, lag) = (w.nodes[n].cut, w.nodes[n].lag);
+                w.nodes[n] = Node {
+                    cut,
+                    lag,
+                    ..self.node(n, w.t)
+                };
                 let id = &self.ids[n];
                 w.peer.retain(|m| m.req().from != *id);
+                w.gates.retain(|e| e.node as usize != n);
             }
         }
     }
@@ -556,33 +676,50 @@ impl FailsafeModel {
         w.peer = kept;
         for m in lost {
             let req = m.req();
-            let s = self.node_of(&req.from);
+            let (s, slot) = (self.node_of(&req.from), self.slot_of(&req.lease));
             let now = self.local(s, t);
-            w.nodes[s].core.peer_reply(now, req, None);
+            w.nodes[s].cores[slot].peer_reply(now, req, None);
         }
         // Calls: too late to be applied, or timed out.
         w.api.retain(|c| c.until >= t);
         for n in 0..w.nodes.len() {
             let now = self.local(n, t);
-            let Some((_, read)) = w.nodes[n].call.filter(|_| self.times_out(w, n, t)) else {
-                continue;
-            };
-            self.orphan(w, n);
-            let core = &mut w.nodes[n].core;
-            if read {
-                core.read_failed(now);
-            } else {
-                core.write_done(now, Err(WriteError::Other));
+            for slot in 0..self.slots {
+                let Some((_, read)) =
+                    w.nodes[n].calls[slot].filter(|_| self.times_out(w, n, slot, t))
+                else {
+                    continue;
+                };
+                self.orphan(w, n, Some(slot));
+                let core = &mut w.nodes[n].cores[slot];
+                if read {
+                    core.read_failed(now);
+                } else {
+                    core.write_done(now, Err(WriteError::Other));
+                }
             }
         }
         for (n, was_deaf) in before.into_iter().enumerate() {
             let restarted = fault == Some(Fault::Restart(n as u8));
             if was_deaf && !(w.nodes[n].cut || w.nodes[n].lag) || restarted {
-                // The watch is (re-)opened: it lists the Lease first.
-                self.watch(w, n);
+                // The watches are (re-)opened: each lists its Lease first.
+                for slot in 0..self.slots {
+                    self.watch(w, n, slot);
+                }
             }
             self.step(w, n);
         }
+    }
+
+    /// Whether node `n` has anything on its way: an API call or a gate decision.
+    fn busy(&self, w: &World, n: usize) -> Option<Act> {
+        if let Some(i) = w.api.iter().position(|c| c.node as usize == n) {
+            return Some(Act::Api(i, Fate::Done));
+        }
+        w.gates
+            .iter()
+            .position(|e| e.node as usize == n)
+            .map(Act::Gate)
     }
 }
 
@@ -590,36 +727,42 @@ impl Model for FailsafeModel {
     type State = World;
     type Action = Act;
 
-    /// node-0 has created the Lease at t=0 and every node has read it.
+    /// With one slot, node-0 has created the Lease at t=0; with two, node-0 holds slot 0 and
+    /// node-2 slot 1 (each node in turn reads both, its gate picks a free slot, it takes it),
+    /// so that the standby is node-1, whose clock runs fast: it is the first to see a Lease
+    /// expire. Every node has read every Lease.
     fn init_states(&self) -> Vec<World> {
         let mut w = World {
             t: 0,
-            nodes: (0..self.ids.len())
-                .map(|n| Node {
-                    key: 0,
-                    core: self.core(n, 0),
-                    call: None,
-                    cut: false,
-                    lag: false,
-                })
-                .collect(),
-            store: None,
+            nodes: (0..self.ids.len()).map(|n| self.node(n, 0)).collect(),
+            stores: vec![None; self.slots],
             api: Vec::new(),
             peer: Vec::new(),
+            gates: Vec::new(),
             left: self.scope,
         };
-        for n in 0..w.nodes.len() {
+        let order: &[usize] = if self.slots == 1 {
+            &[0, 1, 2]
+        } else {
+            &[0, 2, 1]
+        };
+        for &n in order {
             self.step(&mut w, n);
-            while let Some(i) = w.api.iter().position(|c| c.node as usize == n) {
-                w = self
-                    .next_state(&w, Act::Api(i, Fate::Done))
-                    .expect("a state");
+            while let Some(act) = self.busy(&w, n) {
+                w = self.next_state(&w, act).expect("a state");
             }
         }
-        assert!(w.api.is_empty() && w.peer.is_empty());
-        for node in &mut w.nodes {
-            node.key = core_key(&node.core);
-        }
+        assert!(w.api.is_empty() && w.peer.is_empty() && w.gates.is_empty());
+        let holders: Vec<_> = w
+            .stores
+            .iter()
+            .map(|s| s.as_ref().map(|(r, _)| r.holder.clone()))
+            .collect();
+        let expected: Vec<_> = order[..self.slots]
+            .iter()
+            .map(|&n| Some(self.ids[n].clone()))
+            .collect();
+        assert_eq!(holders, expected, "the initial holders");
         vec![w]
     }
 
@@ -684,6 +827,12 @@ impl Model for FailsafeModel {
                 }
             }
         }
+        // The first decision on each node's and slot's channel.
+        for (i, e) in w.gates.iter().enumerate() {
+            if i == 0 || (w.gates[i - 1].node, w.gates[i - 1].slot) != (e.node, e.slot) {
+                out.push(Act::Gate(i));
+            }
+        }
     }
 
     fn next_state(&self, last: &World, act: Act) -> Option<World> {
@@ -692,20 +841,20 @@ impl Model for FailsafeModel {
             Act::Tick(fault) => self.tick(&mut w, fault),
             Act::Api(i, fate) => {
                 let call = w.api.remove(i);
-                let n = call.node as usize;
+                let (n, slot) = (call.node as usize, call.slot as usize);
                 let now = self.local(n, w.t);
                 if matches!(fate, Fate::AppliedUnknown | Fate::Refused) {
                     w.left.errors -= 1;
                 }
                 let written = match (&call.req, fate) {
                     (_, Fate::Refused) | (Req::Read, _) => Err(WriteError::Other),
-                    _ => self.write(&mut w, call.req.clone()),
+                    _ => self.write(&mut w, slot, call.req.clone()),
                 };
                 if fate != Fate::Late {
-                    w.nodes[n].call = None;
-                    let core = &mut w.nodes[n].core;
+                    w.nodes[n].calls[slot] = None;
+                    let core = &mut w.nodes[n].cores[slot];
                     match (&call.req, fate) {
-                        (Req::Read, _) => core.read_done(now, observed(&w.store)),
+                        (Req::Read, _) => core.read_done(now, observed(&w.stores[slot])),
                         (_, Fate::Done) => core.write_done(now, written.clone()),
                         _ => core.write_done(now, Err(WriteError::Other)),
                     }
@@ -714,7 +863,7 @@ impl Model for FailsafeModel {
                 if written.is_ok() {
                     // Every working watch delivers the write, after the writer's answer.
                     for m in 0..w.nodes.len() {
-                        self.watch(&mut w, m);
+                        self.watch(&mut w, m, slot);
                     }
                 }
             }
@@ -725,11 +874,12 @@ impl Model for FailsafeModel {
                 } else {
                     w.peer.remove(i)
                 };
+                let slot = self.slot_of(&m.req().lease);
                 let (req, reply) = match m {
                     Peer::Request { req } => {
                         let r = self.node_of(&req.to);
                         let now = self.local(r, w.t);
-                        let reply = w.nodes[r].core.answer(now, &req);
+                        let reply = w.nodes[r].cores[slot].answer(now, &req);
                         self.step(&mut w, r);
                         (req, reply)
                     }
@@ -739,7 +889,7 @@ impl Model for FailsafeModel {
                 let now = self.local(s, w.t);
                 match answer {
                     None | Some(Answer::Now) => {
-                        w.nodes[s].core.peer_reply(now, &req, Some(reply));
+                        w.nodes[s].cores[slot].peer_reply(now, &req, Some(reply));
                         self.step(&mut w, s);
                     }
                     Some(Answer::Delayed) => {
@@ -749,15 +899,24 @@ impl Model for FailsafeModel {
                     }
                     Some(Answer::Lost) => {
                         w.left.losses -= 1;
-                        w.nodes[s].core.peer_reply(now, &req, None);
+                        w.nodes[s].cores[slot].peer_reply(now, &req, None);
                         self.step(&mut w, s);
                     }
                 }
             }
+            Act::Gate(i) => {
+                let e = w.gates.remove(i);
+                let n = e.node as usize;
+                let now = self.local(n, w.t);
+                w.nodes[n].cores[e.slot as usize].set_eligible(now, e.want);
+                self.step(&mut w, n);
+            }
         }
         for (n, node) in w.nodes.iter_mut().enumerate() {
-            if node.core != last.nodes[n].core {
-                node.key = core_key(&node.core);
+            for (s, core) in node.cores.iter().enumerate() {
+                if last.nodes[n].cores.get(s) != Some(core) {
+                    node.keys[s] = core_key(core);
+                }
             }
         }
         Some(w)
@@ -770,31 +929,41 @@ impl Model for FailsafeModel {
     fn properties(&self) -> Vec<Property<Self>> {
         vec![
             Property::always(SAFETY, |m: &FailsafeModel, w: &World| {
-                leaders(m, w).len() <= 1
+                (0..m.slots).all(|s| leaders(m, w, s).len() <= 1)
             }),
             Property::sometimes(ELECTED, |m: &FailsafeModel, w: &World| {
-                !leaders(m, w).is_empty()
+                (0..m.slots).any(|s| !leaders(m, w, s).is_empty())
             }),
             Property::sometimes(TAKEOVER, |m: &FailsafeModel, w: &World| {
-                leaders(m, w).iter().any(|&n| {
-                    let view = w.nodes[n].core.view(m.local(n, w.t));
-                    view.leader.is_some_and(|l| l.epoch > 0)
+                (0..m.slots).any(|s| {
+                    leaders(m, w, s).iter().any(|&n| {
+                        let view = w.nodes[n].cores[s].view(m.local(n, w.t));
+                        view.leader.is_some_and(|l| l.epoch > 0)
+                    })
                 })
             }),
             Property::sometimes(FAILSAFE, |m: &FailsafeModel, w: &World| {
                 w.nodes.iter().all(|node| node.cut)
                     && w.nodes.iter().enumerate().any(|(n, node)| {
-                        let view = node.core.view(m.local(n, w.t));
-                        view.role == Role::Leader && view.failsafe
+                        node.cores.iter().any(|core| {
+                            let view = core.view(m.local(n, w.t));
+                            view.role == Role::Leader && view.failsafe
+                        })
                     })
             }),
         ]
     }
 }
 
-fn leaders(m: &FailsafeModel, w: &World) -> Vec<usize> {
+/// Whether node `n`'s core of `slot` leads.
+fn leads(m: &FailsafeModel, w: &World, n: usize, slot: usize) -> bool {
+    w.nodes[n].cores[slot].role(m.local(n, w.t)) == Role::Leader
+}
+
+/// The nodes whose core of `slot` leads.
+fn leaders(m: &FailsafeModel, w: &World, slot: usize) -> Vec<usize> {
     (0..w.nodes.len())
-        .filter(|&n| w.nodes[n].core.role(m.local(n, w.t)) == Role::Leader)
+        .filter(|&n| leads(m, w, n, slot))
         .collect()
 }
 
@@ -803,35 +972,46 @@ fn ms(m: &FailsafeModel, at: Instant) -> u128 {
     at.saturating_duration_since(m.base).as_millis()
 }
 
-/// One line per node: API access, role, deadline, failsafe, what it knows.
+/// Each slot's Lease; one line per node and slot: API access, role, deadline, failsafe, what
+/// it knows.
 fn describe(m: &FailsafeModel, w: &World) -> String {
-    let mut s = format!(
-        "      store: {:?}\n",
-        w.store
-            .as_ref()
-            .map(|(r, rv)| format!("{} at rv{} epoch {}", r.holder, rv, r.transitions))
-    );
+    let mut s = String::new();
+    for (slot, store) in w.stores.iter().enumerate() {
+        s += &format!(
+            "      {}: {:?}\n",
+            m.leases[slot],
+            store
+                .as_ref()
+                .map(|(r, rv)| format!("{} at rv{} epoch {}", r.holder, rv, r.transitions))
+        );
+    }
     for (n, node) in w.nodes.iter().enumerate() {
         let now = m.local(n, w.t);
-        let view = node.core.view(now);
-        let stats = node.core.failsafe_stats();
-        s += &format!(
-            "      {} (clock {}ms){}{}: {}, acting until {:?}{}; knows {:?}; \
-             rounds {} confirmed {}, promises given {}\n",
-            m.ids[n],
-            ms(m, now),
-            if node.cut { " API CUT" } else { "" },
-            if node.lag { " WATCH STALLED" } else { "" },
-            view.role,
-            view.acting_until.map(|u| ms(m, u)),
-            if view.failsafe { " (failsafe)" } else { "" },
-            node.core
-                .observed()
-                .map(|o| format!("{} at rv{}", o.record.holder, o.resource_version)),
-            stats.rounds,
-            stats.rounds_confirmed,
-            stats.promises,
-        );
+        for (slot, core) in node.cores.iter().enumerate() {
+            let view = core.view(now);
+            let stats = core.failsafe_stats();
+            s += &format!(
+                "      {}{} (clock {}ms){}{}: {}, acting until {:?}{}; knows {:?}; \
+                 rounds {} confirmed {}, promises given {}\n",
+                m.ids[n],
+                if m.slots > 1 {
+                    format!(" {}", m.leases[slot])
+                } else {
+                    String::new()
+                },
+                ms(m, now),
+                if node.cut { " API CUT" } else { "" },
+                if node.lag { " WATCH STALLED" } else { "" },
+                view.role,
+                view.acting_until.map(|u| ms(m, u)),
+                if view.failsafe { " (failsafe)" } else { "" },
+                core.observed()
+                    .map(|o| format!("{} at rv{}", o.record.holder, o.resource_version)),
+                stats.rounds,
+                stats.rounds_confirmed,
+                stats.promises,
+            );
+        }
     }
     s
 }
@@ -839,7 +1019,9 @@ fn describe(m: &FailsafeModel, w: &World) -> String {
 fn describe_act(m: &FailsafeModel, w: &World, act: &Act) -> String {
     match act {
         Act::Api(i, fate) => {
-            let Call { node, req, .. } = &w.api[*i];
+            let Call {
+                node, slot, req, ..
+            } = &w.api[*i];
             let what = match req {
                 Req::Read => "Read".to_string(),
                 Req::Create(d) => format!("Create(holder {}, epoch {})", d.holder, d.transitions),
@@ -849,8 +1031,8 @@ fn describe_act(m: &FailsafeModel, w: &World, act: &Act) -> String {
                 ),
             };
             format!(
-                "{}'s {what} reaches the store: {fate:?}",
-                m.ids[*node as usize]
+                "{}'s {what} of {} reaches the store: {fate:?}",
+                m.ids[*node as usize], m.leases[*slot as usize]
             )
         }
         Act::Peer(i, answer, twice) => {
@@ -874,10 +1056,19 @@ fn describe_act(m: &FailsafeModel, w: &World, act: &Act) -> String {
                 }
             }
         }
+        Act::Gate(i) => {
+            let e = &w.gates[*i];
+            format!(
+                "{}'s core of {} is told: eligible {}",
+                m.ids[e.node as usize], m.leases[e.slot as usize], e.want
+            )
+        }
         Act::Tick(fault) => {
             let mut s = format!("tick to t={}s", w.t + 1);
-            for n in (0..w.nodes.len()).filter(|&n| m.times_out(w, n, w.t + 1)) {
-                s += &format!("; {}'s call times out", m.ids[n]);
+            for n in 0..w.nodes.len() {
+                for slot in (0..m.slots).filter(|&slot| m.times_out(w, n, slot, w.t + 1)) {
+                    s += &format!("; {}'s call on {} times out", m.ids[n], m.leases[slot]);
+                }
             }
             for p in &w.peer {
                 let req = p.req();
@@ -919,7 +1110,7 @@ fn cut_at(
 }
 
 fn two_leaders(m: &FailsafeModel, w: &World) -> bool {
-    leaders(m, w).len() > 1
+    (0..m.slots).any(|s| leaders(m, w, s).len() > 1)
 }
 
 fn trace(m: &FailsafeModel, steps: &[(World, Option<Act>)]) -> String {
@@ -1017,10 +1208,67 @@ const SCOPES: [(&str, Membership, Scope); 7] = [
     ),
 ];
 
+/// The scopes of the two-slot check: two Leases, three nodes, each node's gate and its
+/// decisions on their way to each slot's core (in any order across slots). Six cores and two
+/// renewals per tick make each tick cost more: with every budget of [`scope`] the horizon is 3
+/// ticks (4 would need more than 20 GB), the others take 4 ticks with fewer faults at once.
+const TWO_SLOT_SCOPES: [(&str, Membership, Scope); 6] = [
+    (
+        "two slots, 3 ticks: outage, partition, a failed call, a late write",
+        Membership::All,
+        scope(3),
+    ),
+    (
+        "two slots: outage, partition, a message twice",
+        Membership::All,
+        Scope { dups: 1, ..FEW },
+    ),
+    (
+        "two slots: outage, partition, a delayed confirmation",
+        Membership::All,
+        Scope { delays: 1, ..FEW },
+    ),
+    (
+        "two slots: a restart, a partition",
+        Membership::All,
+        Scope {
+            restarts: 1,
+            outages: 0,
+            ..FEW
+        },
+    ),
+    (
+        "two slots: a failed call, a partition",
+        Membership::All,
+        Scope {
+            errors: 1,
+            outages: 0,
+            ..FEW
+        },
+    ),
+    (
+        "two slots: two partitions, a stalled watch",
+        Membership::All,
+        Scope {
+            toggles: 2,
+            lags: 1,
+            outages: 0,
+            ..FEW
+        },
+    ),
+];
+
+/// Four ticks, an outage, a partition and a lost message, and no failed API call.
+const FEW: Scope = Scope {
+    errors: 0,
+    late: 0,
+    ..scope(4)
+};
+
 /// `MODEL_DEPTH=N` sets every horizon to N ticks; `MODEL_SCOPE=h,e,l,lo,de,du,t,o,la,r` (the
 /// fields of [`Scope`] in order) checks that one scope instead of [`SCOPES`].
-fn scopes() -> Vec<(String, Membership, Scope)> {
-    let mut scopes: Vec<_> = SCOPES
+fn scopes(defaults: &[(&str, Membership, Scope)]) -> Vec<(String, Membership, Scope)> {
+    let mut scopes: Vec<_> = defaults
         .iter()
         .map(|(name, membership, scope)| (name.to_string(), *membership, *scope))
         .collect();
@@ -1057,11 +1305,24 @@ fn scopes() -> Vec<(String, Membership, Scope)> {
 
 #[test]
 fn failsafe_model_is_safe_on_small_scopes() {
+    check_scopes(1, scopes(&SCOPES));
+}
+
+/// Two slots: never two leaders of one slot, through the gate's decisions reaching each slot's
+/// core in any order, with the failsafe per slot.
+#[test]
+fn two_slot_model_is_safe_on_small_scopes() {
+    check_scopes(2, scopes(&TWO_SLOT_SCOPES));
+}
+
+/// Checks safety in each scope, and that each is not vacuous: a leader acts, another node
+/// takes over, and (with an outage) a leader acts on promises.
+fn check_scopes(slots: usize, scopes: Vec<(String, Membership, Scope)>) {
     let (mut states, mut unique, mut elapsed) = (0, 0, Duration::ZERO);
     let mut found = BTreeSet::new();
-    for (name, membership, scope) in scopes() {
+    for (name, membership, scope) in scopes {
         let start = Instant::now();
-        let checker = FailsafeModel::new(scope, membership, None)
+        let checker = FailsafeModel::with_slots(slots, scope, membership, None)
             .checker()
             .threads(threads())
             .spawn_bfs()
@@ -1099,7 +1360,7 @@ fn failsafe_model_is_safe_on_small_scopes() {
             }
         }
     }
-    eprintln!("in all: {states} states, {unique} unique, {elapsed:.1?}");
+    eprintln!("{slots} slot(s), in all: {states} states, {unique} unique, {elapsed:.1?}");
     assert!(found.contains(FAILSAFE), "no scope has a full outage");
 }
 
@@ -1110,8 +1371,13 @@ fn caught_without(rule: Rule, membership: Membership) {
         .iter()
         .find(|(_, m, _)| *m == membership)
         .expect("a scope");
+    caught_in(1, *scope, membership, rule);
+}
+
+/// Without `rule` on every core, the checker finds two leaders of one slot in `scope`.
+fn caught_in(slots: usize, scope: Scope, membership: Membership, rule: Rule) {
     let start = Instant::now();
-    let checker = FailsafeModel::new(*scope, membership, Some(rule))
+    let checker = FailsafeModel::with_slots(slots, scope, membership, Some(rule))
         .checker()
         .threads(threads())
         .finish_when(HasDiscoveries::AnyOf(BTreeSet::from([SAFETY])))
@@ -1120,7 +1386,7 @@ fn caught_without(rule: Rule, membership: Membership) {
     let path = checker.discovery(SAFETY);
     let steps = path.map(|p| cut_at(checker.model(), p, two_leaders));
     eprintln!(
-        "without {rule:?}: two leaders after {:?} steps; {} states, {} unique, max depth {}, {:.1?}",
+        "{slots} slot(s) without {rule:?}: two leaders after {:?} steps; {} states, {} unique, max depth {}, {:.1?}",
         steps.as_ref().map(|s| s.len() - 1),
         checker.state_count(),
         checker.unique_state_count(),
@@ -1175,6 +1441,13 @@ fn without_echo_round_two_leaders() {
     caught_without(Rule::EchoRound, Membership::All);
 }
 
+/// With two slots too: each slot's failsafe rests on its own unanimity.
+#[test]
+fn two_slots_without_unanimity_two_leaders() {
+    let (_, membership, scope) = TWO_SLOT_SCOPES[2];
+    caught_in(2, scope, membership, Rule::Unanimity);
+}
+
 #[test]
 fn without_dead_lease_two_leaders() {
     caught_without(Rule::DeadLease, Membership::LateJoiner);
@@ -1182,7 +1455,7 @@ fn without_dead_lease_two_leaders() {
 
 /// Without `rule`, no scope of the safety check shows two leaders (see the module doc for why).
 fn not_caught_without(rule: Rule) {
-    for (name, membership, scope) in scopes() {
+    for (name, membership, scope) in scopes(&SCOPES) {
         let checker = FailsafeModel::new(scope, membership, Some(rule))
             .checker()
             .threads(threads())
