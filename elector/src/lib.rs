@@ -39,6 +39,7 @@
 #![warn(missing_docs)]
 
 mod driver;
+pub mod failback;
 pub mod handover;
 pub mod members;
 pub mod observe;
@@ -51,11 +52,11 @@ pub use understudy_core::{config, core, event, failsafe, view};
 pub use config::{Config, ConfigError, parse_duration};
 pub use driver::{Candidate, Handle, ReleaseError, describe, spawn, spawn_observed};
 pub use handover::{HandoverDone, HandoverError};
-pub use members::{FailsafeOptions, Member, Members, PeerChannel};
+pub use members::{FailsafeOptions, Member, Members, PeerChannel, SelfReport};
 pub use observe::Observer;
 pub use record::{ADDRESS_ANNOTATION, LeaseRecord, PEER_ADDRESS_ANNOTATION};
 pub use slots::{
-    AnswerError, Answerer, Gate, HealthReporter, Slots, SlotsHandle, Switcher, lease_name,
-    routing_views, spawn_slots, spawn_slots_with,
+    AnswerError, Answerer, Gate, HealthReporter, Slots, SlotsHandle, SlotsOptions, Switcher,
+    lease_name, routing_views, spawn_slots, spawn_slots_with,
 };
 pub use view::{Leader, Role, View};

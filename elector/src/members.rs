@@ -3,7 +3,9 @@
 //!
 //! Each pod keeps a Lease named [`member_lease_name`] (`<election>-member-<pod>`), labelled
 //! [`ELECTION_LABEL`]` = <election>`, holding its identity and the addresses its peers reach
-//! it at. It is renewed every [`MEMBER_RENEW`] with `leaseDurationSeconds` [`MEMBER_TTL`] and
+//! it at, and what it says about itself ([`SelfReport`]: its priority, whether it is ready to
+//! lead, how many active slots it runs with). It is renewed every [`MEMBER_RENEW`] (and at once
+//! when its readiness changes) with `leaseDurationSeconds` [`MEMBER_TTL`] and
 //! deleted on shutdown. Every pod list-watches the election's member Leases; a member is live
 //! while its Lease has changed within its duration by this pod's clock (the same expiry rule as
 //! the election's). A holder writes the live members into its slot Lease with each renewal
@@ -73,6 +75,32 @@ pub const READY_ANNOTATION: &str = "understudy.io/ready";
 
 /// Annotation on a member Lease: the pod's leadership priority, an integer.
 pub const PRIORITY_ANNOTATION: &str = "understudy.io/priority";
+
+/// Annotation on a member Lease: how many active slots the pod runs with (`--actives`).
+pub const ACTIVES_ANNOTATION: &str = "understudy.io/actives";
+
+/// What a pod says about itself in its member Lease besides its addresses: written with every
+/// renewal, and at once when `ready` changes.
+#[derive(Clone, Debug)]
+pub struct SelfReport {
+    /// [`PRIORITY_ANNOTATION`]: `--priority`.
+    pub priority: i64,
+    /// [`ACTIVES_ANNOTATION`]: `--actives`.
+    pub actives: usize,
+    /// [`READY_ANNOTATION`]: whether the pod may lead now (healthy, not stepping down).
+    pub ready: watch::Receiver<bool>,
+}
+
+impl SelfReport {
+    /// Priority 0, one slot, always ready.
+    pub fn plain() -> SelfReport {
+        SelfReport {
+            priority: 0,
+            actives: 1,
+            ready: watch::channel(true).1,
+        }
+    }
+}
 
 /// The live members of an election, by identity.
 pub type Members = BTreeMap<String, Member>;
@@ -149,6 +177,7 @@ pub fn spawn_membership(
     api: Api<Lease>,
     election: &str,
     me: &Candidate,
+    report: SelfReport,
     config: Config,
 ) -> (watch::Receiver<Members>, Membership) {
     let (tx, rx) = watch::channel(Members::new());
@@ -159,6 +188,7 @@ pub fn spawn_membership(
         name.clone(),
         election.to_string(),
         me.clone(),
+        report,
         config,
         stop_rx,
     ));
@@ -174,7 +204,13 @@ pub fn spawn_membership(
     )
 }
 
-fn member_lease(name: &str, election: &str, me: &Candidate, base: Option<Lease>) -> Lease {
+fn member_lease(
+    name: &str,
+    election: &str,
+    me: &Candidate,
+    report: &SelfReport,
+    base: Option<Lease>,
+) -> Lease {
     let mut lease = base.unwrap_or_else(|| Lease {
         metadata: ObjectMeta {
             name: Some(name.to_string()),
@@ -200,6 +236,14 @@ fn member_lease(name: &str, election: &str, me: &Candidate, base: Option<Lease>)
             None => annotations.remove(key),
         };
     }
+    let ready = *report.ready.borrow();
+    for (key, value) in [
+        (READY_ANNOTATION, ready.to_string()),
+        (PRIORITY_ANNOTATION, report.priority.to_string()),
+        (ACTIVES_ANNOTATION, report.actives.to_string()),
+    ] {
+        annotations.insert(key.to_string(), value);
+    }
     let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
     spec.holder_identity = Some(me.identity.clone());
     spec.lease_duration_seconds = Some(MEMBER_TTL.as_secs() as i32);
@@ -209,21 +253,25 @@ fn member_lease(name: &str, election: &str, me: &Candidate, base: Option<Lease>)
 }
 
 /// Creates or renews this pod's member Lease every [`MEMBER_RENEW`] (every retryPeriod after a
-/// failure), until stopped.
+/// failure, at once when its readiness changes), until stopped.
 async fn keep(
     api: Api<Lease>,
     name: String,
     election: String,
     me: Candidate,
+    mut report: SelfReport,
     config: Config,
     mut stop: watch::Receiver<bool>,
 ) {
     let timeout = config.call_timeout();
+    // Whether the election still reports readiness (its sender lives).
+    let mut open = true;
     loop {
+        report.ready.borrow_and_update();
         let write = async {
             let current = api.get_opt(&name).await?;
             let exists = current.is_some();
-            let lease = member_lease(&name, &election, &me, current);
+            let lease = member_lease(&name, &election, &me, &report, current);
             if exists {
                 api.replace(&name, &PostParams::default(), &lease).await
             } else {
@@ -240,6 +288,7 @@ async fn keep(
         };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
+            changed = report.ready.changed(), if open => open = changed.is_ok(),
             _ = stop.changed() => return,
         }
     }

@@ -21,9 +21,10 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use crate::config::Config;
 use crate::driver::{self, Candidate, Handle, ReleaseError};
+use crate::failback::{self, Failback};
 use crate::failsafe::{PeerReply, PeerRequest};
 use crate::handover::{HandoverDone, HandoverError};
-use crate::members::{FailsafeOptions, Membership, spawn_membership};
+use crate::members::{FailsafeOptions, Membership, SelfReport, spawn_membership};
 use crate::observe::Observer;
 use crate::view::{Leader, Role, View};
 pub use understudy_core::gate::Gate;
@@ -296,13 +297,39 @@ pub fn spawn_slots(
     config: Config,
     observer: Arc<dyn Observer>,
 ) -> (watch::Receiver<Slots>, SlotsHandle) {
-    spawn_slots_with(api, name, slots, candidate, config, observer, None)
+    let options = SlotsOptions::default();
+    spawn_slots_with(api, name, slots, candidate, config, observer, options)
 }
 
-/// [`spawn_slots`], keeping a member Lease for this pod ([`crate::members`]), which planned
-/// handovers choose from ([`Switcher`]), and with the failsafe on when `failsafe` is given:
-/// every slot's core serves through API outages on its members' promises
-/// ([`crate::failsafe`]).
+/// The options of [`spawn_slots_with`].
+#[derive(Clone, Debug)]
+pub struct SlotsOptions {
+    /// The failsafe, when on ([`crate::failsafe`]).
+    pub failsafe: Option<FailsafeOptions>,
+    /// This pod's leadership priority (`--priority`), announced in its member Lease.
+    pub priority: i64,
+    /// How long a member with a higher priority must have been live and ready, and this pod
+    /// must have held its slot, before this pod hands the slot to it (`--failback-delay`;
+    /// [`crate::failback`]).
+    pub failback_delay: Duration,
+}
+
+impl Default for SlotsOptions {
+    /// No failsafe, priority 0, failback delay 60s.
+    fn default() -> SlotsOptions {
+        SlotsOptions {
+            failsafe: None,
+            priority: 0,
+            failback_delay: Duration::from_secs(60),
+        }
+    }
+}
+
+/// [`spawn_slots`], keeping a member Lease for this pod ([`crate::members`]) that announces its
+/// priority and readiness, which planned handovers choose from ([`Switcher`]); handing its
+/// slot to a member with a higher priority after the failback delay ([`crate::failback`]);
+/// and with the failsafe on when `options.failsafe` is given: every slot's core serves
+/// through API outages on its members' promises ([`crate::failsafe`]).
 pub fn spawn_slots_with(
     api: Api<Lease>,
     name: &str,
@@ -310,12 +337,24 @@ pub fn spawn_slots_with(
     candidate: Candidate,
     config: Config,
     observer: Arc<dyn Observer>,
-    failsafe: Option<FailsafeOptions>,
+    options: SlotsOptions,
 ) -> (watch::Receiver<Slots>, SlotsHandle) {
     let slots = slots.max(1);
+    let SlotsOptions {
+        failsafe,
+        priority,
+        failback_delay,
+    } = options;
     // Every pod keeps a member Lease: the failsafe asks the members, and a planned handover
     // goes to one of them.
-    let (members, membership) = spawn_membership(api.clone(), name, &candidate, config);
+    let (ready_tx, ready) = watch::channel(true);
+    let report = SelfReport {
+        priority,
+        actives: slots,
+        ready,
+    };
+    let (members, membership) = spawn_membership(api.clone(), name, &candidate, report, config);
+    let failback_members = members.clone();
     let (members, membership) = (Some(members), Some(membership));
     let mut by_lease = BTreeMap::new();
     let changed = Arc::new(Notify::new());
@@ -381,6 +420,7 @@ pub fn spawn_slots_with(
             }
             let held = gate.held(&current);
             let eligible = gate.eligible();
+            ready_tx.send_if_modified(|r| std::mem::replace(r, eligible) != eligible);
             tx.send_if_modified(|s| {
                 let new = Slots {
                     views: current,
@@ -407,17 +447,25 @@ pub fn spawn_slots_with(
             }
         }
     });
-    (
-        rx,
-        SlotsHandle {
-            handles,
-            commands: cmd_tx,
-            membership,
-            answerer: Answerer {
-                by_lease: Arc::new(by_lease),
-            },
+    let handle = SlotsHandle {
+        handles,
+        commands: cmd_tx,
+        membership,
+        answerer: Answerer {
+            by_lease: Arc::new(by_lease),
         },
-    )
+    };
+    let failback = Failback::new(&candidate.identity, priority, failback_delay);
+    let within = config.lease_duration + config.renew_deadline;
+    let switcher = handle.switcher();
+    tokio::spawn(failback::run(
+        rx.clone(),
+        failback_members,
+        switcher,
+        failback,
+        within,
+    ));
+    (rx, handle)
 }
 
 /// Follows `slots` with their [`Slots::routing_view`]: the single view a proxy routes by.

@@ -130,6 +130,21 @@ pub struct ElectionArgs {
     /// vanished.
     #[arg(long, env = "UNDERSTUDY_FAILSAFE_MAX", value_name = "DURATION", value_parser = duration, default_value = "1h")]
     pub failsafe_max: Duration,
+    /// Leadership priority, announced in this pod's member Lease: a holder hands its slot over
+    /// in the planned way to a live, ready member with a higher priority once that member has
+    /// been ready for --failback-delay. Equal priorities never move the leader.
+    #[arg(
+        long,
+        env = "UNDERSTUDY_PRIORITY",
+        value_name = "N",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    pub priority: i64,
+    /// How long a member with a higher priority must have been live and ready, and the holder
+    /// must have held its slot, before the holder hands over to it (no flapping).
+    #[arg(long, env = "UNDERSTUDY_FAILBACK_DELAY", value_name = "DURATION", value_parser = duration, default_value = "60s")]
+    pub failback_delay: Duration,
 }
 
 /// A feature switch.

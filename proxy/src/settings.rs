@@ -166,6 +166,10 @@ pub struct Settings {
     pub kubeconfig: Option<PathBuf>,
     /// `--failsafe-max`, when the failsafe is on (`--failsafe on` with a proxy).
     pub failsafe: Option<Duration>,
+    /// `--priority`.
+    pub priority: i64,
+    /// `--failback-delay`.
+    pub failback_delay: Duration,
     /// Values that are allowed but probably not meant, said once at start-up.
     pub warnings: Vec<String>,
 }
@@ -355,6 +359,8 @@ impl Settings {
         Ok(Settings {
             warnings,
             failsafe,
+            priority: e.priority,
+            failback_delay: e.failback_delay,
             kubeconfig: cli.kubeconfig.clone(),
             health,
             announce,

@@ -7,7 +7,9 @@ use kube::Api;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use understudy_elector::{Candidate, FailsafeOptions, routing_views, spawn_slots_with};
+use understudy_elector::{
+    Candidate, FailsafeOptions, SlotsOptions, routing_views, spawn_slots_with,
+};
 
 use crate::admin::Admin;
 use crate::metrics::Metrics;
@@ -118,7 +120,11 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         candidate,
         settings.timings,
         metrics.observer(),
-        failsafe,
+        SlotsOptions {
+            failsafe,
+            priority: settings.priority,
+            failback_delay: settings.failback_delay,
+        },
     );
     // The proxy routes by one view: the held slot's, or a standby's with every active.
     let views = routing_views(slots.clone());

@@ -696,7 +696,10 @@ async fn the_failsafe_api_load_at_rest_per_pod() {
             me,
             config,
             std::sync::Arc::new(understudy_elector::observe::NoObserver),
-            Some(failsafe),
+            understudy_elector::SlotsOptions {
+                failsafe: Some(failsafe),
+                ..Default::default()
+            },
         );
         pods.push((name, slots, handle, proxy));
     }

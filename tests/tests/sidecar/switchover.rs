@@ -146,3 +146,90 @@ async fn the_handover_annotation_moves_the_leader_and_a_bad_target_is_refused() 
     assert_handover(&load.finish().await, &old, &new);
     assert!(annotation().await.trim().is_empty());
 }
+
+/// An annotation of a member Lease.
+async fn member_annotation(cluster: &Loopback, lease: &str, key: &str) -> String {
+    let key = key.replace('.', r"\.");
+    cluster
+        .cluster()
+        .kubectl()
+        .run(&[
+            "get",
+            "lease",
+            lease,
+            "-n",
+            NAMESPACE,
+            "-o",
+            &format!("jsonpath={{.metadata.annotations.{key}}}"),
+        ])
+        .await
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// Preferred leaders: pod-a (priority 0) leads; pod-b and pod-c join with priority 10. Once
+/// they have been ready for `--failback-delay`, pod-a hands over in the planned way to pod-b
+/// (the first by name among the highest), under load with no failed request; between equal
+/// priorities the leader then stays put. Each pod announces its priority, readiness and
+/// actives in its member Lease.
+#[tokio::test]
+async fn a_higher_priority_member_takes_over_after_the_failback_delay_losing_nothing() {
+    const DELAY: Duration = Duration::from_secs(3);
+    let cluster = Loopback::start("failback").await;
+    let delay = ["--failback-delay", "3s"];
+    let app = understudy_tests::cluster::test_app::app("pod-a").await;
+    let a = cluster
+        .sidecar("pod-a")
+        .upstream(app)
+        .args(&delay)
+        .start()
+        .await;
+    assert_eq!(agreed_leader(&[&a], Duration::from_secs(15)).await, "pod-a");
+    let mut pods = vec![a];
+    let joined = Instant::now();
+    for name in ["pod-b", "pod-c"] {
+        let app = understudy_tests::cluster::test_app::app(name).await;
+        let pod = cluster
+            .sidecar(name)
+            .upstream(app)
+            .args(&delay)
+            .args(&["--priority", "10"])
+            .start()
+            .await;
+        pods.push(pod);
+    }
+    let all: Vec<&Sidecar> = pods.iter().collect();
+    let load = Load::start(listens(&pods), 3);
+    load.pass(30).await;
+    let new = agreed_leader_not(&all, "pod-a", DELAY * 5).await;
+    let took = joined.elapsed();
+    assert_eq!(new, "pod-b");
+    assert!(
+        took >= DELAY,
+        "handed over after {took:?}, before the delay"
+    );
+    let epoch_after = epoch(&pods[1]).await;
+    load.pass(60).await;
+    assert_handover(&load.finish().await, "pod-a", "pod-b");
+    for (pod, priority) in [("pod-a", "0"), ("pod-b", "10"), ("pod-c", "10")] {
+        let lease = format!("failback-member-{pod}");
+        assert_eq!(
+            member_annotation(&cluster, &lease, "understudy.io/priority").await,
+            priority
+        );
+        assert_eq!(
+            member_annotation(&cluster, &lease, "understudy.io/ready").await,
+            "true"
+        );
+        assert_eq!(
+            member_annotation(&cluster, &lease, "understudy.io/actives").await,
+            "1"
+        );
+    }
+    // Equal priorities: pod-c never takes over from pod-b, however long it has been ready.
+    tokio::time::sleep(DELAY * 2).await;
+    assert_eq!(agreed_leader(&all, Duration::from_secs(1)).await, "pod-b");
+    assert_eq!(epoch(&pods[1]).await, epoch_after);
+    eprintln!("failback pod-a -> pod-b {took:?} after the preferred pods joined");
+}

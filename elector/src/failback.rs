@@ -1,0 +1,159 @@
+//! Preferred leaders: a holder hands its slot to a member with a higher priority
+//! (`--priority`) once that member has been live and ready for the failback delay
+//! (`--failback-delay`), and once the holder itself has held the slot that long.
+//!
+//! [`Failback`] is the decision, fed the time, the slot this pod acts for and the live member
+//! table; [`run`] feeds it from the election and carries a decision out as a planned handover
+//! ([`crate::Switcher::hand_over`]). Both delays guard against flapping: a member whose
+//! readiness or priority changes starts its delay anew, and a pod that has just taken over
+//! (say, failed over to from the preferred pod) keeps its slot for at least the delay. Equal
+//! priorities never trigger a handover; a member that does not say it is ready (an older
+//! sidecar) is never chosen; a member already active in another slot is not either.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::members::Members;
+use crate::slots::{Slots, Switcher};
+
+/// The failback decision of one pod.
+#[derive(Clone, Debug)]
+pub struct Failback {
+    me: String,
+    priority: i64,
+    delay: Duration,
+    /// The slot this pod acts for, and since when.
+    held: Option<(usize, Instant)>,
+    /// Members with a higher priority, live and ready: their priority and since when.
+    ready_since: BTreeMap<String, (i64, Instant)>,
+    /// No attempt before this (after a failed one).
+    retry_at: Option<Instant>,
+}
+
+impl Failback {
+    /// The decision for pod `me` with priority `priority`, both delays `delay`.
+    pub fn new(me: &str, priority: i64, delay: Duration) -> Failback {
+        Failback {
+            me: me.to_string(),
+            priority,
+            delay,
+            held: None,
+            ready_since: BTreeMap::new(),
+            retry_at: None,
+        }
+    }
+
+    /// Takes in the slot this pod acts for (if any), the live members and the pods acting for
+    /// the other slots.
+    pub fn update(
+        &mut self,
+        now: Instant,
+        held: Option<usize>,
+        live: &Members,
+        others: &BTreeSet<String>,
+    ) {
+        self.held = match (self.held, held) {
+            (Some((was, since)), Some(slot)) if was == slot => Some((slot, since)),
+            (_, slot) => slot.map(|s| (s, now)),
+        };
+        let mut next = BTreeMap::new();
+        for m in live.values() {
+            let preferred = m.identity != self.me
+                && m.ready == Some(true)
+                && m.priority > self.priority
+                && !others.contains(&m.identity);
+            if preferred {
+                let since = match self.ready_since.get(&m.identity) {
+                    Some(&(priority, since)) if priority == m.priority => since,
+                    _ => now,
+                };
+                next.insert(m.identity.clone(), (m.priority, since));
+            }
+        }
+        self.ready_since = next;
+    }
+
+    /// The slot to hand over and to whom, when it is time: the member with the highest
+    /// priority (then the first by name) among those ready for the delay.
+    pub fn due(&self, now: Instant) -> Option<(usize, String)> {
+        let (slot, since) = self.held?;
+        if now < since + self.delay || self.retry_at.is_some_and(|r| now < r) {
+            return None;
+        }
+        self.ready_since
+            .iter()
+            .filter(|(_, (_, ready))| now >= *ready + self.delay)
+            .max_by(|(a, (pa, _)), (b, (pb, _))| pa.cmp(pb).then_with(|| b.cmp(a)))
+            .map(|(identity, _)| (slot, identity.clone()))
+    }
+
+    /// When [`Failback::due`] may next change its answer with no other input.
+    pub fn next_check(&self) -> Option<Instant> {
+        let (_, since) = self.held?;
+        let first_ready = self.ready_since.values().map(|(_, r)| *r).min()?;
+        let at = (since + self.delay).max(first_ready + self.delay);
+        Some(self.retry_at.map_or(at, |r| at.max(r)))
+    }
+
+    /// A handover failed: the next attempt waits the delay.
+    pub fn failed(&mut self, now: Instant) {
+        self.retry_at = Some(now + self.delay);
+    }
+}
+
+/// Follows the election and the member table, and hands over when [`Failback`] says so;
+/// each handover waits at most `within`. Ends when either channel closes.
+pub async fn run(
+    mut slots: watch::Receiver<Slots>,
+    mut members: watch::Receiver<Members>,
+    switcher: Switcher,
+    mut failback: Failback,
+    within: Duration,
+) {
+    loop {
+        let now = tokio::time::Instant::now().into_std();
+        let (held, others) = {
+            let s = slots.borrow_and_update();
+            let others: BTreeSet<String> = s
+                .views
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| Some(*i) != s.held)
+                .filter_map(|(_, v)| v.leader.as_ref().map(|l| l.identity.clone()))
+                .collect();
+            (s.held, others)
+        };
+        let live = members.borrow_and_update().clone();
+        failback.update(now, held, &live, &others);
+        if let Some((slot, target)) = failback.due(now) {
+            tracing::info!(slot, to = %target, "failback: handing over to a member with a higher priority");
+            match switcher.hand_over(slot, Some(target.clone()), within).await {
+                Ok(done) => {
+                    tracing::info!(lease = %done.lease, to = %done.to, epoch = done.epoch, "failback done")
+                }
+                Err(error) => {
+                    tracing::warn!(slot, to = %target, error = %error, "failback failed; trying again after the failback delay");
+                    failback.failed(tokio::time::Instant::now().into_std());
+                }
+            }
+            continue;
+        }
+        let wake = failback.next_check();
+        let sleep = async {
+            match wake {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            changed = slots.changed() => if changed.is_err() { return },
+            changed = members.changed() => if changed.is_err() { return },
+            _ = sleep => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
