@@ -174,13 +174,52 @@ impl HealthReporter {
     }
 }
 
-/// Asks the slot drivers for planned handovers; cheap to clone.
+/// Asks the slot drivers for planned handovers and step-downs; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Switcher {
     slots: Vec<(String, mpsc::UnboundedSender<driver::Command>)>,
+    /// Weak: a switcher (the failback task holds one) must not keep the gate running once
+    /// the [`SlotsHandle`] is gone.
+    gate: mpsc::WeakUnboundedSender<Command>,
+    timeout: Duration,
 }
 
 impl Switcher {
+    /// [`SlotsHandle::step_down`] from anywhere (the pre-stop hook): this pod takes no slot
+    /// from now on, and releases the one it holds, if any; returns once every slot's driver
+    /// has acknowledged, waiting at most renewDeadline for each.
+    pub async fn step_down(&self) -> Result<(), ReleaseError> {
+        let (tx, rx) = oneshot::channel();
+        if let Some(gate) = self.gate.upgrade()
+            && gate.send(Command::Retire(tx)).is_ok()
+        {
+            drop(gate);
+            let _ = rx.await;
+        }
+        let mut result = Ok(());
+        for (lease, commands) in &self.slots {
+            let not_running = || ReleaseError::NotRunning {
+                lease: lease.clone(),
+            };
+            let (tx, rx) = oneshot::channel();
+            let acknowledged = match commands.send(driver::Command::StepDown(tx)) {
+                Err(_) => Err(not_running()),
+                Ok(()) => match tokio::time::timeout(self.timeout, rx).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(_)) => Err(not_running()),
+                    Err(_) => Err(ReleaseError::Timeout {
+                        lease: lease.clone(),
+                        waited: self.timeout,
+                    }),
+                },
+            };
+            if let Err(e) = acknowledged {
+                result = Err(e);
+            }
+        }
+        result
+    }
+
     /// Hands slot `slot`'s Lease over in the planned way to `to` (`None`: the best ready
     /// member), if this pod leads it ([`crate::handover`]); returns once the successor has
     /// renewed it, or why not. Waits at most `within` in all.
@@ -214,12 +253,6 @@ impl Switcher {
     }
 }
 
-impl std::fmt::Debug for driver::Command {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Command")
-    }
-}
-
 impl SlotsHandle {
     /// Reports the app's health: an unhealthy pod releases its slot and takes none.
     pub fn set_healthy(&self, healthy: bool) {
@@ -241,23 +274,15 @@ impl SlotsHandle {
                 .iter()
                 .map(|h| (h.lease().to_string(), h.commands()))
                 .collect(),
+            gate: self.commands.downgrade(),
+            timeout: self.handles.first().map_or(Duration::ZERO, |h| h.timeout),
         }
     }
 
     /// Steps down in every slot for a shutdown drain: releases the slot held, keeps watching
     /// all of them, never acquires again. See [`Handle::step_down`].
     pub async fn step_down(&self) -> Result<(), ReleaseError> {
-        let (tx, rx) = oneshot::channel();
-        if self.commands.send(Command::Retire(tx)).is_ok() {
-            let _ = rx.await;
-        }
-        let mut result = Ok(());
-        for handle in &self.handles {
-            if let Err(e) = handle.step_down().await {
-                result = Err(e);
-            }
-        }
-        result
+        self.switcher().step_down().await
     }
 
     /// Releases every slot and ends the election. See [`Handle::release`]. This pod's member

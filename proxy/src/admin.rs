@@ -8,6 +8,7 @@
 //! | `/actives` | JSON list of every active slot's holder: `[{"slot":0,"name":"pod-a","address":"10.0.0.5:8080","epoch":3}, ...]` |
 //! | `/metrics` | Prometheus text |
 //! | `POST /handover[?to=<pod>]` | a planned handover of the slot this pod leads to `<pod>` (or the best ready member), answered once the successor has renewed the Lease: 200 `{"lease","from","to","epoch","took_ms"}`; 400 malformed query, 409 not the leader (`leader` named), 422 target not a live ready member, 503 write failed, 504 successor too slow; 405 with `Allow: POST` for other methods |
+//! | `GET /prestop` | for the app container's `preStop` hook (native sidecars): hands the slot this pod leads to the best ready member in the planned way, steps down for good (takes no slot again), fails `/readyz`, and answers once the requests on their way to the local app have finished: 200 `{"handed_over_to","released","drained","in_flight","took_ms"}`; 503 when the step-down failed; 405 with `Allow: GET` for other methods. See [`Admin::prestop`] |
 //! | `/watch` | `text/event-stream`: an `event: view` with this pod's role, the slot it holds and every slot's holder and epoch at once, then one per change, and `: keep-alive` after 15 s without one; at most 64 streams at once (503 beyond), GET only (405 with `Allow: GET`). See [`sse`] |
 //! | anything else | `{"name":"<leader id>"}` (the holder of slot 0), exactly as the old leader-elector image answered (its handler served every path) |
 
@@ -26,6 +27,7 @@ use understudy_elector::{HandoverError, Role, Slots, Switcher, View};
 use crate::cli::ReadyWhen;
 use crate::hold::Holder;
 use crate::metrics::Metrics;
+use crate::proxy::Proxy;
 use crate::settings::Settings;
 use crate::{BoxError, ProxyBody};
 
@@ -40,6 +42,7 @@ pub struct Admin {
     draining: Arc<AtomicBool>,
     watchers: sse::Watchers,
     switcher: Option<Switcher>,
+    proxy: Option<Proxy>,
 }
 
 impl Admin {
@@ -59,7 +62,14 @@ impl Admin {
             metrics,
             draining: Arc::new(AtomicBool::new(false)),
             switcher: None,
+            proxy: None,
         }
+    }
+
+    /// Drains `proxy` on `GET /prestop`.
+    pub fn with_proxy(mut self, proxy: Proxy) -> Admin {
+        self.proxy = Some(proxy);
+        self
     }
 
     /// Serves `POST /handover` through `switcher`.
@@ -70,10 +80,107 @@ impl Admin {
 
     /// Answers one admin request, waiting where the answer takes time (`POST /handover`).
     pub async fn handle<B>(&self, req: Request<B>) -> Response<ProxyBody> {
-        if req.uri().path() == "/handover" && req.method() == Method::POST {
-            return self.handover(&req).await;
+        match (req.uri().path(), req.method()) {
+            ("/handover", &Method::POST) => self.handover(&req).await,
+            ("/prestop", &Method::GET) => self.prestop().await,
+            _ => self.respond(&req),
         }
-        self.respond(&req)
+    }
+
+    /// The slot this pod acts for now, if any, and slot 0's leader as this pod knows it.
+    fn held_slot(&self) -> (Option<usize>, Option<String>) {
+        let now = crate::now();
+        match &self.slots {
+            Some(slots) => {
+                let s = slots.borrow();
+                let held = s.acting(now).map(|(slot, _)| slot);
+                (held, s.views[0].leader.as_ref().map(|l| l.identity.clone()))
+            }
+            None => {
+                let v = self.views.borrow();
+                let held = v.is_acting(now).then_some(0);
+                (held, v.leader.as_ref().map(|l| l.identity.clone()))
+            }
+        }
+    }
+
+    /// `GET /prestop`, for the app container's `preStop` hook when understudy runs as a native
+    /// sidecar (the kubelet stops the app first, the sidecar only after the app has exited; a
+    /// lifecycle `httpGet` handler can only send GET, hence a path of its own rather than
+    /// `POST /handover`). In order:
+    /// 1. the slot this pod leads, if any, goes to the best ready member in the planned way
+    ///    (as `POST /handover`), waiting at most leaseDuration + renewDeadline;
+    /// 2. `/readyz` fails and HTTP/1 responses ask clients to close (as on SIGTERM);
+    /// 3. this pod steps down for good: it takes no slot again and releases the Lease if the
+    ///    handover could not be made (no other ready member): its requests then wait for
+    ///    whoever takes it;
+    /// 4. it waits for the requests on their way to the local app, or streaming back from it,
+    ///    to finish, at most hold timeout + connect timeout (upgraded tunnels are closed on
+    ///    SIGTERM, not waited for).
+    ///
+    /// Then 200 `{"handed_over_to": "<pod>" | null, "released": bool, "drained": bool,
+    /// "in_flight": n, "took_ms": n}`; 503 with the error when the step-down failed. Calling
+    /// it again does no harm. The sidecar keeps forwarding to the new leader until its own
+    /// SIGTERM, which then drains as usual.
+    pub async fn prestop(&self) -> Response<ProxyBody> {
+        let started = Instant::now();
+        let Some(switcher) = &self.switcher else {
+            return problem(StatusCode::SERVICE_UNAVAILABLE, "no election here", None);
+        };
+        let timings = &self.settings.timings;
+        let (slot, _) = self.held_slot();
+        let mut handed_over_to = None;
+        if let Some(slot) = slot {
+            let within = timings.lease_duration + timings.renew_deadline;
+            match switcher.hand_over(slot, None, within).await {
+                Ok(done) => handed_over_to = Some(done.to),
+                Err(error) => {
+                    tracing::warn!(error = %error, "pre-stop: no planned handover; releasing the lease instead")
+                }
+            }
+        }
+        self.set_draining();
+        if let Some(proxy) = &self.proxy {
+            proxy.start_draining();
+        }
+        if let Err(error) = switcher.step_down().await {
+            tracing::warn!(error = %error, "pre-stop: step-down failed");
+            return problem(StatusCode::SERVICE_UNAVAILABLE, &error.to_string(), None);
+        }
+        let (drained, in_flight) = match (&self.proxy, &self.settings.proxy) {
+            (Some(proxy), Some(p)) => {
+                let drained = proxy
+                    .local_drained(p.hold_timeout + p.connect_timeout)
+                    .await;
+                (drained, proxy.local_in_flight())
+            }
+            _ => (true, 0),
+        };
+        let took_ms = started.elapsed().as_millis() as u64;
+        let released = slot.is_some() && handed_over_to.is_none();
+        tracing::info!(
+            handed_over_to = handed_over_to.as_deref().unwrap_or("-"),
+            released,
+            drained,
+            in_flight,
+            took_ms,
+            "pre-stop: stepped down"
+        );
+        #[derive(Serialize)]
+        struct PreStop {
+            handed_over_to: Option<String>,
+            released: bool,
+            drained: bool,
+            in_flight: usize,
+            took_ms: u64,
+        }
+        json(&PreStop {
+            handed_over_to,
+            released,
+            drained,
+            in_flight,
+            took_ms,
+        })
     }
 
     /// `POST /handover[?to=<pod>]`: a planned handover of the slot this pod leads, answered
@@ -89,19 +196,7 @@ impl Admin {
         let Some(switcher) = &self.switcher else {
             return problem(StatusCode::SERVICE_UNAVAILABLE, "no election here", None);
         };
-        let now = crate::now();
-        let (slot, leader) = match &self.slots {
-            Some(slots) => {
-                let s = slots.borrow();
-                let held = s.acting(now).map(|(slot, _)| slot);
-                (held, s.views[0].leader.as_ref().map(|l| l.identity.clone()))
-            }
-            None => {
-                let v = self.views.borrow();
-                let held = v.is_acting(now).then_some(0);
-                (held, v.leader.as_ref().map(|l| l.identity.clone()))
-            }
-        };
+        let (slot, leader) = self.held_slot();
         let Some(slot) = slot else {
             let leader = leader.unwrap_or_default();
             let why = format!(
@@ -161,6 +256,13 @@ impl Admin {
                 let mut resp = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
                 resp.headers_mut()
                     .insert(header::ALLOW, HeaderValue::from_static("POST"));
+                resp
+            }
+            "/prestop" => {
+                // GET is served by `handle`, which waits for the handover and the drain.
+                let mut resp = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+                resp.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("GET"));
                 resp
             }
             "/watch" if req.method() != Method::GET => {

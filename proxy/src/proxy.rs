@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 use understudy_elector::{Answerer, View};
 
 mod answer;
@@ -65,6 +66,9 @@ pub(crate) struct Inner {
     pub(crate) metrics: Metrics,
     /// Upgraded tunnels, which outlive their HTTP connection.
     pub(crate) tunnels: TaskTracker,
+    /// Requests sent to the local app whose response has not ended: one token each, from
+    /// the attempt until its response body is done or dropped ([`Proxy::local_drained`]).
+    pub(crate) local: TaskTracker,
     /// Cancelled when the sidecar stops: closes the remaining tunnels.
     pub(crate) stop: CancellationToken,
     /// The mTLS peer channel: when on, peers are reached over it only, and only requests
@@ -127,6 +131,7 @@ impl Proxy {
                 requests,
                 metrics,
                 tunnels: TaskTracker::new(),
+                local: TaskTracker::new(),
                 stop: CancellationToken::new(),
                 peer_tls,
                 draining: AtomicBool::new(false),
@@ -151,6 +156,21 @@ impl Proxy {
     /// picks this pod) instead of racing the close at the end of the drain.
     pub fn start_draining(&self) {
         self.inner.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Waits until no request is on its way to the local app or streaming its response back
+    /// (upgraded tunnels aside, see [`Proxy::close_tunnels`]), at most `within`; true when
+    /// none is left. For the pre-stop hook: once this pod has handed over, nothing new goes
+    /// to its app.
+    pub async fn local_drained(&self, within: std::time::Duration) -> bool {
+        let local = &self.inner.local;
+        local.close();
+        tokio::time::timeout(within, local.wait()).await.is_ok()
+    }
+
+    /// Requests to the local app not yet finished.
+    pub fn local_in_flight(&self) -> usize {
+        self.inner.local.len()
     }
 
     /// Closes the remaining upgraded tunnels and waits for their tasks.
@@ -310,11 +330,13 @@ impl Proxy {
                 return unavailable(target.route, "request body too large to send again");
             };
             let req = self.over_peer_tls(head.request(&target, attempt), &target);
+            let local =
+                matches!(target.tenure, Tenure::Local { .. }).then(|| self.inner.local.token());
             let failure = match self.inner.forwarder.send(req).await {
                 Ok(resp) if refused_by_sidecar(&target, &resp) => {
                     (Sent::Nothing, "refused by sidecar".to_string())
                 }
-                Ok(resp) => return self.respond(resp, target),
+                Ok(resp) => return self.respond(resp, target, local),
                 Err(e) => {
                     if e.sent == Sent::Nothing {
                         self.inner.metrics.connect_error(target.route);
@@ -374,7 +396,13 @@ impl Proxy {
         }
     }
 
-    fn respond(&self, resp: Response<Incoming>, target: Target) -> Outcome {
+    /// The response of `target`; `local` is held until the body is done or dropped.
+    fn respond(
+        &self,
+        resp: Response<Incoming>,
+        target: Target,
+        local: Option<TaskTrackerToken>,
+    ) -> Outcome {
         let (mut parts, body) = resp.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers, false);
         headers::add_via(&mut parts.headers, parts.version);
@@ -386,6 +414,10 @@ impl Proxy {
                 self.inner.views.clone(),
                 self.inner.settings.stream_grace,
             )
+            .map_err(move |e| {
+                let _in_flight = &local;
+                e
+            })
             .boxed_unsync(),
             Tenure::Peer { .. } => {
                 // Outstanding at the active until the response is through (or dropped).

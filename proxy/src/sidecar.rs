@@ -178,6 +178,10 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
     )
     .with_slots(slots)
     .with_switcher(handle.switcher());
+    let admin = match &proxy {
+        Some(proxy) => admin.with_proxy(proxy.clone()),
+        None => admin,
+    };
 
     let admin_stop = CancellationToken::new();
     let admin_conns = TaskTracker::new();

@@ -141,15 +141,18 @@ pub struct Container {
 // === impl Container ===
 
 impl Container {
-    /// The container `name` of the one Deployment in `objects` that has one.
+    /// The container `name` of the one Deployment in `objects` that has one: among its
+    /// containers or its init containers (a native sidecar).
     pub fn find(objects: &[Value], name: &str) -> Result<Container, ManifestError> {
         let found: Vec<&Value> = objects
             .iter()
             .filter(|o| o["kind"] == "Deployment")
             .filter_map(|d| {
-                d["spec"]["template"]["spec"]["containers"]
-                    .as_array()?
+                let spec = &d["spec"]["template"]["spec"];
+                ["containers", "initContainers"]
                     .iter()
+                    .filter_map(|key| spec[*key].as_array())
+                    .flatten()
                     .find(|c| c["name"] == name)
             })
             .collect();

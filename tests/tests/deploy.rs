@@ -88,6 +88,7 @@ fn every_kustomization_builds_and_every_component_is_used() {
         "deploy/components/pod-labels",
         "deploy/components/sidecar",
         "deploy/examples/nginx-ha",
+        "deploy/examples/nginx-ha-native",
         "deploy/examples/nginx-ha-tutorial",
         "tests/deploy/all-components",
     ];
@@ -246,7 +247,7 @@ fn nothing_is_cluster_wide() {
     }
     // Each example lives in a namespace of its own, and every namespaced object of it is
     // there: applying both overwrites nothing.
-    for example in ["nginx-ha", "nginx-ha-tutorial"] {
+    for example in ["nginx-ha", "nginx-ha-native", "nginx-ha-tutorial"] {
         for o in manifest::build(&example_dir(example)).unwrap() {
             if o["kind"] == "Namespace" {
                 assert_eq!(o["metadata"]["name"], example);
@@ -257,9 +258,37 @@ fn nothing_is_cluster_wide() {
     }
 }
 
+/// The native variant: the sidecar is an init container with `restartPolicy: Always` (and no
+/// longer a container), and nginx's preStop hook hands over through `GET /prestop` on the
+/// sidecar's admin port, with no tool in nginx's image.
+#[test]
+fn the_native_example_runs_the_sidecar_as_an_init_container_with_a_prestop_hook() {
+    let objects = manifest::build(&example_dir("nginx-ha-native")).unwrap();
+    let deployment = objects.iter().find(|o| o["kind"] == "Deployment").unwrap();
+    let spec = &deployment["spec"]["template"]["spec"];
+    let names = |key: &str| -> Vec<String> {
+        spec[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| c["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names("containers"), ["nginx"]);
+    assert_eq!(names("initContainers"), [SIDECAR]);
+    assert_eq!(spec["initContainers"][0]["restartPolicy"], "Always");
+    assert_eq!(
+        spec["containers"][0]["lifecycle"]["preStop"],
+        json!({"httpGet": {"path": "/prestop", "port": 4040}})
+    );
+    let sidecar = Container::find(&objects, SIDECAR).unwrap();
+    let http = sidecar.args.iter().position(|a| a == "--http").unwrap();
+    assert_eq!(sidecar.args[http + 1], "0.0.0.0:4040");
+}
+
 #[test]
 fn the_sidecar_container_is_locked_down() {
-    for example in ["nginx-ha", "nginx-ha-tutorial"] {
+    for example in ["nginx-ha", "nginx-ha-native", "nginx-ha-tutorial"] {
         let objects = manifest::build(&example_dir(example)).unwrap();
         let c = Container::find(&objects, SIDECAR).unwrap().spec;
         let sc = &c["securityContext"];
@@ -756,7 +785,7 @@ async fn the_roles_grant_exactly_what_the_sidecar_uses() {
     assert_eq!(granted.len(), 8, "{granted:?}");
     // Each example binds exactly the base Role, and nothing else, to the sidecar's account.
     let base = self::granted(&manifest::build(&repo_root().join("deploy/base")).unwrap());
-    for example in ["nginx-ha", "nginx-ha-tutorial"] {
+    for example in ["nginx-ha", "nginx-ha-native", "nginx-ha-tutorial"] {
         let objects = manifest::build(&example_dir(example)).unwrap();
         assert_eq!(self::granted(&objects), base, "{example}");
         let binding = objects.iter().find(|o| o["kind"] == "RoleBinding").unwrap();

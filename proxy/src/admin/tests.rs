@@ -453,3 +453,25 @@ async fn handover_takes_post_only_and_a_pod_without_an_election_says_so() {
         .await;
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn prestop_refuses_every_method_but_get_and_is_not_the_seed_answer() {
+    let (admin, _tx) = admin(&[], leading("pod-b", "x:1", 1));
+    for method in [Method::POST, Method::PUT, Method::DELETE] {
+        let req = Request::builder()
+            .method(method.clone())
+            .uri("/prestop")
+            .body(())
+            .unwrap();
+        let resp = admin.handle(req).await;
+        assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED, "{method}");
+        assert_eq!(resp.headers()[header::ALLOW], "GET", "{method}");
+    }
+    // Without an election to step down from, GET says so instead of answering like `/`.
+    let resp = admin
+        .handle(Request::get("/prestop").body(()).unwrap())
+        .await;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("no election here"));
+}

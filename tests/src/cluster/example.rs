@@ -139,12 +139,17 @@ impl Example {
             .as_str()
             .unwrap_or("default")
             .to_string();
-        let containers = deployment["spec"]["template"]["spec"]["containers"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
+        let list = |key: &str| {
+            deployment["spec"]["template"]["spec"][key]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        };
+        // The sidecar is a container, or a native sidecar (an init container).
+        let (containers, init_containers) = (list("containers"), list("initContainers"));
         let sidecar = containers
             .iter()
+            .chain(&init_containers)
             .find(|c| c["name"] == manifest::SIDECAR)
             .ok_or_else(|| setup("the Deployment has no understudy container"))?;
         let args: Vec<String> = sidecar["args"]
@@ -173,26 +178,34 @@ impl Example {
         // Deployment (containers merge by name).
         let overlay = cluster.dir().join(format!("overlay-{}", opts.example));
         std::fs::create_dir_all(&overlay).map_err(|e| HarnessError::io("create", &overlay, e))?;
-        let mut patch_containers = Vec::new();
-        for c in &containers {
-            let cname = c["name"].as_str().unwrap_or_default();
-            let mut p = json!({ "name": cname });
-            if cname == manifest::SIDECAR && !opts.sidecar_args.is_empty() {
-                let all: Vec<String> = args.iter().chain(&opts.sidecar_args).cloned().collect();
-                p["args"] = json!(all);
-            }
-            if let Some(period) = opts.readiness_period
-                && c.get("readinessProbe").is_some()
-            {
-                p["readinessProbe"] = json!({ "periodSeconds": period });
-            }
-            patch_containers.push(p);
+        let patch_list = |list: &[Value]| -> Vec<Value> {
+            list.iter()
+                .map(|c| {
+                    let cname = c["name"].as_str().unwrap_or_default();
+                    let mut p = json!({ "name": cname });
+                    if cname == manifest::SIDECAR && !opts.sidecar_args.is_empty() {
+                        let all: Vec<String> =
+                            args.iter().chain(&opts.sidecar_args).cloned().collect();
+                        p["args"] = json!(all);
+                    }
+                    if let Some(period) = opts.readiness_period
+                        && c.get("readinessProbe").is_some()
+                    {
+                        p["readinessProbe"] = json!({ "periodSeconds": period });
+                    }
+                    p
+                })
+                .collect()
+        };
+        let mut pod_patch = json!({ "containers": patch_list(&containers) });
+        if !init_containers.is_empty() {
+            pod_patch["initContainers"] = json!(patch_list(&init_containers));
         }
         let mut patch = json!({
             "apiVersion": "apps/v1",
             "kind": "Deployment",
             "metadata": { "name": name(deployment) },
-            "spec": { "template": { "spec": { "containers": patch_containers } } },
+            "spec": { "template": { "spec": pod_patch } },
         });
         if let Some(r) = opts.replicas {
             patch["spec"]["replicas"] = json!(r);
@@ -553,6 +566,23 @@ impl Example {
         let mut all = vec!["-n", self.namespace.as_str()];
         all.extend_from_slice(args);
         self.kubectl.run(&all).await
+    }
+
+    /// The pods of this namespace the kubelet ever ran whose container `container` logged a
+    /// line containing `needle`.
+    pub fn pods_that_logged(&self, container: &str, needle: &str) -> Vec<String> {
+        self.kubelet
+            .history()
+            .into_iter()
+            .filter(|p| p.namespace == self.namespace)
+            .filter(|p| {
+                p.logs
+                    .get(container)
+                    .and_then(|l| std::fs::read_to_string(l).ok())
+                    .is_some_and(|log| log.contains(needle))
+            })
+            .map(|p| p.name)
+            .collect()
     }
 
     /// The overlap checker over the access logs of every pod of this namespace the kubelet

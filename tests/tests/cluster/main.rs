@@ -260,11 +260,25 @@ async fn rolling_update_with_keep_alive_loses_no_request() {
     rolling_update("rolling-update-keepalive", true).await;
 }
 
+/// 3c. The same with understudy as a native sidecar (deploy/examples/nginx-ha-native): the
+/// test kubelet keeps the kubelet's order, nginx's preStop hook (`GET /prestop` on the
+/// sidecar, which hands over and waits for nginx's requests to finish), nginx's SIGTERM, and
+/// only once nginx has exited the sidecar's SIGTERM. Every old pod's sidecar stepped down
+/// through the hook.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_sidecar_rolling_update_loses_no_request() {
+    rolling_update_of("native-rolling-update", "nginx-ha-native", false).await;
+}
+
 async fn rolling_update(name: &'static str, keep_alive: bool) {
+    rolling_update_of(name, "nginx-ha", keep_alive).await;
+}
+
+async fn rolling_update_of(name: &'static str, example: &str, keep_alive: bool) {
     let _serial = exclusive(name).await;
     bounded(name, async {
         let s = Scenario::start(name).await;
-        let (app, _) = s.app(ExampleOptions::test("nginx-ha", 3), 3).await;
+        let (app, _) = s.app(ExampleOptions::test(example, 3), 3).await;
         let before: BTreeSet<String> = app.live_pods().await.unwrap().into_iter().collect();
         let load = load(&app, keep_alive);
         assert!(load.pass(100, Duration::from_secs(20)).await);
@@ -321,6 +335,19 @@ async fn rolling_update(name: &'static str, keep_alive: bool) {
             pods_of(&report).iter().filter(|p| new.contains(*p)).count(),
             1
         );
+        if example == "nginx-ha-native" {
+            let hooked: BTreeSet<String> = app
+                .pods_that_logged(
+                    understudy_tests::manifest::SIDECAR,
+                    "pre-stop: stepped down",
+                )
+                .into_iter()
+                .collect();
+            assert_eq!(
+                hooked, before,
+                "every old pod stepped down through its preStop hook"
+            );
+        }
         let overlap = s.finish(app, &report).await;
         // Each SIGTERMed leader handed over: at least one new tenure per old leader.
         assert!(overlap.tenures.len() >= 2, "{:?}", overlap.tenures);

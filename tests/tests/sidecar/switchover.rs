@@ -9,13 +9,26 @@ use serde_json::Value;
 use understudy_tests::cluster::loopback::{
     Loopback, NAMESPACE, Sidecar, agreed_leader, agreed_leader_not, send,
 };
+use understudy_tests::cluster::sidecar::SLOW_TIMINGS;
 
 use super::{Load, assert_handover, listens};
 
 const NAMES: [&str; 3] = ["pod-a", "pod-b", "pod-c"];
 
 async fn post(pod: &Sidecar, path: &str) -> (StatusCode, Value) {
-    let req = http::Request::post(format!("http://{}{path}", pod.admin))
+    admin_call(http::Method::POST, pod, path).await
+}
+
+/// A GET on the admin port that may take long to answer (`/prestop`).
+async fn get_slowly(pod: &Sidecar, path: &str) -> (StatusCode, Value) {
+    admin_call(http::Method::GET, pod, path).await
+}
+
+/// `method` on the admin port, waiting up to 30s for the answer (a JSON body, or its text).
+async fn admin_call(method: http::Method, pod: &Sidecar, path: &str) -> (StatusCode, Value) {
+    let req = http::Request::builder()
+        .method(method)
+        .uri(format!("http://{}{path}", pod.admin))
         .body(http_body_util::Full::default())
         .unwrap();
     let (status, body) = send(req, Duration::from_secs(30))
@@ -232,4 +245,97 @@ async fn a_higher_priority_member_takes_over_after_the_failback_delay_losing_not
     assert_eq!(agreed_leader(&all, Duration::from_secs(1)).await, "pod-b");
     assert_eq!(epoch(&pods[1]).await, epoch_after);
     eprintln!("failback pod-a -> pod-b {took:?} after the preferred pods joined");
+}
+
+/// `GET /prestop` on the leader (what a native sidecar's app runs as its preStop hook) with a
+/// request still streaming through it to its app: the answer waits for that request to
+/// finish, names the standby it handed over to, and from then on that standby leads; the
+/// request in flight completes on the old leader's app; this pod never takes a slot again.
+#[tokio::test]
+async fn prestop_hands_over_and_answers_once_the_requests_on_the_app_have_finished() {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::Frame;
+    use hyper_util::rt::TokioIo;
+
+    let mut cluster = Loopback::start("prestop").await;
+    // A streaming response from the old leader's app is cut a grace period after the
+    // handover, (leaseDuration - renewDeadline) / 2: 2s with these timings.
+    cluster.set_timings(&SLOW_TIMINGS);
+    let pods = cluster.three(&[]).await;
+    let all: Vec<&Sidecar> = pods.iter().collect();
+    let old = agreed_leader(&all, Duration::from_secs(15)).await;
+    cluster
+        .wait_members_named("prestop", &NAMES, Duration::from_secs(5))
+        .await;
+    let leader = pods.iter().find(|p| p.name == old).unwrap();
+
+    // A request whose body is still coming: it stays in flight on the leader's app.
+    let stream = tokio::net::TcpStream::connect(leader.listen.unwrap())
+        .await
+        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let (chunks, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
+    let body = StreamBody::new(tokio_stream_from(rx));
+    let req = http::Request::post("/echo")
+        .header(http::header::HOST, "app")
+        .body(body)
+        .unwrap();
+    chunks
+        .send(Ok(Frame::data(Bytes::from("first "))))
+        .await
+        .unwrap();
+    let mut in_flight = tokio::spawn(async move {
+        let resp = sender.send_request(req).await.unwrap();
+        let status = resp.status();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    });
+
+    let prestop = get_slowly(leader, "/prestop");
+    tokio::pin!(prestop);
+    // The handover happens while the hook waits for the request on the app.
+    let new = tokio::select! {
+        answered = &mut prestop => panic!("answered with a request in flight: {answered:?}"),
+        new = agreed_leader_not(&all, &old, Duration::from_secs(5)) => new,
+    };
+    // And the hook keeps waiting (checked for a while, well within the stream grace).
+    tokio::select! {
+        answered = &mut prestop => panic!("answered with a request in flight: {answered:?}"),
+        done = &mut in_flight => panic!("the request finished on its own: {done:?}"),
+        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+    }
+    chunks
+        .send(Ok(Frame::data(Bytes::from("last"))))
+        .await
+        .unwrap();
+    drop(chunks);
+    let (status, body) = prestop.await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["handed_over_to"], new.as_str(), "{body}");
+    assert_eq!(body["released"], false, "{body}");
+    assert_eq!(body["drained"], true, "{body}");
+    assert_eq!(body["in_flight"], 0, "{body}");
+    let (status, echoed) = in_flight.await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        echoed, "first last",
+        "the request finished on the old leader's app"
+    );
+    // The old leader stays out: asked again, it has nothing to hand over.
+    let (status, again) = get_slowly(leader, "/prestop").await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["handed_over_to"], Value::Null, "{again}");
+    assert_eq!(agreed_leader(&all, Duration::from_secs(1)).await, new);
+    eprintln!("pre-stop {old} -> {new}: {body}");
+}
+
+/// A stream of the frames sent on `rx`.
+fn tokio_stream_from<T: Send + 'static>(
+    rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures::Stream<Item = T> {
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) })
 }
