@@ -279,6 +279,27 @@ def failsafe_api_load():
     return rows or None
 
 
+def switchover_latency(runs):
+    """`POST /handover` answered (the successor renewed, so serving) over `runs` switchovers in a
+    row under load, with the default timings, by the `sidecar` test binary's
+    `switchovers_in_a_row_lose_nothing` (real API server, three sidecars on loopback). Needs
+    the local cluster's binaries (tests/k8s/build)."""
+    if not os.path.exists(os.path.join(ROOT, "target/k8s/bin/kube-apiserver")):
+        print("bench: the switchover latency needs tests/k8s/build; skipped")
+        return None
+    env = dict(os.environ, SWITCHOVER_RUNS=str(runs), UNDERSTUDY_BIN=os.path.join(REL, "understudy"))
+    out = subprocess.run(["cargo", "nextest", "run", "-p", "understudy-tests", "--test", "sidecar",
+                          "-E", "test(=switchover::switchovers_in_a_row_lose_nothing)", "--no-capture"],
+                         env=env, cwd=ROOT, timeout=600, capture_output=True, text=True)
+    for line in (out.stdout + out.stderr).splitlines():
+        m = re.search(r"switchover latency \(default timings\): runs=(\d+) p50_ms=(\d+) p99_ms=(\d+) "
+                      r"max_ms=(\d+) requests=(\d+) failed=(\d+)", line)
+        if m:
+            return dict(zip(("runs", "p50", "p99", "max", "requests", "failed"), map(int, m.groups())))
+    print("bench: the switchover test printed no figures (it failed?)")
+    return None
+
+
 def failover(runs):
     """Gap and failed requests for SIGKILL failover and SIGTERM handover, from the local
     cluster's scenarios (network-namespace pods, nginx, the iptables VIP; lease 3s, renew 2s,
@@ -311,6 +332,7 @@ def main():
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--idle-seconds", type=int, default=60, help="API load observation window")
     ap.add_argument("--failover-runs", type=int, default=5, help="local-cluster failover repetitions (root)")
+    ap.add_argument("--switchovers", type=int, default=20, help="planned switchovers in a row (0: skip)")
     ap.add_argument("--no-write", action="store_true", help="print only; do not write docs/BENCHMARKS.md")
     args = ap.parse_args()
     if not shutil.which("taskset") or os.cpu_count() < 2:
@@ -362,14 +384,15 @@ def main():
         cleanup()
     fo = failover(args.failover_runs) if args.failover_runs > 0 else None
     fs = failsafe_api_load() if args.idle_seconds > 0 else None
-    report(args, rounds, idle_rss, rss_1000, c1000, api, fo, fs)
+    sw = switchover_latency(args.switchovers) if args.switchovers > 0 else None
+    report(args, rounds, idle_rss, rss_1000, c1000, api, fo, fs, sw)
 
 
 def med(xs):
     return statistics.median(xs)
 
 
-def report(args, rounds, idle_rss, rss_1000, c1000, api, fo=None, fs=None):
+def report(args, rounds, idle_rss, rss_1000, c1000, api, fo=None, fs=None, sw=None):
     names = list(rounds[0].keys())
     summary = {}
     for n in names:
@@ -423,6 +446,11 @@ def report(args, rounds, idle_rss, rss_1000, c1000, api, fo=None, fs=None):
                         worst.get("standby", 0) <= 10 and worst.get("leader", 0) <= 40,
                         "; ".join(f"{k} ({v['role']}): {v['election']:.0f} election + {v['members']:.0f} member "
                                   f"= {v['total']:.0f}/min" for k, v in sorted(fs.items())), ""))
+    if sw:
+        targets.append((f"planned switchover (POST /handover to serving), default timings: p99 over {sw['runs']} "
+                        "< 1 s and zero failures", sw["p99"] < 1000 and sw["failed"] == 0,
+                        f"p50 {sw['p50']} ms, p99 {sw['p99']} ms, max {sw['max']} ms; "
+                        f"{sw['requests']} requests under load, {sw['failed']} failed", ""))
     fo_lines = []
     if fo:
         fo_lines = ["| scenario | runs | requests (median) | failed requests (total) | gap median | gap worst |",

@@ -6,6 +6,7 @@
 //! sees only the election's fields of the Lease; the driver keeps the object itself, so that a
 //! replace writes back every field the election does not own.
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -71,8 +72,9 @@ pub(crate) enum Command {
     Release(oneshot::Sender<()>),
     StepDown(oneshot::Sender<()>),
     SetEligible(bool),
-    /// A planned handover to this member (`None`: any), answered once done or failed.
-    HandOver(Option<String>, HandoverReply),
+    /// A planned handover to this member (`None`: any) but none of the busy ones (active in
+    /// other slots), answered once done or failed.
+    HandOver(Option<String>, BTreeSet<String>, HandoverReply),
     Answer(PeerRequest, oneshot::Sender<PeerReply>),
 }
 
@@ -343,8 +345,8 @@ impl Driver {
                     Some(Command::SetEligible(eligible)) => {
                         self.core.set_eligible(Instant::now().into_std(), eligible);
                     }
-                    Some(Command::HandOver(to, done)) => {
-                        self.start_handover(Instant::now().into_std(), to, Some(done));
+                    Some(Command::HandOver(to, busy, done)) => {
+                        self.start_handover(Instant::now().into_std(), to, &busy, Some(done));
                     }
                     Some(Command::Answer(request, reply)) => {
                         let answer = self.core.answer(Instant::now().into_std(), &request);
@@ -469,6 +471,7 @@ impl Driver {
         &mut self,
         now: std::time::Instant,
         to: Option<String>,
+        busy: &BTreeSet<String>,
         done: Option<HandoverReply>,
     ) {
         let me = self.core.identity().to_string();
@@ -479,7 +482,7 @@ impl Driver {
                 leader: view.leader.as_ref().map(|l| l.identity.clone()),
             })
         } else {
-            handover::choose(&self.name, &me, &self.live, to.as_deref())
+            handover::choose(&self.name, &me, &self.live, to.as_deref(), busy)
         };
         let successor = match chosen {
             Ok(s) => s,
@@ -570,7 +573,10 @@ impl Driver {
         self.answered_rv = Some(obs.resource_version.clone());
         let to = to.trim().to_string();
         tracing::info!(lease = %self.name, to = %to, "handover asked for by annotation");
-        self.start_handover(now, (!to.is_empty()).then_some(to), None);
+        // The annotation's path knows this slot only. With N actives, a target active in
+        // another slot would never renew this Lease (its core for it is ineligible): the Lease
+        // then expires for the others, who take it over as after a crash.
+        self.start_handover(now, (!to.is_empty()).then_some(to), &BTreeSet::new(), None);
     }
 
     /// The handover write's result: on success the handover waits for the successor's

@@ -13,6 +13,7 @@
 //! [`Elector::hand_over`]: crate::core::Elector::hand_over
 //! [`HANDOVER_ANNOTATION`]: crate::record::HANDOVER_ANNOTATION
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::core::Successor;
@@ -58,6 +59,13 @@ pub enum HandoverError {
     /// The named target says it cannot lead (unhealthy, or stepping down).
     #[error("{target} is a member but not ready to lead")]
     NotReady {
+        /// The target asked for.
+        target: String,
+    },
+    /// The named target is active in another slot of the election (N actives): a pod holds
+    /// one slot at most, so it would not take this one.
+    #[error("{target} is active in another slot")]
+    ActiveElsewhere {
         /// The target asked for.
         target: String,
     },
@@ -119,14 +127,16 @@ fn list(names: &[String]) -> String {
     }
 }
 
-/// The member to hand over to: `to` if it is a live, ready member other than `me`; with
-/// `to` `None` (any), the live member with the highest priority, then the first by name,
-/// among those not marked unready.
+/// The member to hand over to: `to` if it is a live, ready member other than `me` and not in
+/// `busy` (the pods active in the election's other slots, which would not take this one);
+/// with `to` `None` (any), the live member with the highest priority, then the first by name,
+/// among those not marked unready and not busy.
 pub fn choose(
     lease: &str,
     me: &str,
     live: &Members,
     to: Option<&str>,
+    busy: &BTreeSet<String>,
 ) -> Result<Successor, HandoverError> {
     let successor = |m: &Member| Successor {
         identity: m.identity.clone(),
@@ -146,11 +156,14 @@ pub fn choose(
             Some(m) if m.ready == Some(false) => Err(HandoverError::NotReady {
                 target: target.into(),
             }),
+            Some(_) if busy.contains(target) => Err(HandoverError::ActiveElsewhere {
+                target: target.into(),
+            }),
             Some(m) => Ok(successor(m)),
         },
         None => live
             .values()
-            .filter(|m| m.identity != me && m.ready != Some(false))
+            .filter(|m| m.identity != me && m.ready != Some(false) && !busy.contains(&m.identity))
             .max_by(|a, b| {
                 a.priority
                     .cmp(&b.priority)

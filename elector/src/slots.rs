@@ -11,7 +11,7 @@
 //!
 //! [`spawn_slots`] runs one driver per slot plus the gate, and publishes [`Slots`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -123,6 +123,7 @@ enum Command {
 #[derive(Debug)]
 pub struct SlotsHandle {
     handles: Vec<Handle>,
+    slots_view: watch::Receiver<Slots>,
     commands: mpsc::UnboundedSender<Command>,
     membership: Option<Membership>,
     answerer: Answerer,
@@ -182,6 +183,8 @@ pub struct Switcher {
     /// the [`SlotsHandle`] is gone.
     gate: mpsc::WeakUnboundedSender<Command>,
     timeout: Duration,
+    /// Who holds which slot: a handover avoids the pods active in the other slots.
+    slots_view: watch::Receiver<Slots>,
 }
 
 impl Switcher {
@@ -238,7 +241,19 @@ impl Switcher {
         let lease = lease.clone();
         let (tx, rx) = oneshot::channel();
         let target = to.clone();
-        if commands.send(driver::Command::HandOver(to, tx)).is_err() {
+        let busy: BTreeSet<String> = self
+            .slots_view
+            .borrow()
+            .views
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != slot)
+            .filter_map(|(_, v)| v.leader.as_ref().map(|l| l.identity.clone()))
+            .collect();
+        if commands
+            .send(driver::Command::HandOver(to, busy, tx))
+            .is_err()
+        {
             return Err(HandoverError::NotRunning { lease });
         }
         match tokio::time::timeout(within, rx).await {
@@ -275,6 +290,7 @@ impl SlotsHandle {
                 .map(|h| (h.lease().to_string(), h.commands()))
                 .collect(),
             gate: self.commands.downgrade(),
+            slots_view: self.slots_view.clone(),
             timeout: self.handles.first().map_or(Duration::ZERO, |h| h.timeout),
         }
     }
@@ -474,6 +490,7 @@ pub fn spawn_slots_with(
     });
     let handle = SlotsHandle {
         handles,
+        slots_view: rx.clone(),
         commands: cmd_tx,
         membership,
         answerer: Answerer {

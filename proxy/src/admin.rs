@@ -226,6 +226,7 @@ impl Admin {
                     HandoverError::NotAMember { .. }
                     | HandoverError::NotReady { .. }
                     | HandoverError::AlreadyLeader { .. }
+                    | HandoverError::ActiveElsewhere { .. }
                     | HandoverError::NoCandidate { .. } => StatusCode::UNPROCESSABLE_ENTITY,
                     HandoverError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
                     _ => StatusCode::SERVICE_UNAVAILABLE,

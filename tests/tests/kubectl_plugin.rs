@@ -686,3 +686,70 @@ async fn switchover_outcomes() {
         Some("pod-a")
     );
 }
+
+/// The plugin against three real sidecars (the same API server): `status` shows what the
+/// sidecars write (the holder, every member live and ready with its priority), and
+/// `switchover --to` moves the leader, the holder itself carrying it out.
+#[tokio::test]
+async fn status_and_switchover_against_real_sidecars() {
+    use understudy_tests::cluster::loopback::{Sidecar, agreed_leader};
+    let w = World::start("plugin-real").await;
+    let pods = w.loopback.three(&["--priority", "3"]).await;
+    let all: Vec<&Sidecar> = pods.iter().collect();
+    let old = agreed_leader(&all, std::time::Duration::from_secs(15)).await;
+    w.loopback
+        .wait_members_named(
+            "plugin-real",
+            &["pod-a", "pod-b", "pod-c"],
+            std::time::Duration::from_secs(5),
+        )
+        .await;
+
+    let r = w.plugin(&["status", "plugin-real", "-o", "json"]).await;
+    assert_eq!(r.code, Some(0), "{r:?}");
+    let doc: Value = serde_json::from_str(&r.stdout).unwrap();
+    let e = &doc["elections"][0];
+    assert_eq!(e["actives"], 1, "{doc}");
+    assert_eq!(e["slots"][0]["holder"], old.as_str(), "{doc}");
+    let members: Vec<(String, Value, Value, Value)> = e["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let pod = m["pod"].as_str().unwrap().to_string();
+            (
+                pod,
+                m["health"].clone(),
+                m["ready"].clone(),
+                m["priority"].clone(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, Value, Value, Value)> = ["pod-a", "pod-b", "pod-c"]
+        .iter()
+        .map(|p| (p.to_string(), json!("live"), json!(true), json!(3)))
+        .collect();
+    assert_eq!(members, expected, "{doc}");
+
+    let target = pods.iter().find(|p| p.name != old).unwrap().name.clone();
+    let r = w
+        .plugin(&[
+            "switchover",
+            "plugin-real",
+            "--to",
+            &target,
+            "--wait",
+            "30s",
+        ])
+        .await;
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert!(
+        r.stdout
+            .contains(&format!("switched over: {old} -> {target} (epoch ")),
+        "{r:?}"
+    );
+    assert_eq!(
+        agreed_leader(&all, std::time::Duration::from_secs(5)).await,
+        target
+    );
+}

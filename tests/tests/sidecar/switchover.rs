@@ -339,3 +339,59 @@ fn tokio_stream_from<T: Send + 'static>(
 ) -> impl futures::Stream<Item = T> {
     futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) })
 }
+
+/// Switchovers in a row with the default timings (leaseDuration 10s, renewDeadline 6s,
+/// retryPeriod 2s), under load: each `POST /handover` (to the best ready member) answers once
+/// the successor has renewed, i.e. serves; no request fails. `SWITCHOVER_RUNS` sets how many
+/// (default 5; `bench/run` asks for 20 and records the percentiles in docs/BENCHMARKS.md).
+/// Times are printed, not asserted: targets are the benchmark's.
+#[tokio::test]
+async fn switchovers_in_a_row_lose_nothing() {
+    let runs: usize = std::env::var("SWITCHOVER_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(5);
+    let mut cluster = Loopback::start("switch-repeat").await;
+    cluster.set_timings(&SLOW_TIMINGS);
+    let pods = cluster.three(&[]).await;
+    let all: Vec<&Sidecar> = pods.iter().collect();
+    let mut leader = agreed_leader(&all, Duration::from_secs(15)).await;
+    cluster
+        .wait_members_named("switch-repeat", &NAMES, Duration::from_secs(5))
+        .await;
+    let load = Load::start(listens(&pods), 3);
+    load.pass(30).await;
+    let mut took = Vec::new();
+    for _ in 0..runs {
+        let pod = pods.iter().find(|p| p.name == leader).unwrap();
+        let asked = Instant::now();
+        let (status, body) = post(pod, "/handover").await;
+        let answered = asked.elapsed();
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let new = body["to"].as_str().unwrap().to_string();
+        assert_ne!(new, leader);
+        assert_eq!(
+            agreed_leader_not(&all, &leader, Duration::from_secs(5)).await,
+            new
+        );
+        took.push(answered);
+        leader = new;
+    }
+    load.pass(30).await;
+    let results = load.finish().await;
+    let failed: Vec<_> = results
+        .iter()
+        .flatten()
+        .filter_map(|r| r.as_ref().err())
+        .collect();
+    assert!(failed.is_empty(), "failed requests: {failed:?}");
+    let sent: usize = results.iter().map(Vec::len).sum();
+    took.sort();
+    let at = |q: f64| took[((took.len() as f64 * q).ceil() as usize).clamp(1, took.len()) - 1];
+    eprintln!(
+        "switchover latency (default timings): runs={runs} p50_ms={} p99_ms={} max_ms={} requests={sent} failed=0",
+        at(0.5).as_millis(),
+        at(0.99).as_millis(),
+        took.last().unwrap().as_millis(),
+    );
+}
