@@ -476,11 +476,12 @@ impl Driver {
     ) {
         let me = self.core.identity().to_string();
         let view = self.core.view(now);
+        let not_leader = || HandoverError::NotLeader {
+            lease: self.name.clone(),
+            leader: view.leader.as_ref().map(|l| l.identity.clone()),
+        };
         let chosen = if view.role != Role::Leader || self.handover.is_some() {
-            Err(HandoverError::NotLeader {
-                lease: self.name.clone(),
-                leader: view.leader.as_ref().map(|l| l.identity.clone()),
-            })
+            Err(not_leader())
         } else {
             handover::choose(&self.name, &me, &self.live, to.as_deref(), busy)
         };
@@ -499,12 +500,8 @@ impl Driver {
         };
         let target = successor.identity.clone();
         if !self.core.hand_over(now, successor) {
-            let error = HandoverError::NotLeader {
-                lease: self.name.clone(),
-                leader: view.leader.as_ref().map(|l| l.identity.clone()),
-            };
             if let Some(done) = done {
-                let _ = done.send(Err(error));
+                let _ = done.send(Err(not_leader()));
             }
             return;
         }
@@ -753,34 +750,15 @@ struct PendingHandover {
 /// Records a refused handover as a Warning Event on the Lease (best effort: without `create`
 /// on events, which the `events` component grants, only the log says why).
 async fn record_refusal(events: &Api<KubeEvent>, lease: &str, pod: &str, message: &str) {
-    let now = jiff::Timestamp::now();
     let namespace = events.namespace().unwrap_or_default().to_string();
-    let event = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {
-            "name": format!("{lease}.{:x}", now.as_nanosecond()),
-            "namespace": namespace,
-        },
-        "involvedObject": {
-            "apiVersion": "coordination.k8s.io/v1",
-            "kind": "Lease",
-            "name": lease,
-            "namespace": namespace,
-        },
-        "reason": "HandoverRefused",
-        "message": message,
-        "type": "Warning",
-        "source": {"component": format!("understudy/{pod}")},
-        "reportingComponent": "understudy",
-        "reportingInstance": pod,
-        "firstTimestamp": now.to_string(),
-        "lastTimestamp": now.to_string(),
-        "count": 1,
-    });
-    let Ok(event) = serde_json::from_value::<KubeEvent>(event) else {
-        return;
-    };
+    let event = crate::record::lease_event(
+        &namespace,
+        lease,
+        pod,
+        "HandoverRefused",
+        "Warning",
+        message,
+    );
     let params = PostParams::default();
     let call = events.create(&params, &event);
     match tokio::time::timeout(Duration::from_secs(5), call).await {

@@ -120,5 +120,48 @@ impl DraftExt for Draft {
     }
 }
 
+/// A core/v1 Event about Lease `lease` in `namespace`, reported by understudy on pod `pod`
+/// (source `understudy/<pod>`, counted once, timestamped now): `kind` is `"Normal"` or
+/// `"Warning"`. Named `<lease>.<nanoseconds>`, as client-go's recorder names them.
+pub fn lease_event(
+    namespace: &str,
+    lease: &str,
+    pod: &str,
+    reason: &str,
+    kind: &str,
+    message: &str,
+) -> k8s_openapi::api::core::v1::Event {
+    use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    let now = Timestamp::now();
+    Event {
+        metadata: ObjectMeta {
+            name: Some(format!("{lease}.{:x}", now.as_nanosecond())),
+            namespace: Some(namespace.to_string()),
+            ..ObjectMeta::default()
+        },
+        involved_object: ObjectReference {
+            api_version: Some("coordination.k8s.io/v1".into()),
+            kind: Some("Lease".into()),
+            name: Some(lease.to_string()),
+            namespace: Some(namespace.to_string()),
+            ..ObjectReference::default()
+        },
+        reason: Some(reason.to_string()),
+        message: Some(message.to_string()),
+        type_: Some(kind.to_string()),
+        source: Some(EventSource {
+            component: Some(format!("understudy/{pod}")),
+            host: None,
+        }),
+        reporting_component: Some("understudy".into()),
+        reporting_instance: Some(pod.to_string()),
+        first_timestamp: Some(Time(now)),
+        last_timestamp: Some(Time(now)),
+        count: Some(1),
+        ..Event::default()
+    }
+}
+
 #[cfg(test)]
 mod tests;

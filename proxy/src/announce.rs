@@ -102,33 +102,14 @@ async fn label(pods: &Api<Pod>, pod: &str, held: Option<usize>) -> bool {
 
 /// One Event, as client-go's recorder writes it for leader election.
 async fn record(events: &Api<Event>, a: &Announce, lease: &str, message: &str) -> bool {
-    let now = jiff::Timestamp::now();
-    let event = json!({
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {
-            "name": format!("{lease}.{:x}", now.as_nanosecond()),
-            "namespace": a.namespace,
-        },
-        "involvedObject": {
-            "apiVersion": "coordination.k8s.io/v1",
-            "kind": "Lease",
-            "name": lease,
-            "namespace": a.namespace,
-        },
-        "reason": "LeaderElection",
-        "message": message,
-        "type": "Normal",
-        "source": {"component": format!("understudy/{}", a.pod)},
-        "reportingComponent": "understudy",
-        "reportingInstance": a.pod,
-        "firstTimestamp": now.to_string(),
-        "lastTimestamp": now.to_string(),
-        "count": 1,
-    });
-    let Ok(event) = serde_json::from_value::<Event>(event) else {
-        return true;
-    };
+    let event = understudy_elector::record::lease_event(
+        &a.namespace,
+        lease,
+        &a.pod,
+        "LeaderElection",
+        "Normal",
+        message,
+    );
     let params = PostParams::default();
     let call = events.create(&params, &event);
     match tokio::time::timeout(Duration::from_secs(5), call).await {
