@@ -279,6 +279,38 @@ def failsafe_api_load():
     return rows or None
 
 
+def watchers_cost(admin, pid, n=64, seconds=20):
+    """What `n` open `GET /watch` streams cost a sidecar: its RSS before and with them (each
+    has read its first event and then reads nothing: a slow reader), and its CPU over
+    `seconds` without them, then with them open (one keep-alive round each 15 s)."""
+    idle = proc_stats(pid)
+    time.sleep(seconds)
+    before = proc_stats(pid)
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.create_connection(("127.0.0.1", admin), timeout=5)
+            s.sendall(b"GET /watch HTTP/1.1\r\nHost: bench\r\n\r\n")
+            socks.append(s)
+        for s in socks:
+            got = b""
+            # The first event, whole (the body is chunked: look past the event's start).
+            while b"\n\n" not in got.partition(b"event: view")[2]:
+                chunk = s.recv(65536)
+                if not chunk:
+                    raise SystemExit("bench: a /watch stream ended early")
+                got += chunk
+        opened = proc_stats(pid)
+        time.sleep(seconds)
+        after = proc_stats(pid)
+    finally:
+        for s in socks:
+            s.close()
+    return dict(n=n, seconds=seconds, rss_kib=opened["rss"] - before["rss"],
+                anon_kib=opened["anon"] - before["anon"], cpu_ms=(after["cpu"] - opened["cpu"]) * 1000,
+                idle_cpu_ms=(before["cpu"] - idle["cpu"]) * 1000)
+
+
 def switchover_latency(runs):
     """`POST /handover` answered (the successor renewed, so serving) over `runs` switchovers in a
     row under load, with the default timings, by the `sidecar` test binary's
@@ -380,19 +412,20 @@ def main():
                 c1000["peers"] = c1000.get("peers", {})
                 c1000["peers"][name] = measure(name, port, pids, 1000, args.seconds, tmp)
         api = api_load(tmp, kubeconfig, args.idle_seconds) if args.idle_seconds > 0 else None
+        wt = watchers_cost(PORTS["admin_leader"], leader.pid)
     finally:
         cleanup()
     fo = failover(args.failover_runs) if args.failover_runs > 0 else None
     fs = failsafe_api_load() if args.idle_seconds > 0 else None
     sw = switchover_latency(args.switchovers) if args.switchovers > 0 else None
-    report(args, rounds, idle_rss, rss_1000, c1000, api, fo, fs, sw)
+    report(args, rounds, idle_rss, rss_1000, c1000, api, fo, fs, sw, wt)
 
 
 def med(xs):
     return statistics.median(xs)
 
 
-def report(args, rounds, idle_rss, rss_1000, c1000, api, fo=None, fs=None, sw=None):
+def report(args, rounds, idle_rss, rss_1000, c1000, api, fo=None, fs=None, sw=None, wt=None):
     names = list(rounds[0].keys())
     summary = {}
     for n in names:
@@ -446,6 +479,13 @@ def report(args, rounds, idle_rss, rss_1000, c1000, api, fo=None, fs=None, sw=No
                         worst.get("standby", 0) <= 10 and worst.get("leader", 0) <= 40,
                         "; ".join(f"{k} ({v['role']}): {v['election']:.0f} election + {v['members']:.0f} member "
                                   f"= {v['total']:.0f}/min" for k, v in sorted(fs.items())), ""))
+    if wt:
+        extra_cpu = max(0.0, wt["cpu_ms"] - wt["idle_cpu_ms"]) * 60 / wt["seconds"]
+        targets.append((f"GET /watch at its bound ({wt['n']} streams, readers that stopped reading): "
+                        "≤ 32 KiB a stream and ≤ 60 ms CPU a minute more than without",
+                        wt["rss_kib"] <= 32 * wt["n"] and extra_cpu <= 60,
+                        f"+{wt['rss_kib']} KiB RSS ({wt['rss_kib'] / wt['n']:.1f} KiB a stream); CPU over "
+                        f"{wt['seconds']} s: {wt['cpu_ms']:.0f} ms with them, {wt['idle_cpu_ms']:.0f} ms without", ""))
     if sw:
         targets.append((f"planned switchover (POST /handover to serving), default timings: p99 over {sw['runs']} "
                         "< 1 s and zero failures", sw["p99"] < 1000 and sw["failed"] == 0,
