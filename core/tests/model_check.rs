@@ -41,7 +41,8 @@
 //!   each lost, delayed or duplicated peer message, is drawn from a budget; the rest is free.
 //!   So a scope explores every interleaving of a few faults, not every combination of many.
 //!   States are compared without the core's metrics counters, routing hint and last published
-//!   role, which never change what a core does ([`core_key`]).
+//!   role, which never change what a core does ([`core_key`]); with two slots the hint is
+//!   kept, because it turns a core's role from candidate to follower, which the gate reads.
 //!
 //! # Two slots
 //!
@@ -79,7 +80,8 @@
 //! # Not modelled
 //!
 //! Latency within a tick (a call answered in its instant has none), clock drift other than
-//! fixed rates, Lease deletion, release, step-down and eligibility, member sets that change
+//! fixed rates, Lease deletion, release, step-down, eligibility other than the gate's (app
+//! health), member sets that change
 //! during a run (other than the late joiner), the driver's own wake-up times, liveness, app
 //! health (the gate's other input), and more than two slots.
 //!
@@ -325,10 +327,15 @@ impl Hash for Node {
     }
 }
 
-/// The key of a core: a hash of its `Debug` form without those fields.
-fn core_key(core: &Elector) -> u64 {
+/// The key of a core: a hash of its `Debug` form without those fields. With more than one
+/// slot the hint stays: it makes `role` say Follower rather than Candidate, and the gate
+/// designates slots by role.
+fn core_key(core: &Elector, slots: usize) -> u64 {
     let mut s = format!("{core:?}");
     for field in ["stats", "hint", "last_role", "role_since", "events"] {
+        if field == "hint" && slots > 1 {
+            continue;
+        }
         strip(&mut s, field);
     }
     key(&s)
@@ -440,7 +447,7 @@ impl FailsafeModel {
     fn node(&self, n: usize, t: Tick) -> Node {
         let cores: Vec<Elector> = (0..self.slots).map(|s| self.core(n, s, t)).collect();
         Node {
-            keys: cores.iter().map(core_key).collect(),
+            keys: cores.iter().map(|c| core_key(c, self.slots)).collect(),
             cores,
             calls: vec![None; self.slots],
             gate: Gate::new(self.slots),
@@ -753,6 +760,9 @@ impl Model for FailsafeModel {
             }
         }
         assert!(w.api.is_empty() && w.peer.is_empty() && w.gates.is_empty());
+        for node in &mut w.nodes {
+            node.keys = node.cores.iter().map(|c| core_key(c, self.slots)).collect();
+        }
         let holders: Vec<_> = w
             .stores
             .iter()
@@ -915,7 +925,7 @@ impl Model for FailsafeModel {
         for (n, node) in w.nodes.iter_mut().enumerate() {
             for (s, core) in node.cores.iter().enumerate() {
                 if last.nodes[n].cores.get(s) != Some(core) {
-                    node.keys[s] = core_key(core);
+                    node.keys[s] = core_key(core, self.slots);
                 }
             }
         }
