@@ -411,15 +411,23 @@ impl Elector {
         }
         self.last_transitions = Some(obs.record.transitions);
         // Named holder without acting (a handover to this pod, or its own Lease after a
-        // restart): renew at once, not a retryPeriod later, to start acting.
+        // restart): renew at once, not a retryPeriod later, to start acting. Named while
+        // merely ineligible (with N slots the gate opens a slot to this pod only once it sees
+        // this pod named in it), wait a retryPeriod for the gate before releasing: releasing at
+        // once would turn every handover to an idle pod into a release.
         let named = obs.record.holder == self.identity && self.acting_until.is_none();
+        let was_named = matches!(&self.known, Known::Present { obs: known, .. } if known.record.holder == self.identity);
+        let wait_for_gate =
+            named && !was_named && !self.eligible && !self.releasing && !self.retired;
         // Any new resourceVersion restarts the expiry clock: record timestamps are only a
         // change signal, and a change we cannot interpret is treated as a renewal (safe side).
         self.known = Known::Present {
             obs,
             changed_at: now,
         };
-        if named && self.pending.is_none() {
+        if wait_for_gate {
+            self.next_attempt = now + self.config.retry_period;
+        } else if named && self.pending.is_none() {
             self.next_attempt = self.next_attempt.min(now);
         }
     }

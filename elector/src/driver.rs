@@ -176,11 +176,14 @@ pub fn spawn_observed(
 }
 
 /// What a slot's driver shares with the other pods: the live members (when this pod keeps a
-/// member Lease) and the failsafe's options (when it is on).
+/// member Lease), the failsafe's options (when it is on) and, with N slots, every slot's
+/// holder and this slot's index (a handover asked for by annotation avoids the pods active
+/// in the other slots, as [`crate::Switcher::hand_over`] does).
 #[derive(Clone, Default)]
 pub(crate) struct Peers {
     pub(crate) failsafe: Option<FailsafeOptions>,
     pub(crate) members: Option<watch::Receiver<Members>>,
+    pub(crate) holders: Option<(watch::Receiver<Vec<Option<String>>>, usize)>,
 }
 
 /// [`spawn_observed`], starting eligible or not (a slot waits for its gate).
@@ -193,7 +196,11 @@ pub(crate) fn spawn_gated(
     eligible: bool,
     peers: Peers,
 ) -> (watch::Receiver<View>, Handle) {
-    let Peers { failsafe, members } = peers;
+    let Peers {
+        failsafe,
+        members,
+        holders,
+    } = peers;
     let now = Instant::now().into_std();
     let mut core = Elector::new(name, &candidate.identity, candidate.address, config, now)
         .with_peer_address(candidate.peer_address);
@@ -213,6 +220,7 @@ pub(crate) fn spawn_gated(
         object: None,
         failsafe,
         members,
+        holders,
         live: Members::new(),
         handover: None,
         answered_rv: None,
@@ -254,6 +262,8 @@ struct Driver {
     failsafe: Option<FailsafeOptions>,
     /// The live members (their member Leases), when this pod keeps one.
     members: Option<watch::Receiver<Members>>,
+    /// Every slot's holder and this slot's index, with N slots ([`Peers::holders`]).
+    holders: Option<(watch::Receiver<Vec<Option<String>>>, usize)>,
     /// The latest of `members`: whom a handover may go to.
     live: Members,
     /// A handover under way.
@@ -570,10 +580,19 @@ impl Driver {
         self.answered_rv = Some(obs.resource_version.clone());
         let to = to.trim().to_string();
         tracing::info!(lease = %self.name, to = %to, "handover asked for by annotation");
-        // The annotation's path knows this slot only. With N actives, a target active in
-        // another slot would never renew this Lease (its core for it is ineligible): the Lease
-        // then expires for the others, who take it over as after a crash.
-        self.start_handover(now, (!to.is_empty()).then_some(to), &BTreeSet::new(), None);
+        // With N actives, never to a pod active in another slot: it would not renew this
+        // Lease (its core for it is ineligible), which would then expire as after a crash.
+        let busy: BTreeSet<String> = match &self.holders {
+            Some((holders, slot)) => holders
+                .borrow()
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i != slot)
+                .filter_map(|(_, h)| h.clone())
+                .collect(),
+            None => BTreeSet::new(),
+        };
+        self.start_handover(now, (!to.is_empty()).then_some(to), &busy, None);
     }
 
     /// The handover write's result: on success the handover waits for the successor's

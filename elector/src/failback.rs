@@ -8,7 +8,11 @@
 //! readiness or priority changes starts its delay anew, and a pod that has just taken over
 //! (say, failed over to from the preferred pod) keeps its slot for at least the delay. Equal
 //! priorities never trigger a handover; a member that does not say it is ready (an older
-//! sidecar) is never chosen; a member already active in another slot is not either.
+//! sidecar) is never chosen; a member already active in another slot is not either. With N
+//! actives, holders that would hand over to the same idle member take turns: a holder waits
+//! while a lower slot is held by a pod with a priority below the member's (that one goes
+//! first; once the member is active there, it is no longer a candidate here), so two slots
+//! are never handed to one pod at once, which would leave one of them without an active.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -30,7 +34,13 @@ pub struct Failback {
     ready_since: BTreeMap<String, (i64, Instant)>,
     /// No attempt before this (after a failed one).
     retry_at: Option<Instant>,
+    /// The priorities of the live members holding the slots below the one this pod holds.
+    below: Vec<i64>,
 }
+
+/// The least wait between failback attempts, whatever the delay (`--failback-delay 0s` must
+/// not retry a failing handover in a tight loop).
+pub const RETRY_FLOOR: Duration = Duration::from_secs(1);
 
 impl Failback {
     /// The decision for pod `me` with priority `priority`, both delays `delay`.
@@ -42,22 +52,35 @@ impl Failback {
             held: None,
             ready_since: BTreeMap::new(),
             retry_at: None,
+            below: Vec::new(),
         }
     }
 
-    /// Takes in the slot this pod acts for (if any), the live members and the pods acting for
-    /// the other slots.
+    /// Takes in the slot this pod acts for (if any), the live members and each slot's holder
+    /// ([`Slots::holders`]).
     pub fn update(
         &mut self,
         now: Instant,
         held: Option<usize>,
         live: &Members,
-        others: &BTreeSet<String>,
+        holders: &[Option<String>],
     ) {
         self.held = match (self.held, held) {
             (Some((was, since)), Some(slot)) if was == slot => Some((slot, since)),
             (_, slot) => slot.map(|s| (s, now)),
         };
+        let others: BTreeSet<&String> = holders
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != held)
+            .filter_map(|(_, h)| h.as_ref())
+            .collect();
+        self.below = holders
+            .iter()
+            .take(held.unwrap_or(0))
+            .flatten()
+            .filter_map(|h| live.get(h).map(|m| m.priority))
+            .collect();
         let mut next = BTreeMap::new();
         for m in live.values() {
             let preferred = m.identity != self.me
@@ -75,11 +98,21 @@ impl Failback {
         self.ready_since = next;
     }
 
+    /// Whether a lower slot's holder would hand over to one of this pod's candidates too:
+    /// then it goes first, and this pod waits for the change that follows.
+    fn waits_for_a_lower_slot(&self) -> bool {
+        let best = self.ready_since.values().map(|(p, _)| *p).max();
+        best.is_some_and(|best| self.below.iter().any(|&p| p < best))
+    }
+
     /// The slot to hand over and to whom, when it is time: the member with the highest
     /// priority (then the first by name) among those ready for the delay.
     pub fn due(&self, now: Instant) -> Option<(usize, String)> {
         let (slot, since) = self.held?;
-        if now < since + self.delay || self.retry_at.is_some_and(|r| now < r) {
+        if now < since + self.delay
+            || self.retry_at.is_some_and(|r| now < r)
+            || self.waits_for_a_lower_slot()
+        {
             return None;
         }
         self.ready_since
@@ -91,15 +124,18 @@ impl Failback {
 
     /// When [`Failback::due`] may next change its answer with no other input.
     pub fn next_check(&self) -> Option<Instant> {
+        if self.waits_for_a_lower_slot() {
+            return None;
+        }
         let (_, since) = self.held?;
         let first_ready = self.ready_since.values().map(|(_, r)| *r).min()?;
         let at = (since + self.delay).max(first_ready + self.delay);
         Some(self.retry_at.map_or(at, |r| at.max(r)))
     }
 
-    /// A handover failed: the next attempt waits the delay.
+    /// A handover failed: the next attempt waits the delay (at least [`RETRY_FLOOR`]).
     pub fn failed(&mut self, now: Instant) {
-        self.retry_at = Some(now + self.delay);
+        self.retry_at = Some(now + self.delay.max(RETRY_FLOOR));
     }
 }
 
@@ -114,19 +150,12 @@ pub async fn run(
 ) {
     loop {
         let now = tokio::time::Instant::now().into_std();
-        let (held, others) = {
+        let (held, holders) = {
             let s = slots.borrow_and_update();
-            let others: BTreeSet<String> = s
-                .views
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| Some(*i) != s.held)
-                .filter_map(|(_, v)| v.leader.as_ref().map(|l| l.identity.clone()))
-                .collect();
-            (s.held, others)
+            (s.held, s.holders())
         };
         let live = members.borrow_and_update().clone();
-        failback.update(now, held, &live, &others);
+        failback.update(now, held, &live, &holders);
         if let Some((slot, target)) = failback.due(now) {
             tracing::info!(slot, to = %target, "failback: handing over to a member with a higher priority");
             match switcher.hand_over(slot, Some(target.clone()), within).await {

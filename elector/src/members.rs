@@ -91,17 +91,6 @@ pub struct SelfReport {
     pub ready: watch::Receiver<bool>,
 }
 
-impl SelfReport {
-    /// Priority 0, one slot, always ready.
-    pub fn plain() -> SelfReport {
-        SelfReport {
-            priority: 0,
-            actives: 1,
-            ready: watch::channel(true).1,
-        }
-    }
-}
-
 /// The live members of an election, by identity.
 pub type Members = BTreeMap<String, Member>;
 

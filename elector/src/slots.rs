@@ -64,6 +64,22 @@ impl Slots {
         view.leader.as_ref().map(|l| (slot, l))
     }
 
+    /// Each slot's holder by identity, in slot order, this pod included.
+    pub fn holders(&self) -> Vec<Option<String>> {
+        self.views
+            .iter()
+            .map(|v| v.leader.as_ref().map(|l| l.identity.clone()))
+            .collect()
+    }
+
+    /// The pods holding a slot other than `slot`: a handover of `slot` avoids them.
+    pub fn holders_except(&self, slot: usize) -> BTreeSet<String> {
+        self.actives()
+            .filter(|(i, _)| *i != slot)
+            .map(|(_, l)| l.identity.clone())
+            .collect()
+    }
+
     /// Every slot's current holder, as `(slot, leader)`, this pod included.
     pub fn actives(&self) -> impl Iterator<Item = (usize, &Leader)> {
         self.views
@@ -197,7 +213,8 @@ impl Switcher {
             && gate.send(Command::Retire(tx)).is_ok()
         {
             drop(gate);
-            let _ = rx.await;
+            // The gate answers at once; bounded all the same, the drivers are told below.
+            let _ = tokio::time::timeout(self.timeout, rx).await;
         }
         let mut result = Ok(());
         for (lease, commands) in &self.slots {
@@ -241,15 +258,7 @@ impl Switcher {
         let lease = lease.clone();
         let (tx, rx) = oneshot::channel();
         let target = to.clone();
-        let busy: BTreeSet<String> = self
-            .slots_view
-            .borrow()
-            .views
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| *i != slot)
-            .filter_map(|(_, v)| v.leader.as_ref().map(|l| l.identity.clone()))
-            .collect();
+        let busy = self.slots_view.borrow().holders_except(slot);
         if commands
             .send(driver::Command::HandOver(to, busy, tx))
             .is_err()
@@ -402,6 +411,7 @@ pub fn spawn_slots_with(
     let mut views = Vec::with_capacity(slots);
     let mut handles = Vec::with_capacity(slots);
     let mut gates = Vec::with_capacity(slots);
+    let (holders_tx, holders) = watch::channel(vec![None; slots]);
     for slot in 0..slots {
         let lease = lease_name(name, slots, slot);
         // Slots start ineligible: the gate opens one once it has read them.
@@ -415,6 +425,7 @@ pub fn spawn_slots_with(
             driver::Peers {
                 failsafe: failsafe.clone(),
                 members: members.clone(),
+                holders: (slots > 1).then(|| (holders.clone(), slot)),
             },
         );
         by_lease.insert(lease.clone(), handle.commands());
@@ -462,12 +473,15 @@ pub fn spawn_slots_with(
             let held = gate.held(&current);
             let eligible = gate.eligible();
             ready_tx.send_if_modified(|r| std::mem::replace(r, eligible) != eligible);
+            let new = Slots {
+                views: current,
+                held,
+                eligible,
+            };
+            let now_holding = new.holders();
+            holders_tx
+                .send_if_modified(|h| std::mem::replace(h, now_holding.clone()) != now_holding);
             tx.send_if_modified(|s| {
-                let new = Slots {
-                    views: current,
-                    held,
-                    eligible,
-                };
                 let modified = *s != new;
                 *s = new;
                 modified

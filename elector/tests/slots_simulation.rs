@@ -1,6 +1,8 @@
 //! Deterministic simulation of N active slots: pods, each with one election core per slot and
 //! a [`Gate`], against N simulated Leases with compare-and-swap, latency, watches, crashes,
-//! restarts, releases and app health flapping. The checker asserts, at every event:
+//! restarts, releases, app health flapping and planned handovers (a holder hands its slot to
+//! an idle pod, as `POST /handover`, failback and the pre-stop hook do). The checker asserts,
+//! at every event:
 //! - never two pods acting in one slot at the same real instant;
 //! - never one pod acting in two slots: what a pod acts on is the slot [`Gate::held`] names,
 //!   as the proxy does (`Slots::acting`). The gate's eligibility changes reach each slot's
@@ -9,13 +11,15 @@
 //!   of `Gate::held` finds a pod in two slots (`safety_rests_on_gate_held_...`);
 //! - liveness: after all faults heal, every slot has an acting leader within a bound
 //!   (there are always more pods than slots);
-//! - bounded herd: a freed slot draws at most one acquire write per standby.
+//! - bounded herd: a freed slot draws at most one acquire write per standby;
+//! - with no other fault, every handover to an idle pod completes: the pod it names acts in
+//!   that slot (`a_handover_to_an_idle_pod_completes_...`).
 //!
 //! `SLOT_SEEDS=N` sets how many seeds to run (default 150 per N); a failure prints the seed.
 
 use std::time::{Duration, Instant};
 
-use understudy_elector::core::{Action, Elector, Intent, WriteError};
+use understudy_elector::core::{Action, Elector, Intent, Successor, WriteError};
 use understudy_elector::record::Observed;
 use understudy_elector::{Config, Gate, View, lease_name};
 
@@ -54,6 +58,8 @@ enum Ev {
     Restart(usize),
     Release(usize),
     Health(usize, bool),
+    /// The pod hands the slot it holds, if any, to an idle pod in the planned way.
+    HandOver(usize),
     HealAll,
     /// A gate decision reaching one slot's core (its own channel).
     Eligible {
@@ -115,6 +121,8 @@ struct Sim {
     by_held: bool,
     /// Longest delay of a gate decision on its way to a slot's core.
     gate_delay: Micros,
+    /// Handovers started: (slot, target, completed).
+    handovers: Vec<(usize, String, bool)>,
 }
 
 #[derive(Debug)]
@@ -161,6 +169,7 @@ impl Sim {
             gated: true,
             by_held: true,
             gate_delay: 50 * MS,
+            handovers: Vec::new(),
         }
     }
 
@@ -416,6 +425,40 @@ impl Sim {
                     self.step(p);
                 }
             }
+            Ev::HandOver(p) => {
+                if !self.pods[p].alive {
+                    return;
+                }
+                let now = self.local(p, self.now);
+                let views: Vec<View> = self.pods[p].cores.iter().map(|c| c.view(now)).collect();
+                let Some(slot) = self.pods[p].gate.held(&views) else {
+                    return;
+                };
+                // Idle: alive, healthy, and named in no Lease (the member table's "ready"
+                // and the handover's "not active in another slot").
+                let holders: Vec<String> = (0..self.slots)
+                    .filter_map(|s| self.observed(s).map(|o| o.record.holder))
+                    .collect();
+                let idle: Vec<String> = self
+                    .pods
+                    .iter()
+                    .filter(|q| q.alive && q.healthy && !holders.contains(&q.id))
+                    .map(|q| q.id.clone())
+                    .collect();
+                if idle.is_empty() {
+                    return;
+                }
+                let to = idle[self.rng.below(idle.len() as u64) as usize].clone();
+                let successor = Successor {
+                    identity: to.clone(),
+                    address: None,
+                    peer_address: None,
+                };
+                if self.pods[p].cores[slot].hand_over(now, successor) {
+                    self.handovers.push((slot, to, false));
+                }
+                self.step(p);
+            }
             Ev::Health(p, healthy) => {
                 self.pods[p].healthy = healthy;
                 self.pods[p].gate.set_healthy(healthy);
@@ -477,6 +520,9 @@ impl Sim {
             for s in acting {
                 holders[s].push(&pod.id);
             }
+        }
+        for (slot, to, done) in &mut self.handovers {
+            *done |= holders[*slot] == [to.as_str()];
         }
         for (s, h) in holders.iter().enumerate() {
             if h.len() > 1 {
@@ -543,13 +589,16 @@ fn simulate_checked(
         let p = sim.rng.below(pods as u64) as usize;
         let len = sim.rng.between(100 * MS, 8 * SEC);
         let end = (t + len).min(fault_phase);
-        match sim.rng.below(3) {
+        match sim.rng.below(4) {
             0 => {
                 sim.at(t, Ev::Crash(p));
                 sim.at(end, Ev::Restart(p));
             }
             1 => {
                 sim.at(t, Ev::Release(p));
+            }
+            2 => {
+                sim.at(t, Ev::HandOver(p));
             }
             _ => {
                 sim.at(t, Ev::Health(p, false));
@@ -596,6 +645,42 @@ fn slots_never_shared_never_doubled_and_always_filled() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// Planned handovers alone, one every few seconds from a random pod: each one that starts
+/// (the pod held a slot and an idle pod existed) ends with the idle pod acting in that slot.
+/// An idle pod's core for that slot is ineligible until its gate sees the pod named there;
+/// were it to release at once on being named, every such handover would end in a release.
+#[test]
+fn a_handover_to_an_idle_pod_completes_and_never_doubles_a_slot() {
+    let mut started = 0;
+    for seed in 0..seeds_or(100) {
+        for slots in [1, 2, 3] {
+            let standbys = 1 + (seed % 2) as usize;
+            let mut sim = Sim::new(seed * 104_729 + slots as u64, slots, slots + standbys);
+            let pods = sim.pods.len();
+            for p in 0..pods {
+                let t = sim.rng.below(SEC);
+                sim.at(t, Ev::Restart(p));
+            }
+            let mut t = 5 * SEC;
+            for _ in 0..6 {
+                let p = sim.rng.below(pods as u64) as usize;
+                sim.at(t, Ev::HandOver(p));
+                t += sim.rng.between(2 * SEC, 4 * SEC);
+            }
+            if let Err(Violation(why)) = sim.run(t + 3 * SEC) {
+                panic!("N={slots} seed {seed}: {why}");
+            }
+            started += sim.handovers.len();
+            let failed: Vec<_> = sim.handovers.iter().filter(|h| !h.2).collect();
+            assert!(
+                failed.is_empty(),
+                "N={slots} seed {seed}: handovers that did not complete: {failed:?}"
+            );
+        }
+    }
+    assert!(started > 100, "only {started} handovers started");
 }
 
 #[test]

@@ -481,6 +481,69 @@ fn a_planned_handover_names_the_successor_at_the_next_epoch_and_it_acts_after_it
     assert_eq!(next.role(t1), Role::Leader);
 }
 
+/// With N slots an idle pod's core for a slot is ineligible until its gate sees the pod
+/// named there: named by a handover while ineligible, it waits a retryPeriod for the gate
+/// instead of releasing at once, renews as soon as it is made eligible, and releases if it
+/// is not within that retryPeriod.
+#[test]
+fn a_pod_named_while_its_gate_has_not_opened_the_slot_waits_a_retry_period() {
+    let t0 = Instant::now();
+    let start = |eligible: bool| {
+        let mut e = elector(t0);
+        e.set_eligible(t0, eligible);
+        assert!(matches!(e.poll_action(t0), Some(Action::Read)));
+        e.read_done(t0, Some(obs(1, "old", 0)));
+        e
+    };
+    let named = |e: &mut Elector, at: Instant| e.observe(at, Some(obs(2, "me", 1)));
+    let t1 = t0 + S;
+    // The gate opens the slot: it renews at once and leads.
+    let mut e = start(false);
+    named(&mut e, t1);
+    assert!(e.poll_action(t1).is_none(), "no release at once");
+    e.set_eligible(t1 + Duration::from_millis(1), true);
+    let renew = e
+        .poll_action(t1 + Duration::from_millis(1))
+        .expect("renews");
+    assert!(
+        matches!(
+            &renew,
+            Action::Replace {
+                intent: Intent::Renew,
+                ..
+            }
+        ),
+        "{renew:?}"
+    );
+    e.write_done(t1, Ok(stored(&renew, 3)));
+    assert_eq!(e.role(t1), Role::Leader);
+    // It does not: a retryPeriod later it releases, so that others may take the slot.
+    let mut e = start(false);
+    named(&mut e, t1);
+    assert!(e.poll_action(t1 + S).is_none());
+    let release = e.poll_action(t1 + config().retry_period).expect("releases");
+    assert!(
+        matches!(
+            &release,
+            Action::Replace {
+                intent: Intent::Release,
+                ..
+            }
+        ),
+        "{release:?}"
+    );
+    // An eligible pod named renews at once, as before.
+    let mut e = start(true);
+    named(&mut e, t1);
+    assert!(matches!(
+        e.poll_action(t1),
+        Some(Action::Replace {
+            intent: Intent::Renew,
+            ..
+        })
+    ));
+}
+
 #[test]
 fn a_handover_whose_write_fails_leaves_the_holder_to_renew() {
     let t0 = Instant::now();

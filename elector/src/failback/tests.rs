@@ -1,4 +1,3 @@
-use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use super::*;
@@ -21,8 +20,13 @@ fn live(members: &[(&str, i64, Option<bool>)]) -> Members {
     members.iter().map(|&(id, p, r)| member(id, p, r)).collect()
 }
 
-fn none() -> BTreeSet<String> {
-    BTreeSet::new()
+/// No slot held by anyone else.
+fn none() -> Vec<Option<String>> {
+    Vec::new()
+}
+
+fn holders(ids: &[Option<&str>]) -> Vec<Option<String>> {
+    ids.iter().map(|h| h.map(str::to_string)).collect()
 }
 
 #[test]
@@ -111,7 +115,7 @@ fn unready_unknown_readiness_and_actives_of_other_slots_are_never_chosen() {
         ("d", 10, Some(true)),
         ("e", 3, Some(true)),
     ]);
-    let others = BTreeSet::from(["d".to_string()]);
+    let others = holders(&[Some("d"), Some("b")]);
     f.update(t0, Some(1), &members, &others);
     f.update(t0 + DELAY, Some(1), &members, &others);
     assert_eq!(f.due(t0 + DELAY), Some((1, "e".to_string())));
@@ -145,4 +149,61 @@ fn a_standby_never_hands_over_and_a_failure_waits_the_delay() {
     assert_eq!(f.due(at + DELAY / 2), None);
     assert_eq!(f.next_check(), Some(at + DELAY));
     assert!(f.due(at + DELAY).is_some());
+}
+
+#[test]
+fn with_no_delay_a_failure_still_waits_the_retry_floor() {
+    let t0 = Instant::now();
+    let mut f = Failback::new("b", 0, Duration::ZERO);
+    f.update(t0, Some(0), &live(&[("a", 10, Some(true))]), &none());
+    assert!(f.due(t0).is_some());
+    f.failed(t0);
+    assert_eq!(f.due(t0), None);
+    assert_eq!(f.next_check(), Some(t0 + RETRY_FLOOR));
+    assert!(f.due(t0 + RETRY_FLOOR).is_some());
+}
+
+#[test]
+fn two_holders_never_hand_over_to_the_same_pod_at_once() {
+    // Slots 0 and 1 held by "a" and "b" (priority 0); "p" (priority 10) is idle. Only the
+    // lower slot's holder hands over; the other waits for the change, then finds "p" busy.
+    let t0 = Instant::now();
+    let members = live(&[
+        ("a", 0, Some(true)),
+        ("b", 0, Some(true)),
+        ("p", 10, Some(true)),
+    ]);
+    let before = holders(&[Some("a"), Some("b")]);
+    let mut a = Failback::new("a", 0, DELAY);
+    let mut b = Failback::new("b", 0, DELAY);
+    a.update(t0, Some(0), &members, &before);
+    b.update(t0, Some(1), &members, &before);
+    let later = t0 + DELAY;
+    a.update(later, Some(0), &members, &before);
+    b.update(later, Some(1), &members, &before);
+    assert_eq!(a.due(later), Some((0, "p".to_string())));
+    assert_eq!(b.due(later), None, "slot 1 waits for slot 0");
+    assert_eq!(b.next_check(), None, "and waits for a change, not a time");
+    // "p" took slot 0: "b" keeps slot 1, "p" being busy.
+    let after = holders(&[Some("p"), Some("b")]);
+    b.update(later, Some(1), &members, &after);
+    assert_eq!(b.due(later + DELAY), None);
+    // With a second preferred pod "q", "b" hands over to it once slot 0 is settled, but not
+    // before: "a" (priority 0) would have wanted the better "p" first.
+    let members = live(&[
+        ("a", 0, Some(true)),
+        ("b", 0, Some(true)),
+        ("p", 10, Some(true)),
+        ("q", 5, Some(true)),
+    ]);
+    let mut b = Failback::new("b", 0, DELAY);
+    b.update(t0, Some(1), &members, &before);
+    assert_eq!(b.due(t0 + DELAY), None);
+    b.update(t0 + DELAY, Some(1), &members, &after);
+    assert_eq!(b.due(t0 + DELAY), Some((1, "q".to_string())));
+    // A lower slot held by a pod of higher priority than the candidates never holds us up.
+    let mut c = Failback::new("c", 0, DELAY);
+    let members = live(&[("h", 20, Some(true)), ("q", 5, Some(true))]);
+    c.update(t0, Some(1), &members, &holders(&[Some("h"), Some("c")]));
+    assert_eq!(c.due(t0 + DELAY), Some((1, "q".to_string())));
 }

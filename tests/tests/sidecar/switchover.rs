@@ -11,7 +11,7 @@ use understudy_tests::cluster::loopback::{
 };
 use understudy_tests::cluster::sidecar::SLOW_TIMINGS;
 
-use super::{Load, assert_handover, listens};
+use super::{Load, agreed_actives, assert_handover, listens};
 
 const NAMES: [&str; 3] = ["pod-a", "pod-b", "pod-c"];
 
@@ -111,40 +111,12 @@ async fn the_handover_annotation_moves_the_leader_and_a_bad_target_is_refused() 
     cluster
         .wait_members_named("switch-annotate", &NAMES, Duration::from_secs(5))
         .await;
-    let kubectl = cluster.cluster().kubectl();
-    let annotation = || async {
-        kubectl
-            .run(&[
-                "get",
-                "lease",
-                "switch-annotate",
-                "-n",
-                NAMESPACE,
-                "-o",
-                r"jsonpath={.metadata.annotations.understudy\.io/handover-to}",
-            ])
-            .await
-            .unwrap()
-    };
-    let annotate = |value: String| async move {
-        kubectl
-            .run(&[
-                "annotate",
-                "lease",
-                "switch-annotate",
-                "-n",
-                NAMESPACE,
-                "--overwrite",
-                &format!("understudy.io/handover-to={value}"),
-            ])
-            .await
-            .unwrap();
-    };
+    let annotation = || handover_annotation(&cluster, "switch-annotate");
 
     // Refused: not a member. The holder removes the request and keeps leading.
-    annotate("pod-x".into()).await;
+    annotate_handover(&cluster, "switch-annotate", "pod-x").await;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !annotation().await.trim().is_empty() {
+    while !annotation().await.is_empty() {
         assert!(Instant::now() < deadline, "the refused request stays");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -153,16 +125,95 @@ async fn the_handover_annotation_moves_the_leader_and_a_bad_target_is_refused() 
     // Any ready member (empty value): it moves, and the request is gone.
     let load = Load::start(listens(&pods), 3);
     load.pass(30).await;
-    annotate(String::new()).await;
+    annotate_handover(&cluster, "switch-annotate", "").await;
     let new = agreed_leader_not(&all, &old, Duration::from_secs(10)).await;
     load.pass(30).await;
     assert_handover(&load.finish().await, &old, &new);
-    assert!(annotation().await.trim().is_empty());
+    assert!(annotation().await.is_empty());
 }
 
-/// An annotation of a member Lease.
-async fn member_annotation(cluster: &Loopback, lease: &str, key: &str) -> String {
-    let key = key.replace('.', r"\.");
+/// With two actives, the annotation on slot 0's Lease naming the pod active in slot 1 is
+/// refused (that pod would never renew slot 0, which would go without an active until the
+/// Lease expired): the annotation is removed and slot 0 keeps its holder. "Any" then goes to
+/// the idle pod, never to the busy one.
+#[tokio::test]
+async fn with_two_actives_the_annotation_never_hands_a_slot_to_a_pod_active_in_the_other() {
+    let cluster = Loopback::start("switch-busy").await;
+    let pods = cluster.three(&["--actives", "2"]).await;
+    let all: Vec<&Sidecar> = pods.iter().collect();
+    agreed_actives(&all, 2, "", Duration::from_secs(15)).await;
+    for lease in ["switch-busy-0", "switch-busy-1"] {
+        cluster
+            .wait_members_named(lease, &NAMES, Duration::from_secs(5))
+            .await;
+    }
+    let get = |lease: &'static str, path: &'static str| lease_field(&cluster, lease, path);
+    let holder0 = get("switch-busy-0", ".spec.holderIdentity").await;
+    let holder1 = get("switch-busy-1", ".spec.holderIdentity").await;
+    assert!(NAMES.contains(&holder0.as_str()) && NAMES.contains(&holder1.as_str()));
+    assert_ne!(holder0, holder1);
+    let idle = NAMES
+        .iter()
+        .find(|n| **n != holder0 && **n != holder1)
+        .unwrap()
+        .to_string();
+    annotate_handover(&cluster, "switch-busy-0", &holder1).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !handover_annotation(&cluster, "switch-busy-0")
+        .await
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "the refused request stays");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(get("switch-busy-0", ".spec.holderIdentity").await, holder0);
+    assert_eq!(get("switch-busy-1", ".spec.holderIdentity").await, holder1);
+
+    annotate_handover(&cluster, "switch-busy-0", "").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now0 = get("switch-busy-0", ".spec.holderIdentity").await;
+        if now0 != holder0 {
+            assert_eq!(now0, idle, "slot 0 went to the idle pod");
+            break;
+        }
+        assert!(Instant::now() < deadline, "slot 0 was not handed over");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let actives = agreed_actives(&all, 2, &idle, Duration::from_secs(10)).await;
+    assert!(actives.contains(&holder1), "{actives:?}");
+}
+
+/// `kubectl annotate lease <lease> understudy.io/handover-to=<value> --overwrite`.
+async fn annotate_handover(cluster: &Loopback, lease: &str, value: &str) {
+    cluster
+        .cluster()
+        .kubectl()
+        .run(&[
+            "annotate",
+            "lease",
+            lease,
+            "-n",
+            NAMESPACE,
+            "--overwrite",
+            &format!("understudy.io/handover-to={value}"),
+        ])
+        .await
+        .unwrap();
+}
+
+/// The handover request on `lease`, empty when there is none.
+async fn handover_annotation(cluster: &Loopback, lease: &str) -> String {
+    lease_field(
+        cluster,
+        lease,
+        r".metadata.annotations.understudy\.io/handover-to",
+    )
+    .await
+}
+
+/// A field of a Lease, by kubectl's jsonpath (`.spec.holderIdentity`).
+async fn lease_field(cluster: &Loopback, lease: &str, path: &str) -> String {
     cluster
         .cluster()
         .kubectl()
@@ -173,12 +224,18 @@ async fn member_annotation(cluster: &Loopback, lease: &str, key: &str) -> String
             "-n",
             NAMESPACE,
             "-o",
-            &format!("jsonpath={{.metadata.annotations.{key}}}"),
+            &format!("jsonpath={{{path}}}"),
         ])
         .await
         .unwrap()
         .trim()
         .to_string()
+}
+
+/// An annotation of a member Lease.
+async fn member_annotation(cluster: &Loopback, lease: &str, key: &str) -> String {
+    let key = key.replace('.', r"\.");
+    lease_field(cluster, lease, &format!(".metadata.annotations.{key}")).await
 }
 
 /// Preferred leaders: pod-a (priority 0) leads; pod-b and pod-c join with priority 10. Once
