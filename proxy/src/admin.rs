@@ -8,13 +8,13 @@
 //! | `/actives` | JSON list of every active slot's holder: `[{"slot":0,"name":"pod-a","address":"10.0.0.5:8080","epoch":3}, ...]` |
 //! | `/metrics` | Prometheus text |
 //! | `POST /handover[?to=<pod>]` | a planned handover of the slot this pod leads to `<pod>` (or the best ready member), answered once the successor has renewed the Lease: 200 `{"lease","from","to","epoch","took_ms"}`; 400 malformed query, 409 not the leader (`leader` named), 422 target not a live ready member, 503 write failed, 504 successor too slow; 405 with `Allow: POST` for other methods |
-//! | `GET /prestop` | for the app container's `preStop` hook (native sidecars): hands the slot this pod leads to the best ready member in the planned way, steps down for good (takes no slot again), fails `/readyz`, and answers once the requests on their way to the local app have finished: 200 `{"handed_over_to","released","drained","in_flight","took_ms"}`; 503 when the step-down failed; 405 with `Allow: GET` for other methods. See [`Admin::prestop`] |
+//! | `GET /prestop[?within=25s]` | for the app container's `preStop` hook (native sidecars): hands the slot this pod leads to the best ready member in the planned way, steps down for good (takes no slot again), fails `/readyz`, and answers once the requests on their way to the local app have finished, all within `within` (default 25 s): 200 `{"handed_over_to","handover_error","released","drained","in_flight","took_ms"}`; 400 for a malformed query; 503 when the step-down failed; 405 with `Allow: GET` for other methods. See [`Admin::prestop`] |
 //! | `/watch` | `text/event-stream`: an `event: view` with this pod's role, the slot it holds and every slot's holder and epoch at once, then one per change, and `: keep-alive` after 15 s without one; at most 64 streams at once (503 beyond), GET only (405 with `Allow: GET`). See [`sse`] |
 //! | anything else | `{"name":"<leader id>"}` (the holder of slot 0), exactly as the old leader-elector image answered (its handler served every path) |
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -82,7 +82,7 @@ impl Admin {
     pub async fn handle<B>(&self, req: Request<B>) -> Response<ProxyBody> {
         match (req.uri().path(), req.method()) {
             ("/handover", &Method::POST) => self.handover(&req).await,
-            ("/prestop", &Method::GET) => self.prestop().await,
+            ("/prestop", &Method::GET) => self.prestop(&req).await,
             _ => self.respond(&req),
         }
     }
@@ -104,38 +104,49 @@ impl Admin {
         }
     }
 
-    /// `GET /prestop`, for the app container's `preStop` hook when understudy runs as a native
-    /// sidecar (the kubelet stops the app first, the sidecar only after the app has exited; a
-    /// lifecycle `httpGet` handler can only send GET, hence a path of its own rather than
-    /// `POST /handover`). In order:
+    /// `GET /prestop[?within=<duration>]`, for the app container's `preStop` hook when
+    /// understudy runs as a native sidecar (the kubelet stops the app first, the sidecar only
+    /// after the app has exited; a lifecycle `httpGet` handler can only send GET, hence a path
+    /// of its own rather than `POST /handover`). In order, all within `within` (default
+    /// [`PRESTOP_WITHIN`], which fits the default 30 s `terminationGracePeriodSeconds`):
     /// 1. the slot this pod leads, if any, goes to the best ready member in the planned way
     ///    (as `POST /handover`), waiting at most leaseDuration + renewDeadline;
     /// 2. `/readyz` fails and HTTP/1 responses ask clients to close (as on SIGTERM);
-    /// 3. this pod steps down for good: it takes no slot again and releases the Lease if the
-    ///    handover could not be made (no other ready member): its requests then wait for
-    ///    whoever takes it;
+    /// 3. this pod steps down for good: it takes no slot again and releases the Lease if it
+    ///    still holds it (no other ready member, or the handover failed): its requests then
+    ///    wait for whoever takes it;
     /// 4. it waits for the requests on their way to the local app, or streaming back from it,
     ///    to finish, at most hold timeout + connect timeout (upgraded tunnels are closed on
     ///    SIGTERM, not waited for).
     ///
-    /// Then 200 `{"handed_over_to": "<pod>" | null, "released": bool, "drained": bool,
-    /// "in_flight": n, "took_ms": n}`; 503 with the error when the step-down failed. Calling
-    /// it again does no harm. The sidecar keeps forwarding to the new leader until its own
-    /// SIGTERM, which then drains as usual.
-    pub async fn prestop(&self) -> Response<ProxyBody> {
+    /// Then 200 `{"handed_over_to": "<pod>" | null, "handover_error": "<why>" | null,
+    /// "released": bool, "drained": bool, "in_flight": n, "took_ms": n}` (`released`: this pod
+    /// held a slot and no handover completed; after a handover that timed out the successor
+    /// may still take the Lease); 400 for a malformed query; 503 with the error when the
+    /// step-down failed. Calling it again does no harm. The sidecar keeps forwarding to the
+    /// new leader until its own SIGTERM, which then drains as usual.
+    pub async fn prestop<B>(&self, req: &Request<B>) -> Response<ProxyBody> {
         let started = Instant::now();
+        let within = match prestop_within(req.uri().query()) {
+            Ok(within) => within,
+            Err(why) => return problem(StatusCode::BAD_REQUEST, &why, None),
+        };
+        let deadline = started + within;
+        let left = || deadline.saturating_duration_since(Instant::now());
         let Some(switcher) = &self.switcher else {
             return problem(StatusCode::SERVICE_UNAVAILABLE, "no election here", None);
         };
         let timings = &self.settings.timings;
         let (slot, _) = self.held_slot();
         let mut handed_over_to = None;
+        let mut handover_error = None;
         if let Some(slot) = slot {
-            let within = timings.lease_duration + timings.renew_deadline;
-            match switcher.hand_over(slot, None, within).await {
+            let wait = (timings.lease_duration + timings.renew_deadline).min(left());
+            match switcher.hand_over(slot, None, wait).await {
                 Ok(done) => handed_over_to = Some(done.to),
                 Err(error) => {
-                    tracing::warn!(error = %error, "pre-stop: no planned handover; releasing the lease instead")
+                    tracing::warn!(error = %error, "pre-stop: no planned handover; releasing the lease instead");
+                    handover_error = Some(error.to_string());
                 }
             }
         }
@@ -149,9 +160,8 @@ impl Admin {
         }
         let (drained, in_flight) = match (&self.proxy, &self.settings.proxy) {
             (Some(proxy), Some(p)) => {
-                let drained = proxy
-                    .local_drained(p.hold_timeout + p.connect_timeout)
-                    .await;
+                let wait = (p.hold_timeout + p.connect_timeout).min(left());
+                let drained = proxy.local_drained(wait).await;
                 (drained, proxy.local_in_flight())
             }
             _ => (true, 0),
@@ -169,6 +179,7 @@ impl Admin {
         #[derive(Serialize)]
         struct PreStop {
             handed_over_to: Option<String>,
+            handover_error: Option<String>,
             released: bool,
             drained: bool,
             in_flight: usize,
@@ -176,6 +187,7 @@ impl Admin {
         }
         json(&PreStop {
             handed_over_to,
+            handover_error,
             released,
             drained,
             in_flight,
@@ -521,31 +533,56 @@ fn problem(status: StatusCode, error: &str, leader: Option<String>) -> Response<
     resp
 }
 
+/// How long `GET /prestop` may take in all when the hook does not say (`?within=`): under the
+/// default `terminationGracePeriodSeconds` of 30 s, which also covers the app's own stop.
+pub const PRESTOP_WITHIN: Duration = Duration::from_secs(25);
+
+/// The value of the one parameter `name` a query may carry, if given: anything else, or
+/// `name` twice, is an error naming it.
+fn only_param<'q>(query: Option<&'q str>, name: &str) -> Result<Option<&'q str>, String> {
+    let mut found = None;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if key != name {
+            return Err(format!(
+                "unknown parameter {key:?}: only {name:?} is accepted"
+            ));
+        }
+        if found.replace(value).is_some() {
+            return Err(format!("{name:?} given twice"));
+        }
+    }
+    Ok(found)
+}
+
+/// The `within` of `GET /prestop`: a duration as the flags take them (`20s`, `1m`), at most an
+/// hour; [`PRESTOP_WITHIN`] when absent.
+fn prestop_within(query: Option<&str>) -> Result<Duration, String> {
+    let Some(value) = only_param(query, "within")? else {
+        return Ok(PRESTOP_WITHIN);
+    };
+    let d = understudy_elector::parse_duration(value).map_err(|e| format!("within: {e}"))?;
+    if d.is_zero() || d > Duration::from_secs(3600) {
+        return Err(format!("within: {value:?} is not between 1ms and 1h"));
+    }
+    Ok(d)
+}
+
 /// The `to` of `POST /handover?to=<pod>`: `None` (any member) when absent or empty; an error
 /// naming the problem for another parameter, a repeated `to`, or a value that is not a pod
 /// name (lower-case letters, digits, `-` and `.`, at most 253).
 fn handover_target(query: Option<&str>) -> Result<Option<String>, String> {
-    let mut to = None;
-    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if key != "to" {
-            return Err(format!(
-                "unknown parameter {key:?}: only \"to\" is accepted"
-            ));
-        }
-        if to.is_some() {
-            return Err("\"to\" given twice".into());
-        }
-        let valid = value.len() <= 253
-            && value
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
-        if !valid {
-            return Err(format!("{value:?} is not a pod name"));
-        }
-        to = Some(value.to_string());
+    let Some(value) = only_param(query, "to")? else {
+        return Ok(None);
+    };
+    let valid = value.len() <= 253
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    if !valid {
+        return Err(format!("{value:?} is not a pod name"));
     }
-    Ok(to.filter(|t| !t.is_empty()))
+    Ok(Some(value.to_string()).filter(|t| !t.is_empty()))
 }
 
 fn json<T: Serialize>(value: &T) -> Response<ProxyBody> {

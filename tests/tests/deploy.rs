@@ -78,6 +78,20 @@ fn kind_name(o: &Value) -> String {
     )
 }
 
+/// The examples: understudy as a native sidecar (the shipped one), as a classic sidecar, and
+/// the old tutorial's elector-only setup.
+const EXAMPLES: [&str; 3] = ["nginx-ha", "nginx-ha-classic", "nginx-ha-tutorial"];
+
+/// The names of the containers (`key` "containers") or init containers of a pod spec.
+fn names(spec: &Value, key: &str) -> Vec<String> {
+    spec[key]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
 #[test]
 fn every_kustomization_builds_and_every_component_is_used() {
     let all = kustomizations();
@@ -88,7 +102,7 @@ fn every_kustomization_builds_and_every_component_is_used() {
         "deploy/components/pod-labels",
         "deploy/components/sidecar",
         "deploy/examples/nginx-ha",
-        "deploy/examples/nginx-ha-native",
+        "deploy/examples/nginx-ha-classic",
         "deploy/examples/nginx-ha-tutorial",
         "tests/deploy/all-components",
     ];
@@ -247,7 +261,7 @@ fn nothing_is_cluster_wide() {
     }
     // Each example lives in a namespace of its own, and every namespaced object of it is
     // there: applying both overwrites nothing.
-    for example in ["nginx-ha", "nginx-ha-native", "nginx-ha-tutorial"] {
+    for example in EXAMPLES {
         for o in manifest::build(&example_dir(example)).unwrap() {
             if o["kind"] == "Namespace" {
                 assert_eq!(o["metadata"]["name"], example);
@@ -258,24 +272,25 @@ fn nothing_is_cluster_wide() {
     }
 }
 
-/// The native variant: the sidecar is an init container with `restartPolicy: Always` (and no
-/// longer a container), and nginx's preStop hook hands over through `GET /prestop` on the
-/// sidecar's admin port, with no tool in nginx's image.
+/// The shipped example runs the sidecar natively: an init container with `restartPolicy:
+/// Always` (and no longer a container), and nginx's preStop hook hands over through
+/// `GET /prestop` on the sidecar's admin port, with no tool in nginx's image. The classic
+/// variant and the tutorial keep it among the containers, with no hook calling it.
 #[test]
 fn the_native_example_runs_the_sidecar_as_an_init_container_with_a_prestop_hook() {
-    let objects = manifest::build(&example_dir("nginx-ha-native")).unwrap();
+    for example in ["nginx-ha-classic", "nginx-ha-tutorial"] {
+        let objects = manifest::build(&example_dir(example)).unwrap();
+        let deployment = objects.iter().find(|o| o["kind"] == "Deployment").unwrap();
+        let spec = &deployment["spec"]["template"]["spec"];
+        assert_eq!(names(spec, "containers"), [SIDECAR, "nginx"], "{example}");
+        assert!(names(spec, "initContainers").is_empty(), "{example}");
+        assert!(!spec.to_string().contains("/prestop"), "{example}");
+    }
+    let objects = manifest::build(&example_dir("nginx-ha")).unwrap();
     let deployment = objects.iter().find(|o| o["kind"] == "Deployment").unwrap();
     let spec = &deployment["spec"]["template"]["spec"];
-    let names = |key: &str| -> Vec<String> {
-        spec[key]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|c| c["name"].as_str().unwrap().to_string())
-            .collect()
-    };
-    assert_eq!(names("containers"), ["nginx"]);
-    assert_eq!(names("initContainers"), [SIDECAR]);
+    assert_eq!(names(spec, "containers"), ["nginx"]);
+    assert_eq!(names(spec, "initContainers"), [SIDECAR]);
     assert_eq!(spec["initContainers"][0]["restartPolicy"], "Always");
     assert_eq!(
         spec["containers"][0]["lifecycle"]["preStop"],
@@ -288,7 +303,7 @@ fn the_native_example_runs_the_sidecar_as_an_init_container_with_a_prestop_hook(
 
 #[test]
 fn the_sidecar_container_is_locked_down() {
-    for example in ["nginx-ha", "nginx-ha-native", "nginx-ha-tutorial"] {
+    for example in EXAMPLES {
         let objects = manifest::build(&example_dir(example)).unwrap();
         let c = Container::find(&objects, SIDECAR).unwrap().spec;
         let sc = &c["securityContext"];
@@ -340,12 +355,14 @@ fn the_service_reaches_the_sidecar_and_the_tutorial_reaches_nginx() {
         let service = objects.iter().find(|o| o["kind"] == "Service").unwrap();
         assert_eq!(service["spec"]["type"], "ClusterIP");
         let target = service["spec"]["ports"][0]["targetPort"].clone();
-        // The named port must exist on a container of the Deployment.
+        // The named port must exist on a container of the Deployment (a native sidecar's
+        // ports count: it runs for the pod's life).
         let deployment = objects.iter().find(|o| o["kind"] == "Deployment").unwrap();
-        let owner = deployment["spec"]["template"]["spec"]["containers"]
-            .as_array()
-            .unwrap()
+        let spec = &deployment["spec"]["template"]["spec"];
+        let owner = ["initContainers", "containers"]
             .iter()
+            .filter_map(|key| spec[*key].as_array())
+            .flatten()
             .find(|c| {
                 c["ports"]
                     .as_array()
@@ -354,10 +371,13 @@ fn the_service_reaches_the_sidecar_and_the_tutorial_reaches_nginx() {
             .map(|c| c["name"].as_str().unwrap().to_string());
         (target, owner)
     };
-    assert_eq!(
-        port_of("nginx-ha"),
-        (json!("proxy"), Some(SIDECAR.to_string()))
-    );
+    for example in ["nginx-ha", "nginx-ha-classic"] {
+        assert_eq!(
+            port_of(example),
+            (json!("proxy"), Some(SIDECAR.to_string())),
+            "{example}"
+        );
+    }
     assert_eq!(
         port_of("nginx-ha-tutorial"),
         (json!("http"), Some("nginx".to_string()))
@@ -373,12 +393,14 @@ fn the_service_reaches_the_sidecar_and_the_tutorial_reaches_nginx() {
     );
 }
 
-/// Mounts of `/var/run/secrets/kubernetes.io/serviceaccount` per container of a pod template.
+/// Mounts of `/var/run/secrets/kubernetes.io/serviceaccount` per container of a pod template,
+/// init containers (native sidecars) first.
 fn token_mounts(template: &Value) -> Vec<(String, bool)> {
-    template["spec"]["containers"]
-        .as_array()
-        .unwrap()
+    let spec = &template["spec"];
+    ["initContainers", "containers"]
         .iter()
+        .filter_map(|key| spec[*key].as_array())
+        .flatten()
         .map(|c| {
             let mounted = c["volumeMounts"].as_array().is_some_and(|ms| {
                 ms.iter()
@@ -391,7 +413,7 @@ fn token_mounts(template: &Value) -> Vec<(String, bool)> {
 
 #[test]
 fn only_the_sidecar_gets_the_api_token() {
-    for example in ["nginx-ha", "nginx-ha-tutorial"] {
+    for example in EXAMPLES {
         let objects = manifest::build(&example_dir(example)).unwrap();
         let deployment = objects.iter().find(|o| o["kind"] == "Deployment").unwrap();
         let template = &deployment["spec"]["template"];
@@ -785,7 +807,7 @@ async fn the_roles_grant_exactly_what_the_sidecar_uses() {
     assert_eq!(granted.len(), 8, "{granted:?}");
     // Each example binds exactly the base Role, and nothing else, to the sidecar's account.
     let base = self::granted(&manifest::build(&repo_root().join("deploy/base")).unwrap());
-    for example in ["nginx-ha", "nginx-ha-native", "nginx-ha-tutorial"] {
+    for example in EXAMPLES {
         let objects = manifest::build(&example_dir(example)).unwrap();
         assert_eq!(self::granted(&objects), base, "{example}");
         let binding = objects.iter().find(|o| o["kind"] == "RoleBinding").unwrap();

@@ -475,3 +475,36 @@ async fn prestop_refuses_every_method_but_get_and_is_not_the_seed_answer() {
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     assert!(String::from_utf8_lossy(&body).contains("no election here"));
 }
+
+#[tokio::test]
+async fn prestop_takes_a_bound_and_refuses_a_malformed_one() {
+    assert_eq!(prestop_within(None), Ok(PRESTOP_WITHIN));
+    assert_eq!(
+        prestop_within(Some("within=40s")),
+        Ok(Duration::from_secs(40))
+    );
+    assert_eq!(
+        prestop_within(Some("within=1500ms")),
+        Ok(Duration::from_millis(1500))
+    );
+    for bad in [
+        "within=",
+        "within=0s",
+        "within=2h",
+        "within=soon",
+        "timeout=5s",
+        "within=1s&within=2s",
+    ] {
+        assert!(prestop_within(Some(bad)).is_err(), "{bad}");
+    }
+    let (admin, _tx) = admin(&[], leading("pod-b", "x:1", 1));
+    let resp = admin
+        .handle(Request::get("/prestop?within=forever").body(()).unwrap())
+        .await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert!(
+        String::from_utf8_lossy(&body).contains("within"),
+        "{body:?}"
+    );
+}

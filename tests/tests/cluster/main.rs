@@ -187,7 +187,16 @@ async fn steady_state_is_served_by_the_leader() {
         // The real API server's ServiceAccount admission mounted a token into no container;
         // the sidecar has its own projected one (and elected with it).
         for pod in app.pods().await.unwrap() {
-            for c in pod.spec.unwrap().containers {
+            let spec = pod.spec.unwrap();
+            // The sidecar is a native one: among the init containers.
+            let all: Vec<_> = spec
+                .init_containers
+                .into_iter()
+                .flatten()
+                .chain(spec.containers)
+                .collect();
+            assert!(all.iter().any(|c| c.name == "understudy"));
+            for c in all {
                 let token = c
                     .volume_mounts
                     .iter()
@@ -247,7 +256,11 @@ async fn sigkill_of_the_leader_loses_no_request() {
 }
 
 /// 3. `kubectl rollout restart` under load: every pod replaced (maxSurge 1, maxUnavailable
-/// 0), nothing fails.
+/// 0), nothing fails. understudy runs as a native sidecar (the example's layout): the test
+/// kubelet keeps the kubelet's order, nginx's preStop hook (`GET /prestop` on the sidecar,
+/// which hands over and waits for nginx's requests to finish), nginx's SIGTERM, and only once
+/// nginx has exited the sidecar's SIGTERM. Every old pod's sidecar stepped down through the
+/// hook.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_update_loses_no_request() {
     rolling_update("rolling-update", false).await;
@@ -260,14 +273,12 @@ async fn rolling_update_with_keep_alive_loses_no_request() {
     rolling_update("rolling-update-keepalive", true).await;
 }
 
-/// 3c. The same with understudy as a native sidecar (deploy/examples/nginx-ha-native): the
-/// test kubelet keeps the kubelet's order, nginx's preStop hook (`GET /prestop` on the
-/// sidecar, which hands over and waits for nginx's requests to finish), nginx's SIGTERM, and
-/// only once nginx has exited the sidecar's SIGTERM. Every old pod's sidecar stepped down
-/// through the hook.
+/// 3c. The same with understudy as a classic sidecar (deploy/examples/nginx-ha-classic):
+/// nginx and the sidecar get SIGTERM at once; the sidecar releases the Lease and forwards
+/// what still arrives to the new leader while it drains.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn native_sidecar_rolling_update_loses_no_request() {
-    rolling_update_of("native-rolling-update", "nginx-ha-native", false).await;
+async fn classic_sidecar_rolling_update_loses_no_request() {
+    rolling_update_of("classic-rolling-update", "nginx-ha-classic", false).await;
 }
 
 async fn rolling_update(name: &'static str, keep_alive: bool) {
@@ -335,7 +346,7 @@ async fn rolling_update_of(name: &'static str, example: &str, keep_alive: bool) 
             pods_of(&report).iter().filter(|p| new.contains(*p)).count(),
             1
         );
-        if example == "nginx-ha-native" {
+        if example == "nginx-ha" {
             let hooked: BTreeSet<String> = app
                 .pods_that_logged(
                     understudy_tests::manifest::SIDECAR,
