@@ -11,8 +11,11 @@
 //! sidecar) is never chosen; a member already active in another slot is not either. With N
 //! actives, holders that would hand over to the same idle member take turns: a holder waits
 //! while a lower slot is held by a pod with a priority below the member's (that one goes
-//! first; once the member is active there, it is no longer a candidate here), so two slots
-//! are never handed to one pod at once, which would leave one of them without an active.
+//! first; once the member is active there, it is no longer a candidate here), so failback
+//! never hands two slots to one pod at once, which would leave one of them without an active.
+//! Only holders that say they are ready (sidecars that fail back at all) are waited for, and
+//! for at most [`STAGGER_LIMIT`] (or the delay, if longer): a lower holder with a longer
+//! delay of its own, or one that cannot hand over, does not hold this pod up for good.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -34,9 +37,14 @@ pub struct Failback {
     ready_since: BTreeMap<String, (i64, Instant)>,
     /// No attempt before this (after a failed one).
     retry_at: Option<Instant>,
-    /// The priorities of the live members holding the slots below the one this pod holds.
+    /// The priorities of the live members holding the slots below the one this pod holds
+    /// (those that announce their readiness: older sidecars never fail back).
     below: Vec<i64>,
 }
+
+/// The longest this pod waits, past the moment it would hand over, for a lower slot's holder
+/// to fail back first (or the delay, if that is longer).
+pub const STAGGER_LIMIT: Duration = Duration::from_secs(10);
 
 /// The least wait between failback attempts, whatever the delay (`--failback-delay 0s` must
 /// not retry a failing handover in a tight loop).
@@ -79,7 +87,9 @@ impl Failback {
             .iter()
             .take(held.unwrap_or(0))
             .flatten()
-            .filter_map(|h| live.get(h).map(|m| m.priority))
+            .filter_map(|h| live.get(h))
+            .filter(|m| m.ready.is_some())
+            .map(|m| m.priority)
             .collect();
         let mut next = BTreeMap::new();
         for m in live.values() {
@@ -100,19 +110,36 @@ impl Failback {
 
     /// Whether a lower slot's holder would hand over to one of this pod's candidates too:
     /// then it goes first, and this pod waits for the change that follows.
-    fn waits_for_a_lower_slot(&self) -> bool {
+    fn lower_slot_first(&self) -> bool {
         let best = self.ready_since.values().map(|(p, _)| *p).max();
-        best.is_some_and(|best| self.below.iter().any(|&p| p < best))
+        self.held.is_some() && best.is_some_and(|best| self.below.iter().any(|&p| p < best))
+    }
+
+    /// When a handover would be due but for a lower slot's holder: this pod has held its slot
+    /// for the delay, some candidate has been ready for it, and no failed attempt is waited
+    /// out.
+    fn due_at(&self) -> Option<Instant> {
+        let (_, since) = self.held?;
+        let first_ready = self.ready_since.values().map(|(_, r)| *r).min()?;
+        let at = (since + self.delay).max(first_ready + self.delay);
+        Some(self.retry_at.map_or(at, |r| at.max(r)))
+    }
+
+    /// [`Failback::due_at`], pushed back by the wait for a lower slot's holder, if any.
+    fn next_at(&self) -> Option<Instant> {
+        let at = self.due_at()?;
+        Some(if self.lower_slot_first() {
+            at + self.delay.max(STAGGER_LIMIT)
+        } else {
+            at
+        })
     }
 
     /// The slot to hand over and to whom, when it is time: the member with the highest
     /// priority (then the first by name) among those ready for the delay.
     pub fn due(&self, now: Instant) -> Option<(usize, String)> {
-        let (slot, since) = self.held?;
-        if now < since + self.delay
-            || self.retry_at.is_some_and(|r| now < r)
-            || self.waits_for_a_lower_slot()
-        {
+        let (slot, _) = self.held?;
+        if self.next_at().is_none_or(|at| now < at) {
             return None;
         }
         self.ready_since
@@ -123,14 +150,9 @@ impl Failback {
     }
 
     /// When [`Failback::due`] may next change its answer with no other input.
+    /// (While it waits for a lower slot's holder: the end of that wait, or a change.)
     pub fn next_check(&self) -> Option<Instant> {
-        if self.waits_for_a_lower_slot() {
-            return None;
-        }
-        let (_, since) = self.held?;
-        let first_ready = self.ready_since.values().map(|(_, r)| *r).min()?;
-        let at = (since + self.delay).max(first_ready + self.delay);
-        Some(self.retry_at.map_or(at, |r| at.max(r)))
+        self.next_at()
     }
 
     /// A handover failed: the next attempt waits the delay (at least [`RETRY_FLOOR`]).

@@ -314,11 +314,12 @@ impl SlotsHandle {
     /// Lease is deleted too.
     pub async fn release(self) -> Result<(), ReleaseError> {
         let (tx, rx) = oneshot::channel();
+        let timeout = self.handles.first().map(|h| h.timeout);
         if self.commands.send(Command::Retire(tx)).is_ok() {
-            let _ = rx.await;
+            // The gate answers at once; bounded all the same.
+            let _ = tokio::time::timeout(timeout.unwrap_or_default(), rx).await;
         }
         let mut result = Ok(());
-        let timeout = self.handles.first().map(|h| h.timeout);
         for handle in self.handles {
             if let Err(e) = handle.release().await {
                 result = Err(e);

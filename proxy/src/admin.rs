@@ -8,7 +8,7 @@
 //! | `/actives` | JSON list of every active slot's holder: `[{"slot":0,"name":"pod-a","address":"10.0.0.5:8080","epoch":3}, ...]` |
 //! | `/metrics` | Prometheus text |
 //! | `POST /handover[?to=<pod>]` | a planned handover of the slot this pod leads to `<pod>` (or the best ready member), answered once the successor has renewed the Lease: 200 `{"lease","from","to","epoch","took_ms"}`; 400 malformed query, 409 not the leader (`leader` named), 422 target not a live ready member, 503 write failed, 504 successor too slow; 405 with `Allow: POST` for other methods |
-//! | `GET /prestop[?within=25s]` | for the app container's `preStop` hook (native sidecars): hands the slot this pod leads to the best ready member in the planned way, steps down for good (takes no slot again), fails `/readyz`, and answers once the requests on their way to the local app have finished, all within `within` (default 25 s): 200 `{"handed_over_to","handover_error","released","drained","in_flight","took_ms"}`; 400 for a malformed query; 503 when the step-down failed; 405 with `Allow: GET` for other methods. See [`Admin::prestop`] |
+//! | `GET /prestop[?within=20s]` | for the app container's `preStop` hook (native sidecars): hands the slot this pod leads to the best ready member in the planned way, steps down for good (takes no slot again), fails `/readyz`, and answers once the requests on their way to the local app have finished, all within `within` (default 20 s): 200 `{"handed_over_to","handover_error","released","drained","in_flight","took_ms"}`; 400 for a malformed query; 503 when the step-down failed; 405 with `Allow: GET` for other methods. See [`Admin::prestop`] |
 //! | `/watch` | `text/event-stream`: an `event: view` with this pod's role, the slot it holds and every slot's holder and epoch at once, then one per change, and `: keep-alive` after 15 s without one; at most 64 streams at once (503 beyond), GET only (405 with `Allow: GET`). See [`sse`] |
 //! | anything else | `{"name":"<leader id>"}` (the holder of slot 0), exactly as the old leader-elector image answered (its handler served every path) |
 
@@ -107,8 +107,10 @@ impl Admin {
     /// `GET /prestop[?within=<duration>]`, for the app container's `preStop` hook when
     /// understudy runs as a native sidecar (the kubelet stops the app first, the sidecar only
     /// after the app has exited; a lifecycle `httpGet` handler can only send GET, hence a path
-    /// of its own rather than `POST /handover`). In order, all within `within` (default
-    /// [`PRESTOP_WITHIN`], which fits the default 30 s `terminationGracePeriodSeconds`):
+    /// of its own rather than `POST /handover`). In order, all within `within` (the step-down
+    /// gets at least a second whatever is left; default
+    /// [`PRESTOP_WITHIN`]; the default 30 s `terminationGracePeriodSeconds` also covers the
+    /// app's stop and the sidecar's drain after it):
     /// 1. the slot this pod leads, if any, goes to the best ready member in the planned way
     ///    (as `POST /handover`), waiting at most leaseDuration + renewDeadline;
     /// 2. `/readyz` fails and HTTP/1 responses ask clients to close (as on SIGTERM);
@@ -123,8 +125,8 @@ impl Admin {
     /// "released": bool, "drained": bool, "in_flight": n, "took_ms": n}` (`released`: this pod
     /// held a slot and no handover completed; after a handover that timed out the successor
     /// may still take the Lease); 400 for a malformed query; 503 with the error when the
-    /// step-down failed. Calling it again does no harm. The sidecar keeps forwarding to the
-    /// new leader until its own SIGTERM, which then drains as usual.
+    /// step-down failed or did not finish in time. Calling it again does no harm. The sidecar
+    /// keeps forwarding to the new leader until its own SIGTERM, which then drains as usual.
     pub async fn prestop<B>(&self, req: &Request<B>) -> Response<ProxyBody> {
         let started = Instant::now();
         let within = match prestop_within(req.uri().query()) {
@@ -154,9 +156,19 @@ impl Admin {
         if let Some(proxy) = &self.proxy {
             proxy.start_draining();
         }
-        if let Err(error) = switcher.step_down().await {
+        // The release write is bounded by renewDeadline per slot; the hook's budget bounds it
+        // in all, but the step-down, which must happen, always gets a second.
+        let bound = left().max(Duration::from_secs(1));
+        let stepped = match tokio::time::timeout(bound, switcher.step_down()).await {
+            Ok(stepped) => stepped.map_err(|e| e.to_string()),
+            Err(_) => Err(format!(
+                "the step-down did not finish within {}ms",
+                bound.as_millis()
+            )),
+        };
+        if let Err(error) = stepped {
             tracing::warn!(error = %error, "pre-stop: step-down failed");
-            return problem(StatusCode::SERVICE_UNAVAILABLE, &error.to_string(), None);
+            return problem(StatusCode::SERVICE_UNAVAILABLE, &error, None);
         }
         let (drained, in_flight) = match (&self.proxy, &self.settings.proxy) {
             (Some(proxy), Some(p)) => {
@@ -533,9 +545,10 @@ fn problem(status: StatusCode, error: &str, leader: Option<String>) -> Response<
     resp
 }
 
-/// How long `GET /prestop` may take in all when the hook does not say (`?within=`): under the
-/// default `terminationGracePeriodSeconds` of 30 s, which also covers the app's own stop.
-pub const PRESTOP_WITHIN: Duration = Duration::from_secs(25);
+/// How long `GET /prestop` may take in all when the hook does not say (`?within=`): the
+/// default `terminationGracePeriodSeconds` of 30 s also covers the app's own stop and the
+/// sidecar's drain after it (`--drain`, 5 s).
+pub const PRESTOP_WITHIN: Duration = Duration::from_secs(20);
 
 /// The value of the one parameter `name` a query may carry, if given: anything else, or
 /// `name` twice, is an error naming it.

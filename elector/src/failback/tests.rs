@@ -183,7 +183,9 @@ fn two_holders_never_hand_over_to_the_same_pod_at_once() {
     b.update(later, Some(1), &members, &before);
     assert_eq!(a.due(later), Some((0, "p".to_string())));
     assert_eq!(b.due(later), None, "slot 1 waits for slot 0");
-    assert_eq!(b.next_check(), None, "and waits for a change, not a time");
+    // For a change, or at most the stagger limit (here the delay, which is longer).
+    assert_eq!(b.next_check(), Some(later + DELAY));
+    assert_eq!(b.due(later + DELAY - Duration::from_millis(1)), None);
     // "p" took slot 0: "b" keeps slot 1, "p" being busy.
     let after = holders(&[Some("p"), Some("b")]);
     b.update(later, Some(1), &members, &after);
@@ -201,6 +203,28 @@ fn two_holders_never_hand_over_to_the_same_pod_at_once() {
     assert_eq!(b.due(t0 + DELAY), None);
     b.update(t0 + DELAY, Some(1), &members, &after);
     assert_eq!(b.due(t0 + DELAY), Some((1, "q".to_string())));
+    // A lower holder that never fails back (it announces no readiness: an older sidecar) is
+    // not waited for; one that does but never gets to it, only for the delay.
+    let members = live(&[("a", 0, None), ("b", 0, Some(true)), ("p", 10, Some(true))]);
+    let mut b = Failback::new("b", 0, DELAY);
+    b.update(t0, Some(1), &members, &before);
+    assert_eq!(b.due(t0 + DELAY), Some((1, "p".to_string())));
+    let members = live(&[
+        ("a", 0, Some(true)),
+        ("b", 0, Some(true)),
+        ("p", 10, Some(true)),
+    ]);
+    let mut b = Failback::new("b", 0, DELAY);
+    b.update(t0, Some(1), &members, &before);
+    b.update(t0 + DELAY, Some(1), &members, &before);
+    assert_eq!(b.due(t0 + DELAY), None, "waits for slot 0");
+    assert_eq!(b.next_check(), Some(t0 + DELAY + DELAY));
+    b.update(t0 + 2 * DELAY, Some(1), &members, &before);
+    assert_eq!(
+        b.due(t0 + 2 * DELAY),
+        Some((1, "p".to_string())),
+        "no longer than the delay"
+    );
     // A lower slot held by a pod of higher priority than the candidates never holds us up.
     let mut c = Failback::new("c", 0, DELAY);
     let members = live(&[("h", 20, Some(true)), ("q", 5, Some(true))]);

@@ -502,9 +502,14 @@ pub struct Sidecar {
 impl Sidecar {
     /// Sends SIGTERM (via kill(1); the product handles it).
     pub fn sigterm(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends signal `name` (`STOP`, `CONT`, ...) via kill(1).
+    pub fn signal(&self, name: &str) {
         let pid = self.child.as_ref().and_then(Child::id).expect("running");
         let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
+            .args([&format!("-{name}"), &pid.to_string()])
             .status()
             .expect("kill(1)");
         assert!(status.success());

@@ -189,13 +189,17 @@ async fn steady_state_is_served_by_the_leader() {
         for pod in app.pods().await.unwrap() {
             let spec = pod.spec.unwrap();
             // The sidecar is a native one: among the init containers.
+            assert!(
+                spec.init_containers.iter().flatten().any(
+                    |c| c.name == "understudy" && c.restart_policy.as_deref() == Some("Always")
+                )
+            );
             let all: Vec<_> = spec
                 .init_containers
                 .into_iter()
                 .flatten()
                 .chain(spec.containers)
                 .collect();
-            assert!(all.iter().any(|c| c.name == "understudy"));
             for c in all {
                 let token = c
                     .volume_mounts
@@ -744,8 +748,9 @@ async fn node_of(app: &Example, pod: &str) -> String {
         .unwrap_or_else(|| panic!("{pod} is not bound to a node"))
 }
 
-/// 9. `kubectl delete pod` of the leader under load: the kubelet SIGTERMs it, it hands the
-/// Lease over and drains; the ReplicaSet replaces it. Nothing fails, no connection breaks.
+/// 9. `kubectl delete pod` of the leader under load: the kubelet runs nginx's preStop hook,
+/// which hands the Lease over, then SIGTERMs nginx and, once it has exited, the sidecar, which
+/// drains; the ReplicaSet replaces it. Nothing fails, no connection breaks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_delete_of_the_leader_loses_no_request() {
     let _serial = exclusive("delete-leader").await;

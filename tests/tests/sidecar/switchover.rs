@@ -184,6 +184,46 @@ async fn with_two_actives_the_annotation_never_hands_a_slot_to_a_pod_active_in_t
     assert!(actives.contains(&holder1), "{actives:?}");
 }
 
+/// `GET /prestop?within=1s` on a leader whose only other member is frozen (SIGSTOP: still a
+/// live, ready member by its member Lease, but it never renews what is handed to it): the
+/// hook answers within its bound, says why no handover completed, and this pod has stepped
+/// down; once the frozen pod thaws it takes the Lease it was handed.
+#[tokio::test]
+async fn prestop_answers_within_its_bound_when_the_handover_cannot_complete() {
+    let cluster = Loopback::start("prestop-bound").await;
+    let pods = cluster.sidecars(&["pod-a", "pod-b"], &[]).await;
+    let all: Vec<&Sidecar> = pods.iter().collect();
+    let old = agreed_leader(&all, Duration::from_secs(15)).await;
+    cluster
+        .wait_members_named("prestop-bound", &NAMES[..2], Duration::from_secs(5))
+        .await;
+    let leader = pods.iter().find(|p| p.name == old).unwrap();
+    let other = pods.iter().find(|p| p.name != old).unwrap();
+    other.signal("STOP");
+    let asked = Instant::now();
+    let (status, body) = get_slowly(leader, "/prestop?within=1s").await;
+    let took = asked.elapsed();
+    other.signal("CONT");
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        took < Duration::from_millis(2500),
+        "answered after {took:?}, bound 1s: {body}"
+    );
+    assert_eq!(body["handed_over_to"], Value::Null, "{body}");
+    assert!(
+        body["handover_error"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty()),
+        "{body}"
+    );
+    assert!(body["took_ms"].as_u64().unwrap() < 2500, "{body}");
+    assert_eq!(
+        agreed_leader(&all, Duration::from_secs(15)).await,
+        other.name,
+        "the thawed pod leads"
+    );
+}
+
 /// `kubectl annotate lease <lease> understudy.io/handover-to=<value> --overwrite`.
 async fn annotate_handover(cluster: &Loopback, lease: &str, value: &str) {
     cluster
