@@ -32,8 +32,9 @@ mod election;
 mod peer;
 mod traffic;
 
+use crate::route::Kind;
 use election::ElectionMetrics;
-pub use peer::PeerTlsMetrics;
+pub use peer::{Direction, PeerTlsMetrics};
 use traffic::TrafficMetrics;
 pub use traffic::{Answer, HoldTimer, InFlight, Retry};
 
@@ -175,7 +176,7 @@ impl Metrics {
 
     /// Records one finished request: its route, status class and duration, and, when the
     /// sidecar answered it itself (421/502/503, marked with an [`Answer`]), why.
-    pub fn request<B>(&self, route: &str, response: &Response<B>, seconds: f64) {
+    pub fn request<B>(&self, route: Kind, response: &Response<B>, seconds: f64) {
         self.traffic.request(route, response, seconds);
     }
 
@@ -194,8 +195,12 @@ impl Metrics {
 
     /// Counts a failed connection for an attempt on `route`: to the local app for `local`,
     /// to the leader's sidecar otherwise.
-    pub fn connect_error(&self, route: &str) {
-        let target = if route == "local" { "upstream" } else { "peer" };
+    pub fn connect_error(&self, route: Kind) {
+        let target = if route == Kind::Local {
+            "upstream"
+        } else {
+            "peer"
+        };
         self.traffic
             .connect_errors
             .with_label_values(&[target])

@@ -92,24 +92,8 @@ pub enum PeerTlsError {
     },
 }
 
-/// Which way a TLS handshake went, for metrics.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Direction {
-    /// A peer connecting to this sidecar's peer port.
-    Inbound,
-    /// This sidecar connecting to a peer.
-    Outbound,
-}
-
-impl Direction {
-    /// Lower-case name, as used in metric labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Direction::Inbound => "inbound",
-            Direction::Outbound => "outbound",
-        }
-    }
-}
+/// Which way a TLS handshake went (kept with its metrics, which name it in their labels).
+pub use crate::metrics::Direction;
 
 /// The HTTP version a client connection is for, offered by ALPN.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -26,7 +26,7 @@ mod answer;
 mod app_down;
 mod target;
 
-pub(crate) use answer::{bad_gateway, text, unavailable, unreachable};
+pub(crate) use answer::{Outcome, bad_gateway, text, unavailable, unreachable};
 pub(crate) use target::{Target, Wait};
 
 use crate::balance::Balancer;
@@ -37,6 +37,7 @@ use crate::limits::{DeadlineBody, MAX_URI_BYTES, RequestLimit};
 use crate::metrics::{Metrics, Retry};
 use crate::peer_tls::PeerTls;
 use crate::retry::{self, ReplayBody, Sent};
+use crate::route::Kind;
 use crate::settings::ProxySettings;
 use crate::tenure::{FencedBody, Tenure};
 use crate::{BoxError, ProxyBody};
@@ -89,13 +90,6 @@ enum Edge {
     Data,
     /// The mTLS peer port (`--peer-listen`): a sidecar with a valid certificate.
     Peer,
-}
-
-/// What happened to one request, for the access log and metrics.
-pub(crate) struct Outcome {
-    pub(crate) route: &'static str,
-    pub(crate) peer: Option<String>,
-    pub(crate) response: Response<ProxyBody>,
 }
 
 impl Proxy {
@@ -266,7 +260,7 @@ impl Proxy {
                 client = %client,
                 method = %method,
                 uri = %uri,
-                route = outcome.route,
+                route = outcome.route.as_str(),
                 peer = outcome.peer.as_deref().unwrap_or("-"),
                 status = status.as_u16(),
                 duration_ms = (elapsed * 1000.0).round() as u64,
@@ -340,7 +334,7 @@ impl Proxy {
                 Err(e) => {
                     if e.sent == Sent::Nothing {
                         self.inner.metrics.connect_error(target.route);
-                        if target.route == "local" {
+                        if target.route == Kind::Local {
                             self.inner.app_down.note(&self.inner.upstream, &e.cause());
                         }
                     }
@@ -352,20 +346,20 @@ impl Proxy {
             if !retry::may_retry(&head.method, sent, &body) {
                 return match sent {
                     Sent::Nothing => unavailable(target.route, &why),
-                    Sent::Maybe => bad_gateway(target, &why),
+                    Sent::Maybe => bad_gateway(target.route, target.authority, &why),
                 };
             }
             match sent {
                 Sent::Nothing => {
                     self.inner.metrics.retry(Retry::NotSent);
                     if let Err(outcome) = wait.backoff().await {
-                        return unreachable(outcome, &target, &why);
+                        return unreachable(outcome, target.route, &target.unreachable(), &why);
                     }
                 }
                 Sent::Maybe => {
                     resends += 1;
                     if resends > MAX_RESENDS {
-                        return bad_gateway(target, &why);
+                        return bad_gateway(target.route, target.authority, &why);
                     }
                     self.inner.metrics.retry(Retry::Reset);
                     if let Err(outcome) = wait.backoff().await {

@@ -51,14 +51,48 @@ impl std::fmt::Display for Misdirected {
     }
 }
 
-impl Route {
-    /// Short name for logs and metrics labels.
-    pub fn as_str(&self) -> &'static str {
+/// What became of a request, as the access log and the metrics name it (`route="local"`):
+/// the kinds of [`Route`], which the HTTP answers are built from at the edge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// Served by the local app.
+    Local,
+    /// Forwarded to the leader's sidecar.
+    Forward,
+    /// Held until the hold ended without a leader to send to.
+    Hold,
+    /// Refused by this sidecar (misdirected, over a limit, malformed).
+    Reject,
+}
+
+impl Kind {
+    /// Every kind, in the order of [`Kind::index`].
+    pub const ALL: [Kind; 4] = [Kind::Local, Kind::Forward, Kind::Hold, Kind::Reject];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
         match self {
-            Route::Local { .. } => "local",
-            Route::Forward { .. } => "forward",
-            Route::Hold => "hold",
-            Route::Reject(_) => "reject",
+            Kind::Local => "local",
+            Kind::Forward => "forward",
+            Kind::Hold => "hold",
+            Kind::Reject => "reject",
+        }
+    }
+
+    /// Its position in [`Kind::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl Route {
+    /// Its [`Kind`].
+    pub fn kind(&self) -> Kind {
+        match self {
+            Route::Local { .. } => Kind::Local,
+            Route::Forward { .. } => Kind::Forward,
+            Route::Hold => Kind::Hold,
+            Route::Reject(_) => Kind::Reject,
         }
     }
 }

@@ -114,7 +114,7 @@ where
     };
     let mut resp = match exchanged {
         Ok(resp) => resp,
-        Err(e) => return bad_gateway(target, &e.to_string()),
+        Err(e) => return bad_gateway(target.route, target.authority, &e.to_string()),
     };
     let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS
         || (head.method == Method::CONNECT && resp.status().is_success());

@@ -3,7 +3,25 @@
 use prometheus::IntCounterVec;
 
 use super::Register;
-use crate::peer_tls::Direction;
+
+/// Which way a TLS handshake went, for metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// A peer connecting to this sidecar's peer port.
+    Inbound,
+    /// This sidecar connecting to a peer.
+    Outbound,
+}
+
+impl Direction {
+    /// Lower-case name, as used in metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+}
 
 /// Counters of the peer channel; cheap to clone. Registered whether the channel is on or
 /// not (then they stay at 0).

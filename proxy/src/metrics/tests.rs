@@ -263,15 +263,15 @@ fn observer_events_become_counters_and_histograms() {
 fn requests_count_by_route_and_class_and_own_answers_by_reason() {
     let m = metrics();
     let ok = Response::new(());
-    m.request("local", &ok, 0.01);
+    m.request(Kind::Local, &ok, 0.01);
     let mut held = Response::new(());
     *held.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
     held.extensions_mut().insert(Answer::HoldTimeout);
-    m.request("hold", &held, 30.0);
+    m.request(Kind::Hold, &held, 30.0);
     // An app's own 503 is not the sidecar's answer.
     let mut app = Response::new(());
     *app.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-    m.request("forward", &app, 0.02);
+    m.request(Kind::Forward, &app, 0.02);
     let now = Instant::now();
     let text = m.render(&view(Role::Follower, Some("pod-b"), now), now, 2);
     let req = |route: &str, class: &str| {
@@ -301,8 +301,8 @@ fn guards_count_in_flight_requests_and_hold_waits() {
     m.hold_timer().finish(false);
     drop(m.hold_timer());
     m.retry(Retry::Reset);
-    m.connect_error("local");
-    m.connect_error("forward");
+    m.connect_error(Kind::Local);
+    m.connect_error(Kind::Forward);
     let now = Instant::now();
     let text = m.render(&view(Role::Follower, Some("pod-b"), now), now, 0);
     assert_eq!(

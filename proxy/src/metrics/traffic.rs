@@ -7,6 +7,7 @@ use http::{Response, StatusCode};
 use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge};
 
 use super::Register;
+use crate::route::Kind;
 
 /// Request durations include time held, bounded by the hold timeout (by default
 /// leaseDuration + 2 x retryPeriod: 14s); streaming responses count until their head.
@@ -101,14 +102,12 @@ impl Retry {
     }
 }
 
-/// The routes a request is counted under.
-const ROUTES: [&str; 4] = ["local", "forward", "hold", "reject"];
 /// Status classes, by `status / 100 - 1`.
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// The request counter and duration histogram of one (route, status class), resolved on
 /// first use: the per-request path then skips the label hashing and lookup.
-type Children = [[OnceLock<(IntCounter, Histogram)>; CLASSES.len()]; ROUTES.len()];
+type Children = [[OnceLock<(IntCounter, Histogram)>; CLASSES.len()]; Kind::ALL.len()];
 
 #[derive(Clone)]
 pub(crate) struct TrafficMetrics {
@@ -200,7 +199,7 @@ impl TrafficMetrics {
             .with_label_values(&[answer.status().as_str(), answer.as_str()])
     }
 
-    pub(crate) fn request<B>(&self, route: &str, response: &Response<B>, seconds: f64) {
+    pub(crate) fn request<B>(&self, route: Kind, response: &Response<B>, seconds: f64) {
         let class = match response.status().as_u16() {
             100..=199 => 0,
             200..=299 => 1,
@@ -208,24 +207,15 @@ impl TrafficMetrics {
             400..=499 => 3,
             _ => 4,
         };
-        match ROUTES.iter().position(|r| *r == route) {
-            Some(i) => {
-                let (count, duration) = self.children[i][class].get_or_init(|| {
-                    let labels = [ROUTES[i], CLASSES[class]];
-                    (
-                        self.requests.with_label_values(&labels),
-                        self.duration.with_label_values(&labels),
-                    )
-                });
-                count.inc();
-                duration.observe(seconds);
-            }
-            None => {
-                let labels = [route, CLASSES[class]];
-                self.requests.with_label_values(&labels).inc();
-                self.duration.with_label_values(&labels).observe(seconds);
-            }
-        }
+        let (count, duration) = self.children[route.index()][class].get_or_init(|| {
+            let labels = [route.as_str(), CLASSES[class]];
+            (
+                self.requests.with_label_values(&labels),
+                self.duration.with_label_values(&labels),
+            )
+        });
+        count.inc();
+        duration.observe(seconds);
         if let Some(answer) = response.extensions().get::<Answer>() {
             self.answers
                 .with_label_values(&[answer.status().as_str(), answer.as_str()])

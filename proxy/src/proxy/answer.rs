@@ -6,13 +6,18 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
-use super::Outcome;
-use super::target::Target;
 use crate::headers;
 use crate::hold::HoldError;
 use crate::metrics::Answer;
-use crate::route::Misdirected;
+use crate::route::{Kind, Misdirected};
 use crate::{BoxError, ProxyBody};
+
+/// What happened to one request, for the access log and metrics.
+pub(crate) struct Outcome {
+    pub(crate) route: Kind,
+    pub(crate) peer: Option<String>,
+    pub(crate) response: Response<ProxyBody>,
+}
 
 pub(crate) fn text(status: StatusCode, msg: &str) -> Response<ProxyBody> {
     let mut resp = Response::new(
@@ -40,7 +45,7 @@ pub(crate) fn held(e: HoldError) -> Outcome {
         HoldError::Full { .. } => Answer::HoldFull,
         HoldError::Timeout { .. } => Answer::HoldTimeout,
     };
-    retry_later("hold", answer, &e.to_string())
+    retry_later(Kind::Hold, answer, &e.to_string())
 }
 
 /// 414, and the connection closed: like the parser's own 400/431, a client that sends
@@ -57,7 +62,7 @@ pub(crate) fn uri_too_long() -> Outcome {
         .headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
     Outcome {
-        route: "reject",
+        route: Kind::Reject,
         peer: None,
         response,
     }
@@ -65,39 +70,33 @@ pub(crate) fn uri_too_long() -> Outcome {
 
 pub(crate) fn over_request_limit(max: usize) -> Outcome {
     retry_later(
-        "reject",
+        Kind::Reject,
         Answer::RequestLimit,
         &format!("too many requests in progress (limit {max})"),
     )
 }
 
-/// The hold deadline passed while the last attempt could not even connect to `target`: the
-/// 503 says where it failed and why, instead of blaming a missing leader. A leader whose own
-/// app is down reads "this pod leads, but its app at 127.0.0.1:80 …".
-pub(crate) fn unreachable(held: Outcome, target: &Target, why: &str) -> Outcome {
+/// The hold deadline passed while the last attempt could not even connect to what `what`
+/// names ([`super::Target::unreachable`]): the 503 says where it failed and why, instead of
+/// blaming a missing leader. A leader whose own app is down reads "this pod leads, but its
+/// app at 127.0.0.1:80 …".
+pub(crate) fn unreachable(held: Outcome, route: Kind, what: &str, why: &str) -> Outcome {
     if held.response.extensions().get::<Answer>() != Some(&Answer::HoldTimeout) {
         return held;
     }
-    let msg = match &target.tenure {
-        crate::tenure::Tenure::Local { .. } => format!(
-            "this pod leads, but its app at {} did not accept a connection until the hold \
-             deadline: {why}",
-            target.authority
-        ),
-        crate::tenure::Tenure::Peer { identity, .. } => format!(
-            "the leader {identity} at {} could not be reached until the hold deadline: {why}",
-            target.authority
-        ),
-    };
-    retry_later(target.route, Answer::Unavailable, &msg)
+    retry_later(
+        route,
+        Answer::Unavailable,
+        &format!("{what} until the hold deadline: {why}"),
+    )
 }
 
-pub(crate) fn unavailable(route: &'static str, why: &str) -> Outcome {
+pub(crate) fn unavailable(route: Kind, why: &str) -> Outcome {
     retry_later(route, Answer::Unavailable, why)
 }
 
 /// 503 with `Retry-After`.
-fn retry_later(route: &'static str, answer: Answer, why: &str) -> Outcome {
+fn retry_later(route: Kind, answer: Answer, why: &str) -> Outcome {
     let mut response = own(answer, &format!("understudy: {why}"));
     response
         .headers_mut()
@@ -109,10 +108,11 @@ fn retry_later(route: &'static str, answer: Answer, why: &str) -> Outcome {
     }
 }
 
-pub(crate) fn bad_gateway(target: Target, why: &str) -> Outcome {
+/// 502: sent to `peer`, then failed.
+pub(crate) fn bad_gateway(route: Kind, peer: String, why: &str) -> Outcome {
     Outcome {
-        route: target.route,
-        peer: Some(target.authority),
+        route,
+        peer: Some(peer),
         response: own(Answer::BadGateway, &format!("understudy: {why}")),
     }
 }
@@ -127,7 +127,7 @@ pub(crate) fn misdirected(me: &str, why: &Misdirected) -> Outcome {
         .headers_mut()
         .insert(headers::REFUSED, headers::value(me));
     Outcome {
-        route: "reject",
+        route: Kind::Reject,
         peer: None,
         response,
     }

@@ -12,7 +12,7 @@ use super::{Outcome, Proxy};
 use crate::balance::Outstanding;
 use crate::headers::{self, Inbound};
 use crate::hold::{Deadline, Place};
-use crate::route::{self, Route};
+use crate::route::{self, Kind, Route};
 use crate::tenure::Tenure;
 
 /// First and longest pause before trying an unreachable target again.
@@ -27,10 +27,27 @@ pub(crate) struct Target {
     pub(crate) authority: String,
     pub(crate) tenure: Tenure,
     pub(crate) extra: Extra,
-    pub(crate) route: &'static str,
+    pub(crate) route: Kind,
     /// Counts the request as outstanding at the active it goes to, when a standby had
     /// several to choose from (see [`crate::balance`]); dropped with the response body.
     pub(crate) load: Option<Outstanding>,
+}
+
+impl Target {
+    /// What an attempt that could not connect failed to reach, for the 503 at the hold
+    /// deadline ([`super::unreachable`]).
+    pub(crate) fn unreachable(&self) -> String {
+        match &self.tenure {
+            Tenure::Local { .. } => format!(
+                "this pod leads, but its app at {} did not accept a connection",
+                self.authority
+            ),
+            Tenure::Peer { identity, .. } => format!(
+                "the leader {identity} at {} could not be reached",
+                self.authority
+            ),
+        }
+    }
 }
 
 /// One request's way through holds and back-offs, up to its deadline.
@@ -69,6 +86,7 @@ impl<'a> Wait<'a> {
                     matches!(route, Route::Local { .. }).then(|| headers::value(&view.lease));
                 (route, lease, !view.peers.is_empty())
             };
+            let kind = route.kind();
             match route {
                 Route::Hold => {
                     self.enter()?;
@@ -96,7 +114,7 @@ impl<'a> Wait<'a> {
                             epoch: leader.epoch,
                         },
                         extra,
-                        route: "local",
+                        route: kind,
                         load: None,
                     });
                 }
@@ -122,7 +140,7 @@ impl<'a> Wait<'a> {
                             epoch: leader.epoch,
                         },
                         extra,
-                        route: "forward",
+                        route: kind,
                         load,
                     });
                 }

@@ -719,7 +719,7 @@ fn each_attempt_carries_only_its_own_added_headers() {
             (headers::EPOCH, value("3")),
             (headers::LEASE, value("web")),
         ],
-        route: "local",
+        route: Kind::Local,
         load: None,
     };
     let first = head.request(&local, ());
@@ -737,7 +737,7 @@ fn each_attempt_carries_only_its_own_added_headers() {
             (headers::HOPS, value("1")),
             (headers::HOLD_MS, value("900")),
         ],
-        route: "forward",
+        route: Kind::Forward,
         load: None,
     };
     // A resend elsewhere: the first attempt's fencing token must not go along.
