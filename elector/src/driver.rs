@@ -582,14 +582,8 @@ impl Driver {
         tracing::info!(lease = %self.name, to = %to, "handover asked for by annotation");
         // With N actives, never to a pod active in another slot: it would not renew this
         // Lease (its core for it is ineligible), which would then expire as after a crash.
-        let busy: BTreeSet<String> = match &self.holders {
-            Some((holders, slot)) => holders
-                .borrow()
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| i != slot)
-                .filter_map(|(_, h)| h.clone())
-                .collect(),
+        let busy = match &self.holders {
+            Some((holders, slot)) => handover::busy(&holders.borrow(), Some(*slot)),
             None => BTreeSet::new(),
         };
         self.start_handover(now, (!to.is_empty()).then_some(to), &busy, None);

@@ -17,7 +17,7 @@
 //! for at most [`STAGGER_LIMIT`] (or the delay, if longer): a lower holder with a longer
 //! delay of its own, or one that cannot hand over, does not hold this pod up for good.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -77,12 +77,7 @@ impl Failback {
             (Some((was, since)), Some(slot)) if was == slot => Some((slot, since)),
             (_, slot) => slot.map(|s| (s, now)),
         };
-        let others: BTreeSet<&String> = holders
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| Some(*i) != held)
-            .filter_map(|(_, h)| h.as_ref())
-            .collect();
+        let others = crate::handover::busy(holders, held);
         self.below = holders
             .iter()
             .take(held.unwrap_or(0))

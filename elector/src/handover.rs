@@ -127,6 +127,18 @@ fn list(names: &[String]) -> String {
     }
 }
 
+/// The pods a handover of slot `slot` must avoid: the holders of the other slots, given each
+/// slot's holder in slot order ([`crate::Slots::holders`]); every holder when `slot` is
+/// `None`.
+pub fn busy(holders: &[Option<String>], slot: Option<usize>) -> BTreeSet<String> {
+    holders
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| Some(*i) != slot)
+        .filter_map(|(_, h)| h.clone())
+        .collect()
+}
+
 /// The member to hand over to: `to` if it is a live, ready member other than `me` and not in
 /// `busy` (the pods active in the election's other slots, which would not take this one);
 /// with `to` `None` (any), the live member with the highest priority, then the first by name,

@@ -74,10 +74,7 @@ impl Slots {
 
     /// The pods holding a slot other than `slot`: a handover of `slot` avoids them.
     pub fn holders_except(&self, slot: usize) -> BTreeSet<String> {
-        self.actives()
-            .filter(|(i, _)| *i != slot)
-            .map(|(_, l)| l.identity.clone())
-            .collect()
+        crate::handover::busy(&self.holders(), Some(slot))
     }
 
     /// Every slot's current holder, as `(slot, leader)`, this pod included.
