@@ -13,9 +13,9 @@ use http::header::{self, HeaderMap};
 use http::uri::{PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body;
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Collected};
 use hyper::body::Incoming;
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -236,7 +236,7 @@ impl Proxy {
             answer::uri_too_long()
         } else {
             match self.inner.requests.admit() {
-                Some(_permit) => self.route_request(edge, req, client, started).await,
+                Some(permit) => self.route_request(edge, req, client, started, permit).await,
                 None => answer::over_request_limit(self.inner.requests.max()),
             }
         };
@@ -275,6 +275,7 @@ impl Proxy {
         mut req: Request<B>,
         client: SocketAddr,
         started: Instant,
+        permit: OwnedSemaphorePermit,
     ) -> Outcome
     where
         B: Body<Data = Bytes> + Send + 'static,
@@ -329,6 +330,22 @@ impl Proxy {
             let failure = match self.inner.forwarder.send(req).await {
                 Ok(resp) if refused_by_sidecar(&target, &resp) => {
                     (Sent::Nothing, "refused by sidecar".to_string())
+                }
+                Ok(resp) if holds_back(&target, &head.method, &body, &resp) => {
+                    match read_whole(resp).await {
+                        Ok(resp) => {
+                            // Counted as a request being handled until it is sent on: the
+                            // bound on requests then bounds these buffers too.
+                            let resp = resp.map(|body| {
+                                body.map_err(move |e| {
+                                    let _handled = &permit;
+                                    e
+                                })
+                            });
+                            return self.respond(resp, target, local);
+                        }
+                        Err(e) => (Sent::Maybe, format!("response cut short: {e}")),
+                    }
                 }
                 Ok(resp) => return self.respond(resp, target, local),
                 Err(e) => {
@@ -391,12 +408,16 @@ impl Proxy {
     }
 
     /// The response of `target`; `local` is held until the body is done or dropped.
-    fn respond(
+    fn respond<B>(
         &self,
-        resp: Response<Incoming>,
+        resp: Response<B>,
         target: Target,
         local: Option<TaskTrackerToken>,
-    ) -> Outcome {
+    ) -> Outcome
+    where
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
         let (mut parts, body) = resp.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers, false);
         headers::add_via(&mut parts.headers, parts.version);
@@ -418,7 +439,7 @@ impl Proxy {
                 let load = target.load;
                 body.map_err(move |e| {
                     let _outstanding = &load;
-                    BoxError::from(e)
+                    e.into()
                 })
                 .boxed_unsync()
             }
@@ -476,6 +497,34 @@ impl Head {
         *req.headers_mut() = self.headers.clone();
         req
     }
+}
+
+/// Whether a peer's response is read whole before it is passed on (held back), so that if
+/// the active dies mid-response the request can go to the next one instead of the client
+/// getting half a body: on the hop to a sidecar only (the local app's crash is the app's
+/// own), for a request that may be sent again after it may have arrived (idempotent, body
+/// kept), and for a response whose length is known and fits what the request body left of
+/// the replay budget. Streaming and large responses pass through at once.
+fn holds_back<B: Body>(
+    target: &Target,
+    method: &Method,
+    body: &ReplayBody,
+    resp: &Response<B>,
+) -> bool {
+    let len = resp.body().size_hint().exact();
+    matches!(target.tenure, Tenure::Peer { .. })
+        && !resp.body().is_end_stream()
+        && retry::may_retry(method, Sent::Maybe, body)
+        && len
+            .zip(body.spare())
+            .is_some_and(|(len, spare)| len <= spare as u64)
+}
+
+/// `resp` with its whole body read (see [`holds_back`]).
+async fn read_whole(resp: Response<Incoming>) -> Result<Response<Collected<Bytes>>, hyper::Error> {
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await?;
+    Ok(Response::from_parts(parts, body))
 }
 
 /// True for a 421 that a peer sidecar gave: it proves nothing reached an app. The same

@@ -121,6 +121,15 @@ impl ReplayBody {
         !self.lock().overflowed
     }
 
+    /// The replay budget the request body left unused, once all of it has been read and
+    /// kept: what a standby may spend holding back a response ([`crate::proxy`]), so that
+    /// a request never keeps more than `limit` bytes. `None` while the body is still being
+    /// read, or when it did not fit.
+    pub fn spare(&self) -> Option<usize> {
+        let shared = self.lock();
+        (shared.source_done && !shared.overflowed).then(|| shared.limit - shared.kept_len)
+    }
+
     /// A body for the next attempt, or `None` when the body can no longer be replayed.
     pub fn attempt(&self) -> Option<ReplayBody> {
         let mut shared = self.lock();

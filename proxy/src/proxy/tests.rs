@@ -390,8 +390,13 @@ async fn a_standby_whose_leader_is_unreachable_names_it() {
     );
 }
 
-/// An app that reads each request head and then drops the first `resets` connections.
-async fn flaky(resets: usize) -> (SocketAddr, Arc<AtomicUsize>) {
+/// A complete answer of a scripted server.
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok";
+
+/// A server (an app, or a peer sidecar) that reads each request head, then writes `first` on
+/// its first connection and [`OK`] on later ones. The first connection is then closed, or
+/// kept open with its answer unfinished when `hang`.
+async fn scripted(first: &'static [u8], hang: bool) -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let conns = Arc::new(AtomicUsize::new(0));
@@ -411,12 +416,9 @@ async fn flaky(resets: usize) -> (SocketAddr, Arc<AtomicUsize>) {
                         Ok(k) => buf.extend_from_slice(&chunk[..k]),
                     }
                 }
-                if n > resets {
-                    let _ = s
-                        .write_all(
-                            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
-                        )
-                        .await;
+                let _ = s.write_all(if n == 1 { first } else { OK }).await;
+                if n == 1 && hang {
+                    std::future::pending::<()>().await;
                 }
             });
         }
@@ -424,9 +426,104 @@ async fn flaky(resets: usize) -> (SocketAddr, Arc<AtomicUsize>) {
     (addr, conns)
 }
 
+/// An app that reads each request head and drops the first connection unanswered.
+async fn flaky() -> (SocketAddr, Arc<AtomicUsize>) {
+    scripted(b"", false).await
+}
+
+/// A standby proxy (in front of app `b`) that forwards to a leader at `peer`.
+async fn standby_of(peer: SocketAddr) -> TestProxy {
+    let (b_addr, _) = app("b").await;
+    start_proxy(
+        proxy_settings(b_addr),
+        following("b", "a", &peer.to_string(), 1),
+    )
+    .await
+}
+
+/// A response whose body ends before its `Content-Length` does.
+const CUT_SHORT: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhalf";
+
+#[tokio::test]
+async fn a_standby_holds_back_a_response_and_resends_when_the_leader_dies_mid_body() {
+    let (peer, conns) = scripted(CUT_SHORT, false).await;
+    let pb = standby_of(peer).await;
+    let (status, _, body) = get(pb.addr, "/").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "ok"));
+    assert_eq!(conns.load(Ordering::SeqCst), 2, "sent again once");
+}
+
+/// `req` through `addr`: the status, and the body or the error that cut it.
+async fn status_and_body(req: Request<Full<Bytes>>) -> (StatusCode, Result<Bytes, String>) {
+    let resp = client().request(req).await.expect("request");
+    let status = resp.status();
+    let body = resp.into_body().collect().await;
+    (
+        status,
+        body.map(|b| b.to_bytes()).map_err(|e| e.to_string()),
+    )
+}
+
+#[tokio::test]
+async fn a_post_whose_response_is_cut_short_is_passed_on_and_never_resent() {
+    let (peer, conns) = scripted(CUT_SHORT, false).await;
+    let pb = standby_of(peer).await;
+    let req = Request::post(format!("http://{}/", pb.addr))
+        .body(Full::from("pay"))
+        .unwrap();
+    let (status, body) = status_and_body(req).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.is_err(), "the client sees the cut: {body:?}");
+    assert_eq!(
+        conns.load(Ordering::SeqCst),
+        1,
+        "a POST is never sent twice"
+    );
+}
+
+#[tokio::test]
+async fn a_response_larger_than_the_replay_budget_streams_at_once() {
+    // Headed for 100 kB (over the 64 KiB budget) and never finished: the head and the first
+    // bytes must still reach the client.
+    let head = b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\nfirst";
+    let (peer, _) = scripted(head, true).await;
+    let pb = standby_of(peer).await;
+    let req = Request::get(format!("http://{}/", pb.addr))
+        .body(Full::default())
+        .unwrap();
+    let first = async {
+        let mut body = client().request(req).await.expect("request").into_body();
+        body.frame()
+            .await
+            .expect("a frame")
+            .expect("data")
+            .into_data()
+            .unwrap()
+    };
+    let first = tokio::time::timeout(Duration::from_secs(10), first)
+        .await
+        .expect("the first bytes arrive before the response is complete");
+    assert_eq!(first, "first");
+}
+
+#[tokio::test]
+async fn the_leader_passes_its_apps_response_on_as_it_comes() {
+    // Holding back is for the hop between sidecars only: the leader streams what its app
+    // sends, so a short response cut by the app reaches the client cut.
+    let (app_addr, conns) = scripted(CUT_SHORT, false).await;
+    let p = start_proxy(proxy_settings(app_addr), leading("a", "127.0.0.1:1", 1)).await;
+    let req = Request::get(format!("http://{}/", p.addr))
+        .body(Full::default())
+        .unwrap();
+    let (status, body) = status_and_body(req).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.is_err(), "{body:?}");
+    assert_eq!(conns.load(Ordering::SeqCst), 1);
+}
+
 #[tokio::test]
 async fn an_idempotent_request_is_resent_after_a_reset() {
-    let (flaky_addr, conns) = flaky(1).await;
+    let (flaky_addr, conns) = flaky().await;
     let p = start_proxy(proxy_settings(flaky_addr), leading("a", "127.0.0.1:1", 1)).await;
     let (status, _, body) = get(p.addr, "/").await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "ok"));
@@ -435,7 +532,7 @@ async fn an_idempotent_request_is_resent_after_a_reset() {
 
 #[tokio::test]
 async fn a_post_that_may_have_arrived_is_never_resent() {
-    let (flaky_addr, conns) = flaky(1).await;
+    let (flaky_addr, conns) = flaky().await;
     let p = start_proxy(proxy_settings(flaky_addr), leading("a", "127.0.0.1:1", 1)).await;
     let req = Request::post(format!("http://{}/", p.addr))
         .body(Full::from("pay"))
@@ -777,4 +874,68 @@ async fn while_draining_http1_responses_ask_the_client_to_close() {
     let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
     assert!(answer.starts_with("http/1.1 200"), "{answer}");
     assert!(answer.contains("connection: close"), "{answer}");
+}
+
+#[tokio::test]
+async fn head_204_and_304_answers_carry_no_body_and_leave_the_connection_usable() {
+    // Through a standby and the leader: if either hop sent a body after one of these, the
+    // next response on the same connection would be garbled.
+    let app_addr = serve(|req: Request<Incoming>, _| async move {
+        let status = match req.uri().path() {
+            "/204" => StatusCode::NO_CONTENT,
+            "/304" => StatusCode::NOT_MODIFIED,
+            _ => StatusCode::OK,
+        };
+        let body = if status == StatusCode::OK {
+            "hello"
+        } else {
+            ""
+        };
+        let mut resp = Response::new(full(body));
+        *resp.status_mut() = status;
+        resp
+    })
+    .await;
+    let pa = start_proxy(proxy_settings(app_addr), leaderless("a")).await;
+    pa.views
+        .send(leading("a", &pa.addr.to_string(), 4))
+        .unwrap();
+    let (b_addr, _) = app("b").await;
+    let pb = start_proxy(
+        proxy_settings(b_addr),
+        following("b", "a", &pa.addr.to_string(), 4),
+    )
+    .await;
+    for addr in [pa.addr, pb.addr] {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        for (method, path, status, length) in [
+            (Method::HEAD, "/", StatusCode::OK, Some("5")),
+            (Method::GET, "/204", StatusCode::NO_CONTENT, None),
+            (Method::GET, "/304", StatusCode::NOT_MODIFIED, None),
+            (Method::GET, "/", StatusCode::OK, Some("5")),
+        ] {
+            let req = Request::builder()
+                .method(method.clone())
+                .uri(path)
+                .header(header::HOST, "app")
+                .body(Full::<Bytes>::default())
+                .unwrap();
+            let resp = sender.send_request(req).await.unwrap();
+            assert_eq!(resp.status(), status, "{method} {path} via {addr}");
+            let len = resp.headers().get(header::CONTENT_LENGTH);
+            assert_eq!(len.map(|v| v.to_str().unwrap()), length, "{method} {path}");
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            let want = if method == Method::GET && length.is_some() {
+                "hello"
+            } else {
+                ""
+            };
+            assert_eq!(body, want, "{method} {path} via {addr}");
+        }
+    }
 }

@@ -75,3 +75,16 @@ async fn size_hint_and_end_of_stream_pass_through() {
     let empty = ReplayBody::new(http_body_util::Empty::<Bytes>::new(), REPLAY_LIMIT);
     assert!(empty.attempt().unwrap().is_end_stream());
 }
+
+#[tokio::test]
+async fn what_the_body_leaves_of_the_budget_is_known_once_it_is_read() {
+    let body = ReplayBody::new(chunks(&["0123", "4567"]), 10);
+    assert_eq!(body.spare(), None, "not read yet");
+    read(body.attempt().unwrap()).await.unwrap();
+    assert_eq!(body.spare(), Some(2));
+    let empty = ReplayBody::new(http_body_util::Empty::<Bytes>::new(), 10);
+    assert_eq!(empty.spare(), Some(10), "a GET leaves all of it");
+    let over = ReplayBody::new(chunks(&["0123456789", "x"]), 10);
+    read(over.attempt().unwrap()).await.unwrap();
+    assert_eq!(over.spare(), None, "nothing left once it overflowed");
+}

@@ -539,6 +539,16 @@ impl Sidecar {
             .ok()
     }
 
+    /// The sum of every sample of metric `name` whose labels contain `labels` (for example
+    /// `result="ok"`; `""` for all), from `GET /metrics`.
+    pub async fn metric(&self, name: &str, labels: &str) -> f64 {
+        let (_, text) = self.admin_get("/metrics").await.expect("metrics");
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(labels))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    }
+
     /// The leader this sidecar names on `GET /`.
     pub async fn leader_name(&self) -> Option<String> {
         let (_, body) = self.admin_get("/").await?;

@@ -6,6 +6,7 @@
 mod failsafe;
 mod hostile;
 mod logs;
+mod midway;
 mod peer_tls;
 mod switchover;
 mod watch;

@@ -19,15 +19,6 @@ use understudy_tests::cluster::test_app::app;
 
 // === helpers ===
 
-/// The sum of every sample of `name` whose labels contain `labels` (e.g. `result="ok"`).
-async fn metric(pod: &Sidecar, name: &str, labels: &str) -> f64 {
-    let (_, text) = pod.admin_get("/metrics").await.expect("metrics");
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(labels))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
-}
-
 /// Sidecar `name` with the peer channel on, its files in `dir`; and its peer address.
 async fn peer_sidecar(
     cluster: &Loopback,
@@ -79,21 +70,23 @@ async fn standbys_forward_over_mtls_and_new_certificates_need_no_restart() {
         assert_eq!((status, body.as_str()), (StatusCode::OK, leader.as_str()));
     }
     let local = r#"route="local""#;
-    let served = metric(leading, "understudy_proxy_requests_total", local).await;
+    let served = leading
+        .metric("understudy_proxy_requests_total", local)
+        .await;
     assert_eq!(served, 10.0, "the leader served every forward locally");
 
     // The peer port refuses a client without a certificate, and one from another CA;
     // nothing reaches the proxy (let alone the app).
     let inbound = r#"direction="inbound""#;
     let failures = "understudy_peer_tls_handshake_failures_total";
-    assert_eq!(metric(leading, failures, inbound).await, 0.0);
+    assert_eq!(leading.metric(failures, inbound).await, 0.0);
     let refused = get_tls(leader_peer, client_config(&ca, None)).await;
     assert!(refused.is_err(), "{refused:?}");
     let refused = get_tls(leader_peer, client_config(&ca, Some(&other.leaf(&[NAME])))).await;
     assert!(refused.is_err(), "{refused:?}");
-    assert_eq!(metric(leading, failures, inbound).await, 2.0);
+    assert_eq!(leading.metric(failures, inbound).await, 2.0);
     assert_eq!(
-        metric(leading, "understudy_proxy_requests_total", "").await,
+        leading.metric("understudy_proxy_requests_total", "").await,
         10.0
     );
     // A certificate from the CA is let in.
@@ -119,7 +112,7 @@ async fn standbys_forward_over_mtls_and_new_certificates_need_no_restart() {
     let reloads = "understudy_peer_tls_reloads_total";
     for pod in [&a, &b] {
         eventually(Duration::from_secs(10), || async {
-            metric(pod, reloads, r#"result="ok""#).await == 1.0
+            pod.metric(reloads, r#"result="ok""#).await == 1.0
         })
         .await;
     }
@@ -144,13 +137,13 @@ async fn standbys_forward_over_mtls_and_new_certificates_need_no_restart() {
     };
     leader_dir.write(&[("tls.crt", "junk"), ("tls.key", "junk"), ("ca.crt", "junk")]);
     eventually(Duration::from_secs(10), || async {
-        metric(leading, reloads, r#"result="error""#).await == 1.0
+        leading.metric(reloads, r#"result="error""#).await == 1.0
     })
     .await;
     assert_eq!(get_tls(leader_peer, new_client).await, Ok(leader.clone()));
     let (status, body) = get(via, "/", Duration::from_secs(5)).await.unwrap();
     assert_eq!((status, body.as_str()), (StatusCode::OK, leader.as_str()));
-    assert_eq!(metric(leading, reloads, r#"result="ok""#).await, 1.0);
+    assert_eq!(leading.metric(reloads, r#"result="ok""#).await, 1.0);
 }
 
 /// Runs `understudy` with the peer channel on and `files` in its TLS directory; it must exit
