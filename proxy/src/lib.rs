@@ -10,6 +10,7 @@
 //! - [`server`]: accepts HTTP/1.1 and h2c connections, with timeouts and limits;
 //! - [`framing`]: refuses HTTP/1 requests with both `Content-Length` and `Transfer-Encoding`;
 //! - [`limits`]: the bounds on connections, requests, held requests and replay buffers;
+//!   [`body`]: the body wrappers that cut a body or keep a value alive with it;
 //! - [`headers`]: internal headers (and who may set them), hop-by-hop, `X-Forwarded-*`;
 //! - [`route`]: local, forward, hold or refuse, from the latest
 //!   [`understudy_elector::View`]; [`balance`]: which active, with N slots;
@@ -29,6 +30,7 @@
 pub mod admin;
 pub mod announce;
 pub mod balance;
+pub mod body;
 pub mod cli;
 pub mod failsafe;
 pub mod forward;

@@ -6,19 +6,15 @@
 //! refusal is counted in the metrics (`understudy_proxy_connections_rejected_total`,
 //! `understudy_proxy_sidecar_answers_total{reason="request_limit"|"hold_full"}`).
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body::{Body, Frame, SizeHint};
 use prometheus::{IntCounter, IntGauge};
-use std::future::Future;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use crate::BoxError;
+use crate::body::Cut;
 
 /// Longest request target accepted, bytes; a longer one is answered 414. (A request line
 /// longer than `--max-header-bytes` is refused by the HTTP/1 parser with 431 before that.)
@@ -125,15 +121,7 @@ impl RequestLimit {
     }
 }
 
-/// A request body that must arrive in full by a deadline: the idle timeout alone lets a
-/// client that sends one byte now and then hold a request (and its place) for ever.
-pub struct DeadlineBody<B> {
-    inner: Pin<Box<B>>,
-    deadline: Pin<Box<Sleep>>,
-    allowed: Duration,
-}
-
-/// The error a [`DeadlineBody`] ends with.
+/// The error a request body ends with when it is late ([`body_deadline`]).
 #[derive(Debug, thiserror::Error)]
 #[error("request body not received within {allowed:?} (--body-timeout)")]
 pub struct BodyTimeout {
@@ -141,49 +129,14 @@ pub struct BodyTimeout {
     pub allowed: Duration,
 }
 
-impl<B> DeadlineBody<B> {
-    /// `inner`, which must end within `allowed` of `started`.
-    pub fn new(inner: B, started: Instant, allowed: Duration) -> DeadlineBody<B> {
-        DeadlineBody {
-            inner: Box::pin(inner),
-            deadline: Box::pin(tokio::time::sleep_until(started + allowed)),
-            allowed,
-        }
-    }
-}
-
-impl<B> Body for DeadlineBody<B>
-where
-    B: Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
-{
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        if let Poll::Ready(frame) = this.inner.as_mut().poll_frame(cx) {
-            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
-        }
-        match this.deadline.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Some(Err(BodyTimeout {
-                allowed: this.allowed,
-            }
-            .into()))),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
+/// A request body that must arrive in full within `allowed` of `started`: the idle timeout
+/// alone lets a client that sends one byte now and then hold a request (and its place) for
+/// ever.
+pub fn body_deadline<B>(body: B, started: Instant, allowed: Duration) -> Cut<B> {
+    Cut::new(body, async move {
+        tokio::time::sleep_until(started + allowed).await;
+        BoxError::from(BodyTimeout { allowed })
+    })
 }
 
 #[cfg(test)]

@@ -30,16 +30,17 @@ pub(crate) use answer::{Outcome, bad_gateway, text, unavailable, unreachable};
 pub(crate) use target::{Target, Wait};
 
 use crate::balance::Balancer;
+use crate::body::Keep;
 use crate::forward::Forwarder;
 use crate::headers::{self, Inbound};
 use crate::hold::Holder;
-use crate::limits::{DeadlineBody, MAX_URI_BYTES, RequestLimit};
+use crate::limits::{self, MAX_URI_BYTES, RequestLimit};
 use crate::metrics::{Metrics, Retry};
 use crate::peer_tls::PeerTls;
 use crate::retry::{self, ReplayBody, Sent};
 use crate::route::Kind;
 use crate::settings::ProxySettings;
-use crate::tenure::{FencedBody, Tenure};
+use crate::tenure::{self, Tenure};
 use crate::{BoxError, ProxyBody};
 
 /// Resends after a reset, at most, per request (idempotent, replayable requests only). Each
@@ -312,7 +313,7 @@ impl Proxy {
             return crate::upgrade::proxy(self, head, body, inbound, on_upgrade, deadline).await;
         }
         let settings = &self.inner.settings;
-        let body = DeadlineBody::new(body, started, settings.body_timeout);
+        let body = limits::body_deadline(Box::pin(body), started, settings.body_timeout);
         let body = ReplayBody::new(body, settings.replay_buffer);
         let mut wait = Wait::new(self, deadline);
         let mut resends = 0;
@@ -336,12 +337,7 @@ impl Proxy {
                         Ok(resp) => {
                             // Counted as a request being handled until it is sent on: the
                             // bound on requests then bounds these buffers too.
-                            let resp = resp.map(|body| {
-                                body.map_err(move |e| {
-                                    let _handled = &permit;
-                                    e
-                                })
-                            });
+                            let resp = resp.map(|body| Keep::new(body, permit));
                             return self.respond(resp, target, local);
                         }
                         Err(e) => (Sent::Maybe, format!("response cut short: {e}")),
@@ -423,26 +419,14 @@ impl Proxy {
         headers::add_via(&mut parts.headers, parts.version);
         parts.headers.remove(headers::REFUSED);
         let body = match target.tenure {
-            Tenure::Local { .. } => FencedBody::new(
-                body,
-                target.tenure,
-                self.inner.views.clone(),
-                self.inner.settings.stream_grace,
-            )
-            .map_err(move |e| {
-                let _in_flight = &local;
-                e
-            })
-            .boxed_unsync(),
-            Tenure::Peer { .. } => {
-                // Outstanding at the active until the response is through (or dropped).
-                let load = target.load;
-                body.map_err(move |e| {
-                    let _outstanding = &load;
-                    e.into()
-                })
-                .boxed_unsync()
+            Tenure::Local { .. } => {
+                let views = self.inner.views.clone();
+                let grace = self.inner.settings.stream_grace;
+                let body = tenure::fenced(body, target.tenure, views, grace);
+                Keep::new(body, local).boxed_unsync()
             }
+            // Outstanding at the active until the response is through (or dropped).
+            Tenure::Peer { .. } => Keep::new(body, target.load).boxed_unsync(),
         };
         Outcome {
             route: target.route,

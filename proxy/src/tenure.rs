@@ -2,20 +2,16 @@
 //!
 //! Tunnels and streaming responses must not outlive the leadership they were routed by: a
 //! WebSocket to the old leader's app after a failover would split the clients between two
-//! actives. [`Tenure::ended`] resolves when the election moves on; [`FencedBody`] cuts a
+//! actives. [`Tenure::ended`] resolves when the election moves on; [`fenced`] cuts a
 //! response body a grace period after that.
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures::future::BoxFuture;
-use http_body::{Body, Frame, SizeHint};
 use tokio::sync::watch;
 use understudy_elector::View;
 
 use crate::BoxError;
+use crate::body::Cut;
 
 /// The leadership a request was routed under.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,7 +81,7 @@ impl Tenure {
     }
 }
 
-/// The error a [`FencedBody`] ends with when it is cut.
+/// The error a [`fenced`] body ends with when it is cut.
 #[derive(Debug, thiserror::Error)]
 #[error("response stream closed: leadership moved {grace:?} ago")]
 pub struct LeadershipMoved {
@@ -93,52 +89,13 @@ pub struct LeadershipMoved {
     pub grace: Duration,
 }
 
-/// A response body that ends with an error `grace` after its tenure ends.
-pub struct FencedBody<B> {
-    inner: B,
-    cut: BoxFuture<'static, ()>,
-    grace: Duration,
-}
-
-impl<B> FencedBody<B> {
-    /// Wraps `inner`; it is cut `grace` after `tenure` ends in `views`.
-    pub fn new(inner: B, tenure: Tenure, views: watch::Receiver<View>, grace: Duration) -> Self {
-        let cut = Box::pin(async move {
-            tenure.ended(views).await;
-            tokio::time::sleep(grace).await;
-        });
-        FencedBody { inner, cut, grace }
-    }
-}
-
-impl<B> Body for FencedBody<B>
-where
-    B: Body<Data = Bytes> + Unpin,
-    B::Error: Into<BoxError>,
-{
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
-            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
-        }
-        match self.cut.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Some(Err(LeadershipMoved { grace: self.grace }.into()))),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
+/// A response body that ends with [`LeadershipMoved`] `grace` after `tenure` ends in `views`.
+pub fn fenced<B>(body: B, tenure: Tenure, views: watch::Receiver<View>, grace: Duration) -> Cut<B> {
+    Cut::new(body, async move {
+        tenure.ended(views).await;
+        tokio::time::sleep(grace).await;
+        BoxError::from(LeadershipMoved { grace })
+    })
 }
 
 #[cfg(test)]

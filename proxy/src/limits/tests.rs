@@ -42,10 +42,12 @@ fn the_refusal_is_a_complete_http_response() {
 
 #[tokio::test(start_paused = true)]
 async fn a_body_that_does_not_arrive_in_time_ends_with_an_error() {
+    use bytes::Bytes;
+    use http_body::Frame;
     use http_body_util::{BodyExt, Full, StreamBody};
     let never = StreamBody::new(futures::stream::pending::<Result<Frame<Bytes>, BoxError>>());
     let started = Instant::now();
-    let body = DeadlineBody::new(never, started, Duration::from_secs(2));
+    let body = body_deadline(never, started, Duration::from_secs(2));
     let Err(err) = body.collect().await else {
         panic!("the body did not time out");
     };
@@ -53,7 +55,7 @@ async fn a_body_that_does_not_arrive_in_time_ends_with_an_error() {
     assert_eq!(started.elapsed(), Duration::from_secs(2));
 
     // A body that is already there is read whole, even past the deadline.
-    let full = DeadlineBody::new(
+    let full = body_deadline(
         Full::new(Bytes::from_static(b"hi")),
         started,
         Duration::ZERO,

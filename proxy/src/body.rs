@@ -1,0 +1,120 @@
+//! The two body wrappers the request path needs, each in one place:
+//!
+//! - [`Cut`] ends a body with an error once a future resolves: the request body's deadline
+//!   (`--body-timeout`, [`crate::limits::body_deadline`]) and a streaming response from the
+//!   local app once its leadership is over ([`crate::tenure::fenced`]);
+//! - [`Keep`] keeps a value alive for as long as its body: the request's place within
+//!   `--max-requests`, the token of a request on the local app, a standby's count of what
+//!   is outstanding at an active.
+//!
+//! Both pass the inner body's frames, end and size hint through unchanged, and give errors
+//! as [`BoxError`], the error of every body the proxy sends.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use http_body::{Body, Frame, SizeHint};
+
+use crate::BoxError;
+
+/// A body that ends with the error its `cut` future gives, if that resolves first. Frames
+/// already there are passed on first, so a body that has arrived is read whole even after
+/// the cut.
+pub struct Cut<B> {
+    inner: B,
+    /// `None` once the cut has been given.
+    cut: Option<BoxFuture<'static, BoxError>>,
+}
+
+impl<B> Cut<B> {
+    /// `inner`, cut with the error `cut` resolves to.
+    pub fn new(inner: B, cut: impl Future<Output = BoxError> + Send + 'static) -> Cut<B> {
+        Cut {
+            inner,
+            cut: Some(Box::pin(cut)),
+        }
+    }
+}
+
+impl<B> Body for Cut<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        let Some(cut) = this.cut.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match cut.as_mut().poll(cx) {
+            Poll::Ready(error) => {
+                this.cut = None;
+                Poll::Ready(Some(Err(error)))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A body that keeps `kept` alive until it is dropped.
+pub struct Keep<B, T> {
+    inner: B,
+    _kept: T,
+}
+
+impl<B, T> Keep<B, T> {
+    /// `inner`, keeping `kept` for as long as it lives.
+    pub fn new(inner: B, kept: T) -> Keep<B, T> {
+        Keep { inner, _kept: kept }
+    }
+}
+
+impl<B, T> Body for Keep<B, T>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+    T: Unpin,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.inner)
+            .poll_frame(cx)
+            .map(|frame| frame.map(|f| f.map_err(Into::into)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests;
