@@ -8,6 +8,7 @@
 //!
 //! The pieces, in the order a request meets them:
 //! - [`server`]: accepts HTTP/1.1 and h2c connections, with timeouts and limits;
+//! - [`edge`]: the failsafe's messages answered, everything else to the [`proxy`];
 //! - [`framing`]: refuses HTTP/1 requests with both `Content-Length` and `Transfer-Encoding`;
 //! - [`limits`]: the bounds on connections, requests, held requests and replay buffers;
 //!   [`body`]: the body wrappers that cut a body or keep a value alive with it;
@@ -32,6 +33,7 @@ pub mod announce;
 pub mod balance;
 pub mod body;
 pub mod cli;
+pub mod edge;
 pub mod failsafe;
 pub mod forward;
 pub mod framing;

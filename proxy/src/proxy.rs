@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tokio_util::task::task_tracker::TaskTrackerToken;
-use understudy_elector::{Answerer, View};
+use understudy_elector::View;
 
 mod answer;
 mod app_down;
@@ -80,8 +80,6 @@ pub(crate) struct Inner {
     pub(crate) draining: AtomicBool,
     /// Rate-limits the warnings while the local app refuses connections.
     pub(crate) app_down: app_down::AppDown,
-    /// Answers the failsafe endpoint, once the election runs with the failsafe on.
-    pub(crate) failsafe: std::sync::OnceLock<Answerer>,
 }
 
 /// Where a request came in.
@@ -131,14 +129,8 @@ impl Proxy {
                 peer_tls,
                 draining: AtomicBool::new(false),
                 app_down: app_down::AppDown::default(),
-                failsafe: std::sync::OnceLock::new(),
             }),
         }
-    }
-
-    /// Serves the failsafe endpoint ([`crate::failsafe`]) with `answerer` from now on.
-    pub fn set_failsafe(&self, answerer: Answerer) {
-        let _ = self.inner.failsafe.set(answerer);
     }
 
     /// The hold queue (for `/status` and metrics).
@@ -175,40 +167,22 @@ impl Proxy {
         self.inner.tunnels.wait().await;
     }
 
-    /// Handles one request from `client` on the data port.
+    /// Proxies one request from `client` on the data port (see [`crate::edge`]).
     pub async fn handle<B>(&self, req: Request<B>, client: SocketAddr) -> Response<ProxyBody>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        if let (Some(answerer), true) = (
-            self.inner.failsafe.get(),
-            crate::failsafe::is_failsafe(&req),
-        ) {
-            if self.inner.peer_tls.is_some() {
-                return text(
-                    StatusCode::FORBIDDEN,
-                    "understudy: failsafe requests are taken on the mTLS peer port only",
-                );
-            }
-            return crate::failsafe::respond(answerer, req).await;
-        }
         self.handle_at(Edge::Data, req, client).await
     }
 
-    /// Handles one request from a sidecar on the mTLS peer port (the TLS handshake has
+    /// Proxies one request from a sidecar on the mTLS peer port (the TLS handshake has
     /// checked its certificate).
     pub async fn handle_peer<B>(&self, req: Request<B>, client: SocketAddr) -> Response<ProxyBody>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        if let (Some(answerer), true) = (
-            self.inner.failsafe.get(),
-            crate::failsafe::is_failsafe(&req),
-        ) {
-            return crate::failsafe::respond(answerer, req).await;
-        }
         self.handle_at(Edge::Peer, req, client).await
     }
 

@@ -12,6 +12,7 @@ use understudy_elector::{
 };
 
 use crate::admin::Admin;
+use crate::edge::Edge;
 use crate::metrics::Metrics;
 use crate::peer_tls::{self, PeerTls, PeerTlsError};
 use crate::proxy::Proxy;
@@ -164,11 +165,7 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
             Some(_) => peer_tls::peer_views(views.clone()),
             None => views.clone(),
         };
-        let proxy = Proxy::with_peer_tls(p, routing, metrics.clone(), peer_tls.clone());
-        if settings.failsafe.is_some() {
-            proxy.set_failsafe(handle.answerer());
-        }
-        proxy
+        Proxy::with_peer_tls(p, routing, metrics.clone(), peer_tls.clone())
     });
     let admin = Admin::new(
         settings.clone(),
@@ -202,6 +199,8 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
     if let (Some(proxy), Some(listener), Some(p)) = (&proxy, proxy_listener, &settings.proxy) {
         let stop = CancellationToken::new();
         let conns = TaskTracker::new();
+        let failsafe = settings.failsafe.map(|_| handle.answerer());
+        let edge = Edge::new(proxy.clone(), failsafe);
         let limits = Limits {
             header_read_timeout: p.header_read_timeout,
             idle_timeout: p.idle_timeout,
@@ -216,7 +215,7 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
                 connections: crate::limits::ConnectionLimit::unmetered(p.max_connections),
                 ..limits.clone()
             };
-            let handler_proxy = proxy.clone();
+            let handler = edge.clone();
             tokio::spawn(server::serve_tls(
                 listener,
                 limits,
@@ -224,20 +223,19 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
                 stop.clone(),
                 conns.clone(),
                 move |req, client| {
-                    let proxy = handler_proxy.clone();
-                    async move { proxy.handle_peer(req, client).await }
+                    let edge = handler.clone();
+                    async move { edge.peer(req, client).await }
                 },
             ));
         }
-        let handler_proxy = proxy.clone();
         tokio::spawn(server::serve(
             listener,
             limits,
             stop.clone(),
             conns.clone(),
             move |req, client| {
-                let proxy = handler_proxy.clone();
-                async move { proxy.handle(req, client).await }
+                let edge = edge.clone();
+                async move { edge.data(req, client).await }
             },
         ));
         proxy_parts = Some((proxy.clone(), stop, conns));

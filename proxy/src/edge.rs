@@ -1,0 +1,76 @@
+//! Where requests come in, and the first question asked of them: is this the election's
+//! business or traffic?
+//!
+//! Two ports take requests: the data port (`--listen`), which clients and, without mTLS,
+//! other sidecars reach, and the mTLS peer port (`--peer-listen`), which only sidecars with
+//! a certificate reach. With the failsafe on, a request for its endpoint
+//! ([`understudy_elector::failsafe::PEER_PATH`]) is a member's message to the election: it
+//! is answered here ([`crate::failsafe::respond`]) and never proxied, and with mTLS on it is
+//! taken on the peer port only (the data port answers 403, so that no client can speak for
+//! a member). Everything else goes to the [`Proxy`], which knows which port it came in on.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body::Body;
+use understudy_elector::Answerer;
+
+use crate::failsafe;
+use crate::proxy::{Proxy, text};
+use crate::{BoxError, ProxyBody};
+
+/// The request handlers of the data port and the peer port; cheap to clone.
+#[derive(Clone)]
+pub struct Edge {
+    proxy: Proxy,
+    /// Answers the failsafe endpoint; `None` with `--failsafe off` (the path is then an
+    /// ordinary one, proxied like any other).
+    failsafe: Option<Answerer>,
+}
+
+impl Edge {
+    /// Handlers for `proxy`, answering the failsafe endpoint with `failsafe` when given.
+    pub fn new(proxy: Proxy, failsafe: Option<Answerer>) -> Edge {
+        Edge { proxy, failsafe }
+    }
+
+    /// The election's answerer, when `req` is for the failsafe endpoint and the failsafe is on.
+    fn failsafe_for<B>(&self, req: &Request<B>) -> Option<&Answerer> {
+        self.failsafe
+            .as_ref()
+            .filter(|_| failsafe::is_failsafe(req))
+    }
+
+    /// Handles one request from `client` on the data port.
+    pub async fn data<B>(&self, req: Request<B>, client: SocketAddr) -> Response<ProxyBody>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        match self.failsafe_for(&req) {
+            Some(_) if self.proxy.inner.peer_tls.is_some() => text(
+                StatusCode::FORBIDDEN,
+                "understudy: failsafe requests are taken on the mTLS peer port only",
+            ),
+            Some(answerer) => failsafe::respond(answerer, req).await,
+            None => self.proxy.handle(req, client).await,
+        }
+    }
+
+    /// Handles one request from a sidecar on the mTLS peer port (the TLS handshake has
+    /// checked its certificate).
+    pub async fn peer<B>(&self, req: Request<B>, client: SocketAddr) -> Response<ProxyBody>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        match self.failsafe_for(&req) {
+            Some(answerer) => failsafe::respond(answerer, req).await,
+            None => self.proxy.handle_peer(req, client).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
