@@ -17,11 +17,11 @@ use http::{Method, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use understudy_elector::failsafe::{PEER_PATH, PeerReply, PeerRequest};
 use understudy_elector::{AnswerError, Answerer, Member, PeerChannel};
 
-use crate::peer_tls::{Alpn, PeerTls};
+use crate::dial::{Dialer, Reach};
+use crate::peer_tls::Alpn;
 use crate::proxy::text;
 use crate::{BoxError, ProxyBody};
 
@@ -29,16 +29,23 @@ use crate::{BoxError, ProxyBody};
 const MAX_MESSAGE: usize = 16 * 1024;
 
 /// Sends failsafe requests to members: to their proxy address in plain HTTP/1, or to their
-/// peer address over mTLS when `tls` is given.
+/// peer address over mTLS when the dialer has the peer channel.
 #[derive(Clone)]
 pub struct HttpPeerChannel {
-    tls: Option<PeerTls>,
+    dialer: Dialer,
+    reach: Reach,
 }
 
 impl HttpPeerChannel {
-    /// A channel over mTLS when `tls` is given, plain HTTP otherwise.
-    pub fn new(tls: Option<PeerTls>) -> HttpPeerChannel {
-        HttpPeerChannel { tls }
+    /// A channel dialing with `dialer`: over mTLS when it has the peer channel, plain HTTP
+    /// otherwise.
+    pub fn new(dialer: Dialer) -> HttpPeerChannel {
+        let reach = if dialer.has_peer_tls() {
+            Reach::Mtls
+        } else {
+            Reach::Plain
+        };
+        HttpPeerChannel { dialer, reach }
     }
 }
 
@@ -48,28 +55,21 @@ impl PeerChannel for HttpPeerChannel {
         member: &Member,
         request: PeerRequest,
     ) -> Pin<Box<dyn Future<Output = Option<PeerReply>> + Send>> {
-        let address = match &self.tls {
-            Some(_) => member.peer_address.clone(),
-            None => member.address.clone(),
+        let address = match self.reach {
+            Reach::Mtls => member.peer_address.clone(),
+            Reach::Plain => member.address.clone(),
         };
-        let tls = self.tls.clone();
+        let (dialer, reach) = (self.dialer.clone(), self.reach);
         Box::pin(async move {
             let address = address?;
-            let stream = TcpStream::connect(&address).await.ok()?;
-            let _ = stream.set_nodelay(true);
+            let stream = dialer.dial(&address, reach, Alpn::Http1).await.ok()?;
             let body = Full::new(Bytes::from(request.to_json()));
             let req = Request::post(PEER_PATH)
                 .header(header::HOST, &address)
                 .header(header::CONTENT_TYPE, "application/json")
                 .body(body)
                 .ok()?;
-            let response = match tls {
-                Some(tls) => {
-                    let stream = tls.connect(stream, Alpn::Http1).await.ok()?;
-                    exchange(TokioIo::new(stream), req).await?
-                }
-                None => exchange(TokioIo::new(stream), req).await?,
-            };
+            let response = exchange(TokioIo::new(stream), req).await?;
             if response.status() != StatusCode::OK {
                 return None;
             }

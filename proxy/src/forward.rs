@@ -4,20 +4,18 @@
 //! knowledge, which every understudy listener and gRPC server speaks), anything else over
 //! HTTP/1.1. That keeps gRPC trailers and streaming intact without translating between the two.
 //!
-//! With the mTLS peer channel on, requests to `https://peer` go over a second pair of
-//! clients whose connector adds the TLS handshake ([`crate::peer_tls::PeerConnector`]); the
-//! plain clients are the same as without it.
+//! Both clients dial through the one [`Dialer`] ([`crate::dial`]): `http://` in the clear,
+//! `https://peer` over the mTLS peer channel.
 
 use std::time::Duration;
 
-use http::uri::Scheme;
 use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::{Connect, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::peer_tls::{Alpn, PeerConnector, PeerTls};
+use crate::dial::{Connector, Dialer};
+use crate::peer_tls::Alpn;
 use crate::retry::{ReplayBody, Sent};
 
 /// A failed attempt to send a request to the app or a peer.
@@ -49,43 +47,19 @@ impl ForwardError {
 /// Pooled HTTP/1.1 and HTTP/2 clients.
 #[derive(Clone, Debug)]
 pub struct Forwarder {
-    h1: Client<HttpConnector, ReplayBody>,
-    h2: Client<HttpConnector, ReplayBody>,
-    /// The same over mTLS, for `https://` peers.
-    tls: Option<TlsClients>,
-    connect_timeout: Duration,
-    idle_timeout: Duration,
-}
-
-#[derive(Clone, Debug)]
-struct TlsClients {
-    h1: Client<PeerConnector, ReplayBody>,
-    h2: Client<PeerConnector, ReplayBody>,
+    h1: Client<Connector, ReplayBody>,
+    h2: Client<Connector, ReplayBody>,
 }
 
 impl Forwarder {
-    /// Clients with `connect_timeout`, closing pooled connections idle for `idle_timeout`.
-    pub fn new(connect_timeout: Duration, idle_timeout: Duration) -> Forwarder {
-        let connector = tcp(connect_timeout);
+    /// Clients dialing with `dialer`, closing pooled connections idle for `idle_timeout`.
+    pub fn new(dialer: Dialer, idle_timeout: Duration) -> Forwarder {
+        let connect_timeout = dialer.timeout();
+        let connector = |alpn| Connector::new(dialer.clone(), alpn);
         Forwarder {
-            h1: client(connector.clone(), false, connect_timeout, idle_timeout),
-            h2: client(connector, true, connect_timeout, idle_timeout),
-            tls: None,
-            connect_timeout,
-            idle_timeout,
+            h1: client(connector(Alpn::Http1), false, connect_timeout, idle_timeout),
+            h2: client(connector(Alpn::Http2), true, connect_timeout, idle_timeout),
         }
-    }
-
-    /// Also sends to `https://` peers, over mTLS with `tls`'s current files (the TLS
-    /// handshake is bounded by the connect timeout too).
-    pub fn with_peer_tls(mut self, tls: PeerTls) -> Forwarder {
-        let (connect, idle) = (self.connect_timeout, self.idle_timeout);
-        let connector = |alpn| PeerConnector::new(tcp(connect), tls.clone(), alpn, connect);
-        self.tls = Some(TlsClients {
-            h1: client(connector(Alpn::Http1), false, connect, idle),
-            h2: client(connector(Alpn::Http2), true, connect, idle),
-        });
-        self
     }
 
     /// Sends `req` (URI already absolute, `http://peer/...`, or `https://peer/...` over the
@@ -104,11 +78,10 @@ impl Forwarder {
         if !http2 {
             *req.version_mut() = Version::HTTP_11;
         }
-        let sent = match (&self.tls, req.uri().scheme() == Some(&Scheme::HTTPS)) {
-            (Some(tls), true) if http2 => tls.h2.request(req).await,
-            (Some(tls), true) => tls.h1.request(req).await,
-            _ if http2 => self.h2.request(req).await,
-            _ => self.h1.request(req).await,
+        let sent = if http2 {
+            self.h2.request(req).await
+        } else {
+            self.h1.request(req).await
         };
         sent.map_err(|source| ForwardError {
             peer,
@@ -124,23 +97,12 @@ impl Forwarder {
     }
 }
 
-/// The TCP connector every client starts from.
-fn tcp(connect_timeout: Duration) -> HttpConnector {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(connect_timeout));
-    connector.set_nodelay(true);
-    connector
-}
-
-fn client<C>(
-    connector: C,
+fn client(
+    connector: Connector,
     http2: bool,
     connect_timeout: Duration,
     idle_timeout: Duration,
-) -> Client<C, ReplayBody>
-where
-    C: Connect + Clone,
-{
+) -> Client<Connector, ReplayBody> {
     let mut b = Client::builder(TokioExecutor::new());
     b.pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())

@@ -11,9 +11,11 @@
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 use understudy_elector::HealthReporter;
+
+use crate::dial::{Dialer, Reach};
+use crate::peer_tls::Alpn;
 
 /// What is probed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -116,13 +118,18 @@ impl Damper {
 /// Probes `upstream` forever, reporting each change of health to the election.
 pub async fn run(settings: HealthSettings, upstream: String, reporter: HealthReporter) {
     let mut damper = Damper::new(&settings);
+    // The whole probe is bounded by the interval; so is its connect.
+    let dialer = Dialer::new(settings.interval, None);
     let mut tick = tokio::time::interval(settings.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let passed = tokio::time::timeout(settings.interval, probe(&settings.probe, &upstream))
-            .await
-            .unwrap_or_else(|_| Err("timed out".to_string()));
+        let passed = tokio::time::timeout(
+            settings.interval,
+            probe(&dialer, &settings.probe, &upstream),
+        )
+        .await
+        .unwrap_or_else(|_| Err("timed out".to_string()));
         if let Err(why) = &passed {
             tracing::debug!(%upstream, why, "health probe failed");
         }
@@ -133,10 +140,11 @@ pub async fn run(settings: HealthSettings, upstream: String, reporter: HealthRep
     }
 }
 
-async fn probe(probe: &Probe, upstream: &str) -> Result<(), String> {
-    let mut stream = TcpStream::connect(upstream)
+async fn probe(dialer: &Dialer, probe: &Probe, upstream: &str) -> Result<(), String> {
+    let mut stream = dialer
+        .dial(upstream, Reach::Plain, Alpn::Http1)
         .await
-        .map_err(|e| format!("connect: {e}"))?;
+        .map_err(|e| e.to_string())?;
     let Probe::Http(path) = probe else {
         return Ok(());
     };

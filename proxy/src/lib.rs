@@ -17,6 +17,7 @@
 //!   [`understudy_elector::View`]; [`balance`]: which active, with N slots;
 //! - [`hold`]: the bounded wait for a leader; [`retry`]: when an attempt may go again;
 //! - [`forward`]: the pooled client; [`upgrade`]: WebSocket/`CONNECT` tunnels;
+//!   [`dial`]: the one way connections to the app and to peers are opened;
 //! - [`peer_tls`]: the optional mTLS channel between sidecars (`--peer-listen`);
 //! - [`failsafe`]: the failsafe's requests to members and the endpoint answering theirs;
 //! - [`tenure`]: closing tunnels and streams when the leadership they ran under ends;
@@ -33,6 +34,7 @@ pub mod announce;
 pub mod balance;
 pub mod body;
 pub mod cli;
+pub mod dial;
 pub mod edge;
 pub mod failsafe;
 pub mod forward;

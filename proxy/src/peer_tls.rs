@@ -37,10 +37,6 @@ use understudy_elector::View;
 
 use crate::metrics::PeerTlsMetrics;
 
-mod connect;
-
-pub use connect::{PeerConnector, PeerStream};
-
 /// This sidecar's certificate (chain), in the Secret's layout.
 pub const CERT_FILE: &str = "tls.crt";
 /// Its private key.

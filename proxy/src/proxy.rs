@@ -31,6 +31,7 @@ pub(crate) use target::{Target, Wait};
 
 use crate::balance::Balancer;
 use crate::body::Keep;
+use crate::dial::{Dialer, Reach};
 use crate::forward::Forwarder;
 use crate::headers::{self, Inbound};
 use crate::hold::Holder;
@@ -60,6 +61,8 @@ pub(crate) struct Inner {
     /// `--upstream` as an authority, formatted once.
     pub(crate) upstream: String,
     pub(crate) forwarder: Forwarder,
+    /// Opens the connections of upgrades (the forwarder's pools dial through it too).
+    pub(crate) dialer: Dialer,
     pub(crate) holder: Holder,
     /// Which active a standby sends to, with N slots.
     pub(crate) balancer: Balancer,
@@ -107,10 +110,8 @@ impl Proxy {
         metrics: Metrics,
         peer_tls: Option<PeerTls>,
     ) -> Proxy {
-        let mut forwarder = Forwarder::new(settings.connect_timeout, settings.idle_timeout);
-        if let Some(tls) = &peer_tls {
-            forwarder = forwarder.with_peer_tls(tls.clone());
-        }
+        let dialer = Dialer::new(settings.connect_timeout, peer_tls.clone());
+        let forwarder = Forwarder::new(dialer.clone(), settings.idle_timeout);
         let holder = Holder::new(settings.max_held, settings.hold_timeout);
         let requests = RequestLimit::new(settings.max_requests);
         Proxy {
@@ -119,6 +120,7 @@ impl Proxy {
                 upstream: settings.upstream.to_string(),
                 settings,
                 forwarder,
+                dialer,
                 holder,
                 balancer: Balancer::default(),
                 requests,
@@ -299,7 +301,7 @@ impl Proxy {
             let Some(attempt) = body.attempt() else {
                 return unavailable(target.route, "request body too large to send again");
             };
-            let req = self.over_peer_tls(head.request(&target, attempt), &target);
+            let req = head.request(&target, attempt);
             let local =
                 matches!(target.tenure, Tenure::Local { .. }).then(|| self.inner.local.token());
             let failure = match self.inner.forwarder.send(req).await {
@@ -357,26 +359,6 @@ impl Proxy {
         }
     }
 
-    /// With the peer channel on, a request to a peer goes to `https://` (its peer port).
-    pub(crate) fn over_peer_tls<B>(&self, mut req: Request<B>, target: &Target) -> Request<B> {
-        if self.peer_tls_to(target).is_some() {
-            let mut parts = req.uri().clone().into_parts();
-            parts.scheme = Some(Scheme::HTTPS);
-            if let Ok(uri) = Uri::from_parts(parts) {
-                *req.uri_mut() = uri;
-            }
-        }
-        req
-    }
-
-    /// The peer channel, when `target` is to be reached over it.
-    pub(crate) fn peer_tls_to(&self, target: &Target) -> Option<&PeerTls> {
-        match target.tenure {
-            Tenure::Peer { .. } => self.inner.peer_tls.as_ref(),
-            Tenure::Local { .. } => None,
-        }
-    }
-
     /// The response of `target`; `local` is held until the body is done or dropped.
     fn respond<B>(
         &self,
@@ -431,8 +413,13 @@ impl Head {
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        // `https://` to a peer over the peer channel (its peer port).
+        let scheme = match target.reach {
+            Reach::Plain => Scheme::HTTP,
+            Reach::Mtls => Scheme::HTTPS,
+        };
         let mut uri = Uri::builder()
-            .scheme("http")
+            .scheme(scheme)
             .authority(target.authority.as_str());
         uri = if self.method == Method::CONNECT {
             uri

@@ -12,6 +12,7 @@ use understudy_elector::{
 };
 
 use crate::admin::Admin;
+use crate::dial::Dialer;
 use crate::edge::Edge;
 use crate::metrics::Metrics;
 use crate::peer_tls::{self, PeerTls, PeerTlsError};
@@ -110,9 +111,17 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         address: settings.proxy.as_ref().map(|p| p.advertise.to_string()),
         peer_address: peer.map(|p| p.advertise.to_string()),
     };
+    // (Without a proxy there is no `--connect-timeout`; its default then.)
+    let connect_timeout = settings
+        .proxy
+        .as_ref()
+        .map_or(std::time::Duration::from_secs(1), |p| p.connect_timeout);
     let failsafe = settings.failsafe.map(|max| FailsafeOptions {
         max,
-        channel: Arc::new(crate::failsafe::HttpPeerChannel::new(peer_tls.clone())),
+        channel: Arc::new(crate::failsafe::HttpPeerChannel::new(Dialer::new(
+            connect_timeout,
+            peer_tls.clone(),
+        ))),
     });
     let (slots, handle) = spawn_slots_with(
         api,

@@ -15,12 +15,11 @@ use http_body_util::{BodyExt, Empty};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::BoxError;
 use crate::headers::{self, Inbound};
 use crate::hold::Deadline;
-use crate::peer_tls::{Alpn, Direction};
+use crate::peer_tls::Alpn;
 use crate::proxy::{
     Head, Outcome, Proxy, Target, Wait, bad_gateway, refused_by_sidecar, unavailable,
 };
@@ -54,39 +53,19 @@ where
     B::Error: Into<BoxError>,
 {
     let mut wait = Wait::new(proxy, deadline);
-    let connect_timeout = proxy.inner.settings.connect_timeout;
-    let target = loop {
+    let (target, stream) = loop {
         let target = match wait.target(&inbound).await {
             Ok(t) => t,
             Err(outcome) => return outcome,
         };
-        match tokio::time::timeout(
-            connect_timeout,
-            TcpStream::connect(target.authority.as_str()),
-        )
-        .await
-        {
-            Ok(Ok(stream)) => {
-                let _ = stream.set_nodelay(true);
-                let Some(tls) = proxy.peer_tls_to(&target) else {
-                    break (target, Stream::Plain(stream));
-                };
-                match tokio::time::timeout(connect_timeout, tls.connect(stream, Alpn::Http1)).await
-                {
-                    Ok(Ok(stream)) => break (target, Stream::Tls(Box::new(stream))),
-                    Ok(Err(e)) => {
-                        tracing::debug!(peer = %target.authority, error = %e, "upgrade: TLS handshake failed")
-                    }
-                    Err(_) => {
-                        tls.handshake_failed(Direction::Outbound);
-                        tracing::debug!(peer = %target.authority, "upgrade: TLS handshake timed out")
-                    }
-                }
-            }
-            Ok(Err(e)) => {
-                tracing::debug!(peer = %target.authority, error = %e, "upgrade: connect failed")
-            }
-            Err(_) => tracing::debug!(peer = %target.authority, "upgrade: connect timed out"),
+        let dialed = proxy
+            .inner
+            .dialer
+            .dial(&target.authority, target.reach, Alpn::Http1)
+            .await;
+        match dialed {
+            Ok(stream) => break (target, stream),
+            Err(e) => tracing::debug!(error = %e, "upgrade: no connection"),
         }
         proxy.inner.metrics.connect_error(target.route);
         // Nothing was sent: wait for a new view or a moment, then route again.
@@ -94,7 +73,6 @@ where
             return outcome;
         }
     };
-    let (target, stream) = target;
     let mut req = head.request(&target, body.map_err(Into::into).boxed_unsync());
     // The connection is ours alone, so the request line is origin-form (authority-form for
     // CONNECT), as a client would write it.
@@ -108,11 +86,7 @@ where
             .parse::<Uri>()
             .unwrap_or_else(|_| Uri::from_static("/"))
     };
-    let exchanged = match stream {
-        Stream::Plain(stream) => exchange(&target.authority, stream, req).await,
-        Stream::Tls(stream) => exchange(&target.authority, stream, req).await,
-    };
-    let mut resp = match exchanged {
+    let mut resp = match exchange(&target.authority, stream, req).await {
         Ok(resp) => resp,
         Err(e) => return bad_gateway(target.route, target.authority, &e.to_string()),
     };
@@ -142,12 +116,6 @@ where
         peer: Some(target.authority),
         response: Response::from_parts(parts, Empty::new().map_err(BoxError::from).boxed_unsync()),
     }
-}
-
-/// A tunnel's connection to its target: plain, or over the mTLS peer channel.
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
 async fn exchange<S>(

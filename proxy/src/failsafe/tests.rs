@@ -87,7 +87,7 @@ async fn a_member_is_asked_over_http_and_its_answer_comes_back() {
         ready: None,
         priority: 0,
     };
-    let channel = HttpPeerChannel::new(None);
+    let channel = HttpPeerChannel::new(Dialer::new(Duration::from_secs(1), None));
     let kind = RequestKind::Confirm {
         round: 3,
         lease_ms: 10_000,

@@ -68,8 +68,17 @@ async fn probes_http_status_and_tcp() {
                 .await;
         }
     });
-    assert!(probe(&Probe::Http("/ok".into()), &addr).await.is_ok());
-    assert!(probe(&Probe::Http("/bad".into()), &addr).await.is_err());
-    assert!(probe(&Probe::Tcp, &addr).await.is_ok());
-    assert!(probe(&Probe::Tcp, "127.0.0.1:1").await.is_err());
+    let dialer = Dialer::new(Duration::from_secs(1), None);
+    assert!(
+        probe(&dialer, &Probe::Http("/ok".into()), &addr)
+            .await
+            .is_ok()
+    );
+    assert!(
+        probe(&dialer, &Probe::Http("/bad".into()), &addr)
+            .await
+            .is_err()
+    );
+    assert!(probe(&dialer, &Probe::Tcp, &addr).await.is_ok());
+    assert!(probe(&dialer, &Probe::Tcp, "127.0.0.1:1").await.is_err());
 }

@@ -10,6 +10,7 @@ use understudy_elector::View;
 use super::answer::{held, misdirected};
 use super::{Outcome, Proxy};
 use crate::balance::Outstanding;
+use crate::dial::Reach;
 use crate::headers::{self, Inbound};
 use crate::hold::{Deadline, Place};
 use crate::route::{self, Kind, Route};
@@ -28,6 +29,9 @@ pub(crate) struct Target {
     pub(crate) tenure: Tenure,
     pub(crate) extra: Extra,
     pub(crate) route: Kind,
+    /// How `authority` is reached: the app and, without the peer channel, a peer in the
+    /// clear; with it, a peer over mTLS only.
+    pub(crate) reach: Reach,
     /// Counts the request as outstanding at the active it goes to, when a standby had
     /// several to choose from (see [`crate::balance`]); dropped with the response body.
     pub(crate) load: Option<Outstanding>,
@@ -115,6 +119,7 @@ impl<'a> Wait<'a> {
                         },
                         extra,
                         route: kind,
+                        reach: Reach::Plain,
                         load: None,
                     });
                 }
@@ -133,6 +138,10 @@ impl<'a> Wait<'a> {
                         ),
                     ];
                     let load = several.then(|| balancer.start(&leader.identity));
+                    let reach = match self.proxy.inner.peer_tls {
+                        Some(_) => Reach::Mtls,
+                        None => Reach::Plain,
+                    };
                     return Ok(Target {
                         authority: address,
                         tenure: Tenure::Peer {
@@ -141,6 +150,7 @@ impl<'a> Wait<'a> {
                         },
                         extra,
                         route: kind,
+                        reach,
                         load,
                     });
                 }

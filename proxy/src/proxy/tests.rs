@@ -817,6 +817,7 @@ fn each_attempt_carries_only_its_own_added_headers() {
             (headers::LEASE, value("web")),
         ],
         route: Kind::Local,
+        reach: Reach::Plain,
         load: None,
     };
     let first = head.request(&local, ());
@@ -835,11 +836,16 @@ fn each_attempt_carries_only_its_own_added_headers() {
             (headers::HOLD_MS, value("900")),
         ],
         route: Kind::Forward,
+        reach: Reach::Mtls,
         load: None,
     };
     // A resend elsewhere: the first attempt's fencing token must not go along.
     let second = head.request(&forward, ());
-    assert_eq!(second.uri(), "http://10.0.0.2:8080/x?y=1");
+    assert_eq!(
+        second.uri(),
+        "https://10.0.0.2:8080/x?y=1",
+        "mTLS: to the peer port"
+    );
     assert_eq!(second.headers()[headers::FOR], "b");
     assert_eq!(second.headers()["accept"], "*/*");
     for gone in [headers::LEADER, headers::EPOCH, headers::LEASE] {

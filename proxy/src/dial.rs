@@ -1,0 +1,259 @@
+//! The one way out: every connection the sidecar opens to its app or to a peer sidecar.
+//!
+//! TCP with the connect timeout and `TCP_NODELAY`, then, for a peer reached over the mTLS
+//! peer channel ([`Reach::Mtls`]), the TLS handshake, bounded by the same timeout and counted
+//! when it fails. Forwards dial through it as hyper-util's connector ([`Connector`]: `http://`
+//! in the clear, `https://` over mTLS); upgrades and the failsafe's messages call
+//! [`Dialer::dial`] themselves. What "a peer" is and how it is reached is decided once, where
+//! a request is routed ([`crate::proxy::Target::reach`]).
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::Uri;
+use http::uri::Scheme;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tower_service::Service;
+
+use crate::BoxError;
+use crate::peer_tls::{Alpn, Direction, PeerTls};
+
+/// How an address is reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reach {
+    /// Plain TCP: the local app, or a peer's data port without the peer channel.
+    Plain,
+    /// TLS with this sidecar's certificate, to a peer's `--peer-listen` port.
+    Mtls,
+}
+
+/// A connection that could not be opened. Nothing was sent on it.
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    /// TCP connect failed (refused, unreachable, a name that does not resolve).
+    #[error("connect to {address}: {source}")]
+    Connect {
+        /// Where.
+        address: String,
+        /// The operating system's error.
+        source: io::Error,
+    },
+    /// TCP connect or the TLS handshake took longer than the connect timeout.
+    #[error("connect to {address}: timed out after {after:?}")]
+    TimedOut {
+        /// Where.
+        address: String,
+        /// The connect timeout.
+        after: Duration,
+    },
+    /// The TLS handshake failed (certificate refused, not TLS, closed).
+    #[error("TLS handshake with {address}: {source}")]
+    Handshake {
+        /// Where.
+        address: String,
+        /// The TLS layer's error.
+        source: io::Error,
+    },
+    /// A peer is to be reached over mTLS, but the peer channel is off.
+    #[error("{address} is to be reached over mTLS, but --peer-listen is off")]
+    NoPeerTls {
+        /// Where.
+        address: String,
+    },
+}
+
+/// Opens connections; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Dialer {
+    timeout: Duration,
+    tls: Option<PeerTls>,
+}
+
+impl Dialer {
+    /// Connects within `timeout` (the handshake included), over mTLS with `tls` when asked.
+    pub fn new(timeout: Duration, tls: Option<PeerTls>) -> Dialer {
+        Dialer { timeout, tls }
+    }
+
+    /// Whether peers can be reached over mTLS (the peer channel is on).
+    pub fn has_peer_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// The connect timeout (the TLS handshake included).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// A connection to `address` (`host:port`), reached as `reach`, offering `alpn` in the
+    /// TLS handshake.
+    pub async fn dial(&self, address: &str, reach: Reach, alpn: Alpn) -> Result<Conn, DialError> {
+        let timed_out = || DialError::TimedOut {
+            address: address.to_string(),
+            after: self.timeout,
+        };
+        let tls = match reach {
+            Reach::Plain => None,
+            Reach::Mtls => Some(self.tls.as_ref().ok_or_else(|| DialError::NoPeerTls {
+                address: address.to_string(),
+            })?),
+        };
+        let started = tokio::time::Instant::now();
+        let stream = tokio::time::timeout(self.timeout, TcpStream::connect(address))
+            .await
+            .map_err(|_| timed_out())?
+            .map_err(|source| DialError::Connect {
+                address: address.to_string(),
+                source,
+            })?;
+        let _ = stream.set_nodelay(true);
+        let Some(tls) = tls else {
+            return Ok(Conn::Plain(stream));
+        };
+        let left = self.timeout.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, tls.connect(stream, alpn)).await {
+            Ok(Ok(stream)) => Ok(Conn::Tls(Box::new(stream))),
+            Ok(Err(source)) => Err(DialError::Handshake {
+                address: address.to_string(),
+                source,
+            }),
+            Err(_) => {
+                tls.handshake_failed(Direction::Outbound);
+                Err(timed_out())
+            }
+        }
+    }
+}
+
+/// An open connection: plain TCP, or TLS over it.
+#[derive(Debug)]
+pub enum Conn {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// mTLS to a peer.
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Conn::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Conn::Plain(s) => s.is_write_vectored(),
+            Conn::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
+            Conn::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+impl Connection for Conn {
+    fn connected(&self) -> Connected {
+        match self {
+            Conn::Plain(_) => Connected::new(),
+            Conn::Tls(s) if s.get_ref().1.alpn_protocol() == Some(b"h2") => {
+                Connected::new().negotiated_h2()
+            }
+            Conn::Tls(_) => Connected::new(),
+        }
+    }
+}
+
+/// The [`Dialer`] as hyper-util's connector: `http://host:port` in the clear,
+/// `https://host:port` over the mTLS peer channel, offering `alpn`.
+#[derive(Clone, Debug)]
+pub struct Connector {
+    dialer: Dialer,
+    alpn: Alpn,
+}
+
+impl Connector {
+    /// Dials with `dialer`, offering `alpn` to TLS peers.
+    pub fn new(dialer: Dialer, alpn: Alpn) -> Connector {
+        Connector { dialer, alpn }
+    }
+}
+
+impl Service<Uri> for Connector {
+    type Response = TokioIo<Conn>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let (dialer, alpn) = (self.dialer.clone(), self.alpn);
+        Box::pin(async move {
+            let reach = if uri.scheme() == Some(&Scheme::HTTPS) {
+                Reach::Mtls
+            } else {
+                Reach::Plain
+            };
+            let host = uri.host().unwrap_or_default();
+            let port = uri.port_u16().unwrap_or(match reach {
+                Reach::Plain => 80,
+                Reach::Mtls => 443,
+            });
+            // (An IPv6 host keeps its brackets in `host()`.)
+            let conn = dialer.dial(&format!("{host}:{port}"), reach, alpn).await?;
+            Ok(TokioIo::new(conn))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
