@@ -39,6 +39,7 @@ pub mod edge;
 pub mod failsafe;
 pub mod forward;
 pub mod framing;
+pub mod h1;
 pub mod headers;
 pub mod health;
 pub mod hold;

@@ -1,0 +1,18 @@
+//! understudy's own HTTP/1 engine, built the way Pingora builds its: `httparse` for the
+//! heads, and one place that decides how each message is framed.
+//!
+//! [`codec`] is the sans-IO part: it turns the bytes a client sent into request heads and
+//! body pieces, or refuses them with the status to answer (400, 414 or 431) before anything
+//! is forwarded. Every ambiguity a request could be smuggled through is a refusal there
+//! (see [`codec::Refusal`]). A property test feeds the same byte streams to the codec and to
+//! hyper's HTTP/1 server and compares what each makes of them (`differential`, public with
+//! the `fuzzing` feature); `proxy/fuzz` has the same comparison as a `cargo fuzz` target
+//! for longer runs.
+//!
+//! The engine's connection handling is built on the codec next; until then the data port's
+//! HTTP/1 is still hyper's, behind the framing guard ([`crate::framing`]).
+
+pub mod codec;
+
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod differential;

@@ -1,0 +1,445 @@
+//! Request heads and bodies from the bytes of an HTTP/1 connection, sans IO.
+//!
+//! [`parse_request`] takes a request head off the front of a buffer once it is all there,
+//! with the framing of the body that follows ([`Framing`]); [`Chunked`] decodes a chunked
+//! body piece by piece. Neither reads or allocates more than a message needs: a head is
+//! bounded by [`Limits`] before it is parsed, a chunk-size line and the trailers by the
+//! same limits.
+//!
+//! The rules (RFC 9112), each a [`Refusal`] with the status to answer and the connection
+//! closed:
+//! - lines end in CRLF: a bare LF (or a CR not followed by LF) anywhere in a head, a
+//!   chunk-size line or the trailers is refused, as is obs-fold and whitespace between a
+//!   header name and its colon;
+//! - a method is a token, the version is HTTP/1.0 or HTTP/1.1, the target a valid URI of at
+//!   most [`Limits::max_target_bytes`] (414);
+//! - at most [`Limits::max_headers`] headers in [`Limits::max_head_bytes`] (431);
+//! - `Content-Length` and `Transfer-Encoding` together are refused (hyper would frame by
+//!   the chunked coding and drop the length; a front end that trusted the length is what
+//!   such a request is usually smuggled past);
+//! - `Content-Length`: digits only, one number a line (no list); repeated lines only with
+//!   one value (passed on as one line);
+//! - `Transfer-Encoding`: HTTP/1.1 only, with `chunked` last and only once;
+//! - chunk sizes: hex digits that fit 64 bits, then optional spaces, extensions of visible
+//!   characters, CRLF; chunk data ends in CRLF; trailers are header lines.
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Uri, Version};
+use memchr::memchr;
+
+/// The bounds a request head is parsed within.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Largest head (request line, headers, the empty line), bytes; also bounds a chunk's
+    /// size line and the trailers.
+    pub max_head_bytes: usize,
+    /// Most header lines in a head, and trailer lines after a chunked body.
+    pub max_headers: usize,
+    /// Longest request target, bytes.
+    pub max_target_bytes: usize,
+}
+
+/// Why bytes from a client are refused. The connection is closed after the answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// A line ended in LF without CR, or a CR was not followed by LF.
+    #[error("a line does not end in CRLF")]
+    BareLineEnd,
+    /// The request line or a header line is not valid HTTP/1 (obs-fold, whitespace before a
+    /// colon, a character a token or field value may not hold, an unknown version).
+    #[error("malformed request head ({0})")]
+    Malformed(&'static str),
+    /// The request target is not a valid URI.
+    #[error("invalid request target")]
+    Target,
+    /// The request target is longer than allowed (414).
+    #[error("request target longer than {0} bytes")]
+    TargetTooLong(usize),
+    /// More headers than allowed (431).
+    #[error("more than {0} headers")]
+    TooManyHeaders(usize),
+    /// A head (or chunk-size line, or trailers) larger than allowed (431).
+    #[error("request head larger than {0} bytes")]
+    HeadTooLarge(usize),
+    /// Both `Content-Length` and `Transfer-Encoding`.
+    #[error("both Content-Length and Transfer-Encoding")]
+    LengthAndEncoding,
+    /// A `Content-Length` that is not one non-negative integer.
+    #[error("invalid Content-Length")]
+    Length,
+    /// A `Transfer-Encoding` whose last coding is not `chunked`, or with `chunked` twice.
+    #[error("Transfer-Encoding must end with chunked, once")]
+    Encoding,
+    /// `Transfer-Encoding` in an HTTP/1.0 request.
+    #[error("Transfer-Encoding in an HTTP/1.0 request")]
+    EncodingInHttp10,
+    /// A chunk-size line, chunk end or trailer that is not valid.
+    #[error("malformed chunked body ({0})")]
+    Chunk(&'static str),
+}
+
+impl Refusal {
+    /// The status to answer with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Refusal::TargetTooLong(_) => StatusCode::URI_TOO_LONG,
+            Refusal::TooManyHeaders(_) | Refusal::HeadTooLarge(_) => {
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            }
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// How the body after a head is framed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// `Content-Length` bytes (0: no body).
+    Length(u64),
+    /// The chunked coding ([`Chunked`]).
+    Chunked,
+}
+
+/// A request head, as the proxy routes it.
+#[derive(Debug)]
+pub struct RequestHead {
+    /// The method.
+    pub method: Method,
+    /// The request target.
+    pub uri: Uri,
+    /// HTTP/1.0 or HTTP/1.1.
+    pub version: Version,
+    /// The header lines, in order (names lower-cased).
+    pub headers: HeaderMap,
+    /// How its body is framed.
+    pub framing: Framing,
+}
+
+/// Takes a complete request head off the front of `buf`: `Ok(None)` while it is not all
+/// there yet (within the limits), else the head, or why the bytes are refused.
+///
+/// Empty lines before the request line are skipped (RFC 9112 §2.2).
+pub fn parse_request(buf: &mut BytesMut, limits: &Limits) -> Result<Option<RequestHead>, Refusal> {
+    let Some((start, end)) = head_bounds(buf, limits.max_head_bytes)? else {
+        return Ok(None);
+    };
+    let mut slots = vec![httparse::EMPTY_HEADER; limits.max_headers];
+    let mut req = httparse::Request::new(&mut slots);
+    match req.parse(&buf[start..end]) {
+        Ok(httparse::Status::Complete(n)) if n == end - start => {}
+        Ok(_) => return Err(Refusal::Malformed("head")),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(Refusal::TooManyHeaders(limits.max_headers));
+        }
+        Err(e) => return Err(Refusal::Malformed(parse_error(e))),
+    }
+    let target = req.path.unwrap_or_default();
+    if target.len() > limits.max_target_bytes {
+        return Err(Refusal::TargetTooLong(limits.max_target_bytes));
+    }
+    let method = Method::from_bytes(req.method.unwrap_or_default().as_bytes())
+        .map_err(|_| Refusal::Malformed("method"))?;
+    let uri = Uri::try_from(target).map_err(|_| Refusal::Target)?;
+    let version = match req.version {
+        Some(1) => Version::HTTP_11,
+        _ => Version::HTTP_10,
+    };
+    let mut headers = HeaderMap::with_capacity(req.headers.len());
+    for h in req.headers.iter() {
+        let name =
+            HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| Refusal::Malformed("name"))?;
+        let value = HeaderValue::from_bytes(h.value).map_err(|_| Refusal::Malformed("value"))?;
+        headers.append(name, value);
+    }
+    let framing = framing(&headers, version)?;
+    if let Framing::Length(n) = framing {
+        // Repeated lines of one value: passed on as one.
+        if headers
+            .get_all(header::CONTENT_LENGTH)
+            .iter()
+            .nth(1)
+            .is_some()
+        {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
+    }
+    let _ = buf.split_to(end);
+    Ok(Some(RequestHead {
+        method,
+        uri,
+        version,
+        headers,
+        framing,
+    }))
+}
+
+/// Where the head in `buf` starts (after empty lines) and ends (after its empty line), once
+/// it is all there; every line checked to end in CRLF.
+fn head_bounds(buf: &[u8], max: usize) -> Result<Option<(usize, usize)>, Refusal> {
+    let mut start = 0;
+    let mut line = 0;
+    loop {
+        let Some(at) = memchr(b'\n', &buf[line..]).map(|at| line + at) else {
+            // A CR must be followed by LF; one at the very end may still be.
+            let tail = &buf[line..];
+            if tail.len() > 1 && memchr(b'\r', &tail[..tail.len() - 1]).is_some() {
+                return Err(Refusal::BareLineEnd);
+            }
+            return if buf.len() - start > max {
+                Err(Refusal::HeadTooLarge(max))
+            } else {
+                Ok(None)
+            };
+        };
+        if at == 0 || buf[at - 1] != b'\r' || memchr(b'\r', &buf[line..at - 1]).is_some() {
+            return Err(Refusal::BareLineEnd);
+        }
+        if at + 1 - start > max {
+            return Err(Refusal::HeadTooLarge(max));
+        }
+        let empty = at - 1 == line;
+        line = at + 1;
+        if empty {
+            if line - 2 == start {
+                // An empty line before the request line.
+                start = line;
+                continue;
+            }
+            return Ok(Some((start, line)));
+        }
+    }
+}
+
+fn parse_error(e: httparse::Error) -> &'static str {
+    match e {
+        httparse::Error::HeaderName => "header name",
+        httparse::Error::HeaderValue => "header value",
+        httparse::Error::NewLine => "line end",
+        httparse::Error::Token => "method or target",
+        httparse::Error::Version => "version",
+        _ => "head",
+    }
+}
+
+/// The framing rules of the module docs.
+fn framing(headers: &HeaderMap, version: Version) -> Result<Framing, Refusal> {
+    let lengths = headers.get_all(header::CONTENT_LENGTH);
+    let codings = headers.get_all(header::TRANSFER_ENCODING);
+    match (
+        lengths.iter().next().is_some(),
+        codings.iter().next().is_some(),
+    ) {
+        (true, true) => Err(Refusal::LengthAndEncoding),
+        (false, false) => Ok(Framing::Length(0)),
+        (true, false) => {
+            let mut length = None;
+            for line in lengths {
+                let n = digits(line.as_bytes()).ok_or(Refusal::Length)?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(Refusal::Length);
+                }
+                length = Some(n);
+            }
+            length.map(Framing::Length).ok_or(Refusal::Length)
+        }
+        (false, true) => {
+            if version != Version::HTTP_11 {
+                return Err(Refusal::EncodingInHttp10);
+            }
+            let mut items = Vec::new();
+            for line in codings {
+                let text = line.to_str().map_err(|_| Refusal::Encoding)?;
+                items.extend(text.split(',').map(str::trim));
+            }
+            let chunked = |c: &str| c.eq_ignore_ascii_case("chunked");
+            let once = items.iter().filter(|c| chunked(c)).count() == 1;
+            match items.last() {
+                Some(last) if chunked(last) && once => Ok(Framing::Chunked),
+                _ => Err(Refusal::Encoding),
+            }
+        }
+    }
+}
+
+/// A decimal number of digits only (no sign, no space), if it fits 64 bits.
+fn digits(bytes: &[u8]) -> Option<u64> {
+    if bytes.is_empty() {
+        return None;
+    }
+    bytes.iter().try_fold(0u64, |n, &b| {
+        let d = (b as char).to_digit(10)?;
+        n.checked_mul(10)?.checked_add(u64::from(d))
+    })
+}
+
+/// What [`Chunked::decode`] took off the buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Piece {
+    /// Body bytes.
+    Data(Bytes),
+    /// The trailers after the last chunk, when there are any; the body has ended.
+    Trailers(HeaderMap),
+    /// The body has ended (without trailers).
+    End,
+}
+
+/// Decodes one chunked body; see the module docs for its rules.
+#[derive(Debug)]
+pub struct Chunked {
+    /// Bytes of the current chunk's data still to come, or `None` at a size line.
+    left: Option<u64>,
+    /// The CRLF after a chunk's data is still to come.
+    data_end: bool,
+    /// After the last chunk: the trailers are being read.
+    last: bool,
+    limits: Limits,
+}
+
+impl Chunked {
+    /// A decoder for a body after a head parsed within `limits`.
+    pub fn new(limits: Limits) -> Chunked {
+        Chunked {
+            left: None,
+            data_end: false,
+            last: false,
+            limits,
+        }
+    }
+
+    /// Takes the next piece off the front of `buf`: `Ok(None)` when more bytes are needed.
+    /// Call again after [`Piece::Data`]; [`Piece::End`] and [`Piece::Trailers`] end the
+    /// body, and what follows in `buf` is the next request.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Piece>, Refusal> {
+        loop {
+            if self.last {
+                return self.trailers(buf);
+            }
+            if self.data_end {
+                match buf.get(..2) {
+                    None if buf.first().is_none_or(|&b| b == b'\r') => return Ok(None),
+                    Some(b"\r\n") => {
+                        let _ = buf.split_to(2);
+                        self.data_end = false;
+                    }
+                    _ => return Err(Refusal::Chunk("chunk data not ended by CRLF")),
+                }
+            }
+            match self.left {
+                Some(left) => {
+                    if buf.is_empty() {
+                        return Ok(None);
+                    }
+                    let n = usize::try_from(left).map_or(buf.len(), |l| l.min(buf.len()));
+                    let data = buf.split_to(n).freeze();
+                    let left = left - n as u64;
+                    if left == 0 {
+                        self.left = None;
+                        self.data_end = true;
+                    } else {
+                        self.left = Some(left);
+                    }
+                    return Ok(Some(Piece::Data(data)));
+                }
+                None => {
+                    let Some(size) = self.size_line(buf)? else {
+                        return Ok(None);
+                    };
+                    if size == 0 {
+                        self.last = true;
+                    } else {
+                        self.left = Some(size);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A chunk-size line off the front of `buf`: the size, once the line is all there.
+    fn size_line(&self, buf: &mut BytesMut) -> Result<Option<u64>, Refusal> {
+        let max = self.limits.max_head_bytes;
+        let Some(lf) = memchr(b'\n', buf) else {
+            if buf.len() > max {
+                return Err(Refusal::HeadTooLarge(max));
+            }
+            // Whatever is there must be a valid start of a size line.
+            return check_size_prefix(buf).map(|()| None);
+        };
+        if lf > max {
+            return Err(Refusal::HeadTooLarge(max));
+        }
+        if lf == 0 || buf[lf - 1] != b'\r' {
+            return Err(Refusal::BareLineEnd);
+        }
+        let line = &buf[..lf - 1];
+        let hex = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+        if hex == 0 {
+            return Err(Refusal::Chunk("chunk size is not hex"));
+        }
+        let size = u64::from_str_radix(std::str::from_utf8(&line[..hex]).unwrap_or("x"), 16)
+            .map_err(|_| Refusal::Chunk("chunk size too large"))?;
+        let rest = &line[hex..];
+        let ws = rest
+            .iter()
+            .take_while(|&&b| b == b' ' || b == b'\t')
+            .count();
+        match rest.get(ws) {
+            None => {}
+            // Extensions: ignored, but only of visible characters, spaces and tabs.
+            Some(b';')
+                if rest[ws..]
+                    .iter()
+                    .any(|&b| b != b'\t' && (b < b' ' || b == 0x7f)) =>
+            {
+                return Err(Refusal::Chunk("control character in a chunk extension"));
+            }
+            Some(b';') => {}
+            Some(_) => return Err(Refusal::Chunk("chunk size is not hex")),
+        }
+        let _ = buf.split_to(lf + 1);
+        Ok(Some(size))
+    }
+
+    /// After the last chunk: trailer lines up to an empty line.
+    fn trailers(&mut self, buf: &mut BytesMut) -> Result<Option<Piece>, Refusal> {
+        if buf.starts_with(b"\r\n") {
+            let _ = buf.split_to(2);
+            return Ok(Some(Piece::End));
+        }
+        let max = self.limits.max_head_bytes;
+        // The trailers end with an empty line, as a head does.
+        let Some((_, end)) = head_bounds(buf, max)? else {
+            return Ok(None);
+        };
+        let mut slots = vec![httparse::EMPTY_HEADER; self.limits.max_headers];
+        let trailers = match httparse::parse_headers(&buf[..end], &mut slots) {
+            Ok(httparse::Status::Complete((n, fields))) if n == end => fields,
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(Refusal::TooManyHeaders(self.limits.max_headers));
+            }
+            _ => return Err(Refusal::Chunk("malformed trailers")),
+        };
+        let mut map = HeaderMap::with_capacity(trailers.len());
+        for h in trailers.iter() {
+            let name = HeaderName::from_bytes(h.name.as_bytes())
+                .map_err(|_| Refusal::Chunk("malformed trailers"))?;
+            let value = HeaderValue::from_bytes(h.value)
+                .map_err(|_| Refusal::Chunk("malformed trailers"))?;
+            map.append(name, value);
+        }
+        let _ = buf.split_to(end);
+        Ok(Some(Piece::Trailers(map)))
+    }
+}
+
+/// Whether the start of a size line (no LF yet) can still become a valid one.
+fn check_size_prefix(buf: &[u8]) -> Result<(), Refusal> {
+    match buf.first() {
+        None => Ok(()),
+        Some(b) if !b.is_ascii_hexdigit() => Err(Refusal::Chunk("chunk size is not hex")),
+        Some(_) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,229 @@
+use super::*;
+
+const LIMITS: Limits = Limits {
+    max_head_bytes: 1024,
+    max_headers: 8,
+    max_target_bytes: 64,
+};
+
+fn parse(bytes: &[u8]) -> Result<Option<RequestHead>, Refusal> {
+    parse_request(&mut BytesMut::from(bytes), &LIMITS)
+}
+
+fn refusal(bytes: &[u8]) -> Refusal {
+    parse(bytes).expect_err("refused")
+}
+
+#[test]
+fn a_head_is_taken_once_it_is_all_there_and_leaves_what_follows() {
+    let whole = b"\r\nPOST /a?b=c HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nX-A: 1\r\nx-a: 2\r\n\r\nabcGET";
+    for cut in 0..whole.len() - 6 {
+        assert!(parse(&whole[..cut]).unwrap().is_none(), "cut at {cut}");
+    }
+    let mut buf = BytesMut::from(&whole[..]);
+    let head = parse_request(&mut buf, &LIMITS).unwrap().unwrap();
+    assert_eq!(head.method, Method::POST);
+    assert_eq!(head.uri, "/a?b=c");
+    assert_eq!(head.version, Version::HTTP_11);
+    assert_eq!(head.framing, Framing::Length(3));
+    let xa: Vec<_> = head.headers.get_all("x-a").iter().collect();
+    assert_eq!(xa, ["1", "2"]);
+    assert_eq!(&buf[..], b"abcGET");
+}
+
+#[test]
+fn framing_follows_one_set_of_rules() {
+    let framing = |headers: &str| {
+        parse(format!("PUT / HTTP/1.1\r\n{headers}\r\n").as_bytes()).map(|h| h.unwrap().framing)
+    };
+    assert_eq!(framing(""), Ok(Framing::Length(0)));
+    assert_eq!(framing("content-length: 5\r\n"), Ok(Framing::Length(5)));
+    assert_eq!(
+        framing("content-length: 5\r\ncontent-length: 5\r\n"),
+        Ok(Framing::Length(5))
+    );
+    assert_eq!(
+        framing("transfer-encoding: gzip, Chunked\r\n"),
+        Ok(Framing::Chunked)
+    );
+    for bad in [
+        "+5",
+        "5,6",
+        "5, 5",
+        "-1",
+        "",
+        "0x5",
+        "5 5",
+        "99999999999999999999",
+    ] {
+        assert_eq!(
+            framing(&format!("content-length: {bad}\r\n")),
+            Err(Refusal::Length),
+            "{bad:?}"
+        );
+    }
+    assert_eq!(
+        framing("content-length: 5\r\ncontent-length: 6\r\n"),
+        Err(Refusal::Length)
+    );
+    for bad in [
+        "gzip",
+        "chunked, gzip",
+        "chunked, chunked",
+        "chunked,",
+        "identity",
+    ] {
+        assert_eq!(
+            framing(&format!("transfer-encoding: {bad}\r\n")),
+            Err(Refusal::Encoding),
+            "{bad:?}"
+        );
+    }
+    assert_eq!(
+        framing("content-length: 5\r\ntransfer-encoding: chunked\r\n"),
+        Err(Refusal::LengthAndEncoding)
+    );
+    assert_eq!(
+        parse(b"POST / HTTP/1.0\r\ntransfer-encoding: chunked\r\n\r\n").unwrap_err(),
+        Refusal::EncodingInHttp10
+    );
+}
+
+#[test]
+fn every_ambiguity_in_a_head_is_refused() {
+    assert_eq!(
+        refusal(b"GET / HTTP/1.1\nHost: x\r\n\r\n"),
+        Refusal::BareLineEnd
+    );
+    assert_eq!(
+        refusal(b"GET / HTTP/1.1\r\nHost: x\n\r\n"),
+        Refusal::BareLineEnd
+    );
+    assert_eq!(refusal(b"\nGET / HTTP/1.1\r\n\r\n"), Refusal::BareLineEnd);
+    assert_eq!(
+        refusal(b"GET / HTTP/1.1\r\nA: b\rc\r\n\r\n"),
+        Refusal::BareLineEnd
+    );
+    assert!(
+        matches!(
+            refusal(b"GET / HTTP/1.1\r\nA: b\r\n c\r\n\r\n"),
+            Refusal::Malformed(_)
+        ),
+        "obs-fold"
+    );
+    assert!(
+        matches!(
+            refusal(b"GET / HTTP/1.1\r\nA : b\r\n\r\n"),
+            Refusal::Malformed(_)
+        ),
+        "space before the colon"
+    );
+    assert!(matches!(
+        refusal(b"G@T / HTTP/1.1\r\n\r\n"),
+        Refusal::Malformed(_)
+    ));
+    assert!(matches!(
+        refusal(b"GET / HTTP/1.2\r\n\r\n"),
+        Refusal::Malformed(_)
+    ));
+    assert!(matches!(
+        refusal(b"GET / HTTP/2.0\r\n\r\n"),
+        Refusal::Malformed(_)
+    ));
+    assert!(matches!(
+        refusal(b"GET /a b HTTP/1.1\r\n\r\n"),
+        Refusal::Malformed(_)
+    ));
+    assert!(matches!(
+        refusal(b"GET / HTTP/1.1\r\nA: \0\r\n\r\n"),
+        Refusal::Malformed(_)
+    ));
+}
+
+#[test]
+fn the_limits_give_414_and_431() {
+    let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(64));
+    assert_eq!(refusal(long.as_bytes()).status(), StatusCode::URI_TOO_LONG);
+    let many: String = (0..9).map(|i| format!("h{i}: v\r\n")).collect();
+    let head = format!("GET / HTTP/1.1\r\n{many}\r\n");
+    assert_eq!(refusal(head.as_bytes()), Refusal::TooManyHeaders(8));
+    let big = format!("GET / HTTP/1.1\r\nA: {}", "v".repeat(1100));
+    assert_eq!(
+        refusal(big.as_bytes()),
+        Refusal::HeadTooLarge(1024),
+        "even unfinished"
+    );
+    assert_eq!(
+        refusal(big.as_bytes()).status(),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+    );
+}
+
+/// A decoded chunked body: its data, its trailers, and the bytes after it.
+type Decoded = (Vec<u8>, Option<HeaderMap>, Vec<u8>);
+
+/// Every piece of a chunked body fed in `step`-byte reads.
+fn decode(bytes: &[u8], step: usize) -> Result<Decoded, Refusal> {
+    let mut decoder = Chunked::new(LIMITS);
+    let mut buf = BytesMut::new();
+    let mut data = Vec::new();
+    let mut fed = 0;
+    loop {
+        match decoder.decode(&mut buf)? {
+            Some(Piece::Data(d)) => data.extend_from_slice(&d),
+            Some(Piece::End) => return Ok((data, None, [&buf[..], &bytes[fed..]].concat())),
+            Some(Piece::Trailers(t)) => {
+                return Ok((data, Some(t), [&buf[..], &bytes[fed..]].concat()));
+            }
+            None => {
+                assert!(fed < bytes.len(), "ran out of input");
+                let n = step.min(bytes.len() - fed);
+                buf.extend_from_slice(&bytes[fed..fed + n]);
+                fed += n;
+            }
+        }
+    }
+}
+
+#[test]
+fn a_chunked_body_decodes_the_same_in_any_reads() {
+    let body = b"3;name=\"v\"\r\nabc\r\nA \r\n0123456789\r\n0\r\nx-t: 1\r\n\r\nNEXT";
+    for step in 1..body.len() {
+        let (data, trailers, rest) = decode(body, step).unwrap();
+        assert_eq!(data, b"abc0123456789", "step {step}");
+        assert_eq!(trailers.unwrap()["x-t"], "1");
+        assert_eq!(rest, b"NEXT");
+    }
+    let (data, trailers, rest) = decode(b"0\r\n\r\n", 1).unwrap();
+    assert!(data.is_empty() && trailers.is_none() && rest.is_empty());
+}
+
+#[test]
+fn a_bad_chunked_body_is_refused() {
+    for bad in [
+        &b"g\r\n"[..],
+        b"3\nabc\r\n",
+        b"3\r\nabcX\r\n",
+        b"3\r\nabc\n0\r\n\r\n",
+        b"ffffffffffffffffff\r\n",
+        b"3;a\0b\r\nabc\r\n",
+        b" 3\r\nabc\r\n",
+        b"3 x\r\nabc\r\n",
+        b"0\r\nx-t 1\r\n\r\n",
+        b"0\r\nx-t: 1\n\r\n",
+    ] {
+        let mut decoder = Chunked::new(LIMITS);
+        let mut buf = BytesMut::from(bad);
+        let result = loop {
+            match decoder.decode(&mut buf) {
+                Ok(Some(Piece::Data(_))) => continue,
+                other => break other,
+            }
+        };
+        assert!(
+            result.is_err(),
+            "{:?}: {result:?}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+}

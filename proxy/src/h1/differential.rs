@@ -1,0 +1,213 @@
+//! The codec against hyper's HTTP/1 server ([`check`]): the same byte stream (pipelined requests, most
+//! of them valid, some with the ambiguities smuggling feeds on, some with a byte changed) to
+//! both, comparing the requests each takes whole, in order: method, target, version, header
+//! lines, body and trailers.
+//!
+//! The codec may refuse what hyper takes only by one of its stricter rules
+//! ([`stricter_than_hyper`]); it must never take what hyper refuses, and never frame a
+//! request differently. hyper stops after a request that does not keep the connection
+//! (`Connection: close`, HTTP/1.0 without keep-alive), and so does the comparison.
+//!
+//! The property test (`differential/tests.rs`) runs it on generated streams in the test
+//! suite; the `cargo fuzz` target in `proxy/fuzz` runs it on arbitrary bytes (built with
+//! the `fuzzing` feature, which makes this module public).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, Request, Response};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::codec::{Chunked, Framing, Limits, Piece, Refusal, RequestHead, parse_request};
+
+const LIMITS: Limits = Limits {
+    max_head_bytes: 16 * 1024,
+    max_headers: 32,
+    max_target_bytes: 8 * 1024,
+};
+
+/// One request as a side took it whole.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Seen {
+    method: String,
+    target: String,
+    version: http::Version,
+    headers: Vec<(String, Bytes)>,
+    body: Bytes,
+    trailers: Vec<(String, Bytes)>,
+}
+
+fn lines(headers: &HeaderMap) -> Vec<(String, Bytes)> {
+    headers
+        .iter()
+        .map(|(n, v)| (n.as_str().to_string(), Bytes::copy_from_slice(v.as_bytes())))
+        .collect()
+}
+
+/// Whether hyper keeps the connection for another request after this head.
+fn keeps_alive(head: &RequestHead) -> bool {
+    let tokens = || {
+        head.headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+    };
+    if tokens().any(|t| t.eq_ignore_ascii_case("close")) {
+        return false;
+    }
+    head.version == http::Version::HTTP_11 || tokens().any(|t| t.eq_ignore_ascii_case("keep-alive"))
+}
+
+/// The codec's view: the requests taken whole, and the refusal that ended it, if any.
+pub fn codec_view(bytes: &[u8]) -> (Vec<Seen>, Option<Refusal>) {
+    let mut buf = BytesMut::from(bytes);
+    let mut seen = Vec::new();
+    loop {
+        let head = match parse_request(&mut buf, &LIMITS) {
+            Ok(Some(head)) => head,
+            Ok(None) => return (seen, None),
+            Err(r) => return (seen, Some(r)),
+        };
+        let (mut body, mut trailers) = (BytesMut::new(), Vec::new());
+        match head.framing {
+            Framing::Length(n) => {
+                let Ok(n) = usize::try_from(n) else {
+                    return (seen, None);
+                };
+                if buf.len() < n {
+                    return (seen, None);
+                }
+                body = buf.split_to(n);
+            }
+            Framing::Chunked => {
+                let mut chunked = Chunked::new(LIMITS);
+                loop {
+                    match chunked.decode(&mut buf) {
+                        Ok(Some(Piece::Data(d))) => body.extend_from_slice(&d),
+                        Ok(Some(Piece::End)) => break,
+                        Ok(Some(Piece::Trailers(t))) => {
+                            trailers = lines(&t);
+                            break;
+                        }
+                        Ok(None) => return (seen, None),
+                        Err(r) => return (seen, Some(r)),
+                    }
+                }
+            }
+        }
+        let keep = keeps_alive(&head);
+        seen.push(Seen {
+            method: head.method.to_string(),
+            target: head.uri.to_string(),
+            version: head.version,
+            headers: lines(&head.headers),
+            body: body.freeze(),
+            trailers,
+        });
+        if !keep {
+            return (seen, None);
+        }
+    }
+}
+
+/// hyper's view: the requests its server handed to the service with a complete body.
+pub async fn hyper_view(bytes: Vec<u8>) -> Vec<Seen> {
+    let (mut client, server) = tokio::io::duplex(1 << 20);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let record = record.clone();
+        async move {
+            let (parts, body) = req.into_parts();
+            if let Ok(collected) = body.collect().await {
+                let trailers = collected.trailers().map(lines).unwrap_or_default();
+                record.lock().unwrap().push(Seen {
+                    method: parts.method.to_string(),
+                    target: parts.uri.to_string(),
+                    version: parts.version,
+                    headers: lines(&parts.headers),
+                    body: collected.to_bytes(),
+                    trailers,
+                });
+            }
+            Ok::<_, std::convert::Infallible>(Response::new(Empty::<Bytes>::new()))
+        }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .half_close(true)
+        .max_headers(LIMITS.max_headers)
+        .max_buf_size(LIMITS.max_head_bytes)
+        .serve_connection(TokioIo::new(server), service);
+    let talk = async move {
+        client.write_all(&bytes).await.unwrap();
+        client.shutdown().await.unwrap();
+        // Read the answers, so that hyper is never blocked writing them.
+        let mut sink = Vec::new();
+        let _ = client.read_to_end(&mut sink).await;
+    };
+    let both = async { tokio::join!(conn, talk) };
+    // hyper's own verdict on the connection (an error for a stream it refused) is not
+    // compared: the requests it handed over are.
+    let (_served, ()) = tokio::time::timeout(Duration::from_secs(10), both)
+        .await
+        .expect("hyper finished with the stream");
+    seen.lock()
+        .map(|mut v| std::mem::take(&mut *v))
+        .unwrap_or_default()
+}
+
+/// The codec's rules that refuse what hyper takes.
+pub fn stricter_than_hyper(r: &Refusal) -> bool {
+    if std::env::var("NOSTRICT").is_ok() {
+        return false;
+    }
+    matches!(
+        r,
+        // hyper takes a bare LF as a line end;
+        Refusal::BareLineEnd
+        // frames by the chunked coding and drops the length;
+        | Refusal::LengthAndEncoding
+        // takes `chunked` applied twice;
+        | Refusal::Encoding
+        // takes control characters in chunk extensions.
+        | Refusal::Chunk("control character in a chunk extension")
+    )
+}
+
+/// Runs both on `bytes` and compares (see the module docs): `Err` describes a difference.
+pub fn check(bytes: &[u8]) -> Result<(), String> {
+    let (ours, refusal) = codec_view(bytes);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let theirs = runtime.block_on(hyper_view(bytes.to_vec()));
+    let text = String::from_utf8_lossy(bytes);
+    if theirs.len() < ours.len() {
+        return Err(format!(
+            "the codec took a request hyper did not: {text:?}\nours: {ours:#?}\nhyper: {theirs:#?}"
+        ));
+    }
+    if theirs[..ours.len()] != ours[..] {
+        return Err(format!(
+            "the codec and hyper differ: {text:?}\nours: {ours:#?}\nhyper: {:#?}",
+            &theirs[..ours.len()]
+        ));
+    }
+    if theirs.len() > ours.len() && !refusal.as_ref().is_some_and(stricter_than_hyper) {
+        return Err(format!(
+            "hyper took a request the codec did not ({refusal:?}): {text:?}\nhyper: {:#?}",
+            theirs[ours.len()]
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,147 @@
+use proptest::prelude::*;
+
+use super::check;
+
+// === the byte streams ===
+
+fn line_end() -> impl Strategy<Value = &'static str> {
+    prop_oneof![9 => Just("\r\n"), 1 => Just("\n")]
+}
+
+fn header() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("Host: example".to_string()),
+        Just("X-A: 1".to_string()),
+        Just("x-a: two, three".to_string()),
+        Just("Accept: */*".to_string()),
+        Just("Connection: close".to_string()),
+        Just("Connection: keep-alive".to_string()),
+        Just("X-Tab: a\tb".to_string()),
+        Just("X-Obs: caf\u{e9}".to_string()),
+        Just("X-Empty:".to_string()),
+        Just("A : b".to_string()),
+        Just(" folded".to_string()),
+        Just("Bad Name: x".to_string()),
+        prop::sample::select(vec![
+            "0", "1", "3", "+3", "3, 3", "3,4", " 3 ", "03", "x", ""
+        ])
+        .prop_map(|v| format!("Content-Length: {v}")),
+        prop::sample::select(vec![
+            "chunked",
+            "Chunked",
+            "gzip, chunked",
+            "chunked, gzip",
+            "chunked, chunked",
+            "identity",
+            "chunked,"
+        ])
+        .prop_map(|v| format!("Transfer-Encoding: {v}")),
+    ]
+}
+
+fn chunk() -> impl Strategy<Value = String> {
+    (
+        1usize..12,
+        prop::sample::select(vec![
+            "",
+            ";a",
+            ";a=b",
+            ";a=\"q r\"",
+            " ;x",
+            " ",
+            "\t",
+            ";\u{1}",
+        ]),
+        any::<bool>(),
+        line_end(),
+    )
+        .prop_map(|(n, ext, upper, end)| {
+            let size = if upper {
+                format!("{n:X}")
+            } else {
+                format!("{n:x}")
+            };
+            format!("{size}{ext}{end}{}\r\n", "d".repeat(n))
+        })
+}
+
+/// A chunked body: chunks, the last chunk, maybe a trailer, the empty line.
+fn chunked_body() -> impl Strategy<Value = String> {
+    (
+        prop::collection::vec(chunk(), 0..3),
+        prop::sample::select(vec!["", "x-t: 1\r\n", "x-t 1\r\n"]),
+    )
+        .prop_map(|(chunks, trailer)| format!("{}0\r\n{trailer}\r\n", chunks.concat()))
+}
+
+fn request() -> impl Strategy<Value = Vec<u8>> {
+    (
+        prop::sample::select(vec!["GET", "POST", "PUT", "get", "G@T", "DELETE"]),
+        prop::sample::select(vec!["/", "/a?b=c", "*", "http://h/p", "/a b", "/%7e"]),
+        prop::sample::select(vec![
+            "HTTP/1.1", "HTTP/1.1", "HTTP/1.0", "HTTP/1.2", "HTTP/2.0",
+        ]),
+        prop::collection::vec((header(), line_end()), 0..5),
+        prop_oneof![
+            Just(None),
+            "[a-z]{0,6}".prop_map(Some),
+            chunked_body().prop_map(Some)
+        ],
+        line_end(),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(method, target, version, headers, body, end, empty_first)| {
+                let mut s = String::new();
+                if empty_first {
+                    s.push_str("\r\n");
+                }
+                s.push_str(&format!("{method} {target} {version}{end}"));
+                for (h, e) in headers {
+                    s.push_str(&h);
+                    s.push_str(e);
+                }
+                s.push_str("\r\n");
+                if let Some(body) = body {
+                    s.push_str(&body);
+                }
+                s.into_bytes()
+            },
+        )
+}
+
+/// Requests in a row, with at most one byte changed somewhere.
+fn stream() -> impl Strategy<Value = Vec<u8>> {
+    (
+        prop::collection::vec(request(), 1..4),
+        prop::option::weighted(
+            0.3,
+            (
+                any::<prop::sample::Index>(),
+                prop::sample::select(b"\r\n :\0a,;\t\x80".to_vec()),
+                any::<bool>(),
+            ),
+        ),
+    )
+        .prop_map(|(requests, change)| {
+            let mut bytes = requests.concat();
+            if let Some((at, byte, insert)) = change {
+                let at = at.index(bytes.len());
+                if insert {
+                    bytes.insert(at, byte);
+                } else {
+                    bytes[at] = byte;
+                }
+            }
+            bytes
+        })
+}
+
+proptest! {
+    #[test]
+    fn the_codec_takes_what_hyper_takes_or_refuses_it_by_a_stricter_rule(bytes in stream()) {
+        if let Err(difference) = check(&bytes) {
+            prop_assert!(false, "{}", difference);
+        }
+    }
+}
