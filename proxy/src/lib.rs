@@ -7,7 +7,8 @@
 //! ClusterIP Service that picks any pod always reaches the active one.
 //!
 //! The pieces, in the order a request meets them:
-//! - [`server`]: accepts HTTP/1.1 and h2c connections, with timeouts and limits;
+//! - [`conn`]: accepts connections: the bound on them, activity, the peer port's TLS;
+//! - [`server`]: serves HTTP/1.1 and h2c on them, with timeouts and limits;
 //! - [`edge`]: the failsafe's messages answered, everything else to the [`proxy`];
 //! - [`framing`]: refuses HTTP/1 requests with both `Content-Length` and `Transfer-Encoding`;
 //! - [`limits`]: the bounds on connections, requests, held requests and replay buffers;
@@ -34,6 +35,7 @@ pub mod announce;
 pub mod balance;
 pub mod body;
 pub mod cli;
+pub mod conn;
 pub mod dial;
 pub mod edge;
 pub mod failsafe;

@@ -1,12 +1,13 @@
-//! Accepting and serving connections, shared by the proxy and the admin server.
+//! Serving HTTP on the connections [`crate::conn`] accepts, shared by the proxy and the
+//! admin server.
 //!
 //! HTTP/1.1 (keep-alive, upgrades) and HTTP/2 with prior knowledge on one port (hyper-util's
 //! `auto` server). Limits: header read timeout and head size/count (HTTP/1), header list
 //! size (HTTP/2), and an idle timeout after which a connection is shut down gracefully:
 //! requests in flight finish, no new ones are read. A connection that sends nothing at all
 //! is closed after the header read timeout too (hyper's own timer only starts once the
-//! protocol is known, which takes a first byte). Open connections are bounded
-//! ([`ConnectionLimit`]): one over the bound is answered 503 with `Retry-After` and closed.
+//! protocol is known, which takes a first byte). Open connections are bounded by the
+//! connection layer.
 //!
 //! HTTP/1 requests with both `Content-Length` and `Transfer-Encoding` are refused with 400
 //! and the connection closed, never forwarded ([`crate::framing`]).
@@ -20,7 +21,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -32,14 +32,14 @@ use hyper_util::server::conn::auto;
 use prometheus::IntCounter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::ProxyBody;
+use crate::conn::{self, Accepted};
 use crate::framing::Framing;
-use crate::limits::{CONNECTION_REFUSED, ConnectionLimit};
-use crate::peer_tls::{Direction, PeerTls};
+use crate::limits::ConnectionLimit;
+use crate::peer_tls::PeerTls;
 
 /// Connection limits and timeouts.
 #[derive(Clone, Debug)]
@@ -129,115 +129,61 @@ async fn accept<F, Fut>(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
-    let builder = Arc::new(builder);
-    loop {
-        let (stream, client) = tokio::select! {
-            _ = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: pause rather than spin.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let Some(admitted) = limits.connections.admit() else {
-            // Best effort and without waiting: a fresh socket's send buffer is empty. (A TLS
-            // client would not understand it: just close.)
-            if tls.is_none() {
-                let _ = stream.try_write(CONNECTION_REFUSED);
-            }
-            tracing::debug!(client = %client, max = limits.connections.max(), "connection limit reached");
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let conn = Conn {
-            builder: builder.clone(),
-            client,
-            header_read_timeout: limits.header_read_timeout,
-            idle_timeout: limits.idle_timeout,
-            smuggling: limits.smuggling.clone(),
-            stop: stop.clone(),
-        };
-        let handler = handler.clone();
-        let tls = tls.clone();
-        tracker.spawn(async move {
-            let _admitted = admitted;
-            let activity = Activity::new();
-            let Some(tls) = tls else {
-                // One layer: activity and the framing guard on the TCP stream itself.
-                let io = Watched {
-                    inner: stream,
-                    activity: Some(activity.clone()),
-                    guard: Some(conn.guard()),
-                };
-                return conn.serve(io, activity, handler).await;
-            };
-            // Activity counts the TLS bytes; the guard reads the decrypted ones.
-            let watched = Watched {
-                inner: stream,
-                activity: Some(activity.clone()),
-                guard: None,
-            };
-            let handshake =
-                tokio::time::timeout(conn.header_read_timeout, tls.acceptor().accept(watched));
-            let result = tokio::select! {
-                _ = conn.stop.cancelled() => return,
-                result = handshake => result,
-            };
-            match result {
-                Ok(Ok(stream)) => {
-                    let io = Watched {
-                        inner: stream,
-                        activity: None,
-                        guard: Some(conn.guard()),
-                    };
-                    conn.serve(io, activity, handler).await
-                }
-                Ok(Err(e)) => {
-                    tls.handshake_failed(Direction::Inbound);
-                    tracing::info!(client = %client, error = %e, "peer TLS handshake refused");
-                }
-                Err(_) => {
-                    tls.handshake_failed(Direction::Inbound);
-                    tracing::info!(client = %client, "peer TLS handshake timed out");
-                }
-            }
-        });
-    }
+    let http = Http {
+        builder: Arc::new(builder),
+        header_read_timeout: limits.header_read_timeout,
+        idle_timeout: limits.idle_timeout,
+        smuggling: limits.smuggling.clone(),
+        stop: stop.clone(),
+    };
+    // The TLS handshake is bounded like the first request head.
+    let handshake = limits.header_read_timeout;
+    conn::accept(
+        listener,
+        limits.connections,
+        tls,
+        handshake,
+        stop,
+        tracker,
+        move |accepted| {
+            let (http, handler) = (http.clone(), handler.clone());
+            async move { http.serve(accepted, handler).await }
+        },
+    )
+    .await
 }
 
-/// What serving one accepted connection needs.
-struct Conn {
+/// hyper's HTTP server, as each connection runs it.
+#[derive(Clone)]
+struct Http {
     builder: Arc<auto::Builder<TokioExecutor>>,
-    client: SocketAddr,
     header_read_timeout: Duration,
     idle_timeout: Duration,
     smuggling: IntCounter,
     stop: CancellationToken,
 }
 
-impl Conn {
-    /// A framing guard for this connection's client stream.
-    fn guard(&self) -> Guard {
-        Guard {
-            framing: Framing::new(),
-            client: self.client,
-            refused: self.smuggling.clone(),
-        }
-    }
-
-    /// Serves HTTP on `io` (already [`Watched`]) until it closes, idles out, or `stop` is
-    /// cancelled.
-    async fn serve<I, F, Fut>(self, io: I, activity: Activity, handler: F)
+impl Http {
+    /// Serves HTTP on `accepted` (behind the framing guard) until it closes, idles out, or
+    /// `stop` is cancelled.
+    async fn serve<F, Fut>(self, accepted: Accepted, handler: F)
     where
-        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
     {
-        let client = self.client;
+        let Accepted {
+            stream,
+            client,
+            activity,
+        } = accepted;
+        let io = Guarded {
+            inner: stream,
+            guard: Guard {
+                framing: Framing::new(),
+                client,
+                refused: self.smuggling.clone(),
+            },
+        };
         let service = service_fn(move |req| {
             let handler = handler.clone();
             async move { Ok::<_, Infallible>(handler(req, client).await) }
@@ -278,59 +224,13 @@ impl Conn {
     }
 }
 
-/// When a connection last moved a byte, and whether the client ever sent one.
-#[derive(Clone, Debug)]
-struct Activity {
-    origin: Instant,
-    last_ms: Arc<AtomicU64>,
-    heard: Arc<AtomicBool>,
-}
-
-impl Activity {
-    fn new() -> Activity {
-        Activity {
-            origin: Instant::now(),
-            last_ms: Arc::new(AtomicU64::new(0)),
-            heard: Arc::new(AtomicBool::new(false)),
-        }
-    }
-
-    fn touch(&self) {
-        let ms = self.origin.elapsed().as_millis() as u64;
-        self.last_ms.store(ms, Ordering::Relaxed);
-    }
-
-    fn touch_read(&self) {
-        self.heard.store(true, Ordering::Relaxed);
-        self.touch();
-    }
-
-    fn heard(&self) -> bool {
-        self.heard.load(Ordering::Relaxed)
-    }
-
-    /// Resolves once nothing has moved for `idle`.
-    async fn idle_for(&self, idle: Duration) {
-        loop {
-            let last = self.origin + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-            let at = last + idle;
-            if Instant::now() >= at {
-                return;
-            }
-            tokio::time::sleep_until(at).await;
-        }
-    }
-}
-
 /// What replaces a refused head from its offending byte on.
 const REFUSE: &[u8] = b"\0\r\n\r\n";
 
-/// A client stream that records activity (on the TCP stream) and/or passes what it reads
-/// through a [`Framing`] guard (on the plain TCP stream, or the decrypted TLS one).
-struct Watched<I> {
+/// A client stream whose bytes pass through a [`Framing`] guard as they are read.
+struct Guarded<I> {
     inner: I,
-    activity: Option<Activity>,
-    guard: Option<Guard>,
+    guard: Guard,
 }
 
 /// The framing guard of one connection.
@@ -367,7 +267,7 @@ impl Guard {
     }
 }
 
-impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
+impl<I: AsyncRead + Unpin> AsyncRead for Guarded<I> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -377,34 +277,19 @@ impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
         let this = &mut *self;
         std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
         if buf.filled().len() > before {
-            if let Some(activity) = &this.activity {
-                activity.touch_read();
-            }
-            if let Some(guard) = &mut this.guard {
-                guard.check(buf, before);
-            }
+            this.guard.check(buf, before);
         }
         Poll::Ready(Ok(()))
     }
 }
 
-impl<I: AsyncWrite + Unpin> Watched<I> {
-    fn wrote(&self, poll: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
-        if let (Some(activity), Poll::Ready(Ok(1..))) = (&self.activity, &poll) {
-            activity.touch();
-        }
-        poll
-    }
-}
-
-impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
+impl<I: AsyncWrite + Unpin> AsyncWrite for Guarded<I> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
-        self.wrote(poll)
+        Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -412,8 +297,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        self.wrote(poll)
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -1,0 +1,292 @@
+//! The connection layer: everything about an accepted connection that is not its protocol.
+//!
+//! [`accept`] takes connections off a listener, bounds how many are open
+//! ([`ConnectionLimit`]: one over the bound is answered 503 with `Retry-After` and closed),
+//! sets `TCP_NODELAY`, records when bytes last moved either way ([`Activity`], which the
+//! protocol servers turn into idle and silence timeouts), and on the mTLS peer port runs
+//! the TLS handshake, which must finish within the handshake bound and present a
+//! certificate the peer CA signed. What comes out is an [`Accepted`] stream with its client
+//! address, handed to a protocol server: [`crate::server`] (hyper: HTTP/1.1, upgrades, h2c)
+//! today; understudy's own HTTP/1 engine ([`crate::h1`]) and TCP mode are to plug in here
+//! the same way.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+use tokio_rustls::server::TlsStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::limits::{CONNECTION_REFUSED, ConnectionLimit};
+use crate::peer_tls::{Direction, PeerTls};
+
+/// One accepted connection, ready for a protocol.
+pub struct Accepted {
+    /// The client's bytes (decrypted on the peer port).
+    pub stream: Stream,
+    /// Where it came from.
+    pub client: SocketAddr,
+    /// When bytes last moved on it (the TCP bytes, TLS included).
+    pub activity: Activity,
+}
+
+/// Accepts from `listener` until `stop` is cancelled, and runs `serve` on each connection
+/// admitted by `connections` (on `tracker`, holding its place until `serve` returns). With
+/// `tls`, the handshake comes first and must finish within `handshake` (and before `stop`).
+pub async fn accept<S, Fut>(
+    listener: TcpListener,
+    connections: ConnectionLimit,
+    tls: Option<PeerTls>,
+    handshake: Duration,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+    serve: S,
+) where
+    S: Fn(Accepted) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    loop {
+        let (stream, client) = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Some(admitted) = connections.admit() else {
+            // Best effort and without waiting: a fresh socket's send buffer is empty. (A TLS
+            // client would not understand it: just close.)
+            if tls.is_none() {
+                let _ = stream.try_write(CONNECTION_REFUSED);
+            }
+            tracing::debug!(client = %client, max = connections.max(), "connection limit reached");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let (serve, tls, stop) = (serve.clone(), tls.clone(), stop.clone());
+        tracker.spawn(async move {
+            let _admitted = admitted;
+            let activity = Activity::new();
+            let watched = Watched {
+                inner: stream,
+                activity: activity.clone(),
+            };
+            let stream = match tls {
+                None => Stream::Plain(watched),
+                Some(tls) => {
+                    let handshake = tokio::time::timeout(handshake, tls.acceptor().accept(watched));
+                    let result = tokio::select! {
+                        _ = stop.cancelled() => return,
+                        result = handshake => result,
+                    };
+                    match result {
+                        Ok(Ok(stream)) => Stream::Tls(Box::new(stream)),
+                        Ok(Err(e)) => {
+                            tls.handshake_failed(Direction::Inbound);
+                            tracing::info!(client = %client, error = %e, "peer TLS handshake refused");
+                            return;
+                        }
+                        Err(_) => {
+                            tls.handshake_failed(Direction::Inbound);
+                            tracing::info!(client = %client, "peer TLS handshake timed out");
+                            return;
+                        }
+                    }
+                }
+            };
+            serve(Accepted {
+                stream,
+                client,
+                activity,
+            })
+            .await;
+        });
+    }
+}
+
+/// When a connection last moved a byte, and whether the client ever sent one.
+#[derive(Clone, Debug)]
+pub struct Activity {
+    origin: Instant,
+    last_ms: Arc<AtomicU64>,
+    heard: Arc<AtomicBool>,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            origin: Instant::now(),
+            last_ms: Arc::new(AtomicU64::new(0)),
+            heard: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = self.origin.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn touch_read(&self) {
+        self.heard.store(true, Ordering::Relaxed);
+        self.touch();
+    }
+
+    /// Whether the client has sent a byte yet.
+    pub fn heard(&self) -> bool {
+        self.heard.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once nothing has moved for `idle`.
+    pub async fn idle_for(&self, idle: Duration) {
+        loop {
+            let last = self.origin + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            let at = last + idle;
+            if Instant::now() >= at {
+                return;
+            }
+            tokio::time::sleep_until(at).await;
+        }
+    }
+}
+
+/// A TCP stream that records its [`Activity`].
+pub struct Watched {
+    inner: TcpStream,
+    activity: Activity,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        std::task::ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
+        if buf.filled().len() > before {
+            self.activity.touch_read();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Watched {
+    fn wrote(&self, poll: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        if let Poll::Ready(Ok(1..)) = &poll {
+            self.activity.touch();
+        }
+        poll
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.wrote(poll)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.wrote(poll)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// An accepted connection's bytes: plain, or decrypted from the peer port's TLS.
+pub enum Stream {
+    /// The data port.
+    Plain(Watched),
+    /// The mTLS peer port.
+    Tls(Box<TlsStream<Watched>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
