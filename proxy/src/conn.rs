@@ -28,6 +28,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::limits::{CONNECTION_REFUSED, ConnectionLimit};
 use crate::peer_tls::{Direction, PeerTls};
+use crate::tls_or_plain::MaybeTls;
 
 /// One accepted connection, ready for a protocol.
 pub struct Accepted {
@@ -86,7 +87,7 @@ pub async fn accept<S, Fut>(
                 activity: activity.clone(),
             };
             let stream = match tls {
-                None => Stream::Plain(watched),
+                None => MaybeTls::Plain(watched),
                 Some(tls) => {
                     let handshake = tokio::time::timeout(handshake, tls.acceptor().accept(watched));
                     let result = tokio::select! {
@@ -94,7 +95,7 @@ pub async fn accept<S, Fut>(
                         result = handshake => result,
                     };
                     match result {
-                        Ok(Ok(stream)) => Stream::Tls(Box::new(stream)),
+                        Ok(Ok(stream)) => MaybeTls::Tls(Box::new(stream)),
                         Ok(Err(e)) => {
                             tls.handshake_failed(Direction::Inbound);
                             tracing::info!(client = %client, error = %e, "peer TLS handshake refused");
@@ -225,68 +226,6 @@ impl AsyncWrite for Watched {
     }
 }
 
-/// An accepted connection's bytes: plain, or decrypted from the peer port's TLS.
-pub enum Stream {
-    /// The data port.
-    Plain(Watched),
-    /// The mTLS peer port.
-    Tls(Box<TlsStream<Watched>>),
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Stream::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Stream::Plain(s) => s.is_write_vectored(),
-            Stream::Tls(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Tls(s) => Pin::new(s).poll_shutdown(cx),
-        }
-    }
-}
+/// An accepted connection's bytes: plain on the data port, decrypted from TLS on the peer
+/// port.
+pub type Stream = MaybeTls<Watched, TlsStream<Watched>>;

@@ -17,13 +17,13 @@ use http::Uri;
 use http::uri::Scheme;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tower_service::Service;
 
 use crate::BoxError;
 use crate::peer_tls::{Alpn, Direction, PeerTls};
+use crate::tls_or_plain::MaybeTls;
 
 /// How an address is reached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,11 +115,11 @@ impl Dialer {
             })?;
         let _ = stream.set_nodelay(true);
         let Some(tls) = tls else {
-            return Ok(Conn::Plain(stream));
+            return Ok(MaybeTls::Plain(stream));
         };
         let left = self.timeout.saturating_sub(started.elapsed());
         match tokio::time::timeout(left, tls.connect(stream, alpn)).await {
-            Ok(Ok(stream)) => Ok(Conn::Tls(Box::new(stream))),
+            Ok(Ok(stream)) => Ok(MaybeTls::Tls(Box::new(stream))),
             Ok(Err(source)) => Err(DialError::Handshake {
                 address: address.to_string(),
                 source,
@@ -132,81 +132,16 @@ impl Dialer {
     }
 }
 
-/// An open connection: plain TCP, or TLS over it.
-#[derive(Debug)]
-pub enum Conn {
-    /// Plain TCP.
-    Plain(TcpStream),
-    /// mTLS to a peer.
-    Tls(Box<TlsStream<TcpStream>>),
-}
-
-impl AsyncRead for Conn {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Conn::Tls(s) => Pin::new(s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Conn {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Conn::Tls(s) => Pin::new(s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Conn::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Conn::Plain(s) => s.is_write_vectored(),
-            Conn::Tls(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
-            Conn::Tls(s) => Pin::new(s).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Conn::Tls(s) => Pin::new(s).poll_shutdown(cx),
-        }
-    }
-}
+/// An open connection: plain TCP, or mTLS over it to a peer.
+pub type Conn = MaybeTls<TcpStream, TlsStream<TcpStream>>;
 
 impl Connection for Conn {
     fn connected(&self) -> Connected {
         match self {
-            Conn::Plain(_) => Connected::new(),
-            Conn::Tls(s) if s.get_ref().1.alpn_protocol() == Some(b"h2") => {
+            MaybeTls::Tls(s) if s.get_ref().1.alpn_protocol() == Some(b"h2") => {
                 Connected::new().negotiated_h2()
             }
-            Conn::Tls(_) => Connected::new(),
+            MaybeTls::Plain(_) | MaybeTls::Tls(_) => Connected::new(),
         }
     }
 }

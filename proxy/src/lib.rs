@@ -56,6 +56,7 @@ pub mod settings;
 pub mod shutdown;
 pub mod sidecar;
 pub mod tenure;
+pub mod tls_or_plain;
 pub mod upgrade;
 
 /// The error type of bodies passed through the proxy.

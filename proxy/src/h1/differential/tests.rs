@@ -145,3 +145,19 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn the_differences_the_property_test_found_stay_mended() {
+    for stream in [
+        // A whole request before the client half-closes.
+        &b"GET / HTTP/1.1\r\n\r\n"[..],
+        // A bare LF ending the head: hyper takes it, the codec refuses it.
+        b"GET / HTTP/1.1\n\n\r\n",
+        // hyper refuses a Content-Length list; so must the codec.
+        b"GET / HTTP/1.1\r\nContent-Length: 3, 3\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+        // hyper passes repeated equal lines on as one; so must the codec.
+        b"GET / HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n",
+    ] {
+        check(stream).unwrap();
+    }
+}
