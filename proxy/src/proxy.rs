@@ -42,6 +42,7 @@ use crate::retry::{self, ReplayBody, Sent};
 use crate::route::Kind;
 use crate::settings::ProxySettings;
 use crate::tenure::{self, Tenure};
+use crate::upgrade::{self, ClientUpgrade};
 use crate::{BoxError, ProxyBody};
 
 /// Resends after a reset, at most, per request (idempotent, replayable requests only). Each
@@ -249,7 +250,7 @@ impl Proxy {
     async fn route_request<B>(
         &self,
         edge: Edge,
-        mut req: Request<B>,
+        req: Request<B>,
         client: SocketAddr,
         started: Instant,
         permit: OwnedSemaphorePermit,
@@ -258,7 +259,6 @@ impl Proxy {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let on_upgrade = hyper::upgrade::on(&mut req);
         let (mut parts, body) = req.into_parts();
         // With the peer channel on, routing claims count only from a certified sidecar.
         let inbound = if edge == Edge::Peer || self.inner.peer_tls.is_none() {
@@ -267,6 +267,10 @@ impl Proxy {
             Inbound::discard(&mut parts.headers)
         };
         let upgrade = headers::is_upgrade(&parts.method, parts.version, &parts.headers);
+        // The client's connection, handed over for a tunnel once the target switches.
+        let mut client_upgrade = upgrade
+            .then(|| ClientUpgrade::take(&mut parts.extensions))
+            .flatten();
         let host = parts.headers.get(header::HOST).cloned().or_else(|| {
             let authority = parts.uri.authority()?;
             header::HeaderValue::from_str(authority.as_str()).ok()
@@ -285,9 +289,6 @@ impl Proxy {
         };
         // One hold deadline for the whole way: an earlier sidecar's leftover, if it sent one.
         let deadline = self.inner.holder.deadline(started, inbound.hold);
-        if upgrade {
-            return crate::upgrade::proxy(self, head, body, inbound, on_upgrade, deadline).await;
-        }
         let settings = &self.inner.settings;
         let body = limits::body_deadline(Box::pin(body), started, settings.body_timeout);
         let body = ReplayBody::new(body, settings.replay_buffer);
@@ -304,9 +305,25 @@ impl Proxy {
             let req = head.request(&target, attempt);
             let local =
                 matches!(target.tenure, Tenure::Local { .. }).then(|| self.inner.local.token());
-            let failure = match self.inner.forwarder.send(req).await {
+            // (why, the innermost cause): the client's message hides the operating system's.
+            let sent = if upgrade {
+                let dialer = &self.inner.dialer;
+                upgrade::send(dialer, &target.authority, target.reach, req)
+                    .await
+                    .map_err(|e| (e.sent, e.to_string(), e.cause()))
+            } else {
+                self.inner
+                    .forwarder
+                    .send(req)
+                    .await
+                    .map_err(|e| (e.sent, format!("{e} ({})", e.cause()), e.cause()))
+            };
+            let failure = match sent {
                 Ok(resp) if refused_by_sidecar(&target, &resp) => {
                     (Sent::Nothing, "refused by sidecar".to_string())
+                }
+                Ok(resp) if upgrade && upgrade::switched(&head.method, resp.status()) => {
+                    return self.tunnel(resp, target, client_upgrade.take(), &head.method);
                 }
                 Ok(resp) if holds_back(&target, &head.method, &body, &resp) => {
                     match read_whole(resp).await {
@@ -320,14 +337,14 @@ impl Proxy {
                     }
                 }
                 Ok(resp) => return self.respond(resp, target, local),
-                Err(e) => {
-                    if e.sent == Sent::Nothing {
+                Err((sent, why, cause)) => {
+                    if sent == Sent::Nothing {
                         self.inner.metrics.connect_error(target.route);
                         if target.route == Kind::Local {
-                            self.inner.app_down.note(&self.inner.upstream, &e.cause());
+                            self.inner.app_down.note(&self.inner.upstream, &cause);
                         }
                     }
-                    (e.sent, format!("{} ({})", e, e.cause()))
+                    (sent, why)
                 }
             };
             let (sent, why) = failure;
@@ -356,6 +373,34 @@ impl Proxy {
                     }
                 }
             }
+        }
+    }
+
+    /// A target's `101` (or `2xx` to a `CONNECT`): the tunnel starts once the client has it.
+    fn tunnel(
+        &self,
+        mut resp: Response<Incoming>,
+        target: Target,
+        client: Option<ClientUpgrade>,
+        method: &Method,
+    ) -> Outcome {
+        if let Some(client) = client {
+            let fence = upgrade::Fence {
+                tenure: target.tenure.clone(),
+                views: self.inner.views.clone(),
+                stop: self.inner.stop.clone(),
+            };
+            let peer = target.authority.clone();
+            upgrade::tunnel(&self.inner.tunnels, client, &mut resp, fence, peer);
+        }
+        let (mut parts, _) = resp.into_parts();
+        // The upgrade headers stay: the client switches too.
+        headers::strip_hop_by_hop(&mut parts.headers, method != Method::CONNECT);
+        headers::add_via(&mut parts.headers, parts.version);
+        Outcome {
+            route: target.route,
+            peer: Some(target.authority),
+            response: Response::from_parts(parts, ProxyBody::default()),
         }
     }
 
@@ -408,27 +453,31 @@ impl Head {
     /// The attempt's own headers are set on the kept head (replacing an earlier attempt's)
     /// before it is copied: the copy then needs no room to grow.
     pub(crate) fn request<B>(&mut self, target: &Target, body: B) -> Request<B> {
-        let path = self
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        // `https://` to a peer over the peer channel (its peer port).
-        let scheme = match target.reach {
-            Reach::Plain => Scheme::HTTP,
-            Reach::Mtls => Scheme::HTTPS,
-        };
-        let mut uri = Uri::builder()
-            .scheme(scheme)
-            .authority(target.authority.as_str());
-        uri = if self.method == Method::CONNECT {
-            uri
+        let uri = if self.method == Method::CONNECT {
+            // Sent on a connection of its own ([`upgrade::send`]): the client's target, in
+            // authority form.
+            self.uri.clone()
         } else {
-            uri.path_and_query(path)
+            let path = self
+                .uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/"));
+            // `https://` to a peer over the peer channel (its peer port).
+            let scheme = match target.reach {
+                Reach::Plain => Scheme::HTTP,
+                Reach::Mtls => Scheme::HTTPS,
+            };
+            Uri::builder()
+                .scheme(scheme)
+                .authority(target.authority.as_str())
+                .path_and_query(path)
+                .build()
+                .unwrap_or_else(|_| Uri::from_static("/"))
         };
         let mut req = Request::new(body);
         *req.method_mut() = self.method.clone();
-        *req.uri_mut() = uri.build().unwrap_or_else(|_| Uri::from_static("/"));
+        *req.uri_mut() = uri;
         *req.version_mut() = self.version;
         if self.extra_set {
             for name in headers::ADDED {

@@ -1,161 +1,177 @@
 //! `Upgrade` (WebSocket and others) and `CONNECT` tunnels.
 //!
-//! An upgrade gets its own connection to the target (an upgraded connection cannot go back
-//! to a pool). Once both sides have switched protocols, bytes are copied both ways until
-//! either side closes, the sidecar stops, or the [`Tenure`] the tunnel was routed under
-//! ends: a tunnel never outlives the leadership it was opened for, so clients reconnect and
-//! land on the new leader.
+//! Routing never knows about them. The protocol server hands over the client's connection as
+//! a request extension ([`ClientUpgrade`]); the request is routed, held and resent like any
+//! other, except that it is sent on a connection of its own ([`send`]: an upgraded
+//! connection cannot go back to a pool). Once the target has switched protocols ([`switched`]),
+//! [`tunnel`] copies bytes both ways until either side closes, the sidecar stops, or the
+//! [`Tenure`] the tunnel was routed under ends: a tunnel never outlives the leadership it was
+//! opened for, so clients reconnect and land on the new leader.
 
+use std::io;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Method, Response, StatusCode, Uri};
-use http_body::Body;
-use http_body_util::{BodyExt, Empty};
+use futures::future::BoxFuture;
+use http::{Extensions, Method, Request, Response, StatusCode, Uri};
+use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use understudy_elector::View;
 
 use crate::BoxError;
-use crate::headers::{self, Inbound};
-use crate::hold::Deadline;
+use crate::dial::{Dialer, Reach};
 use crate::peer_tls::Alpn;
-use crate::proxy::{
-    Head, Outcome, Proxy, Target, Wait, bad_gateway, refused_by_sidecar, unavailable,
-};
+use crate::retry::{ReplayBody, Sent};
 use crate::tenure::Tenure;
 
-/// A tunnel that could not be set up.
+/// A connection after it switched protocols.
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+/// The client's side of an upgrade: resolves to its connection once the `101` (or the `2xx`
+/// to a `CONNECT`) has been sent to it. (Shared, as request extensions must be `Clone` and
+/// `Sync`; the first to await it takes it.)
+#[derive(Clone)]
+pub struct ClientUpgrade(Arc<Mutex<Option<Handoff>>>);
+
+type Handoff = BoxFuture<'static, io::Result<Box<dyn Io>>>;
+
+impl ClientUpgrade {
+    /// The hand-off that `upgraded` completes; a protocol server puts it in the request's
+    /// extensions.
+    pub fn new(upgraded: impl Future<Output = io::Result<Box<dyn Io>>> + Send + 'static) -> Self {
+        ClientUpgrade(Arc::new(Mutex::new(Some(Box::pin(upgraded)))))
+    }
+
+    /// The connection, once switched.
+    async fn upgraded(self) -> io::Result<Box<dyn Io>> {
+        let handoff = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match handoff {
+            Some(handoff) => handoff.await,
+            None => Err(io::Error::other("upgrade already taken")),
+        }
+    }
+
+    /// The hand-off in a request's `extensions`: the one a protocol server put there, or
+    /// hyper's own.
+    pub fn take(extensions: &mut Extensions) -> Option<ClientUpgrade> {
+        extensions.remove::<ClientUpgrade>().or_else(|| {
+            let on = extensions.remove::<OnUpgrade>()?;
+            Some(ClientUpgrade::new(from_hyper(on)))
+        })
+    }
+}
+
+async fn from_hyper(on: OnUpgrade) -> io::Result<Box<dyn Io>> {
+    let upgraded = on.await.map_err(io::Error::other)?;
+    Ok(Box::new(TokioIo::new(upgraded)))
+}
+
+/// Whether a response with `status` to a `method` request switched protocols.
+pub fn switched(method: &Method, status: StatusCode) -> bool {
+    status == StatusCode::SWITCHING_PROTOCOLS || (method == Method::CONNECT && status.is_success())
+}
+
+/// An upgrade request that could not be exchanged.
 #[derive(Debug, thiserror::Error)]
-pub enum UpgradeError {
-    /// The HTTP/1.1 handshake or exchange with the target failed.
-    #[error("upgrade via {peer}: {source}")]
-    Http {
-        /// The target.
-        peer: String,
-        /// hyper's error.
-        source: hyper::Error,
-    },
+#[error("upgrade via {peer}: {source}")]
+pub struct SendError {
+    /// Where it was sent.
+    pub peer: String,
+    /// Whether the request may have reached an app.
+    pub sent: Sent,
+    /// The dialer's or hyper's error.
+    #[source]
+    pub source: BoxError,
 }
 
-/// Proxies an upgrade request (body usually empty) and, on `101` (or a 2xx to `CONNECT`),
-/// splices the two upgraded connections.
-pub(crate) async fn proxy<B>(
-    proxy: &Proxy,
-    mut head: Head,
-    body: B,
-    inbound: Inbound,
-    on_client: OnUpgrade,
-    deadline: Deadline,
-) -> Outcome
-where
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    let mut wait = Wait::new(proxy, deadline);
-    let (target, stream) = loop {
-        let target = match wait.target(&inbound).await {
-            Ok(t) => t,
-            Err(outcome) => return outcome,
-        };
-        let dialed = proxy
-            .inner
-            .dialer
-            .dial(&target.authority, target.reach, Alpn::Http1)
-            .await;
-        match dialed {
-            Ok(stream) => break (target, stream),
-            Err(e) => tracing::debug!(error = %e, "upgrade: no connection"),
+impl SendError {
+    /// The innermost cause (the operating system's or the TLS layer's).
+    pub fn cause(&self) -> String {
+        let mut err: &dyn std::error::Error = self.source.as_ref();
+        while let Some(next) = err.source() {
+            err = next;
         }
-        proxy.inner.metrics.connect_error(target.route);
-        // Nothing was sent: wait for a new view or a moment, then route again.
-        if let Err(outcome) = wait.backoff().await {
-            return outcome;
-        }
-    };
-    let mut req = head.request(&target, body.map_err(Into::into).boxed_unsync());
-    // The connection is ours alone, so the request line is origin-form (authority-form for
-    // CONNECT), as a client would write it.
-    *req.uri_mut() = if head.method == Method::CONNECT {
-        head.uri.clone()
-    } else {
-        head.uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/")
-            .parse::<Uri>()
-            .unwrap_or_else(|_| Uri::from_static("/"))
-    };
-    let mut resp = match exchange(&target.authority, stream, req).await {
-        Ok(resp) => resp,
-        Err(e) => return bad_gateway(target.route, target.authority, &e.to_string()),
-    };
-    let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS
-        || (head.method == Method::CONNECT && resp.status().is_success());
-    if !switched {
-        if refused_by_sidecar(&target, &resp) {
-            return unavailable(target.route, "refused by sidecar");
-        }
-        let (mut parts, body) = resp.into_parts();
-        headers::strip_hop_by_hop(&mut parts.headers, false);
-        headers::add_via(&mut parts.headers, parts.version);
-        parts.headers.remove(headers::REFUSED);
-        return Outcome {
-            route: target.route,
-            peer: Some(target.authority),
-            response: Response::from_parts(parts, body.map_err(BoxError::from).boxed_unsync()),
-        };
-    }
-    let on_target = hyper::upgrade::on(&mut resp);
-    spawn_tunnel(proxy, &target, on_client, on_target);
-    let (mut parts, _) = resp.into_parts();
-    headers::strip_hop_by_hop(&mut parts.headers, head.method != Method::CONNECT);
-    headers::add_via(&mut parts.headers, parts.version);
-    Outcome {
-        route: target.route,
-        peer: Some(target.authority),
-        response: Response::from_parts(parts, Empty::new().map_err(BoxError::from).boxed_unsync()),
+        err.to_string()
     }
 }
 
-async fn exchange<S>(
-    peer: &str,
-    stream: S,
-    req: http::Request<http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>>,
-) -> Result<Response<hyper::body::Incoming>, UpgradeError>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let err = |source| UpgradeError::Http {
-        peer: peer.to_string(),
+/// Sends the upgrade or `CONNECT` request `req` to `authority` (reached as `reach`) on a
+/// connection of its own, in origin form (a `CONNECT` keeps its authority form).
+pub async fn send(
+    dialer: &Dialer,
+    authority: &str,
+    reach: Reach,
+    mut req: Request<ReplayBody>,
+) -> Result<Response<Incoming>, SendError> {
+    let failed = |sent, source: BoxError| SendError {
+        peer: authority.to_string(),
+        sent,
         source,
     };
+    let stream = dialer
+        .dial(authority, reach, Alpn::Http1)
+        .await
+        .map_err(|e| failed(Sent::Nothing, e.into()))?;
+    if req.method() != Method::CONNECT {
+        let origin = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        *req.uri_mut() = origin
+            .parse::<Uri>()
+            .unwrap_or_else(|_| Uri::from_static("/"));
+    }
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(err)?;
+        .map_err(|e| failed(Sent::Nothing, e.into()))?;
     tokio::spawn(async move {
         if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(error = %e, "upgrade connection ended");
         }
     });
-    sender.send_request(req).await.map_err(err)
+    sender
+        .send_request(req)
+        .await
+        .map_err(|e| failed(Sent::Maybe, e.into()))
 }
 
-fn spawn_tunnel(proxy: &Proxy, target: &Target, on_client: OnUpgrade, on_target: OnUpgrade) {
-    let views = proxy.inner.views.clone();
-    let stop = proxy.inner.stop.clone();
-    let tenure: Tenure = target.tenure.clone();
-    let peer = target.authority.clone();
-    proxy.inner.tunnels.spawn(async move {
-        let (client, upstream) = match tokio::try_join!(on_client, on_target) {
-            Ok(both) => both,
-            Err(e) => {
-                tracing::debug!(peer = %peer, error = %e, "upgrade did not complete");
-                return;
-            }
-        };
-        let mut client = TokioIo::new(client);
-        let mut upstream = TokioIo::new(upstream);
+/// What a tunnel needs to know to close in time.
+pub struct Fence {
+    /// The leadership the tunnel was routed under.
+    pub tenure: Tenure,
+    /// The election view, to see that leadership end.
+    pub views: watch::Receiver<View>,
+    /// Cancelled when the sidecar stops.
+    pub stop: CancellationToken,
+}
+
+/// Splices `client` with the target's side of `resp` (which switched protocols) once both
+/// have switched, on `tracker`; see the module docs for when it closes.
+pub fn tunnel(
+    tracker: &TaskTracker,
+    client: ClientUpgrade,
+    resp: &mut Response<Incoming>,
+    fence: Fence,
+    peer: String,
+) {
+    let target = ClientUpgrade::new(from_hyper(hyper::upgrade::on(resp)));
+    let Fence {
+        tenure,
+        views,
+        stop,
+    } = fence;
+    tracker.spawn(async move {
+        let (mut client, mut upstream) =
+            match tokio::try_join!(client.upgraded(), target.upgraded()) {
+                Ok(both) => both,
+                Err(e) => {
+                    tracing::debug!(peer = %peer, error = %e, "upgrade did not complete");
+                    return;
+                }
+            };
         tokio::select! {
             copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
                 tracing::debug!(peer = %peer, ?copied, "tunnel closed");

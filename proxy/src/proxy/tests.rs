@@ -13,6 +13,18 @@ use crate::testing::*;
 async fn pair() -> (TestProxy, App, TestProxy, App) {
     let (a_addr, app_a) = app("a").await;
     let (b_addr, app_b) = app("b").await;
+    let (pa, pb) = leader_and_standby_with(a_addr, b_addr).await;
+    (pa, app_a, pb, app_b)
+}
+
+/// A leader proxy in front of `app_addr`, and a standby proxy (in front of app `b`) that
+/// forwards to it.
+async fn leader_and_standby(app_addr: SocketAddr) -> (TestProxy, TestProxy) {
+    let (b_addr, _) = app("b").await;
+    leader_and_standby_with(app_addr, b_addr).await
+}
+
+async fn leader_and_standby_with(a_addr: SocketAddr, b_addr: SocketAddr) -> (TestProxy, TestProxy) {
     let pa = start_proxy(proxy_settings(a_addr), leaderless("a")).await;
     pa.views
         .send(leading("a", &pa.addr.to_string(), 4))
@@ -22,7 +34,7 @@ async fn pair() -> (TestProxy, App, TestProxy, App) {
         following("b", "a", &pa.addr.to_string(), 4),
     )
     .await;
-    (pa, app_a, pb, app_b)
+    (pa, pb)
 }
 
 /// A port on 127.0.0.1 where nothing listens (connect refused).
@@ -902,16 +914,7 @@ async fn head_204_and_304_answers_carry_no_body_and_leave_the_connection_usable(
         resp
     })
     .await;
-    let pa = start_proxy(proxy_settings(app_addr), leaderless("a")).await;
-    pa.views
-        .send(leading("a", &pa.addr.to_string(), 4))
-        .unwrap();
-    let (b_addr, _) = app("b").await;
-    let pb = start_proxy(
-        proxy_settings(b_addr),
-        following("b", "a", &pa.addr.to_string(), 4),
-    )
-    .await;
+    let (pa, pb) = leader_and_standby(app_addr).await;
     for addr in [pa.addr, pb.addr] {
         let stream = TcpStream::connect(addr).await.unwrap();
         let (mut sender, conn) =
@@ -944,4 +947,61 @@ async fn head_204_and_304_answers_carry_no_body_and_leave_the_connection_usable(
             assert_eq!(body, want, "{method} {path} via {addr}");
         }
     }
+}
+
+/// An app that answers a `CONNECT` with 200, sends the request line it saw, then echoes.
+async fn connect_app() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if s.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let line = head.split(|&b| b == b'\r').next().unwrap().to_vec();
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await;
+                let _ = s.write_all(&[&line[..], b"\n"].concat()).await;
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_connect_tunnel_passes_a_forward_with_its_target_intact() {
+    let app_addr = connect_app().await;
+    let (_pa, pb) = leader_and_standby(app_addr).await;
+    let mut s = TcpStream::connect(pb.addr).await.unwrap();
+    s.write_all(b"CONNECT example.test:443 HTTP/1.1\r\nhost: example.test:443\r\n\r\n")
+        .await
+        .unwrap();
+    // The 200's head, then the app's line.
+    let head = read_until(&mut s, b"\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let line = read_until(&mut s, b"\n").await;
+    assert_eq!(
+        line.trim(),
+        "CONNECT example.test:443 HTTP/1.1",
+        "the app sees the client's target"
+    );
+    echo(&mut s, b"ping").await;
+}
+
+/// Reads `s` up to and including `end`.
+async fn read_until(s: &mut TcpStream, end: &[u8]) -> String {
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(end) {
+        assert_eq!(s.read(&mut byte).await.unwrap(), 1, "closed: {got:?}");
+        got.push(byte[0]);
+    }
+    String::from_utf8_lossy(&got).into_owned()
 }
