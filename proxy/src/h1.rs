@@ -3,11 +3,12 @@
 //!
 //! [`codec`] is the sans-IO part: it turns the bytes a client sent into request heads and
 //! body pieces, or refuses them with the status to answer (400, 414 or 431) before anything
-//! is forwarded. Every ambiguity a request could be smuggled through is a refusal there
+//! is forwarded, and frames the responses of the app and of peers (a response it refuses is
+//! a 502). Every ambiguity a request could be smuggled through is a refusal there
 //! (see [`codec::Refusal`]). A property test feeds the same byte streams to the codec and to
-//! hyper's HTTP/1 server and compares what each makes of them (`differential`, public with
-//! the `fuzzing` feature); `proxy/fuzz` has the same comparison as a `cargo fuzz` target
-//! for longer runs.
+//! hyper's HTTP/1 server, and responses to it and to hyper's client, and compares what each
+//! makes of them (`differential`, public with the `fuzzing` feature); `proxy/fuzz` has the
+//! same comparisons as `cargo fuzz` targets for longer runs.
 //!
 //! The engine's connection handling is built on the codec next; until then the data port's
 //! HTTP/1 is still hyper's, behind the framing guard ([`crate::framing`]).

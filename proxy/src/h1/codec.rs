@@ -1,8 +1,9 @@
 //! Request heads and bodies from the bytes of an HTTP/1 connection, sans IO.
 //!
 //! [`parse_request`] takes a request head off the front of a buffer once it is all there,
-//! with the framing of the body that follows ([`Framing`]); [`Chunked`] decodes a chunked
-//! body piece by piece. Neither reads or allocates more than a message needs: a head is
+//! with the framing of the body that follows ([`Framing`]); [`parse_response`] does the same
+//! for a response from the app or a peer ([`ResponseFraming`]); [`Chunked`] decodes a
+//! chunked body piece by piece. Neither reads or allocates more than a message needs: a head is
 //! bounded by [`Limits`] before it is parsed, a chunk-size line and the trailers by the
 //! same limits.
 //!
@@ -145,13 +146,7 @@ pub fn parse_request(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Reque
         Some(1) => Version::HTTP_11,
         _ => Version::HTTP_10,
     };
-    let mut headers = HeaderMap::with_capacity(req.headers.len());
-    for h in req.headers.iter() {
-        let name =
-            HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| Refusal::Malformed("name"))?;
-        let value = HeaderValue::from_bytes(h.value).map_err(|_| Refusal::Malformed("value"))?;
-        headers.append(name, value);
-    }
+    let mut headers = header_map(req.headers)?;
     let framing = framing(&headers, version)?;
     if let Framing::Length(n) = framing {
         // Repeated lines of one value: passed on as one.
@@ -260,6 +255,114 @@ fn framing(headers: &HeaderMap, version: Version) -> Result<Framing, Refusal> {
             }
         }
     }
+}
+
+/// How the body after a response head is framed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResponseFraming {
+    /// `Content-Length` bytes, or none at all (0) for a response that has no body: to `HEAD`,
+    /// 1xx, 204, 304, or a `2xx` to `CONNECT`.
+    Length(u64),
+    /// The chunked coding ([`Chunked`]).
+    Chunked,
+    /// Everything until the connection closes (neither length nor chunked): the connection
+    /// cannot be used again.
+    Close,
+}
+
+/// A response head from the app or a peer.
+#[derive(Debug)]
+pub struct ResponseHead {
+    /// The status. An informational one other than 101 is followed by the final response.
+    pub status: StatusCode,
+    /// HTTP/1.0 or HTTP/1.1.
+    pub version: Version,
+    /// The header lines, in order (names lower-cased).
+    pub headers: HeaderMap,
+    /// How its body is framed.
+    pub framing: ResponseFraming,
+}
+
+/// Takes a complete response head to a `method` request off the front of `buf`, as
+/// [`parse_request`] does for requests. The same line rules hold; the framing follows RFC
+/// 9112 §6.3, except that `Content-Length` with `Transfer-Encoding` is refused (hyper would
+/// frame by the coding): whoever answers through understudy gets no benefit of the doubt.
+pub fn parse_response(
+    buf: &mut BytesMut,
+    limits: &Limits,
+    method: &Method,
+) -> Result<Option<ResponseHead>, Refusal> {
+    let Some((start, end)) = head_bounds(buf, limits.max_head_bytes)? else {
+        return Ok(None);
+    };
+    let mut slots = vec![httparse::EMPTY_HEADER; limits.max_headers];
+    let mut resp = httparse::Response::new(&mut slots);
+    match resp.parse(&buf[start..end]) {
+        Ok(httparse::Status::Complete(n)) if n == end - start => {}
+        Ok(_) => return Err(Refusal::Malformed("head")),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(Refusal::TooManyHeaders(limits.max_headers));
+        }
+        Err(e) => return Err(Refusal::Malformed(parse_error(e))),
+    }
+    let status = resp
+        .code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or(Refusal::Malformed("status"))?;
+    let version = match resp.version {
+        Some(1) => Version::HTTP_11,
+        _ => Version::HTTP_10,
+    };
+    let headers = header_map(resp.headers)?;
+    let bodiless = status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+        || method == Method::HEAD
+        || (method == Method::CONNECT && status.is_success());
+    let framing = if bodiless {
+        ResponseFraming::Length(0)
+    } else {
+        match framing(&headers, version) {
+            Ok(Framing::Length(n)) if headers.contains_key(header::CONTENT_LENGTH) => {
+                ResponseFraming::Length(n)
+            }
+            Ok(Framing::Length(_)) => ResponseFraming::Close,
+            Ok(Framing::Chunked) => ResponseFraming::Chunked,
+            // A coding that is not chunked last: the body ends with the connection.
+            Err(Refusal::Encoding) if !chunked_last(&headers) => ResponseFraming::Close,
+            Err(e) => return Err(e),
+        }
+    };
+    let _ = buf.split_to(end);
+    Ok(Some(ResponseHead {
+        status,
+        version,
+        headers,
+        framing,
+    }))
+}
+
+/// Whether the last `Transfer-Encoding` coding is `chunked`.
+fn chunked_last(headers: &HeaderMap) -> bool {
+    let last = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .next_back();
+    last.and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"))
+}
+
+/// The header lines httparse found, as a map (names lower-cased, order kept).
+fn header_map(lines: &[httparse::Header<'_>]) -> Result<HeaderMap, Refusal> {
+    let mut headers = HeaderMap::with_capacity(lines.len());
+    for h in lines {
+        let name =
+            HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| Refusal::Malformed("name"))?;
+        let value = HeaderValue::from_bytes(h.value).map_err(|_| Refusal::Malformed("value"))?;
+        headers.append(name, value);
+    }
+    Ok(headers)
 }
 
 /// A decimal number of digits only (no sign, no space), if it fits 64 bits.

@@ -1,4 +1,5 @@
-//! The codec against hyper's HTTP/1 server ([`check`]): the same byte stream (pipelined requests, most
+//! The codec against hyper's HTTP/1 server ([`check`]), and against hyper's HTTP/1 client
+//! for responses ([`check_response`]): the same byte stream (pipelined requests, most
 //! of them valid, some with the ambiguities smuggling feeds on, some with a byte changed) to
 //! both, comparing the requests each takes whole, in order: method, target, version, header
 //! lines, body and trailers.
@@ -16,13 +17,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, Request, Response};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::codec::{Chunked, Framing, Limits, Piece, Refusal, RequestHead, parse_request};
+use super::codec::{
+    Chunked, Framing, Limits, Piece, Refusal, RequestHead, ResponseFraming, parse_request,
+    parse_response,
+};
 
 const LIMITS: Limits = Limits {
     max_head_bytes: 16 * 1024,
@@ -207,6 +211,144 @@ pub fn check(bytes: &[u8]) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// One response as a side took it whole.
+#[derive(Debug, PartialEq, Eq)]
+pub struct SeenResponse {
+    status: StatusCode,
+    version: http::Version,
+    headers: Vec<(String, Bytes)>,
+    body: Bytes,
+    trailers: Vec<(String, Bytes)>,
+}
+
+/// The codec's view of `bytes` as the answer to a `method` request that ends with the
+/// connection: the final response (interim 1xx skipped, as hyper's client does), `None`
+/// when it is not complete, or the refusal.
+pub fn codec_response(bytes: &[u8], method: &Method) -> Result<Option<SeenResponse>, Refusal> {
+    let mut buf = BytesMut::from(bytes);
+    let head = loop {
+        let Some(head) = parse_response(&mut buf, &LIMITS, method)? else {
+            return Ok(None);
+        };
+        if !head.status.is_informational() || head.status == StatusCode::SWITCHING_PROTOCOLS {
+            break head;
+        }
+    };
+    let (mut body, mut trailers) = (BytesMut::new(), Vec::new());
+    match head.framing {
+        ResponseFraming::Length(n) => {
+            let Ok(n) = usize::try_from(n) else {
+                return Ok(None);
+            };
+            if buf.len() < n {
+                return Ok(None);
+            }
+            body = buf.split_to(n);
+        }
+        ResponseFraming::Close => body = buf,
+        ResponseFraming::Chunked => {
+            let mut chunked = Chunked::new(LIMITS);
+            loop {
+                match chunked.decode(&mut buf)? {
+                    Some(Piece::Data(d)) => body.extend_from_slice(&d),
+                    Some(Piece::End) => break,
+                    Some(Piece::Trailers(t)) => {
+                        trailers = lines(&t);
+                        break;
+                    }
+                    None => return Ok(None),
+                }
+            }
+        }
+    }
+    Ok(Some(SeenResponse {
+        status: head.status,
+        version: head.version,
+        headers: lines(&head.headers),
+        body: body.freeze(),
+        trailers,
+    }))
+}
+
+/// hyper's client's view of the same: the response with its whole body, or `None` when it
+/// failed.
+pub async fn hyper_response(bytes: Vec<u8>, method: Method) -> Option<SeenResponse> {
+    let (client, mut server) = tokio::io::duplex(1 << 20);
+    let answer = async move {
+        // Answer once the request is all there: hyper's client refuses bytes it did not ask
+        // for.
+        let mut request = Vec::new();
+        let mut chunk = [0u8; 1024];
+        while !request.ends_with(b"\r\n\r\n") {
+            match server.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => request.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let _ = server.write_all(&bytes).await;
+        let _ = server.shutdown().await;
+        // Keep the server side open (and read the request) until hyper is done.
+        let mut sink = Vec::new();
+        let _ = server.read_to_end(&mut sink).await;
+    };
+    let ask = async move {
+        let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+            .max_headers(LIMITS.max_headers)
+            .handshake::<_, Empty<Bytes>>(TokioIo::new(client))
+            .await
+            .ok()?;
+        tokio::spawn(conn);
+        let req = Request::builder()
+            .method(method)
+            .uri("/")
+            .header(http::header::HOST, "test")
+            .body(Empty::new())
+            .ok()?;
+        let resp = sender.send_request(req).await.ok()?;
+        let (parts, body) = resp.into_parts();
+        let collected = body.collect().await.ok()?;
+        let trailers = collected.trailers().map(lines).unwrap_or_default();
+        Some(SeenResponse {
+            status: parts.status,
+            version: parts.version,
+            headers: lines(&parts.headers),
+            body: collected.to_bytes(),
+            trailers,
+        })
+    };
+    let both = async { tokio::join!(ask, answer) };
+    tokio::time::timeout(Duration::from_secs(10), both)
+        .await
+        .expect("hyper finished with the response")
+        .0
+}
+
+/// The codec's rules for responses that refuse what hyper's client takes.
+pub fn stricter_for_responses(r: &Refusal) -> bool {
+    // And a `Content-Length` list of one value, which hyper's client takes.
+    stricter_than_hyper(r) || *r == Refusal::Length
+}
+
+/// Runs both on `bytes` as the answer to `method` and compares: `Err` describes a
+/// difference.
+pub fn check_response(bytes: &[u8], method: &Method) -> Result<(), String> {
+    let ours = codec_response(bytes, method);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let theirs = runtime.block_on(hyper_response(bytes.to_vec(), method.clone()));
+    let text = String::from_utf8_lossy(bytes);
+    match (ours, theirs) {
+        (Ok(Some(a)), Some(b)) if a == b => Ok(()),
+        (Ok(None) | Err(_), None) => Ok(()),
+        (Err(r), Some(_)) if stricter_for_responses(&r) => Ok(()),
+        (ours, theirs) => Err(format!(
+            "{method} answered {text:?}:\nours: {ours:#?}\nhyper: {theirs:#?}"
+        )),
+    }
 }
 
 #[cfg(test)]

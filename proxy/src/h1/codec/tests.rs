@@ -227,3 +227,99 @@ fn a_bad_chunked_body_is_refused() {
         );
     }
 }
+
+fn response(bytes: &[u8], method: &Method) -> Result<ResponseHead, Refusal> {
+    parse_response(&mut BytesMut::from(bytes), &LIMITS, method).map(|h| h.expect("complete"))
+}
+
+#[test]
+fn a_response_is_framed_by_its_status_its_request_and_its_headers() {
+    let framing = |bytes: &[u8], method: &Method| response(bytes, method).map(|h| h.framing);
+    let get = &Method::GET;
+    assert_eq!(
+        framing(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", get),
+        Ok(ResponseFraming::Length(5))
+    );
+    // No body, whatever the headers say.
+    for (bytes, method) in [
+        (
+            &b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n"[..],
+            &Method::HEAD,
+        ),
+        (b"HTTP/1.1 204 No Content\r\ncontent-length: 5\r\n\r\n", get),
+        (
+            b"HTTP/1.1 304 Not Modified\r\ncontent-length: 5\r\n\r\n",
+            get,
+        ),
+        (b"HTTP/1.1 100 Continue\r\n\r\n", get),
+        (
+            b"HTTP/1.1 101 Switching Protocols\r\nupgrade: x\r\n\r\n",
+            get,
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+            &Method::CONNECT,
+        ),
+    ] {
+        assert_eq!(
+            framing(bytes, method),
+            Ok(ResponseFraming::Length(0)),
+            "{bytes:?}"
+        );
+    }
+    assert_eq!(
+        framing(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n",
+            get
+        ),
+        Ok(ResponseFraming::Chunked)
+    );
+    // Neither, or a coding that is not chunked: until the connection closes.
+    assert_eq!(
+        framing(b"HTTP/1.1 200 OK\r\n\r\n", get),
+        Ok(ResponseFraming::Close)
+    );
+    assert_eq!(
+        framing(b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n", get),
+        Ok(ResponseFraming::Close)
+    );
+    // The ambiguities are refused (502 to the client).
+    assert_eq!(
+        framing(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n",
+            get
+        ),
+        Err(Refusal::LengthAndEncoding)
+    );
+    assert_eq!(
+        framing(
+            b"HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+            get
+        ),
+        Err(Refusal::EncodingInHttp10)
+    );
+    assert_eq!(
+        framing(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, chunked\r\n\r\n",
+            get
+        ),
+        Err(Refusal::Encoding)
+    );
+    assert_eq!(
+        framing(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n",
+            get
+        ),
+        Err(Refusal::Length)
+    );
+    assert_eq!(
+        framing(b"HTTP/1.1 200 OK\nContent-Length: 0\r\n\r\n", get),
+        Err(Refusal::BareLineEnd)
+    );
+    let head = response(b"HTTP/1.0 404 Not Found\r\nx-a: 1\r\n\r\n", get).unwrap();
+    assert_eq!(
+        (head.status, head.version),
+        (StatusCode::NOT_FOUND, Version::HTTP_10)
+    );
+    assert_eq!(head.headers["x-a"], "1");
+}

@@ -1,6 +1,8 @@
 use proptest::prelude::*;
 
-use super::check;
+use http::Method;
+
+use super::{check, check_response};
 
 // === the byte streams ===
 
@@ -137,7 +139,66 @@ fn stream() -> impl Strategy<Value = Vec<u8>> {
         })
 }
 
+fn status_line() -> impl Strategy<Value = &'static str> {
+    prop::sample::select(vec![
+        "HTTP/1.1 200 OK",
+        "HTTP/1.1 200 OK",
+        "HTTP/1.0 200 OK",
+        "HTTP/1.1 204 No Content",
+        "HTTP/1.1 304 Not Modified",
+        "HTTP/1.1 404 Not Found",
+        "HTTP/1.1 101 Switching Protocols",
+        "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK",
+        "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 500 Oops",
+        "HTTP/1.1 999 Odd",
+        "HTTP/1.1 20 Short",
+        "HTTP/2 200",
+        "HTTP/1.1 200",
+    ])
+}
+
+/// A response: status line, headers, maybe a body (its framing may not match the headers).
+fn response() -> impl Strategy<Value = Vec<u8>> {
+    (
+        status_line(),
+        prop::collection::vec((header(), line_end()), 0..5),
+        prop_oneof![Just(String::new()), "[a-z]{0,6}", chunked_body()],
+        prop::option::weighted(
+            0.3,
+            (
+                any::<prop::sample::Index>(),
+                prop::sample::select(b"\r\n :\0a,;\t\x80".to_vec()),
+            ),
+        ),
+    )
+        .prop_map(|(status, headers, body, change)| {
+            let mut s = format!("{status}\r\n");
+            for (h, e) in headers {
+                s.push_str(&h);
+                s.push_str(e);
+            }
+            s.push_str("\r\n");
+            s.push_str(&body);
+            let mut bytes = s.into_bytes();
+            if let Some((at, byte)) = change {
+                let at = at.index(bytes.len());
+                bytes[at] = byte;
+            }
+            bytes
+        })
+}
+
 proptest! {
+    #[test]
+    fn responses_are_framed_as_hyper_frames_them_or_refused_by_a_stricter_rule(
+        bytes in response(),
+        method in prop::sample::select(vec![Method::GET, Method::HEAD, Method::POST]),
+    ) {
+        if let Err(difference) = check_response(&bytes, &method) {
+            prop_assert!(false, "{}", difference);
+        }
+    }
+
     #[test]
     fn the_codec_takes_what_hyper_takes_or_refuses_it_by_a_stricter_rule(bytes in stream()) {
         if let Err(difference) = check(&bytes) {
