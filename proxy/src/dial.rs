@@ -5,7 +5,7 @@
 //! when it fails. Forwards dial through it as hyper-util's connector ([`Connector`]: `http://`
 //! in the clear, `https://` over mTLS); upgrades and the failsafe's messages call
 //! [`Dialer::dial`] themselves. What "a peer" is and how it is reached is decided once, where
-//! a request is routed ([`crate::proxy::Target::reach`]).
+//! a request is routed (`Target::reach` in the proxy).
 
 use std::future::Future;
 use std::io;

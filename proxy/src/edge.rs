@@ -5,7 +5,7 @@
 //! other sidecars reach, and the mTLS peer port (`--peer-listen`), which only sidecars with
 //! a certificate reach. With the failsafe on, a request for its endpoint
 //! ([`understudy_elector::failsafe::PEER_PATH`]) is a member's message to the election: it
-//! is answered here ([`crate::failsafe::respond`]) and never proxied, and with mTLS on it is
+//! is answered here (by the failsafe module) and never proxied, and with mTLS on it is
 //! taken on the peer port only (the data port answers 403, so that no client can speak for
 //! a member). Everything else goes to the [`Proxy`], which knows which port it came in on.
 
