@@ -326,7 +326,7 @@ impl Proxy {
                     return self.tunnel(resp, target, client_upgrade.take(), &head.method);
                 }
                 Ok(resp) if holds_back(&target, &head.method, &body, &resp) => {
-                    match read_whole(resp).await {
+                    match self.read_whole(resp, &target).await {
                         Ok(resp) => {
                             // Counted as a request being handled until it is sent on: the
                             // bound on requests then bounds these buffers too.
@@ -374,6 +374,22 @@ impl Proxy {
                 }
             }
         }
+    }
+
+    /// `resp` with its whole body read (see [`holds_back`]). A leader that stops sending
+    /// holds it no longer than its leadership lasts (and the stream grace after): then the
+    /// read ends like a cut, and the request goes to the next leader.
+    async fn read_whole(
+        &self,
+        resp: Response<Incoming>,
+        target: &Target,
+    ) -> Result<Response<Collected<Bytes>>, BoxError> {
+        let (parts, body) = resp.into_parts();
+        let views = self.inner.views.clone();
+        let grace = self.inner.settings.stream_grace;
+        let body = tenure::fenced(body, target.tenure.clone(), views, grace);
+        let body = body.collect().await?;
+        Ok(Response::from_parts(parts, body))
     }
 
     /// A target's `101` (or `2xx` to a `CONNECT`): the tunnel starts once the client has it.
@@ -512,13 +528,6 @@ fn holds_back<B: Body>(
         && len
             .zip(body.spare())
             .is_some_and(|(len, spare)| len <= spare as u64)
-}
-
-/// `resp` with its whole body read (see [`holds_back`]).
-async fn read_whole(resp: Response<Incoming>) -> Result<Response<Collected<Bytes>>, hyper::Error> {
-    let (parts, body) = resp.into_parts();
-    let body = body.collect().await?;
-    Ok(Response::from_parts(parts, body))
 }
 
 /// True for a 421 that a peer sidecar gave: it proves nothing reached an app. The same

@@ -465,6 +465,24 @@ async fn a_standby_holds_back_a_response_and_resends_when_the_leader_dies_mid_bo
     assert_eq!(conns.load(Ordering::SeqCst), 2, "sent again once");
 }
 
+#[tokio::test]
+async fn a_held_back_response_from_a_leader_that_stops_sending_ends_with_its_leadership() {
+    // The leader sends the head and half the body, then nothing (it is frozen, not dead).
+    let (peer, conns) = scripted(CUT_SHORT, true).await;
+    let pb = standby_of(peer).await;
+    let request = tokio::spawn(get(pb.addr, "/"));
+    eventually(Duration::from_secs(5), || conns.load(Ordering::SeqCst) == 1).await;
+    // b takes over: the held read ends a stream grace later and the GET goes to b's app.
+    pb.views
+        .send(leading("b", &pb.addr.to_string(), 2))
+        .unwrap();
+    let (status, _, body) = tokio::time::timeout(Duration::from_secs(5), request)
+        .await
+        .expect("not held for good")
+        .unwrap();
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "b"));
+}
+
 /// `req` through `addr`: the status, and the body or the error that cut it.
 async fn status_and_body(req: Request<Full<Bytes>>) -> (StatusCode, Result<Bytes, String>) {
     let resp = client().request(req).await.expect("request");
