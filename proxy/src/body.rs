@@ -22,11 +22,17 @@ use crate::BoxError;
 
 /// A body that ends with the error its `cut` future gives, if that resolves first. Frames
 /// already there are passed on first, so a body that has arrived is read whole even after
-/// the cut.
+/// the cut. Once cut, it never ends cleanly: every later poll that finds no frame gives the
+/// error again, so that nobody (a resend, say) takes a cut body for a whole one.
 pub struct Cut<B> {
     inner: B,
-    /// `None` once the cut has been given.
-    cut: Option<BoxFuture<'static, BoxError>>,
+    state: CutState,
+}
+
+enum CutState {
+    Armed(BoxFuture<'static, BoxError>),
+    /// The cut's message, for the polls after the first error.
+    Cut(String),
 }
 
 impl<B> Cut<B> {
@@ -34,7 +40,7 @@ impl<B> Cut<B> {
     pub fn new(inner: B, cut: impl Future<Output = BoxError> + Send + 'static) -> Cut<B> {
         Cut {
             inner,
-            cut: Some(Box::pin(cut)),
+            state: CutState::Armed(Box::pin(cut)),
         }
     }
 }
@@ -55,15 +61,15 @@ where
         if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
-        let Some(cut) = this.cut.as_mut() else {
-            return Poll::Ready(None);
-        };
-        match cut.as_mut().poll(cx) {
-            Poll::Ready(error) => {
-                this.cut = None;
-                Poll::Ready(Some(Err(error)))
-            }
-            Poll::Pending => Poll::Pending,
+        match &mut this.state {
+            CutState::Cut(message) => Poll::Ready(Some(Err(message.clone().into()))),
+            CutState::Armed(cut) => match cut.as_mut().poll(cx) {
+                Poll::Ready(error) => {
+                    this.state = CutState::Cut(error.to_string());
+                    Poll::Ready(Some(Err(error)))
+                }
+                Poll::Pending => Poll::Pending,
+            },
         }
     }
 

@@ -8,12 +8,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap};
 use http::uri::{PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use http_body::Body;
-use http_body_util::{BodyExt, Collected};
+use http_body::{Body, Frame};
+use http_body_util::{BodyExt, BodyStream, Full, StreamBody};
 use hyper::body::Incoming;
 use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio::time::Instant;
@@ -326,7 +326,7 @@ impl Proxy {
                     return self.tunnel(resp, target, client_upgrade.take(), &head.method);
                 }
                 Ok(resp) if holds_back(&target, &head.method, &body, &resp) => {
-                    match self.read_whole(resp, &target).await {
+                    match self.read_whole(resp, &target, deadline.at).await {
                         Ok(resp) => {
                             // Counted as a request being handled until it is sent on: the
                             // bound on requests then bounds these buffers too.
@@ -376,19 +376,48 @@ impl Proxy {
         }
     }
 
-    /// `resp` with its whole body read (see [`holds_back`]). A leader that stops sending
-    /// holds it no longer than its leadership lasts (and the stream grace after): then the
+    /// `resp` read whole (see [`holds_back`]), or, if it is not complete by `until` (the
+    /// request's hold deadline), passed on as it comes after what has arrived: a slow
+    /// response is held no longer than a request may be. A leader that stops sending holds
+    /// it no longer than its leadership lasts (and the stream grace after) either: then the
     /// read ends like a cut, and the request goes to the next leader.
     async fn read_whole(
         &self,
         resp: Response<Incoming>,
         target: &Target,
-    ) -> Result<Response<Collected<Bytes>>, BoxError> {
+        until: Instant,
+    ) -> Result<Response<ProxyBody>, BoxError> {
         let (parts, body) = resp.into_parts();
         let views = self.inner.views.clone();
         let grace = self.inner.settings.stream_grace;
-        let body = tenure::fenced(body, target.tenure.clone(), views, grace);
-        let body = body.collect().await?;
+        let mut body = tenure::fenced(body, target.tenure.clone(), views, grace);
+        let mut data = BytesMut::new();
+        let mut trailers = None;
+        loop {
+            let frame = match tokio::time::timeout_at(until, body.frame()).await {
+                Ok(Some(frame)) => frame?,
+                Ok(None) => break,
+                Err(_late) => {
+                    // Late: what came so far, then the rest as it comes. (The length the
+                    // response announced stays in its head.)
+                    let first = Frame::data(data.freeze());
+                    let rest = BodyStream::new(body);
+                    let first = futures::stream::iter([Ok::<_, BoxError>(first)]);
+                    let frames = futures::StreamExt::chain(first, rest);
+                    let body = StreamBody::new(frames).boxed_unsync();
+                    return Ok(Response::from_parts(parts, body));
+                }
+            };
+            match frame.into_data() {
+                Ok(bytes) => data.extend_from_slice(&bytes),
+                Err(frame) => trailers = frame.into_trailers().ok(),
+            }
+        }
+        let whole = Full::new(data.freeze()).map_err(BoxError::from);
+        let body = match trailers {
+            Some(t) => whole.with_trailers(async { Some(Ok(t)) }).boxed_unsync(),
+            None => whole.boxed_unsync(),
+        };
         Ok(Response::from_parts(parts, body))
     }
 

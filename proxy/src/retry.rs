@@ -56,7 +56,8 @@ struct Shared {
     /// Frames read so far, while they fit in the limit.
     kept: Vec<Piece>,
     kept_len: usize,
-    /// The kept frames no longer cover what was read: no replay possible.
+    /// The kept frames no longer cover what was read, or reading it failed: no replay
+    /// possible.
     overflowed: bool,
     /// The original body, read by whichever attempt is current.
     source: Option<UnsyncBoxBody<Bytes, BoxError>>,
@@ -177,7 +178,13 @@ impl Body for ReplayBody {
                 shared.source_done = true;
                 return Poll::Ready(None);
             }
-            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+            Poll::Ready(Some(Err(e))) => {
+                // What follows an error (a clean end, say) is not the body the client sent:
+                // no attempt may replay it as one.
+                shared.overflowed = true;
+                shared.kept = Vec::new();
+                return Poll::Ready(Some(Err(e)));
+            }
             Poll::Ready(Some(Ok(frame))) => frame,
         };
         if !shared.overflowed {

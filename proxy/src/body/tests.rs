@@ -6,7 +6,7 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use super::*;
 
 #[tokio::test(start_paused = true)]
-async fn a_cut_ends_a_body_that_has_not_arrived_with_its_error_once() {
+async fn a_cut_ends_a_body_that_has_not_arrived_with_its_error_for_good() {
     let never = StreamBody::new(futures::stream::pending::<Result<Frame<Bytes>, BoxError>>());
     let mut body = Cut::new(never, async {
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -16,7 +16,8 @@ async fn a_cut_ends_a_body_that_has_not_arrived_with_its_error_once() {
     let err = body.frame().await.expect("a frame").unwrap_err();
     assert_eq!(err.to_string(), "cut");
     assert_eq!(started.elapsed(), Duration::from_secs(2));
-    assert!(body.frame().await.is_none(), "and then it ends");
+    let again = body.frame().await.expect("never a clean end").unwrap_err();
+    assert_eq!(again.to_string(), "cut", "the same error again");
 }
 
 #[tokio::test]

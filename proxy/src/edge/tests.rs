@@ -39,3 +39,28 @@ async fn the_failsafe_endpoint_is_answered_at_the_edge_only_when_the_failsafe_is
     assert_eq!((status, body.as_str()), (StatusCode::OK, "a:{}"));
     assert_eq!(app.hits(), 2);
 }
+
+#[tokio::test]
+async fn with_mtls_on_the_failsafe_endpoint_is_taken_on_the_peer_port_only() {
+    use crate::metrics::Metrics;
+    use crate::peer_tls::PeerTls;
+    use crate::peer_tls::testing::{Ca, NAME, SecretDir};
+
+    let (app_addr, app) = app("a").await;
+    let dir = SecretDir::issued(&Ca::new("edge"));
+    let metrics = Metrics::default();
+    let tls = PeerTls::load(dir.path(), NAME, metrics.peer_tls()).unwrap();
+    let (_views, rx) = tokio::sync::watch::channel(leading("a", "127.0.0.1:1", 1));
+    let proxy = Proxy::with_peer_tls(proxy_settings(app_addr), rx, metrics, Some(tls));
+    let edge = Edge::new(proxy, Some(Answerer::default()));
+    let client: SocketAddr = "127.0.0.1:1".parse().unwrap();
+    let (status, body) = status_and_body(edge.data(post(PEER_PATH), client).await).await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "no client speaks for a member: {body}"
+    );
+    let (status, _) = status_and_body(edge.peer(post(PEER_PATH), client).await).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "the election read it");
+    assert_eq!(app.hits(), 0);
+}

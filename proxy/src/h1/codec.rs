@@ -181,7 +181,8 @@ fn head_bounds(buf: &[u8], max: usize) -> Result<Option<(usize, usize)>, Refusal
             if tail.len() > 1 && memchr(b'\r', &tail[..tail.len() - 1]).is_some() {
                 return Err(Refusal::BareLineEnd);
             }
-            return if buf.len() - start > max {
+            // Empty lines skipped before it count too: they are still in the buffer.
+            return if buf.len() > max {
                 Err(Refusal::HeadTooLarge(max))
             } else {
                 Ok(None)
@@ -190,7 +191,7 @@ fn head_bounds(buf: &[u8], max: usize) -> Result<Option<(usize, usize)>, Refusal
         if at == 0 || buf[at - 1] != b'\r' || memchr(b'\r', &buf[line..at - 1]).is_some() {
             return Err(Refusal::BareLineEnd);
         }
-        if at + 1 - start > max {
+        if at + 1 > max {
             return Err(Refusal::HeadTooLarge(max));
         }
         let empty = at - 1 == line;
@@ -396,6 +397,8 @@ pub struct Chunked {
     data_end: bool,
     /// After the last chunk: the trailers are being read.
     last: bool,
+    /// The body has ended: [`Chunked::decode`] gives [`Piece::End`] again and takes nothing.
+    done: bool,
     limits: Limits,
 }
 
@@ -406,17 +409,23 @@ impl Chunked {
             left: None,
             data_end: false,
             last: false,
+            done: false,
             limits,
         }
     }
 
     /// Takes the next piece off the front of `buf`: `Ok(None)` when more bytes are needed.
     /// Call again after [`Piece::Data`]; [`Piece::End`] and [`Piece::Trailers`] end the
-    /// body, and what follows in `buf` is the next request.
+    /// body, and what follows in `buf` is the next request (later calls take none of it).
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Piece>, Refusal> {
+        if self.done {
+            return Ok(Some(Piece::End));
+        }
         loop {
             if self.last {
-                return self.trailers(buf);
+                let piece = self.trailers(buf)?;
+                self.done = piece.is_some();
+                return Ok(piece);
             }
             if self.data_end {
                 match buf.get(..2) {

@@ -483,6 +483,32 @@ async fn a_held_back_response_from_a_leader_that_stops_sending_ends_with_its_lea
     assert_eq!((status, body.as_str()), (StatusCode::OK, "b"));
 }
 
+#[tokio::test]
+async fn a_held_back_response_that_is_late_is_passed_on_as_it_comes() {
+    // The leader keeps its leadership, but its answer stops half way: past the request's
+    // hold deadline the standby passes on what came, as it did before holding back.
+    let (peer, _) = scripted(CUT_SHORT, true).await;
+    let (b_addr, _) = app("b").await;
+    let mut settings = proxy_settings(b_addr);
+    settings.hold_timeout = Duration::from_millis(300);
+    let pb = start_proxy(settings, following("b", "a", &peer.to_string(), 1)).await;
+    let req = Request::get(format!("http://{}/", pb.addr))
+        .body(Full::default())
+        .unwrap();
+    let first = async {
+        let resp = client().request(req).await.expect("request");
+        let length = resp.headers()[header::CONTENT_LENGTH].clone();
+        let mut body = resp.into_body();
+        let first = body.frame().await.expect("a frame").expect("data");
+        (length, first.into_data().unwrap())
+    };
+    let (length, first) = tokio::time::timeout(Duration::from_secs(5), first)
+        .await
+        .expect("not held for good");
+    assert_eq!(length, "10", "the length the leader announced");
+    assert_eq!(first, "half");
+}
+
 /// `req` through `addr`: the status, and the body or the error that cut it.
 async fn status_and_body(req: Request<Full<Bytes>>) -> (StatusCode, Result<Bytes, String>) {
     let resp = client().request(req).await.expect("request");

@@ -88,3 +88,19 @@ async fn what_the_body_leaves_of_the_budget_is_known_once_it_is_read() {
     read(over.attempt().unwrap()).await.unwrap();
     assert_eq!(over.spare(), None, "nothing left once it overflowed");
 }
+
+#[tokio::test]
+async fn a_body_whose_reading_failed_is_never_replayed() {
+    let frames: Vec<Result<Frame<Bytes>, BoxError>> = vec![
+        Ok(Frame::data(Bytes::from_static(b"0123"))),
+        Err("client stalled".into()),
+    ];
+    let body = ReplayBody::new(StreamBody::new(futures::stream::iter(frames)), REPLAY_LIMIT);
+    assert!(read(body.attempt().unwrap()).await.is_err());
+    assert!(!body.replayable());
+    assert!(
+        body.attempt().is_none(),
+        "a resend would send a cut body as a whole one"
+    );
+    assert_eq!(body.spare(), None);
+}

@@ -323,3 +323,27 @@ fn a_response_is_framed_by_its_status_its_request_and_its_headers() {
     );
     assert_eq!(head.headers["x-a"], "1");
 }
+
+#[test]
+fn empty_lines_before_the_request_line_count_against_the_head_limit() {
+    let mut buf = BytesMut::from("\r\n".repeat(400).as_bytes());
+    assert!(
+        parse_request(&mut buf, &LIMITS).unwrap().is_none(),
+        "within the limit: more to come"
+    );
+    buf.extend_from_slice("\r\n".repeat(200).as_bytes());
+    assert_eq!(
+        parse_request(&mut buf, &LIMITS).unwrap_err(),
+        Refusal::HeadTooLarge(1024),
+        "a client sending empty lines for ever is refused at the limit"
+    );
+}
+
+#[test]
+fn a_chunked_body_that_has_ended_takes_nothing_more() {
+    let mut decoder = Chunked::new(LIMITS);
+    let mut buf = BytesMut::from(&b"0\r\n\r\nGET / HTTP/1.1\r\n\r\n"[..]);
+    assert_eq!(decoder.decode(&mut buf), Ok(Some(Piece::End)));
+    assert_eq!(decoder.decode(&mut buf), Ok(Some(Piece::End)));
+    assert_eq!(&buf[..], b"GET / HTTP/1.1\r\n\r\n");
+}
