@@ -36,11 +36,7 @@ impl ForwardError {
     /// refused (os error 111)"), which the client's own message ("client error (Connect)")
     /// hides.
     pub fn cause(&self) -> String {
-        let mut err: &dyn std::error::Error = &self.source;
-        while let Some(next) = err.source() {
-            err = next;
-        }
-        err.to_string()
+        crate::innermost_cause(&self.source)
     }
 }
 

@@ -73,3 +73,14 @@ mod testing;
 pub fn now() -> std::time::Instant {
     tokio::time::Instant::now().into_std()
 }
+
+/// The innermost cause of `err`, as the operating system or the TLS layer gave it
+/// ("Connection refused (os error 111)"), which the outer messages of hyper's clients
+/// ("client error (Connect)") hide.
+pub fn innermost_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut err = err;
+    while let Some(next) = err.source() {
+        err = next;
+    }
+    err.to_string()
+}

@@ -93,11 +93,7 @@ pub struct SendError {
 impl SendError {
     /// The innermost cause (the operating system's or the TLS layer's).
     pub fn cause(&self) -> String {
-        let mut err: &dyn std::error::Error = self.source.as_ref();
-        while let Some(next) = err.source() {
-            err = next;
-        }
-        err.to_string()
+        crate::innermost_cause(self.source.as_ref())
     }
 }
 

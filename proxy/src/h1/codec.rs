@@ -127,14 +127,7 @@ pub fn parse_request(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Reque
     };
     let mut slots = vec![httparse::EMPTY_HEADER; limits.max_headers];
     let mut req = httparse::Request::new(&mut slots);
-    match req.parse(&buf[start..end]) {
-        Ok(httparse::Status::Complete(n)) if n == end - start => {}
-        Ok(_) => return Err(Refusal::Malformed("head")),
-        Err(httparse::Error::TooManyHeaders) => {
-            return Err(Refusal::TooManyHeaders(limits.max_headers));
-        }
-        Err(e) => return Err(Refusal::Malformed(parse_error(e))),
-    }
+    parsed(req.parse(&buf[start..end]), end - start, limits)?;
     let target = req.path.unwrap_or_default();
     if target.len() > limits.max_target_bytes {
         return Err(Refusal::TargetTooLong(limits.max_target_bytes));
@@ -204,6 +197,20 @@ fn head_bounds(buf: &[u8], max: usize) -> Result<Option<(usize, usize)>, Refusal
             }
             return Ok(Some((start, line)));
         }
+    }
+}
+
+/// httparse's verdict on a head of `len` bytes (all there, by [`head_bounds`]).
+fn parsed(
+    result: Result<httparse::Status<usize>, httparse::Error>,
+    len: usize,
+    limits: &Limits,
+) -> Result<(), Refusal> {
+    match result {
+        Ok(httparse::Status::Complete(n)) if n == len => Ok(()),
+        Ok(_) => Err(Refusal::Malformed("head")),
+        Err(httparse::Error::TooManyHeaders) => Err(Refusal::TooManyHeaders(limits.max_headers)),
+        Err(e) => Err(Refusal::Malformed(parse_error(e))),
     }
 }
 
@@ -298,14 +305,7 @@ pub fn parse_response(
     };
     let mut slots = vec![httparse::EMPTY_HEADER; limits.max_headers];
     let mut resp = httparse::Response::new(&mut slots);
-    match resp.parse(&buf[start..end]) {
-        Ok(httparse::Status::Complete(n)) if n == end - start => {}
-        Ok(_) => return Err(Refusal::Malformed("head")),
-        Err(httparse::Error::TooManyHeaders) => {
-            return Err(Refusal::TooManyHeaders(limits.max_headers));
-        }
-        Err(e) => return Err(Refusal::Malformed(parse_error(e))),
-    }
+    parsed(resp.parse(&buf[start..end]), end - start, limits)?;
     let status = resp
         .code
         .and_then(|c| StatusCode::from_u16(c).ok())

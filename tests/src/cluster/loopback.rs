@@ -540,11 +540,15 @@ impl Sidecar {
     }
 
     /// The sum of every sample of metric `name` whose labels contain `labels` (for example
-    /// `result="ok"`; `""` for all), from `GET /metrics`.
+    /// `result="ok"`; `""` for all, and for a metric without labels), from `GET /metrics`.
     pub async fn metric(&self, name: &str, labels: &str) -> f64 {
         let (_, text) = self.admin_get("/metrics").await.expect("metrics");
+        let (labelled, bare) = (format!("{name}{{"), format!("{name} "));
         text.lines()
-            .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(labels))
+            .filter(|l| {
+                (l.starts_with(&labelled) && l.contains(labels))
+                    || (labels.is_empty() && l.starts_with(&bare))
+            })
             .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
             .sum()
     }

@@ -219,14 +219,6 @@ impl World {
         }
         panic!("RSS {rss} KiB, baseline {baseline} KiB");
     }
-
-    async fn metric(&self, name: &str) -> f64 {
-        let (_, text) = self.pod.admin_get("/metrics").await.expect("metrics");
-        text.lines()
-            .filter(|l| l.starts_with(name))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    }
 }
 
 /// Writes `request` on a fresh connection and reads until the sidecar closes it (panics if
@@ -352,8 +344,11 @@ async fn malformed_and_smuggling_requests_are_refused_and_never_forwarded() {
     // Content-Length together with Transfer-Encoding, in either order and any case: 400 and
     // closed, nothing forwarded (not even re-framed), and the bytes a front end that trusted
     // Content-Length would have taken as a second request are never seen as one.
-    let refused = "understudy_proxy_sidecar_answers_total{code=\"400\",reason=\"smuggling\"";
-    let refused_before = w.metric(refused).await;
+    let (answers, refused) = (
+        "understudy_proxy_sidecar_answers_total",
+        r#"code="400",reason="smuggling""#,
+    );
+    let refused_before = w.pod.metric(answers, refused).await;
     for (what, request) in [
         (
             "content-length, then transfer-encoding",
@@ -391,12 +386,12 @@ async fn malformed_and_smuggling_requests_are_refused_and_never_forwarded() {
         "forwarded: {:?}",
         w.app.hostile()
     );
-    assert_eq!(w.metric(refused).await - refused_before, 4.0);
+    assert_eq!(w.pod.metric(answers, refused).await - refused_before, 4.0);
 
     // Bare LF line ends in a head (RFC 9112 §2.2 lets a recipient accept them; front ends
     // disagree on them): 400, closed, never forwarded. In the request line, a header line,
     // and as the empty line that ends the head.
-    let refused_before = w.metric(refused).await;
+    let refused_before = w.pod.metric(answers, refused).await;
     for request in [
         &b"GET /bare-lf HTTP/1.1\nhost: a\r\n\r\n"[..],
         b"GET /bare-lf HTTP/1.1\r\nhost: a\nx-b: c\r\n\r\n",
@@ -416,7 +411,7 @@ async fn malformed_and_smuggling_requests_are_refused_and_never_forwarded() {
         "forwarded: {:?}",
         w.app.seen()
     );
-    assert_eq!(w.metric(refused).await - refused_before, 4.0);
+    assert_eq!(w.pod.metric(answers, refused).await - refused_before, 4.0);
 
     w.assert_serves().await;
     w.assert_memory_near(baseline).await;
@@ -581,15 +576,19 @@ async fn idle_connections_are_bounded_and_the_admin_port_stays_responsive() {
     assert_eq!(status, StatusCode::OK);
     assert!(started.elapsed() < Duration::from_secs(1));
     assert!(
-        w.metric("understudy_proxy_connections_rejected_total")
+        w.pod
+            .metric("understudy_proxy_connections_rejected_total", "")
             .await
             >= 64.0
     );
-    assert_eq!(w.metric("understudy_proxy_connections_open").await, 32.0);
+    assert_eq!(
+        w.pod.metric("understudy_proxy_connections_open", "").await,
+        32.0
+    );
 
     drop(idle);
     eventually(Duration::from_secs(5), || async {
-        w.metric("understudy_proxy_connections_open").await == 0.0
+        w.pod.metric("understudy_proxy_connections_open", "").await == 0.0
     })
     .await;
     w.assert_serves().await;
@@ -621,7 +620,11 @@ async fn concurrent_requests_are_bounded_with_503() {
     assert!(c.to_ascii_lowercase().contains("retry-after: 1"), "{c:?}");
     assert!(w.app.seen().iter().all(|s| s.path != "/third"));
     assert_eq!(
-        w.metric("understudy_proxy_sidecar_answers_total{code=\"503\",reason=\"request_limit\"")
+        w.pod
+            .metric(
+                "understudy_proxy_sidecar_answers_total",
+                r#"code="503",reason="request_limit""#,
+            )
             .await,
         1.0
     );
