@@ -2,9 +2,9 @@
 //!
 //! TCP with the connect timeout and `TCP_NODELAY`, then, for a peer reached over the mTLS
 //! peer channel ([`Reach::Mtls`]), the TLS handshake, bounded by the same timeout and counted
-//! when it fails. Forwards dial through it as hyper-util's connector ([`Connector`]: `http://`
-//! in the clear, `https://` over mTLS); upgrades and the failsafe's messages call
-//! [`Dialer::dial`] themselves. What "a peer" is and how it is reached is decided once, where
+//! when it fails. The engine's HTTP/1.1 client ([`crate::h1::client`]), upgrades and the
+//! failsafe's messages call [`Dialer::dial`]; hyper-util's HTTP/2 client dials through it as
+//! its connector ([`Connector`]: `http://` in the clear, `https://` over mTLS). What "a peer" is and how it is reached is decided once, where
 //! a request is routed (`Target::reach` in the proxy).
 
 use std::future::Future;
@@ -26,7 +26,7 @@ use crate::peer_tls::{Alpn, Direction, PeerTls};
 use crate::tls_or_plain::MaybeTls;
 
 /// How an address is reached.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Reach {
     /// Plain TCP: the local app, or a peer's data port without the peer channel.
     Plain,

@@ -1,20 +1,28 @@
 //! The one HTTP client: pooled connections to the local app and to peer sidecars.
 //!
 //! The protocol is kept end to end: an HTTP/2 request goes out over HTTP/2 (h2c prior
-//! knowledge, which every understudy listener and gRPC server speaks), anything else over
-//! HTTP/1.1. That keeps gRPC trailers and streaming intact without translating between the two.
+//! knowledge, which every understudy listener and gRPC server speaks) with hyper's client,
+//! anything else over HTTP/1.1 with the engine's own ([`crate::h1::client`]). That keeps gRPC
+//! trailers and streaming intact without translating between the two.
 //!
 //! Both clients dial through the one [`Dialer`] ([`crate::dial`]): `http://` in the clear,
 //! `https://peer` over the mTLS peer channel.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http::uri::Scheme;
 use http::{Request, Response, Version};
+use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::dial::{Connector, Dialer};
+use crate::BoxError;
+use crate::dial::{Connector, Dialer, Reach};
+use crate::h1::client::{self, ClientError};
 use crate::peer_tls::Alpn;
 use crate::retry::{ReplayBody, Sent};
 
@@ -28,7 +36,7 @@ pub struct ForwardError {
     pub sent: Sent,
     /// The client's error.
     #[source]
-    pub source: hyper_util::client::legacy::Error,
+    pub source: BoxError,
 }
 
 impl ForwardError {
@@ -36,14 +44,53 @@ impl ForwardError {
     /// refused (os error 111)"), which the client's own message ("client error (Connect)")
     /// hides.
     pub fn cause(&self) -> String {
-        crate::innermost_cause(&self.source)
+        crate::innermost_cause(self.source.as_ref())
+    }
+}
+
+/// The body of a response from the app or a peer: read by the engine (HTTP/1.1) or by
+/// hyper (HTTP/2, and the upgrades of [`crate::upgrade`]).
+#[derive(Debug)]
+pub enum ForwardBody {
+    /// Read by the engine's client.
+    Engine(client::ResponseBody),
+    /// Read by hyper.
+    Hyper(Incoming),
+}
+
+impl Body for ForwardBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ForwardBody::Engine(b) => Pin::new(b).poll_frame(cx),
+            ForwardBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ForwardBody::Engine(b) => b.is_end_stream(),
+            ForwardBody::Hyper(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ForwardBody::Engine(b) => b.size_hint(),
+            ForwardBody::Hyper(b) => b.size_hint(),
+        }
     }
 }
 
 /// Pooled HTTP/1.1 and HTTP/2 clients.
 #[derive(Clone, Debug)]
 pub struct Forwarder {
-    h1: Client<Connector, ReplayBody>,
+    h1: client::Client,
     h2: Client<Connector, ReplayBody>,
 }
 
@@ -53,8 +100,8 @@ impl Forwarder {
         let connect_timeout = dialer.timeout();
         let connector = |alpn| Connector::new(dialer.clone(), alpn);
         Forwarder {
-            h1: client(connector(Alpn::Http1), false, connect_timeout, idle_timeout),
-            h2: client(connector(Alpn::Http2), true, connect_timeout, idle_timeout),
+            h1: client::Client::new(dialer.clone(), idle_timeout),
+            h2: h2_client(connector(Alpn::Http2), connect_timeout, idle_timeout),
         }
     }
 
@@ -63,39 +110,52 @@ impl Forwarder {
     /// HTTP/1.1.
     pub async fn send(
         &self,
-        mut req: Request<ReplayBody>,
-    ) -> Result<Response<Incoming>, ForwardError> {
+        req: Request<ReplayBody>,
+    ) -> Result<Response<ForwardBody>, ForwardError> {
         let peer = req
             .uri()
             .authority()
             .map(|a| a.to_string())
             .unwrap_or_default();
-        let http2 = req.version() == Version::HTTP_2;
-        if !http2 {
-            *req.version_mut() = Version::HTTP_11;
+        let secure = req.uri().scheme() == Some(&Scheme::HTTPS);
+        if req.version() == Version::HTTP_2 {
+            return match self.h2.request(req).await {
+                Ok(resp) => Ok(resp.map(ForwardBody::Hyper)),
+                Err(source) => Err(ForwardError {
+                    peer,
+                    // A connect error is the only one that proves nothing was written.
+                    // (Requests that never left a reused connection are resent by the
+                    // client itself.)
+                    sent: if source.is_connect() {
+                        Sent::Nothing
+                    } else {
+                        Sent::Maybe
+                    },
+                    source: source.into(),
+                }),
+            };
         }
-        let sent = if http2 {
-            self.h2.request(req).await
-        } else {
-            self.h1.request(req).await
+        let reach = if secure { Reach::Mtls } else { Reach::Plain };
+        let address = match req.uri().port_u16() {
+            Some(_) => peer.clone(),
+            None => format!("{peer}:{}", if secure { 443 } else { 80 }),
         };
-        sent.map_err(|source| ForwardError {
-            peer,
-            // A connect error is the only one that proves nothing was written. (Requests
-            // that never left a reused connection are resent by the client itself.)
-            sent: if source.is_connect() {
-                Sent::Nothing
-            } else {
-                Sent::Maybe
-            },
-            source,
-        })
+        match self.h1.send(&address, reach, req).await {
+            Ok(resp) => Ok(resp.map(ForwardBody::Engine)),
+            Err(source) => Err(ForwardError {
+                peer,
+                sent: match source {
+                    ClientError::Dial(_) => Sent::Nothing,
+                    _ => Sent::Maybe,
+                },
+                source: source.into(),
+            }),
+        }
     }
 }
 
-fn client(
+fn h2_client(
     connector: Connector,
-    http2: bool,
     connect_timeout: Duration,
     idle_timeout: Duration,
 ) -> Client<Connector, ReplayBody> {
@@ -103,12 +163,10 @@ fn client(
     b.pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
         .pool_idle_timeout(idle_timeout)
-        .http2_only(http2);
-    if http2 {
+        .http2_only(true)
         // Notice a dead peer on a quiet HTTP/2 connection.
-        b.http2_keep_alive_interval(Some(idle_timeout / 4))
-            .http2_keep_alive_timeout(connect_timeout.max(Duration::from_secs(5)));
-    }
+        .http2_keep_alive_interval(Some(idle_timeout / 4))
+        .http2_keep_alive_timeout(connect_timeout.max(Duration::from_secs(5)));
     b.build(connector)
 }
 

@@ -10,9 +10,11 @@
 //! makes of them (`differential`, public with the `fuzzing` feature); `proxy/fuzz` has the
 //! same comparisons as `cargo fuzz` targets for longer runs.
 //!
-//! The engine's connection handling is built on the codec next; until then the data port's
-//! HTTP/1 is still hyper's, behind the framing guard ([`crate::framing`]).
+//! [`client`] sends HTTP/1.1 requests to the app and to peer sidecars with it. The data
+//! port's own HTTP/1 is still hyper's, behind the framing guard ([`crate::framing`]), until
+//! the engine's server takes over.
 
+pub mod client;
 pub mod codec;
 
 #[cfg(any(test, feature = "fuzzing"))]

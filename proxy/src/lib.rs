@@ -17,7 +17,8 @@
 //! - [`route`]: local, forward, hold or refuse, from the latest
 //!   [`understudy_elector::View`]; [`balance`]: which active, with N slots;
 //! - [`hold`]: the bounded wait for a leader; [`retry`]: when an attempt may go again;
-//! - [`forward`]: the pooled client; [`upgrade`]: WebSocket/`CONNECT` tunnels;
+//! - [`forward`]: the pooled clients (the engine's for HTTP/1.1, [`h1::client`]);
+//!   [`upgrade`]: WebSocket/`CONNECT` tunnels;
 //!   [`dial`]: the one way connections to the app and to peers are opened;
 //! - [`peer_tls`]: the optional mTLS channel between sidecars (`--peer-listen`);
 //! - [`failsafe`]: the failsafe's requests to members and the endpoint answering theirs;

@@ -14,7 +14,6 @@ use http::uri::{PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame};
 use http_body_util::{BodyExt, BodyStream, Full, StreamBody};
-use hyper::body::Incoming;
 use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -32,7 +31,7 @@ pub(crate) use target::{Target, Wait};
 use crate::balance::Balancer;
 use crate::body::Keep;
 use crate::dial::{Dialer, Reach};
-use crate::forward::Forwarder;
+use crate::forward::{ForwardBody, Forwarder};
 use crate::headers::{self, Inbound};
 use crate::hold::Holder;
 use crate::limits::{self, MAX_URI_BYTES, RequestLimit};
@@ -310,6 +309,7 @@ impl Proxy {
                 let dialer = &self.inner.dialer;
                 upgrade::send(dialer, &target.authority, target.reach, req)
                     .await
+                    .map(|resp| resp.map(ForwardBody::Hyper))
                     .map_err(|e| (e.sent, e.to_string(), e.cause()))
             } else {
                 self.inner
@@ -383,7 +383,7 @@ impl Proxy {
     /// read ends like a cut, and the request goes to the next leader.
     async fn read_whole(
         &self,
-        resp: Response<Incoming>,
+        resp: Response<ForwardBody>,
         target: &Target,
         until: Instant,
     ) -> Result<Response<ProxyBody>, BoxError> {
@@ -424,7 +424,7 @@ impl Proxy {
     /// A target's `101` (or `2xx` to a `CONNECT`): the tunnel starts once the client has it.
     fn tunnel(
         &self,
-        mut resp: Response<Incoming>,
+        mut resp: Response<ForwardBody>,
         target: Target,
         client: Option<ClientUpgrade>,
         method: &Method,

@@ -146,10 +146,10 @@ pub struct Fence {
 
 /// Splices `client` with the target's side of `resp` (which switched protocols) once both
 /// have switched, on `tracker`; see the module docs for when it closes.
-pub fn tunnel(
+pub fn tunnel<B>(
     tracker: &TaskTracker,
     client: ClientUpgrade,
-    resp: &mut Response<Incoming>,
+    resp: &mut Response<B>,
     fence: Fence,
     peer: String,
 ) {

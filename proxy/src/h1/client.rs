@@ -1,0 +1,649 @@
+//! The engine's client: HTTP/1.1 requests to the local app and to peer sidecars, sent and
+//! read by the task that serves the request, with no connection task or dispatch channel in
+//! between (hyper-util's pooled client has both).
+//!
+//! - A request's head goes out in one write; its body follows with `Content-Length` when its
+//!   length is known, else chunked (with its trailers). The body is sent while the response
+//!   is read: an app may answer before it has read all of it, or answer each piece as it
+//!   comes (full duplex), and the response body keeps sending what is left.
+//! - The response head is framed by [`codec::parse_response`]; informational responses (100,
+//!   102, 103) are skipped, as hyper's client skips them; a 101 to a request that asked for
+//!   no upgrade is an error. Its body is read as the caller polls it ([`ResponseBody`]),
+//!   and a read buffer grows only as a message needs.
+//! - A connection goes back to the pool only when both messages ended cleanly, nothing
+//!   stray follows, and neither side asked to close. One taken from the pool is first
+//!   checked for a close (or bytes) that came while it was idle; idle ones are closed after
+//!   the idle timeout.
+
+use std::collections::HashMap;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll, Waker, ready};
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::header::{self, HeaderMap};
+use http::{Method, Request, Response, Version};
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
+
+use super::codec::{self, Chunked, Limits, Piece, Refusal, ResponseFraming};
+use crate::BoxError;
+use crate::dial::{Conn, DialError, Dialer, Reach};
+use crate::peer_tls::Alpn;
+use crate::retry::ReplayBody;
+
+/// Bounds on a response head from the app or a peer: hyper's client defaults (100 headers,
+/// about 400 KiB), so that nothing that passed before is refused now.
+const RESPONSE_LIMITS: Limits = Limits {
+    max_head_bytes: 8192 + 4096 * 100,
+    max_headers: 100,
+    max_target_bytes: 0,
+};
+
+/// Idle connections kept per address, at most (the oldest is closed first).
+const MAX_IDLE_PER_ADDRESS: usize = 256;
+
+/// Read buffer room for a head, and for body bytes.
+const HEAD_READ: usize = 4 * 1024;
+const BODY_READ: usize = 16 * 1024;
+
+/// Why an exchange failed. Only [`ClientError::Dial`] proves that nothing was sent.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No connection could be opened.
+    #[error(transparent)]
+    Dial(#[from] DialError),
+    /// Writing the request failed (and no response came).
+    #[error("writing the request: {0}")]
+    Write(#[source] io::Error),
+    /// Reading the response failed.
+    #[error("reading the response: {0}")]
+    Read(#[source] io::Error),
+    /// The connection closed before the response head was complete.
+    #[error("connection closed before a response")]
+    Closed,
+    /// The response head (or a chunked body) is not valid HTTP/1.
+    #[error("invalid response: {0}")]
+    Response(#[source] Refusal),
+    /// A `101 Switching Protocols` to a request that asked for no upgrade.
+    #[error("101 Switching Protocols to a request that asked for no upgrade")]
+    Switched,
+    /// Reading the request body failed.
+    #[error("request body: {0}")]
+    Body(#[source] BoxError),
+    /// The request body was longer or shorter than the length its head announced.
+    #[error("request body does not match its Content-Length")]
+    BodyLength,
+}
+
+/// The HTTP/1.1 client; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Client {
+    dialer: Dialer,
+    pool: Arc<Pool>,
+}
+
+type Key = (String, Reach);
+
+#[derive(Debug)]
+struct Pool {
+    idle: Mutex<HashMap<Key, Vec<Idle>>>,
+    idle_timeout: Duration,
+    /// Whether the task that closes expired idle connections runs.
+    reaping: std::sync::atomic::AtomicBool,
+}
+
+#[derive(Debug)]
+struct Idle {
+    conn: Conn,
+    since: Instant,
+}
+
+impl Client {
+    /// A client dialing with `dialer`, closing pooled connections idle for `idle_timeout`.
+    pub fn new(dialer: Dialer, idle_timeout: Duration) -> Client {
+        Client {
+            dialer,
+            pool: Arc::new(Pool {
+                idle: Mutex::new(HashMap::new()),
+                idle_timeout,
+                reaping: std::sync::atomic::AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Sends `req` to `address` (`host:port`, reached as `reach`) and reads the response
+    /// head; the body is read as it is polled. The request's URI is sent in origin form.
+    pub async fn send(
+        &self,
+        address: &str,
+        reach: Reach,
+        req: Request<ReplayBody>,
+    ) -> Result<Response<ResponseBody>, ClientError> {
+        let key = (address.to_string(), reach);
+        let conn = match self.pool.take(&key) {
+            Some(conn) => conn,
+            None => self.dialer.dial(address, reach, Alpn::Http1).await?,
+        };
+        let (parts, body) = req.into_parts();
+        let mut head = BytesMut::with_capacity(HEAD_READ);
+        let framing = encode_head(&parts, &body, address, &mut head);
+        let mut exchange = Exchange {
+            conn,
+            read: BytesMut::new(),
+            out: Some(Outgoing {
+                pending: head.freeze(),
+                body: (framing != Out::Empty).then_some(body),
+                framing,
+            }),
+            write_failed: None,
+        };
+        let head = std::future::poll_fn(|cx| exchange.poll_head(cx, &parts.method)).await?;
+        let keep_alive = exchange.write_failed.is_none()
+            && head.framing != ResponseFraming::Close
+            && !asks_to_close(head.version, &head.headers);
+        let framing = match head.framing {
+            ResponseFraming::Length(n) => In::Length(n),
+            ResponseFraming::Chunked => In::Chunked(Chunked::new(RESPONSE_LIMITS)),
+            ResponseFraming::Close => In::Close,
+        };
+        let mut body = ResponseBody {
+            conn: Some(exchange.conn),
+            read: exchange.read,
+            out: exchange.out,
+            framing,
+            keep_alive,
+            home: Some((Arc::downgrade(&self.pool), key)),
+            failing: false,
+        };
+        if matches!(body.framing, In::Length(0)) {
+            // Nothing to read: a server does not poll a body that has ended.
+            body.finish();
+        }
+        let mut resp = Response::new(body);
+        *resp.status_mut() = head.status;
+        *resp.version_mut() = head.version;
+        *resp.headers_mut() = head.headers;
+        Ok(resp)
+    }
+
+    /// Idle connections in the pool (for tests).
+    #[cfg(test)]
+    pub(crate) fn idle(&self) -> usize {
+        let idle = self.pool.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.values().map(Vec::len).sum()
+    }
+}
+
+impl Pool {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Vec<Idle>>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The newest idle connection to `key` that is still open and quiet.
+    fn take(&self, key: &Key) -> Option<Conn> {
+        loop {
+            let Idle { mut conn, since } = self.lock().get_mut(key)?.pop()?;
+            if since.elapsed() < self.idle_timeout && quiet(&mut conn) {
+                return Some(conn);
+            }
+        }
+    }
+
+    /// Keeps `conn` for the next request to `key`.
+    fn put(self: &Arc<Pool>, key: Key, conn: Conn) {
+        let mut idle = self.lock();
+        let conns = idle.entry(key).or_default();
+        if conns.len() >= MAX_IDLE_PER_ADDRESS {
+            conns.remove(0);
+        }
+        conns.push(Idle {
+            conn,
+            since: Instant::now(),
+        });
+        drop(idle);
+        if !self
+            .reaping
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tokio::spawn(reap(Arc::downgrade(self)));
+        }
+    }
+}
+
+/// Closes idle connections past the idle timeout, while the pool is in use.
+async fn reap(pool: Weak<Pool>) {
+    let every = match pool.upgrade() {
+        Some(pool) => (pool.idle_timeout / 2).max(Duration::from_millis(100)),
+        None => return,
+    };
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(pool) = pool.upgrade() else { return };
+        let timeout = pool.idle_timeout;
+        pool.lock().retain(|_, conns| {
+            conns.retain(|idle| idle.since.elapsed() < timeout);
+            !conns.is_empty()
+        });
+    }
+}
+
+/// Whether an idle connection is still open and has sent nothing: a read would block.
+fn quiet(conn: &mut Conn) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut byte = [0u8; 1];
+    let mut buf = ReadBuf::new(&mut byte);
+    Pin::new(conn).poll_read(&mut cx, &mut buf).is_pending()
+}
+
+/// Whether a response's head asks for its connection to close: `Connection: close`, or an
+/// HTTP/1.0 response without `Connection: keep-alive`.
+fn asks_to_close(version: Version, headers: &HeaderMap) -> bool {
+    let mut tokens = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim);
+    if version == Version::HTTP_11 {
+        tokens.any(|t| t.eq_ignore_ascii_case("close"))
+    } else {
+        !tokens.any(|t| t.eq_ignore_ascii_case("keep-alive"))
+    }
+}
+
+/// How a request body is sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Out {
+    /// No body and no `Content-Length` (a `GET`, say).
+    Empty,
+    /// `Content-Length` bytes; what is left to send.
+    Length(u64),
+    /// The chunked coding.
+    Chunked,
+}
+
+/// Writes the head of `parts` into `buf` in origin form, with the framing its body is sent
+/// with (whatever `Content-Length` or `Transfer-Encoding` it carried is replaced); a missing
+/// `Host` is taken from `address`, as hyper's client does.
+fn encode_head(
+    parts: &http::request::Parts,
+    body: &ReplayBody,
+    address: &str,
+    buf: &mut BytesMut,
+) -> Out {
+    let framing = match body.size_hint().exact() {
+        Some(0)
+            if !parts.headers.contains_key(header::CONTENT_LENGTH)
+                && !matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) =>
+        {
+            Out::Empty
+        }
+        Some(n) => Out::Length(n),
+        None => Out::Chunked,
+    };
+    let target = if parts.method == Method::CONNECT {
+        parts.uri.authority().map_or("", |a| a.as_str())
+    } else {
+        parts.uri.path_and_query().map_or("/", |p| p.as_str())
+    };
+    buf.put_slice(parts.method.as_str().as_bytes());
+    buf.put_u8(b' ');
+    buf.put_slice(target.as_bytes());
+    buf.put_slice(b" HTTP/1.1\r\n");
+    if !parts.headers.contains_key(header::HOST) {
+        buf.put_slice(b"host: ");
+        buf.put_slice(address.as_bytes());
+        buf.put_slice(b"\r\n");
+    }
+    for (name, value) in &parts.headers {
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        buf.put_slice(name.as_str().as_bytes());
+        buf.put_slice(b": ");
+        buf.put_slice(value.as_bytes());
+        buf.put_slice(b"\r\n");
+    }
+    match framing {
+        Out::Empty => {}
+        Out::Length(n) => {
+            buf.put_slice(b"content-length: ");
+            buf.put_slice(n.to_string().as_bytes());
+            buf.put_slice(b"\r\n");
+        }
+        Out::Chunked => buf.put_slice(b"transfer-encoding: chunked\r\n"),
+    }
+    buf.put_slice(b"\r\n");
+    framing
+}
+
+/// The request still being written: bytes ready to go, then the rest of the body.
+struct Outgoing {
+    pending: Bytes,
+    body: Option<ReplayBody>,
+    framing: Out,
+}
+
+impl Outgoing {
+    /// Writes what it can; ready once the whole request is written and flushed.
+    fn poll(&mut self, io: &mut Conn, cx: &mut Context<'_>) -> Poll<Result<(), ClientError>> {
+        loop {
+            while !self.pending.is_empty() {
+                let n = ready!(Pin::new(&mut *io).poll_write(cx, &self.pending))
+                    .map_err(ClientError::Write)?;
+                if n == 0 {
+                    return Poll::Ready(Err(ClientError::Write(io::ErrorKind::WriteZero.into())));
+                }
+                self.pending.advance(n);
+            }
+            // Before waiting for more of the body (or being done): out of any TLS buffer.
+            ready!(Pin::new(&mut *io).poll_flush(cx)).map_err(ClientError::Write)?;
+            let Some(body) = self.body.as_mut() else {
+                return Poll::Ready(Ok(()));
+            };
+            let frame = match ready!(Pin::new(body).poll_frame(cx)) {
+                None => {
+                    self.body = None;
+                    match self.framing {
+                        Out::Length(0) | Out::Empty => {}
+                        Out::Length(_) => return Poll::Ready(Err(ClientError::BodyLength)),
+                        Out::Chunked => self.pending = Bytes::from_static(b"0\r\n\r\n"),
+                    }
+                    continue;
+                }
+                Some(Err(e)) => return Poll::Ready(Err(ClientError::Body(e))),
+                Some(Ok(frame)) => frame,
+            };
+            let data = match frame.into_data() {
+                Ok(data) => data,
+                Err(frame) => {
+                    // Trailers end the body; with a length they have no place to go.
+                    if let (Out::Chunked, Ok(trailers)) = (self.framing, frame.into_trailers()) {
+                        let mut buf = BytesMut::from(&b"0\r\n"[..]);
+                        for (name, value) in &trailers {
+                            buf.put_slice(name.as_str().as_bytes());
+                            buf.put_slice(b": ");
+                            buf.put_slice(value.as_bytes());
+                            buf.put_slice(b"\r\n");
+                        }
+                        buf.put_slice(b"\r\n");
+                        self.pending = buf.freeze();
+                        self.body = None;
+                    }
+                    continue;
+                }
+            };
+            if data.is_empty() {
+                continue;
+            }
+            match &mut self.framing {
+                Out::Length(left) => {
+                    *left = left
+                        .checked_sub(data.len() as u64)
+                        .ok_or(ClientError::BodyLength)?;
+                    self.pending = data;
+                }
+                Out::Chunked => {
+                    let size = format!("{:x}\r\n", data.len());
+                    let mut buf = BytesMut::with_capacity(size.len() + data.len() + 2);
+                    buf.put_slice(size.as_bytes());
+                    buf.put_slice(&data);
+                    buf.put_slice(b"\r\n");
+                    self.pending = buf.freeze();
+                }
+                Out::Empty => return Poll::Ready(Err(ClientError::BodyLength)),
+            }
+        }
+    }
+}
+
+/// One request on one connection, until the response head is in.
+struct Exchange {
+    conn: Conn,
+    read: BytesMut,
+    out: Option<Outgoing>,
+    /// Writing failed: the response (an early answer, say) may still be read, but the
+    /// connection is not used again.
+    write_failed: Option<ClientError>,
+}
+
+impl Exchange {
+    fn poll_head(
+        &mut self,
+        cx: &mut Context<'_>,
+        method: &Method,
+    ) -> Poll<Result<codec::ResponseHead, ClientError>> {
+        if let Some(out) = self.out.as_mut() {
+            match out.poll(&mut self.conn, cx) {
+                Poll::Ready(Ok(())) => self.out = None,
+                // The app may have answered already (and closed): read on.
+                Poll::Ready(Err(e @ ClientError::Write(_))) => {
+                    self.out = None;
+                    self.write_failed = Some(e);
+                }
+                // The client's body failed (cut, too slow, not its announced length): the
+                // app would wait for the rest for ever. The connection goes.
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {}
+            }
+        }
+        loop {
+            match codec::parse_response(&mut self.read, &RESPONSE_LIMITS, method) {
+                Ok(Some(head)) if head.status == http::StatusCode::SWITCHING_PROTOCOLS => {
+                    return Poll::Ready(Err(ClientError::Switched));
+                }
+                // Informational: the final response follows.
+                Ok(Some(head)) if head.status.is_informational() => continue,
+                Ok(Some(head)) => return Poll::Ready(Ok(head)),
+                Ok(None) => {}
+                Err(refusal) => return Poll::Ready(Err(ClientError::Response(refusal))),
+            }
+            if self.read.capacity() - self.read.len() < HEAD_READ / 4 {
+                self.read.reserve(HEAD_READ);
+            }
+            let read = ready!(tokio_util::io::poll_read_buf(
+                Pin::new(&mut self.conn),
+                cx,
+                &mut self.read
+            ));
+            match read {
+                Ok(0) => {
+                    return Poll::Ready(Err(self
+                        .write_failed
+                        .take()
+                        .unwrap_or(ClientError::Closed)));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    return Poll::Ready(Err(self
+                        .write_failed
+                        .take()
+                        .unwrap_or(ClientError::Read(e))));
+                }
+            }
+        }
+    }
+}
+
+/// How the rest of a response body is framed.
+#[derive(Debug)]
+enum In {
+    Length(u64),
+    Chunked(Chunked),
+    Close,
+}
+
+/// The body of a response the engine's client read; sends what is left of the request
+/// body while it is polled. Dropped before its end, it closes its connection.
+pub struct ResponseBody {
+    /// `None` once the body has ended.
+    conn: Option<Conn>,
+    read: BytesMut,
+    out: Option<Outgoing>,
+    framing: In,
+    /// Whether the connection may serve another request once both messages are through.
+    keep_alive: bool,
+    home: Option<(Weak<Pool>, Key)>,
+    /// A failed read was answered with one `Pending` first: a server that writes what came
+    /// before it gets to send it (hyper drops what it has buffered when a body fails).
+    failing: bool,
+}
+
+impl std::fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseBody")
+            .field("framing", &self.framing)
+            .field("keep_alive", &self.keep_alive)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ResponseBody {
+    /// The body has ended: the connection goes back to the pool if it can serve again.
+    fn finish(&mut self) {
+        let conn = self.conn.take();
+        let reusable = self.keep_alive
+            && self.out.is_none()
+            && self.read.is_empty()
+            && !matches!(self.framing, In::Close);
+        self.out = None;
+        self.read = BytesMut::new();
+        if let (true, Some(conn), Some((pool, key))) = (reusable, conn, self.home.take())
+            && let Some(pool) = pool.upgrade()
+        {
+            pool.put(key, conn);
+        }
+    }
+
+    fn read_more(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Poll::Ready(Ok(0));
+        };
+        if self.read.capacity() - self.read.len() < BODY_READ / 4 {
+            let want = match self.framing {
+                In::Length(left) => usize::try_from(left).unwrap_or(BODY_READ).min(BODY_READ),
+                _ => BODY_READ,
+            };
+            self.read.reserve(want.max(HEAD_READ / 4));
+        }
+        tokio_util::io::poll_read_buf(Pin::new(conn), cx, &mut self.read)
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if this.conn.is_none() {
+            return Poll::Ready(None);
+        }
+        if let (Some(out), Some(conn)) = (this.out.as_mut(), this.conn.as_mut()) {
+            match out.poll(conn, cx) {
+                Poll::Ready(Ok(())) => this.out = None,
+                // The app stopped reading after it answered: no more to send, no reuse.
+                Poll::Ready(Err(e @ ClientError::Write(_))) => {
+                    tracing::debug!(error = %e, "request body not sent whole");
+                    this.out = None;
+                    this.keep_alive = false;
+                }
+                // The client's body failed: the app gets no more, and neither does the
+                // client (as a request cut short).
+                Poll::Ready(Err(e)) => {
+                    this.out = None;
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+                Poll::Pending => {}
+            }
+        }
+        loop {
+            match &mut this.framing {
+                In::Length(0) => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                In::Length(left) if !this.read.is_empty() => {
+                    let n =
+                        usize::try_from(*left).map_or(this.read.len(), |l| l.min(this.read.len()));
+                    *left -= n as u64;
+                    let data = this.read.split_to(n).freeze();
+                    if *left == 0 {
+                        this.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                In::Length(_) => {}
+                In::Chunked(decoder) => match decoder.decode(&mut this.read) {
+                    Ok(Some(Piece::Data(data))) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                    Ok(Some(Piece::Trailers(trailers))) => {
+                        this.finish();
+                        return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                    }
+                    Ok(Some(Piece::End)) => {
+                        this.finish();
+                        return Poll::Ready(None);
+                    }
+                    Ok(None) => {}
+                    Err(refusal) => {
+                        this.conn = None;
+                        return Poll::Ready(Some(Err(ClientError::Response(refusal).into())));
+                    }
+                },
+                In::Close if !this.read.is_empty() => {
+                    let data = this.read.split().freeze();
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                In::Close => {}
+            }
+            let read = ready!(this.read_more(cx));
+            if !matches!(read, Ok(n) if n > 0 || matches!(this.framing, In::Close)) && !this.failing
+            {
+                this.failing = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            match read {
+                Ok(0) if matches!(this.framing, In::Close) => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Ok(0) => {
+                    this.conn = None;
+                    let e = io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "connection closed before the response body ended",
+                    );
+                    return Poll::Ready(Some(Err(ClientError::Read(e).into())));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(ClientError::Read(e).into())));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.conn.is_none() || matches!(self.framing, In::Length(0))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            In::Length(left) => SizeHint::with_exact(left),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

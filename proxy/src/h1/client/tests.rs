@@ -1,0 +1,394 @@
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use super::*;
+use crate::retry::REPLAY_LIMIT;
+
+/// A server that hands each accepted connection to `serve`; counts the accepts.
+async fn raw<F, Fut>(serve: F) -> (SocketAddr, Arc<AtomicUsize>)
+where
+    F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepts = Arc::new(AtomicUsize::new(0));
+    let counted = accepts.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(serve(stream));
+        }
+    });
+    (addr, accepts)
+}
+
+/// A server that answers each connection's first request head with `resp` as it is.
+async fn answering(resp: &'static str) -> (SocketAddr, Arc<AtomicUsize>) {
+    raw(move |s| async move {
+        let mut r = BufReader::new(s);
+        read_head(&mut r).await;
+        let _ = r.get_mut().write_all(resp.as_bytes()).await;
+    })
+    .await
+}
+
+/// Reads one request head (up to its empty line) as text; `None` at EOF.
+async fn read_head(r: &mut BufReader<TcpStream>) -> Option<String> {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).await.ok()? == 0 {
+            return None;
+        }
+        head.push_str(&line);
+        if line == "\r\n" {
+            return Some(head);
+        }
+    }
+}
+
+fn client() -> Client {
+    Client::new(
+        Dialer::new(Duration::from_secs(2), None),
+        Duration::from_secs(30),
+    )
+}
+
+fn get(path: &str) -> Request<ReplayBody> {
+    Request::get(path)
+        .header("host", "app")
+        .body(ReplayBody::new(Empty::<Bytes>::new(), REPLAY_LIMIT))
+        .unwrap()
+}
+
+async fn text(resp: Response<ResponseBody>) -> String {
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(body.to_vec()).unwrap()
+}
+
+#[tokio::test]
+async fn keep_alive_serves_the_next_request_on_the_same_connection() {
+    let (addr, accepts) = raw(|s| async move {
+        let mut r = BufReader::new(s);
+        while let Some(head) = read_head(&mut r).await {
+            assert!(head.starts_with("GET /"), "{head}");
+            assert!(!head.contains("content-length"), "{head}");
+            let body = "hello";
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            r.get_mut().write_all(resp.as_bytes()).await.unwrap();
+        }
+    })
+    .await;
+    let client = client();
+    for _ in 0..3 {
+        let resp = client
+            .send(&addr.to_string(), Reach::Plain, get("/"))
+            .await
+            .unwrap();
+        assert_eq!(resp.body().size_hint().exact(), Some(5));
+        assert_eq!(text(resp).await, "hello");
+        assert_eq!(client.idle(), 1);
+    }
+    assert_eq!(accepts.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_connection_closed_while_idle_is_not_used_again() {
+    let (addr, accepts) = answering("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+    let client = client();
+    let resp = client
+        .send(&addr.to_string(), Reach::Plain, get("/"))
+        .await
+        .unwrap();
+    assert_eq!(text(resp).await, "ok");
+    assert_eq!(client.idle(), 1);
+    // The close arrives while the connection is idle; the next request dials anew.
+    crate::testing::eventually(Duration::from_secs(5), || {
+        let mut idle = client.pool.lock();
+        !quiet(&mut idle.values_mut().next().unwrap()[0].conn)
+    })
+    .await;
+    let resp = client
+        .send(&addr.to_string(), Reach::Plain, get("/"))
+        .await
+        .unwrap();
+    assert_eq!(text(resp).await, "ok");
+    assert_eq!(accepts.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn connection_close_and_bodies_framed_by_close_are_not_pooled() {
+    for resp in [
+        "HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok",
+        "HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok",
+        "HTTP/1.1 200 OK\r\n\r\nok",
+    ] {
+        let (addr, _) = answering(resp).await;
+        let client = client();
+        let got = client
+            .send(&addr.to_string(), Reach::Plain, get("/"))
+            .await
+            .unwrap();
+        assert_eq!(text(got).await, "ok");
+        assert_eq!(client.idle(), 0, "{resp:?}");
+    }
+}
+
+#[tokio::test]
+async fn informational_responses_are_skipped_and_trailers_come_through() {
+    let (addr, _) = raw(|s| async move {
+        let mut r = BufReader::new(s);
+        read_head(&mut r).await;
+        let resp = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n\
+                    HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
+                    2\r\nok\r\n0\r\ngrpc-status: 0\r\n\r\n";
+        r.get_mut().write_all(resp.as_bytes()).await.unwrap();
+        read_head(&mut r).await;
+    })
+    .await;
+    let client = client();
+    let resp = client
+        .send(&addr.to_string(), Reach::Plain, get("/"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let collected = resp.into_body().collect().await.unwrap();
+    assert_eq!(collected.trailers().unwrap()["grpc-status"], "0");
+    assert_eq!(collected.to_bytes(), "ok");
+    assert_eq!(client.idle(), 1);
+}
+
+#[tokio::test]
+async fn a_101_without_an_upgrade_and_an_invalid_head_are_errors() {
+    for (resp, expected) in [
+        ("HTTP/1.1 101 Switching Protocols\r\n\r\n", "101"),
+        (
+            "HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nok",
+            "invalid",
+        ),
+        ("HTTP/1.1 200 OK\r\ncontent-le", "closed"),
+    ] {
+        let (addr, _) = answering(resp).await;
+        let err = client()
+            .send(&addr.to_string(), Reach::Plain, get("/"))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains(expected), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn a_body_of_known_length_goes_with_content_length_and_others_chunked_with_trailers() {
+    let (seen_tx, mut seen) = mpsc::unbounded_channel::<String>();
+    let (addr, _) = raw(move |s| {
+        let seen_tx = seen_tx.clone();
+        async move {
+            let mut r = BufReader::new(s);
+            while let Some(head) = read_head(&mut r).await {
+                let mut body = vec![
+                    0;
+                    if head.contains("content-length: 5") {
+                        5
+                    } else {
+                        0
+                    }
+                ];
+                r.read_exact(&mut body).await.unwrap();
+                if head.contains("transfer-encoding: chunked") {
+                    // Up to the end of the trailers.
+                    while let Some(rest) = read_head(&mut r).await {
+                        body.extend_from_slice(rest.as_bytes());
+                        if rest.ends_with("\r\n\r\n") {
+                            break;
+                        }
+                    }
+                }
+                seen_tx
+                    .send(format!("{head}{}", String::from_utf8(body).unwrap()))
+                    .unwrap();
+                let resp = "HTTP/1.1 204 No Content\r\n\r\n";
+                r.get_mut().write_all(resp.as_bytes()).await.unwrap();
+            }
+        }
+    })
+    .await;
+    let client = client();
+    let put = Request::put("/known")
+        .header("content-length", "99")
+        .header("transfer-encoding", "gzip")
+        .body(ReplayBody::new(
+            Full::new(Bytes::from("hello")),
+            REPLAY_LIMIT,
+        ))
+        .unwrap();
+    let resp = client
+        .send(&addr.to_string(), Reach::Plain, put)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    let head = seen.recv().await.unwrap();
+    assert!(head.starts_with("PUT /known HTTP/1.1\r\nhost: "), "{head}");
+    assert!(head.contains("content-length: 5\r\n\r\nhello"), "{head}");
+    assert!(!head.contains("99") && !head.contains("gzip"), "{head}");
+
+    let mut trailers = HeaderMap::new();
+    trailers.insert("checksum", "abc".parse().unwrap());
+    let frames = vec![
+        Ok::<_, BoxError>(Frame::data(Bytes::from("hel"))),
+        Ok(Frame::data(Bytes::new())),
+        Ok(Frame::data(Bytes::from("lo"))),
+        Ok(Frame::trailers(trailers)),
+    ];
+    let body = StreamBody::new(futures::stream::iter(frames));
+    let post = Request::post("/streamed")
+        .header("host", "app")
+        .body(ReplayBody::new(body, REPLAY_LIMIT))
+        .unwrap();
+    let resp = client
+        .send(&addr.to_string(), Reach::Plain, post)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    let head = seen.recv().await.unwrap();
+    assert!(
+        head.ends_with(
+            "transfer-encoding: chunked\r\n\r\n3\r\nhel\r\n2\r\nlo\r\n0\r\nchecksum: abc\r\n\r\n"
+        ),
+        "{head:?}"
+    );
+    assert_eq!(client.idle(), 1);
+}
+
+#[tokio::test]
+async fn request_and_response_bodies_flow_at_once_in_lockstep() {
+    // An echo that answers at once and sends back each piece as it comes: the client sends
+    // its next piece only after the echo of the last, which works only if the request body
+    // keeps going out while the response is read.
+    let (addr, _) = raw(|s| async move {
+        let mut r = BufReader::new(s);
+        read_head(&mut r).await;
+        r.get_mut()
+            .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+            .await
+            .unwrap();
+        loop {
+            let mut size = String::new();
+            r.read_line(&mut size).await.unwrap();
+            let n = usize::from_str_radix(size.trim(), 16).unwrap();
+            let mut data = vec![0; n + 2];
+            r.read_exact(&mut data).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            let echo = format!("{n:x}\r\n{}\r\n", String::from_utf8_lossy(&data[..n]));
+            r.get_mut().write_all(echo.as_bytes()).await.unwrap();
+        }
+        r.get_mut().write_all(b"0\r\n\r\n").await.unwrap();
+    })
+    .await;
+    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
+    let body = StreamBody::new(tokio_stream_of(rx));
+    let req = Request::post("/echo")
+        .header("host", "app")
+        .body(ReplayBody::new(body, REPLAY_LIMIT))
+        .unwrap();
+    let client = client();
+    tx.send(Ok(Frame::data(Bytes::from("one")))).await.unwrap();
+    let resp = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.send(&addr.to_string(), Reach::Plain, req),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let mut body = resp.into_body();
+    for (sent, next) in [
+        ("one", Some("two")),
+        ("two", Some("three")),
+        ("three", None),
+    ] {
+        let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+            .await
+            .expect("the echo of the last piece")
+            .unwrap()
+            .unwrap();
+        assert_eq!(frame.into_data().unwrap(), sent);
+        match next {
+            Some(next) => tx.send(Ok(Frame::data(Bytes::from(next)))).await.unwrap(),
+            None => break,
+        }
+    }
+    drop(tx);
+    let rest = tokio::time::timeout(Duration::from_secs(5), body.collect())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(rest.to_bytes().is_empty());
+    assert_eq!(client.idle(), 1);
+}
+
+fn tokio_stream_of<T: Send + 'static>(
+    mut rx: mpsc::Receiver<T>,
+) -> impl futures::Stream<Item = T> + Send {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+#[tokio::test]
+async fn a_response_cut_short_is_an_error_and_its_connection_is_dropped() {
+    let (addr, _) = answering("HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhalf").await;
+    let client = client();
+    let resp = client
+        .send(&addr.to_string(), Reach::Plain, get("/"))
+        .await
+        .unwrap();
+    let err = resp.into_body().collect().await.unwrap_err();
+    assert!(
+        err.to_string().contains("before the response body ended"),
+        "{err}"
+    );
+    assert_eq!(client.idle(), 0);
+}
+
+#[tokio::test]
+async fn a_request_body_that_fails_ends_the_exchange_instead_of_waiting_for_an_answer() {
+    // The app waits for the whole body before it answers, as most do.
+    let (addr, _) = raw(|s| async move {
+        let mut r = BufReader::new(s);
+        read_head(&mut r).await;
+        let mut body = [0u8; 10];
+        if r.read_exact(&mut body).await.is_ok() {
+            let _ = r
+                .get_mut()
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                .await;
+        }
+        let _ = r.read(&mut body).await;
+    })
+    .await;
+    let frames = vec![
+        Ok::<_, BoxError>(Frame::data(Bytes::from("half"))),
+        Err(BoxError::from("the client went away")),
+    ];
+    let body = StreamBody::new(futures::stream::iter(frames));
+    let req = Request::post("/")
+        .header("host", "app")
+        .body(ReplayBody::new(body, REPLAY_LIMIT))
+        .unwrap();
+    let err = tokio::time::timeout(
+        Duration::from_secs(5),
+        client().send(&addr.to_string(), Reach::Plain, req),
+    )
+    .await
+    .expect("not waiting for an answer that cannot come")
+    .unwrap_err();
+    assert!(err.to_string().contains("went away"), "{err}");
+}
