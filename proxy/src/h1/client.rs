@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll, Waker, ready};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -131,6 +131,7 @@ impl Client {
         let (parts, body) = req.into_parts();
         let mut head = BytesMut::with_capacity(HEAD_READ);
         let framing = encode_head(&parts, &body, address, &mut head);
+        let bodied = matches!(framing, Out::Chunked) || matches!(framing, Out::Length(n) if n > 0);
         let mut exchange = Exchange {
             conn,
             read: BytesMut::new(),
@@ -142,7 +143,11 @@ impl Client {
             write_failed: None,
         };
         let head = std::future::poll_fn(|cx| exchange.poll_head(cx, &parts.method)).await?;
-        let keep_alive = exchange.write_failed.is_none()
+        // A body on a method that has none by custom (a GET with one, say) is framed
+        // right on the way out, but an app that ignores it may read a request smuggled in it
+        // and answer twice: such a connection serves no other request.
+        let keep_alive = !(bodied && bodiless_by_custom(&parts.method))
+            && exchange.write_failed.is_none()
             && head.framing != ResponseFraming::Close
             && !asks_to_close(head.version, &head.headers);
         let framing = match head.framing {
@@ -153,11 +158,12 @@ impl Client {
         let mut body = ResponseBody {
             conn: Some(exchange.conn),
             read: exchange.read,
-            out: exchange.out,
+            // Rare (an upload still going when the answer came): kept out of line.
+            out: exchange.out.map(Box::new),
             framing,
             keep_alive,
             home: Some((Arc::downgrade(&self.pool), key)),
-            failing: false,
+            failed: None,
         };
         if matches!(body.framing, In::Length(0)) {
             // Nothing to read: a server does not poll a body that has ended.
@@ -232,11 +238,23 @@ async fn reap(pool: Weak<Pool>) {
 }
 
 /// Whether an idle connection is still open and has sent nothing: a read would block.
+/// (Outside tokio's cooperative budget: a task that has spent it would see every read as
+/// blocking, and a closed connection as quiet.)
 fn quiet(conn: &mut Conn) -> bool {
-    let mut cx = Context::from_waker(Waker::noop());
     let mut byte = [0u8; 1];
-    let mut buf = ReadBuf::new(&mut byte);
-    Pin::new(conn).poll_read(&mut cx, &mut buf).is_pending()
+    let probe = std::future::poll_fn(|cx| {
+        let mut buf = ReadBuf::new(&mut byte);
+        Poll::Ready(Pin::new(&mut *conn).poll_read(cx, &mut buf).is_pending())
+    });
+    futures::FutureExt::now_or_never(tokio::task::unconstrained(probe)).unwrap_or(false)
+}
+
+/// Methods whose requests carry no body by custom, which apps may not read one of.
+fn bodiless_by_custom(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::DELETE | Method::TRACE
+    )
 }
 
 /// Whether a response's head asks for its connection to close: `Connection: close`, or an
@@ -483,14 +501,13 @@ pub struct ResponseBody {
     /// `None` once the body has ended.
     conn: Option<Conn>,
     read: BytesMut,
-    out: Option<Outgoing>,
+    out: Option<Box<Outgoing>>,
     framing: In,
     /// Whether the connection may serve another request once both messages are through.
     keep_alive: bool,
     home: Option<(Weak<Pool>, Key)>,
-    /// A failed read was answered with one `Pending` first: a server that writes what came
-    /// before it gets to send it (hyper drops what it has buffered when a body fails).
-    failing: bool,
+    /// A read that failed, answered with one `Pending` first and given on the next poll.
+    failed: Option<io::Error>,
 }
 
 impl std::fmt::Debug for ResponseBody {
@@ -543,6 +560,10 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        if let Some(e) = this.failed.take() {
+            this.conn = None;
+            return Poll::Ready(Some(Err(ClientError::Read(e).into())));
+        }
         if this.conn.is_none() {
             return Poll::Ready(None);
         }
@@ -604,32 +625,23 @@ impl Body for ResponseBody {
                 }
                 In::Close => {}
             }
-            let read = ready!(this.read_more(cx));
-            if !matches!(read, Ok(n) if n > 0 || matches!(this.framing, In::Close)) && !this.failing
-            {
-                this.failing = true;
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
-            }
-            match read {
+            let failed = match ready!(this.read_more(cx)) {
                 Ok(0) if matches!(this.framing, In::Close) => {
                     this.finish();
                     return Poll::Ready(None);
                 }
-                Ok(0) => {
-                    this.conn = None;
-                    let e = io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "connection closed before the response body ended",
-                    );
-                    return Poll::Ready(Some(Err(ClientError::Read(e).into())));
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    this.conn = None;
-                    return Poll::Ready(Some(Err(ClientError::Read(e).into())));
-                }
-            }
+                Ok(0) => io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed before the response body ended",
+                ),
+                Ok(_) => continue,
+                Err(e) => e,
+            };
+            // Failed: given on the next poll, so that a server gets to send what came
+            // before (hyper's drops what it has buffered when a body fails).
+            this.failed = Some(failed);
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
         }
     }
 

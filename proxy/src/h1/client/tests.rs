@@ -1,4 +1,5 @@
 use std::net::SocketAddr;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use http_body_util::{BodyExt, Empty, Full, StreamBody};
@@ -391,4 +392,89 @@ async fn a_request_body_that_fails_ends_the_exchange_instead_of_waiting_for_an_a
     .expect("not waiting for an answer that cannot come")
     .unwrap_err();
     assert!(err.to_string().contains("went away"), "{err}");
+}
+
+#[tokio::test]
+async fn a_body_framed_by_close_and_cut_by_a_reset_is_an_error_not_an_end() {
+    let (reset_tx, reset_rx) = tokio::sync::oneshot::channel::<()>();
+    let reset_rx = Arc::new(Mutex::new(Some(reset_rx)));
+    let (addr, _) = raw(move |s| {
+        let reset_rx = reset_rx.lock().unwrap().take();
+        async move {
+            let mut r = BufReader::new(s);
+            read_head(&mut r).await;
+            let resp = b"HTTP/1.1 200 OK\r\n\r\npartial";
+            r.get_mut().write_all(resp).await.unwrap();
+            if let Some(reset) = reset_rx {
+                let _ = reset.await;
+            }
+            // A close with unsent or unread data, or a linger of zero: a reset.
+            let s = r.into_inner();
+            s.set_zero_linger().unwrap();
+            drop(s);
+        }
+    })
+    .await;
+    let client = client();
+    let resp = client
+        .send(&addr.to_string(), Reach::Plain, get("/"))
+        .await
+        .unwrap();
+    let mut body = resp.into_body();
+    let first = body.frame().await.unwrap().unwrap();
+    assert_eq!(first.into_data().unwrap(), "partial");
+    reset_tx.send(()).unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(5), body.collect())
+        .await
+        .unwrap();
+    let err = end.expect_err("a reset is no end of the body");
+    assert!(err.to_string().contains("reset"), "{err}");
+}
+
+#[tokio::test]
+async fn a_connection_that_carried_a_body_on_a_get_is_not_pooled() {
+    let (addr, _) = raw(|s| async move {
+        let mut r = BufReader::new(s);
+        while let Some(head) = read_head(&mut r).await {
+            let mut body = vec![
+                0;
+                if head.contains("content-length: 4") {
+                    4
+                } else {
+                    0
+                }
+            ];
+            r.read_exact(&mut body).await.unwrap();
+            let resp = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+            r.get_mut().write_all(resp.as_bytes()).await.unwrap();
+        }
+    })
+    .await;
+    let client = client();
+    let req = Request::get("/")
+        .header("host", "app")
+        .body(ReplayBody::new(
+            Full::new(Bytes::from("GET ")),
+            REPLAY_LIMIT,
+        ))
+        .unwrap();
+    let resp = client
+        .send(&addr.to_string(), Reach::Plain, req)
+        .await
+        .unwrap();
+    assert_eq!(text(resp).await, "ok");
+    assert_eq!(client.idle(), 0);
+    let put = Request::put("/")
+        .header("host", "app")
+        .body(ReplayBody::new(
+            Full::new(Bytes::from("data")),
+            REPLAY_LIMIT,
+        ))
+        .unwrap();
+    let resp = client
+        .send(&addr.to_string(), Reach::Plain, put)
+        .await
+        .unwrap();
+    assert_eq!(text(resp).await, "ok");
+    assert_eq!(client.idle(), 1, "a PUT's body is its own");
 }
