@@ -9,6 +9,9 @@
 //!
 //! Both pass the inner body's frames, end and size hint through unchanged, and give errors
 //! as [`BoxError`], the error of every body the proxy sends.
+//!
+//! [`EngineOrHyper`] is a body read by understudy's HTTP/1 engine or by hyper (HTTP/2, and
+//! upgrades): a request's as the server hands it on, a response's from the app or a peer.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -119,6 +122,48 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// A body read by understudy's HTTP/1 engine ([`crate::h1`]), or by hyper.
+#[derive(Debug)]
+pub enum EngineOrHyper<E> {
+    /// Read by the engine (HTTP/1).
+    Engine(E),
+    /// Read by hyper (HTTP/2, and the upgrades of [`crate::upgrade`]).
+    Hyper(hyper::body::Incoming),
+}
+
+impl<E> Body for EngineOrHyper<E>
+where
+    E: Body<Data = Bytes> + Unpin,
+    E::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            EngineOrHyper::Engine(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            EngineOrHyper::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            EngineOrHyper::Engine(b) => b.is_end_stream(),
+            EngineOrHyper::Hyper(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            EngineOrHyper::Engine(b) => b.size_hint(),
+            EngineOrHyper::Hyper(b) => b.size_hint(),
+        }
     }
 }
 

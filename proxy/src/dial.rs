@@ -87,6 +87,14 @@ impl Dialer {
         self.tls.is_some()
     }
 
+    /// Counts a handshake the peer refused after it seemed done (TLS 1.3 tells a client
+    /// its certificate was refused at its first read).
+    pub fn handshake_refused(&self) {
+        if let Some(tls) = &self.tls {
+            tls.handshake_failed(Direction::Outbound);
+        }
+    }
+
     /// The connect timeout (the TLS handshake included).
     pub fn timeout(&self) -> Duration {
         self.timeout

@@ -8,15 +8,10 @@
 //! Both clients dial through the one [`Dialer`] ([`crate::dial`]): `http://` in the clear,
 //! `https://peer` over the mTLS peer channel.
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::uri::Scheme;
 use http::{Request, Response, Version};
-use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
@@ -48,44 +43,9 @@ impl ForwardError {
     }
 }
 
-/// The body of a response from the app or a peer: read by the engine (HTTP/1.1) or by
-/// hyper (HTTP/2, and the upgrades of [`crate::upgrade`]).
-#[derive(Debug)]
-pub enum ForwardBody {
-    /// Read by the engine's client.
-    Engine(client::ResponseBody),
-    /// Read by hyper.
-    Hyper(Incoming),
-}
-
-impl Body for ForwardBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.get_mut() {
-            ForwardBody::Engine(b) => Pin::new(b).poll_frame(cx),
-            ForwardBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            ForwardBody::Engine(b) => b.is_end_stream(),
-            ForwardBody::Hyper(b) => b.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            ForwardBody::Engine(b) => b.size_hint(),
-            ForwardBody::Hyper(b) => b.size_hint(),
-        }
-    }
-}
+/// The body of a response from the app or a peer: read by the engine's client (HTTP/1.1)
+/// or by hyper (HTTP/2).
+pub type ForwardBody = crate::body::EngineOrHyper<client::ResponseBody>;
 
 /// Pooled HTTP/1.1 and HTTP/2 clients.
 #[derive(Clone, Debug)]

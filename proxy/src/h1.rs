@@ -10,12 +10,14 @@
 //! makes of them (`differential`, public with the `fuzzing` feature); `proxy/fuzz` has the
 //! same comparisons as `cargo fuzz` targets for longer runs.
 //!
-//! [`client`] sends HTTP/1.1 requests to the app and to peer sidecars with it. The data
-//! port's own HTTP/1 is still hyper's, behind the framing guard ([`crate::framing`]), until
-//! the engine's server takes over.
+//! [`server`] serves HTTP/1 on the data and peer ports (and the admin port) with it;
+//! [`client`] sends HTTP/1.1 requests to the app and to peer sidecars. Both write their
+//! messages' bodies the same way (`out`).
 
 pub mod client;
 pub mod codec;
+mod out;
+pub mod server;
 
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod differential;

@@ -8,9 +8,9 @@
 //!
 //! The pieces, in the order a request meets them:
 //! - [`conn`]: accepts connections: the bound on them, activity, the peer port's TLS;
-//! - [`server`]: serves HTTP/1.1 and h2c on them, with timeouts and limits;
+//! - [`server`]: serves HTTP/1 (understudy's own engine, [`h1`]: every framing ambiguity
+//!   refused before it is a request) and h2c (hyper) on them, with timeouts and limits;
 //! - [`edge`]: the failsafe's messages answered, everything else to the [`proxy`];
-//! - [`framing`]: refuses HTTP/1 requests with both `Content-Length` and `Transfer-Encoding`;
 //! - [`limits`]: the bounds on connections, requests, held requests and replay buffers;
 //!   [`body`]: the body wrappers that cut a body or keep a value alive with it;
 //! - [`headers`]: internal headers (and who may set them), hop-by-hop, `X-Forwarded-*`;
@@ -41,7 +41,6 @@ pub mod dial;
 pub mod edge;
 pub mod failsafe;
 pub mod forward;
-pub mod framing;
 pub mod h1;
 pub mod headers;
 pub mod health;

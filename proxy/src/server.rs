@@ -1,43 +1,39 @@
 //! Serving HTTP on the connections [`crate::conn`] accepts, shared by the proxy and the
 //! admin server.
 //!
-//! HTTP/1.1 (keep-alive, upgrades) and HTTP/2 with prior knowledge on one port (hyper-util's
-//! `auto` server). Limits: header read timeout and head size/count (HTTP/1), header list
-//! size (HTTP/2), and an idle timeout after which a connection is shut down gracefully:
-//! requests in flight finish, no new ones are read. A connection that sends nothing at all
-//! is closed after the header read timeout too (hyper's own timer only starts once the
-//! protocol is known, which takes a first byte). Open connections are bounded by the
-//! connection layer.
-//!
-//! HTTP/1 requests with both `Content-Length` and `Transfer-Encoding` are refused with 400
-//! and the connection closed, never forwarded ([`crate::framing`]).
+//! Each connection's first bytes tell its protocol: the HTTP/2 connection preface (prior
+//! knowledge, h2c) goes to hyper's HTTP/2 server; anything else to understudy's own HTTP/1
+//! engine ([`crate::h1::server`]: keep-alive, pipelining, upgrades, every framing ambiguity
+//! refused with 400 before anything is handed on). Handlers see one request type either way
+//! ([`RequestBody`]). Limits: header read timeout and head size/count (HTTP/1), header list
+//! size (HTTP/2), and an idle timeout (HTTP/2: shut down gracefully after it, requests in
+//! flight finish; HTTP/1: a keep-alive connection waits at most that long for its next
+//! request). A connection that sends nothing at all is closed after the header read
+//! timeout. Open connections are bounded by the connection layer.
 //!
 //! [`serve_tls`] is the same behind a TLS handshake that requires a client certificate (the
 //! mTLS peer port); the handshake must finish within the header read timeout.
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::BytesMut;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use prometheus::IntCounter;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::ProxyBody;
-use crate::conn::{self, Accepted};
-use crate::framing::Framing;
+use crate::conn::{self, Accepted, Prefixed};
+use crate::h1::{codec, server as h1};
 use crate::limits::ConnectionLimit;
 use crate::peer_tls::PeerTls;
 
@@ -55,7 +51,8 @@ pub struct Limits {
     pub max_headers: usize,
     /// Most connections open at once.
     pub connections: ConnectionLimit,
-    /// Counts requests refused for carrying both `Content-Length` and `Transfer-Encoding`.
+    /// Counts requests refused for carrying both `Content-Length` and `Transfer-Encoding`,
+    /// or a line ended by a bare LF.
     pub smuggling: IntCounter,
 }
 
@@ -84,7 +81,7 @@ pub async fn serve<F, Fut>(
     tracker: TaskTracker,
     handler: F,
 ) where
-    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    F: Fn(Request<RequestBody>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
     accept(listener, limits, None, stop, tracker, handler).await
@@ -101,7 +98,7 @@ pub async fn serve_tls<F, Fut>(
     tracker: TaskTracker,
     handler: F,
 ) where
-    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    F: Fn(Request<RequestBody>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
     accept(listener, limits, Some(tls), stop, tracker, handler).await
@@ -115,26 +112,26 @@ async fn accept<F, Fut>(
     tracker: TaskTracker,
     handler: F,
 ) where
-    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    F: Fn(Request<RequestBody>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes.max(8192))
-        .max_headers(limits.max_headers);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
+    let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
     let http = Http {
-        builder: Arc::new(builder),
-        header_read_timeout: limits.header_read_timeout,
-        idle_timeout: limits.idle_timeout,
-        smuggling: limits.smuggling.clone(),
-        stop: stop.clone(),
+        h2: Arc::new(h2),
+        h1: Arc::new(h1::Settings {
+            limits: codec::Limits {
+                max_head_bytes: limits.max_header_bytes,
+                max_headers: limits.max_headers,
+                // Long targets are the proxy's to answer (414, counted).
+                max_target_bytes: limits.max_header_bytes,
+            },
+            header_read_timeout: limits.header_read_timeout,
+            idle_timeout: limits.idle_timeout,
+            smuggling: limits.smuggling.clone(),
+            stop: stop.clone(),
+        }),
     };
     // The TLS handshake is bounded like the first request head.
     let handshake = limits.header_read_timeout;
@@ -153,48 +150,78 @@ async fn accept<F, Fut>(
     .await
 }
 
-/// hyper's HTTP server, as each connection runs it.
+/// What a request's body is: read by the HTTP/1 engine, or by hyper's HTTP/2 server.
+pub type RequestBody = crate::body::EngineOrHyper<h1::RequestBody>;
+
+/// The HTTP/2 connection preface, which a prior-knowledge client opens with.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// The protocol servers, as each connection runs them.
 #[derive(Clone)]
 struct Http {
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    header_read_timeout: Duration,
-    idle_timeout: Duration,
-    smuggling: IntCounter,
-    stop: CancellationToken,
+    h2: Arc<hyper::server::conn::http2::Builder<TokioExecutor>>,
+    h1: Arc<h1::Settings>,
 }
 
 impl Http {
-    /// Serves HTTP on `accepted` (behind the framing guard) until it closes, idles out, or
-    /// `stop` is cancelled.
+    /// Serves `accepted` with the protocol its first bytes ask for, until it closes, idles
+    /// out, or the server stops.
     async fn serve<F, Fut>(self, accepted: Accepted, handler: F)
     where
-        F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+        F: Fn(Request<RequestBody>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
     {
         let Accepted {
-            stream,
+            mut stream,
             client,
             activity,
         } = accepted;
-        let io = Guarded {
-            inner: stream,
-            guard: Guard {
-                framing: Framing::new(),
-                client,
-                refused: self.smuggling.clone(),
-            },
-        };
-        let service = service_fn(move |req| {
+        let first_head = Instant::now() + self.h1.header_read_timeout;
+        let mut buf = BytesMut::new();
+        // Until the first bytes rule HTTP/2 in or out.
+        while buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&buf) {
+            if buf.capacity() == 0 {
+                buf.reserve(4096);
+            }
+            let read = tokio::select! {
+                _ = self.h1.stop.cancelled() => return,
+                _ = tokio::time::sleep_until(first_head) => {
+                    tracing::debug!(client = %client, "nothing received in time");
+                    return;
+                }
+                read = tokio_util::io::read_buf(&mut stream, &mut buf) => read,
+            };
+            match read {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+        if buf.starts_with(H2_PREFACE) {
+            let io = Prefixed::new(buf.freeze(), stream);
+            return self.serve_h2(io, client, activity, handler).await;
+        }
+        let serve_one =
+            |req: Request<h1::RequestBody>| handler(req.map(RequestBody::Engine), client);
+        h1::serve(stream, buf, first_head, client, &self.h1, serve_one).await;
+    }
+
+    /// hyper's HTTP/2 server on `io`, shut down gracefully once idle or stopped.
+    async fn serve_h2<F, Fut>(
+        &self,
+        io: Prefixed<conn::Stream>,
+        client: SocketAddr,
+        activity: conn::Activity,
+        handler: F,
+    ) where
+        F: Fn(Request<RequestBody>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
+    {
+        let service = service_fn(move |req: Request<Incoming>| {
             let handler = handler.clone();
-            async move { Ok::<_, Infallible>(handler(req, client).await) }
+            async move { Ok::<_, Infallible>(handler(req.map(RequestBody::Hyper), client).await) }
         });
-        let conn = self
-            .builder
-            .serve_connection_with_upgrades(TokioIo::new(io), service);
+        let conn = self.h2.serve_connection(TokioIo::new(io), service);
         tokio::pin!(conn);
-        let silent = tokio::time::sleep(self.header_read_timeout);
-        tokio::pin!(silent);
-        let mut listening = true;
         let mut closing = false;
         loop {
             tokio::select! {
@@ -204,112 +231,16 @@ impl Http {
                     }
                     return;
                 }
-                _ = self.stop.cancelled(), if !closing => {
+                _ = self.h1.stop.cancelled(), if !closing => {
                     closing = true;
                     conn.as_mut().graceful_shutdown();
                 }
-                _ = activity.idle_for(self.idle_timeout), if !closing => {
+                _ = activity.idle_for(self.h1.idle_timeout), if !closing => {
                     closing = true;
                     conn.as_mut().graceful_shutdown();
-                }
-                _ = &mut silent, if listening && !closing => {
-                    listening = false;
-                    if !activity.heard() {
-                        closing = true;
-                        conn.as_mut().graceful_shutdown();
-                    }
                 }
             }
         }
-    }
-}
-
-/// What replaces a refused head from its offending byte on.
-const REFUSE: &[u8] = b"\0\r\n\r\n";
-
-/// A client stream whose bytes pass through a [`Framing`] guard as they are read.
-struct Guarded<I> {
-    inner: I,
-    guard: Guard,
-}
-
-/// The framing guard of one connection.
-///
-/// A request head with both `Content-Length` and `Transfer-Encoding`, or with a line ended by
-/// a bare LF, is cut at the colon after the second name (or at the LF) and ended there with a
-/// NUL and an empty line ([`REFUSE`]) before hyper reads it: hyper then refuses the head with
-/// its own 400 and closes the connection, after answering any request before it. No request
-/// is made of it, so nothing is forwarded; everything else is passed through untouched.
-struct Guard {
-    framing: Framing,
-    client: SocketAddr,
-    refused: IntCounter,
-}
-
-impl Guard {
-    /// Checks what was just read into `buf` after its first `before` bytes.
-    fn check(&mut self, buf: &mut ReadBuf<'_>, before: usize) {
-        if let Some(at) = self.framing.scan(&buf.filled()[before..]) {
-            // From the offending byte on, the client's bytes are dropped (the connection ends
-            // with the 400) and replaced by a NUL and an empty line: given the end of a head,
-            // the parser refuses the NUL at once, where an unfinished line would have it wait.
-            buf.set_filled(before + at);
-            let room = buf.remaining().min(REFUSE.len());
-            buf.initialize_unfilled_to(room)
-                .copy_from_slice(&REFUSE[..room]);
-            buf.advance(room);
-            self.refused.inc();
-            tracing::debug!(
-                client = %self.client,
-                "request head with both Content-Length and Transfer-Encoding, or a bare LF, refused (400)"
-            );
-        }
-    }
-}
-
-impl<I: AsyncRead + Unpin> AsyncRead for Guarded<I> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let this = &mut *self;
-        std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
-        if buf.filled().len() > before {
-            this.guard.check(buf, before);
-        }
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl<I: AsyncWrite + Unpin> AsyncWrite for Guarded<I> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

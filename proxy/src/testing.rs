@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::server::RequestBody as Incoming;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -174,11 +174,14 @@ impl App {
         }
         let name = self.name;
         let mut resp = if req.headers().contains_key(http::header::UPGRADE) {
-            let on = hyper::upgrade::on(&mut req);
+            let on = crate::upgrade::ClientUpgrade::take(req.extensions_mut());
             tokio::spawn(async move {
                 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                let Ok(up) = on.await else { return };
-                let mut io = hyper_util::rt::TokioIo::new(up);
+                let Some(Ok(mut io)) =
+                    futures::future::OptionFuture::from(on.map(|on| on.upgraded())).await
+                else {
+                    return;
+                };
                 let _ = io.write_all(format!("{name}>").as_bytes()).await;
                 let mut buf = [0u8; 1024];
                 while let Ok(n) = io.read(&mut buf).await {
@@ -308,4 +311,20 @@ pub async fn unanswered() -> (
         }
     }
     panic!("accept queue never filled");
+}
+
+/// Reads until the server closes `s` (or resets it); what it sent. Panics if it stays open
+/// 3 s.
+pub async fn until_closed(s: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(3), async {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = s.read(&mut buf).await {
+            out.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .expect("connection left open");
+    String::from_utf8_lossy(&out).into_owned()
 }

@@ -49,7 +49,7 @@ impl ClientUpgrade {
     }
 
     /// The connection, once switched.
-    async fn upgraded(self) -> io::Result<Box<dyn Io>> {
+    pub async fn upgraded(self) -> io::Result<Box<dyn Io>> {
         let handoff = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
         match handoff {
             Some(handoff) => handoff.await,

@@ -22,14 +22,15 @@ use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap};
 use http::{Method, Request, Response, Version};
 use http_body::{Body, Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::time::Instant;
 
 use super::codec::{self, Chunked, Limits, Piece, Refusal, ResponseFraming};
+use super::out::{Framing, Outgoing, Trailers, WriteError, header_line};
 use crate::BoxError;
 use crate::dial::{Conn, DialError, Dialer, Reach};
 use crate::peer_tls::Alpn;
@@ -79,6 +80,16 @@ pub enum ClientError {
     BodyLength,
 }
 
+impl From<WriteError> for ClientError {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::Io(e) => ClientError::Write(e),
+            WriteError::Body(e) => ClientError::Body(e),
+            WriteError::Length => ClientError::BodyLength,
+        }
+    }
+}
+
 /// The HTTP/1.1 client; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Client {
@@ -124,25 +135,35 @@ impl Client {
         req: Request<ReplayBody>,
     ) -> Result<Response<ResponseBody>, ClientError> {
         let key = (address.to_string(), reach);
-        let conn = match self.pool.take(&key) {
-            Some(conn) => conn,
-            None => self.dialer.dial(address, reach, Alpn::Http1).await?,
+        let (conn, fresh) = match self.pool.take(&key) {
+            Some(conn) => (conn, false),
+            None => (self.dialer.dial(address, reach, Alpn::Http1).await?, true),
         };
         let (parts, body) = req.into_parts();
         let mut head = BytesMut::with_capacity(HEAD_READ);
         let framing = encode_head(&parts, &body, address, &mut head);
-        let bodied = matches!(framing, Out::Chunked) || matches!(framing, Out::Length(n) if n > 0);
+        let bodied =
+            matches!(framing, Framing::Chunked) || matches!(framing, Framing::Length(n) if n > 0);
         let mut exchange = Exchange {
             conn,
             read: BytesMut::new(),
-            out: Some(Outgoing {
-                pending: head.freeze(),
-                body: (framing != Out::Empty).then_some(body),
-                framing,
-            }),
+            out: Some(Outgoing::new(head, body, framing, Trailers::All)),
             write_failed: None,
         };
-        let head = std::future::poll_fn(|cx| exchange.poll_head(cx, &parts.method)).await?;
+        let head = match std::future::poll_fn(|cx| exchange.poll_head(cx, &parts.method)).await {
+            Ok(head) => head,
+            // A peer that refuses this sidecar's certificate says so (TLS 1.3) after the
+            // handshake seemed done, at the first read: the handshake failed, and nothing
+            // reached an app.
+            Err(ClientError::Read(e) | ClientError::Write(e)) if fresh && refused_by_tls(&e) => {
+                self.dialer.handshake_refused();
+                return Err(ClientError::Dial(DialError::Handshake {
+                    address: address.to_string(),
+                    source: e,
+                }));
+            }
+            Err(e) => return Err(e),
+        };
         // A body on a method that has none by custom (a GET with one, say) is framed
         // right on the way out, but an app that ignores it may read a request smuggled in it
         // and answer twice: such a connection serves no other request.
@@ -155,13 +176,23 @@ impl Client {
             ResponseFraming::Chunked => In::Chunked(Chunked::new(RESPONSE_LIMITS)),
             ResponseFraming::Close => In::Close,
         };
+        // An upload still going when the answer came goes on in a task of its own, so that
+        // it does not wait for the response to be read: a client may send all of its body
+        // before it reads any of the answer. (Rare; the halves are joined again after.)
+        let (conn, upload) = match exchange.out {
+            None => (Reading::Whole(exchange.conn), None),
+            Some(out) => {
+                let (read, write) = tokio::io::split(exchange.conn);
+                (Reading::Half(read), Some(Upload::spawn(out, write)))
+            }
+        };
         let mut body = ResponseBody {
-            conn: Some(exchange.conn),
-            read: exchange.read,
-            // Rare (an upload still going when the answer came): kept out of line.
-            out: exchange.out.map(Box::new),
-            framing,
             keep_alive,
+            conn: Some(conn),
+            read: exchange.read,
+            upload,
+            written: None,
+            framing,
             home: Some((Arc::downgrade(&self.pool), key)),
             failed: None,
         };
@@ -249,6 +280,13 @@ fn quiet(conn: &mut Conn) -> bool {
     futures::FutureExt::now_or_never(tokio::task::unconstrained(probe)).unwrap_or(false)
 }
 
+/// Whether `e` is the peer's TLS layer refusing the connection (an alert, not a close).
+fn refused_by_tls(e: &io::Error) -> bool {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|e| matches!(e, rustls::Error::AlertReceived(_)))
+}
+
 /// Methods whose requests carry no body by custom, which apps may not read one of.
 fn bodiless_by_custom(method: &Method) -> bool {
     matches!(
@@ -259,29 +297,13 @@ fn bodiless_by_custom(method: &Method) -> bool {
 
 /// Whether a response's head asks for its connection to close: `Connection: close`, or an
 /// HTTP/1.0 response without `Connection: keep-alive`.
-fn asks_to_close(version: Version, headers: &HeaderMap) -> bool {
-    let mut tokens = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim);
+pub(crate) fn asks_to_close(version: Version, headers: &HeaderMap) -> bool {
+    let mut tokens = crate::headers::connection_tokens(headers);
     if version == Version::HTTP_11 {
         tokens.any(|t| t.eq_ignore_ascii_case("close"))
     } else {
         !tokens.any(|t| t.eq_ignore_ascii_case("keep-alive"))
     }
-}
-
-/// How a request body is sent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Out {
-    /// No body and no `Content-Length` (a `GET`, say).
-    Empty,
-    /// `Content-Length` bytes; what is left to send.
-    Length(u64),
-    /// The chunked coding.
-    Chunked,
 }
 
 /// Writes the head of `parts` into `buf` in origin form, with the framing its body is sent
@@ -292,16 +314,16 @@ fn encode_head(
     body: &ReplayBody,
     address: &str,
     buf: &mut BytesMut,
-) -> Out {
+) -> Framing {
     let framing = match body.size_hint().exact() {
         Some(0)
             if !parts.headers.contains_key(header::CONTENT_LENGTH)
                 && !matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) =>
         {
-            Out::Empty
+            Framing::Empty
         }
-        Some(n) => Out::Length(n),
-        None => Out::Chunked,
+        Some(n) => Framing::Length(n),
+        None => Framing::Chunked,
     };
     let target = if parts.method == Method::CONNECT {
         parts.uri.authority().map_or("", |a| a.as_str())
@@ -313,117 +335,29 @@ fn encode_head(
     buf.put_slice(target.as_bytes());
     buf.put_slice(b" HTTP/1.1\r\n");
     if !parts.headers.contains_key(header::HOST) {
-        buf.put_slice(b"host: ");
-        buf.put_slice(address.as_bytes());
-        buf.put_slice(b"\r\n");
+        header_line(buf, "host", address.as_bytes());
     }
     for (name, value) in &parts.headers {
         if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
             continue;
         }
-        buf.put_slice(name.as_str().as_bytes());
-        buf.put_slice(b": ");
-        buf.put_slice(value.as_bytes());
-        buf.put_slice(b"\r\n");
+        header_line(buf, name.as_str(), value.as_bytes());
     }
     match framing {
-        Out::Empty => {}
-        Out::Length(n) => {
-            buf.put_slice(b"content-length: ");
-            buf.put_slice(n.to_string().as_bytes());
-            buf.put_slice(b"\r\n");
-        }
-        Out::Chunked => buf.put_slice(b"transfer-encoding: chunked\r\n"),
+        Framing::Empty => {}
+        Framing::Length(n) => header_line(buf, "content-length", n.to_string().as_bytes()),
+        Framing::Chunked => buf.put_slice(b"transfer-encoding: chunked\r\n"),
+        Framing::Close => {}
     }
     buf.put_slice(b"\r\n");
     framing
-}
-
-/// The request still being written: bytes ready to go, then the rest of the body.
-struct Outgoing {
-    pending: Bytes,
-    body: Option<ReplayBody>,
-    framing: Out,
-}
-
-impl Outgoing {
-    /// Writes what it can; ready once the whole request is written and flushed.
-    fn poll(&mut self, io: &mut Conn, cx: &mut Context<'_>) -> Poll<Result<(), ClientError>> {
-        loop {
-            while !self.pending.is_empty() {
-                let n = ready!(Pin::new(&mut *io).poll_write(cx, &self.pending))
-                    .map_err(ClientError::Write)?;
-                if n == 0 {
-                    return Poll::Ready(Err(ClientError::Write(io::ErrorKind::WriteZero.into())));
-                }
-                self.pending.advance(n);
-            }
-            // Before waiting for more of the body (or being done): out of any TLS buffer.
-            ready!(Pin::new(&mut *io).poll_flush(cx)).map_err(ClientError::Write)?;
-            let Some(body) = self.body.as_mut() else {
-                return Poll::Ready(Ok(()));
-            };
-            let frame = match ready!(Pin::new(body).poll_frame(cx)) {
-                None => {
-                    self.body = None;
-                    match self.framing {
-                        Out::Length(0) | Out::Empty => {}
-                        Out::Length(_) => return Poll::Ready(Err(ClientError::BodyLength)),
-                        Out::Chunked => self.pending = Bytes::from_static(b"0\r\n\r\n"),
-                    }
-                    continue;
-                }
-                Some(Err(e)) => return Poll::Ready(Err(ClientError::Body(e))),
-                Some(Ok(frame)) => frame,
-            };
-            let data = match frame.into_data() {
-                Ok(data) => data,
-                Err(frame) => {
-                    // Trailers end the body; with a length they have no place to go.
-                    if let (Out::Chunked, Ok(trailers)) = (self.framing, frame.into_trailers()) {
-                        let mut buf = BytesMut::from(&b"0\r\n"[..]);
-                        for (name, value) in &trailers {
-                            buf.put_slice(name.as_str().as_bytes());
-                            buf.put_slice(b": ");
-                            buf.put_slice(value.as_bytes());
-                            buf.put_slice(b"\r\n");
-                        }
-                        buf.put_slice(b"\r\n");
-                        self.pending = buf.freeze();
-                        self.body = None;
-                    }
-                    continue;
-                }
-            };
-            if data.is_empty() {
-                continue;
-            }
-            match &mut self.framing {
-                Out::Length(left) => {
-                    *left = left
-                        .checked_sub(data.len() as u64)
-                        .ok_or(ClientError::BodyLength)?;
-                    self.pending = data;
-                }
-                Out::Chunked => {
-                    let size = format!("{:x}\r\n", data.len());
-                    let mut buf = BytesMut::with_capacity(size.len() + data.len() + 2);
-                    buf.put_slice(size.as_bytes());
-                    buf.put_slice(&data);
-                    buf.put_slice(b"\r\n");
-                    self.pending = buf.freeze();
-                }
-                Out::Empty => return Poll::Ready(Err(ClientError::BodyLength)),
-            }
-        }
-    }
 }
 
 /// One request on one connection, until the response head is in.
 struct Exchange {
     conn: Conn,
     read: BytesMut,
-    out: Option<Outgoing>,
+    out: Option<Outgoing<ReplayBody>>,
     /// Writing failed: the response (an early answer, say) may still be read, but the
     /// connection is not used again.
     write_failed: Option<ClientError>,
@@ -436,7 +370,7 @@ impl Exchange {
         method: &Method,
     ) -> Poll<Result<codec::ResponseHead, ClientError>> {
         if let Some(out) = self.out.as_mut() {
-            match out.poll(&mut self.conn, cx) {
+            match out.poll(&mut self.conn, cx).map_err(ClientError::from) {
                 Poll::Ready(Ok(())) => self.out = None,
                 // The app may have answered already (and closed): read on.
                 Poll::Ready(Err(e @ ClientError::Write(_))) => {
@@ -476,6 +410,8 @@ impl Exchange {
                         .unwrap_or(ClientError::Closed)));
                 }
                 Ok(_) => {}
+                // A TLS refusal says more than the failed write it caused.
+                Err(e) if refused_by_tls(&e) => return Poll::Ready(Err(ClientError::Read(e))),
                 Err(e) => {
                     return Poll::Ready(Err(self
                         .write_failed
@@ -495,13 +431,62 @@ enum In {
     Close,
 }
 
-/// The body of a response the engine's client read; sends what is left of the request
-/// body while it is polled. Dropped before its end, it closes its connection.
+/// The connection a response is read from: whole, or its read half while the rest of the
+/// request is written by an [`Upload`].
+enum Reading {
+    Whole(Conn),
+    Half(tokio::io::ReadHalf<Conn>),
+}
+
+impl AsyncRead for Reading {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Reading::Whole(conn) => Pin::new(conn).poll_read(cx, buf),
+            Reading::Half(half) => Pin::new(half).poll_read(cx, buf),
+        }
+    }
+}
+
+/// The rest of a request body, sent by a task of its own, which gives the write half back
+/// at the end; stopped when dropped.
+struct Upload {
+    done: tokio::sync::oneshot::Receiver<Result<tokio::io::WriteHalf<Conn>, ClientError>>,
+    task: tokio::task::AbortHandle,
+}
+
+impl Upload {
+    fn spawn(mut out: Outgoing<ReplayBody>, mut write: tokio::io::WriteHalf<Conn>) -> Upload {
+        let (tx, done) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let sent = std::future::poll_fn(|cx| out.poll(&mut write, cx)).await;
+            let _ = tx.send(sent.map(|()| write).map_err(ClientError::from));
+        });
+        Upload {
+            done,
+            task: task.abort_handle(),
+        }
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The body of a response the engine's client read. Dropped before its end, it closes its
+/// connection.
 pub struct ResponseBody {
     /// `None` once the body has ended.
-    conn: Option<Conn>,
+    conn: Option<Reading>,
     read: BytesMut,
-    out: Option<Box<Outgoing>>,
+    upload: Option<Upload>,
+    /// The write half an upload gave back.
+    written: Option<tokio::io::WriteHalf<Conn>>,
     framing: In,
     /// Whether the connection may serve another request once both messages are through.
     keep_alive: bool,
@@ -522,12 +507,19 @@ impl std::fmt::Debug for ResponseBody {
 impl ResponseBody {
     /// The body has ended: the connection goes back to the pool if it can serve again.
     fn finish(&mut self) {
-        let conn = self.conn.take();
-        let reusable = self.keep_alive
-            && self.out.is_none()
-            && self.read.is_empty()
-            && !matches!(self.framing, In::Close);
-        self.out = None;
+        if let Some(mut upload) = self.upload.take()
+            && let Ok(Ok(write)) = upload.done.try_recv()
+        {
+            self.written = Some(write);
+        }
+        let conn = match (self.conn.take(), self.written.take()) {
+            (Some(Reading::Half(read)), Some(write)) => Some(read.unsplit(write)),
+            (Some(Reading::Whole(conn)), None) => Some(conn),
+            // An upload not through: the connection goes with it.
+            _ => None,
+        };
+        let reusable =
+            self.keep_alive && self.read.is_empty() && !matches!(self.framing, In::Close);
         self.read = BytesMut::new();
         if let (true, Some(conn), Some((pool, key))) = (reusable, conn, self.home.take())
             && let Some(pool) = pool.upgrade()
@@ -567,21 +559,28 @@ impl Body for ResponseBody {
         if this.conn.is_none() {
             return Poll::Ready(None);
         }
-        if let (Some(out), Some(conn)) = (this.out.as_mut(), this.conn.as_mut()) {
-            match out.poll(conn, cx) {
-                Poll::Ready(Ok(())) => this.out = None,
-                // The app stopped reading after it answered: no more to send, no reuse.
-                Poll::Ready(Err(e @ ClientError::Write(_))) => {
+        if let Some(upload) = this.upload.as_mut() {
+            match Pin::new(&mut upload.done).poll(cx) {
+                Poll::Ready(Ok(Ok(write))) => {
+                    this.upload = None;
+                    this.written = Some(write);
+                }
+                // The app stopped reading after it answered: no more to send.
+                Poll::Ready(Ok(Err(e @ ClientError::Write(_)))) => {
                     tracing::debug!(error = %e, "request body not sent whole");
-                    this.out = None;
+                    this.upload = None;
                     this.keep_alive = false;
                 }
                 // The client's body failed: the app gets no more, and neither does the
                 // client (as a request cut short).
-                Poll::Ready(Err(e)) => {
-                    this.out = None;
+                Poll::Ready(Ok(Err(e))) => {
+                    this.upload = None;
                     this.conn = None;
                     return Poll::Ready(Some(Err(e.into())));
+                }
+                Poll::Ready(Err(_)) => {
+                    this.upload = None;
+                    this.keep_alive = false;
                 }
                 Poll::Pending => {}
             }

@@ -28,6 +28,7 @@ use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri, Version};
 use memchr::memchr;
+use std::mem::MaybeUninit;
 
 /// The bounds a request head is parsed within.
 #[derive(Clone, Copy, Debug)]
@@ -123,11 +124,18 @@ pub struct RequestHead {
 /// Empty lines before the request line are skipped (RFC 9112 §2.2).
 pub fn parse_request(buf: &mut BytesMut, limits: &Limits) -> Result<Option<RequestHead>, Refusal> {
     let Some((start, end)) = head_bounds(buf, limits.max_head_bytes)? else {
-        return Ok(None);
+        return partial_request(buf).map(|()| None);
     };
-    let mut slots = vec![httparse::EMPTY_HEADER; limits.max_headers];
-    let mut req = httparse::Request::new(&mut slots);
-    parsed(req.parse(&buf[start..end]), end - start, limits)?;
+    let mut stack = [MaybeUninit::uninit(); STACK_SLOTS];
+    let mut heap = Vec::new();
+    let slots = slots(&mut stack, &mut heap, limits.max_headers);
+    let mut req = httparse::Request::new(&mut []);
+    let result = httparse::ParserConfig::default().parse_request_with_uninit_headers(
+        &mut req,
+        &buf[start..end],
+        slots,
+    );
+    parsed(result, end - start, limits)?;
     let target = req.path.unwrap_or_default();
     if target.len() > limits.max_target_bytes {
         return Err(Refusal::TargetTooLong(limits.max_target_bytes));
@@ -149,7 +157,10 @@ pub fn parse_request(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Reque
             .nth(1)
             .is_some()
         {
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+            // (The first as it was written, as hyper passes it on.)
+            let first = headers[header::CONTENT_LENGTH].clone();
+            debug_assert_eq!(digits(first.as_bytes()), Some(n));
+            headers.insert(header::CONTENT_LENGTH, first);
         }
     }
     let _ = buf.split_to(end);
@@ -160,6 +171,26 @@ pub fn parse_request(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Reque
         headers,
         framing,
     }))
+}
+
+/// Refuses the start of a request head that cannot become a valid one (a TLS handshake on
+/// the plain port, say) at once, instead of waiting for its end until the header read
+/// timeout. Only the method is looked at (at most its first 32 bytes), so that a head sent
+/// a byte at a time costs no more than one sent whole.
+fn partial_request(buf: &[u8]) -> Result<(), Refusal> {
+    let mut rest = buf;
+    while let Some(after) = rest.strip_prefix(b"\r\n") {
+        rest = after;
+    }
+    let method = rest.iter().take(32).take_while(|&&b| b != b' ');
+    for &b in method {
+        let tchar = b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+        // A lone CR may yet be an empty line's.
+        if !(tchar || (b == b'\r' && rest.len() == 1)) {
+            return Err(Refusal::Malformed(parse_error(httparse::Error::Token)));
+        }
+    }
+    Ok(())
 }
 
 /// Where the head in `buf` starts (after empty lines) and ends (after its empty line), once
@@ -197,6 +228,24 @@ fn head_bounds(buf: &[u8], max: usize) -> Result<Option<(usize, usize)>, Refusal
             }
             return Ok(Some((start, line)));
         }
+    }
+}
+
+/// Header slots kept on the stack, when the limit allows: a head is parsed without an
+/// allocation for them, or zeroing them.
+const STACK_SLOTS: usize = 128;
+
+/// `max` header slots for httparse: `stack`'s when they are enough, else `heap` grown.
+fn slots<'s, 'b>(
+    stack: &'s mut [MaybeUninit<httparse::Header<'b>>; STACK_SLOTS],
+    heap: &'s mut Vec<MaybeUninit<httparse::Header<'b>>>,
+    max: usize,
+) -> &'s mut [MaybeUninit<httparse::Header<'b>>] {
+    if max <= STACK_SLOTS {
+        &mut stack[..max]
+    } else {
+        heap.resize(max, MaybeUninit::uninit());
+        heap
     }
 }
 
@@ -303,9 +352,16 @@ pub fn parse_response(
     let Some((start, end)) = head_bounds(buf, limits.max_head_bytes)? else {
         return Ok(None);
     };
-    let mut slots = vec![httparse::EMPTY_HEADER; limits.max_headers];
-    let mut resp = httparse::Response::new(&mut slots);
-    parsed(resp.parse(&buf[start..end]), end - start, limits)?;
+    let mut stack = [MaybeUninit::uninit(); STACK_SLOTS];
+    let mut heap = Vec::new();
+    let slots = slots(&mut stack, &mut heap, limits.max_headers);
+    let mut resp = httparse::Response::new(&mut []);
+    let result = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        &buf[start..end],
+        slots,
+    );
+    parsed(result, end - start, limits)?;
     let status = resp
         .code
         .and_then(|c| StatusCode::from_u16(c).ok())

@@ -39,7 +39,7 @@ pub enum Answer {
     /// 503: too many requests were being handled already (`--max-requests`).
     RequestLimit,
     /// 400: an HTTP/1 request carried both `Content-Length` and `Transfer-Encoding`. Counted
-    /// by the server, which refuses it before it is a request ([`crate::framing`]).
+    /// by the server, which refuses it before it is a request ([`crate::h1::server`]).
     Smuggling,
 }
 

@@ -339,6 +339,50 @@ async fn a_standby_forwards_to_the_leaders_peer_port_over_mtls() {
 }
 
 #[tokio::test]
+async fn a_standby_the_leader_refuses_counts_a_failed_handshake_and_sends_nothing() {
+    // The standby's certificate comes from another CA: TLS 1.3 lets its handshake seem done
+    // and refuses it at the first read. That is a failed handshake (counted), not a request
+    // that may have reached the app: a POST is held and answered 503 when no leader takes
+    // it, never 502.
+    let (ca, other) = (Ca::new("ca"), Ca::new("other"));
+    let port = peer_port(&SecretDir::issued(&ca)).await;
+    let foreign = other.leaf(&[NAME]);
+    let standby_dir = SecretDir::new(&[
+        (CERT_FILE, &foreign.cert),
+        (KEY_FILE, &foreign.key),
+        // It trusts the leader's CA (and its own), so its side of the handshake passes.
+        (CA_FILE, &format!("{}{}", other.pem, ca.pem)),
+    ]);
+    let standby_metrics = Metrics::default();
+    let standby_tls = PeerTls::load(standby_dir.path(), NAME, standby_metrics.peer_tls()).unwrap();
+    let (b_addr, app_b) = testing::app("b").await;
+    let mut view = testing::following("b", "a", "127.0.0.1:1", 1);
+    view.leader.as_mut().unwrap().peer_address = Some(port.addr.to_string());
+    let (_tx, views) = watch::channel(view);
+    let mut settings = testing::proxy_settings(b_addr);
+    settings.hold_timeout = Duration::from_millis(300);
+    let proxy = Proxy::with_peer_tls(
+        settings,
+        peer_views(views),
+        standby_metrics.clone(),
+        Some(standby_tls),
+    );
+    let data = testing::serve(move |req, client| {
+        let p = proxy.clone();
+        async move { p.handle(req, client).await }
+    })
+    .await;
+    let req = Request::post(format!("http://{data}/"))
+        .body(http_body_util::Full::new(Bytes::from("once")))
+        .unwrap();
+    let (status, _, body) = testing::send(data, req).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let outbound = r#"understudy_peer_tls_handshake_failures_total{direction="outbound"}"#;
+    assert!(counter(&standby_metrics, outbound) >= 1);
+    assert_eq!((port.app.hits(), app_b.hits()), (0, 0));
+}
+
+#[tokio::test]
 async fn with_mtls_on_the_data_port_ignores_forged_routing_headers() {
     let ca = Ca::new("ca");
     let dir = SecretDir::issued(&ca);

@@ -4,12 +4,12 @@ use tokio::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use tokio::net::TcpStream;
 
 use super::*;
-use crate::testing::full;
+use crate::testing::{full, until_closed};
 
 /// Serves with `limits`; `/slow` answers after 600ms of silence, anything else at once.
 async fn start(limits: Limits) -> SocketAddr {
@@ -20,7 +20,7 @@ async fn start(limits: Limits) -> SocketAddr {
         limits,
         CancellationToken::new(),
         TaskTracker::new(),
-        |req: Request<Incoming>, _| async move {
+        |req: Request<RequestBody>, _| async move {
             if req.uri().path() == "/slow" {
                 tokio::time::sleep(Duration::from_millis(600)).await;
             }
@@ -41,21 +41,6 @@ fn limits() -> Limits {
         max_headers: 10,
         ..Limits::default()
     }
-}
-
-/// Reads until the server closes; returns what it sent. Panics if it stays open 3s.
-async fn until_closed(s: &mut TcpStream) -> String {
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(3), async {
-        let mut buf = [0u8; 4096];
-        // Ends at EOF or a reset; bounded by the timeout around it.
-        while let Ok(n @ 1..) = s.read(&mut buf).await {
-            out.extend_from_slice(&buf[..n]);
-        }
-    })
-    .await
-    .expect("connection left open");
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use http_body_util::{BodyExt, Empty, Full, StreamBody};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
@@ -40,7 +40,7 @@ async fn answering(resp: &'static str) -> (SocketAddr, Arc<AtomicUsize>) {
 }
 
 /// Reads one request head (up to its empty line) as text; `None` at EOF.
-async fn read_head(r: &mut BufReader<TcpStream>) -> Option<String> {
+async fn read_head(r: &mut (impl AsyncBufRead + Unpin)) -> Option<String> {
     let mut head = String::new();
     loop {
         let mut line = String::new();
@@ -348,6 +348,64 @@ fn tokio_stream_of<T: Send + 'static>(
     mut rx: mpsc::Receiver<T>,
 ) -> impl futures::Stream<Item = T> + Send {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+#[tokio::test]
+async fn an_upload_goes_on_while_an_early_answer_waits_to_be_read() {
+    // An app that answers at once with a large body while it reads the request body, and a
+    // client that sends all of its body before it reads any of the answer (curl does, for
+    // one): the rest of the upload must not wait for the answer to be read.
+    const SIZE: usize = 8 << 20;
+    const PIECE: usize = 64 << 10;
+    let (addr, _) = raw(|s| async move {
+        let (r, mut w) = s.into_split();
+        let mut r = BufReader::new(r);
+        read_head(&mut r).await;
+        tokio::spawn(async move {
+            let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {SIZE}\r\n\r\n");
+            let _ = w.write_all(head.as_bytes()).await;
+            let _ = w.write_all(&vec![b'r'; SIZE]).await;
+        });
+        // The chunked upload, to its last chunk.
+        let mut seen = Vec::new();
+        let mut buf = vec![0u8; PIECE];
+        while !seen.ends_with(b"0\r\n\r\n") {
+            match r.read(&mut buf).await {
+                Ok(n @ 1..) => seen.extend_from_slice(&buf[..n]),
+                _ => return,
+            }
+        }
+    })
+    .await;
+    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
+    let req = Request::post("/upload")
+        .header("host", "app")
+        .body(ReplayBody::new(
+            StreamBody::new(tokio_stream_of(rx)),
+            REPLAY_LIMIT,
+        ))
+        .unwrap();
+    let resp = tokio::time::timeout(
+        Duration::from_secs(5),
+        client().send(&addr.to_string(), Reach::Plain, req),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        for _ in 0..SIZE / PIECE {
+            let piece = Bytes::from(vec![b'q'; PIECE]);
+            tx.send(Ok(Frame::data(piece))).await.unwrap();
+        }
+    })
+    .await
+    .expect("the whole upload went out before the answer was read");
+    drop(tx);
+    let answer = tokio::time::timeout(Duration::from_secs(10), resp.into_body().collect())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer.to_bytes().len(), SIZE);
 }
 
 #[tokio::test]

@@ -1,0 +1,243 @@
+//! Writing one HTTP/1 message after its head: the engine's client sends requests with it,
+//! its server responses.
+//!
+//! An [`Outgoing`] holds the bytes ready to go (the head first) and the body still to be
+//! polled; [`Outgoing::poll`] writes what it can, frames each data frame as the head
+//! announced ([`Framing`]), and is ready once the whole message is written and flushed.
+//! The first data frame, when it is already there and small, goes out in the same write
+//! as the head.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::header::{HeaderMap, HeaderName};
+use http_body::Body;
+use tokio::io::AsyncWrite;
+
+use crate::BoxError;
+
+/// A first data frame at most this large is copied behind the head, to go in one write.
+const COALESCE: usize = 16 * 1024;
+
+/// How the body after a head is framed on the way out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// No body at all (nor a length): a `GET`, a response to `HEAD`, a 204 or 304.
+    Empty,
+    /// `Content-Length` bytes; what is left to send.
+    Length(u64),
+    /// The chunked coding.
+    Chunked,
+    /// Bytes as they come, ended by closing the connection (a response to HTTP/1.0).
+    Close,
+}
+
+/// Which trailers a chunked body may end with.
+#[derive(Clone, Debug, Default)]
+pub(crate) enum Trailers {
+    /// None: a body's trailers are dropped.
+    #[default]
+    None,
+    /// All of them (requests: the app decides).
+    All,
+    /// Those named (a response's `Trailer` header, to a client that sent `TE: trailers`).
+    Named(Vec<HeaderName>),
+}
+
+/// Why a message could not be written whole.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum WriteError {
+    /// Writing to the connection failed.
+    #[error("writing: {0}")]
+    Io(#[source] io::Error),
+    /// The body failed.
+    #[error("body: {0}")]
+    Body(#[source] BoxError),
+    /// The body was longer or shorter than the length its head announced.
+    #[error("body does not match its Content-Length")]
+    Length,
+}
+
+/// A message still being written: bytes ready to go, then the rest of the body.
+pub(crate) struct Outgoing<B> {
+    /// The head, until the first write: a small first frame is added behind it.
+    head: Option<BytesMut>,
+    pending: Bytes,
+    /// A large first frame, after the head.
+    queued: Option<Bytes>,
+    /// The body was polled once before the head went.
+    primed: bool,
+    body: Option<B>,
+    framing: Framing,
+    trailers: Trailers,
+}
+
+impl<B> Outgoing<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    /// `head` (ended by its empty line), then `body` framed as `framing` says (with
+    /// [`Framing::Empty`] the body is not polled at all).
+    pub(crate) fn new(head: BytesMut, body: B, framing: Framing, trailers: Trailers) -> Self {
+        Outgoing {
+            head: Some(head),
+            pending: Bytes::new(),
+            queued: None,
+            primed: false,
+            body: (framing != Framing::Empty).then_some(body),
+            framing,
+            trailers,
+        }
+    }
+
+    /// Polls the body once before anything is written: a first frame that is already there
+    /// goes with the head when it is small. (Done by the first [`Outgoing::poll`] if not
+    /// before; a server calls it first to learn whether that poll asked for `100 Continue`.)
+    pub(crate) fn prime(&mut self, cx: &mut Context<'_>) -> Result<(), WriteError> {
+        if self.primed {
+            return Ok(());
+        }
+        self.primed = true;
+        if let Some(body) = self.body.as_mut()
+            && let Poll::Ready(frame) = Pin::new(body).poll_frame(cx)
+        {
+            match self.frame(frame)? {
+                Some(next) if next.len() <= COALESCE => {
+                    if let Some(head) = self.head.as_mut() {
+                        head.put_slice(&next);
+                    }
+                }
+                next => self.queued = next,
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts `bytes` before the head (before anything is written).
+    pub(crate) fn prepend(&mut self, bytes: &[u8]) {
+        if let Some(head) = self.head.as_mut() {
+            let mut both = BytesMut::with_capacity(bytes.len() + head.len());
+            both.put_slice(bytes);
+            both.put_slice(head);
+            *head = both;
+        }
+    }
+
+    /// Writes what it can to `io`; ready once the whole message is written and flushed.
+    pub(crate) fn poll<W>(
+        &mut self,
+        io: &mut W,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), WriteError>>
+    where
+        W: AsyncWrite + Unpin,
+    {
+        if self.head.is_some() {
+            self.prime(cx)?;
+            self.pending = self.head.take().unwrap_or_default().freeze();
+        }
+        loop {
+            while !self.pending.is_empty() {
+                let n = ready!(Pin::new(&mut *io).poll_write(cx, &self.pending))
+                    .map_err(WriteError::Io)?;
+                if n == 0 {
+                    return Poll::Ready(Err(WriteError::Io(io::ErrorKind::WriteZero.into())));
+                }
+                self.pending.advance(n);
+                if self.pending.is_empty()
+                    && let Some(queued) = self.queued.take()
+                {
+                    self.pending = queued;
+                }
+            }
+            // Before waiting for more of the body (or being done): out of any TLS buffer.
+            ready!(Pin::new(&mut *io).poll_flush(cx)).map_err(WriteError::Io)?;
+            let Some(body) = self.body.as_mut() else {
+                return Poll::Ready(Ok(()));
+            };
+            let frame = ready!(Pin::new(body).poll_frame(cx));
+            if let Some(next) = self.frame(frame)? {
+                self.pending = next;
+            }
+        }
+    }
+
+    /// The bytes that carry one polled frame (`None`: nothing to write for it).
+    fn frame(
+        &mut self,
+        frame: Option<Result<http_body::Frame<Bytes>, B::Error>>,
+    ) -> Result<Option<Bytes>, WriteError> {
+        let frame = match frame {
+            None => {
+                self.body = None;
+                return match self.framing {
+                    Framing::Length(0) | Framing::Empty | Framing::Close => Ok(None),
+                    Framing::Length(_) => Err(WriteError::Length),
+                    Framing::Chunked => Ok(Some(Bytes::from_static(b"0\r\n\r\n"))),
+                };
+            }
+            Some(Err(e)) => return Err(WriteError::Body(e.into())),
+            Some(Ok(frame)) => frame,
+        };
+        let data = match frame.into_data() {
+            Ok(data) => data,
+            Err(frame) => {
+                // Trailers end the body; with a length they have no place to go.
+                self.body = None;
+                return Ok(match (self.framing, frame.into_trailers()) {
+                    (Framing::Chunked, Ok(trailers)) => Some(self.last_chunk(&trailers)),
+                    (Framing::Chunked, Err(_)) => Some(Bytes::from_static(b"0\r\n\r\n")),
+                    _ => None,
+                });
+            }
+        };
+        if data.is_empty() {
+            return Ok(None);
+        }
+        match &mut self.framing {
+            Framing::Length(left) => {
+                *left = left
+                    .checked_sub(data.len() as u64)
+                    .ok_or(WriteError::Length)?;
+                Ok(Some(data))
+            }
+            Framing::Close => Ok(Some(data)),
+            Framing::Chunked => {
+                let mut buf = BytesMut::with_capacity(data.len() + 20);
+                buf.put_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                buf.put_slice(&data);
+                buf.put_slice(b"\r\n");
+                Ok(Some(buf.freeze()))
+            }
+            Framing::Empty => Err(WriteError::Length),
+        }
+    }
+
+    /// The last chunk with those of `trailers` that may be sent.
+    fn last_chunk(&self, trailers: &HeaderMap) -> Bytes {
+        let mut buf = BytesMut::from(&b"0\r\n"[..]);
+        for (name, value) in trailers {
+            let allowed = match &self.trailers {
+                Trailers::None => false,
+                Trailers::All => true,
+                Trailers::Named(names) => names.contains(name),
+            };
+            if allowed {
+                header_line(&mut buf, name.as_str(), value.as_bytes());
+            }
+        }
+        buf.put_slice(b"\r\n");
+        buf.freeze()
+    }
+}
+
+/// Writes `name: value` and its CRLF.
+pub(crate) fn header_line(buf: &mut BytesMut, name: &str, value: &[u8]) {
+    buf.put_slice(name.as_bytes());
+    buf.put_slice(b": ");
+    buf.put_slice(value);
+    buf.put_slice(b"\r\n");
+}
