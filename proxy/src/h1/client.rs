@@ -155,7 +155,9 @@ impl Client {
             // A peer that refuses this sidecar's certificate says so (TLS 1.3) after the
             // handshake seemed done, at the first read: the handshake failed, and nothing
             // reached an app.
-            Err(ClientError::Read(e) | ClientError::Write(e)) if fresh && refused_by_tls(&e) => {
+            Err(ClientError::Read(e) | ClientError::Write(e))
+                if fresh && exchange.read.is_empty() && refused_by_tls(&e) =>
+            {
                 self.dialer.handshake_refused();
                 return Err(ClientError::Dial(DialError::Handshake {
                     address: address.to_string(),
@@ -452,10 +454,11 @@ impl AsyncRead for Reading {
 }
 
 /// The rest of a request body, sent by a task of its own, which gives the write half back
-/// at the end; stopped when dropped.
+/// at the end; stopped when dropped before the response ended (after it, the app may still
+/// be reading: the task finishes the upload, bounded by the request body's own deadline).
 struct Upload {
     done: tokio::sync::oneshot::Receiver<Result<tokio::io::WriteHalf<Conn>, ClientError>>,
-    task: tokio::task::AbortHandle,
+    task: Option<tokio::task::AbortHandle>,
 }
 
 impl Upload {
@@ -467,14 +470,16 @@ impl Upload {
         });
         Upload {
             done,
-            task: task.abort_handle(),
+            task: Some(task.abort_handle()),
         }
     }
 }
 
 impl Drop for Upload {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
     }
 }
 
@@ -507,10 +512,13 @@ impl std::fmt::Debug for ResponseBody {
 impl ResponseBody {
     /// The body has ended: the connection goes back to the pool if it can serve again.
     fn finish(&mut self) {
-        if let Some(mut upload) = self.upload.take()
-            && let Ok(Ok(write)) = upload.done.try_recv()
-        {
-            self.written = Some(write);
+        if let Some(mut upload) = self.upload.take() {
+            match upload.done.try_recv() {
+                Ok(Ok(write)) => self.written = Some(write),
+                // Still going: it finishes on its own, and the connection goes with it.
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => upload.task = None,
+                _ => {}
+            }
         }
         let conn = match (self.conn.take(), self.written.take()) {
             (Some(Reading::Half(read)), Some(write)) => Some(read.unsplit(write)),

@@ -187,11 +187,13 @@ where
             Err(frame) => {
                 // Trailers end the body; with a length they have no place to go.
                 self.body = None;
-                return Ok(match (self.framing, frame.into_trailers()) {
-                    (Framing::Chunked, Ok(trailers)) => Some(self.last_chunk(&trailers)),
-                    (Framing::Chunked, Err(_)) => Some(Bytes::from_static(b"0\r\n\r\n")),
-                    _ => None,
-                });
+                return match (self.framing, frame.into_trailers()) {
+                    (Framing::Chunked, Ok(trailers)) => Ok(Some(self.last_chunk(&trailers))),
+                    (Framing::Chunked, Err(_)) => Ok(Some(Bytes::from_static(b"0\r\n\r\n"))),
+                    // The body ends here: short of its length, the message is cut.
+                    (Framing::Length(left), _) if left != 0 => Err(WriteError::Length),
+                    _ => Ok(None),
+                };
             }
         };
         if data.is_empty() {

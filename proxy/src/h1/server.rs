@@ -448,8 +448,23 @@ impl Connection<'_> {
 
         let (parts, body) = resp.into_parts();
         let switched = handoff.is_some() && crate::upgrade::switched(&method, parts.status);
-        // (A switch ends HTTP on this connection without a close to announce.)
-        let keep = switched || (!close_asked && !self.settings.stop.is_cancelled());
+        // A body already given back unread: the close is known now, and said in the head.
+        if self.reader.is_none()
+            && let Some((reader, clean)) = self.shared.take_back()
+        {
+            self.reader = Some(reader);
+            self.clean = clean;
+        }
+        // (A switch ends HTTP on this connection without a close to announce.) An upgrade
+        // or CONNECT that was not switched closes: what the client sent behind its head was
+        // meant for a tunnel, and is never read as a request. Nor does a 1xx as a final
+        // answer leave the connection usable.
+        let keep = switched
+            || (!close_asked
+                && handoff.is_none()
+                && !parts.status.is_informational()
+                && (self.reader.is_none() || self.clean)
+                && !self.settings.stop.is_cancelled());
         let response = Response::from_parts(parts, ());
         let mut head = BytesMut::with_capacity(HEAD_READ / 4 + continued.len());
         head.put_slice(&continued);
@@ -498,7 +513,11 @@ impl Connection<'_> {
             }
         }
         let clean = self.reclaim();
-        if switched && let Some(tx) = handoff {
+        // A body left unread would go down the tunnel as if the client had sent it there.
+        if switched
+            && clean
+            && let Some(tx) = handoff
+        {
             return After::Upgrade(tx);
         }
         if keep && clean {

@@ -33,7 +33,7 @@ impl Drop for Hang {
 
 /// Serves the test handler with `limits` until `stop` is cancelled:
 /// `/echo` streams the body back, `/ignore` answers without reading it, `/hang` never
-/// answers, `/stream` answers a body of unknown length, `/trailers` one with trailers,
+/// answers, `/no-switch` refuses (403), `/stream` answers a body of unknown length, `/trailers` one with trailers,
 /// `/fail` one that fails after its first piece, `/upgrade` switches to an echo; anything
 /// else answers `<method> <path>`.
 async fn start_with(limits: Limits, stop: CancellationToken) -> (SocketAddr, Arc<Seen>) {
@@ -84,6 +84,11 @@ async fn start_with(limits: Limits, stop: CancellationToken) -> (SocketAddr, Arc
                         ];
                         let body = http_body_util::StreamBody::new(futures::stream::iter(frames));
                         Response::new(body.boxed_unsync())
+                    }
+                    "/no-switch" => {
+                        let mut resp = Response::new(full("no"));
+                        *resp.status_mut() = StatusCode::FORBIDDEN;
+                        resp
                     }
                     "/upgrade" => {
                         let on = ClientUpgrade::take(req.extensions_mut()).expect("an upgrade");
@@ -230,6 +235,7 @@ async fn expect_100_continue_is_answered_when_the_body_is_read_and_not_before() 
     let answer = until_closed(&mut s).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(!answer.contains("100 Continue"), "{answer}");
+    assert!(answer.contains("connection: close\r\n"), "{answer}");
 }
 
 #[tokio::test]
@@ -245,7 +251,27 @@ async fn a_request_smuggled_in_an_unread_body_is_never_served() {
     let answer = until_closed(&mut s).await;
     assert_eq!(body_of(&answer), "ignored");
     assert!(!answer.contains("/smuggled"), "{answer}");
+    // Known before the answer went: said in it.
+    assert!(answer.contains("connection: close\r\n"), "{answer}");
     assert_eq!(seen.requests.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn bytes_behind_an_upgrade_that_was_refused_are_never_a_request() {
+    // A front end that took them for tunnel data would never have looked at them.
+    let (addr, seen) = start().await;
+    for head in [
+        "GET /no-switch HTTP/1.1\r\nhost: a\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n",
+        "CONNECT /no-switch HTTP/1.1\r\nhost: a\r\n\r\n",
+    ] {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let all = format!("{head}GET /smuggled HTTP/1.1\r\nhost: a\r\n\r\n");
+        s.write_all(all.as_bytes()).await.unwrap();
+        let answer = until_closed(&mut s).await;
+        assert!(!answer.contains("/smuggled"), "{answer}");
+        assert!(answer.contains("connection: close\r\n"), "{answer}");
+    }
+    assert_eq!(seen.requests.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test]
