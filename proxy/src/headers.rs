@@ -122,6 +122,16 @@ pub(crate) fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &st
         .filter(|t| !t.is_empty())
 }
 
+/// Whether a request's `TE` accepts trailers (`TE: trailers`).
+pub(crate) fn accepts_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+}
+
 /// Removes hop-by-hop headers, including those named in `Connection`. `te: trailers` is
 /// kept (gRPC needs it end to end). With `keep_upgrade`, `Upgrade` survives and
 /// `Connection: upgrade` is set again, so that an upgrade can pass through.
@@ -134,14 +144,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             headers.remove(name);
         }
     }
-    let trailers_ok = headers
-        .get_all(header::TE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| {
-            v.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
-        });
+    let trailers_ok = accepts_trailers(headers);
     for name in [
         header::CONNECTION,
         header::TE,

@@ -406,12 +406,7 @@ impl Connection<'_> {
         } = head;
         let close_asked = asks_to_close(version, &headers);
         let upgrade = headers::is_upgrade(&method, version, &headers);
-        let te_trailers = headers
-            .get_all(header::TE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
+        let te_trailers = headers::accepts_trailers(&headers);
         let expect = version == Version::HTTP_11
             && headers
                 .get(header::EXPECT)
@@ -449,12 +444,7 @@ impl Connection<'_> {
         let (parts, body) = resp.into_parts();
         let switched = handoff.is_some() && crate::upgrade::switched(&method, parts.status);
         // A body already given back unread: the close is known now, and said in the head.
-        if self.reader.is_none()
-            && let Some((reader, clean)) = self.shared.take_back()
-        {
-            self.reader = Some(reader);
-            self.clean = clean;
-        }
+        self.take_back();
         // (A switch ends HTTP on this connection without a close to announce.) An upgrade
         // or CONNECT that was not switched closes: what the client sent behind its head was
         // meant for a tunnel, and is never read as a request. Nor does a 1xx as a final
@@ -547,17 +537,19 @@ impl Connection<'_> {
     /// Takes the read side back from a body that ended (or was dropped): true when it is at
     /// the start of the next message.
     fn reclaim(&mut self) -> bool {
-        if self.reader.is_none() {
-            match self.shared.take_back() {
-                Some((reader, clean)) => {
-                    self.reader = Some(reader);
-                    self.clean = clean;
-                }
-                // Still out (a body kept past its response): the connection cannot go on.
-                None => self.clean = false,
-            }
+        // Still out (a body kept past its response): the connection cannot go on.
+        self.take_back() && self.clean
+    }
+
+    /// Takes the read side back if a body has given it back; true when it is home.
+    fn take_back(&mut self) -> bool {
+        if self.reader.is_none()
+            && let Some((reader, clean)) = self.shared.take_back()
+        {
+            self.reader = Some(reader);
+            self.clean = clean;
         }
-        self.clean
+        self.reader.is_some()
     }
 
     /// Gives the connection, with what was read past the head, to the upgrade awaiting it.
@@ -616,12 +608,7 @@ impl Connection<'_> {
     /// is home (the body read to its end): what arrives meanwhile is kept for the next
     /// request, up to the head limit.
     fn watch(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.reader.is_none()
-            && let Some((reader, clean)) = self.shared.take_back()
-        {
-            self.reader = Some(reader);
-            self.clean = clean;
-        }
+        self.take_back();
         loop {
             let Some(reader) = self.reader.as_mut() else {
                 return Poll::Pending;
