@@ -8,6 +8,7 @@
 //! Both clients dial through the one [`Dialer`] ([`crate::dial`]): `http://` in the clear,
 //! `https://peer` over the mTLS peer channel.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use http::uri::Scheme;
@@ -96,14 +97,67 @@ impl Forwarder {
             };
         }
         let reach = if secure { Reach::Mtls } else { Reach::Plain };
-        let address = match req.uri().port_u16() {
-            Some(_) => peer.clone(),
-            None => format!("{peer}:{}", if secure { 443 } else { 80 }),
+        let (parts, body) = req.into_parts();
+        let head = client::Head {
+            method: &parts.method,
+            uri: &parts.uri,
+            headers: &parts.headers,
         };
-        match self.h1.send(&address, reach, req).await {
+        self.send_h1(&peer, reach, head, body).await
+    }
+
+    /// Sends one attempt of a request whose head the caller keeps across attempts to
+    /// `authority` (`host:port`), reached as `reach`: over HTTP/2 when `version` says so,
+    /// else over HTTP/1.1, written from `head` where it is (no copy of it per attempt).
+    pub(crate) async fn send_head(
+        &self,
+        authority: &str,
+        reach: Reach,
+        version: Version,
+        head: client::Head<'_>,
+        body: ReplayBody,
+    ) -> Result<Response<ForwardBody>, ForwardError> {
+        if version != Version::HTTP_2 {
+            return self.send_h1(authority, reach, head, body).await;
+        }
+        let path = head.uri.path_and_query().map_or("/", |p| p.as_str());
+        let scheme = match reach {
+            Reach::Plain => "http",
+            Reach::Mtls => "https",
+        };
+        let mut req = Request::new(body);
+        *req.method_mut() = head.method.clone();
+        *req.version_mut() = version;
+        *req.headers_mut() = head.headers.clone();
+        *req.uri_mut() = format!("{scheme}://{authority}{path}").parse().map_err(
+            |e: http::uri::InvalidUri| ForwardError {
+                peer: authority.to_string(),
+                sent: Sent::Nothing,
+                source: e.into(),
+            },
+        )?;
+        // (Boxed: hyper's HTTP/2 request is large, and HTTP/1 is the common case.)
+        Box::pin(self.send(req)).await
+    }
+
+    async fn send_h1(
+        &self,
+        authority: &str,
+        reach: Reach,
+        head: client::Head<'_>,
+        body: ReplayBody,
+    ) -> Result<Response<ForwardBody>, ForwardError> {
+        let address = match authority.rsplit_once(':') {
+            Some((_, port)) if port.parse::<u16>().is_ok() => Cow::Borrowed(authority),
+            _ => Cow::Owned(format!(
+                "{authority}:{}",
+                if reach == Reach::Mtls { 443 } else { 80 }
+            )),
+        };
+        match self.h1.send_head(&address, reach, head, body).await {
             Ok(resp) => Ok(resp.map(ForwardBody::Engine)),
             Err(source) => Err(ForwardError {
-                peer,
+                peer: authority.to_string(),
                 sent: match source {
                     ClientError::Dial(_) => Sent::Nothing,
                     _ => Sent::Maybe,

@@ -17,6 +17,7 @@
 pub mod client;
 pub mod codec;
 mod out;
+pub(crate) mod read;
 pub mod server;
 
 #[cfg(any(test, feature = "fuzzing"))]

@@ -83,6 +83,8 @@ pub(crate) struct Inner {
     pub(crate) draining: AtomicBool,
     /// Rate-limits the warnings while the local app refuses connections.
     pub(crate) app_down: app_down::AppDown,
+    /// The fencing headers of the current local leadership, built once.
+    pub(crate) fencing: target::FencingCache,
 }
 
 /// Where a request came in.
@@ -131,6 +133,7 @@ impl Proxy {
                 peer_tls,
                 draining: AtomicBool::new(false),
                 app_down: app_down::AppDown::default(),
+                fencing: target::FencingCache::default(),
             }),
         }
     }
@@ -301,20 +304,26 @@ impl Proxy {
             let Some(attempt) = body.attempt() else {
                 return unavailable(target.route, "request body too large to send again");
             };
-            let req = head.request(&target, attempt);
             let local =
                 matches!(target.tenure, Tenure::Local { .. }).then(|| self.inner.local.token());
             // (why, the innermost cause): the client's message hides the operating system's.
             let sent = if upgrade {
+                let req = head.request(&target, attempt);
                 let dialer = &self.inner.dialer;
-                upgrade::send(dialer, &target.authority, target.reach, req)
+                Box::pin(upgrade::send(dialer, &target.authority, target.reach, req))
                     .await
                     .map(|resp| resp.map(ForwardBody::Hyper))
                     .map_err(|e| (e.sent, e.to_string(), e.cause()))
             } else {
+                head.set_extra(&target);
+                let out = crate::h1::client::Head {
+                    method: &head.method,
+                    uri: &head.uri,
+                    headers: &head.headers,
+                };
                 self.inner
                     .forwarder
-                    .send(req)
+                    .send_head(&target.authority, target.reach, head.version, out, attempt)
                     .await
                     .map_err(|e| (e.sent, format!("{e} ({})", e.cause()), e.cause()))
             };
@@ -326,7 +335,7 @@ impl Proxy {
                     return self.tunnel(resp, target, client_upgrade.take(), &head.method);
                 }
                 Ok(resp) if holds_back(&target, &head.method, &body, &resp) => {
-                    match self.read_whole(resp, &target, deadline.at).await {
+                    match Box::pin(self.read_whole(resp, &target, deadline.at)).await {
                         Ok(resp) => {
                             // Counted as a request being handled until it is sent on: the
                             // bound on requests then bounds these buffers too.
@@ -493,10 +502,25 @@ pub(crate) struct Head {
 }
 
 impl Head {
-    /// The request for one attempt to `target`.
+    /// Sets the headers of an attempt to `target` on the kept head, replacing an earlier
+    /// attempt's: the fencing token to the local app, or the routing headers to a peer.
+    pub(crate) fn set_extra(&mut self, target: &Target) {
+        if self.extra_set {
+            for name in headers::ADDED {
+                self.headers.remove(name);
+            }
+        }
+        for (name, value) in &target.extra {
+            self.headers.insert(name.clone(), value.clone());
+        }
+        self.extra_set = true;
+    }
+
+    /// The request for one attempt to `target`, a copy of the kept head (upgrades, which
+    /// hyper sends, need one of their own; the engine's client writes from the kept head).
     ///
-    /// The attempt's own headers are set on the kept head (replacing an earlier attempt's)
-    /// before it is copied: the copy then needs no room to grow.
+    /// The attempt's own headers are set on the kept head before it is copied: the copy
+    /// then needs no room to grow.
     pub(crate) fn request<B>(&mut self, target: &Target, body: B) -> Request<B> {
         let uri = if self.method == Method::CONNECT {
             // Sent on a connection of its own ([`upgrade::send`]): the client's target, in
@@ -524,15 +548,7 @@ impl Head {
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = uri;
         *req.version_mut() = self.version;
-        if self.extra_set {
-            for name in headers::ADDED {
-                self.headers.remove(name);
-            }
-        }
-        for (name, value) in &target.extra {
-            self.headers.insert(name.clone(), value.clone());
-        }
-        self.extra_set = true;
+        self.set_extra(target);
         *req.headers_mut() = self.headers.clone();
         req
     }

@@ -180,16 +180,15 @@ impl Http {
         let mut buf = BytesMut::new();
         // Until the first bytes rule HTTP/2 in or out.
         while buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&buf) {
-            if buf.capacity() == 0 {
-                buf.reserve(4096);
-            }
             let read = tokio::select! {
                 _ = self.h1.stop.cancelled() => return,
                 _ = tokio::time::sleep_until(first_head) => {
                     tracing::debug!(client = %client, "nothing received in time");
                     return;
                 }
-                read = tokio_util::io::read_buf(&mut stream, &mut buf) => read,
+                read = std::future::poll_fn(|cx| {
+                    crate::h1::read::poll_head(std::pin::Pin::new(&mut stream), cx, &mut buf, 4096)
+                }) => read,
             };
             match read {
                 Ok(0) | Err(_) => return,

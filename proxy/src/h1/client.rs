@@ -31,6 +31,7 @@ use tokio::time::Instant;
 
 use super::codec::{self, Chunked, Limits, Piece, Refusal, ResponseFraming};
 use super::out::{Framing, Outgoing, Trailers, WriteError, header_line};
+use super::read;
 use crate::BoxError;
 use crate::dial::{Conn, DialError, Dialer, Reach};
 use crate::peer_tls::Alpn;
@@ -97,11 +98,16 @@ pub struct Client {
     pool: Arc<Pool>,
 }
 
-type Key = (String, Reach);
+/// Where pooled connections go: the address (shared, not copied per request) and how it is
+/// reached.
+type Key = (Arc<str>, Reach);
+
+/// Idle connections by address, one map for each way of reaching one.
+type Idles = [HashMap<Arc<str>, Vec<Idle>>; 2];
 
 #[derive(Debug)]
 struct Pool {
-    idle: Mutex<HashMap<Key, Vec<Idle>>>,
+    idle: Mutex<Idles>,
     idle_timeout: Duration,
     /// Whether the task that closes expired idle connections runs.
     reaping: std::sync::atomic::AtomicBool,
@@ -110,7 +116,22 @@ struct Pool {
 #[derive(Debug)]
 struct Idle {
     conn: Conn,
+    /// Its read buffer, empty, kept for the next response (no allocation per request).
+    read: BytesMut,
     since: Instant,
+}
+
+/// The request head an exchange sends, borrowed: the proxy keeps one head across the
+/// attempts of a request, and each is written from it without a copy.
+#[derive(Clone, Copy, Debug)]
+pub struct Head<'a> {
+    /// The method.
+    pub method: &'a Method,
+    /// The target: its path and query are sent (its authority, for `CONNECT`).
+    pub uri: &'a http::Uri,
+    /// The headers, sent as they are but for `Content-Length` and `Transfer-Encoding`,
+    /// which the body's framing replaces.
+    pub headers: &'a HeaderMap,
 }
 
 impl Client {
@@ -119,7 +140,7 @@ impl Client {
         Client {
             dialer,
             pool: Arc::new(Pool {
-                idle: Mutex::new(HashMap::new()),
+                idle: Mutex::new(Default::default()),
                 idle_timeout,
                 reaping: std::sync::atomic::AtomicBool::new(false),
             }),
@@ -134,23 +155,45 @@ impl Client {
         reach: Reach,
         req: Request<ReplayBody>,
     ) -> Result<Response<ResponseBody>, ClientError> {
-        let key = (address.to_string(), reach);
-        let (conn, fresh) = match self.pool.take(&key) {
-            Some(conn) => (conn, false),
-            None => (self.dialer.dial(address, reach, Alpn::Http1).await?, true),
-        };
         let (parts, body) = req.into_parts();
-        let mut head = BytesMut::with_capacity(HEAD_READ);
-        let framing = encode_head(&parts, &body, address, &mut head);
+        let head = Head {
+            method: &parts.method,
+            uri: &parts.uri,
+            headers: &parts.headers,
+        };
+        self.send_head(address, reach, head, body).await
+    }
+
+    /// Sends the request `head` with `body` to `address`, as [`Client::send`] does.
+    pub async fn send_head(
+        &self,
+        address: &str,
+        reach: Reach,
+        head: Head<'_>,
+        body: ReplayBody,
+    ) -> Result<Response<ResponseBody>, ClientError> {
+        let (key, pooled) = self.pool.take(address, reach);
+        let (conn, read, fresh) = match pooled {
+            Some((conn, read)) => (conn, read, false),
+            None => {
+                // (Boxed: most requests find a pooled connection, and every connection's
+                // task would otherwise carry the dial's room.)
+                let conn = Box::pin(self.dialer.dial(address, reach, Alpn::Http1)).await?;
+                (conn, BytesMut::new(), true)
+            }
+        };
+        let method = head.method;
+        let mut out = BytesMut::with_capacity(head_size(head, address));
+        let framing = encode_head(head, &body, address, &mut out);
         let bodied =
             matches!(framing, Framing::Chunked) || matches!(framing, Framing::Length(n) if n > 0);
         let mut exchange = Exchange {
             conn,
-            read: BytesMut::new(),
-            out: Some(Outgoing::new(head, body, framing, Trailers::All)),
+            read,
+            out: Some(Outgoing::new(out, body, framing, Trailers::All)),
             write_failed: None,
         };
-        let head = match std::future::poll_fn(|cx| exchange.poll_head(cx, &parts.method)).await {
+        let head = match std::future::poll_fn(|cx| exchange.poll_head(cx, method)).await {
             Ok(head) => head,
             // A peer that refuses this sidecar's certificate says so (TLS 1.3) after the
             // handshake seemed done, at the first read: the handshake failed, and nothing
@@ -169,7 +212,7 @@ impl Client {
         // A body on a method that has none by custom (a GET with one, say) is framed
         // right on the way out, but an app that ignores it may read a request smuggled in it
         // and answer twice: such a connection serves no other request.
-        let keep_alive = !(bodied && bodiless_by_custom(&parts.method))
+        let keep_alive = !(bodied && bodiless_by_custom(method))
             && exchange.write_failed.is_none()
             && head.framing != ResponseFraming::Close
             && !asks_to_close(head.version, &head.headers);
@@ -212,35 +255,55 @@ impl Client {
     /// Idle connections in the pool (for tests).
     #[cfg(test)]
     pub(crate) fn idle(&self) -> usize {
-        let idle = self.pool.idle.lock().unwrap_or_else(|e| e.into_inner());
-        idle.values().map(Vec::len).sum()
+        let idle = self.pool.lock();
+        idle.iter().flat_map(|m| m.values()).map(Vec::len).sum()
     }
 }
 
 impl Pool {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Vec<Idle>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Idles> {
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The newest idle connection to `key` that is still open and quiet.
-    fn take(&self, key: &Key) -> Option<Conn> {
+    /// The pool's key for `address` reached as `reach`, and the newest idle connection
+    /// there that is still open and quiet, with its read buffer.
+    fn take(&self, address: &str, reach: Reach) -> (Key, Option<(Conn, BytesMut)>) {
+        let mut idle = self.lock();
+        let Some((name, conns)) = idle[reach as usize].get_key_value(address) else {
+            drop(idle);
+            return ((Arc::from(address), reach), None);
+        };
+        let key = (Arc::clone(name), reach);
+        if conns.is_empty() {
+            return (key, None);
+        }
         loop {
-            let Idle { mut conn, since } = self.lock().get_mut(key)?.pop()?;
+            let popped = idle[reach as usize].get_mut(address).and_then(Vec::pop);
+            let Some(Idle {
+                mut conn,
+                read,
+                since,
+            }) = popped
+            else {
+                return (key, None);
+            };
             if since.elapsed() < self.idle_timeout && quiet(&mut conn) {
-                return Some(conn);
+                return (key, Some((conn, read)));
             }
         }
     }
 
-    /// Keeps `conn` for the next request to `key`.
-    fn put(self: &Arc<Pool>, key: Key, conn: Conn) {
+    /// Keeps `conn` (and its empty read buffer) for the next request to `key`.
+    fn put(self: &Arc<Pool>, key: Key, conn: Conn, read: BytesMut) {
         let mut idle = self.lock();
-        let conns = idle.entry(key).or_default();
+        let (name, reach) = key;
+        let conns = idle[reach as usize].entry(name).or_default();
         if conns.len() >= MAX_IDLE_PER_ADDRESS {
             conns.remove(0);
         }
         conns.push(Idle {
             conn,
+            read,
             since: Instant::now(),
         });
         drop(idle);
@@ -263,10 +326,12 @@ async fn reap(pool: Weak<Pool>) {
         tokio::time::sleep(every).await;
         let Some(pool) = pool.upgrade() else { return };
         let timeout = pool.idle_timeout;
-        pool.lock().retain(|_, conns| {
-            conns.retain(|idle| idle.since.elapsed() < timeout);
-            !conns.is_empty()
-        });
+        for conns in pool.lock().iter_mut() {
+            conns.retain(|_, conns| {
+                conns.retain(|idle| idle.since.elapsed() < timeout);
+                !conns.is_empty()
+            });
+        }
     }
 }
 
@@ -308,38 +373,45 @@ pub(crate) fn asks_to_close(version: Version, headers: &HeaderMap) -> bool {
     }
 }
 
-/// Writes the head of `parts` into `buf` in origin form, with the framing its body is sent
-/// with (whatever `Content-Length` or `Transfer-Encoding` it carried is replaced); a missing
+/// About the room [`encode_head`] needs: enough for a head (and a small first frame) in
+/// one allocation that fits it, not a fixed size.
+fn head_size(head: Head<'_>, address: &str) -> usize {
+    let lines: usize = head
+        .headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    let target = head.uri.path_and_query().map_or(1, |p| p.as_str().len());
+    head.method.as_str().len() + target + address.len() + lines + 64
+}
+
+/// Writes `head` into `buf` in origin form, with the framing its body is sent with
+/// (whatever `Content-Length` or `Transfer-Encoding` it carried is replaced); a missing
 /// `Host` is taken from `address`, as hyper's client does.
-fn encode_head(
-    parts: &http::request::Parts,
-    body: &ReplayBody,
-    address: &str,
-    buf: &mut BytesMut,
-) -> Framing {
+fn encode_head(head: Head<'_>, body: &ReplayBody, address: &str, buf: &mut BytesMut) -> Framing {
     let framing = match body.size_hint().exact() {
         Some(0)
-            if !parts.headers.contains_key(header::CONTENT_LENGTH)
-                && !matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) =>
+            if !head.headers.contains_key(header::CONTENT_LENGTH)
+                && !matches!(*head.method, Method::POST | Method::PUT | Method::PATCH) =>
         {
             Framing::Empty
         }
         Some(n) => Framing::Length(n),
         None => Framing::Chunked,
     };
-    let target = if parts.method == Method::CONNECT {
-        parts.uri.authority().map_or("", |a| a.as_str())
+    let target = if *head.method == Method::CONNECT {
+        head.uri.authority().map_or("", |a| a.as_str())
     } else {
-        parts.uri.path_and_query().map_or("/", |p| p.as_str())
+        head.uri.path_and_query().map_or("/", |p| p.as_str())
     };
-    buf.put_slice(parts.method.as_str().as_bytes());
+    buf.put_slice(head.method.as_str().as_bytes());
     buf.put_u8(b' ');
     buf.put_slice(target.as_bytes());
     buf.put_slice(b" HTTP/1.1\r\n");
-    if !parts.headers.contains_key(header::HOST) {
+    if !head.headers.contains_key(header::HOST) {
         header_line(buf, "host", address.as_bytes());
     }
-    for (name, value) in &parts.headers {
+    for (name, value) in head.headers {
         if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
             continue;
         }
@@ -396,13 +468,11 @@ impl Exchange {
                 Ok(None) => {}
                 Err(refusal) => return Poll::Ready(Err(ClientError::Response(refusal))),
             }
-            if self.read.capacity() - self.read.len() < HEAD_READ / 4 {
-                self.read.reserve(HEAD_READ);
-            }
-            let read = ready!(tokio_util::io::poll_read_buf(
+            let read = ready!(read::poll_head(
                 Pin::new(&mut self.conn),
                 cx,
-                &mut self.read
+                &mut self.read,
+                HEAD_READ
             ));
             match read {
                 Ok(0) => {
@@ -528,11 +598,17 @@ impl ResponseBody {
         };
         let reusable =
             self.keep_alive && self.read.is_empty() && !matches!(self.framing, In::Close);
-        self.read = BytesMut::new();
+        let read = std::mem::take(&mut self.read);
         if let (true, Some(conn), Some((pool, key))) = (reusable, conn, self.home.take())
             && let Some(pool) = pool.upgrade()
         {
-            pool.put(key, conn);
+            // A buffer grown for a large response is not kept.
+            let read = if read.capacity() <= HEAD_READ {
+                read
+            } else {
+                BytesMut::new()
+            };
+            pool.put(key, conn, read);
         }
     }
 

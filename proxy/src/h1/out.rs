@@ -62,8 +62,10 @@ pub(crate) enum WriteError {
 
 /// A message still being written: bytes ready to go, then the rest of the body.
 pub(crate) struct Outgoing<B> {
-    /// The head, until the first write: a small first frame is added behind it.
+    /// The head, until written: a small first frame is added behind it.
     head: Option<BytesMut>,
+    /// Some of the head was written.
+    begun: bool,
     pending: Bytes,
     /// A large first frame, after the head.
     queued: Option<Bytes>,
@@ -84,6 +86,7 @@ where
     pub(crate) fn new(head: BytesMut, body: B, framing: Framing, trailers: Trailers) -> Self {
         Outgoing {
             head: Some(head),
+            begun: false,
             pending: Bytes::new(),
             queued: None,
             primed: false,
@@ -116,9 +119,9 @@ where
         Ok(())
     }
 
-    /// Puts `bytes` before the head (before anything is written).
+    /// Puts `bytes` before the head (before anything is written; after, it does nothing).
     pub(crate) fn prepend(&mut self, bytes: &[u8]) {
-        if let Some(head) = self.head.as_mut() {
+        if let Some(head) = self.head.as_mut().filter(|_| !self.begun) {
             let mut both = BytesMut::with_capacity(bytes.len() + head.len());
             both.put_slice(bytes);
             both.put_slice(head);
@@ -137,7 +140,19 @@ where
     {
         if self.head.is_some() {
             self.prime(cx)?;
-            self.pending = self.head.take().unwrap_or_default().freeze();
+        }
+        // The head is written from its own buffer (freezing it would allocate).
+        while let Some(head) = self.head.as_mut() {
+            let n = ready!(Pin::new(&mut *io).poll_write(cx, head)).map_err(WriteError::Io)?;
+            if n == 0 {
+                return Poll::Ready(Err(WriteError::Io(io::ErrorKind::WriteZero.into())));
+            }
+            head.advance(n);
+            self.begun = true;
+            if head.is_empty() {
+                self.head = None;
+                self.pending = self.queued.take().unwrap_or_default();
+            }
         }
         loop {
             while !self.pending.is_empty() {
@@ -242,4 +257,66 @@ pub(crate) fn header_line(buf: &mut BytesMut, name: &str, value: &[u8]) {
     buf.put_slice(b": ");
     buf.put_slice(value);
     buf.put_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::Full;
+
+    use super::*;
+
+    /// Takes 5 bytes at most a write, and one write a poll.
+    #[derive(Default)]
+    struct Trickle {
+        written: Vec<u8>,
+        wrote: bool,
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            if std::mem::take(&mut self.wrote) {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            self.wrote = true;
+            let n = buf.len().min(5);
+            self.written.extend_from_slice(&buf[..n]);
+            Poll::Ready(Ok(n))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_head_written_in_pieces_goes_whole_with_its_body_and_nothing_before_it_once_begun() {
+        let head = BytesMut::from(&b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n"[..]);
+        let body = Full::new(Bytes::from_static(b"hello"));
+        let mut out = Outgoing::new(head, body, Framing::Length(5), Trailers::None);
+        let mut io = Trickle::default();
+        out.prepend(b"HTTP/1.1 100 Continue\r\n\r\n");
+        let mut polls = 0;
+        std::future::poll_fn(|cx| {
+            polls += 1;
+            if polls > 1 {
+                // Too late once some of the head has gone: ignored.
+                out.prepend(b"late");
+            }
+            out.poll(&mut io, cx)
+        })
+        .await
+        .unwrap();
+        assert!(polls > 10, "{polls}");
+        assert_eq!(
+            String::from_utf8(io.written).unwrap(),
+            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello"
+        );
+    }
 }

@@ -48,6 +48,7 @@ use tokio_util::sync::CancellationToken;
 use super::client::asks_to_close;
 use super::codec::{self, Chunked, Limits, Piece, Refusal, RequestHead};
 use super::out::{Framing, Outgoing, Trailers, WriteError, header_line};
+use super::read;
 use crate::ProxyBody;
 use crate::conn::{Prefixed, Stream};
 use crate::headers;
@@ -57,8 +58,6 @@ use crate::upgrade::{ClientUpgrade, Io};
 const HEAD_READ: usize = 4 * 1024;
 /// Body bytes read at once, at most.
 const BODY_READ: usize = 16 * 1024;
-/// An empty read buffer larger than this is let go between requests.
-const KEEP_BUFFER: usize = 16 * 1024;
 /// The go-ahead for a body sent with `Expect: 100-continue`.
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 /// How long closing a connection may wait for its last bytes to go.
@@ -343,9 +342,6 @@ impl Connection<'_> {
             if stop.is_cancelled() && reader.buf.is_empty() {
                 return Err(None);
             }
-            if reader.buf.capacity() - reader.buf.len() < HEAD_READ / 4 {
-                reader.buf.reserve(HEAD_READ);
-            }
             let read = tokio::select! {
                 biased;
                 _ = stop.cancelled(), if reader.buf.is_empty() => return Err(None),
@@ -353,7 +349,9 @@ impl Connection<'_> {
                     tracing::debug!(client = %self.client, "no complete request head in time");
                     return Err(None);
                 }
-                read = tokio_util::io::read_buf(&mut reader.io, &mut reader.buf) => read,
+                read = std::future::poll_fn(|cx| {
+                    read::poll_head(Pin::new(&mut reader.io), cx, &mut reader.buf, HEAD_READ)
+                }) => read,
             };
             match read {
                 Ok(0) | Err(_) => return Err(None),
@@ -511,9 +509,10 @@ impl Connection<'_> {
             return After::Upgrade(tx);
         }
         if keep && clean {
+            // Waiting for the next request, the connection holds no buffer (see
+            // [`read`]).
             if let Some(reader) = self.reader.as_mut()
                 && reader.buf.is_empty()
-                && reader.buf.capacity() > KEEP_BUFFER
             {
                 reader.buf = BytesMut::new();
             }
@@ -616,10 +615,7 @@ impl Connection<'_> {
             if reader.buf.len() >= self.settings.limits.max_head_bytes {
                 return Poll::Pending;
             }
-            if reader.buf.capacity() - reader.buf.len() < HEAD_READ / 4 {
-                reader.buf.reserve(HEAD_READ);
-            }
-            match tokio_util::io::poll_read_buf(Pin::new(&mut reader.io), cx, &mut reader.buf) {
+            match read::poll_head(Pin::new(&mut reader.io), cx, &mut reader.buf, HEAD_READ) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(()),
                 Poll::Ready(Ok(_)) => continue,
                 Poll::Pending => return Poll::Pending,

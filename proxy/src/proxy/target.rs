@@ -1,5 +1,6 @@
 //! Choosing where an attempt goes, holding until there is somewhere to go.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use http::header::{HeaderName, HeaderValue};
@@ -54,6 +55,50 @@ impl Target {
     }
 }
 
+/// The fencing headers of the leadership last routed to locally, kept: a leadership lasts
+/// many requests, and cloning three kept values costs less than building them each time.
+#[derive(Default)]
+pub(crate) struct FencingCache(Mutex<Option<Fencing>>);
+
+struct Fencing {
+    identity: String,
+    epoch: u64,
+    lease: String,
+    extra: Extra,
+}
+
+impl FencingCache {
+    /// The fencing headers for `identity`'s leadership `epoch` of `lease`.
+    pub(crate) fn headers(&self, identity: &str, epoch: u64, lease: &str) -> Extra {
+        let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match kept.as_ref() {
+            Some(f) if f.epoch == epoch && f.identity == identity && f.lease == lease => {
+                f.extra.clone()
+            }
+            _ => {
+                let extra = Fencing::build(identity, epoch, lease);
+                *kept = Some(Fencing {
+                    identity: identity.to_string(),
+                    epoch,
+                    lease: lease.to_string(),
+                    extra: extra.clone(),
+                });
+                extra
+            }
+        }
+    }
+}
+
+impl Fencing {
+    fn build(identity: &str, epoch: u64, lease: &str) -> Extra {
+        [
+            (headers::LEADER, headers::value(identity)),
+            (headers::EPOCH, HeaderValue::from(epoch)),
+            (headers::LEASE, headers::value(lease)),
+        ]
+    }
+}
+
 /// One request's way through holds and back-offs, up to its deadline.
 pub(crate) struct Wait<'a> {
     proxy: &'a Proxy,
@@ -83,12 +128,18 @@ impl<'a> Wait<'a> {
             let balancer = &self.proxy.inner.balancer;
             // What the route needs of the view, read in one borrow: a slot change in between
             // must not mix one slot's epoch with another's Lease.
-            let (route, lease, several) = {
+            let (route, fencing, several) = {
                 let view = self.views.borrow_and_update();
                 let route = route::decide(&view, crate::now(), inbound, balancer);
-                let lease =
-                    matches!(route, Route::Local { .. }).then(|| headers::value(&view.lease));
-                (route, lease, !view.peers.is_empty())
+                let fencing = match &route {
+                    Route::Local { leader } => Some(self.proxy.inner.fencing.headers(
+                        &leader.identity,
+                        leader.epoch,
+                        &view.lease,
+                    )),
+                    _ => None,
+                };
+                (route, fencing, !view.peers.is_empty())
             };
             let kind = route.kind();
             match route {
@@ -103,15 +154,9 @@ impl<'a> Wait<'a> {
                 }
                 Route::Reject(why) => return Err(misdirected(&self.views.borrow().identity, &why)),
                 Route::Local { leader } => {
-                    let extra = [
-                        (headers::LEADER, headers::value(&leader.identity)),
-                        (headers::EPOCH, HeaderValue::from(leader.epoch)),
-                        // (Always set: read above for every local route.)
-                        (
-                            headers::LEASE,
-                            lease.unwrap_or(HeaderValue::from_static("")),
-                        ),
-                    ];
+                    // (Always set: read above for every local route.)
+                    let extra = fencing
+                        .unwrap_or_else(|| Fencing::build(&leader.identity, leader.epoch, ""));
                     return Ok(Target {
                         authority: self.proxy.inner.upstream.clone(),
                         tenure: Tenure::Local {

@@ -1049,3 +1049,25 @@ async fn read_until(s: &mut TcpStream, end: &[u8]) -> String {
     }
     String::from_utf8_lossy(&got).into_owned()
 }
+
+#[tokio::test]
+async fn a_new_term_of_the_same_leader_carries_its_own_fencing_token() {
+    let (a_addr, _app) = app("a").await;
+    let p = start_proxy(proxy_settings(a_addr), leading("a", "127.0.0.1:1", 4)).await;
+    let (_, headers, _) = get(p.addr, "/").await;
+    assert_eq!(headers["x-seen-x-understudy-epoch"], "4");
+    p.views.send(leading("a", "127.0.0.1:1", 5)).unwrap();
+    let (_, headers, _) = get(p.addr, "/").await;
+    assert_eq!(headers["x-seen-x-understudy-epoch"], "5");
+}
+
+#[test]
+fn kept_fencing_headers_are_those_of_the_leadership_asked_for() {
+    let kept = target::FencingCache::default();
+    let seen = |extra: target::Extra| extra.map(|(_, v)| v.to_str().unwrap().to_string());
+    assert_eq!(seen(kept.headers("a", 3, "web")), ["a", "3", "web"]);
+    assert_eq!(seen(kept.headers("a", 3, "web")), ["a", "3", "web"]);
+    assert_eq!(seen(kept.headers("a", 4, "web")), ["a", "4", "web"]);
+    assert_eq!(seen(kept.headers("b", 4, "web")), ["b", "4", "web"]);
+    assert_eq!(seen(kept.headers("b", 4, "db")), ["b", "4", "db"]);
+}

@@ -115,7 +115,7 @@ async fn a_connection_closed_while_idle_is_not_used_again() {
     // The close arrives while the connection is idle; the next request dials anew.
     crate::testing::eventually(Duration::from_secs(5), || {
         let mut idle = client.pool.lock();
-        !quiet(&mut idle.values_mut().next().unwrap()[0].conn)
+        !quiet(&mut idle[Reach::Plain as usize].values_mut().next().unwrap()[0].conn)
     })
     .await;
     let resp = client
