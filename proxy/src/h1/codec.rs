@@ -126,13 +126,16 @@ pub fn parse_request(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Reque
     let Some((start, end)) = head_bounds(buf, limits.max_head_bytes)? else {
         return partial_request(buf).map(|()| None);
     };
+    // The head leaves the buffer whole (a refused one closes the connection): its target
+    // and values are views of it, not copies.
+    let bytes = buf.split_to(end).freeze();
     let mut stack = [MaybeUninit::uninit(); STACK_SLOTS];
     let mut heap = Vec::new();
     let slots = slots(&mut stack, &mut heap, limits.max_headers);
     let mut req = httparse::Request::new(&mut []);
     let result = httparse::ParserConfig::default().parse_request_with_uninit_headers(
         &mut req,
-        &buf[start..end],
+        &bytes[start..],
         slots,
     );
     parsed(result, end - start, limits)?;
@@ -142,12 +145,15 @@ pub fn parse_request(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Reque
     }
     let method = Method::from_bytes(req.method.unwrap_or_default().as_bytes())
         .map_err(|_| Refusal::Malformed("method"))?;
-    let uri = Uri::try_from(target).map_err(|_| Refusal::Target)?;
+    let uri =
+        Uri::from_maybe_shared(bytes.slice_ref(target.as_bytes())).map_err(|_| Refusal::Target)?;
     let version = match req.version {
         Some(1) => Version::HTTP_11,
         _ => Version::HTTP_10,
     };
-    let mut headers = header_map(req.headers)?;
+    // Room for what a proxy adds: X-Forwarded-For, -Proto, -Host, Via, and three fencing
+    // or routing headers.
+    let mut headers = header_map(&bytes, req.headers, 8)?;
     let framing = framing(&headers, version)?;
     if let Framing::Length(n) = framing {
         // Repeated lines of one value: passed on as one.
@@ -163,7 +169,6 @@ pub fn parse_request(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Reque
             headers.insert(header::CONTENT_LENGTH, first);
         }
     }
-    let _ = buf.split_to(end);
     Ok(Some(RequestHead {
         method,
         uri,
@@ -352,13 +357,15 @@ pub fn parse_response(
     let Some((start, end)) = head_bounds(buf, limits.max_head_bytes)? else {
         return Ok(None);
     };
+    // (As for requests: a refused response is not read further.)
+    let bytes = buf.split_to(end).freeze();
     let mut stack = [MaybeUninit::uninit(); STACK_SLOTS];
     let mut heap = Vec::new();
     let slots = slots(&mut stack, &mut heap, limits.max_headers);
     let mut resp = httparse::Response::new(&mut []);
     let result = httparse::ParserConfig::default().parse_response_with_uninit_headers(
         &mut resp,
-        &buf[start..end],
+        &bytes[start..],
         slots,
     );
     parsed(result, end - start, limits)?;
@@ -370,7 +377,8 @@ pub fn parse_response(
         Some(1) => Version::HTTP_11,
         _ => Version::HTTP_10,
     };
-    let headers = header_map(resp.headers)?;
+    // Room for a Via.
+    let headers = header_map(&bytes, resp.headers, 1)?;
     let bodiless = status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
@@ -390,7 +398,6 @@ pub fn parse_response(
             Err(e) => return Err(e),
         }
     };
-    let _ = buf.split_to(end);
     Ok(Some(ResponseHead {
         status,
         version,
@@ -410,13 +417,19 @@ fn chunked_last(headers: &HeaderMap) -> bool {
         .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"))
 }
 
-/// The header lines httparse found, as a map (names lower-cased, order kept).
-fn header_map(lines: &[httparse::Header<'_>]) -> Result<HeaderMap, Refusal> {
-    let mut headers = HeaderMap::with_capacity(lines.len());
+/// The header lines httparse found in `head`, as a map (names lower-cased, order kept; the
+/// values views of `head`), with room for `more`.
+fn header_map(
+    head: &Bytes,
+    lines: &[httparse::Header<'_>],
+    more: usize,
+) -> Result<HeaderMap, Refusal> {
+    let mut headers = HeaderMap::with_capacity(lines.len() + more);
     for h in lines {
         let name =
             HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| Refusal::Malformed("name"))?;
-        let value = HeaderValue::from_bytes(h.value).map_err(|_| Refusal::Malformed("value"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice_ref(h.value))
+            .map_err(|_| Refusal::Malformed("value"))?;
         headers.append(name, value);
     }
     Ok(headers)
