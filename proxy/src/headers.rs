@@ -136,6 +136,11 @@ pub(crate) fn accepts_trailers(headers: &HeaderMap) -> bool {
 /// kept (gRPC needs it end to end). With `keep_upgrade`, `Upgrade` survives and
 /// `Connection: upgrade` is set again, so that an upgrade can pass through.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Most messages carry none: one pass over the names costs less than a removal by name
+    // for each. (A name listed in `Connection` needs `Connection` itself.)
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = connection_tokens(headers)
         .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect();
@@ -145,17 +150,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         }
     }
     let trailers_ok = accepts_trailers(headers);
-    for name in [
-        header::CONNECTION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::PROXY_AUTHENTICATE,
-        header::PROXY_AUTHORIZATION,
-    ] {
-        headers.remove(name);
-    }
-    for name in ["keep-alive", "proxy-connection"] {
+    for name in HOP_BY_HOP {
         headers.remove(name);
     }
     if !keep_upgrade {
@@ -166,6 +161,23 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if trailers_ok {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
+}
+
+/// The hop-by-hop headers that never pass (`Upgrade` aside, which may).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+];
+
+/// Whether `name` is one of the hop-by-hop headers [`strip_hop_by_hop`] deals with.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    *name == header::UPGRADE || HOP_BY_HOP.contains(name)
 }
 
 /// Adds the forwarding headers: appends the client to `X-Forwarded-For`, sets

@@ -430,8 +430,10 @@ impl Connection<'_> {
             tx
         });
 
-        let answer = handler(req);
-        tokio::pin!(answer);
+        // Boxed: a connection waiting for its next request then holds only its own small
+        // state, not room for the handler's whole future (a few KiB, which a thousand
+        // keep-alive connections would hold for nothing).
+        let mut answer = Box::pin(handler(req));
         let mut continued = Bytes::new();
         let resp = std::future::poll_fn(|cx| self.poll_answer(cx, answer.as_mut(), &mut continued));
         let Some(resp) = resp.await else {

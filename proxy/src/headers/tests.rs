@@ -90,6 +90,25 @@ fn hop_by_hop_headers_go_including_those_named_in_connection() {
 }
 
 #[test]
+fn each_hop_by_hop_header_goes_on_its_own_too() {
+    for name in [
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "upgrade",
+        "te",
+        "trailer",
+        "proxy-authenticate",
+        "proxy-authorization",
+    ] {
+        let mut h = map(&[("accept", "*/*"), (name, "x")]);
+        strip_hop_by_hop(&mut h, false);
+        let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["accept"], "{name}");
+    }
+}
+
+#[test]
 fn te_trailers_survive_for_grpc() {
     let mut h = map(&[("te", "trailers"), ("content-type", "application/grpc")]);
     strip_hop_by_hop(&mut h, false);
