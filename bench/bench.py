@@ -10,6 +10,9 @@ Contenders (each proxy process pinned to CPU 1, one worker/thread; wrk and the b
   nginx     wrk -> nginx (1 worker, upstream keepalive) -> backend
   floor     wrk -> bench/floor (the least a tokio HTTP/1 proxy does per request) -> backend
   floor2    wrk -> bench/floor -> bench/floor -> backend   two hops, both on CPU 1
+HTTP/2 step (--no-h2 skips it): h2load (64 connections, 10 streams each, h2c prior knowledge)
+  through a leader of its own election whose app speaks h2c, and through HAProxy with h2 on
+  both sides, against the backend's h2c port; recorded beside HAProxy's, as the targets ask.
 Rounds are interleaved (A B C A B C ...) so drift hits all equally. Every process is ours,
 listens on 127.0.0.1 only, and is killed at the end.
 """
@@ -20,8 +23,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # bench/run builds with ./build-release (static, as shipped) and passes its directory.
 REL = os.environ.get("UNDERSTUDY_RELEASE_DIR") or os.path.join(ROOT, "target", "release")
 PORTS = dict(backend=18080, leader=18081, standby=18082, haproxy=18083, nginx=18084, haproxy2=18085,
-             floor=18086, floor2=18087,
-             api=18443, admin_leader=14041, admin_standby=14042)
+             floor=18086, floor2=18087, backend_h2=18088, leader_h2=18089, haproxy_h2=18090,
+             api=18443, admin_leader=14041, admin_standby=14042, admin_h2=14043)
 LOAD_CPU, PROXY_CPU = "0", "1"
 
 WRK_LUA = """
@@ -121,10 +124,13 @@ worker_processes 1; daemon off; pid {tmp}/backend.pid; error_log {tmp}/backend.e
 events {{ worker_connections 4096; }}
 http {{ access_log off; keepalive_requests 1000000;
   server {{ listen 127.0.0.1:{PORTS['backend']} reuseport backlog=4096;
+    location / {{ default_type text/plain; return 200 "hello from the backend\\n"; }} }}
+  server {{ listen 127.0.0.1:{PORTS['backend_h2']} http2 backlog=4096;
     location / {{ default_type text/plain; return 200 "hello from the backend\\n"; }} }} }}
 """)
     spawn(["nginx", "-c", conf, "-p", tmp], cpu=LOAD_CPU)
     wait_port(PORTS["backend"])
+    wait_port(PORTS["backend_h2"])
 
 
 def start_emulator(tmp):
@@ -137,10 +143,11 @@ def start_emulator(tmp):
     return kubeconfig
 
 
-def start_understudy(tmp, kubeconfig, ident, listen, admin, election="bench", cpu=PROXY_CPU, extra=()):
+def start_understudy(tmp, kubeconfig, ident, listen, admin, election="bench", cpu=PROXY_CPU, extra=(),
+                     upstream="backend"):
     env = dict(os.environ, KUBECONFIG=kubeconfig, RUST_LOG="warn")
     cmd = [os.path.join(REL, "understudy"), "--election", election, "--election-namespace", "default",
-           "--id", ident, "--http", f"127.0.0.1:{admin}", "--upstream", f"127.0.0.1:{PORTS['backend']}"]
+           "--id", ident, "--http", f"127.0.0.1:{admin}", "--upstream", f"127.0.0.1:{PORTS[upstream]}"]
     if listen:
         cmd += ["--listen", f"127.0.0.1:{listen}", "--advertise", f"127.0.0.1:{listen}"]
     cmd += list(extra)
@@ -149,8 +156,10 @@ def start_understudy(tmp, kubeconfig, ident, listen, admin, election="bench", cp
     return p
 
 
-def start_haproxy(tmp, name="haproxy", upstream="backend"):
-    """HAProxy on PORTS[name], forwarding to PORTS[upstream]."""
+def start_haproxy(tmp, name="haproxy", upstream="backend", h2=False):
+    """HAProxy on PORTS[name], forwarding to PORTS[upstream] (with h2: HTTP/2 in the clear,
+    prior knowledge, on both sides)."""
+    proto = " proto h2" if h2 else ""
     conf = os.path.join(tmp, f"{name}.cfg")
     with open(conf, "w") as f:
         f.write(f"""
@@ -165,10 +174,10 @@ defaults
   option http-keep-alive
   http-reuse always
 frontend fe
-  bind 127.0.0.1:{PORTS[name]}
+  bind 127.0.0.1:{PORTS[name]}{proto}
   default_backend be
 backend be
-  server app 127.0.0.1:{PORTS[upstream]} maxconn 1000
+  server app 127.0.0.1:{PORTS[upstream]} maxconn 1000{proto}
 """)
     p = spawn(["haproxy", "-f", conf], cpu=PROXY_CPU)
     wait_port(PORTS[name])
@@ -212,6 +221,35 @@ def wrk(port, conns, seconds, tmp):
         raise SystemExit(f"bench: could not parse wrk output:\n{out}")
     req, dur, err, p50, p99, p999 = map(int, m.groups())
     return dict(rps=req / (dur / 1e6), requests=req, errors=err, p50=p50, p99=p99, p999=p999)
+
+
+def h2load(port, conns, streams, seconds):
+    """h2load (HTTP/2 in the clear, prior knowledge) against PORTS-style `port`: req/s and
+    failures, after a second's warm-up."""
+    out = subprocess.run(["taskset", "-c", LOAD_CPU, "h2load", "-c", str(conns), "-m", str(streams),
+                          "-D", str(seconds), "--warm-up-time=1", f"http://127.0.0.1:{port}/"],
+                         capture_output=True, text=True, timeout=seconds + 30).stdout
+    done = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed", out)
+    if not done:
+        raise SystemExit(f"bench: could not parse h2load output:\n{out}")
+    total, finished, ok, failed = map(int, done.groups())
+    return dict(rps=ok / seconds, requests=ok, errors=failed + (finished - ok))
+
+
+def h2_round(tmp, kubeconfig, leader_pid, hap_pids, rounds=3, seconds=5):
+    """HTTP/2 through a leader whose app speaks h2c and through HAProxy (both sides h2):
+    h2load with 64 connections of 10 streams. understudy keeps the protocol end to end
+    (hyper's HTTP/2 server and client), so this is recorded beside HAProxy, not a target."""
+    res = {"understudy leader": [], "haproxy": []}
+    for _ in range(rounds):
+        for name, port, pids in (("understudy leader", PORTS["leader_h2"], [leader_pid]),
+                                 ("haproxy", PORTS["haproxy_h2"], hap_pids)):
+            before = [proc_stats(p) for p in pids]
+            r = h2load(port, 64, 10, seconds)
+            after = [proc_stats(p) for p in pids]
+            r["cpu_us_per_req"] = sum(a["cpu"] - b["cpu"] for a, b in zip(after, before)) * 1e6 / max(r["requests"], 1)
+            res[name].append(r)
+    return {n: {k: med([x[k] for x in xs]) for k in ("rps", "cpu_us_per_req", "errors")} for n, xs in res.items()}
 
 
 def measure(name, port, pids, conns, seconds, tmp):
@@ -368,6 +406,7 @@ def main():
     ap.add_argument("--failover-runs", type=int, default=5, help="local-cluster failover repetitions (root)")
     ap.add_argument("--switchovers", type=int, default=20, help="planned switchovers in a row (0: skip)")
     ap.add_argument("--no-write", action="store_true", help="print only; do not write docs/BENCHMARKS.md")
+    ap.add_argument("--no-h2", dest="h2", action="store_false", help="skip the HTTP/2 (h2load) step")
     args = ap.parse_args()
     if not shutil.which("taskset") or os.cpu_count() < 2:
         raise SystemExit("bench: needs taskset and at least 2 CPUs")
@@ -413,6 +452,18 @@ def main():
             if name in ("haproxy", "nginx", "floor (bench/floor)"):  # single hop, like the leader
                 c1000["peers"] = c1000.get("peers", {})
                 c1000["peers"][name] = measure(name, port, pids, 1000, args.seconds, tmp)
+        # HTTP/2, beside HAProxy: a leader of its own election whose app speaks h2c.
+        h2 = None
+        if args.h2:
+            lead_h2 = start_understudy(tmp, kubeconfig, "lead-h2", PORTS["leader_h2"], PORTS["admin_h2"],
+                                       election="bench-h2", upstream="backend_h2")
+            wait_for(lambda: json.loads(get(f"http://127.0.0.1:{PORTS['admin_h2']}/"))["name"] == "lead-h2",
+                     "the HTTP/2 leader")
+            hap_h2 = start_haproxy(tmp, "haproxy_h2", upstream="backend_h2", h2=True)
+            h2load(PORTS["leader_h2"], 64, 10, 1)  # warm-up: connections and pools
+            h2load(PORTS["haproxy_h2"], 64, 10, 1)
+            h2 = h2_round(tmp, kubeconfig, lead_h2.pid, child_pids(hap_h2.pid), rounds=args.rounds,
+                          seconds=args.seconds)
         api = api_load(tmp, kubeconfig, args.idle_seconds) if args.idle_seconds > 0 else None
         wt = watchers_cost(PORTS["admin_leader"], leader.pid)
     finally:
@@ -420,14 +471,14 @@ def main():
     fo = failover(args.failover_runs) if args.failover_runs > 0 else None
     fs = failsafe_api_load() if args.idle_seconds > 0 else None
     sw = switchover_latency(args.switchovers) if args.switchovers > 0 else None
-    report(args, rounds, idle_rss, rss_1000, c1000, api, fo, fs, sw, wt)
+    report(args, rounds, idle_rss, rss_1000, c1000, api, fo, fs, sw, wt, h2)
 
 
 def med(xs):
     return statistics.median(xs)
 
 
-def report(args, rounds, idle_rss, rss_1000, c1000, api, fo=None, fs=None, sw=None, wt=None):
+def report(args, rounds, idle_rss, rss_1000, c1000, api, fo=None, fs=None, sw=None, wt=None, h2=None):
     names = list(rounds[0].keys())
     summary = {}
     for n in names:
@@ -476,6 +527,13 @@ def report(args, rounds, idle_rss, rss_1000, c1000, api, fo=None, fs=None, sw=No
          "same load: " + ", ".join(f"{n} {r['peak_rss_kib'] / 1024:.1f} MiB ({r['rps']:.0f} req/s)"
                                     for n, r in sorted(peers_1000.items()))),
     ]
+    if h2:
+        lh, hh = h2["understudy leader"], h2["haproxy"]
+        targets.append(("HTTP/2 (h2c, `h2load -c64 -m10`): recorded beside HAProxy's (hyper's server and client, "
+                        "unchanged by the HTTP/1 engine)", lh["errors"] == 0,
+                        f"{lh['rps']:.0f} req/s, {lh['rps'] / hh['rps']:.2f} × HAProxy's; CPU {lh['cpu_us_per_req']:.1f} µs/req, "
+                        f"{lh['cpu_us_per_req'] / hh['cpu_us_per_req']:.2f} × HAProxy's; {lh['errors']:.0f} failed",
+                        f"haproxy: {hh['rps']:.0f} req/s, {hh['cpu_us_per_req']:.1f} µs/req"))
     if api:
         # Resync is 60s: at most one request a minute per pod beyond the renewals.
         worst = max(v["other"] for v in api.values())
