@@ -373,7 +373,7 @@ def switchover_latency(runs):
 def failover(runs):
     """Gap and failed requests for SIGKILL failover and the planned handover of a rolling update
     (native sidecar: the app's preStop hook; classic: the sidecar's SIGTERM), from the local
-    cluster's scenarios (network-namespace pods, nginx, the iptables VIP; lease 3s, renew 2s,
+    cluster's scenarios (the real control plane and kube-proxy, network-namespace pods, nginx; lease 3s, renew 2s,
     retry 500ms), repeated `runs` times with the release binary. Needs root."""
     if os.geteuid() != 0:
         print("bench: failover figures need root (network namespaces); skipped")
@@ -641,10 +641,11 @@ only).
 
 ## Failover (local cluster)
 
-From the local cluster's scenarios (`tests/tests/cluster/main.rs`: pods in network namespaces,
-nginx, the iptables VIP, the API emulator; lease 3s, renew deadline 2s, retry 500ms), with the
-release binary. The gap is the longest time between two successive answered requests of the
-steady client; a held request counts as answered when its answer arrives.
+From the local cluster's scenarios (`tests/tests/cluster/main.rs`: the real control plane and
+kube-proxy, `deploy/examples/nginx-ha` applied with `kubectl apply -k`, pods in network
+namespaces, load sent to the Service's ClusterIP; lease 3s, renew deadline 2s, retry 500ms),
+with the shipping build. The gap is the longest time between two successive answered
+requests of the steady client; a held request counts as answered when its answer arrives.
 
 {failover}
 
