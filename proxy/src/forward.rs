@@ -11,8 +11,8 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
-use http::uri::Scheme;
-use http::{Request, Response, Version};
+use http::uri::{PathAndQuery, Scheme};
+use http::{Request, Response, Uri, Version};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
@@ -120,22 +120,15 @@ impl Forwarder {
         if version != Version::HTTP_2 {
             return self.send_h1(authority, reach, head, body).await;
         }
-        let path = head.uri.path_and_query().map_or("/", |p| p.as_str());
-        let scheme = match reach {
-            Reach::Plain => "http",
-            Reach::Mtls => "https",
-        };
         let mut req = Request::new(body);
         *req.method_mut() = head.method.clone();
         *req.version_mut() = version;
         *req.headers_mut() = head.headers.clone();
-        *req.uri_mut() = format!("{scheme}://{authority}{path}").parse().map_err(
-            |e: http::uri::InvalidUri| ForwardError {
-                peer: authority.to_string(),
-                sent: Sent::Nothing,
-                source: e.into(),
-            },
-        )?;
+        *req.uri_mut() = h2_uri(authority, reach, head.uri).map_err(|e| ForwardError {
+            peer: authority.to_string(),
+            sent: Sent::Nothing,
+            source: e.into(),
+        })?;
         // (Boxed: hyper's HTTP/2 request is large, and HTTP/1 is the common case.)
         Box::pin(self.send(req)).await
     }
@@ -166,6 +159,24 @@ impl Forwarder {
             }),
         }
     }
+}
+
+/// The URI of an HTTP/2 attempt: the scheme `reach` says, `authority`, and the path the
+/// client sent, kept as it is (`*` of an `OPTIONS *` too, which text would run into the port).
+fn h2_uri(authority: &str, reach: Reach, sent: &Uri) -> Result<Uri, http::Error> {
+    let scheme = match reach {
+        Reach::Plain => Scheme::HTTP,
+        Reach::Mtls => Scheme::HTTPS,
+    };
+    let path = sent
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    Uri::builder()
+        .scheme(scheme)
+        .authority(authority)
+        .path_and_query(path)
+        .build()
 }
 
 fn h2_client(

@@ -30,7 +30,7 @@ use tokio::io::{AsyncRead, ReadBuf};
 use tokio::time::Instant;
 
 use super::codec::{self, Chunked, Limits, Piece, Refusal, ResponseFraming};
-use super::out::{Framing, Outgoing, Trailers, WriteError, header_line};
+use super::out::{COALESCE, Framing, Outgoing, Trailers, WriteError, header_line};
 use super::read;
 use crate::BoxError;
 use crate::dial::{Conn, DialError, Dialer, Reach};
@@ -183,7 +183,7 @@ impl Client {
             }
         };
         let method = head.method;
-        let mut out = BytesMut::with_capacity(head_size(head, address));
+        let mut out = BytesMut::with_capacity(head_size(head, &body, address));
         let framing = encode_head(head, &body, address, &mut out);
         let bodied =
             matches!(framing, Framing::Chunked) || matches!(framing, Framing::Length(n) if n > 0);
@@ -240,6 +240,7 @@ impl Client {
             framing,
             home: Some((Arc::downgrade(&self.pool), key)),
             failed: None,
+            grown: false,
         };
         if matches!(body.framing, In::Length(0)) {
             // Nothing to read: a server does not poll a body that has ended.
@@ -268,17 +269,15 @@ impl Pool {
     /// The pool's key for `address` reached as `reach`, and the newest idle connection
     /// there that is still open and quiet, with its read buffer.
     fn take(&self, address: &str, reach: Reach) -> (Key, Option<(Conn, BytesMut)>) {
-        let mut idle = self.lock();
-        let Some((name, conns)) = idle[reach as usize].get_key_value(address) else {
-            drop(idle);
-            return ((Arc::from(address), reach), None);
+        let key = match self.lock()[reach as usize].get_key_value(address) {
+            Some((name, _)) => (Arc::clone(name), reach),
+            None => return ((Arc::from(address), reach), None),
         };
-        let key = (Arc::clone(name), reach);
-        if conns.is_empty() {
-            return (key, None);
-        }
         loop {
-            let popped = idle[reach as usize].get_mut(address).and_then(Vec::pop);
+            // (The lock is not held while a connection is checked.)
+            let popped = self.lock()[reach as usize]
+                .get_mut(address)
+                .and_then(Vec::pop);
             let Some(Idle {
                 mut conn,
                 read,
@@ -375,14 +374,18 @@ pub(crate) fn asks_to_close(version: Version, headers: &HeaderMap) -> bool {
 
 /// About the room [`encode_head`] needs: enough for a head (and a small first frame) in
 /// one allocation that fits it, not a fixed size.
-fn head_size(head: Head<'_>, address: &str) -> usize {
+fn head_size(head: Head<'_>, body: &ReplayBody, address: &str) -> usize {
     let lines: usize = head
         .headers
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
         .sum();
     let target = head.uri.path_and_query().map_or(1, |p| p.as_str().len());
-    head.method.as_str().len() + target + address.len() + lines + 64
+    let first = body
+        .size_hint()
+        .exact()
+        .map_or(0, |n| usize::try_from(n).unwrap_or(COALESCE).min(COALESCE));
+    head.method.as_str().len() + target + address.len() + lines + 64 + first
 }
 
 /// Writes `head` into `buf` in origin form, with the framing its body is sent with
@@ -568,6 +571,8 @@ pub struct ResponseBody {
     home: Option<(Weak<Pool>, Key)>,
     /// A read that failed, answered with one `Pending` first and given on the next poll.
     failed: Option<io::Error>,
+    /// The read buffer was grown for the body.
+    grown: bool,
 }
 
 impl std::fmt::Debug for ResponseBody {
@@ -602,12 +607,8 @@ impl ResponseBody {
         if let (true, Some(conn), Some((pool, key))) = (reusable, conn, self.home.take())
             && let Some(pool) = pool.upgrade()
         {
-            // A buffer grown for a large response is not kept.
-            let read = if read.capacity() <= HEAD_READ {
-                read
-            } else {
-                BytesMut::new()
-            };
+            // A buffer grown for a body is not kept (its allocation may be large).
+            let read = if self.grown { BytesMut::new() } else { read };
             pool.put(key, conn, read);
         }
     }
@@ -622,6 +623,7 @@ impl ResponseBody {
                 _ => BODY_READ,
             };
             self.read.reserve(want.max(HEAD_READ / 4));
+            self.grown = true;
         }
         tokio_util::io::poll_read_buf(Pin::new(conn), cx, &mut self.read)
     }

@@ -19,7 +19,7 @@ use tokio::io::AsyncWrite;
 use crate::BoxError;
 
 /// A first data frame at most this large is copied behind the head, to go in one write.
-const COALESCE: usize = 16 * 1024;
+pub(crate) const COALESCE: usize = 16 * 1024;
 
 /// How the body after a head is framed on the way out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -2,9 +2,10 @@
 //!
 //! A keep-alive connection waiting for its next message holds no read buffer: a thousand of
 //! them would otherwise hold a head's room each, mostly unused. Its next head is read into
-//! room on the stack, and only the bytes that came are kept, in an allocation of their size
-//! (a small one, which the allocator serves from its per-thread cache). A buffer that still
-//! has room is read into directly, and one holding part of a head grows by a head's room.
+//! room on the stack, and only the bytes that came are kept: in an allocation of their size
+//! when the buffer was let go (a small one, which the allocator serves from its per-thread
+//! cache), else in what is left of the buffer's own. A buffer that still has room is read
+//! into directly, and one holding part of a head grows by a head's room.
 
 use std::io;
 use std::mem::MaybeUninit;

@@ -530,3 +530,40 @@ async fn a_connection_that_carried_a_body_on_a_get_is_not_pooled() {
     assert_eq!(resp.status(), 204);
     assert_eq!(client.idle(), 1, "a PUT's body is its own");
 }
+
+#[tokio::test]
+async fn a_pooled_connection_keeps_a_small_read_buffer_but_not_one_grown_for_a_body() {
+    // Two answers on one connection: a small one, then one whose body needs the buffer grown.
+    let (addr, _) = raw(|s| async move {
+        let mut r = BufReader::new(s);
+        read_head(&mut r).await;
+        let small = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+        r.get_mut().write_all(small.as_bytes()).await.unwrap();
+        read_head(&mut r).await;
+        let big = 64 * 1024;
+        let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {big}\r\n\r\n");
+        r.get_mut().write_all(head.as_bytes()).await.unwrap();
+        r.get_mut().write_all(&vec![b'x'; big]).await.unwrap();
+        let _ = read_head(&mut r).await;
+    })
+    .await;
+    let client = client();
+    let kept = |client: &Client| {
+        let idle = client.pool.lock();
+        let conns = idle[Reach::Plain as usize].values().next().unwrap();
+        conns[0].read.capacity()
+    };
+    let resp = client
+        .send(&addr.to_string(), Reach::Plain, get("/"))
+        .await
+        .unwrap();
+    assert_eq!(text(resp).await, "ok");
+    assert!(kept(&client) <= HEAD_READ, "{}", kept(&client));
+    let resp = client
+        .send(&addr.to_string(), Reach::Plain, get("/"))
+        .await
+        .unwrap();
+    assert_eq!(text(resp).await.len(), 64 * 1024);
+    assert_eq!(client.idle(), 1);
+    assert_eq!(kept(&client), 0, "a grown buffer was pooled");
+}
