@@ -98,12 +98,8 @@ impl Forwarder {
         }
         let reach = if secure { Reach::Mtls } else { Reach::Plain };
         let (parts, body) = req.into_parts();
-        let head = client::Head {
-            method: &parts.method,
-            uri: &parts.uri,
-            headers: &parts.headers,
-        };
-        self.send_h1(&peer, reach, head, body).await
+        self.send_h1(&peer, reach, client::Head::from(&parts), body)
+            .await
     }
 
     /// Sends one attempt of a request whose head the caller keeps across attempts to
@@ -124,7 +120,7 @@ impl Forwarder {
         *req.method_mut() = head.method.clone();
         *req.version_mut() = version;
         *req.headers_mut() = head.headers.clone();
-        *req.uri_mut() = h2_uri(authority, reach, head.uri).map_err(|e| ForwardError {
+        *req.uri_mut() = attempt_uri(authority, reach, head.uri).map_err(|e| ForwardError {
             peer: authority.to_string(),
             sent: Sent::Nothing,
             source: e.into(),
@@ -161,9 +157,10 @@ impl Forwarder {
     }
 }
 
-/// The URI of an HTTP/2 attempt: the scheme `reach` says, `authority`, and the path the
-/// client sent, kept as it is (`*` of an `OPTIONS *` too, which text would run into the port).
-fn h2_uri(authority: &str, reach: Reach, sent: &Uri) -> Result<Uri, http::Error> {
+/// The absolute URI of an attempt (HTTP/2, or an upgrade): the scheme `reach` says,
+/// `authority`, and the path the client sent, kept as it is (`*` of an `OPTIONS *` too,
+/// which text would run into the port).
+pub(crate) fn attempt_uri(authority: &str, reach: Reach, sent: &Uri) -> Result<Uri, http::Error> {
     let scheme = match reach {
         Reach::Plain => Scheme::HTTP,
         Reach::Mtls => Scheme::HTTPS,

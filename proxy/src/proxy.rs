@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap};
-use http::uri::{PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame};
 use http_body_util::{BodyExt, BodyStream, Full, StreamBody};
@@ -30,7 +29,7 @@ pub(crate) use target::{Target, Wait};
 
 use crate::balance::Balancer;
 use crate::body::Keep;
-use crate::dial::{Dialer, Reach};
+use crate::dial::Dialer;
 use crate::forward::{ForwardBody, Forwarder};
 use crate::headers::{self, Inbound};
 use crate::hold::Holder;
@@ -316,11 +315,7 @@ impl Proxy {
                     .map_err(|e| (e.sent, e.to_string(), e.cause()))
             } else {
                 head.set_extra(&target);
-                let out = crate::h1::client::Head {
-                    method: &head.method,
-                    uri: &head.uri,
-                    headers: &head.headers,
-                };
+                let out = head.outbound();
                 self.inner
                     .forwarder
                     .send_head(&target.authority, target.reach, head.version, out, attempt)
@@ -516,6 +511,15 @@ impl Head {
         self.extra_set = true;
     }
 
+    /// The kept head, as the engine's client writes it.
+    pub(crate) fn outbound(&self) -> crate::h1::client::Head<'_> {
+        crate::h1::client::Head {
+            method: &self.method,
+            uri: &self.uri,
+            headers: &self.headers,
+        }
+    }
+
     /// The request for one attempt to `target`, a copy of the kept head (upgrades, which
     /// hyper sends, need one of their own; the engine's client writes from the kept head).
     ///
@@ -527,21 +531,8 @@ impl Head {
             // authority form.
             self.uri.clone()
         } else {
-            let path = self
-                .uri
-                .path_and_query()
-                .cloned()
-                .unwrap_or_else(|| PathAndQuery::from_static("/"));
             // `https://` to a peer over the peer channel (its peer port).
-            let scheme = match target.reach {
-                Reach::Plain => Scheme::HTTP,
-                Reach::Mtls => Scheme::HTTPS,
-            };
-            Uri::builder()
-                .scheme(scheme)
-                .authority(target.authority.as_str())
-                .path_and_query(path)
-                .build()
+            crate::forward::attempt_uri(&target.authority, target.reach, &self.uri)
                 .unwrap_or_else(|_| Uri::from_static("/"))
         };
         let mut req = Request::new(body);

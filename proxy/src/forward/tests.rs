@@ -34,9 +34,9 @@ async fn a_connect_that_hangs_fails_after_the_connect_timeout_with_nothing_sent(
 #[test]
 fn an_http2_attempt_keeps_the_path_as_sent_even_an_asterisk() {
     let uri = |s: &str| s.parse::<Uri>().unwrap();
-    let to = h2_uri("10.0.0.2:8080", Reach::Plain, &uri("/a?b=1")).unwrap();
+    let to = attempt_uri("10.0.0.2:8080", Reach::Plain, &uri("/a?b=1")).unwrap();
     assert_eq!(to, "http://10.0.0.2:8080/a?b=1");
-    let to = h2_uri("10.0.0.2:8443", Reach::Mtls, &uri("*")).unwrap();
+    let to = attempt_uri("10.0.0.2:8443", Reach::Mtls, &uri("*")).unwrap();
     assert_eq!(to.authority().unwrap(), "10.0.0.2:8443");
     assert_eq!(to.port_u16(), Some(8443));
     assert_eq!(to.path_and_query().unwrap(), "*");

@@ -134,6 +134,16 @@ pub struct Head<'a> {
     pub headers: &'a HeaderMap,
 }
 
+impl<'a> From<&'a http::request::Parts> for Head<'a> {
+    fn from(parts: &'a http::request::Parts) -> Self {
+        Head {
+            method: &parts.method,
+            uri: &parts.uri,
+            headers: &parts.headers,
+        }
+    }
+}
+
 impl Client {
     /// A client dialing with `dialer`, closing pooled connections idle for `idle_timeout`.
     pub fn new(dialer: Dialer, idle_timeout: Duration) -> Client {
@@ -156,12 +166,8 @@ impl Client {
         req: Request<ReplayBody>,
     ) -> Result<Response<ResponseBody>, ClientError> {
         let (parts, body) = req.into_parts();
-        let head = Head {
-            method: &parts.method,
-            uri: &parts.uri,
-            headers: &parts.headers,
-        };
-        self.send_head(address, reach, head, body).await
+        self.send_head(address, reach, Head::from(&parts), body)
+            .await
     }
 
     /// Sends the request `head` with `body` to `address`, as [`Client::send`] does.

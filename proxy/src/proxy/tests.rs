@@ -7,6 +7,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::*;
+use crate::dial::Reach;
 use crate::testing::*;
 
 /// A leader proxy in front of app `a`, and a standby proxy that forwards to it.
