@@ -24,7 +24,7 @@ use crate::driver::{self, Candidate, Handle, ReleaseError};
 use crate::failback::{self, Failback};
 use crate::failsafe::{PeerReply, PeerRequest};
 use crate::handover::{HandoverDone, HandoverError};
-use crate::members::{FailsafeOptions, Membership, SelfReport, spawn_membership};
+use crate::members::{FailsafeOptions, Members, Membership, SelfReport, spawn_membership};
 use crate::observe::Observer;
 use crate::view::{Leader, Role, View};
 pub use understudy_core::gate::Gate;
@@ -139,6 +139,7 @@ pub struct SlotsHandle {
     slots_view: watch::Receiver<Slots>,
     commands: mpsc::UnboundedSender<Command>,
     membership: Option<Membership>,
+    members: watch::Receiver<Members>,
     answerer: Answerer,
 }
 
@@ -332,6 +333,12 @@ impl SlotsHandle {
     pub fn answerer(&self) -> Answerer {
         self.answerer.clone()
     }
+
+    /// The election's members as their member Leases announce them (this pod included):
+    /// who the other sidecars are and where they are reached.
+    pub fn members(&self) -> watch::Receiver<Members> {
+        self.members.clone()
+    }
 }
 
 /// Starts contending for `slots` slots of election `name` (Leases named by [`lease_name`]):
@@ -403,6 +410,7 @@ pub fn spawn_slots_with(
     };
     let (members, membership) = spawn_membership(api.clone(), name, &candidate, report, config);
     let failback_members = members.clone();
+    let all_members = members.clone();
     let (members, membership) = (Some(members), Some(membership));
     let mut by_lease = BTreeMap::new();
     let changed = Arc::new(Notify::new());
@@ -505,6 +513,7 @@ pub fn spawn_slots_with(
         slots_view: rx.clone(),
         commands: cmd_tx,
         membership,
+        members: all_members,
         answerer: Answerer {
             by_lease: Arc::new(by_lease),
         },

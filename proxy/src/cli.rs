@@ -258,6 +258,41 @@ pub struct ProxyArgs {
     /// Log one line per proxied request (route, peer, status, duration).
     #[arg(long, env = "UNDERSTUDY_ACCESS_LOG", value_parser = clap::builder::BoolishValueParser::new())]
     pub access_log: bool,
+    /// What the proxy carries: HTTP requests (`http`), or byte streams for apps that do not
+    /// speak HTTP (`tcp`: Redis, PostgreSQL, brokers; docs/tcp-mode.md). In TCP mode a
+    /// connection is routed when it arrives and closed when the leadership it was routed
+    /// under ends.
+    #[arg(long, env = "UNDERSTUDY_MODE", value_enum, default_value_t = Mode::Http)]
+    pub mode: Mode,
+    /// TCP mode: one more listener and the app address it hands connections to,
+    /// `LISTEN=HOST:PORT` (e.g. an app's metrics port beside its main one). May be repeated;
+    /// `--listen` with `--upstream` is always the first. A connection handed to the leader
+    /// goes to the leader's listener of the same position, so every pod lists them alike.
+    #[arg(
+        long,
+        env = "UNDERSTUDY_TCP_LISTEN",
+        value_name = "ADDR=HOST:PORT",
+        value_delimiter = ','
+    )]
+    pub tcp_listen: Vec<String>,
+    /// TCP mode: open every connection to the app with a PROXY protocol v2 header naming
+    /// the client (for apps that read it, e.g. with HAProxy's `accept-proxy`).
+    #[arg(long, env = "UNDERSTUDY_PROXY_PROTOCOL", value_parser = clap::builder::BoolishValueParser::new())]
+    pub proxy_protocol: bool,
+    /// TCP mode: how long a connection to the local app may go on after this pod stopped
+    /// leading (0, the default: closed at once). Must stay below half the gap between
+    /// renewDeadline and leaseDuration, so that it closes before anyone can take over.
+    #[arg(long, env = "UNDERSTUDY_CLOSE_GRACE", value_name = "DURATION", value_parser = duration, default_value = "0s")]
+    pub close_grace: Duration,
+}
+
+/// What the proxy carries (`--mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// HTTP/1.1 and HTTP/2 requests.
+    Http,
+    /// Byte streams (TCP).
+    Tcp,
 }
 
 /// The mTLS peer channel: forwarded requests between sidecars go over TLS with client

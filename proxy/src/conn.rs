@@ -43,11 +43,47 @@ pub struct Accepted {
 /// Accepts from `listener` until `stop` is cancelled, and runs `serve` on each connection
 /// admitted by `connections` (on `tracker`, holding its place until `serve` returns). With
 /// `tls`, the handshake comes first and must finish within `handshake` (and before `stop`).
+/// A connection over the bound is answered HTTP's 503 and closed.
 pub async fn accept<S, Fut>(
     listener: TcpListener,
     connections: ConnectionLimit,
     tls: Option<PeerTls>,
     handshake: Duration,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+    serve: S,
+) where
+    S: Fn(Accepted) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let refusal = if tls.is_none() {
+        CONNECTION_REFUSED
+    } else {
+        b""
+    };
+    accept_refusing(
+        listener,
+        connections,
+        tls,
+        handshake,
+        refusal,
+        stop,
+        tracker,
+        serve,
+    )
+    .await
+}
+
+/// [`accept`], answering a connection over the bound with `refusal` (nothing when empty:
+/// TCP mode cannot know what its clients would understand; a TLS client understands
+/// nothing before its handshake).
+#[allow(clippy::too_many_arguments)]
+pub async fn accept_refusing<S, Fut>(
+    listener: TcpListener,
+    connections: ConnectionLimit,
+    tls: Option<PeerTls>,
+    handshake: Duration,
+    refusal: &'static [u8],
     stop: CancellationToken,
     tracker: TaskTracker,
     serve: S,
@@ -69,10 +105,9 @@ pub async fn accept<S, Fut>(
             },
         };
         let Some(admitted) = connections.admit() else {
-            // Best effort and without waiting: a fresh socket's send buffer is empty. (A TLS
-            // client would not understand it: just close.)
-            if tls.is_none() {
-                let _ = stream.try_write(CONNECTION_REFUSED);
+            // Best effort and without waiting: a fresh socket's send buffer is empty.
+            if !refusal.is_empty() {
+                let _ = stream.try_write(refusal);
             }
             tracing::debug!(client = %client, max = connections.max(), "connection limit reached");
             continue;
@@ -186,6 +221,11 @@ impl AsyncRead for Watched {
 }
 
 impl Watched {
+    /// The local address the client connected to.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+
     fn wrote(&self, poll: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
         if let Poll::Ready(Ok(1..)) = &poll {
             self.activity.touch();

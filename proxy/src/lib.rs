@@ -55,6 +55,7 @@ pub mod server;
 pub mod settings;
 pub mod shutdown;
 pub mod sidecar;
+pub mod tcp;
 pub mod tenure;
 pub mod tls_or_plain;
 pub mod upgrade;

@@ -6,6 +6,7 @@
 //!   ([`Metrics::observer`]), and gauges that mirror the latest [`View`], set when scraped
 //!   so they cannot drift from the truth;
 //! - proxy: recorded per request by the proxy ([`Metrics::request`] and the like);
+//! - TCP mode: connections, bytes and closes by reason ([`Metrics::tcp`]);
 //! - peer TLS: reloads of the `--peer-tls-dir` files and failed handshakes
 //!   ([`Metrics::peer_tls`]);
 //! - `understudy_build_info`, and the standard `process_*` metrics (CPU, memory, fds).
@@ -30,11 +31,13 @@ use understudy_elector::{Config, Observer, Role, Slots, View};
 
 mod election;
 mod peer;
+mod tcp;
 mod traffic;
 
 use crate::route::Kind;
 use election::ElectionMetrics;
 pub use peer::{Direction, PeerTlsMetrics};
+pub use tcp::{Close, TcpMetrics};
 use traffic::TrafficMetrics;
 pub use traffic::{Answer, HoldTimer, InFlight, Retry};
 
@@ -45,6 +48,7 @@ pub struct Metrics {
     election: ElectionMetrics,
     traffic: TrafficMetrics,
     peer_tls: PeerTlsMetrics,
+    tcp: TcpMetrics,
     /// With N > 1 slots: each slot's election metrics, in a registry labelled `slot`, with
     /// its Lease name (and `election` is not registered in `registry`).
     slots: Arc<Vec<(Registry, ElectionMetrics, String)>>,
@@ -106,6 +110,7 @@ impl Metrics {
         };
         let traffic = TrafficMetrics::new(&register);
         let peer_tls = PeerTlsMetrics::new(&register);
+        let tcp = TcpMetrics::new(&register);
         let build = register.gauge_vec(
             "understudy_build_info",
             "Always 1; the labels name the running build.",
@@ -125,6 +130,7 @@ impl Metrics {
             election,
             traffic,
             peer_tls,
+            tcp,
             slots: Arc::new(per_slot),
             slot_views: Arc::new(OnceLock::new()),
             watchers,
@@ -149,6 +155,11 @@ impl Metrics {
     /// `Transfer-Encoding` (`understudy_proxy_sidecar_answers_total{reason="smuggling"}`).
     pub fn smuggling_refused(&self) -> prometheus::IntCounter {
         self.traffic.answer(Answer::Smuggling)
+    }
+
+    /// The counters of TCP mode (`--mode tcp`).
+    pub fn tcp(&self) -> TcpMetrics {
+        self.tcp.clone()
     }
 
     /// The counters of the mTLS peer channel.

@@ -120,18 +120,7 @@ async fn accept<F, Fut>(
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
     let http = Http {
         h2: Arc::new(h2),
-        h1: Arc::new(h1::Settings {
-            limits: codec::Limits {
-                max_head_bytes: limits.max_header_bytes,
-                max_headers: limits.max_headers,
-                // Long targets are the proxy's to answer (414, counted).
-                max_target_bytes: limits.max_header_bytes,
-            },
-            header_read_timeout: limits.header_read_timeout,
-            idle_timeout: limits.idle_timeout,
-            smuggling: limits.smuggling.clone(),
-            stop: stop.clone(),
-        }),
+        h1: Arc::new(h1_settings(&limits, stop.clone())),
     };
     // The TLS handshake is bounded like the first request head.
     let handshake = limits.header_read_timeout;
@@ -148,6 +137,42 @@ async fn accept<F, Fut>(
         },
     )
     .await
+}
+
+/// The HTTP/1 engine's settings under `limits`.
+fn h1_settings(limits: &Limits, stop: CancellationToken) -> h1::Settings {
+    h1::Settings {
+        limits: codec::Limits {
+            max_head_bytes: limits.max_header_bytes,
+            max_headers: limits.max_headers,
+            // Long targets are the proxy's to answer (414, counted).
+            max_target_bytes: limits.max_header_bytes,
+        },
+        header_read_timeout: limits.header_read_timeout,
+        idle_timeout: limits.idle_timeout,
+        smuggling: limits.smuggling.clone(),
+        stop,
+    }
+}
+
+/// Serves HTTP/1 on one connection whose first bytes were already read into `buf`, under
+/// `limits`, until it closes or `stop` is cancelled: how TCP mode takes the failsafe's
+/// messages from other sidecars on its data port ([`crate::tcp`]).
+pub async fn serve_http1<F, Fut>(
+    stream: conn::Stream,
+    buf: BytesMut,
+    client: SocketAddr,
+    limits: &Limits,
+    stop: CancellationToken,
+    mut handler: F,
+) where
+    F: FnMut(Request<RequestBody>) -> Fut,
+    Fut: Future<Output = Response<ProxyBody>>,
+{
+    let settings = h1_settings(limits, stop);
+    let first_head = Instant::now() + limits.header_read_timeout;
+    let serve_one = |req: Request<h1::RequestBody>| handler(req.map(RequestBody::Engine));
+    h1::serve(stream, buf, first_head, client, &settings, serve_one).await;
 }
 
 /// What a request's body is: read by the HTTP/1 engine, or by hyper's HTTP/2 server.

@@ -8,7 +8,7 @@ use http::uri::Authority;
 use understudy_elector::{Config, ConfigError};
 
 use crate::announce::Announce;
-use crate::cli::{Cli, OnOff, ReadyWhen};
+use crate::cli::{Cli, Mode, OnOff, ReadyWhen};
 use crate::health::{HealthSettings, Probe};
 
 /// Where the service account mounts the pod's namespace.
@@ -75,6 +75,14 @@ pub enum SettingsError {
         value: Duration,
         /// What is wrong with it.
         why: &'static str,
+    },
+    /// A flag that does not go with `--mode` as given.
+    #[error("--{flag}: {why}")]
+    Mode {
+        /// The flag, without dashes.
+        flag: &'static str,
+        /// What is wrong.
+        why: String,
     },
     /// `--peer-listen` without the proxy it serves.
     #[error("--peer-listen: needs --listen (the peer port serves the proxy)")]
@@ -209,10 +217,24 @@ pub struct ProxySettings {
     pub body_timeout: Duration,
     /// The mTLS peer channel, when `--peer-listen` was given.
     pub peer: Option<PeerSettings>,
+    /// TCP mode (`--mode tcp`); `None` in HTTP mode.
+    pub tcp: Option<TcpSettings>,
     /// How long a streaming response from the local app may go on after leadership ended:
     /// long enough for an ordinary response to finish, shorter than the gap between the
     /// fencing deadline and the earliest takeover.
     pub stream_grace: Duration,
+}
+
+/// Settings of TCP mode (`--mode tcp`).
+#[derive(Debug, Clone)]
+pub struct TcpSettings {
+    /// Every listener with the app address its connections go to: `--listen` with
+    /// `--upstream` first, then each `--tcp-listen`.
+    pub listeners: Vec<(SocketAddr, Authority)>,
+    /// Send a PROXY v2 header to the app first (`--proxy-protocol`).
+    pub proxy_protocol: bool,
+    /// How long a connection to the local app outlives this pod's leadership.
+    pub close_grace: Duration,
 }
 
 /// Settings of the mTLS peer channel (`--peer-listen`).
@@ -463,7 +485,9 @@ fn proxy_settings(
             return Err(SettingsError::ZeroDuration { flag });
         }
     }
+    let tcp = tcp_settings(cli, listen, &upstream, timings)?;
     Ok(ProxySettings {
+        tcp,
         listen,
         upstream,
         advertise,
@@ -485,6 +509,84 @@ fn proxy_settings(
             .saturating_sub(timings.renew_deadline))
             / 2,
     })
+}
+
+/// TCP mode's settings, or `None` in HTTP mode (where its flags are refused).
+fn tcp_settings(
+    cli: &Cli,
+    listen: SocketAddr,
+    upstream: &Authority,
+    timings: &Config,
+) -> Result<Option<TcpSettings>, SettingsError> {
+    let p = &cli.proxy;
+    if p.mode == Mode::Http {
+        let given = [
+            ("tcp-listen", !p.tcp_listen.is_empty()),
+            ("proxy-protocol", p.proxy_protocol),
+            ("close-grace", !p.close_grace.is_zero()),
+        ];
+        if let Some((flag, _)) = given.into_iter().find(|(_, given)| *given) {
+            return Err(SettingsError::Mode {
+                flag,
+                why: "only in TCP mode (--mode tcp)".to_string(),
+            });
+        }
+        return Ok(None);
+    }
+    if cli.peer.peer_listen.is_some() {
+        return Err(SettingsError::Mode {
+            flag: "peer-listen",
+            why: "the mTLS peer channel is not available in TCP mode yet (docs/tcp-mode.md)"
+                .to_string(),
+        });
+    }
+    if let Some(check) = cli
+        .health
+        .upstream_health
+        .as_deref()
+        .filter(|c| *c != "tcp")
+    {
+        return Err(SettingsError::Mode {
+            flag: "upstream-health",
+            why: format!("{check:?} is an HTTP check; in TCP mode the app is checked with `tcp`"),
+        });
+    }
+    let most = timings
+        .lease_duration
+        .saturating_sub(timings.renew_deadline)
+        / 2;
+    if p.close_grace >= most && !p.close_grace.is_zero() {
+        return Err(SettingsError::Mode {
+            flag: "close-grace",
+            why: format!(
+                "{:?} must be shorter than (leaseDuration - renewDeadline) / 2 = {most:?}, so \
+                 that a leader's connections close before another pod can take over",
+                p.close_grace
+            ),
+        });
+    }
+    let mut listeners = vec![(listen, upstream.clone())];
+    for value in &p.tcp_listen {
+        let bad = || SettingsError::Address {
+            flag: "tcp-listen",
+            value: value.clone(),
+        };
+        let (addr, to) = value.split_once('=').ok_or_else(bad)?;
+        let addr: SocketAddr = addr.trim().parse().map_err(|_| bad())?;
+        let to = authority("tcp-listen", to.trim())?;
+        if listeners.iter().any(|(l, _)| *l == addr) {
+            return Err(SettingsError::Mode {
+                flag: "tcp-listen",
+                why: format!("{addr} is given twice"),
+            });
+        }
+        listeners.push((addr, to));
+    }
+    Ok(Some(TcpSettings {
+        listeners,
+        proxy_protocol: p.proxy_protocol,
+        close_grace: p.close_grace,
+    }))
 }
 
 fn peer_settings(

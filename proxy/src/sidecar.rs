@@ -20,6 +20,7 @@ use crate::proxy::Proxy;
 use crate::server::{self, Limits};
 use crate::settings::Settings;
 use crate::shutdown::{self, Shutdown};
+use crate::tcp::{self, TcpProxy};
 
 /// Why the sidecar could not run.
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +99,13 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         Some(p) => Some(bind("listen", p.listen).await?),
         None => None,
     };
+    // TCP mode's further listeners (`--tcp-listen`), bound with the others.
+    let mut tcp_listeners = Vec::new();
+    if let Some(tcp) = settings.proxy.as_ref().and_then(|p| p.tcp.as_ref()) {
+        for (addr, _) in tcp.listeners.iter().skip(1) {
+            tcp_listeners.push(bind("tcp-listen", *addr).await?);
+        }
+    }
     let peer_listener = match peer {
         Some(peer) => Some(bind("peer-listen", peer.listen).await?),
         None => None,
@@ -237,16 +245,52 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
                 },
             ));
         }
-        tokio::spawn(server::serve(
-            listener,
-            limits,
-            stop.clone(),
-            conns.clone(),
-            move |req, client| {
-                let edge = edge.clone();
-                async move { edge.data(req, client).await }
-            },
-        ));
+        match &p.tcp {
+            None => {
+                tokio::spawn(server::serve(
+                    listener,
+                    limits,
+                    stop.clone(),
+                    conns.clone(),
+                    move |req, client| {
+                        let edge = edge.clone();
+                        async move { edge.data(req, client).await }
+                    },
+                ));
+            }
+            Some(tcp) => {
+                let proxy = TcpProxy::new(tcp::Parts {
+                    identity: settings.identity.clone(),
+                    views: views.clone(),
+                    members: handle.members(),
+                    upstreams: tcp.listeners.iter().map(|(_, u)| u.to_string()).collect(),
+                    dialer: Dialer::new(p.connect_timeout, None),
+                    holder: proxy.holder().clone(),
+                    metrics: metrics.clone(),
+                    proxy_protocol: tcp.proxy_protocol,
+                    close_grace: tcp.close_grace,
+                    idle_timeout: p.idle_timeout,
+                    failsafe: settings.failsafe.map(|_| handle.answerer()),
+                    limits: limits.clone(),
+                    stop: stop.clone(),
+                    source: p.advertise.host().trim_matches(['[', ']']).parse().ok(),
+                });
+                let listeners = std::iter::once(listener).chain(tcp_listeners);
+                for (index, listener) in (0u16..).zip(listeners) {
+                    let proxy = proxy.clone();
+                    tokio::spawn(crate::conn::accept_refusing(
+                        listener,
+                        limits.connections.clone(),
+                        None,
+                        p.header_read_timeout,
+                        b"",
+                        stop.clone(),
+                        conns.clone(),
+                        move |accepted| proxy.clone().serve(accepted, index),
+                    ));
+                }
+            }
+        }
         proxy_parts = Some((proxy.clone(), stop, conns));
     }
 

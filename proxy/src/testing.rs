@@ -83,6 +83,7 @@ pub fn proxy_settings(upstream: SocketAddr) -> ProxySettings {
         body_timeout: Duration::from_secs(30),
         peer: None,
         stream_grace: Duration::from_millis(200),
+        tcp: None,
     }
 }
 

@@ -333,3 +333,80 @@ fn a_hold_timeout_shorter_than_a_failover_is_warned_about() {
     );
     assert!(s.warnings[0].contains("12s"), "{}", s.warnings[0]);
 }
+
+#[test]
+fn tcp_mode_takes_its_listeners_in_order_and_refuses_what_does_not_fit() {
+    let base = [
+        "--election",
+        "x",
+        "--listen",
+        "127.0.0.1:6380",
+        "--upstream",
+        "127.0.0.1:6379",
+    ];
+    let with = |more: &[&str]| {
+        let mut args = base.to_vec();
+        args.extend_from_slice(more);
+        settings(&args)
+    };
+    let s = with(&[
+        "--mode",
+        "tcp",
+        "--tcp-listen",
+        "127.0.0.1:9122=127.0.0.1:9121",
+        "--proxy-protocol",
+        "--close-grace",
+        "500ms",
+    ])
+    .unwrap();
+    let tcp = s.proxy.unwrap().tcp.expect("TCP mode");
+    let listeners: Vec<String> = tcp
+        .listeners
+        .iter()
+        .map(|(l, u)| format!("{l}={u}"))
+        .collect();
+    assert_eq!(
+        listeners,
+        [
+            "127.0.0.1:6380=127.0.0.1:6379",
+            "127.0.0.1:9122=127.0.0.1:9121"
+        ]
+    );
+    assert!(tcp.proxy_protocol);
+    assert_eq!(tcp.close_grace, Duration::from_millis(500));
+    assert!(
+        with(&[]).unwrap().proxy.unwrap().tcp.is_none(),
+        "HTTP by default"
+    );
+
+    let refused = |more: &[&str], flag: &str| {
+        let err = with(more).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("--{flag}:")), "{more:?}: {err}");
+    };
+    refused(
+        &["--tcp-listen", "127.0.0.1:9122=127.0.0.1:9121"],
+        "tcp-listen",
+    );
+    refused(&["--proxy-protocol"], "proxy-protocol");
+    refused(&["--close-grace", "1s"], "close-grace");
+    refused(
+        &["--mode", "tcp", "--tcp-listen", "127.0.0.1:9122"],
+        "tcp-listen",
+    );
+    refused(
+        &[
+            "--mode",
+            "tcp",
+            "--tcp-listen",
+            "127.0.0.1:6380=127.0.0.1:1",
+        ],
+        "tcp-listen",
+    );
+    refused(
+        &["--mode", "tcp", "--upstream-health", "/healthz"],
+        "upstream-health",
+    );
+    // (10s - 6s) / 2 = 2s: a longer grace would outlast the earliest takeover.
+    refused(&["--mode", "tcp", "--close-grace", "2s"], "close-grace");
+    assert!(with(&["--mode", "tcp", "--upstream-health", "tcp"]).is_ok());
+}

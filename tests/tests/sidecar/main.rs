@@ -9,6 +9,7 @@ mod logs;
 mod midway;
 mod peer_tls;
 mod switchover;
+mod tcp;
 mod watch;
 
 use std::convert::Infallible;

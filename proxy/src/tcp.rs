@@ -1,0 +1,529 @@
+//! TCP mode (`--mode tcp`): active/standby for apps that do not speak HTTP (Redis,
+//! PostgreSQL, brokers).
+//!
+//! A connection is routed once, when it arrives, by the same rules as an HTTP request
+//! ([`crate::route::decide`]): on the acting leader to the local app, on a standby to the
+//! leader's sidecar, and with no leader to send to it is held (nothing read from it, a place
+//! in the same bounded hold queue, the same hold deadline), then connected or closed. After
+//! that the sidecar relays bytes both ways (half-closes passed on) until either side ends,
+//! nothing moves for `--idle-timeout`, or **the leadership it was routed under ends**
+//! ([`crate::tenure`]): a pod that stops leading closes its connections to its app (after
+//! `--close-grace`, 0 by default), and a standby closes its connections to a leader that is
+//! no longer leader. Clients reconnect and reach the new leader; none goes on writing to a
+//! demoted primary.
+//!
+//! ## The hand-off between sidecars
+//! A standby opens a connection to the leader's advertised address and sends a PROXY
+//! protocol v2 header first ([`proxy_header`]) with the client's address and understudy's
+//! hand-off TLV (the pod it is meant for, the hops, which listener the client reached, what is left
+//! of the hold deadline). The leader reads such a header **only from a sidecar**: a
+//! connection whose source address is the host of a member's advertised address
+//! ([`understudy_elector::Members`]). From anyone else the bytes are the app's, relayed
+//! untouched, so a client cannot pass itself off as another (towards an app that reads the
+//! PROXY protocol, `--proxy-protocol`, the sidecar's own header comes first). A sidecar's
+//! connection that does not start with a header is a client in a member pod (an app's own
+//! client): it waits at most `--connect-timeout` for its first bytes, then is relayed like
+//! any other. One that starts with `POST /.understudy/` is the failsafe's message from a
+//! member, answered here as in HTTP mode.
+
+pub mod proxy_header;
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::{Request, StatusCode};
+use prometheus::IntCounter;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use understudy_elector::{Answerer, Members, View};
+
+use crate::balance::Balancer;
+use crate::conn::{Accepted, Prefixed};
+use crate::dial::{Conn, DialError, Dialer, Reach};
+use crate::headers::Inbound;
+use crate::hold::Holder;
+use crate::metrics::{Close, Metrics, TcpMetrics};
+use crate::peer_tls::Alpn;
+use crate::route::{self, Kind, Route};
+use crate::server::{self, Limits};
+use crate::tenure::Tenure;
+use proxy_header::{HandOff, HeaderError};
+
+/// The start of a failsafe message from a member sidecar.
+const FAILSAFE_PREFIX: &[u8] = b"POST /.understudy/";
+
+/// How long to wait before dialling again when the app or the leader could not be reached
+/// (while the hold deadline lasts).
+const REDIAL: Duration = Duration::from_millis(100);
+
+/// TCP mode's listeners and what they need; cheap to clone.
+#[derive(Clone)]
+pub struct TcpProxy {
+    inner: Arc<Inner>,
+}
+
+/// What [`TcpProxy::new`] is given.
+pub struct Parts {
+    /// This pod's identity.
+    pub identity: String,
+    /// The election as the proxy routes by it.
+    pub views: watch::Receiver<View>,
+    /// The election's members (who may send a PROXY header).
+    pub members: watch::Receiver<Members>,
+    /// The app address of each listener, in order (`--listen`'s first).
+    pub upstreams: Vec<String>,
+    /// Connects to the app and to peers.
+    pub dialer: Dialer,
+    /// The hold queue (shared with `/status`).
+    pub holder: Holder,
+    /// The metrics.
+    pub metrics: Metrics,
+    /// Send a PROXY v2 header to the app first (`--proxy-protocol`).
+    pub proxy_protocol: bool,
+    /// How long a connection to the local app outlives this pod's leadership.
+    pub close_grace: Duration,
+    /// Close a connection after this long with no byte either way.
+    pub idle_timeout: Duration,
+    /// Answers the failsafe's messages from members; `None` with `--failsafe off`.
+    pub failsafe: Option<Answerer>,
+    /// Limits of the HTTP/1 server that takes the failsafe's messages.
+    pub limits: Limits,
+    /// Cancelled at shutdown: every connection closes.
+    pub stop: CancellationToken,
+    /// The address connections to peers are opened from: the advertised host, when it is
+    /// an IP address (in a pod, its own); `None` lets the kernel choose.
+    pub source: Option<IpAddr>,
+}
+
+struct Inner {
+    parts: Parts,
+    tcp: TcpMetrics,
+    balancer: Balancer,
+    upstream_bytes: IntCounter,
+    downstream_bytes: IntCounter,
+}
+
+/// What the first bytes from a sidecar's address turned out to be.
+enum Sniffed {
+    /// A hand-off from another sidecar, and what followed its header.
+    HandOff {
+        client: Option<SocketAddr>,
+        facts: Option<HandOff>,
+        rest: Bytes,
+    },
+    /// Not a header: a client's bytes (possibly none yet).
+    Client(Bytes),
+    /// The failsafe's message, as far as it has arrived.
+    Failsafe(BytesMut),
+    /// A header that is not one.
+    Bad(HeaderError),
+    /// Closed before anything arrived.
+    Closed,
+}
+
+impl TcpProxy {
+    /// A TCP-mode proxy of `parts`.
+    pub fn new(parts: Parts) -> TcpProxy {
+        let tcp = parts.metrics.tcp();
+        let upstream_bytes = tcp.bytes("upstream");
+        let downstream_bytes = tcp.bytes("downstream");
+        TcpProxy {
+            inner: Arc::new(Inner {
+                parts,
+                tcp,
+                balancer: Balancer::default(),
+                upstream_bytes,
+                downstream_bytes,
+            }),
+        }
+    }
+
+    /// Serves one connection accepted on listener number `listener` until it ends, and
+    /// counts why it ended.
+    pub async fn serve(self, accepted: Accepted, listener: u16) {
+        let why = self.run(accepted, listener).await;
+        tracing::debug!(reason = why.as_str(), "tcp connection ended");
+        self.inner.tcp.closed(why);
+    }
+
+    async fn run(&self, accepted: Accepted, listener: u16) -> Close {
+        let p = &self.inner.parts;
+        let Accepted {
+            mut stream,
+            client,
+            activity,
+        } = accepted;
+        let arrived = Instant::now();
+        let local = match &stream {
+            crate::tls_or_plain::MaybeTls::Plain(w) => w.local_addr().ok(),
+            crate::tls_or_plain::MaybeTls::Tls(_) => None,
+        };
+        let mut origin = client;
+        let mut inbound = Inbound::default();
+        let mut listener = listener;
+        let mut prefix = Bytes::new();
+        if self.is_sidecar(client.ip()) {
+            let sniffed = tokio::select! {
+                _ = p.stop.cancelled() => return Close::Shutdown,
+                sniffed = sniff(&mut stream, p.dialer.timeout()) => sniffed,
+            };
+            match sniffed {
+                Sniffed::HandOff {
+                    client,
+                    facts,
+                    rest,
+                } => {
+                    if let Some(client) = client {
+                        origin = client;
+                    }
+                    if let Some(facts) = facts {
+                        listener = facts.listener;
+                        inbound = Inbound {
+                            for_pod: Some(facts.for_pod).filter(|p| !p.is_empty()),
+                            hops: facts.hops,
+                            hold: Some(facts.hold),
+                        };
+                    }
+                    prefix = rest;
+                }
+                Sniffed::Client(bytes) => prefix = bytes,
+                Sniffed::Failsafe(buf) => return self.failsafe(stream, buf, client).await,
+                Sniffed::Bad(e) => {
+                    tracing::info!(client = %client, error = %e, "refused a sidecar's connection");
+                    return Close::BadHeader;
+                }
+                Sniffed::Closed => return Close::Done,
+            }
+        }
+        let deadline = p.holder.deadline(arrived, inbound.hold);
+        let mut views = p.views.clone();
+        let mut place = None;
+        let mut held = false;
+        let (mut upstream, tenure, kind) = loop {
+            let view = views.borrow_and_update().clone();
+            let route = route::decide(&view, crate::now(), &inbound, &self.inner.balancer);
+            let dialled = match &route {
+                Route::Local { leader } => {
+                    let Some(address) = self.inner.parts.upstreams.get(usize::from(listener))
+                    else {
+                        tracing::info!(
+                            listener,
+                            "no such listener here for a handed-off connection"
+                        );
+                        self.inner.tcp.routed(Kind::Reject);
+                        return Close::Misdirected;
+                    };
+                    let to = local.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+                    let header = p
+                        .proxy_protocol
+                        .then(|| proxy_header::encode(origin, to, None));
+                    let tenure = Tenure::Local {
+                        epoch: leader.epoch,
+                    };
+                    self.dial(address, header, tenure, Kind::Local).await
+                }
+                Route::Forward {
+                    leader,
+                    address,
+                    hops,
+                } => {
+                    let facts = HandOff {
+                        for_pod: leader.identity.clone(),
+                        hops: *hops,
+                        listener,
+                        hold: deadline.remaining(Instant::now()),
+                    };
+                    let to = local.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+                    let header = proxy_header::encode(origin, to, Some(&facts));
+                    let tenure = Tenure::Peer {
+                        identity: leader.identity.clone(),
+                        epoch: leader.epoch,
+                    };
+                    self.dial(address, Some(header), tenure, Kind::Forward)
+                        .await
+                }
+                Route::Hold => None,
+                Route::Reject(why) => {
+                    tracing::info!(client = %origin, why = %why, "tcp connection refused");
+                    self.inner.tcp.routed(Kind::Reject);
+                    return Close::Misdirected;
+                }
+            };
+            if let Some(done) = dialled {
+                break done;
+            }
+            // Held: no one to send to, or the one there is could not be reached yet.
+            if place.is_none() {
+                match p.holder.enter() {
+                    Ok(entered) => place = Some(entered),
+                    Err(_) => return Close::HoldFull,
+                }
+            }
+            let waited = if route == Route::Hold {
+                held = true;
+                let (inbound, balancer) = (&inbound, &self.inner.balancer);
+                let ready =
+                    |v: &View| route::decide(v, crate::now(), inbound, balancer) != Route::Hold;
+                tokio::select! {
+                    _ = p.stop.cancelled() => return Close::Shutdown,
+                    waited = deadline.until(&mut views, ready) => waited,
+                }
+            } else {
+                tokio::select! {
+                    _ = p.stop.cancelled() => return Close::Shutdown,
+                    waited = deadline.backoff(&mut views, REDIAL) => waited,
+                }
+            };
+            if waited.is_err() {
+                return if held {
+                    Close::HoldTimeout
+                } else {
+                    Close::Connect
+                };
+            }
+        };
+        drop(place);
+        self.inner.tcp.routed(kind);
+        let grace = if kind == Kind::Local {
+            p.close_grace
+        } else {
+            Duration::ZERO
+        };
+        let ended = {
+            let views = p.views.clone();
+            async move {
+                tenure.ended(views).await;
+                tokio::time::sleep(grace).await;
+            }
+        };
+        let mut client_io = Counted {
+            inner: Prefixed::new(prefix, stream),
+            read: self.inner.upstream_bytes.clone(),
+            written: self.inner.downstream_bytes.clone(),
+        };
+        let relayed = tokio::select! {
+            relayed = tokio::io::copy_bidirectional(&mut client_io, &mut upstream) => relayed,
+            _ = ended => return Close::Leadership,
+            _ = activity.idle_for(p.idle_timeout) => return Close::Idle,
+            _ = p.stop.cancelled() => return Close::Shutdown,
+        };
+        match relayed {
+            Ok(_) => Close::Done,
+            Err(e) => {
+                tracing::debug!(client = %origin, error = %e, "tcp relay ended with an error");
+                Close::Error
+            }
+        }
+    }
+
+    /// Whether `ip` is where a member sidecar's connections come from.
+    fn is_sidecar(&self, ip: IpAddr) -> bool {
+        let host_of = |address: &str| {
+            let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>()
+                .ok()
+        };
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_canonical(),
+            v4 => v4,
+        };
+        self.inner
+            .parts
+            .members
+            .borrow()
+            .values()
+            .filter_map(|m| m.address.as_deref())
+            .any(|a| host_of(a) == Some(ip))
+    }
+
+    /// Connects to `address` and sends `header`; `None` (counted) when it cannot be reached.
+    async fn dial(
+        &self,
+        address: &str,
+        header: Option<Vec<u8>>,
+        tenure: Tenure,
+        kind: Kind,
+    ) -> Option<(Conn, Tenure, Kind)> {
+        let p = &self.inner.parts;
+        let dialled = match (kind, p.source) {
+            // To a peer from this pod's own address, which is how the leader knows a sidecar.
+            (Kind::Forward, Some(source)) => from_source(address, source, p.dialer.timeout()).await,
+            _ => p.dialer.dial(address, Reach::Plain, Alpn::Http1).await,
+        };
+        let mut conn = match dialled {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::info!(error = %e, route = kind.as_str(), "tcp connect failed");
+                p.metrics.connect_error(kind);
+                return None;
+            }
+        };
+        if let Some(header) = header
+            && let Err(e) = conn.write_all(&header).await
+        {
+            tracing::info!(error = %e, %address, "sending the PROXY header failed");
+            p.metrics.connect_error(kind);
+            return None;
+        }
+        Some((conn, tenure, kind))
+    }
+
+    /// Answers the failsafe's messages on this connection (HTTP/1, as in HTTP mode).
+    async fn failsafe(
+        &self,
+        stream: crate::conn::Stream,
+        buf: BytesMut,
+        client: SocketAddr,
+    ) -> Close {
+        let p = &self.inner.parts;
+        let answerer = p.failsafe.clone();
+        let handler = move |req: Request<server::RequestBody>| {
+            let answerer = answerer.clone();
+            async move {
+                match answerer.filter(|_| crate::failsafe::is_failsafe(&req)) {
+                    Some(answerer) => crate::failsafe::respond(&answerer, req).await,
+                    None => crate::proxy::text(
+                        StatusCode::NOT_FOUND,
+                        "understudy: TCP mode answers nothing but the failsafe here",
+                    ),
+                }
+            }
+        };
+        let stop = p.stop.clone();
+        server::serve_http1(stream, buf, client, &p.limits, stop, handler).await;
+        Close::Done
+    }
+}
+
+/// A connection to `address` opened from `source` (any port), within `timeout`; if
+/// `source` cannot be bound here (an advertised address that is not this host's), from
+/// wherever the kernel chooses.
+async fn from_source(address: &str, source: IpAddr, timeout: Duration) -> Result<Conn, DialError> {
+    let connect = async {
+        let to = tokio::net::lookup_host(address)
+            .await?
+            .next()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))?;
+        let socket = if to.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        if source.is_ipv4() == to.is_ipv4() {
+            let _ = socket.bind(SocketAddr::new(source, 0));
+        }
+        socket.connect(to).await
+    };
+    let stream = tokio::time::timeout(timeout, connect)
+        .await
+        .map_err(|_| DialError::TimedOut {
+            address: address.to_string(),
+            after: timeout,
+        })?
+        .map_err(|source| DialError::Connect {
+            address: address.to_string(),
+            source,
+        })?;
+    let _ = stream.set_nodelay(true);
+    Ok(crate::tls_or_plain::MaybeTls::Plain(stream))
+}
+
+/// Reads the first bytes of a connection from a sidecar's address (at most `within`): a
+/// PROXY header, the failsafe's request, or a client's bytes.
+async fn sniff(stream: &mut crate::conn::Stream, within: Duration) -> Sniffed {
+    let mut buf = BytesMut::new();
+    let until = Instant::now() + within;
+    loop {
+        if proxy_header::may_start(&buf) {
+            match proxy_header::parse(&buf) {
+                Ok(Some((header, used))) => {
+                    let rest = buf.split_off(used).freeze();
+                    return Sniffed::HandOff {
+                        client: header.addresses.map(|(c, _)| c),
+                        facts: header.hand_off,
+                        rest,
+                    };
+                }
+                Ok(None) => {}
+                Err(e) => return Sniffed::Bad(e),
+            }
+        } else if buf.starts_with(FAILSAFE_PREFIX) {
+            return Sniffed::Failsafe(buf);
+        } else if !FAILSAFE_PREFIX.starts_with(&buf) {
+            return Sniffed::Client(buf.freeze());
+        }
+        let read = tokio::time::timeout_at(
+            until,
+            std::future::poll_fn(|cx| {
+                crate::h1::read::poll_head(Pin::new(&mut *stream), cx, &mut buf, 4096)
+            }),
+        )
+        .await;
+        match read {
+            // Nothing (more) in time: a client that waits for the server to speak first.
+            Err(_) if proxy_header::may_start(&buf) && !buf.is_empty() => {
+                return Sniffed::Bad(HeaderError::Malformed("PROXY header not complete in time"));
+            }
+            Err(_) => return Sniffed::Client(buf.freeze()),
+            Ok(Ok(0)) if buf.is_empty() => return Sniffed::Closed,
+            Ok(Ok(0)) => return Sniffed::Client(buf.freeze()),
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return Sniffed::Closed,
+        }
+        if buf.len() > proxy_header::MAX_LEN {
+            return Sniffed::Client(buf.freeze());
+        }
+    }
+}
+
+/// The client's side of a relay, counting bytes as they pass.
+struct Counted<S> {
+    inner: S,
+    read: IntCounter,
+    written: IntCounter,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        std::task::ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
+        self.read.inc_by((buf.filled().len() - before) as u64);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let n = std::task::ready!(Pin::new(&mut self.inner).poll_write(cx, buf))?;
+        self.written.inc_by(n as u64);
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests;

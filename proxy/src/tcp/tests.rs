@@ -1,0 +1,221 @@
+use std::collections::BTreeMap;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use understudy_elector::Member;
+
+use super::*;
+use crate::limits::ConnectionLimit;
+use crate::testing::{following, leaderless, leading};
+
+/// An app that greets with `name` and echoes.
+async fn echo_app(name: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if s.write_all(name.as_bytes()).await.is_err() {
+                    return;
+                }
+                let mut buf = [0u8; 1024];
+                while let Ok(n @ 1..) = s.read(&mut buf).await {
+                    if s.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+struct Running {
+    addr: SocketAddr,
+    views: watch::Sender<View>,
+    metrics: Metrics,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+/// A TCP-mode proxy for pod `me` in front of `app`, routing by `view`, with `members`.
+async fn start(app: SocketAddr, view: View, members: Members, hold: Duration) -> Running {
+    let (views, rx) = watch::channel(view);
+    let (_, members) = watch::channel(members);
+    let metrics = Metrics::default();
+    let stop = CancellationToken::new();
+    let proxy = TcpProxy::new(Parts {
+        identity: "me".into(),
+        views: rx,
+        members,
+        upstreams: vec![app.to_string()],
+        dialer: Dialer::new(Duration::from_secs(1), None),
+        holder: Holder::new(2, hold),
+        metrics: metrics.clone(),
+        proxy_protocol: false,
+        close_grace: Duration::ZERO,
+        idle_timeout: Duration::from_secs(60),
+        failsafe: None,
+        limits: Limits::default(),
+        stop: stop.clone(),
+        source: None,
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(crate::conn::accept_refusing(
+        listener,
+        ConnectionLimit::unmetered(16),
+        None,
+        Duration::from_secs(1),
+        b"",
+        stop.clone(),
+        tokio_util::task::TaskTracker::new(),
+        move |accepted| proxy.clone().serve(accepted, 0),
+    ));
+    Running {
+        addr,
+        views,
+        metrics,
+        _stop: stop.drop_guard(),
+    }
+}
+
+async fn read_some(s: &mut TcpStream) -> String {
+    let mut buf = [0u8; 256];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("an answer or a close in time")
+        .unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+fn closes(m: &Metrics, reason: &str) -> bool {
+    let text = m.render(&leaderless("me"), crate::now(), 0);
+    text.lines().any(|l| {
+        l.starts_with(&format!(
+            "understudy_tcp_closes_total{{reason=\"{reason}\"}} 1"
+        ))
+    })
+}
+
+#[tokio::test]
+async fn a_connection_with_no_leader_is_held_and_goes_to_the_first_one() {
+    let app = echo_app("app").await;
+    let running = start(
+        app,
+        leaderless("me"),
+        Members::new(),
+        Duration::from_secs(10),
+    )
+    .await;
+    let mut client = TcpStream::connect(running.addr).await.unwrap();
+    client.write_all(b"early").await.unwrap();
+    // Held: nothing reaches an app, nothing comes back.
+    let nothing =
+        tokio::time::timeout(Duration::from_millis(200), client.read(&mut [0u8; 8])).await;
+    assert!(nothing.is_err(), "held connections get no bytes");
+    running.views.send(leading("me", "127.0.0.1:1", 3)).unwrap();
+    // The greeting, then the bytes sent while held, unread until now.
+    let mut got = String::new();
+    while got.len() < "appearly".len() {
+        let more = read_some(&mut client).await;
+        assert!(!more.is_empty(), "closed after {got:?}");
+        got.push_str(&more);
+    }
+    assert_eq!(got, "appearly");
+}
+
+#[tokio::test]
+async fn a_held_connection_is_closed_at_the_hold_deadline_and_counted() {
+    let app = echo_app("app").await;
+    let running = start(
+        app,
+        leaderless("me"),
+        Members::new(),
+        Duration::from_millis(300),
+    )
+    .await;
+    let mut client = TcpStream::connect(running.addr).await.unwrap();
+    assert_eq!(read_some(&mut client).await, "", "closed, no bytes");
+    assert!(closes(&running.metrics, "hold_timeout"));
+}
+
+#[tokio::test]
+async fn the_local_connection_closes_when_this_pod_stops_leading() {
+    let app = echo_app("app").await;
+    let running = start(
+        app,
+        leading("me", "127.0.0.1:1", 1),
+        Members::new(),
+        Duration::from_secs(1),
+    )
+    .await;
+    let mut client = TcpStream::connect(running.addr).await.unwrap();
+    assert_eq!(read_some(&mut client).await, "app");
+    running
+        .views
+        .send(following("me", "other", "127.0.0.1:1", 2))
+        .unwrap();
+    assert_eq!(read_some(&mut client).await, "", "closed by the sidecar");
+    assert!(closes(&running.metrics, "leadership"));
+}
+
+#[tokio::test]
+async fn a_members_hand_off_is_read_and_its_listener_must_exist() {
+    let app = echo_app("app").await;
+    let mut members = BTreeMap::new();
+    members.insert(
+        "peer".to_string(),
+        Member {
+            identity: "peer".into(),
+            address: Some("127.0.0.1:9".into()),
+            peer_address: None,
+            ready: Some(true),
+            priority: 0,
+        },
+    );
+    let running = start(
+        app,
+        leading("me", "127.0.0.1:1", 1),
+        members,
+        Duration::from_secs(1),
+    )
+    .await;
+    let hand_off = |listener| HandOff {
+        for_pod: "me".into(),
+        hops: 1,
+        listener,
+        hold: Duration::from_secs(1),
+    };
+    let client: SocketAddr = "198.18.0.5:4000".parse().unwrap();
+    // From a member's address (127.0.0.1): the header is taken off, the rest reaches the app.
+    let mut s = TcpStream::connect(running.addr).await.unwrap();
+    let mut bytes = proxy_header::encode(client, running.addr, Some(&hand_off(0)));
+    bytes.extend_from_slice(b"ping");
+    s.write_all(&bytes).await.unwrap();
+    let mut got = String::new();
+    while got.len() < "appping".len() {
+        let more = read_some(&mut s).await;
+        assert!(!more.is_empty(), "closed after {got:?}");
+        got.push_str(&more);
+    }
+    assert_eq!(got, "appping");
+    // A listener this pod does not have: refused, never sent to another app.
+    let mut s = TcpStream::connect(running.addr).await.unwrap();
+    s.write_all(&proxy_header::encode(
+        client,
+        running.addr,
+        Some(&hand_off(3)),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(read_some(&mut s).await, "");
+    assert!(closes(&running.metrics, "misdirected"));
+    // Meant for another pod that leads: refused (421's TCP form).
+    let mut other = hand_off(0);
+    other.for_pod = "someone-else".into();
+    let mut s = TcpStream::connect(running.addr).await.unwrap();
+    s.write_all(&proxy_header::encode(client, running.addr, Some(&other)))
+        .await
+        .unwrap();
+    assert_eq!(read_some(&mut s).await, "");
+}

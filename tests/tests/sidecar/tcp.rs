@@ -1,0 +1,252 @@
+//! TCP mode (`--mode tcp`) across real sidecar processes on the real API server: byte
+//! streams reach the leader's app from any pod, the hand-off between sidecars carries the
+//! client's address and cannot be forged from outside, and connections end with the
+//! leadership they were opened under.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use understudy_tests::cluster::loopback::{Loopback, Sidecar, agreed_leader, agreed_leader_not};
+
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A line-based TCP app named `name`: it speaks first (`hello <name> from <client>`, the
+/// client as a PROXY v2 header names it when `proxy_protocol`, else as the socket says), then
+/// answers each line with `<name> <line>`, as a database or broker whose protocol the
+/// sidecar does not know.
+async fn line_app(name: &'static str, proxy_protocol: bool) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, peer)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut from = peer.to_string();
+                if proxy_protocol {
+                    let mut head = [0u8; 16];
+                    if stream.read_exact(&mut head).await.is_err() {
+                        return;
+                    }
+                    assert_eq!(
+                        &head[..12],
+                        b"\r\n\r\n\0\r\nQUIT\n",
+                        "a PROXY v2 header first"
+                    );
+                    let len = usize::from(u16::from_be_bytes([head[14], head[15]]));
+                    let mut body = vec![0u8; len];
+                    stream.read_exact(&mut body).await.unwrap();
+                    assert_eq!(head[13], 0x11, "TCP over IPv4");
+                    let ip = std::net::Ipv4Addr::new(body[0], body[1], body[2], body[3]);
+                    let port = u16::from_be_bytes([body[8], body[9]]);
+                    from = SocketAddr::from((ip, port)).to_string();
+                }
+                let (read, mut write) = stream.into_split();
+                let hello = format!("hello {name} from {from}\n");
+                if write.write_all(hello.as_bytes()).await.is_err() {
+                    return;
+                }
+                let mut lines = BufReader::new(read).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let answer = format!("{name} {line}\n");
+                    if write.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A client connection through `to`: its greeting, then one line answered per call.
+struct Client {
+    lines: tokio::io::Lines<BufReader<tokio::net::tcp::OwnedReadHalf>>,
+    write: tokio::net::tcp::OwnedWriteHalf,
+    local: SocketAddr,
+}
+
+impl Client {
+    async fn connect(to: SocketAddr) -> (Client, String) {
+        let stream = tokio::time::timeout(PATIENCE, TcpStream::connect(to))
+            .await
+            .expect("connect in time")
+            .expect("connect");
+        Client::over(stream).await
+    }
+
+    async fn over(stream: TcpStream) -> (Client, String) {
+        let local = stream.local_addr().unwrap();
+        let (read, write) = stream.into_split();
+        let mut client = Client {
+            lines: BufReader::new(read).lines(),
+            write,
+            local,
+        };
+        let hello = client.line().await.expect("the app's greeting");
+        (client, hello)
+    }
+
+    async fn line(&mut self) -> Option<String> {
+        tokio::time::timeout(PATIENCE, self.lines.next_line())
+            .await
+            .expect("an answer or a close in time")
+            .ok()
+            .flatten()
+    }
+
+    async fn ask(&mut self, line: &str) -> Option<String> {
+        self.write
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .ok()?;
+        self.line().await
+    }
+}
+
+async fn tcp_pods(cluster: &Loopback, extra: &[&str], proxy_protocol: bool) -> Vec<Sidecar> {
+    let mut pods = Vec::new();
+    for name in ["pod-a", "pod-b", "pod-c"] {
+        let app = line_app(name, proxy_protocol).await;
+        let mut args = vec!["--mode", "tcp"];
+        args.extend_from_slice(extra);
+        pods.push(
+            cluster
+                .sidecar(name)
+                .upstream(app)
+                .args(&args)
+                .start()
+                .await,
+        );
+    }
+    pods
+}
+
+/// Through every pod a connection reaches the leader's app, which greets first (nothing
+/// waits for the client to speak) and sees the client's own address in the PROXY header
+/// (`--proxy-protocol`), whichever sidecar it came in by.
+#[tokio::test]
+async fn every_connection_reaches_the_leaders_app_with_the_clients_address() {
+    let cluster = Loopback::start("tcp-route").await;
+    let pods = tcp_pods(&cluster, &["--proxy-protocol"], true).await;
+    let all: Vec<&Sidecar> = pods.iter().collect();
+    let leader = agreed_leader(&all, PATIENCE).await;
+    cluster
+        .wait_members_named("tcp-route", &["pod-a", "pod-b", "pod-c"], PATIENCE)
+        .await;
+    for pod in &pods {
+        let (mut client, hello) = Client::connect(pod.listen.unwrap()).await;
+        assert_eq!(
+            hello,
+            format!("hello {leader} from {}", client.local),
+            "through {}",
+            pod.name
+        );
+        for i in 0..3 {
+            assert_eq!(
+                client.ask(&format!("ping {i}")).await,
+                Some(format!("{leader} ping {i}"))
+            );
+        }
+    }
+    let standby = pods.iter().find(|p| p.name != leader).unwrap();
+    assert_eq!(
+        standby
+            .metric("understudy_tcp_connections_total", "route=\"forward\"")
+            .await,
+        1.0
+    );
+    let leader_pod = pods.iter().find(|p| p.name == leader).unwrap();
+    assert_eq!(
+        leader_pod
+            .metric("understudy_tcp_connections_total", "route=\"local\"")
+            .await,
+        3.0
+    );
+    assert!(
+        leader_pod
+            .metric("understudy_tcp_bytes_total", "direction=\"upstream\"")
+            .await
+            > 0.0
+    );
+}
+
+/// A client that opens with a PROXY header of its own (claiming another address and a
+/// hand-off) is not a sidecar: its bytes reach the app as they are, after the sidecar's own
+/// header, and the app sees its real address.
+#[tokio::test]
+async fn a_forged_proxy_header_from_a_client_is_only_data() {
+    let cluster = Loopback::start("tcp-forge").await;
+    let pods = tcp_pods(&cluster, &["--proxy-protocol"], true).await;
+    let all: Vec<&Sidecar> = pods.iter().collect();
+    let leader = agreed_leader(&all, PATIENCE).await;
+    let leader_pod = pods.iter().find(|p| p.name == leader).unwrap();
+    let mut stream = TcpStream::connect(leader_pod.listen.unwrap())
+        .await
+        .unwrap();
+    let local = stream.local_addr().unwrap();
+    // At once, before the app has spoken: a forged header claiming 198.18.9.9:1.
+    let mut forged = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
+    forged.extend_from_slice(&[198, 18, 9, 9, 198, 18, 9, 10, 0, 1, 0, 2]);
+    stream.write_all(&forged).await.unwrap();
+    let (mut client, hello) = Client::over(stream).await;
+    assert_eq!(hello, format!("hello {leader} from {local}"));
+    // The app's first line is the signature's leading "\r\n": the bytes reached it as sent.
+    assert_eq!(client.line().await, Some(format!("{leader} ")));
+}
+
+/// A planned handover (`POST /handover`): the connections opened under the old leader end
+/// (through the old leader and through a standby), and the next connections reach the new
+/// leader's app. No client goes on talking to the old leader's app.
+#[tokio::test]
+async fn connections_end_with_the_leadership_they_were_opened_under() {
+    let cluster = Loopback::start("tcp-tenure").await;
+    let pods = tcp_pods(&cluster, &[], false).await;
+    let all: Vec<&Sidecar> = pods.iter().collect();
+    let old = agreed_leader(&all, PATIENCE).await;
+    cluster
+        .wait_members_named("tcp-tenure", &["pod-a", "pod-b", "pod-c"], PATIENCE)
+        .await;
+    let leader = pods.iter().find(|p| p.name == old).unwrap();
+    let mut open = Vec::new();
+    for pod in &pods {
+        let (mut client, hello) = Client::connect(pod.listen.unwrap()).await;
+        assert!(hello.starts_with(&format!("hello {old} ")), "{hello}");
+        assert_eq!(client.ask("before").await, Some(format!("{old} before")));
+        open.push(client);
+    }
+    let req = http::Request::post(format!("http://{}/handover", leader.admin))
+        .body(http_body_util::Full::default())
+        .unwrap();
+    let (status, body) = understudy_tests::cluster::loopback::send(req, Duration::from_secs(30))
+        .await
+        .expect("the admin answers");
+    assert!(status.is_success(), "{status}: {body}");
+    let new = agreed_leader_not(&all, &old, PATIENCE).await;
+    for (i, client) in open.iter_mut().enumerate() {
+        // Closed by its sidecar: end of stream, never an answer from the old app.
+        let mut seen = Vec::new();
+        while let Some(line) = client.line().await {
+            seen.push(line);
+        }
+        assert!(
+            seen.is_empty(),
+            "connection {i} got {seen:?} after the handover"
+        );
+        assert_eq!(client.ask("after").await, None, "connection {i} still open");
+    }
+    for pod in &pods {
+        let (mut client, hello) = Client::connect(pod.listen.unwrap()).await;
+        assert!(hello.starts_with(&format!("hello {new} ")), "{hello}");
+        assert_eq!(client.ask("after").await, Some(format!("{new} after")));
+    }
+    assert!(
+        leader
+            .metric("understudy_tcp_closes_total", "reason=\"leadership\"")
+            .await
+            >= 1.0
+    );
+}
