@@ -104,6 +104,7 @@ fn every_kustomization_builds_and_every_component_is_used() {
         "deploy/examples/nginx-ha",
         "deploy/examples/nginx-ha-classic",
         "deploy/examples/nginx-ha-tutorial",
+        "deploy/examples/redis-ha",
         "tests/deploy/all-components",
     ];
     let found: Vec<String> = all.iter().map(|(d, _)| rel(d)).collect();

@@ -554,6 +554,33 @@ impl Example {
         app.set_app_healthy(healthy)
     }
 
+    /// Runs `program args…` in `pod`'s network namespace (as `kubectl exec` would reach
+    /// what listens on the pod's loopback); its stdout.
+    pub async fn run_in_pod(
+        &self,
+        pod: &str,
+        program: &str,
+        args: &[&str],
+    ) -> Result<String, HarnessError> {
+        let netns = self.kubelet.pod(&self.namespace, pod)?.net.netns.clone();
+        let mut all = vec!["netns", "exec", netns.as_str(), program];
+        all.extend_from_slice(args);
+        super::command::run("ip", &all).await
+    }
+
+    /// Sends `signal` to container `container` of `pod` alone (the kubelet restarts it after
+    /// its back-off, as it would any container that exits).
+    pub async fn signal_container(
+        &self,
+        pod: &str,
+        container: &str,
+        signal: Signal,
+    ) -> Result<(), HarnessError> {
+        self.kubelet
+            .signal(&self.namespace, pod, container, signal)
+            .await
+    }
+
     /// `kubectl delete pod <pod> --wait=false`: graceful, as a user deletes it.
     pub async fn delete_pod(&self, pod: &str) -> Result<(), HarnessError> {
         self.kubectl(&["delete", "pod", pod, "--wait=false"])

@@ -12,6 +12,7 @@
 
 mod failsafe;
 mod harness;
+mod tcp;
 
 use std::collections::BTreeSet;
 use std::future::Future;

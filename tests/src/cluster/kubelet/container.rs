@@ -44,6 +44,9 @@ enum Program {
     Nginx,
 }
 
+/// What `redis:*` runs: Debian's redis-server (package redis-server).
+const REDIS_SERVER: &str = "/usr/bin/redis-server";
+
 /// The image's repository name: `registry:5000/org/nginx:1.27@sha256:…` -> `nginx`.
 fn repository(image: &str) -> &str {
     let last = image.rsplit('/').next().unwrap_or(image);
@@ -83,9 +86,11 @@ fn program(c: &Container, images: &Images, vars: &Env) -> Result<Program, Harnes
         "understudy" => binary(&images.understudy, "understudy"),
         "client-go-candidate" => binary(&images.client_go, "client-go-candidate"),
         "nginx" => Ok(Program::Nginx),
+        // Debian's redis-server; the container's command and args as written.
+        "redis" => binary(Path::new(REDIS_SERVER), "redis-server"),
         other => Err(HarnessError::Setup(format!(
             "container {}: image {image} ({other}) is not one the test kubelet can run \
-             (understudy, nginx, client-go-candidate)",
+             (understudy, nginx, redis, client-go-candidate)",
             c.name
         ))),
     }
