@@ -8,6 +8,7 @@ mod hostile;
 mod logs;
 mod midway;
 mod peer_tls;
+mod postgres;
 mod switchover;
 mod tcp;
 mod watch;
