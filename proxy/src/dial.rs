@@ -9,6 +9,7 @@
 
 use std::future::Future;
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -17,7 +18,7 @@ use http::Uri;
 use http::uri::Scheme;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::client::TlsStream;
 use tower_service::Service;
 
@@ -74,12 +75,26 @@ pub enum DialError {
 pub struct Dialer {
     timeout: Duration,
     tls: Option<PeerTls>,
+    source: Option<IpAddr>,
 }
 
 impl Dialer {
     /// Connects within `timeout` (the handshake included), over mTLS with `tls` when asked.
     pub fn new(timeout: Duration, tls: Option<PeerTls>) -> Dialer {
-        Dialer { timeout, tls }
+        Dialer {
+            timeout,
+            tls,
+            source: None,
+        }
+    }
+
+    /// Opens connections to peers ([`Dialer::dial_peer`]) from `source`, this pod's
+    /// advertised address, which is how a peer in TCP mode tells a sidecar from a client
+    /// ([`crate::tcp`]). `None`, or an address this host does not have, lets the kernel
+    /// choose (a pod's only address anyway).
+    pub fn from_source(mut self, source: Option<IpAddr>) -> Dialer {
+        self.source = source;
+        self
     }
 
     /// Whether peers can be reached over mTLS (the peer channel is on).
@@ -103,6 +118,27 @@ impl Dialer {
     /// A connection to `address` (`host:port`), reached as `reach`, offering `alpn` in the
     /// TLS handshake.
     pub async fn dial(&self, address: &str, reach: Reach, alpn: Alpn) -> Result<Conn, DialError> {
+        self.open(address, reach, alpn, None).await
+    }
+
+    /// [`Dialer::dial`] to another sidecar: from this pod's advertised address, when set
+    /// ([`Dialer::from_source`]).
+    pub async fn dial_peer(
+        &self,
+        address: &str,
+        reach: Reach,
+        alpn: Alpn,
+    ) -> Result<Conn, DialError> {
+        self.open(address, reach, alpn, self.source).await
+    }
+
+    async fn open(
+        &self,
+        address: &str,
+        reach: Reach,
+        alpn: Alpn,
+        source: Option<IpAddr>,
+    ) -> Result<Conn, DialError> {
         let timed_out = || DialError::TimedOut {
             address: address.to_string(),
             after: self.timeout,
@@ -114,7 +150,7 @@ impl Dialer {
             })?),
         };
         let started = tokio::time::Instant::now();
-        let stream = tokio::time::timeout(self.timeout, TcpStream::connect(address))
+        let stream = tokio::time::timeout(self.timeout, connect(address, source))
             .await
             .map_err(|_| timed_out())?
             .map_err(|source| DialError::Connect {
@@ -138,6 +174,30 @@ impl Dialer {
             }
         }
     }
+}
+
+/// TCP to `address`, from `source` when given and usable here.
+async fn connect(address: &str, source: Option<IpAddr>) -> io::Result<TcpStream> {
+    let Some(source) = source else {
+        return TcpStream::connect(address).await;
+    };
+    let mut last = None;
+    for to in tokio::net::lookup_host(address).await? {
+        let socket = if to.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        if source.is_ipv4() == to.is_ipv4() {
+            // Not this host's address (an advertised name or a node's): the kernel chooses.
+            let _ = socket.bind(SocketAddr::new(source, 0));
+        }
+        match socket.connect(to).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address")))
 }
 
 /// An open connection: plain TCP, or mTLS over it to a peer.

@@ -62,7 +62,7 @@ impl PeerChannel for HttpPeerChannel {
         let (dialer, reach) = (self.dialer.clone(), self.reach);
         Box::pin(async move {
             let address = address?;
-            let stream = dialer.dial(&address, reach, Alpn::Http1).await.ok()?;
+            let stream = dialer.dial_peer(&address, reach, Alpn::Http1).await.ok()?;
             let body = Full::new(Bytes::from(request.to_json()));
             let req = Request::post(PEER_PATH)
                 .header(header::HOST, &address)

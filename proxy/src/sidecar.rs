@@ -124,12 +124,17 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         .proxy
         .as_ref()
         .map_or(std::time::Duration::from_secs(1), |p| p.connect_timeout);
+    // Connections to peers leave from this pod's advertised address (TCP mode tells sidecars
+    // from clients by it).
+    let source = settings
+        .proxy
+        .as_ref()
+        .and_then(|p| p.advertise.host().trim_matches(['[', ']']).parse().ok());
     let failsafe = settings.failsafe.map(|max| FailsafeOptions {
         max,
-        channel: Arc::new(crate::failsafe::HttpPeerChannel::new(Dialer::new(
-            connect_timeout,
-            peer_tls.clone(),
-        ))),
+        channel: Arc::new(crate::failsafe::HttpPeerChannel::new(
+            Dialer::new(connect_timeout, peer_tls.clone()).from_source(source),
+        )),
     });
     let (slots, handle) = spawn_slots_with(
         api,
@@ -264,7 +269,7 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
                     views: views.clone(),
                     members: handle.members(),
                     upstreams: tcp.listeners.iter().map(|(_, u)| u.to_string()).collect(),
-                    dialer: Dialer::new(p.connect_timeout, None),
+                    dialer: Dialer::new(p.connect_timeout, None).from_source(source),
                     holder: proxy.holder().clone(),
                     metrics: metrics.clone(),
                     proxy_protocol: tcp.proxy_protocol,
@@ -273,7 +278,6 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
                     failsafe: settings.failsafe.map(|_| handle.answerer()),
                     limits: limits.clone(),
                     stop: stop.clone(),
-                    source: p.advertise.host().trim_matches(['[', ']']).parse().ok(),
                 });
                 let listeners = std::iter::once(listener).chain(tcp_listeners);
                 for (index, listener) in (0u16..).zip(listeners) {

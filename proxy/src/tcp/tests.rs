@@ -6,7 +6,7 @@ use understudy_elector::Member;
 
 use super::*;
 use crate::limits::ConnectionLimit;
-use crate::testing::{following, leaderless, leading};
+use crate::testing::{eventually, following, leaderless, leading};
 
 /// An app that greets with `name` and echoes.
 async fn echo_app(name: &'static str) -> SocketAddr {
@@ -39,6 +39,18 @@ struct Running {
 
 /// A TCP-mode proxy for pod `me` in front of `app`, routing by `view`, with `members`.
 async fn start(app: SocketAddr, view: View, members: Members, hold: Duration) -> Running {
+    start_with(vec![app], view, members, hold, Duration::from_secs(60)).await
+}
+
+/// [`start`] with listeners whose upstreams are `apps` (only the first accepts here), and
+/// `idle` as the idle timeout.
+async fn start_with(
+    apps: Vec<SocketAddr>,
+    view: View,
+    members: Members,
+    hold: Duration,
+    idle: Duration,
+) -> Running {
     let (views, rx) = watch::channel(view);
     let (_, members) = watch::channel(members);
     let metrics = Metrics::default();
@@ -47,17 +59,16 @@ async fn start(app: SocketAddr, view: View, members: Members, hold: Duration) ->
         identity: "me".into(),
         views: rx,
         members,
-        upstreams: vec![app.to_string()],
+        upstreams: apps.iter().map(ToString::to_string).collect(),
         dialer: Dialer::new(Duration::from_secs(1), None),
         holder: Holder::new(2, hold),
         metrics: metrics.clone(),
         proxy_protocol: false,
         close_grace: Duration::ZERO,
-        idle_timeout: Duration::from_secs(60),
+        idle_timeout: idle,
         failsafe: None,
         limits: Limits::default(),
         stop: stop.clone(),
-        source: None,
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -77,6 +88,18 @@ async fn start(app: SocketAddr, view: View, members: Members, hold: Duration) ->
         metrics,
         _stop: stop.drop_guard(),
     }
+}
+
+/// One member sidecar, advertised on 127.0.0.1 (where the tests' connections come from).
+fn a_member_at_127_0_0_1() -> Members {
+    let peer = Member {
+        identity: "peer".into(),
+        address: Some("127.0.0.1:9".into()),
+        peer_address: None,
+        ready: Some(true),
+        priority: 0,
+    };
+    BTreeMap::from([("peer".to_string(), peer)])
 }
 
 async fn read_some(s: &mut TcpStream) -> String {
@@ -162,17 +185,7 @@ async fn the_local_connection_closes_when_this_pod_stops_leading() {
 #[tokio::test]
 async fn a_members_hand_off_is_read_and_its_listener_must_exist() {
     let app = echo_app("app").await;
-    let mut members = BTreeMap::new();
-    members.insert(
-        "peer".to_string(),
-        Member {
-            identity: "peer".into(),
-            address: Some("127.0.0.1:9".into()),
-            peer_address: None,
-            ready: Some(true),
-            priority: 0,
-        },
-    );
+    let members = a_member_at_127_0_0_1();
     let running = start(
         app,
         leading("me", "127.0.0.1:1", 1),
@@ -218,4 +231,82 @@ async fn a_members_hand_off_is_read_and_its_listener_must_exist() {
         .await
         .unwrap();
     assert_eq!(read_some(&mut s).await, "");
+}
+
+#[tokio::test]
+async fn a_hand_off_goes_to_the_upstream_of_the_listener_it_names() {
+    let (first, second) = (echo_app("one").await, echo_app("two").await);
+    let members = a_member_at_127_0_0_1();
+    let view = leading("me", "127.0.0.1:1", 1);
+    let running = start_with(
+        vec![first, second],
+        view,
+        members,
+        Duration::from_secs(1),
+        Duration::from_secs(60),
+    )
+    .await;
+    let facts = HandOff {
+        for_pod: "me".into(),
+        hops: 1,
+        listener: 1,
+        hold: Duration::from_secs(1),
+    };
+    let client: SocketAddr = "198.18.0.5:4000".parse().unwrap();
+    let mut s = TcpStream::connect(running.addr).await.unwrap();
+    s.write_all(&proxy_header::encode(client, running.addr, Some(&facts)))
+        .await
+        .unwrap();
+    assert_eq!(read_some(&mut s).await, "two");
+}
+
+#[tokio::test]
+async fn a_half_close_reaches_the_app_and_its_answer_still_comes_back() {
+    // An app that answers once the client has finished sending.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.unwrap();
+        s.write_all(format!("got {}", String::from_utf8_lossy(&got)).as_bytes())
+            .await
+            .unwrap();
+    });
+    let running = start(
+        app,
+        leading("me", "127.0.0.1:1", 1),
+        Members::new(),
+        Duration::from_secs(1),
+    )
+    .await;
+    let mut client = TcpStream::connect(running.addr).await.unwrap();
+    client.write_all(b"all of it").await.unwrap();
+    client.shutdown().await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(5), client.read_to_string(&mut answer))
+        .await
+        .expect("the answer and the close in time")
+        .unwrap();
+    assert_eq!(answer, "got all of it");
+    // Counted once both ends have closed.
+    eventually(Duration::from_secs(5), || closes(&running.metrics, "done")).await;
+}
+
+#[tokio::test]
+async fn a_connection_with_nothing_moving_is_closed_at_the_idle_timeout() {
+    let app = echo_app("app").await;
+    let view = leading("me", "127.0.0.1:1", 1);
+    let running = start_with(
+        vec![app],
+        view,
+        Members::new(),
+        Duration::from_secs(1),
+        Duration::from_millis(300),
+    )
+    .await;
+    let mut client = TcpStream::connect(running.addr).await.unwrap();
+    assert_eq!(read_some(&mut client).await, "app");
+    assert_eq!(read_some(&mut client).await, "", "closed once idle");
+    assert!(closes(&running.metrics, "idle"));
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use understudy_tests::cluster::loopback::{Loopback, Sidecar, agreed_leader, agreed_leader_not};
+use understudy_tests::cluster::sidecar::TEST_TIMINGS;
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -249,4 +250,50 @@ async fn connections_end_with_the_leadership_they_were_opened_under() {
             .await
             >= 1.0
     );
+}
+
+/// The failsafe in TCP mode: all three sidecars lose the API for five renew deadlines. The
+/// leader keeps acting on its members' confirmations (their messages reach it on its TCP data
+/// port, from their advertised addresses), a connection opened through a standby before the
+/// outage goes on being answered by the leader's app, and new connections through every pod
+/// reach it too.
+#[tokio::test]
+async fn the_failsafe_keeps_the_leader_through_an_api_outage() {
+    let cluster = Loopback::start("tcp-failsafe").await;
+    let pods = tcp_pods(&cluster, &[], false).await;
+    let all: Vec<&Sidecar> = pods.iter().collect();
+    let leader = agreed_leader(&all, PATIENCE).await;
+    cluster
+        .wait_members_named("tcp-failsafe", &["pod-a", "pod-b", "pod-c"], PATIENCE)
+        .await;
+    let leader_pod = pods.iter().find(|p| p.name == leader).unwrap();
+    let standby = pods.iter().find(|p| p.name != leader).unwrap();
+    let (mut kept, hello) = Client::connect(standby.listen.unwrap()).await;
+    assert!(hello.starts_with(&format!("hello {leader} ")), "{hello}");
+    for p in &pods {
+        p.api.cut();
+    }
+    let outage = std::time::Instant::now();
+    let (mut failsafe_seen, mut i) = (false, 0);
+    while outage.elapsed() < 5 * TEST_TIMINGS.renew_deadline {
+        let (_, body) = leader_pod.admin_get("/status").await.expect("/status");
+        let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(status["role"], "leader", "{status}");
+        assert_eq!(status["acting"], true, "{status}");
+        failsafe_seen |= status["failsafe"]["active"] == true;
+        let line = format!("during {i}");
+        assert_eq!(kept.ask(&line).await, Some(format!("{leader} {line}")));
+        let (mut fresh, hello) = Client::connect(pods[i % 3].listen.unwrap()).await;
+        assert!(hello.starts_with(&format!("hello {leader} ")), "{hello}");
+        assert_eq!(fresh.ask(&line).await, Some(format!("{leader} {line}")));
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        failsafe_seen,
+        "the leader never acted on its members' confirmations"
+    );
+    for p in &pods {
+        p.api.heal();
+    }
 }
