@@ -24,7 +24,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REL = os.environ.get("UNDERSTUDY_RELEASE_DIR") or os.path.join(ROOT, "target", "release")
 PORTS = dict(backend=18080, leader=18081, standby=18082, haproxy=18083, nginx=18084, haproxy2=18085,
              floor=18086, floor2=18087, backend_h2=18088, leader_h2=18089, haproxy_h2=18090,
-             api=18443, admin_leader=14041, admin_standby=14042, admin_h2=14043)
+             leader_tcp=18091, standby_tcp=18092, haproxy_tcp=18093, haproxy_tcp2=18094,
+             api=18443, admin_leader=14041, admin_standby=14042, admin_h2=14043, admin_tcp=14044,
+             admin_tcp_standby=14045)
+# The TCP step's body for bytes: nginx serves a file of this many bytes at /big.
+BIG_BYTES = 1 << 20
 LOAD_CPU, PROXY_CPU = "0", "1"
 
 WRK_LUA = """
@@ -118,13 +122,19 @@ def real_pid(p):
 
 def start_backend(tmp):
     conf = os.path.join(tmp, "backend.conf")
+    with open(os.path.join(tmp, "big"), "wb") as f:
+        f.write(os.urandom(BIG_BYTES))
+    # nginx's workers (not root) read it.
+    os.chmod(tmp, 0o755)
+    os.chmod(os.path.join(tmp, "big"), 0o644)
     with open(conf, "w") as f:
         f.write(f"""
 worker_processes 1; daemon off; pid {tmp}/backend.pid; error_log {tmp}/backend.err warn;
 events {{ worker_connections 4096; }}
 http {{ access_log off; keepalive_requests 1000000;
   server {{ listen 127.0.0.1:{PORTS['backend']} reuseport backlog=4096;
-    location / {{ default_type text/plain; return 200 "hello from the backend\\n"; }} }}
+    location / {{ default_type text/plain; return 200 "hello from the backend\\n"; }}
+    location = /big {{ default_type application/octet-stream; alias {tmp}/big; }} }}
   server {{ listen 127.0.0.1:{PORTS['backend_h2']} http2 backlog=4096;
     location / {{ default_type text/plain; return 200 "hello from the backend\\n"; }} }} }}
 """)
@@ -156,10 +166,11 @@ def start_understudy(tmp, kubeconfig, ident, listen, admin, election="bench", cp
     return p
 
 
-def start_haproxy(tmp, name="haproxy", upstream="backend", h2=False):
+def start_haproxy(tmp, name="haproxy", upstream="backend", h2=False, tcp=False):
     """HAProxy on PORTS[name], forwarding to PORTS[upstream] (with h2: HTTP/2 in the clear,
-    prior knowledge, on both sides)."""
+    prior knowledge, on both sides; with tcp: `mode tcp`, byte streams)."""
     proto = " proto h2" if h2 else ""
+    mode = "mode tcp" if tcp else "mode http\n  option http-keep-alive\n  http-reuse always"
     conf = os.path.join(tmp, f"{name}.cfg")
     with open(conf, "w") as f:
         f.write(f"""
@@ -167,12 +178,10 @@ global
   nbthread 1
   maxconn 8000
 defaults
-  mode http
+  {mode}
   timeout connect 5s
   timeout client 30s
   timeout server 30s
-  option http-keep-alive
-  http-reuse always
 frontend fe
   bind 127.0.0.1:{PORTS[name]}{proto}
   default_backend be
@@ -209,12 +218,13 @@ def start_floor(name="floor", upstream="backend"):
     return p
 
 
-def wrk(port, conns, seconds, tmp):
+def wrk(port, conns, seconds, tmp, path="/", headers=()):
     lua = os.path.join(tmp, "report.lua")
     with open(lua, "w") as f:
         f.write(WRK_LUA)
+    extra = [a for h in headers for a in ("-H", h)]
     out = subprocess.run(["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{conns}", f"-d{seconds}s",
-                          "--timeout", "5s", "-s", lua, f"http://127.0.0.1:{port}/"],
+                          "--timeout", "5s", "-s", lua] + extra + [f"http://127.0.0.1:{port}{path}"],
                          capture_output=True, text=True, timeout=seconds + 30).stdout
     m = re.search(r"RESULT requests=(\d+) duration_us=(\d+) errors=(\d+) p50=(\d+) p99=(\d+) p999=(\d+)", out)
     if not m:
@@ -250,6 +260,35 @@ def h2_round(tmp, kubeconfig, leader_pid, hap_pids, rounds=3, seconds=5):
             r["cpu_us_per_req"] = sum(a["cpu"] - b["cpu"] for a, b in zip(after, before)) * 1e6 / max(r["requests"], 1)
             res[name].append(r)
     return {n: {k: med([x[k] for x in xs]) for k in ("rps", "cpu_us_per_req", "errors")} for n, xs in res.items()}
+
+
+def tcp_round(tmp, contenders, rounds=3, seconds=5):
+    """TCP mode (`--mode tcp`) beside HAProxy's `mode tcp`, through one proxy and through two
+    in a row (an understudy standby hands each connection to the leader): wrk's HTTP/1.1 over
+    the relayed streams, three loads. Small requests on 64 keep-alive connections (CPU per
+    request relayed); a 1 MiB body on 16 keep-alive connections (CPU per MiB); one request
+    per connection (`Connection: close`) on 16 (CPU per connection: accept, route, connect,
+    close)."""
+    loads = {"requests": dict(conns=64, path="/", headers=()),
+             "bytes": dict(conns=16, path="/big", headers=()),
+             "connections": dict(conns=16, path="/", headers=("Connection: close",))}
+    res = {(name, load): [] for name, _, _ in contenders for load in loads}
+    for _ in range(rounds):
+        for load, opts in loads.items():
+            for name, port, pids in contenders:
+                before = [proc_stats(p) for p in pids]
+                r = wrk(port, opts["conns"], seconds, tmp, path=opts["path"], headers=opts["headers"])
+                after = [proc_stats(p) for p in pids]
+                r["cpu"] = sum(a["cpu"] - b["cpu"] for a, b in zip(after, before))
+                r["mib_s"] = r["rps"] * BIG_BYTES / (1 << 20) if load == "bytes" else 0.0
+                r["cpu_us_per_req"] = r["cpu"] * 1e6 / max(r["requests"], 1)
+                r["cpu_us_per_mib"] = r["cpu"] * 1e6 / max(r["requests"] * BIG_BYTES / (1 << 20), 1e-9)
+                res[(name, load)].append(r)
+    out = {}
+    for (name, load), xs in res.items():
+        out.setdefault(name, {})[load] = {k: med([x[k] for x in xs]) for k in
+                                          ("rps", "mib_s", "cpu_us_per_req", "cpu_us_per_mib", "errors", "p99")}
+    return out
 
 
 def measure(name, port, pids, conns, seconds, tmp):
@@ -407,6 +446,7 @@ def main():
     ap.add_argument("--switchovers", type=int, default=20, help="planned switchovers in a row (0: skip)")
     ap.add_argument("--no-write", action="store_true", help="print only; do not write docs/BENCHMARKS.md")
     ap.add_argument("--no-h2", dest="h2", action="store_false", help="skip the HTTP/2 (h2load) step")
+    ap.add_argument("--no-tcp", dest="tcp", action="store_false", help="skip the TCP mode step")
     args = ap.parse_args()
     if not shutil.which("taskset") or os.cpu_count() < 2:
         raise SystemExit("bench: needs taskset and at least 2 CPUs")
@@ -464,6 +504,30 @@ def main():
             h2load(PORTS["haproxy_h2"], 64, 10, 1)
             h2 = h2_round(tmp, kubeconfig, lead_h2.pid, child_pids(hap_h2.pid), rounds=args.rounds,
                           seconds=args.seconds)
+        # TCP mode, beside HAProxy's mode tcp: a leader and a standby of their own election.
+        tcp = None
+        if args.tcp:
+            lead_tcp = start_understudy(tmp, kubeconfig, "lead-tcp", PORTS["leader_tcp"], PORTS["admin_tcp"],
+                                        election="bench-tcp", extra=("--mode", "tcp"))
+            wait_for(lambda: json.loads(get(f"http://127.0.0.1:{PORTS['admin_tcp']}/"))["name"] == "lead-tcp",
+                     "the TCP leader")
+            stby_tcp = start_understudy(tmp, kubeconfig, "standby-tcp", PORTS["standby_tcp"],
+                                        PORTS["admin_tcp_standby"], election="bench-tcp", extra=("--mode", "tcp"))
+            wait_for(lambda: json.loads(get(f"http://127.0.0.1:{PORTS['admin_tcp_standby']}/"))["name"]
+                     == "lead-tcp", "the TCP standby")
+            # The leader takes a hand-off only from a member it has seen (its member Lease).
+            wait_for(lambda: wrk(PORTS["standby_tcp"], 1, 1, tmp)["errors"] == 0, "the TCP hand-off")
+            hap_tcp = start_haproxy(tmp, "haproxy_tcp", tcp=True)
+            hap_tcp2 = start_haproxy(tmp, "haproxy_tcp2", upstream="haproxy_tcp", tcp=True)
+            tcp_contenders = [
+                ("understudy leader", PORTS["leader_tcp"], [lead_tcp.pid]),
+                ("understudy standby", PORTS["standby_tcp"], [stby_tcp.pid, lead_tcp.pid]),
+                ("haproxy", PORTS["haproxy_tcp"], child_pids(hap_tcp.pid)),
+                ("haproxy, two hops", PORTS["haproxy_tcp2"], child_pids(hap_tcp2.pid) + child_pids(hap_tcp.pid)),
+            ]
+            for _, port, _ in tcp_contenders:
+                wrk(port, 16, 1, tmp)
+            tcp = tcp_round(tmp, tcp_contenders, rounds=args.rounds, seconds=args.seconds)
         api = api_load(tmp, kubeconfig, args.idle_seconds) if args.idle_seconds > 0 else None
         wt = watchers_cost(PORTS["admin_leader"], leader.pid)
     finally:
@@ -471,14 +535,14 @@ def main():
     fo = failover(args.failover_runs) if args.failover_runs > 0 else None
     fs = failsafe_api_load() if args.idle_seconds > 0 else None
     sw = switchover_latency(args.switchovers) if args.switchovers > 0 else None
-    report(args, rounds, idle_rss, rss_1000, c1000, api, fo, fs, sw, wt, h2)
+    report(args, rounds, idle_rss, rss_1000, c1000, api, fo, fs, sw, wt, h2, tcp)
 
 
 def med(xs):
     return statistics.median(xs)
 
 
-def report(args, rounds, idle_rss, rss_1000, c1000, api, fo=None, fs=None, sw=None, wt=None, h2=None):
+def report(args, rounds, idle_rss, rss_1000, c1000, api, fo=None, fs=None, sw=None, wt=None, h2=None, tcp=None):
     names = list(rounds[0].keys())
     summary = {}
     for n in names:
@@ -534,6 +598,29 @@ def report(args, rounds, idle_rss, rss_1000, c1000, api, fo=None, fs=None, sw=No
                         f"{lh['rps']:.0f} req/s, {lh['rps'] / hh['rps']:.2f} × HAProxy's; CPU {lh['cpu_us_per_req']:.1f} µs/req, "
                         f"{lh['cpu_us_per_req'] / hh['cpu_us_per_req']:.2f} × HAProxy's; {lh['errors']:.0f} failed",
                         f"haproxy: {hh['rps']:.0f} req/s, {hh['cpu_us_per_req']:.1f} µs/req"))
+    tcp_lines = []
+    if tcp:
+        tcp_lines = ["| contender | small requests req/s | CPU µs/req | 1 MiB bodies MiB/s | CPU µs/MiB | "
+                     "connections/s | CPU µs/connection | errors |",
+                     "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for n, r in tcp.items():
+            errors = sum(r[k]["errors"] for k in r)
+            tcp_lines.append(f"| {n} | {r['requests']['rps']:.0f} | {r['requests']['cpu_us_per_req']:.1f} | "
+                             f"{r['bytes']['mib_s']:.0f} | {r['bytes']['cpu_us_per_mib']:.0f} | "
+                             f"{r['connections']['rps']:.0f} | {r['connections']['cpu_us_per_req']:.1f} | {errors:.0f} |")
+        print("\n" + "\n".join(tcp_lines))
+        lt, ht = tcp["understudy leader"], tcp["haproxy"]
+        st, h2t = tcp["understudy standby"], tcp["haproxy, two hops"]
+        ratio = lambda a, b, load, k: a[load][k] / b[load][k] if b[load][k] else float("inf")
+        targets.append(("TCP mode (`--mode tcp`): throughput and CPU recorded beside HAProxy's `mode tcp`",
+                        sum(lt[k]["errors"] + st[k]["errors"] for k in lt) == 0,
+                        f"leader {ratio(lt, ht, 'requests', 'cpu_us_per_req'):.2f} × HAProxy's CPU per request, "
+                        f"{ratio(lt, ht, 'bytes', 'cpu_us_per_mib'):.2f} × per MiB, "
+                        f"{ratio(lt, ht, 'connections', 'cpu_us_per_req'):.2f} × per connection; standby "
+                        f"{ratio(st, h2t, 'requests', 'cpu_us_per_req'):.2f} / "
+                        f"{ratio(st, h2t, 'bytes', 'cpu_us_per_mib'):.2f} / "
+                        f"{ratio(st, h2t, 'connections', 'cpu_us_per_req'):.2f} × two HAProxies'",
+                        "table under “TCP mode”"))
     if api:
         # Resync is 60s: at most one request a minute per pod beyond the renewals.
         worst = max(v["other"] for v in api.values())
@@ -601,7 +688,8 @@ def report(args, rounds, idle_rss, rss_1000, c1000, api, fo=None, fs=None, sw=No
         date=time.strftime("%Y-%m-%d"), machine=f"{os.cpu_count()} CPUs ({cpu_model}), {mem} MiB, Linux {platform.release()}",
         versions="; ".join(versions.values()), cmd=cmd.strip(), rounds=args.rounds, seconds=args.seconds,
         conns=args.connections, table=table, targets="\n".join(tl),
-        failover="\n".join(fo_lines) if fo_lines else "(not run: needs root; `bench/run --failover-runs N`)")
+        failover="\n".join(fo_lines) if fo_lines else "(not run: needs root; `bench/run --failover-runs N`)",
+        tcp="\n".join(tcp_lines) if tcp_lines else "(not run: `bench/run` without `--no-tcp`)")
     marker = "<!-- analysis: kept when bench/run rewrites this file -->"
     path = os.path.join(ROOT, "docs", "BENCHMARKS.md")
     tail = ""
@@ -638,6 +726,17 @@ only).
 - **p50/p99/p99.9**: wrk's latency percentiles (coordinated omission not corrected: closed loop).
 - **proxy CPU µs/req**: user+system CPU of the proxy process(es) over the run / requests.
 - **proxy peak RSS**: VmHWM of the proxy process(es) at the end of the round.
+
+## TCP mode
+
+`--mode tcp` (a leader, and a standby that hands each connection to it with a PROXY v2
+header) beside HAProxy in `mode tcp` (one, and two in a row), each pinned as above; wrk's
+HTTP/1.1 over the relayed streams, {rounds} rounds of {seconds}s per load, medians. Small
+requests on 64 keep-alive connections; a 1 MiB body (nginx serving a file) on 16 keep-alive
+connections; one request per connection (`Connection: close`) on 16. CPU is the proxy
+processes' (both, for two hops), per request, per MiB relayed, and per connection.
+
+{tcp}
 
 ## Failover (local cluster)
 

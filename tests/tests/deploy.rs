@@ -104,6 +104,7 @@ fn every_kustomization_builds_and_every_component_is_used() {
         "deploy/examples/nginx-ha",
         "deploy/examples/nginx-ha-classic",
         "deploy/examples/nginx-ha-tutorial",
+        "deploy/examples/postgres-ha",
         "deploy/examples/redis-ha",
         "tests/deploy/all-components",
     ];
@@ -300,6 +301,58 @@ fn the_native_example_runs_the_sidecar_as_an_init_container_with_a_prestop_hook(
     let sidecar = Container::find(&objects, SIDECAR).unwrap();
     let http = sidecar.args.iter().position(|a| a == "--http").unwrap();
     assert_eq!(sidecar.args[http + 1], "0.0.0.0:4040");
+}
+
+/// The TCP-mode examples: each in a namespace of its own with the base Role alone, the
+/// sidecar (locked down like the others) in TCP mode in front of the app's loopback port, and
+/// the Service's targetPort on the sidecar's listener, not on the app.
+#[test]
+fn the_tcp_examples_put_the_sidecar_in_tcp_mode_in_front_of_the_app() {
+    let base = granted(&manifest::build(&repo_root().join("deploy/base")).unwrap());
+    for (example, app) in [
+        ("redis-ha", "127.0.0.1:6379"),
+        ("postgres-ha", "127.0.0.1:5432"),
+    ] {
+        let objects = manifest::build(&example_dir(example)).unwrap();
+        for o in &objects {
+            if o["kind"] == "Namespace" {
+                assert_eq!(o["metadata"]["name"], example);
+            } else {
+                assert_eq!(o["metadata"]["namespace"], example, "{}", kind_name(o));
+            }
+        }
+        assert_eq!(granted(&objects), base, "{example}");
+        let sidecar = Container::find(&objects, SIDECAR).unwrap();
+        let value = |flag: &str| {
+            let at = sidecar.args.iter().position(|a| a == flag);
+            at.map(|i| sidecar.args[i + 1].clone())
+                .unwrap_or_else(|| panic!("{example}: no {flag}"))
+        };
+        assert_eq!(value("--mode"), "tcp", "{example}");
+        assert_eq!(value("--upstream"), app, "{example}");
+        assert_eq!(value("--upstream-health"), "tcp", "{example}");
+        let listen: u16 = value("--listen")
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let sc = &sidecar.spec["securityContext"];
+        assert_eq!(sc["runAsNonRoot"], true, "{example}");
+        assert_eq!(sc["readOnlyRootFilesystem"], true, "{example}");
+        let service = objects.iter().find(|o| o["kind"] == "Service").unwrap();
+        let target = service["spec"]["ports"][0]["targetPort"].as_str().unwrap();
+        let port = sidecar.spec["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == target)
+            .unwrap_or_else(|| panic!("{example}: targetPort {target} is not the sidecar's"));
+        assert_eq!(
+            port["containerPort"], listen,
+            "{example}: targetPort is --listen"
+        );
+    }
 }
 
 #[test]
