@@ -188,9 +188,12 @@ async fn connect(address: &str, source: Option<IpAddr>) -> io::Result<TcpStream>
         } else {
             TcpSocket::new_v6()?
         };
-        if source.is_ipv4() == to.is_ipv4() {
-            // Not this host's address (an advertised name or a node's): the kernel chooses.
-            let _ = socket.bind(SocketAddr::new(source, 0));
+        if source.is_ipv4() == to.is_ipv4()
+            && let Err(e) = socket.bind(SocketAddr::new(source, 0))
+        {
+            // Not this host's address (a node's, say): the kernel chooses, and a peer in TCP
+            // mode will not recognise this sidecar.
+            tracing::warn!(%source, error = %e, "connecting to a peer from the advertised address failed");
         }
         match socket.connect(to).await {
             Ok(stream) => return Ok(stream),

@@ -485,7 +485,7 @@ fn proxy_settings(
             return Err(SettingsError::ZeroDuration { flag });
         }
     }
-    let tcp = tcp_settings(cli, listen, &upstream, timings)?;
+    let tcp = tcp_settings(cli, listen, &upstream, &advertise, timings)?;
     Ok(ProxySettings {
         tcp,
         listen,
@@ -516,6 +516,7 @@ fn tcp_settings(
     cli: &Cli,
     listen: SocketAddr,
     upstream: &Authority,
+    advertise: &Authority,
     timings: &Config,
 ) -> Result<Option<TcpSettings>, SettingsError> {
     let p = &cli.proxy;
@@ -538,6 +539,16 @@ fn tcp_settings(
             flag: "peer-listen",
             why: "the mTLS peer channel is not available in TCP mode yet (docs/tcp-mode.md)"
                 .to_string(),
+        });
+    }
+    let host = advertise.host().trim_matches(['[', ']']);
+    if host.parse::<std::net::IpAddr>().is_err() {
+        return Err(SettingsError::Mode {
+            flag: "advertise",
+            why: format!(
+                "{host:?} is a name; in TCP mode it must be this pod's IP address: sidecars \
+                 recognise each other by the address their connections come from"
+            ),
         });
     }
     if let Some(check) = cli

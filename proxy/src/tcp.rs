@@ -7,9 +7,10 @@
 //! in the same bounded hold queue, the same hold deadline), then connected or closed. After
 //! that the sidecar relays bytes both ways (half-closes passed on) until either side ends,
 //! nothing moves for `--idle-timeout`, or **the leadership it was routed under ends**
-//! ([`crate::tenure`]): a pod that stops leading closes its connections to its app (after
-//! `--close-grace`, 0 by default), and a standby closes its connections to a leader that is
-//! no longer leader. Clients reconnect and reach the new leader; none goes on writing to a
+//! ([`crate::tenure`]): a pod that stops leading closes its connections to its app at once
+//! (after `--close-grace`, 0 by default, only when it merely passed its fencing deadline and
+//! still holds the Lease, so that no one else can lead yet), and a standby closes its
+//! connections to a leader that is no longer leader. Clients reconnect and reach the new leader; none goes on writing to a
 //! demoted primary.
 //!
 //! ## The hand-off between sidecars
@@ -42,7 +43,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use understudy_elector::{Answerer, Members, View};
+use understudy_elector::{Answerer, Members, Role, View};
 
 use crate::balance::Balancer;
 use crate::conn::{Accepted, Prefixed};
@@ -294,6 +295,11 @@ impl TcpProxy {
         };
         drop(place);
         self.inner.tcp.routed(kind);
+        // The leadership may have ended while the connection was being opened: not one byte
+        // then.
+        if !tenure.holds(&p.views.borrow(), crate::now()) {
+            return Close::Leadership;
+        }
         let grace = if kind == Kind::Local {
             p.close_grace
         } else {
@@ -302,8 +308,21 @@ impl TcpProxy {
         let ended = {
             let views = p.views.clone();
             async move {
-                tenure.ended(views).await;
-                tokio::time::sleep(grace).await;
+                tenure.ended(views.clone()).await;
+                // The grace only while no one else can lead yet: this pod still holds the
+                // Lease and merely passed its fencing deadline (no renew reached the API).
+                // After a release, a handover or a lost Lease another pod may already lead.
+                let fenced_only = {
+                    let view = views.borrow();
+                    view.role == Role::Leader
+                        && view
+                            .leader
+                            .as_ref()
+                            .is_some_and(|l| l.identity == view.identity)
+                };
+                if fenced_only {
+                    tokio::time::sleep(grace).await;
+                }
             }
         };
         let mut client_io = Counted {
@@ -311,11 +330,19 @@ impl TcpProxy {
             read: self.inner.upstream_bytes.clone(),
             written: self.inner.downstream_bytes.clone(),
         };
+        let relay = tokio::io::copy_bidirectional_with_sizes(
+            &mut client_io,
+            &mut upstream,
+            RELAY_BUFFER,
+            RELAY_BUFFER,
+        );
         let relayed = tokio::select! {
-            relayed = tokio::io::copy_bidirectional_with_sizes(&mut client_io, &mut upstream, RELAY_BUFFER, RELAY_BUFFER) => relayed,
+            // The end of the leadership first: never a byte relayed once it is seen.
+            biased;
             _ = ended => return Close::Leadership,
-            _ = activity.idle_for(p.idle_timeout) => return Close::Idle,
             _ = p.stop.cancelled() => return Close::Shutdown,
+            _ = activity.idle_for(p.idle_timeout) => return Close::Idle,
+            relayed = relay => relayed,
         };
         match relayed {
             Ok(_) => Close::Done,

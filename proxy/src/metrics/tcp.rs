@@ -90,7 +90,7 @@ impl TcpMetrics {
             bytes: r.counter_vec(
                 "understudy_tcp_bytes_total",
                 "Bytes relayed in TCP mode: towards the app or leader (upstream), towards the \
-                 client (downstream); counted when a connection ends.",
+                 client (downstream); counted as they pass.",
                 &["direction"],
             ),
         };

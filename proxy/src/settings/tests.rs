@@ -406,6 +406,10 @@ fn tcp_mode_takes_its_listeners_in_order_and_refuses_what_does_not_fit() {
         &["--mode", "tcp", "--upstream-health", "/healthz"],
         "upstream-health",
     );
+    refused(
+        &["--mode", "tcp", "--advertise", "redis-0.redis:6380"],
+        "advertise",
+    );
     // (10s - 6s) / 2 = 2s: a longer grace would outlast the earliest takeover.
     refused(&["--mode", "tcp", "--close-grace", "2s"], "close-grace");
     assert!(with(&["--mode", "tcp", "--upstream-health", "tcp"]).is_ok());

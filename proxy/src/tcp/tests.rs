@@ -30,6 +30,12 @@ async fn echo_app(name: &'static str) -> SocketAddr {
     addr
 }
 
+thread_local! {
+    /// `--close-grace` for the proxies a test starts on this thread (tokio's test runtime
+    /// runs on it); zero unless a test sets it.
+    static GRACE: std::cell::Cell<Duration> = const { std::cell::Cell::new(Duration::ZERO) };
+}
+
 struct Running {
     addr: SocketAddr,
     views: watch::Sender<View>,
@@ -64,7 +70,7 @@ async fn start_with(
         holder: Holder::new(2, hold),
         metrics: metrics.clone(),
         proxy_protocol: false,
-        close_grace: Duration::ZERO,
+        close_grace: GRACE.with(|g| g.get()),
         idle_timeout: idle,
         failsafe: None,
         limits: Limits::default(),
@@ -100,6 +106,16 @@ fn a_member_at_127_0_0_1() -> Members {
         priority: 0,
     };
     BTreeMap::from([("peer".to_string(), peer)])
+}
+
+/// A proxy for the acting leader `me` in front of `app` (an [`echo_app`] named "app"), and a
+/// client connected through it that has had the app's greeting.
+async fn leading_and_connected(app: SocketAddr) -> (Running, TcpStream) {
+    let view = leading("me", "127.0.0.1:1", 1);
+    let running = start(app, view, Members::new(), Duration::from_secs(1)).await;
+    let mut client = TcpStream::connect(running.addr).await.unwrap();
+    assert_eq!(read_some(&mut client).await, "app");
+    (running, client)
 }
 
 async fn read_some(s: &mut TcpStream) -> String {
@@ -165,15 +181,7 @@ async fn a_held_connection_is_closed_at_the_hold_deadline_and_counted() {
 #[tokio::test]
 async fn the_local_connection_closes_when_this_pod_stops_leading() {
     let app = echo_app("app").await;
-    let running = start(
-        app,
-        leading("me", "127.0.0.1:1", 1),
-        Members::new(),
-        Duration::from_secs(1),
-    )
-    .await;
-    let mut client = TcpStream::connect(running.addr).await.unwrap();
-    assert_eq!(read_some(&mut client).await, "app");
+    let (running, mut client) = leading_and_connected(app).await;
     running
         .views
         .send(following("me", "other", "127.0.0.1:1", 2))
@@ -309,4 +317,39 @@ async fn a_connection_with_nothing_moving_is_closed_at_the_idle_timeout() {
     assert_eq!(read_some(&mut client).await, "app");
     assert_eq!(read_some(&mut client).await, "", "closed once idle");
     assert!(closes(&running.metrics, "idle"));
+}
+
+#[tokio::test]
+async fn the_grace_applies_only_while_no_one_else_can_lead() {
+    GRACE.with(|g| g.set(Duration::from_secs(2)));
+    let app = echo_app("app").await;
+    // A handover (another pod leads): closed at once, grace or not.
+    let (running, mut client) = leading_and_connected(app).await;
+    let handed_over = tokio::time::Instant::now();
+    running
+        .views
+        .send(following("me", "other", "127.0.0.1:1", 2))
+        .unwrap();
+    assert_eq!(read_some(&mut client).await, "", "closed by the sidecar");
+    assert!(
+        handed_over.elapsed() < Duration::from_secs(2),
+        "without the grace"
+    );
+
+    // Past the fencing deadline, still holding the Lease (the API unreachable): the
+    // connection goes on for the grace, then closes.
+    let (running, mut client) = leading_and_connected(app).await;
+    let fenced = View {
+        acting_until: Some(std::time::Instant::now()),
+        ..leading("me", "127.0.0.1:1", 1)
+    };
+    running.views.send(fenced).unwrap();
+    client.write_all(b"still").await.unwrap();
+    assert_eq!(
+        read_some(&mut client).await,
+        "still",
+        "relayed during the grace"
+    );
+    assert_eq!(read_some(&mut client).await, "", "closed after the grace");
+    assert!(closes(&running.metrics, "leadership"));
 }
