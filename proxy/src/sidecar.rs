@@ -265,7 +265,6 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
             }
             Some(tcp) => {
                 let proxy = TcpProxy::new(tcp::Parts {
-                    identity: settings.identity.clone(),
                     views: views.clone(),
                     members: handle.members(),
                     upstreams: tcp.listeners.iter().map(|(_, u)| u.to_string()).collect(),

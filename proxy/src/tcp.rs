@@ -77,8 +77,6 @@ pub struct TcpProxy {
 
 /// What [`TcpProxy::new`] is given.
 pub struct Parts {
-    /// This pod's identity.
-    pub identity: String,
     /// The election as the proxy routes by it.
     pub views: watch::Receiver<View>,
     /// The election's members (who may send a PROXY header).
@@ -165,10 +163,12 @@ impl TcpProxy {
             activity,
         } = accepted;
         let arrived = Instant::now();
-        let local = match &stream {
+        // The address the client reached, for the PROXY headers this sidecar writes.
+        let to = match &stream {
             crate::tls_or_plain::MaybeTls::Plain(w) => w.local_addr().ok(),
             crate::tls_or_plain::MaybeTls::Tls(_) => None,
-        };
+        }
+        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
         let mut origin = client;
         let mut inbound = Inbound::default();
         let mut listener = listener;
@@ -224,7 +224,6 @@ impl TcpProxy {
                         self.inner.tcp.routed(Kind::Reject);
                         return Close::Misdirected;
                     };
-                    let to = local.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
                     let header = p
                         .proxy_protocol
                         .then(|| proxy_header::encode(origin, to, None));
@@ -244,7 +243,6 @@ impl TcpProxy {
                         listener,
                         hold: deadline.remaining(Instant::now()),
                     };
-                    let to = local.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
                     let header = proxy_header::encode(origin, to, Some(&facts));
                     let tenure = Tenure::Peer {
                         identity: leader.identity.clone(),

@@ -62,7 +62,6 @@ async fn start_with(
     let metrics = Metrics::default();
     let stop = CancellationToken::new();
     let proxy = TcpProxy::new(Parts {
-        identity: "me".into(),
         views: rx,
         members,
         upstreams: apps.iter().map(ToString::to_string).collect(),
