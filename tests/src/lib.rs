@@ -12,6 +12,9 @@
 //!
 //! [`manifest`] reads the `deploy/` manifests (built with `kubectl kustomize`), so that tests
 //! start the sidecar with the arguments and environment users apply.
+//!
+//! [`pgbench`] runs `pgbench -C` as the client of PostgreSQL failover tests and checks what
+//! each server committed.
 
 #![forbid(unsafe_code)]
 
@@ -19,3 +22,4 @@ pub mod cluster;
 pub mod emulator;
 pub mod kubeconfig;
 pub mod manifest;
+pub mod pgbench;

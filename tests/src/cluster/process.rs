@@ -19,6 +19,8 @@ pub enum Signal {
     Kill,
     /// nginx's graceful shutdown.
     Quit,
+    /// PostgreSQL's fast shutdown (the postgres image's `STOPSIGNAL`).
+    Int,
     /// Freeze (an outage where connections hang).
     Stop,
     /// Carry on after [`Signal::Stop`].
@@ -31,6 +33,7 @@ impl Signal {
             Signal::Term => "TERM",
             Signal::Kill => "KILL",
             Signal::Quit => "QUIT",
+            Signal::Int => "INT",
             Signal::Stop => "STOP",
             Signal::Cont => "CONT",
         }

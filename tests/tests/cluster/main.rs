@@ -12,6 +12,7 @@
 
 mod failsafe;
 mod harness;
+mod postgres;
 mod tcp;
 
 use std::collections::BTreeSet;

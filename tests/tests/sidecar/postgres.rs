@@ -14,6 +14,7 @@ use tokio::process::{Child, Command};
 use understudy_tests::cluster::loopback::{
     Loopback, Sidecar, agreed_leader, agreed_leader_not, send,
 };
+use understudy_tests::pgbench::{self, History};
 
 /// `nobody`: PostgreSQL refuses to run as root.
 const NOBODY: &str = "65534";
@@ -151,48 +152,6 @@ impl Postgres {
     }
 }
 
-/// One `pgbench -C` run of a second.
-#[derive(Debug)]
-struct Run {
-    start: Instant,
-    end: Instant,
-    processed: u64,
-    failed: Vec<String>,
-}
-
-async fn pgbench(to: SocketAddr) -> Run {
-    let start = Instant::now();
-    let out = Command::new("pgbench")
-        .args(["-C", "-n", "-c", "4", "-j", "2", "-T", "1"])
-        .args(["-h", &to.ip().to_string(), "-p", &to.port().to_string()])
-        .args(["-U", "postgres", "postgres"])
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(20), out)
-        .await
-        .expect("a one-second pgbench run ends (a hang fails here)")
-        .expect("pgbench");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let processed = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
-        .and_then(|n| n.split('/').next()?.trim().parse().ok())
-        .unwrap_or(0);
-    let mut failed: Vec<String> = String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .filter(|l| l.contains("aborted") || l.contains("error") || l.contains("FATAL"))
-        .map(str::to_string)
-        .collect();
-    if !out.status.success() && failed.is_empty() {
-        failed.push(format!("exit {}", out.status));
-    }
-    Run {
-        start,
-        end: Instant::now(),
-        processed,
-        failed,
-    }
-}
-
 #[tokio::test]
 async fn pgbench_across_a_planned_handover_fails_only_at_the_handover() {
     let cluster = Loopback::start("tcp-pg").await;
@@ -218,12 +177,12 @@ async fn pgbench_across_a_planned_handover_fails_only_at_the_handover() {
 
     let mut runs = Vec::new();
     for _ in 0..4 {
-        runs.push(pgbench(via).await);
+        runs.push(pgbench::run(via, None).await);
     }
     let bench = tokio::spawn(async move {
         let mut runs = Vec::new();
         for _ in 0..6 {
-            runs.push(pgbench(via).await);
+            runs.push(pgbench::run(via, None).await);
         }
         runs
     });
@@ -241,58 +200,25 @@ async fn pgbench_across_a_planned_handover_fails_only_at_the_handover() {
     let settled = Instant::now();
     runs.extend(bench.await.unwrap());
     for _ in 0..3 {
-        runs.push(pgbench(via).await);
+        runs.push(pgbench::run(via, None).await);
     }
 
-    for run in &runs {
-        let overlaps = run.start <= settled + Duration::from_secs(1) && run.end >= asked;
-        assert!(
-            run.failed.is_empty() || overlaps,
-            "a run away from the handover failed: {run:?}"
-        );
-        assert!(run.processed > 0 || overlaps, "a run did nothing: {run:?}");
-    }
-    let before: u64 = runs
-        .iter()
-        .filter(|r| r.end < asked)
-        .map(|r| r.processed)
-        .sum();
-    let after: u64 = runs
-        .iter()
-        .filter(|r| r.start > settled + Duration::from_secs(1))
-        .map(|r| r.processed)
-        .sum();
-    assert!(before > 0 && after > 0, "before {before}, after {after}");
+    let (before, after) = pgbench::check_runs(&runs, asked, settled);
     let (pg_old, pg_new) = if old == "pod-a" {
         (&pg_a, &pg_b)
     } else {
         (&pg_b, &pg_a)
     };
-    let sql = "select count(*), coalesce(extract(epoch from min(mtime)), 0), \
-               coalesce(extract(epoch from max(mtime)), 0) from pgbench_history";
-    let parse = |s: String| -> (u64, f64, f64) {
-        let f: Vec<&str> = s.split('|').collect();
-        (
-            f[0].parse().unwrap(),
-            f[1].parse().unwrap(),
-            f[2].parse().unwrap(),
-        )
-    };
-    let (n_old, _, last_old) = parse(pg_old.query(sql).await);
-    let (n_new, first_new, _) = parse(pg_new.query(sql).await);
-    assert!(
-        n_old > 0 && n_new > 0,
-        "old {n_old}, new {n_new} transactions"
-    );
-    assert!(
-        last_old < first_new,
-        "the old leader's server committed at {last_old} after the new one's first at {first_new}"
-    );
+    let h_old = History::parse(&pg_old.query(History::SQL).await);
+    let h_new = History::parse(&pg_new.query(History::SQL).await);
+    History::assert_before(h_old, h_new);
     let failed: usize = runs.iter().map(|r| r.failed.len()).sum();
     println!(
         "pgbench -C through {via}: {} runs, {} transactions ({before} before the handover, \
-         {after} after), {failed} failures at the handover; {n_old} on {old}, {n_new} on {new}",
+         {after} after), {failed} failures at the handover; {} on {old}, {} on {new}",
         runs.len(),
-        runs.iter().map(|r| r.processed).sum::<u64>()
+        runs.iter().map(|r| r.processed).sum::<u64>(),
+        h_old.count,
+        h_new.count
     );
 }

@@ -4,8 +4,9 @@
 //!
 //! A container is a process group: `ip netns exec <pod> unshare --uts sh -c …` gives it the
 //! pod's network, its own UTS namespace (hostname = pod name) and its own mount namespace,
-//! where a private tmpfs covers `/run` and the pod's volumes are bind-mounted at their
-//! `volumeMounts` (which must lie under `/run`, `/var/run` or `/tmp`); `setpriv` applies
+//! where a private tmpfs covers `/run` (and the image's own directory, for `postgres:*`) and
+//! the pod's volumes are bind-mounted at their `volumeMounts` (which must lie under `/run`,
+//! `/var/run`, `/tmp` or that directory); `setpriv` applies
 //! `runAsUser`/`runAsGroup`; then the program is exec'd, so the container's main process is
 //! the one the harness started. Its stdout and stderr go to `<container>.log` in the pod's
 //! directory.
@@ -42,10 +43,59 @@ enum Program {
     /// that names the pod on port 80 and logging the fencing headers (see
     /// [`crate::cluster::app`]). The container's command and args are ignored.
     Nginx,
+    /// PostgreSQL (`postgres:*`): Debian's server behind [`POSTGRES_ENTRYPOINT`], which does
+    /// what the official image's entrypoint does. `argv` starts with `postgres`.
+    Postgres { argv: Vec<String> },
 }
 
 /// What `redis:*` runs: Debian's redis-server (package redis-server).
 const REDIS_SERVER: &str = "/usr/bin/redis-server";
+
+/// The `postgres:*` image's own directory: a private tmpfs in the container (the image's
+/// layer), so that `PGDATA` and volumes may lie under it without touching the host's.
+const POSTGRES_HOME: &str = "/var/lib/postgresql";
+
+/// The official postgres image's entrypoint, in short, for Debian's PostgreSQL (package
+/// postgresql): as root, makes `PGDATA` and the socket directory the `postgres` user's; on an
+/// empty `PGDATA` runs `initdb` (superuser `postgres` with password `POSTGRES_PASSWORD`, which
+/// must be set; local connections trusted, TCP ones by scram-sha-256, as the image's
+/// default); then runs `postgres` with the container's arguments as user `postgres`.
+const POSTGRES_ENTRYPOINT: &str = r#"set -eu
+shift
+bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+PGDATA=${PGDATA:-/var/lib/postgresql/data}
+export PGDATA
+as_postgres() { setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"; }
+mkdir -p "$PGDATA" /var/run/postgresql
+chown postgres:postgres "$PGDATA" /var/run/postgresql
+chmod 0700 "$PGDATA"
+chmod 2777 /var/run/postgresql
+if [ ! -s "$PGDATA/PG_VERSION" ]; then
+    if [ -z "${POSTGRES_PASSWORD:-}" ]; then
+        echo "postgres: POSTGRES_PASSWORD is not set (the database is uninitialized)" >&2
+        exit 1
+    fi
+    umask 077
+    printf '%s
+' "$POSTGRES_PASSWORD" > /run/postgres-password
+    chown postgres /run/postgres-password
+    as_postgres "$bin/initdb" --username=postgres --pwfile=/run/postgres-password         --auth-local=trust --auth-host=scram-sha-256 --encoding=UTF8 >&2
+    rm -f /run/postgres-password
+    echo "host all all all scram-sha-256" >> "$PGDATA/pg_hba.conf"
+fi
+exec setpriv --reuid=postgres --regid=postgres --init-groups -- "$bin/postgres" "$@"
+"#;
+
+impl Program {
+    /// A directory the image owns: a private tmpfs in the container, which volumes may be
+    /// mounted under.
+    fn image_dir(&self) -> Option<&'static str> {
+        match self {
+            Program::Postgres { .. } => Some(POSTGRES_HOME),
+            Program::Binary { .. } | Program::Nginx => None,
+        }
+    }
+}
 
 /// The image's repository name: `registry:5000/org/nginx:1.27@sha256:…` -> `nginx`.
 fn repository(image: &str) -> &str {
@@ -88,9 +138,25 @@ fn program(c: &Container, images: &Images, vars: &Env) -> Result<Program, Harnes
         "nginx" => Ok(Program::Nginx),
         // Debian's redis-server; the container's command and args as written.
         "redis" => binary(Path::new(REDIS_SERVER), "redis-server"),
+        // The image's entrypoint with its default command `postgres`; arguments alone (`-c
+        // …`) are the server's, as the image's entrypoint takes them.
+        "postgres" => {
+            let mut argv: Vec<String> = command.iter().chain(&args).cloned().collect();
+            if argv.first().is_none_or(|a| a.starts_with('-')) {
+                argv.insert(0, "postgres".into());
+            }
+            if argv[0] != "postgres" {
+                return Err(HarnessError::Setup(format!(
+                    "container {}: command {} is not one the test kubelet runs from image \
+                     {image} (only postgres)",
+                    c.name, argv[0]
+                )));
+            }
+            Ok(Program::Postgres { argv })
+        }
         other => Err(HarnessError::Setup(format!(
             "container {}: image {image} ({other}) is not one the test kubelet can run \
-             (understudy, nginx, redis, client-go-candidate)",
+             (understudy, nginx, redis, postgres, client-go-candidate)",
             c.name
         ))),
     }
@@ -178,14 +244,17 @@ impl ContainerRt {
         changed: Arc<Notify>,
     ) -> Result<Arc<ContainerRt>, HarnessError> {
         let program = program(c, images, &launch.env)?;
+        let image_dir = program.image_dir();
         for m in &launch.mounts {
             let ok = ["/run/", "/var/run/", "/tmp/"]
                 .iter()
-                .any(|p| m.path.starts_with(p));
+                .any(|p| m.path.starts_with(p))
+                || image_dir.is_some_and(|d| m.path.starts_with(&format!("{d}/")));
             if !ok {
+                let also = image_dir.map(|d| format!(", {d}")).unwrap_or_default();
                 return Err(HarnessError::Setup(format!(
-                    "container {}: volumeMount {} must lie under /run, /var/run or /tmp here \
-                     (the test kubelet does not change the host's other directories)",
+                    "container {}: volumeMount {} must lie under /run, /var/run{also} or /tmp \
+                     here (the test kubelet does not change the host's other directories)",
                     c.name, m.path
                 )));
             }
@@ -292,6 +361,15 @@ impl ContainerRt {
                 *self.nginx.lock().unwrap_or_else(|p| p.into_inner()) = Some(app);
                 (PathBuf::from("nginx"), argv)
             }
+            Program::Postgres { argv } => {
+                let mut all = vec![
+                    "-c".to_string(),
+                    POSTGRES_ENTRYPOINT.into(),
+                    "docker-entrypoint.sh".into(),
+                ];
+                all.extend(argv.iter().cloned());
+                (PathBuf::from("sh"), all)
+            }
         };
         let log_path = self.log_path();
         let log = std::fs::OpenOptions::new()
@@ -303,6 +381,12 @@ impl ContainerRt {
             "h=$1; shift\nhostname \"$h\" || exit 127\n\
              mount -t tmpfs -o mode=0755,size=16m container-run /run || exit 127\n",
         );
+        if let Some(d) = self.program.image_dir() {
+            script.push_str(&format!(
+                "mount -t tmpfs -o mode=0755,size=16m container-image {} || exit 127\n",
+                sh_quote(d)
+            ));
+        }
         for m in &self.launch.mounts {
             let (src, dst) = (sh_quote(&m.source.display().to_string()), sh_quote(&m.path));
             script.push_str(&format!(
@@ -543,10 +627,12 @@ impl ContainerRt {
     }
 
     /// The image's stop signal: SIGQUIT for nginx (the nginx image's `STOPSIGNAL`, a
-    /// graceful stop), SIGTERM otherwise.
+    /// graceful stop), SIGINT for PostgreSQL (the postgres image's, a fast shutdown), SIGTERM
+    /// otherwise.
     fn stop_signal(&self) -> Signal {
         match self.program {
             Program::Nginx => Signal::Quit,
+            Program::Postgres { .. } => Signal::Int,
             Program::Binary { .. } => Signal::Term,
         }
     }
@@ -629,6 +715,40 @@ mod tests {
         );
         assert_eq!(repository("understudy@sha256:abc"), "understudy");
         assert_eq!(repository("busybox"), "busybox");
+    }
+
+    #[test]
+    fn postgres_takes_server_arguments_and_no_other_command() {
+        let images = Images {
+            understudy: "/bin/understudy".into(),
+            client_go: "/bin/candidate".into(),
+        };
+        let container = |command: &[&str], args: &[&str]| Container {
+            name: "db".into(),
+            image: Some("postgres:15".into()),
+            command: (!command.is_empty()).then(|| command.iter().map(|a| a.to_string()).collect()),
+            args: (!args.is_empty()).then(|| args.iter().map(|a| a.to_string()).collect()),
+            ..Container::default()
+        };
+        let argv = |c: &Container| match program(c, &images, &Env::default()) {
+            Ok(Program::Postgres { argv }) => argv,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(argv(&container(&[], &[])), ["postgres"]);
+        assert_eq!(
+            argv(&container(&[], &["-c", "listen_addresses=127.0.0.1"])),
+            ["postgres", "-c", "listen_addresses=127.0.0.1"]
+        );
+        assert_eq!(
+            argv(&container(&[], &["postgres", "-c", "a=b"])),
+            ["postgres", "-c", "a=b"]
+        );
+        let err = program(&container(&["bash"], &[]), &images, &Env::default()).unwrap_err();
+        assert!(err.to_string().contains("command bash"), "{err}");
+        assert_eq!(
+            Program::Postgres { argv: vec![] }.image_dir(),
+            Some("/var/lib/postgresql")
+        );
     }
 
     #[test]
