@@ -474,9 +474,10 @@ async fn sniff(stream: &mut crate::conn::Stream, within: Duration) -> Sniffed {
             Ok(Ok(_)) => {}
             Ok(Err(_)) => return Sniffed::Closed,
         }
-        if buf.len() > proxy_header::MAX_LEN {
-            return Sniffed::Client(buf.freeze());
-        }
+        // No cap on `buf` here: one read may bring the header and the client's first bytes
+        // together (a read is at most 4 KiB), and the checks above end the loop once a
+        // header is whole (its length is capped by `parse`), refused, or the bytes are a
+        // client's.
     }
 }
 

@@ -240,6 +240,46 @@ async fn a_members_hand_off_is_read_and_its_listener_must_exist() {
     assert_eq!(read_some(&mut s).await, "");
 }
 
+/// A client that sends at once: the sidecar's header and kilobytes of the client's data
+/// arrive in one read. The header is still taken off (it was passed on as data when the first
+/// read was longer than a header can be).
+#[tokio::test]
+async fn a_hand_off_read_together_with_the_clients_first_kilobytes_is_still_taken_off() {
+    let app = echo_app("app").await;
+    let running = start(
+        app,
+        leading("me", "127.0.0.1:1", 1),
+        a_member_at_127_0_0_1(),
+        Duration::from_secs(1),
+    )
+    .await;
+    let facts = HandOff {
+        for_pod: "me".into(),
+        hops: 1,
+        listener: 0,
+        hold: Duration::from_secs(1),
+    };
+    let client: SocketAddr = "198.18.0.5:4000".parse().unwrap();
+    let data = vec![b'x'; 8 * 1024];
+    let mut bytes = proxy_header::encode(client, running.addr, Some(&facts));
+    bytes.extend_from_slice(&data);
+    let mut s = TcpStream::connect(running.addr).await.unwrap();
+    s.write_all(&bytes).await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut back = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut back))
+        .await
+        .expect("the echo and the close in time")
+        .unwrap();
+    assert_eq!(&back[..3], b"app");
+    assert!(
+        back[3..] == data[..],
+        "the app got {} bytes, starting {:?}",
+        back.len() - 3,
+        &back[3..back.len().min(20)]
+    );
+}
+
 #[tokio::test]
 async fn a_hand_off_goes_to_the_upstream_of_the_listener_it_names() {
     let (first, second) = (echo_app("one").await, echo_app("two").await);
