@@ -162,6 +162,8 @@ pub enum Quantity {
     Bytes,
     /// Events per second: the `rate()` of a counter.
     PerSecond,
+    /// Throughput: the `rate()` of a counter of bytes.
+    BytesPerSecond,
     /// A plain number: a count, a state, the ratio of two rates, CPU seconds per second.
     Number,
 }
@@ -196,6 +198,7 @@ pub fn quantity(expr: &str) -> Quantity {
         Quantity::Number => Quantity::PerSecond,
         // Seconds per second: a share of time (CPU).
         Quantity::Seconds => Quantity::Number,
+        Quantity::Bytes => Quantity::BytesPerSecond,
         other => panic!("{expr}: the rate of {other:?}; say in `quantity` what it measures"),
     }
 }
@@ -225,6 +228,7 @@ pub fn measures(unit: &str) -> Quantity {
         "s" | "dtdurations" => Quantity::Seconds,
         "bytes" | "decbytes" => Quantity::Bytes,
         "reqps" | "ops" | "cps" => Quantity::PerSecond,
+        "Bps" | "binBps" => Quantity::BytesPerSecond,
         "short" | "none" | "percentunit" => Quantity::Number,
         other => panic!("unit {other:?}: say in `measures` what it measures"),
     }
@@ -465,6 +469,10 @@ mod tests {
                 Number,
             ),
             ("process_resident_memory_bytes", Bytes),
+            (
+                "sum by (direction) (rate(understudy_tcp_bytes_total[1m]))",
+                BytesPerSecond,
+            ),
             ("sum(understudy_proxy_requests_in_flight)", Number),
         ] {
             assert_eq!(quantity(expr), expected, "{expr}");

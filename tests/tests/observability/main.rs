@@ -5,6 +5,7 @@
 
 mod dashboard;
 mod prometheus;
+mod tcp;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
