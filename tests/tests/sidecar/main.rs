@@ -608,7 +608,7 @@ async fn a_post_is_answered_once_across_a_forward() {
 
 /// The actives every sidecar in `pods` lists on `/actives`, once they all agree on `n`
 /// names, `including` among them.
-async fn agreed_actives(
+pub(crate) async fn agreed_actives(
     pods: &[&Sidecar],
     n: usize,
     including: &str,

@@ -175,6 +175,63 @@ async fn every_connection_reaches_the_leaders_app_with_the_clients_address() {
     );
 }
 
+/// `--actives 2`: an active's connections go to its own app; a standby hands each new
+/// connection to one of the actives (both get some), never to its own app.
+#[tokio::test]
+async fn with_two_actives_a_standby_hands_connections_to_both_and_each_active_serves_its_own() {
+    let cluster = Loopback::start("tcp-slots").await;
+    let pods = tcp_pods(&cluster, &["--actives", "2"], false).await;
+    let all: Vec<&Sidecar> = pods.iter().collect();
+    let actives = super::agreed_actives(&all, 2, "", PATIENCE).await;
+    let names = ["pod-a", "pod-b", "pod-c"];
+    for lease in ["tcp-slots-0", "tcp-slots-1"] {
+        cluster.wait_members_named(lease, &names, PATIENCE).await;
+    }
+    let standby = pods.iter().find(|p| !actives.contains(&p.name)).unwrap();
+    for active in pods.iter().filter(|p| actives.contains(&p.name)) {
+        let (mut client, hello) = Client::connect(active.listen.unwrap()).await;
+        assert!(
+            hello.starts_with(&format!("hello {} ", active.name)),
+            "{hello}"
+        );
+        assert_eq!(
+            client.ask("ping").await,
+            Some(format!("{} ping", active.name))
+        );
+    }
+    let mut served = std::collections::BTreeMap::<String, usize>::new();
+    for i in 0..20 {
+        let (mut client, hello) = Client::connect(standby.listen.unwrap()).await;
+        let who = hello.split(' ').nth(1).unwrap().to_string();
+        assert_eq!(
+            client.ask(&format!("ping {i}")).await,
+            Some(format!("{who} ping {i}"))
+        );
+        *served.entry(who).or_default() += 1;
+    }
+    assert_eq!(
+        served.keys().cloned().collect::<Vec<_>>(),
+        {
+            let mut a = actives.clone();
+            a.sort();
+            a
+        },
+        "through the standby: {served:?}"
+    );
+    assert_eq!(
+        standby
+            .metric("understudy_tcp_connections_total", "route=\"forward\"")
+            .await,
+        20.0
+    );
+    assert_eq!(
+        standby
+            .metric("understudy_tcp_connections_total", "route=\"local\"")
+            .await,
+        0.0
+    );
+}
+
 /// A client that opens with a PROXY header of its own (claiming another address and a
 /// hand-off) is not a sidecar: its bytes reach the app as they are, after the sidecar's own
 /// header, and the app sees its real address.
