@@ -7,7 +7,7 @@
 //! | `/status` | JSON: role, leader, address, epoch, timings, last transition, held requests, `failsafe` (on or off, and whether this pod acts on its members' confirmations now), and `slots` (one entry per active slot: lease, holder, address, epoch, whether this pod holds it) |
 //! | `/actives` | JSON list of every active slot's holder: `[{"slot":0,"name":"pod-a","address":"10.0.0.5:8080","epoch":3}, ...]` |
 //! | `/metrics` | Prometheus text |
-//! | `POST /handover[?to=<pod>]` | a planned handover of the slot this pod leads to `<pod>` (or the best ready member), answered once the successor has renewed the Lease: 200 `{"lease","from","to","epoch","took_ms"}`; 400 malformed query, 409 not the leader (`leader` named), 422 target not a live ready member, 503 write failed, 504 successor too slow; 405 with `Allow: POST` for other methods |
+//! | `POST /handover[?to=<pod>]` | a planned handover of the slot this pod leads to `<pod>` (or the best ready member; in TCP mode after draining for up to `--close-grace`), answered once the successor has renewed the Lease: 200 `{"lease","from","to","epoch","took_ms"}`; 400 malformed query, 409 not the leader (`leader` named), 422 target not a live ready member, 503 write failed, 504 successor too slow; 405 with `Allow: POST` for other methods |
 //! | `GET /prestop[?within=20s]` | for the app container's `preStop` hook (native sidecars): hands the slot this pod leads to the best ready member in the planned way, steps down for good (takes no slot again), fails `/readyz`, and answers once the requests on their way to the local app have finished, all within `within` (default 20 s): 200 `{"handed_over_to","handover_error","released","drained","in_flight","took_ms"}`; 400 for a malformed query; 503 when the step-down failed; 405 with `Allow: GET` for other methods. See [`Admin::prestop`] |
 //! | `/watch` | `text/event-stream`: an `event: view` with this pod's role, the slot it holds and every slot's holder and epoch at once, then one per change, and `: keep-alive` after 15 s without one; at most 64 streams at once (503 beyond), GET only (405 with `Allow: GET`). See [`sse`] |
 //! | anything else | `{"name":"<leader id>"}` (the holder of slot 0), exactly as the old leader-elector image answered (its handler served every path) |
@@ -29,6 +29,7 @@ use crate::hold::Holder;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::settings::Settings;
+use crate::tcp::TcpProxy;
 use crate::{BoxError, ProxyBody};
 
 /// What the admin server reads from.
@@ -43,6 +44,8 @@ pub struct Admin {
     watchers: sse::Watchers,
     switcher: Option<Switcher>,
     proxy: Option<Proxy>,
+    /// TCP mode, with `--close-grace`: quiesced before a planned handover.
+    tcp: Option<(TcpProxy, Duration)>,
 }
 
 impl Admin {
@@ -63,7 +66,15 @@ impl Admin {
             draining: Arc::new(AtomicBool::new(false)),
             switcher: None,
             proxy: None,
+            tcp: None,
         }
+    }
+
+    /// Drains TCP mode's connections to the local app (for up to `grace`) before a planned
+    /// handover ([`TcpProxy::quiesce`]).
+    pub fn with_tcp(mut self, tcp: TcpProxy, grace: Duration) -> Admin {
+        self.tcp = Some((tcp, grace));
+        self
     }
 
     /// Drains `proxy` on `GET /prestop`.
@@ -143,6 +154,11 @@ impl Admin {
         let mut handed_over_to = None;
         let mut handover_error = None;
         if let Some(slot) = slot {
+            // TCP mode: drain before the Lease moves (the pod steps down for good after this,
+            // so nothing resumes).
+            if let Some((tcp, grace)) = &self.tcp {
+                tcp.quiesce((*grace).min(left())).await;
+            }
             let wait = (timings.lease_duration + timings.renew_deadline).min(left());
             match switcher.hand_over(slot, None, wait).await {
                 Ok(done) => handed_over_to = Some(done.to),
@@ -236,7 +252,15 @@ impl Admin {
         // The successor renews as soon as it sees itself named: a few round trips. Bounded
         // by one lease duration on top, after which it would have expired for the others.
         let within = self.settings.timings.lease_duration + self.settings.timings.renew_deadline;
-        match switcher.hand_over(slot, to, within).await {
+        // TCP mode: drain before the Lease moves; new connections wait for the successor.
+        if let Some((tcp, grace)) = &self.tcp {
+            tcp.quiesce(*grace).await;
+        }
+        let result = switcher.hand_over(slot, to, within).await;
+        if let (Err(_), Some((tcp, _))) = (&result, &self.tcp) {
+            tcp.resume();
+        }
+        match result {
             Ok(done) => json(&HandedOver {
                 lease: &done.lease,
                 from: &done.from,
@@ -405,6 +429,11 @@ impl Admin {
                 advertise: p.advertise.to_string(),
                 upstream: p.upstream.to_string(),
                 hold_timeout_seconds: p.hold_timeout.as_secs_f64(),
+                tcp: self.tcp.as_ref().map(|(tcp, grace)| TcpStatus {
+                    close_grace_seconds: grace.as_secs_f64(),
+                    quiesced: tcp.is_quiesced(),
+                    local_connections: tcp.local_open(),
+                }),
             }),
         }
     }
@@ -516,6 +545,17 @@ struct ProxyStatus {
     advertise: String,
     upstream: String,
     hold_timeout_seconds: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tcp: Option<TcpStatus>,
+}
+
+/// TCP mode in `/status`: the grace, whether a planned handover is draining it, and the
+/// connections to the local app.
+#[derive(Serialize)]
+struct TcpStatus {
+    close_grace_seconds: f64,
+    quiesced: bool,
+    local_connections: usize,
 }
 
 fn role<S: serde::Serializer>(role: &Role, s: S) -> Result<S::Ok, S::Error> {

@@ -279,11 +279,10 @@ pub struct ProxyArgs {
     /// the client (for apps that read it, e.g. with HAProxy's `accept-proxy`).
     #[arg(long, env = "UNDERSTUDY_PROXY_PROTOCOL", value_parser = clap::builder::BoolishValueParser::new())]
     pub proxy_protocol: bool,
-    /// TCP mode: how long a connection to the local app may go on after this pod passed its
-    /// fencing deadline while still holding the Lease (no renew reached the API); 0, the
-    /// default, closes it at once. Must stay below half the gap between renewDeadline and
-    /// leaseDuration, so that it closes before anyone can take over. After a release, a
-    /// handover or a lost Lease connections close at once, whatever this says.
+    /// TCP mode: before a planned handover (SIGTERM, POST /handover, GET /prestop), how long
+    /// the leader waits for its connections to the app to end by themselves, still leading;
+    /// new connections wait for the next leader meanwhile. Then the Lease moves and the rest
+    /// are closed. 0, the default, closes them at once. Must be shorter than --hold-timeout.
     #[arg(long, env = "UNDERSTUDY_CLOSE_GRACE", value_name = "DURATION", value_parser = duration, default_value = "0s")]
     pub close_grace: Duration,
 }

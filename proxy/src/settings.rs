@@ -233,7 +233,8 @@ pub struct TcpSettings {
     pub listeners: Vec<(SocketAddr, Authority)>,
     /// Send a PROXY v2 header to the app first (`--proxy-protocol`).
     pub proxy_protocol: bool,
-    /// How long a connection to the local app outlives this pod's leadership.
+    /// Before a planned handover, how long the leader waits for its connections to the local
+    /// app to end by themselves (new ones wait for the next leader meanwhile).
     pub close_grace: Duration,
 }
 
@@ -485,7 +486,7 @@ fn proxy_settings(
             return Err(SettingsError::ZeroDuration { flag });
         }
     }
-    let tcp = tcp_settings(cli, listen, &upstream, &advertise, timings)?;
+    let tcp = tcp_settings(cli, listen, &upstream, &advertise, hold_timeout)?;
     Ok(ProxySettings {
         tcp,
         listen,
@@ -517,7 +518,7 @@ fn tcp_settings(
     listen: SocketAddr,
     upstream: &Authority,
     advertise: &Authority,
-    timings: &Config,
+    hold_timeout: Duration,
 ) -> Result<Option<TcpSettings>, SettingsError> {
     let p = &cli.proxy;
     if p.mode == Mode::Http {
@@ -562,16 +563,12 @@ fn tcp_settings(
             why: format!("{check:?} is an HTTP check; in TCP mode the app is checked with `tcp`"),
         });
     }
-    let most = timings
-        .lease_duration
-        .saturating_sub(timings.renew_deadline)
-        / 2;
-    if p.close_grace >= most && !p.close_grace.is_zero() {
+    if p.close_grace >= hold_timeout && !p.close_grace.is_zero() {
         return Err(SettingsError::Mode {
             flag: "close-grace",
             why: format!(
-                "{:?} must be shorter than (leaseDuration - renewDeadline) / 2 = {most:?}, so \
-                 that a leader's connections close before another pod can take over",
+                "{:?} must be shorter than the hold timeout ({hold_timeout:?}): connections \
+                 that arrive while the leader drains wait for the next leader within it",
                 p.close_grace
             ),
         });

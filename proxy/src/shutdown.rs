@@ -1,7 +1,9 @@
 //! SIGTERM: hand leadership over, drain, finish what is in flight, exit 0.
 //!
 //! With the proxy on:
-//! 1. `/readyz` starts failing, so the endpoints controller drops the pod.
+//! 1. `/readyz` starts failing, so the endpoints controller drops the pod. In TCP mode the
+//!    leader then quiesces ([`TcpProxy::quiesce`]): new connections wait for the next leader,
+//!    and the open ones get `--close-grace` to end by themselves while it still leads.
 //! 2. The election steps down ([`SlotsHandle::step_down`]): a leader stops acting and writes the
 //!    release (holder "") at once, so a standby takes over within one API round trip; a
 //!    standby will not take over while it is going away. The election keeps watching, so
@@ -23,6 +25,7 @@ use understudy_elector::SlotsHandle;
 
 use crate::admin::Admin;
 use crate::proxy::Proxy;
+use crate::tcp::TcpProxy;
 
 /// SIGTERM and SIGINT handlers, installed early: until they are, either signal kills the
 /// process without a handover.
@@ -57,6 +60,8 @@ pub struct Shutdown {
     pub admin: Admin,
     /// The proxy, with the token that stops its listener and the tracker of its connections.
     pub proxy: Option<(Proxy, CancellationToken, TaskTracker)>,
+    /// TCP mode, with `--close-grace`.
+    pub tcp: Option<(TcpProxy, Duration)>,
     /// `--drain`.
     pub drain: Duration,
     /// Longest wait for in-flight requests after the drain.
@@ -73,6 +78,9 @@ impl Shutdown {
         };
         proxy.start_draining();
         let handed_over = tokio::time::Instant::now();
+        if let Some((tcp, grace)) = &self.tcp {
+            tcp.quiesce(*grace).await;
+        }
         match self.handle.step_down().await {
             Ok(()) => tracing::info!(drain = ?self.drain, "lease released; draining"),
             Err(e) => tracing::warn!(error = %e, drain = ?self.drain, "step-down; draining anyway"),

@@ -189,6 +189,37 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         };
         Proxy::with_peer_tls(p, routing, metrics.clone(), peer_tls.clone())
     });
+    // What the proxy's listeners need, and stop; made here because the admin server (planned
+    // handovers) drains TCP mode's connections too.
+    let stop = CancellationToken::new();
+    let conns = TaskTracker::new();
+    let limits = settings.proxy.as_ref().map(|p| Limits {
+        header_read_timeout: p.header_read_timeout,
+        idle_timeout: p.idle_timeout,
+        max_header_bytes: p.max_header_bytes,
+        max_headers: p.max_headers,
+        connections: metrics.connection_limit(p.max_connections),
+        smuggling: metrics.smuggling_refused(),
+    });
+    let tcp_proxy = match (&proxy, &settings.proxy, &limits) {
+        (Some(proxy), Some(p), Some(limits)) => p.tcp.as_ref().map(|tcp| {
+            let parts = tcp::Parts {
+                views: views.clone(),
+                members: handle.members(),
+                upstreams: tcp.listeners.iter().map(|(_, u)| u.to_string()).collect(),
+                dialer: Dialer::new(p.connect_timeout, None).from_source(source),
+                holder: proxy.holder().clone(),
+                metrics: metrics.clone(),
+                proxy_protocol: tcp.proxy_protocol,
+                idle_timeout: p.idle_timeout,
+                failsafe: settings.failsafe.map(|_| handle.answerer()),
+                limits: limits.clone(),
+                stop: stop.clone(),
+            };
+            (TcpProxy::new(parts), tcp.close_grace)
+        }),
+        _ => None,
+    };
     let admin = Admin::new(
         settings.clone(),
         views.clone(),
@@ -199,6 +230,10 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
     .with_switcher(handle.switcher());
     let admin = match &proxy {
         Some(proxy) => admin.with_proxy(proxy.clone()),
+        None => admin,
+    };
+    let admin = match &tcp_proxy {
+        Some((tcp, grace)) => admin.with_tcp(tcp.clone(), *grace),
         None => admin,
     };
 
@@ -218,19 +253,11 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         ))
     };
     let mut proxy_parts = None;
-    if let (Some(proxy), Some(listener), Some(p)) = (&proxy, proxy_listener, &settings.proxy) {
-        let stop = CancellationToken::new();
-        let conns = TaskTracker::new();
+    if let (Some(proxy), Some(listener), Some(p), Some(limits)) =
+        (&proxy, proxy_listener, &settings.proxy, limits)
+    {
         let failsafe = settings.failsafe.map(|_| handle.answerer());
         let edge = Edge::new(proxy.clone(), failsafe);
-        let limits = Limits {
-            header_read_timeout: p.header_read_timeout,
-            idle_timeout: p.idle_timeout,
-            max_header_bytes: p.max_header_bytes,
-            max_headers: p.max_headers,
-            connections: metrics.connection_limit(p.max_connections),
-            smuggling: metrics.smuggling_refused(),
-        };
         if let (Some(listener), Some(tls)) = (peer_listener, &peer_tls) {
             // Its own connection bound, so that clients cannot crowd out the peers.
             let limits = Limits {
@@ -250,7 +277,7 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
                 },
             ));
         }
-        match &p.tcp {
+        match &tcp_proxy {
             None => {
                 tokio::spawn(server::serve(
                     listener,
@@ -263,24 +290,10 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
                     },
                 ));
             }
-            Some(tcp) => {
-                let proxy = TcpProxy::new(tcp::Parts {
-                    views: views.clone(),
-                    members: handle.members(),
-                    upstreams: tcp.listeners.iter().map(|(_, u)| u.to_string()).collect(),
-                    dialer: Dialer::new(p.connect_timeout, None).from_source(source),
-                    holder: proxy.holder().clone(),
-                    metrics: metrics.clone(),
-                    proxy_protocol: tcp.proxy_protocol,
-                    close_grace: tcp.close_grace,
-                    idle_timeout: p.idle_timeout,
-                    failsafe: settings.failsafe.map(|_| handle.answerer()),
-                    limits: limits.clone(),
-                    stop: stop.clone(),
-                });
+            Some((tcp, _)) => {
                 let listeners = std::iter::once(listener).chain(tcp_listeners);
                 for (index, listener) in (0u16..).zip(listeners) {
-                    let proxy = proxy.clone();
+                    let proxy = tcp.clone();
                     tokio::spawn(crate::conn::accept_refusing(
                         listener,
                         limits.connections.clone(),
@@ -309,6 +322,7 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         handle,
         admin,
         proxy: proxy_parts,
+        tcp: tcp_proxy,
         drain: settings.drain,
         finish,
     }

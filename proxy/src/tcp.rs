@@ -7,11 +7,16 @@
 //! in the same bounded hold queue, the same hold deadline), then connected or closed. After
 //! that the sidecar relays bytes both ways (half-closes passed on) until either side ends,
 //! nothing moves for `--idle-timeout`, or **the leadership it was routed under ends**
-//! ([`crate::tenure`]): a pod that stops leading closes its connections to its app at once
-//! (after `--close-grace`, 0 by default, only when it merely passed its fencing deadline and
-//! still holds the Lease, so that no one else can lead yet), and a standby closes its
-//! connections to a leader that is no longer leader. Clients reconnect and reach the new leader; none goes on writing to a
-//! demoted primary.
+//! ([`crate::tenure`]): a pod that stops leading closes its connections to its app at once,
+//! and a standby closes its connections to a leader that is no longer leader. Clients
+//! reconnect and reach the new leader; none goes on writing to a demoted primary.
+//!
+//! ## A planned handover drains first
+//! Before a planned handover (SIGTERM, `POST /handover`, `GET /prestop`) the leader
+//! [quiesces](TcpProxy::quiesce): new connections are held for the next leader instead of
+//! going to the local app, and the ones open may end by themselves for `--close-grace` (0 by
+//! default) while this pod still leads and renews. Then the Lease moves and what is left is
+//! closed. The app is never active beside the next one's.
 //!
 //! ## The hand-off between sidecars
 //! A standby opens a connection to the leader's advertised address and sends a PROXY
@@ -33,6 +38,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -43,7 +49,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use understudy_elector::{Answerer, Members, Role, View};
+use understudy_elector::{Answerer, Members, View};
 
 use crate::balance::Balancer;
 use crate::conn::{Accepted, Prefixed};
@@ -92,8 +98,6 @@ pub struct Parts {
     pub metrics: Metrics,
     /// Send a PROXY v2 header to the app first (`--proxy-protocol`).
     pub proxy_protocol: bool,
-    /// How long a connection to the local app outlives this pod's leadership.
-    pub close_grace: Duration,
     /// Close a connection after this long with no byte either way.
     pub idle_timeout: Duration,
     /// Answers the failsafe's messages from members; `None` with `--failsafe off`.
@@ -110,6 +114,26 @@ struct Inner {
     balancer: Balancer,
     upstream_bytes: IntCounter,
     downstream_bytes: IntCounter,
+    /// Set by [`TcpProxy::quiesce`]: new connections are not given to the local app.
+    quiesced: AtomicBool,
+    /// Connections to the local app being relayed.
+    local_open: watch::Sender<usize>,
+}
+
+/// Counts one connection to the local app while it lives.
+struct LocalOpen(watch::Sender<usize>);
+
+impl LocalOpen {
+    fn new(count: &watch::Sender<usize>) -> LocalOpen {
+        count.send_modify(|n| *n += 1);
+        LocalOpen(count.clone())
+    }
+}
+
+impl Drop for LocalOpen {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
 }
 
 /// What the first bytes from a sidecar's address turned out to be.
@@ -143,7 +167,64 @@ impl TcpProxy {
                 balancer: Balancer::default(),
                 upstream_bytes,
                 downstream_bytes,
+                quiesced: AtomicBool::new(false),
+                local_open: watch::channel(0).0,
             }),
+        }
+    }
+
+    /// Gets ready for a planned handover: from now on new connections are held for the next
+    /// leader rather than given to the local app, and this waits up to `grace` for the
+    /// connections to the local app to end by themselves. Returns how many are still open
+    /// (they close when the leadership ends). [`TcpProxy::resume`] undoes it (a handover that
+    /// did not happen).
+    pub async fn quiesce(&self, grace: Duration) -> usize {
+        self.inner.quiesced.store(true, Ordering::SeqCst);
+        let mut open = self.inner.local_open.subscribe();
+        let _ = tokio::time::timeout(grace, open.wait_for(|n| *n == 0)).await;
+        let left = *open.borrow();
+        tracing::info!(
+            open = left,
+            ?grace,
+            "tcp: quiesced for a handover; new connections wait for the next leader"
+        );
+        left
+    }
+
+    /// Gives new connections to the local app again (after a handover that did not happen).
+    pub fn resume(&self) {
+        if self.inner.quiesced.swap(false, Ordering::SeqCst) {
+            tracing::info!("tcp: no handover; new connections go to the local app again");
+        }
+    }
+
+    /// Whether [`TcpProxy::quiesce`] is in force.
+    pub fn is_quiesced(&self) -> bool {
+        self.inner.quiesced.load(Ordering::SeqCst)
+    }
+
+    /// Connections to the local app being relayed now.
+    pub fn local_open(&self) -> usize {
+        *self.inner.local_open.borrow()
+    }
+
+    /// Where a connection goes by `view`: [`route::decide`], except that a quiesced pod holds
+    /// what would go to its own app (the next leader takes it), and that a hand-off meant for
+    /// this pod by a sender that saw it lead at a later epoch than this pod knows of waits for
+    /// this pod's view to catch up (a planned handover names the successor before it acts)
+    /// rather than going back the way it came.
+    fn decide(&self, view: &View, inbound: &Inbound, sent_at: Option<u64>) -> Route {
+        let now = crate::now();
+        let behind = inbound.for_pod.as_deref() == Some(view.identity.as_str())
+            && !view.is_acting(now)
+            && sent_at > view.leader.as_ref().map(|l| l.epoch);
+        if behind {
+            return Route::Hold;
+        }
+        let route = route::decide(view, now, inbound, &self.inner.balancer);
+        match route {
+            Route::Local { .. } if self.inner.quiesced.load(Ordering::SeqCst) => Route::Hold,
+            route => route,
         }
     }
 
@@ -171,6 +252,7 @@ impl TcpProxy {
         .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
         let mut origin = client;
         let mut inbound = Inbound::default();
+        let mut sent_at = None;
         let mut listener = listener;
         let mut prefix = Bytes::new();
         if self.is_sidecar(client.ip()) {
@@ -194,6 +276,7 @@ impl TcpProxy {
                             hops: facts.hops,
                             hold: Some(facts.hold),
                         };
+                        sent_at = Some(facts.epoch);
                     }
                     prefix = rest;
                 }
@@ -210,9 +293,10 @@ impl TcpProxy {
         let mut views = p.views.clone();
         let mut place = None;
         let mut held = false;
+        let mut local = None;
         let (mut upstream, tenure, kind) = loop {
             let view = views.borrow_and_update().clone();
-            let route = route::decide(&view, crate::now(), &inbound, &self.inner.balancer);
+            let route = self.decide(&view, &inbound, sent_at);
             let dialled = match &route {
                 Route::Local { leader } => {
                     let Some(address) = self.inner.parts.upstreams.get(usize::from(listener))
@@ -230,7 +314,13 @@ impl TcpProxy {
                     let tenure = Tenure::Local {
                         epoch: leader.epoch,
                     };
-                    self.dial(address, header, tenure, Kind::Local).await
+                    // Counted from the decision, so that a quiesce waits for it too.
+                    let open = LocalOpen::new(&self.inner.local_open);
+                    let dialled = self.dial(address, header, tenure, Kind::Local).await;
+                    if dialled.is_some() {
+                        local = Some(open);
+                    }
+                    dialled
                 }
                 Route::Forward {
                     leader,
@@ -242,6 +332,7 @@ impl TcpProxy {
                         hops: *hops,
                         listener,
                         hold: deadline.remaining(Instant::now()),
+                        epoch: leader.epoch,
                     };
                     let header = proxy_header::encode(origin, to, Some(&facts));
                     let tenure = Tenure::Peer {
@@ -270,9 +361,8 @@ impl TcpProxy {
             }
             let waited = if route == Route::Hold {
                 held = true;
-                let (inbound, balancer) = (&inbound, &self.inner.balancer);
-                let ready =
-                    |v: &View| route::decide(v, crate::now(), inbound, balancer) != Route::Hold;
+                let inbound = &inbound;
+                let ready = |v: &View| self.decide(v, inbound, sent_at) != Route::Hold;
                 tokio::select! {
                     _ = p.stop.cancelled() => return Close::Shutdown,
                     waited = deadline.until(&mut views, ready) => waited,
@@ -298,31 +388,8 @@ impl TcpProxy {
         if !tenure.holds(&p.views.borrow(), crate::now()) {
             return Close::Leadership;
         }
-        let grace = if kind == Kind::Local {
-            p.close_grace
-        } else {
-            Duration::ZERO
-        };
-        let ended = {
-            let views = p.views.clone();
-            async move {
-                tenure.ended(views.clone()).await;
-                // The grace only while no one else can lead yet: this pod still holds the
-                // Lease and merely passed its fencing deadline (no renew reached the API).
-                // After a release, a handover or a lost Lease another pod may already lead.
-                let fenced_only = {
-                    let view = views.borrow();
-                    view.role == Role::Leader
-                        && view
-                            .leader
-                            .as_ref()
-                            .is_some_and(|l| l.identity == view.identity)
-                };
-                if fenced_only {
-                    tokio::time::sleep(grace).await;
-                }
-            }
-        };
+        let _open = local;
+        let ended = tenure.ended(p.views.clone());
         let mut client_io = Counted {
             inner: Prefixed::new(prefix, stream),
             read: self.inner.upstream_bytes.clone(),

@@ -410,7 +410,20 @@ fn tcp_mode_takes_its_listeners_in_order_and_refuses_what_does_not_fit() {
         &["--mode", "tcp", "--advertise", "redis-0.redis:6380"],
         "advertise",
     );
-    // (10s - 6s) / 2 = 2s: a longer grace would outlast the earliest takeover.
-    refused(&["--mode", "tcp", "--close-grace", "2s"], "close-grace");
+    // The default hold timeout is 10s + 2 x 2s: connections held while the leader drains
+    // must still find the next leader within it.
+    refused(&["--mode", "tcp", "--close-grace", "14s"], "close-grace");
+    assert!(with(&["--mode", "tcp", "--close-grace", "13s"]).is_ok());
+    assert!(
+        with(&[
+            "--mode",
+            "tcp",
+            "--close-grace",
+            "20s",
+            "--hold-timeout",
+            "30s"
+        ])
+        .is_ok()
+    );
     assert!(with(&["--mode", "tcp", "--upstream-health", "tcp"]).is_ok());
 }

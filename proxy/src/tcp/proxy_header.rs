@@ -4,8 +4,9 @@
 //!
 //! Between sidecars the header carries one TLV of understudy's own ([`HAND_OFF`], in the
 //! range the specification leaves to applications): the pod the connection is meant for,
-//! the hops so far, which listener the client reached (so that the leader hands it to
-//! the matching upstream) and what is left of the hold deadline. Who may send one is decided
+//! the epoch under which the sender saw it lead, the hops so far, which listener the client
+//! reached (so that the leader hands it to the matching upstream) and what is left of the
+//! hold deadline. Who may send one is decided
 //! elsewhere ([`super`]); this module only writes and reads bytes.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -16,6 +17,13 @@ pub const SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
 
 /// TLV type of understudy's hand-off facts (`PP2_TYPE_MIN_CUSTOM` is 0xE0).
 pub const HAND_OFF: u8 = 0xE5;
+
+/// The hand-off TLV's own version: 2 = {version, hops, listener u16, hold ms u32, epoch u64,
+/// pod name}.
+const HAND_OFF_VERSION: u8 = 2;
+
+/// The hand-off TLV's bytes before the pod name.
+const HAND_OFF_FIXED: usize = 1 + 1 + 2 + 4 + 8;
 
 /// The longest header accepted: addresses and a few TLVs, far below the format's 64 KiB.
 pub const MAX_LEN: usize = 16 + 1024;
@@ -32,6 +40,10 @@ pub struct HandOff {
     pub listener: u16,
     /// What is left of the first sidecar's hold deadline.
     pub hold: Duration,
+    /// The epoch (`leaseTransitions`) under which the sender saw `for_pod` lead: a receiver
+    /// whose own view is older waits for it to catch up instead of sending the connection
+    /// back.
+    pub epoch: u64,
 }
 
 /// A parsed header.
@@ -89,14 +101,15 @@ pub fn encode(client: SocketAddr, to: SocketAddr, hand_off: Option<&HandOff>) ->
     out.extend_from_slice(&to.port().to_be_bytes());
     if let Some(h) = hand_off {
         let pod = h.for_pod.as_bytes();
-        let len = 1 + 1 + 2 + 4 + pod.len();
+        let len = HAND_OFF_FIXED + pod.len();
         out.push(HAND_OFF);
         out.extend_from_slice(&(len as u16).to_be_bytes());
-        out.push(1); // this TLV's own version
+        out.push(HAND_OFF_VERSION);
         out.push(h.hops);
         out.extend_from_slice(&h.listener.to_be_bytes());
         let ms = u32::try_from(h.hold.as_millis()).unwrap_or(u32::MAX);
         out.extend_from_slice(&ms.to_be_bytes());
+        out.extend_from_slice(&h.epoch.to_be_bytes());
         out.extend_from_slice(pod);
     }
     let len = (out.len() - body_start) as u16;
@@ -199,18 +212,19 @@ fn tlvs(mut rest: &[u8]) -> Result<Option<HandOff>, HeaderError> {
 }
 
 fn hand_off(v: &[u8]) -> Result<HandOff, HeaderError> {
-    if v.len() < 8 || v[0] != 1 {
+    if v.len() < HAND_OFF_FIXED || v[0] != HAND_OFF_VERSION {
         return Err(HeaderError::Malformed(
             "hand-off TLV: unknown version or too short",
         ));
     }
-    let for_pod = std::str::from_utf8(&v[8..])
+    let for_pod = std::str::from_utf8(&v[HAND_OFF_FIXED..])
         .map_err(|_| HeaderError::Malformed("hand-off TLV: pod name not UTF-8"))?;
     Ok(HandOff {
         for_pod: for_pod.to_string(),
         hops: v[1],
         listener: u16::from_be_bytes([v[2], v[3]]),
         hold: Duration::from_millis(u64::from(u32::from_be_bytes([v[4], v[5], v[6], v[7]]))),
+        epoch: u64::from_be_bytes(v[8..16].try_into().expect("eight bytes")),
     })
 }
 

@@ -30,16 +30,12 @@ async fn echo_app(name: &'static str) -> SocketAddr {
     addr
 }
 
-thread_local! {
-    /// `--close-grace` for the proxies a test starts on this thread (tokio's test runtime
-    /// runs on it); zero unless a test sets it.
-    static GRACE: std::cell::Cell<Duration> = const { std::cell::Cell::new(Duration::ZERO) };
-}
-
 struct Running {
     addr: SocketAddr,
     views: watch::Sender<View>,
     metrics: Metrics,
+    proxy: TcpProxy,
+    holder: Holder,
     _stop: tokio_util::sync::DropGuard,
 }
 
@@ -61,15 +57,15 @@ async fn start_with(
     let (_, members) = watch::channel(members);
     let metrics = Metrics::default();
     let stop = CancellationToken::new();
+    let holder = Holder::new(2, hold);
     let proxy = TcpProxy::new(Parts {
         views: rx,
         members,
         upstreams: apps.iter().map(ToString::to_string).collect(),
         dialer: Dialer::new(Duration::from_secs(1), None),
-        holder: Holder::new(2, hold),
+        holder: holder.clone(),
         metrics: metrics.clone(),
         proxy_protocol: false,
-        close_grace: GRACE.with(|g| g.get()),
         idle_timeout: idle,
         failsafe: None,
         limits: Limits::default(),
@@ -85,12 +81,17 @@ async fn start_with(
         b"",
         stop.clone(),
         tokio_util::task::TaskTracker::new(),
-        move |accepted| proxy.clone().serve(accepted, 0),
+        {
+            let proxy = proxy.clone();
+            move |accepted| proxy.clone().serve(accepted, 0)
+        },
     ));
     Running {
         addr,
         views,
         metrics,
+        proxy,
+        holder,
         _stop: stop.drop_guard(),
     }
 }
@@ -128,10 +129,11 @@ async fn read_some(s: &mut TcpStream) -> String {
 
 fn closes(m: &Metrics, reason: &str) -> bool {
     let text = m.render(&leaderless("me"), crate::now(), 0);
+    let series = format!("understudy_tcp_closes_total{{reason=\"{reason}\"}} ");
     text.lines().any(|l| {
-        l.starts_with(&format!(
-            "understudy_tcp_closes_total{{reason=\"{reason}\"}} 1"
-        ))
+        l.strip_prefix(&series)
+            .and_then(|n| n.trim().parse::<f64>().ok())
+            .is_some_and(|n| n > 0.0)
     })
 }
 
@@ -205,6 +207,7 @@ async fn a_members_hand_off_is_read_and_its_listener_must_exist() {
         hops: 1,
         listener,
         hold: Duration::from_secs(1),
+        epoch: 1,
     };
     let client: SocketAddr = "198.18.0.5:4000".parse().unwrap();
     // From a member's address (127.0.0.1): the header is taken off, the rest reaches the app.
@@ -258,6 +261,7 @@ async fn a_hand_off_read_together_with_the_clients_first_kilobytes_is_still_take
         hops: 1,
         listener: 0,
         hold: Duration::from_secs(1),
+        epoch: 1,
     };
     let client: SocketAddr = "198.18.0.5:4000".parse().unwrap();
     let data = vec![b'x'; 8 * 1024];
@@ -280,6 +284,51 @@ async fn a_hand_off_read_together_with_the_clients_first_kilobytes_is_still_take
     );
 }
 
+/// A hand-off meant for this pod from a sender that saw it lead at a later epoch than this
+/// pod knows (a successor named by a planned handover that has not yet seen the Lease) waits
+/// for this pod to lead instead of going back to the old leader; one from a sender that is
+/// behind (an older epoch) goes on to the leader this pod knows.
+#[tokio::test]
+async fn a_hand_off_from_a_sender_ahead_waits_and_one_from_a_sender_behind_goes_on() {
+    let (app, old) = (echo_app("app").await, echo_app("old").await);
+    let running = start(
+        app,
+        following("me", "other", &old.to_string(), 1),
+        a_member_at_127_0_0_1(),
+        Duration::from_secs(5),
+    )
+    .await;
+    let client: SocketAddr = "198.18.0.5:4000".parse().unwrap();
+    let facts = |epoch| HandOff {
+        for_pod: "me".into(),
+        hops: 1,
+        listener: 0,
+        hold: Duration::from_secs(5),
+        epoch,
+    };
+    // Ahead (epoch 2, this pod knows 1): held until this pod leads at 2.
+    let mut ahead = TcpStream::connect(running.addr).await.unwrap();
+    ahead
+        .write_all(&proxy_header::encode(client, running.addr, Some(&facts(2))))
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(5), || running.holder.held() == 1).await;
+    running.views.send(leading("me", "127.0.0.1:1", 2)).unwrap();
+    assert_eq!(read_some(&mut ahead).await, "app");
+
+    // Behind (epoch 2, this pod now follows "other" at 3): on to the leader it knows.
+    running
+        .views
+        .send(following("me", "other", &old.to_string(), 3))
+        .unwrap();
+    let mut behind = TcpStream::connect(running.addr).await.unwrap();
+    behind
+        .write_all(&proxy_header::encode(client, running.addr, Some(&facts(2))))
+        .await
+        .unwrap();
+    assert!(read_some(&mut behind).await.starts_with("old"));
+}
+
 #[tokio::test]
 async fn a_hand_off_goes_to_the_upstream_of_the_listener_it_names() {
     let (first, second) = (echo_app("one").await, echo_app("two").await);
@@ -298,6 +347,7 @@ async fn a_hand_off_goes_to_the_upstream_of_the_listener_it_names() {
         hops: 1,
         listener: 1,
         hold: Duration::from_secs(1),
+        epoch: 1,
     };
     let client: SocketAddr = "198.18.0.5:4000".parse().unwrap();
     let mut s = TcpStream::connect(running.addr).await.unwrap();
@@ -358,37 +408,70 @@ async fn a_connection_with_nothing_moving_is_closed_at_the_idle_timeout() {
     assert!(closes(&running.metrics, "idle"));
 }
 
+/// Before a planned handover the leader quiesces: its open connections go on while it still
+/// leads, and it waits for them to end (up to the grace); a new connection is held meanwhile
+/// and goes to the next leader once the Lease has moved, never to this pod's app.
 #[tokio::test]
-async fn the_grace_applies_only_while_no_one_else_can_lead() {
-    GRACE.with(|g| g.set(Duration::from_secs(2)));
+async fn a_quiesced_leader_holds_new_connections_for_the_next_one_and_waits_for_its_own() {
+    let (app, next) = (echo_app("app").await, echo_app("next").await);
+    let (running, mut old) = leading_and_connected(app).await;
+    let mut other = TcpStream::connect(running.addr).await.unwrap();
+    assert_eq!(read_some(&mut other).await, "app");
+    let proxy = running.proxy.clone();
+    let quiesce = tokio::spawn(async move { proxy.quiesce(Duration::from_secs(30)).await });
+    eventually(Duration::from_secs(5), || {
+        running.proxy.inner.quiesced.load(Ordering::SeqCst)
+    })
+    .await;
+
+    // Open connections go on while the pod leads.
+    old.write_all(b"still").await.unwrap();
+    assert_eq!(read_some(&mut old).await, "still");
+    // A new one waits (held), although this pod still leads.
+    let mut new = TcpStream::connect(running.addr).await.unwrap();
+    eventually(Duration::from_secs(5), || running.holder.held() == 1).await;
+    // One connection ends by itself: the quiesce waits for the other.
+    drop(other);
+    eventually(Duration::from_secs(5), || running.proxy.local_open() == 1).await;
+    assert!(!quiesce.is_finished());
+    drop(old);
+    let open = tokio::time::timeout(Duration::from_secs(5), quiesce)
+        .await
+        .expect("the quiesce ends when the last connection does")
+        .unwrap();
+    assert_eq!(open, 0);
+
+    // The Lease moves: the held connection goes to the next leader.
+    running
+        .views
+        .send(following("me", "other", &next.to_string(), 2))
+        .unwrap();
+    assert!(read_some(&mut new).await.starts_with("next"));
+    assert!(!closes(&running.metrics, "hold_timeout"));
+}
+
+/// A quiesce ends at the grace with connections still open; they close as the leadership
+/// ends. A handover that did not happen resumes: new connections reach the app again.
+#[tokio::test]
+async fn a_quiesce_ends_at_the_grace_and_a_resume_gives_new_connections_to_the_app_again() {
     let app = echo_app("app").await;
-    // A handover (another pod leads): closed at once, grace or not.
-    let (running, mut client) = leading_and_connected(app).await;
-    let handed_over = tokio::time::Instant::now();
+    let (running, mut old) = leading_and_connected(app).await;
+    let open = running.proxy.quiesce(Duration::from_millis(200)).await;
+    assert_eq!(open, 1);
+    running.proxy.resume();
+    let mut again = TcpStream::connect(running.addr).await.unwrap();
+    assert_eq!(read_some(&mut again).await, "app");
     running
         .views
         .send(following("me", "other", "127.0.0.1:1", 2))
         .unwrap();
-    assert_eq!(read_some(&mut client).await, "", "closed by the sidecar");
-    assert!(
-        handed_over.elapsed() < Duration::from_secs(2),
-        "without the grace"
-    );
-
-    // Past the fencing deadline, still holding the Lease (the API unreachable): the
-    // connection goes on for the grace, then closes.
-    let (running, mut client) = leading_and_connected(app).await;
-    let fenced = View {
-        acting_until: Some(std::time::Instant::now()),
-        ..leading("me", "127.0.0.1:1", 1)
-    };
-    running.views.send(fenced).unwrap();
-    client.write_all(b"still").await.unwrap();
     assert_eq!(
-        read_some(&mut client).await,
-        "still",
-        "relayed during the grace"
+        read_some(&mut old).await,
+        "",
+        "closed as the leadership ended"
     );
-    assert_eq!(read_some(&mut client).await, "", "closed after the grace");
-    assert!(closes(&running.metrics, "leadership"));
+    eventually(Duration::from_secs(5), || {
+        closes(&running.metrics, "leadership")
+    })
+    .await;
 }

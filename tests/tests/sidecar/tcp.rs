@@ -309,6 +309,87 @@ async fn connections_end_with_the_leadership_they_were_opened_under() {
     );
 }
 
+/// A planned handover with `--close-grace`: the leader first quiesces. Its connections (one
+/// of its own, one handed over by a standby) go on being answered while it still leads, a
+/// connection that arrives meanwhile waits, and once the open ones have ended by themselves
+/// (before the grace is up) the Lease moves: the waiting connection reaches the new leader's
+/// app, and nothing was closed for the handover.
+#[tokio::test]
+async fn a_planned_handover_waits_for_connections_to_end_and_holds_new_ones_for_the_next_leader() {
+    const GRACE: Duration = Duration::from_secs(3);
+    let cluster = Loopback::start("tcp-quiesce").await;
+    let pods = tcp_pods(&cluster, &["--close-grace", "3s"], false).await;
+    let all: Vec<&Sidecar> = pods.iter().collect();
+    let old = agreed_leader(&all, PATIENCE).await;
+    cluster
+        .wait_members_named("tcp-quiesce", &["pod-a", "pod-b", "pod-c"], PATIENCE)
+        .await;
+    let leader = pods.iter().find(|p| p.name == old).unwrap();
+    let standby = pods.iter().find(|p| p.name != old).unwrap();
+    let (mut own, _) = Client::connect(leader.listen.unwrap()).await;
+    let (mut handed, _) = Client::connect(standby.listen.unwrap()).await;
+    for client in [&mut own, &mut handed] {
+        assert_eq!(client.ask("before").await, Some(format!("{old} before")));
+    }
+
+    let asked = std::time::Instant::now();
+    let admin = leader.admin;
+    let handover = tokio::spawn(async move {
+        let req = http::Request::post(format!("http://{admin}/handover"))
+            .body(http_body_util::Full::default())
+            .unwrap();
+        understudy_tests::cluster::loopback::send(req, Duration::from_secs(30)).await
+    });
+    let quiesced = |status: &str| status.contains("\"quiesced\":true");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let (_, status) = leader.admin_get("/status").await.unwrap();
+        if quiesced(&status) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never quiesced: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Still the leader: its connections are answered by its app.
+    for client in [&mut own, &mut handed] {
+        assert_eq!(client.ask("during").await, Some(format!("{old} during")));
+    }
+    // A new connection waits for the next leader.
+    let waiting = tokio::spawn(Client::connect(leader.listen.unwrap()));
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while leader.metric("understudy_proxy_held_requests", "").await < 1.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the new connection was not held"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The open connections end by themselves: the handover goes ahead before the grace.
+    drop(own);
+    drop(handed);
+    let (status, body) = handover.await.unwrap().expect("the admin answers");
+    assert!(status.is_success(), "{status}: {body}");
+    assert!(
+        asked.elapsed() < GRACE,
+        "the handover waited {:?}, the whole grace",
+        asked.elapsed()
+    );
+    let new = agreed_leader_not(&all, &old, PATIENCE).await;
+    let (mut late, hello) = waiting.await.unwrap();
+    assert!(hello.starts_with(&format!("hello {new} ")), "{hello}");
+    assert_eq!(late.ask("after").await, Some(format!("{new} after")));
+    assert_eq!(
+        leader
+            .metric("understudy_tcp_closes_total", "reason=\"leadership\"")
+            .await,
+        0.0,
+        "nothing was closed for the handover"
+    );
+}
+
 /// The failsafe in TCP mode: all three sidecars lose the API for five renew deadlines. The
 /// leader keeps acting on its members' confirmations (their messages reach it on its TCP data
 /// port, from their advertised addresses), a connection opened through a standby before the

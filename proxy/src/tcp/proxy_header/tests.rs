@@ -27,6 +27,7 @@ fn hand_off_facts_and_ipv6_round_trip() {
         hops: 1,
         listener: 1,
         hold: Duration::from_millis(12_345),
+        epoch: u64::MAX - 1,
     };
     for (client, to) in [
         ("198.18.0.5:40000", "198.18.0.6:6379"),
