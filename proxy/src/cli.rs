@@ -302,7 +302,9 @@ pub enum Mode {
 pub struct PeerArgs {
     /// Serve forwarded requests from other sidecars here, over mTLS; standbys then forward
     /// only to this port (advertised in the Lease), and the --listen port treats every
-    /// request as a client's. Off by default. Needs --listen and --peer-tls-dir.
+    /// request as a client's (TCP mode: connections are handed over only here, and the
+    /// --listen port reads no PROXY header). Off by default. Needs --listen and
+    /// --peer-tls-dir.
     #[arg(
         long,
         env = "UNDERSTUDY_PEER_LISTEN",

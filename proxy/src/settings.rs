@@ -535,20 +535,16 @@ fn tcp_settings(
         }
         return Ok(None);
     }
-    if cli.peer.peer_listen.is_some() {
-        return Err(SettingsError::Mode {
-            flag: "peer-listen",
-            why: "the mTLS peer channel is not available in TCP mode yet (docs/tcp-mode.md)"
-                .to_string(),
-        });
-    }
+    // Without the mTLS peer channel, sidecars hand connections over on the data port and
+    // recognise each other by source address: the advertised host must be that address.
     let host = advertise.host().trim_matches(['[', ']']);
-    if host.parse::<std::net::IpAddr>().is_err() {
+    if cli.peer.peer_listen.is_none() && host.parse::<std::net::IpAddr>().is_err() {
         return Err(SettingsError::Mode {
             flag: "advertise",
             why: format!(
-                "{host:?} is a name; in TCP mode it must be this pod's IP address: sidecars \
-                 recognise each other by the address their connections come from"
+                "{host:?} is a name; in TCP mode without --peer-listen it must be this pod's IP \
+                 address: sidecars recognise each other by the address their connections come \
+                 from"
             ),
         });
     }

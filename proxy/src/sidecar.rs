@@ -204,10 +204,15 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
     let tcp_proxy = match (&proxy, &settings.proxy, &limits) {
         (Some(proxy), Some(p), Some(limits)) => p.tcp.as_ref().map(|tcp| {
             let parts = tcp::Parts {
-                views: views.clone(),
+                // With mTLS on, peers are reached at their peer addresses only.
+                views: match &peer_tls {
+                    Some(_) => peer_tls::peer_views(views.clone()),
+                    None => views.clone(),
+                },
                 members: handle.members(),
                 upstreams: tcp.listeners.iter().map(|(_, u)| u.to_string()).collect(),
-                dialer: Dialer::new(p.connect_timeout, None).from_source(source),
+                dialer: Dialer::new(p.connect_timeout, peer_tls.clone()).from_source(source),
+                peer_tls: peer_tls.is_some(),
                 holder: proxy.holder().clone(),
                 metrics: metrics.clone(),
                 proxy_protocol: tcp.proxy_protocol,
@@ -258,8 +263,27 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
     {
         let failsafe = settings.failsafe.map(|_| handle.answerer());
         let edge = Edge::new(proxy.clone(), failsafe);
+        // TCP mode takes hand-offs and failsafe messages on the peer port, over mTLS; HTTP
+        // mode serves it below. Either way with its own connection bound, so that clients
+        // cannot crowd out the peers.
+        let peer_listener = match (peer_listener, &peer_tls, &tcp_proxy) {
+            (Some(listener), Some(tls), Some((tcp, _))) => {
+                let tcp = tcp.clone();
+                tokio::spawn(crate::conn::accept_refusing(
+                    listener,
+                    crate::limits::ConnectionLimit::unmetered(p.max_connections),
+                    Some(tls.clone()),
+                    p.header_read_timeout,
+                    b"",
+                    stop.clone(),
+                    conns.clone(),
+                    move |accepted| tcp.clone().serve_peer(accepted),
+                ));
+                None
+            }
+            (listener, _, _) => listener,
+        };
         if let (Some(listener), Some(tls)) = (peer_listener, &peer_tls) {
-            // Its own connection bound, so that clients cannot crowd out the peers.
             let limits = Limits {
                 connections: crate::limits::ConnectionLimit::unmetered(p.max_connections),
                 ..limits.clone()

@@ -31,6 +31,11 @@
 //! client): it waits at most `--connect-timeout` for its first bytes, then is relayed like
 //! any other. One that starts with `POST /.understudy/` is the failsafe's message from a
 //! member, answered here as in HTTP mode.
+//!
+//! With the mTLS peer channel (`--peer-listen`, `--peer-tls-dir`) the hand-off and the
+//! failsafe's messages go to the leader's peer port instead, over mutually authenticated TLS
+//! ([`TcpProxy::serve_peer`]); the data port then reads no header from anyone, so that not
+//! even a process in a member pod can pass itself off as another client.
 
 pub mod proxy_header;
 
@@ -90,8 +95,13 @@ pub struct Parts {
     /// The app address of each listener, in order (`--listen`'s first).
     pub upstreams: Vec<String>,
     /// Connects to the app, and to peers from this pod's advertised address
-    /// ([`Dialer::from_source`]).
+    /// ([`Dialer::from_source`]), over mTLS when `peer_tls`.
     pub dialer: Dialer,
+    /// The mTLS peer channel is on (`--peer-listen`): connections are handed to the leader's
+    /// peer address over mTLS (`views` carry peer addresses), hand-offs and the failsafe's
+    /// messages are taken on the peer port only ([`TcpProxy::serve_peer`]), and the data port
+    /// reads no header from anyone.
+    pub peer_tls: bool,
     /// The hold queue (shared with `/status`).
     pub holder: Holder,
     /// The metrics.
@@ -134,6 +144,15 @@ impl Drop for LocalOpen {
     fn drop(&mut self) {
         self.0.send_modify(|n| *n -= 1);
     }
+}
+
+/// Where a connection came in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Door {
+    /// A data listener (`--listen`, `--tcp-listen`).
+    Data,
+    /// The mTLS peer port (`--peer-listen`).
+    Peer,
 }
 
 /// What the first bytes from a sidecar's address turned out to be.
@@ -231,12 +250,20 @@ impl TcpProxy {
     /// Serves one connection accepted on listener number `listener` until it ends, and
     /// counts why it ended.
     pub async fn serve(self, accepted: Accepted, listener: u16) {
-        let why = self.run(accepted, listener).await;
+        let why = self.run(accepted, listener, Door::Data).await;
         tracing::debug!(reason = why.as_str(), "tcp connection ended");
         self.inner.tcp.closed(why);
     }
 
-    async fn run(&self, accepted: Accepted, listener: u16) -> Close {
+    /// Serves one connection accepted on the mTLS peer port (its client certificate already
+    /// checked): a sidecar's hand-off or the failsafe's message, nothing else.
+    pub async fn serve_peer(self, accepted: Accepted) {
+        let why = self.run(accepted, 0, Door::Peer).await;
+        tracing::debug!(reason = why.as_str(), "tcp peer connection ended");
+        self.inner.tcp.closed(why);
+    }
+
+    async fn run(&self, accepted: Accepted, listener: u16, door: Door) -> Close {
         let p = &self.inner.parts;
         let Accepted {
             mut stream,
@@ -255,7 +282,11 @@ impl TcpProxy {
         let mut sent_at = None;
         let mut listener = listener;
         let mut prefix = Bytes::new();
-        if self.is_sidecar(client.ip()) {
+        let from_sidecar = match door {
+            Door::Peer => true,
+            Door::Data => !p.peer_tls && self.is_sidecar(client.ip()),
+        };
+        if from_sidecar {
             let sniffed = tokio::select! {
                 _ = p.stop.cancelled() => return Close::Shutdown,
                 sniffed = sniff(&mut stream, p.dialer.timeout()) => sniffed,
@@ -279,6 +310,10 @@ impl TcpProxy {
                         sent_at = Some(facts.epoch);
                     }
                     prefix = rest;
+                }
+                Sniffed::Client(_) if door == Door::Peer => {
+                    tracing::info!(client = %client, "refused a peer connection that is neither a hand-off nor the failsafe's");
+                    return Close::BadHeader;
                 }
                 Sniffed::Client(bytes) => prefix = bytes,
                 Sniffed::Failsafe(buf) => return self.failsafe(stream, buf, client).await,
@@ -450,8 +485,16 @@ impl TcpProxy {
     ) -> Option<(Conn, Tenure, Kind)> {
         let p = &self.inner.parts;
         let dialled = match kind {
-            // To a peer from this pod's own address, which is how the leader knows a sidecar.
-            Kind::Forward => p.dialer.dial_peer(address, Reach::Plain, Alpn::Http1).await,
+            // To a peer: over mTLS with the peer channel on, else from this pod's own address,
+            // which is how the leader knows a sidecar.
+            Kind::Forward => {
+                let reach = if p.peer_tls {
+                    Reach::Mtls
+                } else {
+                    Reach::Plain
+                };
+                p.dialer.dial_peer(address, reach, Alpn::Http1).await
+            }
             _ => p.dialer.dial(address, Reach::Plain, Alpn::Http1).await,
         };
         let mut conn = match dialled {

@@ -410,6 +410,22 @@ fn tcp_mode_takes_its_listeners_in_order_and_refuses_what_does_not_fit() {
         &["--mode", "tcp", "--advertise", "redis-0.redis:6380"],
         "advertise",
     );
+    // With the mTLS peer channel sidecars are not told apart by address: a name will do.
+    let peer = ["--peer-listen", "0.0.0.0:8443", "--peer-tls-dir", "/tls"];
+    let named = [
+        &["--mode", "tcp", "--advertise", "redis-0.redis:6380"][..],
+        &peer,
+    ]
+    .concat();
+    let tcp_peer = with(&named)
+        .expect("TCP mode with the peer channel")
+        .proxy
+        .unwrap();
+    assert!(tcp_peer.tcp.is_some());
+    assert_eq!(
+        tcp_peer.peer.unwrap().advertise.as_str(),
+        "redis-0.redis:8443"
+    );
     // The default hold timeout is 10s + 2 x 2s: connections held while the leader drains
     // must still find the next leader within it.
     refused(&["--mode", "tcp", "--close-grace", "14s"], "close-grace");

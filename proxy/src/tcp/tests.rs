@@ -63,6 +63,7 @@ async fn start_with(
         members,
         upstreams: apps.iter().map(ToString::to_string).collect(),
         dialer: Dialer::new(Duration::from_secs(1), None),
+        peer_tls: false,
         holder: holder.clone(),
         metrics: metrics.clone(),
         proxy_protocol: false,

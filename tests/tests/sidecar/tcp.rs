@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
+use understudy_proxy::peer_tls::testing::{Ca, SecretDir};
 use understudy_tests::cluster::loopback::{Loopback, Sidecar, agreed_leader, agreed_leader_not};
 use understudy_tests::cluster::sidecar::TEST_TIMINGS;
 
@@ -109,19 +110,27 @@ impl Client {
 }
 
 async fn tcp_pods(cluster: &Loopback, extra: &[&str], proxy_protocol: bool) -> Vec<Sidecar> {
+    tcp_pods_with(cluster, extra, proxy_protocol, None).await
+}
+
+/// Three TCP-mode sidecars, each in front of its own [`line_app`]; with the mTLS peer
+/// channel on when `peer_tls` gives each its certificate directory.
+async fn tcp_pods_with(
+    cluster: &Loopback,
+    extra: &[&str],
+    proxy_protocol: bool,
+    peer_tls: Option<&[SecretDir]>,
+) -> Vec<Sidecar> {
     let mut pods = Vec::new();
-    for name in ["pod-a", "pod-b", "pod-c"] {
+    for (i, name) in ["pod-a", "pod-b", "pod-c"].into_iter().enumerate() {
         let app = line_app(name, proxy_protocol).await;
         let mut args = vec!["--mode", "tcp"];
         args.extend_from_slice(extra);
-        pods.push(
-            cluster
-                .sidecar(name)
-                .upstream(app)
-                .args(&args)
-                .start()
-                .await,
-        );
+        let mut sidecar = cluster.sidecar(name).upstream(app).args(&args);
+        if let Some(dirs) = peer_tls {
+            sidecar = sidecar.peer_tls(dirs[i].path());
+        }
+        pods.push(sidecar.start().await);
     }
     pods
 }
@@ -229,6 +238,75 @@ async fn with_two_actives_a_standby_hands_connections_to_both_and_each_active_se
             .metric("understudy_tcp_connections_total", "route=\"local\"")
             .await,
         0.0
+    );
+}
+
+/// With the mTLS peer channel (`--peer-listen`): standbys hand connections to the leader's
+/// peer port over mTLS and the app still sees each client's own address; the data port takes
+/// no header from anyone, not even from a member sidecar's address; and the peer port refuses
+/// a client without a certificate before anything reaches the app.
+#[tokio::test]
+async fn with_the_peer_channel_hand_offs_go_over_mtls_and_the_data_port_trusts_no_header() {
+    let cluster = Loopback::start("tcp-mtls").await;
+    let ca = Ca::new("peers");
+    let dirs: Vec<SecretDir> = (0..3).map(|_| SecretDir::issued(&ca)).collect();
+    let pods = tcp_pods_with(&cluster, &["--proxy-protocol"], true, Some(&dirs)).await;
+    let all: Vec<&Sidecar> = pods.iter().collect();
+    let leader = agreed_leader(&all, PATIENCE).await;
+    cluster
+        .wait_members_named("tcp-mtls", &["pod-a", "pod-b", "pod-c"], PATIENCE)
+        .await;
+    for pod in &pods {
+        let (mut client, hello) = Client::connect(pod.listen.unwrap()).await;
+        assert_eq!(
+            hello,
+            format!("hello {leader} from {}", client.local),
+            "through {}",
+            pod.name
+        );
+        assert_eq!(client.ask("ping").await, Some(format!("{leader} ping")));
+    }
+    let leader_pod = pods.iter().find(|p| p.name == leader).unwrap();
+    let standby = pods.iter().find(|p| p.name != leader).unwrap();
+    assert_eq!(
+        standby
+            .metric("understudy_tcp_connections_total", "route=\"forward\"")
+            .await,
+        1.0
+    );
+
+    // From a member's own address, on the data port: a header is only data.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from((standby.ip, 0))).unwrap();
+    let mut stream = socket.connect(leader_pod.listen.unwrap()).await.unwrap();
+    let local = stream.local_addr().unwrap();
+    let mut forged = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
+    forged.extend_from_slice(&[198, 18, 9, 9, 198, 18, 9, 10, 0, 1, 0, 2]);
+    stream.write_all(&forged).await.unwrap();
+    let (mut client, hello) = Client::over(stream).await;
+    assert_eq!(hello, format!("hello {leader} from {local}"));
+    assert_eq!(client.line().await, Some(format!("{leader} ")));
+
+    // The peer port without a client certificate: the handshake fails, the app sees nothing.
+    let peer = leader_pod.peer.expect("the peer channel is on");
+    let mut plain = TcpStream::connect(peer).await.unwrap();
+    plain.write_all(&forged).await.unwrap();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(PATIENCE, plain.read(&mut buf))
+        .await
+        .unwrap();
+    assert!(
+        !matches!(&read, Ok(n) if *n > 0 && buf[..*n].starts_with(b"hello")),
+        "the app answered a client without a certificate: {read:?}"
+    );
+    assert!(
+        leader_pod
+            .metric(
+                "understudy_peer_tls_handshake_failures_total",
+                "direction=\"inbound\""
+            )
+            .await
+            >= 1.0
     );
 }
 
@@ -399,16 +477,42 @@ async fn a_planned_handover_waits_for_connections_to_end_and_holds_new_ones_for_
 async fn the_failsafe_keeps_the_leader_through_an_api_outage() {
     let cluster = Loopback::start("tcp-failsafe").await;
     let pods = tcp_pods(&cluster, &[], false).await;
+    failsafe_through_an_api_outage(&cluster, &pods).await;
+}
+
+/// The same with the mTLS peer channel: the failsafe's messages reach the leader on its peer
+/// port, as do the standbys' hand-offs.
+#[tokio::test]
+async fn the_failsafe_keeps_the_leader_through_an_api_outage_over_mtls() {
+    let cluster = Loopback::start("tcp-failsafe-mtls").await;
+    let ca = Ca::new("peers");
+    let dirs: Vec<SecretDir> = (0..3).map(|_| SecretDir::issued(&ca)).collect();
+    let pods = tcp_pods_with(&cluster, &[], false, Some(&dirs)).await;
+    // (Had the messages gone to the data port, which reads no header or failsafe message
+    // with the peer channel on, the leader would have had no confirmations and stopped.)
+    let leader = failsafe_through_an_api_outage(&cluster, &pods).await;
+    for pod in &pods {
+        let failed = pod
+            .metric("understudy_peer_tls_handshake_failures_total", "")
+            .await;
+        assert_eq!(failed, 0.0, "{} (leader {leader})", pod.name);
+    }
+}
+
+/// Cuts every pod from the API for five renew deadlines: the leader keeps acting, a
+/// connection opened before through a standby and new ones through every pod reach its app.
+/// Returns the leader.
+async fn failsafe_through_an_api_outage(cluster: &Loopback, pods: &[Sidecar]) -> String {
     let all: Vec<&Sidecar> = pods.iter().collect();
     let leader = agreed_leader(&all, PATIENCE).await;
     cluster
-        .wait_members_named("tcp-failsafe", &["pod-a", "pod-b", "pod-c"], PATIENCE)
+        .wait_members_named(&cluster.election, &["pod-a", "pod-b", "pod-c"], PATIENCE)
         .await;
     let leader_pod = pods.iter().find(|p| p.name == leader).unwrap();
     let standby = pods.iter().find(|p| p.name != leader).unwrap();
     let (mut kept, hello) = Client::connect(standby.listen.unwrap()).await;
     assert!(hello.starts_with(&format!("hello {leader} ")), "{hello}");
-    for p in &pods {
+    for p in pods {
         p.api.cut();
     }
     let outage = std::time::Instant::now();
@@ -431,7 +535,8 @@ async fn the_failsafe_keeps_the_leader_through_an_api_outage() {
         failsafe_seen,
         "the leader never acted on its members' confirmations"
     );
-    for p in &pods {
+    for p in pods {
         p.api.heal();
     }
+    leader
 }
