@@ -135,19 +135,16 @@ async fn tcp_pods_with(
     pods
 }
 
-/// Through every pod a connection reaches the leader's app, which greets first (nothing
-/// waits for the client to speak) and sees the client's own address in the PROXY header
-/// (`--proxy-protocol`), whichever sidecar it came in by.
-#[tokio::test]
-async fn every_connection_reaches_the_leaders_app_with_the_clients_address() {
-    let cluster = Loopback::start("tcp-route").await;
-    let pods = tcp_pods(&cluster, &["--proxy-protocol"], true).await;
+/// Waits for a leader every pod agrees on and for the Lease to name all three members, then
+/// checks that a connection through every pod reaches the leader's app, which sees the
+/// client's own address, and answers `asks` lines; returns the leader.
+async fn every_pod_reaches_the_leader(cluster: &Loopback, pods: &[Sidecar], asks: usize) -> String {
     let all: Vec<&Sidecar> = pods.iter().collect();
     let leader = agreed_leader(&all, PATIENCE).await;
     cluster
-        .wait_members_named("tcp-route", &["pod-a", "pod-b", "pod-c"], PATIENCE)
+        .wait_members_named(&cluster.election, &["pod-a", "pod-b", "pod-c"], PATIENCE)
         .await;
-    for pod in &pods {
+    for pod in pods {
         let (mut client, hello) = Client::connect(pod.listen.unwrap()).await;
         assert_eq!(
             hello,
@@ -155,13 +152,24 @@ async fn every_connection_reaches_the_leaders_app_with_the_clients_address() {
             "through {}",
             pod.name
         );
-        for i in 0..3 {
+        for i in 0..asks {
             assert_eq!(
                 client.ask(&format!("ping {i}")).await,
                 Some(format!("{leader} ping {i}"))
             );
         }
     }
+    leader
+}
+
+/// Through every pod a connection reaches the leader's app, which greets first (nothing
+/// waits for the client to speak) and sees the client's own address in the PROXY header
+/// (`--proxy-protocol`), whichever sidecar it came in by.
+#[tokio::test]
+async fn every_connection_reaches_the_leaders_app_with_the_clients_address() {
+    let cluster = Loopback::start("tcp-route").await;
+    let pods = tcp_pods(&cluster, &["--proxy-protocol"], true).await;
+    let leader = every_pod_reaches_the_leader(&cluster, &pods, 3).await;
     let standby = pods.iter().find(|p| p.name != leader).unwrap();
     assert_eq!(
         standby
@@ -251,21 +259,7 @@ async fn with_the_peer_channel_hand_offs_go_over_mtls_and_the_data_port_trusts_n
     let ca = Ca::new("peers");
     let dirs: Vec<SecretDir> = (0..3).map(|_| SecretDir::issued(&ca)).collect();
     let pods = tcp_pods_with(&cluster, &["--proxy-protocol"], true, Some(&dirs)).await;
-    let all: Vec<&Sidecar> = pods.iter().collect();
-    let leader = agreed_leader(&all, PATIENCE).await;
-    cluster
-        .wait_members_named("tcp-mtls", &["pod-a", "pod-b", "pod-c"], PATIENCE)
-        .await;
-    for pod in &pods {
-        let (mut client, hello) = Client::connect(pod.listen.unwrap()).await;
-        assert_eq!(
-            hello,
-            format!("hello {leader} from {}", client.local),
-            "through {}",
-            pod.name
-        );
-        assert_eq!(client.ask("ping").await, Some(format!("{leader} ping")));
-    }
+    let leader = every_pod_reaches_the_leader(&cluster, &pods, 1).await;
     let leader_pod = pods.iter().find(|p| p.name == leader).unwrap();
     let standby = pods.iter().find(|p| p.name != leader).unwrap();
     assert_eq!(
