@@ -253,13 +253,22 @@ impl Admin {
         // by one lease duration on top, after which it would have expired for the others.
         let within = self.settings.timings.lease_duration + self.settings.timings.renew_deadline;
         // TCP mode: drain before the Lease moves; new connections wait for the successor.
-        if let Some((tcp, grace)) = &self.tcp {
-            tcp.quiesce(*grace).await;
-        }
-        let result = switcher.hand_over(slot, to, within).await;
-        if let (Err(_), Some((tcp, _))) = (&result, &self.tcp) {
-            tcp.resume();
-        }
+        // In a task of its own, so that a client that gives up does not leave the drain
+        // half done: the handover goes ahead, or the drain is undone.
+        let tcp = self.tcp.clone();
+        let switcher = switcher.clone();
+        let result = tokio::spawn(async move {
+            if let Some((tcp, grace)) = &tcp {
+                tcp.quiesce(*grace).await;
+            }
+            let result = switcher.hand_over(slot, to, within).await;
+            if let (Err(_), Some((tcp, _))) = (&result, &tcp) {
+                tcp.resume();
+            }
+            result
+        })
+        .await
+        .expect("a handover does not panic");
         match result {
             Ok(done) => json(&HandedOver {
                 lease: &done.lease,

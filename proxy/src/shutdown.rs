@@ -77,15 +77,17 @@ impl Shutdown {
             return;
         };
         proxy.start_draining();
-        let handed_over = tokio::time::Instant::now();
         if let Some((tcp, grace)) = &self.tcp {
             tcp.quiesce(*grace).await;
         }
+        // After the quiesce: connections held meanwhile need the drain to reach the next
+        // leader.
+        let handed_over = tokio::time::Instant::now();
         match self.handle.step_down().await {
             Ok(()) => tracing::info!(drain = ?self.drain, "lease released; draining"),
             Err(e) => tracing::warn!(error = %e, drain = ?self.drain, "step-down; draining anyway"),
         }
-        // The drain counts from the signal, not from the acknowledgement.
+        // The drain counts from the step-down's start, not from its acknowledgement.
         let drain_end = handed_over + self.drain;
         tokio::time::sleep_until(drain_end).await;
         stop.cancel();

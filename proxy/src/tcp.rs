@@ -43,7 +43,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -124,11 +124,17 @@ struct Inner {
     balancer: Balancer,
     upstream_bytes: IntCounter,
     downstream_bytes: IntCounter,
-    /// Set by [`TcpProxy::quiesce`]: new connections are not given to the local app.
-    quiesced: AtomicBool,
+    /// Set by [`TcpProxy::quiesce`] to the epoch of the leadership being handed over: while
+    /// this pod leads at that epoch, new connections are not given to the local app.
+    /// [`NOT_QUIESCED`] otherwise. Tied to the epoch so that leading again later (a failover
+    /// back, a failback) is never quiesced.
+    quiesced: AtomicU64,
     /// Connections to the local app being relayed.
     local_open: watch::Sender<usize>,
 }
+
+/// [`Inner::quiesced`] when no handover is being prepared.
+const NOT_QUIESCED: u64 = u64::MAX;
 
 /// Counts one connection to the local app while it lives.
 struct LocalOpen(watch::Sender<usize>);
@@ -159,7 +165,8 @@ enum Door {
 enum Sniffed {
     /// A hand-off from another sidecar, and what followed its header.
     HandOff {
-        client: Option<SocketAddr>,
+        /// The client, and the address it reached.
+        addresses: Option<(SocketAddr, SocketAddr)>,
         facts: Option<HandOff>,
         rest: Bytes,
     },
@@ -186,19 +193,28 @@ impl TcpProxy {
                 balancer: Balancer::default(),
                 upstream_bytes,
                 downstream_bytes,
-                quiesced: AtomicBool::new(false),
+                quiesced: AtomicU64::new(NOT_QUIESCED),
                 local_open: watch::channel(0).0,
             }),
         }
     }
 
-    /// Gets ready for a planned handover: from now on new connections are held for the next
-    /// leader rather than given to the local app, and this waits up to `grace` for the
-    /// connections to the local app to end by themselves. Returns how many are still open
-    /// (they close when the leadership ends). [`TcpProxy::resume`] undoes it (a handover that
-    /// did not happen).
+    /// Gets ready for a planned handover of the leadership this pod holds now: from now on,
+    /// while it leads at this epoch, new connections are held for the next leader rather than
+    /// given to the local app, and this waits up to `grace` for the connections to the local
+    /// app to end by themselves. Returns how many are still open (they close when the
+    /// leadership ends). [`TcpProxy::resume`] undoes it (a handover that did not happen); a
+    /// later leadership (another epoch) is not affected. Nothing to do on a standby.
     pub async fn quiesce(&self, grace: Duration) -> usize {
-        self.inner.quiesced.store(true, Ordering::SeqCst);
+        let epoch = {
+            let view = self.inner.parts.views.borrow();
+            view.leader
+                .as_ref()
+                .filter(|l| l.identity == view.identity && view.is_acting(crate::now()))
+                .map(|l| l.epoch)
+        };
+        let Some(epoch) = epoch else { return 0 };
+        self.inner.quiesced.store(epoch, Ordering::SeqCst);
         let mut open = self.inner.local_open.subscribe();
         let _ = tokio::time::timeout(grace, open.wait_for(|n| *n == 0)).await;
         let left = *open.borrow();
@@ -212,14 +228,24 @@ impl TcpProxy {
 
     /// Gives new connections to the local app again (after a handover that did not happen).
     pub fn resume(&self) {
-        if self.inner.quiesced.swap(false, Ordering::SeqCst) {
+        if self.inner.quiesced.swap(NOT_QUIESCED, Ordering::SeqCst) != NOT_QUIESCED {
             tracing::info!("tcp: no handover; new connections go to the local app again");
         }
     }
 
-    /// Whether [`TcpProxy::quiesce`] is in force.
+    /// Whether [`TcpProxy::quiesce`] is in force: this pod leads at the epoch it was
+    /// quiesced for.
     pub fn is_quiesced(&self) -> bool {
-        self.inner.quiesced.load(Ordering::SeqCst)
+        let view = self.inner.parts.views.borrow();
+        view.leader.as_ref().is_some_and(|l| {
+            l.identity == view.identity
+                && self.quiesced_for(l.epoch)
+                && view.is_acting(crate::now())
+        })
+    }
+
+    fn quiesced_for(&self, epoch: u64) -> bool {
+        self.inner.quiesced.load(Ordering::SeqCst) == epoch
     }
 
     /// Connections to the local app being relayed now.
@@ -234,7 +260,9 @@ impl TcpProxy {
     /// rather than going back the way it came.
     fn decide(&self, view: &View, inbound: &Inbound, sent_at: Option<u64>) -> Route {
         let now = crate::now();
+        // (One slot only: with several, the sender's epoch may be another slot's Lease's.)
         let behind = inbound.for_pod.as_deref() == Some(view.identity.as_str())
+            && view.peers.is_empty()
             && !view.is_acting(now)
             && sent_at > view.leader.as_ref().map(|l| l.epoch);
         if behind {
@@ -242,7 +270,7 @@ impl TcpProxy {
         }
         let route = route::decide(view, now, inbound, &self.inner.balancer);
         match route {
-            Route::Local { .. } if self.inner.quiesced.load(Ordering::SeqCst) => Route::Hold,
+            Route::Local { leader } if self.quiesced_for(leader.epoch) => Route::Hold,
             route => route,
         }
     }
@@ -271,8 +299,9 @@ impl TcpProxy {
             activity,
         } = accepted;
         let arrived = Instant::now();
-        // The address the client reached, for the PROXY headers this sidecar writes.
-        let to = match &stream {
+        // The address the client reached, for the PROXY headers this sidecar writes (for a
+        // hand-off, the one the first sidecar's header names).
+        let mut to = match &stream {
             crate::tls_or_plain::MaybeTls::Plain(w) => w.local_addr().ok(),
             crate::tls_or_plain::MaybeTls::Tls(_) => None,
         }
@@ -293,12 +322,13 @@ impl TcpProxy {
             };
             match sniffed {
                 Sniffed::HandOff {
-                    client,
+                    addresses,
                     facts,
                     rest,
                 } => {
-                    if let Some(client) = client {
+                    if let Some((client, reached)) = addresses {
                         origin = client;
+                        to = reached;
                     }
                     if let Some(facts) = facts {
                         listener = facts.listener;
@@ -553,7 +583,7 @@ async fn sniff(stream: &mut crate::conn::Stream, within: Duration) -> Sniffed {
                 Ok(Some((header, used))) => {
                     let rest = buf.split_off(used).freeze();
                     return Sniffed::HandOff {
-                        client: header.addresses.map(|(c, _)| c),
+                        addresses: header.addresses,
                         facts: header.hand_off,
                         rest,
                     };

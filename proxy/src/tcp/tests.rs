@@ -420,10 +420,7 @@ async fn a_quiesced_leader_holds_new_connections_for_the_next_one_and_waits_for_
     assert_eq!(read_some(&mut other).await, "app");
     let proxy = running.proxy.clone();
     let quiesce = tokio::spawn(async move { proxy.quiesce(Duration::from_secs(30)).await });
-    eventually(Duration::from_secs(5), || {
-        running.proxy.inner.quiesced.load(Ordering::SeqCst)
-    })
-    .await;
+    eventually(Duration::from_secs(5), || running.proxy.is_quiesced()).await;
 
     // Open connections go on while the pod leads.
     old.write_all(b"still").await.unwrap();
@@ -475,4 +472,18 @@ async fn a_quiesce_ends_at_the_grace_and_a_resume_gives_new_connections_to_the_a
         closes(&running.metrics, "leadership")
     })
     .await;
+
+    // Quiesced at epoch 3, handed over, then leading again at epoch 5 (a failover back): new
+    // connections reach the app; a quiesce is for the leadership it was made for.
+    running.views.send(leading("me", "127.0.0.1:1", 3)).unwrap();
+    assert_eq!(running.proxy.quiesce(Duration::from_secs(1)).await, 0);
+    assert!(running.proxy.is_quiesced());
+    running
+        .views
+        .send(following("me", "other", "127.0.0.1:1", 4))
+        .unwrap();
+    running.views.send(leading("me", "127.0.0.1:1", 5)).unwrap();
+    assert!(!running.proxy.is_quiesced());
+    let mut later = TcpStream::connect(running.addr).await.unwrap();
+    assert_eq!(read_some(&mut later).await, "app");
 }
