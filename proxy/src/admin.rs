@@ -258,7 +258,10 @@ impl Admin {
         let tcp = self.tcp.clone();
         let switcher = switcher.clone();
         let result = tokio::spawn(async move {
-            if let Some((tcp, grace)) = &tcp {
+            // (Not for a handover the election will refuse: no member to take over.)
+            if let Some((tcp, grace)) = &tcp
+                && tcp.has_successor(to.as_deref())
+            {
                 tcp.quiesce(*grace).await;
             }
             let result = switcher.hand_over(slot, to, within).await;

@@ -248,6 +248,15 @@ impl TcpProxy {
         self.inner.quiesced.load(Ordering::SeqCst) == epoch
     }
 
+    /// Whether a member other than this pod that does not say it cannot lead is there to take
+    /// over (`to`: that member): a handover the election would refuse is not drained for.
+    pub fn has_successor(&self, to: Option<&str>) -> bool {
+        let me = self.inner.parts.views.borrow().identity.clone();
+        self.inner.parts.members.borrow().values().any(|m| {
+            m.identity != me && m.ready != Some(false) && to.is_none_or(|t| t == m.identity)
+        })
+    }
+
     /// Connections to the local app being relayed now.
     pub fn local_open(&self) -> usize {
         *self.inner.local_open.borrow()

@@ -448,6 +448,21 @@ async fn a_quiesced_leader_holds_new_connections_for_the_next_one_and_waits_for_
     assert!(!closes(&running.metrics, "hold_timeout"));
 }
 
+/// A drain is only for a handover that can happen: some member other than this pod, not
+/// marked unready (the one named, when one is).
+#[tokio::test]
+async fn a_successor_is_a_member_other_than_this_pod_that_may_lead() {
+    let app = echo_app("app").await;
+    let view = leading("me", "127.0.0.1:1", 1);
+    let alone = start(app, view.clone(), Members::new(), Duration::from_secs(1)).await;
+    assert!(!alone.proxy.has_successor(None));
+    let with_peer = start(app, view, a_member_at_127_0_0_1(), Duration::from_secs(1)).await;
+    assert!(with_peer.proxy.has_successor(None));
+    assert!(with_peer.proxy.has_successor(Some("peer")));
+    assert!(!with_peer.proxy.has_successor(Some("nobody")));
+    assert!(!with_peer.proxy.has_successor(Some("me")));
+}
+
 /// A quiesce ends at the grace with connections still open; they close as the leadership
 /// ends. A handover that did not happen resumes: new connections reach the app again.
 #[tokio::test]
