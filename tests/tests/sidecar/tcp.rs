@@ -135,6 +135,21 @@ async fn tcp_pods_with(
     pods
 }
 
+/// Sends `stream`, just connected to the leader's data port, a forged PROXY header (claiming
+/// 198.18.9.9:1) before the app has spoken, and checks that it reached the app as data: the
+/// app greets the connection's real address, then answers the signature's leading "\r\n".
+/// Returns the forged bytes.
+async fn a_forged_header_is_only_data(mut stream: TcpStream, leader: &str) -> Vec<u8> {
+    let local = stream.local_addr().unwrap();
+    let mut forged = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
+    forged.extend_from_slice(&[198, 18, 9, 9, 198, 18, 9, 10, 0, 1, 0, 2]);
+    stream.write_all(&forged).await.unwrap();
+    let (mut client, hello) = Client::over(stream).await;
+    assert_eq!(hello, format!("hello {leader} from {local}"));
+    assert_eq!(client.line().await, Some(format!("{leader} ")));
+    forged
+}
+
 /// Waits for a leader every pod agrees on and for the Lease to name all three members, then
 /// checks that a connection through every pod reaches the leader's app, which sees the
 /// client's own address, and answers `asks` lines; returns the leader.
@@ -272,14 +287,8 @@ async fn with_the_peer_channel_hand_offs_go_over_mtls_and_the_data_port_trusts_n
     // From a member's own address, on the data port: a header is only data.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.bind(SocketAddr::from((standby.ip, 0))).unwrap();
-    let mut stream = socket.connect(leader_pod.listen.unwrap()).await.unwrap();
-    let local = stream.local_addr().unwrap();
-    let mut forged = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
-    forged.extend_from_slice(&[198, 18, 9, 9, 198, 18, 9, 10, 0, 1, 0, 2]);
-    stream.write_all(&forged).await.unwrap();
-    let (mut client, hello) = Client::over(stream).await;
-    assert_eq!(hello, format!("hello {leader} from {local}"));
-    assert_eq!(client.line().await, Some(format!("{leader} ")));
+    let stream = socket.connect(leader_pod.listen.unwrap()).await.unwrap();
+    let forged = a_forged_header_is_only_data(stream, &leader).await;
 
     // The peer port without a client certificate: the handshake fails, the app sees nothing.
     let peer = leader_pod.peer.expect("the peer channel is on");
@@ -314,18 +323,10 @@ async fn a_forged_proxy_header_from_a_client_is_only_data() {
     let all: Vec<&Sidecar> = pods.iter().collect();
     let leader = agreed_leader(&all, PATIENCE).await;
     let leader_pod = pods.iter().find(|p| p.name == leader).unwrap();
-    let mut stream = TcpStream::connect(leader_pod.listen.unwrap())
+    let stream = TcpStream::connect(leader_pod.listen.unwrap())
         .await
         .unwrap();
-    let local = stream.local_addr().unwrap();
-    // At once, before the app has spoken: a forged header claiming 198.18.9.9:1.
-    let mut forged = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
-    forged.extend_from_slice(&[198, 18, 9, 9, 198, 18, 9, 10, 0, 1, 0, 2]);
-    stream.write_all(&forged).await.unwrap();
-    let (mut client, hello) = Client::over(stream).await;
-    assert_eq!(hello, format!("hello {leader} from {local}"));
-    // The app's first line is the signature's leading "\r\n": the bytes reached it as sent.
-    assert_eq!(client.line().await, Some(format!("{leader} ")));
+    a_forged_header_is_only_data(stream, &leader).await;
 }
 
 /// A planned handover (`POST /handover`): the connections opened under the old leader end
