@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Event as KubeEvent;
@@ -23,10 +24,10 @@ use tokio::time::Instant;
 use tokio::time::error::Elapsed;
 
 use crate::config::Config;
-use crate::core::{Action, Elector, Intent, WriteError};
+use crate::core::{Action, Elector, Intent, Successor, WriteError};
 use crate::event::Event;
 use crate::failsafe::{PeerReply, PeerRequest, RequestKind};
-use crate::handover::{self, HandoverDone, HandoverError};
+use crate::handover::{self, HandoverDone, HandoverError, Prepare};
 use crate::members::{FailsafeOptions, Members};
 use crate::observe::{
     ApiCall, CallResult, FailsafeEvent, Leadership, NoObserver, Observer, RenewFailure, Transition,
@@ -178,12 +179,14 @@ pub fn spawn_observed(
 /// What a slot's driver shares with the other pods: the live members (when this pod keeps a
 /// member Lease), the failsafe's options (when it is on) and, with N slots, every slot's
 /// holder and this slot's index (a handover asked for by annotation avoids the pods active
-/// in the other slots, as [`crate::Switcher::hand_over`] does).
+/// in the other slots, as [`crate::Switcher::hand_over`] does), and what prepares a planned
+/// handover ([`Prepare`]).
 #[derive(Clone, Default)]
 pub(crate) struct Peers {
     pub(crate) failsafe: Option<FailsafeOptions>,
     pub(crate) members: Option<watch::Receiver<Members>>,
     pub(crate) holders: Option<(watch::Receiver<Vec<Option<String>>>, usize)>,
+    pub(crate) prepare: Option<Arc<dyn Prepare>>,
 }
 
 /// [`spawn_observed`], starting eligible or not (a slot waits for its gate).
@@ -200,6 +203,7 @@ pub(crate) fn spawn_gated(
         failsafe,
         members,
         holders,
+        prepare,
     } = peers;
     let now = Instant::now().into_std();
     let mut core = Elector::new(name, &candidate.identity, candidate.address, config, now)
@@ -222,6 +226,8 @@ pub(crate) fn spawn_gated(
         members,
         holders,
         live: Members::new(),
+        prepare,
+        preparing: None,
         handover: None,
         answered_rv: None,
         inflight: FuturesUnordered::new(),
@@ -266,6 +272,11 @@ struct Driver {
     holders: Option<(watch::Receiver<Vec<Option<String>>>, usize)>,
     /// The latest of `members`: whom a handover may go to.
     live: Members,
+    /// What prepares a planned handover before it is written, if anything.
+    prepare: Option<Arc<dyn Prepare>>,
+    /// A handover accepted and being prepared for, and (until the run loop takes it) the
+    /// preparation's future.
+    preparing: Option<(Preparing, Option<BoxFuture<'static, ()>>)>,
     /// A handover under way.
     handover: Option<PendingHandover>,
     /// The resourceVersion whose handover annotation was last answered (not answered twice).
@@ -293,6 +304,7 @@ impl Driver {
             self.observer.clone(),
         ));
         let mut call: Option<Call> = None;
+        let mut preparation: Option<BoxFuture<'static, ()>> = None;
         let mut release_waiters: Vec<oneshot::Sender<()>> = Vec::new();
         let mut step_down_waiters: Vec<oneshot::Sender<()>> = Vec::new();
         let mut members = self.members.clone();
@@ -306,6 +318,11 @@ impl Driver {
             let now = Instant::now().into_std();
             self.core.tick(now);
             self.follow_handover(now);
+            if let Some((_, started)) = &mut self.preparing
+                && let Some(future) = started.take()
+            {
+                preparation = Some(future);
+            }
             if call.is_none() {
                 call = self.core.poll_action(now).map(|a| self.start(a));
             }
@@ -325,6 +342,10 @@ impl Driver {
                 .map(Instant::from_std)
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
+                () = async { preparation.as_mut().expect("guarded").await }, if preparation.is_some() => {
+                    preparation = None;
+                    self.prepared(Instant::now().into_std());
+                }
                 done = async { call.as_mut().expect("guarded").await }, if call.is_some() => {
                     call = None;
                     let (outcome, api_call) = done;
@@ -356,7 +377,7 @@ impl Driver {
                         self.core.set_eligible(Instant::now().into_std(), eligible);
                     }
                     Some(Command::HandOver(to, busy, done)) => {
-                        self.start_handover(Instant::now().into_std(), to, &busy, Some(done));
+                        self.start_handover(Instant::now().into_std(), to, busy, Some(done));
                     }
                     Some(Command::Answer(request, reply)) => {
                         let answer = self.core.answer(Instant::now().into_std(), &request);
@@ -476,52 +497,112 @@ impl Driver {
     }
 
     /// Starts a handover to `to` (`None`: any member), if this pod leads and the target is
-    /// valid; otherwise answers `done` (if any) with why not, and declines an annotation.
+    /// valid: prepares for it first if something does ([`Prepare`]), else writes it at once;
+    /// otherwise answers `done` (if any) with why not, and declines an annotation.
     fn start_handover(
         &mut self,
         now: std::time::Instant,
         to: Option<String>,
-        busy: &BTreeSet<String>,
+        busy: BTreeSet<String>,
         done: Option<HandoverReply>,
     ) {
+        let request = Preparing {
+            to,
+            busy,
+            done,
+            started: now,
+        };
+        let Some(prepare) = self.prepare.clone() else {
+            self.hand_over(now, request);
+            return;
+        };
+        let Some((request, _)) = self.check_handover(now, request) else {
+            return;
+        };
+        tracing::info!(lease = %self.name, to = request.to.as_deref().unwrap_or("any"), "preparing a handover");
+        self.preparing = Some((request, Some(prepare.prepare())));
+    }
+
+    /// The preparation has ended: checks the request again (the members, or this pod's
+    /// leadership, may have changed meanwhile) and writes it, or abandons the preparation.
+    fn prepared(&mut self, now: std::time::Instant) {
+        let Some((request, _)) = self.preparing.take() else {
+            return;
+        };
+        if !self.hand_over(now, request)
+            && let Some(prepare) = &self.prepare
+        {
+            prepare.abandon();
+        }
+    }
+
+    /// `request` and its successor if this pod leads, no other handover is under way and the
+    /// target is valid; otherwise answers it with why not (declining an annotation).
+    fn check_handover(
+        &mut self,
+        now: std::time::Instant,
+        request: Preparing,
+    ) -> Option<(Preparing, Successor)> {
         let me = self.core.identity().to_string();
         let view = self.core.view(now);
-        let not_leader = || HandoverError::NotLeader {
-            lease: self.name.clone(),
-            leader: view.leader.as_ref().map(|l| l.identity.clone()),
-        };
-        let chosen = if view.role != Role::Leader || self.handover.is_some() {
-            Err(not_leader())
-        } else {
-            handover::choose(&self.name, &me, &self.live, to.as_deref(), busy)
-        };
-        let successor = match chosen {
-            Ok(s) => s,
+        let chosen =
+            if view.role != Role::Leader || self.handover.is_some() || self.preparing.is_some() {
+                Err(self.not_leader(&view))
+            } else {
+                handover::choose(
+                    &self.name,
+                    &me,
+                    &self.live,
+                    request.to.as_deref(),
+                    &request.busy,
+                )
+            };
+        match chosen {
+            Ok(successor) => Some((request, successor)),
             Err(error) => {
-                tracing::warn!(lease = %self.name, error = %error, "handover refused");
-                if done.is_none() {
-                    self.refuse_annotation(now, &error);
-                }
-                if let Some(done) = done {
-                    let _ = done.send(Err(error));
-                }
-                return;
+                self.refuse(now, request, error);
+                None
             }
+        }
+    }
+
+    /// Writes the handover `request` asks for, if it is (still) valid; whether it did.
+    fn hand_over(&mut self, now: std::time::Instant, request: Preparing) -> bool {
+        let Some((request, successor)) = self.check_handover(now, request) else {
+            return false;
         };
         let target = successor.identity.clone();
         if !self.core.hand_over(now, successor) {
-            if let Some(done) = done {
-                let _ = done.send(Err(not_leader()));
-            }
-            return;
+            let error = self.not_leader(&self.core.view(now));
+            self.refuse(now, request, error);
+            return false;
         }
         tracing::info!(lease = %self.name, to = %target, "handing over");
         self.handover = Some(PendingHandover {
             to: target,
-            started: now,
+            started: request.started,
             written: None,
-            done,
+            done: request.done,
         });
+        true
+    }
+
+    fn not_leader(&self, view: &View) -> HandoverError {
+        HandoverError::NotLeader {
+            lease: self.name.clone(),
+            leader: view.leader.as_ref().map(|l| l.identity.clone()),
+        }
+    }
+
+    /// Answers `request` with `error`; an annotation's is declined on the Lease.
+    fn refuse(&mut self, now: std::time::Instant, request: Preparing, error: HandoverError) {
+        tracing::warn!(lease = %self.name, error = %error, "handover refused");
+        match request.done {
+            Some(done) => {
+                let _ = done.send(Err(error));
+            }
+            None => self.refuse_annotation(now, &error),
+        }
     }
 
     /// After every input: answers a handover annotation on the Lease this pod leads, and
@@ -559,7 +640,10 @@ impl Driver {
             }
             return;
         }
-        let Some(obs) = observed else { return };
+        // (An annotation seen while preparing waits: the handover under way answers it.)
+        let Some(obs) = observed.filter(|_| self.preparing.is_none()) else {
+            return;
+        };
         if obs.record.holder != self.core.identity()
             || self.answered_rv.as_deref() == Some(obs.resource_version.as_str())
         {
@@ -586,7 +670,7 @@ impl Driver {
             Some((holders, slot)) => handover::busy(&holders.borrow(), Some(*slot)),
             None => BTreeSet::new(),
         };
-        self.start_handover(now, (!to.is_empty()).then_some(to), &busy, None);
+        self.start_handover(now, (!to.is_empty()).then_some(to), busy, None);
     }
 
     /// The handover write's result: on success the handover waits for the successor's
@@ -599,6 +683,10 @@ impl Driver {
                 }
             }
             Err(_) => {
+                // This pod leads on: undo the preparation.
+                if let (Some(_), Some(prepare)) = (&self.handover, &self.prepare) {
+                    prepare.abandon();
+                }
                 if let Some(p) = self.handover.take()
                     && let Some(reply) = p.done
                 {
@@ -750,6 +838,17 @@ impl Driver {
 
 /// Where a handover's outcome goes.
 pub(crate) type HandoverReply = oneshot::Sender<Result<HandoverDone, HandoverError>>;
+
+/// A planned handover asked for: being checked, or prepared for.
+struct Preparing {
+    /// The member asked for (`None`: any).
+    to: Option<String>,
+    /// The pods active in the election's other slots.
+    busy: BTreeSet<String>,
+    /// Where the outcome goes (`None`: asked for by annotation).
+    done: Option<HandoverReply>,
+    started: std::time::Instant,
+}
 
 /// A handover under way.
 struct PendingHandover {

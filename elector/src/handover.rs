@@ -10,11 +10,19 @@
 //! not valid is declined: the holder renews at once (every write removes the annotation), logs
 //! why and records a Kubernetes Event on the Lease (reason `HandoverRefused`).
 //!
+//! With a [`Prepare`] given ([`crate::SlotsOptions::prepare`]), a valid request is first
+//! prepared for while the holder still leads and renews (the sidecar's TCP mode drains
+//! there), then checked again and written; a request that is no longer valid then is
+//! declined as above and the preparation [abandoned](Prepare::abandon). Every planned handover
+//! goes this way: the annotation, the admin port and the failback alike.
+//!
 //! [`Elector::hand_over`]: crate::core::Elector::hand_over
 //! [`HANDOVER_ANNOTATION`]: crate::record::HANDOVER_ANNOTATION
 
 use std::collections::BTreeSet;
 use std::time::Duration;
+
+use futures::future::BoxFuture;
 
 use crate::core::Successor;
 use crate::members::{Member, Members};
@@ -117,6 +125,20 @@ pub enum HandoverError {
         /// The Lease.
         lease: String,
     },
+}
+
+/// What the holder does after it has accepted a planned handover and before it writes it,
+/// while it still leads and renews: the sidecar's TCP mode drains there (new connections
+/// wait for the successor, the open ones get `--close-grace` to end by themselves).
+pub trait Prepare: Send + Sync {
+    /// Gets ready to hand over the leadership this pod holds now. The handover is checked
+    /// again and written when the future ends, which it must by itself (the implementer
+    /// bounds it, well inside the lease duration).
+    fn prepare(&self) -> BoxFuture<'static, ()>;
+
+    /// The handover prepared for did not happen (no longer valid when checked again, or its
+    /// write failed): this pod leads on as before.
+    fn abandon(&self);
 }
 
 fn list(names: &[String]) -> String {

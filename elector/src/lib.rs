@@ -51,7 +51,7 @@ pub use understudy_core::{config, core, event, failsafe, view};
 
 pub use config::{Config, ConfigError, parse_duration};
 pub use driver::{Candidate, Handle, ReleaseError, describe, spawn, spawn_observed};
-pub use handover::{HandoverDone, HandoverError};
+pub use handover::{HandoverDone, HandoverError, Prepare};
 pub use members::{FailsafeOptions, Member, Members, PeerChannel, SelfReport};
 pub use observe::Observer;
 pub use record::{ADDRESS_ANNOTATION, LeaseRecord, PEER_ADDRESS_ANNOTATION};

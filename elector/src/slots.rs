@@ -23,7 +23,7 @@ use crate::config::Config;
 use crate::driver::{self, Candidate, Handle, ReleaseError};
 use crate::failback::{self, Failback};
 use crate::failsafe::{PeerReply, PeerRequest};
-use crate::handover::{HandoverDone, HandoverError};
+use crate::handover::{HandoverDone, HandoverError, Prepare};
 use crate::members::{FailsafeOptions, Members, Membership, SelfReport, spawn_membership};
 use crate::observe::Observer;
 use crate::view::{Leader, Role, View};
@@ -357,7 +357,7 @@ pub fn spawn_slots(
 }
 
 /// The options of [`spawn_slots_with`].
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct SlotsOptions {
     /// The failsafe, when on ([`crate::failsafe`]).
     pub failsafe: Option<FailsafeOptions>,
@@ -367,15 +367,30 @@ pub struct SlotsOptions {
     /// must have held its slot, before this pod hands the slot to it (`--failback-delay`;
     /// [`crate::failback`]).
     pub failback_delay: Duration,
+    /// What every planned handover of a slot this pod holds waits for before it is written
+    /// (the sidecar's TCP mode drains there; [`crate::handover::Prepare`]).
+    pub prepare: Option<Arc<dyn Prepare>>,
+}
+
+impl std::fmt::Debug for SlotsOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlotsOptions")
+            .field("failsafe", &self.failsafe)
+            .field("priority", &self.priority)
+            .field("failback_delay", &self.failback_delay)
+            .field("prepare", &self.prepare.is_some())
+            .finish()
+    }
 }
 
 impl Default for SlotsOptions {
-    /// No failsafe, priority 0, failback delay 60s.
+    /// No failsafe, priority 0, failback delay 60s, nothing to prepare a handover.
     fn default() -> SlotsOptions {
         SlotsOptions {
             failsafe: None,
             priority: 0,
             failback_delay: Duration::from_secs(60),
+            prepare: None,
         }
     }
 }
@@ -399,6 +414,7 @@ pub fn spawn_slots_with(
         failsafe,
         priority,
         failback_delay,
+        prepare,
     } = options;
     // Every pod keeps a member Lease: the failsafe asks the members, and a planned handover
     // goes to one of them.
@@ -432,6 +448,7 @@ pub fn spawn_slots_with(
                 failsafe: failsafe.clone(),
                 members: members.clone(),
                 holders: (slots > 1).then(|| (holders.clone(), slot)),
+                prepare: prepare.clone(),
             },
         );
         by_lease.insert(lease.clone(), handle.commands());

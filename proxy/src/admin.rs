@@ -44,7 +44,7 @@ pub struct Admin {
     watchers: sse::Watchers,
     switcher: Option<Switcher>,
     proxy: Option<Proxy>,
-    /// TCP mode, with `--close-grace`: quiesced before a planned handover.
+    /// TCP mode, with `--close-grace` (the election drains it before a planned handover).
     tcp: Option<(TcpProxy, Duration)>,
 }
 
@@ -99,6 +99,13 @@ impl Admin {
     }
 
     /// The slot this pod acts for now, if any, and slot 0's leader as this pod knows it.
+    /// How long a planned handover may drain TCP mode's connections first (0 in HTTP mode).
+    fn close_grace(&self) -> Duration {
+        self.tcp
+            .as_ref()
+            .map_or(Duration::ZERO, |(_, grace)| *grace)
+    }
+
     fn held_slot(&self) -> (Option<usize>, Option<String>) {
         let now = crate::now();
         match &self.slots {
@@ -154,12 +161,10 @@ impl Admin {
         let mut handed_over_to = None;
         let mut handover_error = None;
         if let Some(slot) = slot {
-            // TCP mode: drain before the Lease moves (the pod steps down for good after this,
-            // so nothing resumes).
-            if let Some((tcp, grace)) = &self.tcp {
-                tcp.quiesce((*grace).min(left())).await;
-            }
-            let wait = (timings.lease_duration + timings.renew_deadline).min(left());
+            // (TCP mode drains before the Lease moves: the election prepares every planned
+            // handover with `tcp::Drain`.)
+            let wait =
+                (timings.lease_duration + timings.renew_deadline + self.close_grace()).min(left());
             match switcher.hand_over(slot, None, wait).await {
                 Ok(done) => handed_over_to = Some(done.to),
                 Err(error) => {
@@ -251,28 +256,12 @@ impl Admin {
         };
         // The successor renews as soon as it sees itself named: a few round trips. Bounded
         // by one lease duration on top, after which it would have expired for the others.
-        let within = self.settings.timings.lease_duration + self.settings.timings.renew_deadline;
-        // TCP mode: drain before the Lease moves; new connections wait for the successor.
-        // In a task of its own, so that a client that gives up does not leave the drain
-        // half done: the handover goes ahead, or the drain is undone.
-        let tcp = self.tcp.clone();
-        let switcher = switcher.clone();
-        let result = tokio::spawn(async move {
-            // (Not for a handover the election will refuse: no member to take over.)
-            if let Some((tcp, grace)) = &tcp
-                && tcp.has_successor(to.as_deref())
-            {
-                tcp.quiesce(*grace).await;
-            }
-            let result = switcher.hand_over(slot, to, within).await;
-            if let (Err(_), Some((tcp, _))) = (&result, &tcp) {
-                tcp.resume();
-            }
-            result
-        })
-        .await
-        .expect("a handover does not panic");
-        match result {
+        // TCP mode drains before the Lease moves (the election prepares every planned
+        // handover with `tcp::Drain`, whether or not this client waits for the end): that
+        // is `--close-grace` more.
+        let timings = &self.settings.timings;
+        let within = timings.lease_duration + timings.renew_deadline + self.close_grace();
+        match switcher.hand_over(slot, to, within).await {
             Ok(done) => json(&HandedOver {
                 lease: &done.lease,
                 from: &done.from,

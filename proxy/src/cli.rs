@@ -279,7 +279,8 @@ pub struct ProxyArgs {
     /// the client (for apps that read it, e.g. with HAProxy's `accept-proxy`).
     #[arg(long, env = "UNDERSTUDY_PROXY_PROTOCOL", value_parser = clap::builder::BoolishValueParser::new())]
     pub proxy_protocol: bool,
-    /// TCP mode: before a planned handover (SIGTERM, POST /handover, GET /prestop), how long
+    /// TCP mode: before a planned handover (SIGTERM, the handover annotation that `kubectl
+    /// understudy switchover` writes, POST /handover, GET /prestop, a failback), how long
     /// the leader waits for its connections to the app to end by themselves, still leading;
     /// new connections wait for the next leader meanwhile. Then the Lease moves and the rest
     /// are closed. 0, the default, closes them at once. Must be shorter than --hold-timeout.

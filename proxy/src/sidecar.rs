@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use understudy_elector::{
-    Candidate, FailsafeOptions, SlotsOptions, routing_views, spawn_slots_with,
+    Candidate, FailsafeOptions, Prepare, SlotsOptions, routing_views, spawn_slots_with,
 };
 
 use crate::admin::Admin;
@@ -136,6 +136,13 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
             Dialer::new(connect_timeout, peer_tls.clone()).from_source(source),
         )),
     });
+    // TCP mode drains before every planned handover; the proxy it drains follows the
+    // election, so it is given the proxy once there is one.
+    let tcp_drain = settings
+        .proxy
+        .as_ref()
+        .and_then(|p| p.tcp.as_ref())
+        .map(|_| tcp::Drain::default());
     let (slots, handle) = spawn_slots_with(
         api,
         &settings.election,
@@ -147,6 +154,7 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
             failsafe,
             priority: settings.priority,
             failback_delay: settings.failback_delay,
+            prepare: tcp_drain.clone().map(|d| Arc::new(d) as Arc<dyn Prepare>),
         },
     );
     // The proxy routes by one view: the held slot's, or a standby's with every active.
@@ -221,7 +229,11 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
                 limits: limits.clone(),
                 stop: stop.clone(),
             };
-            (TcpProxy::new(parts), tcp.close_grace)
+            let tcp_proxy = TcpProxy::new(parts);
+            if let Some(drain) = &tcp_drain {
+                drain.set(tcp_proxy.clone(), tcp.close_grace);
+            }
+            (tcp_proxy, tcp.close_grace)
         }),
         _ => None,
     };

@@ -12,11 +12,14 @@
 //! reconnect and reach the new leader; none goes on writing to a demoted primary.
 //!
 //! ## A planned handover drains first
-//! Before a planned handover (SIGTERM, `POST /handover`, `GET /prestop`) the leader
-//! [quiesces](TcpProxy::quiesce): new connections are held for the next leader instead of
-//! going to the local app, and the ones open may end by themselves for `--close-grace` (0 by
-//! default) while this pod still leads and renews. Then the Lease moves and what is left is
-//! closed. The app is never active beside the next one's.
+//! Before a planned handover the leader [quiesces](TcpProxy::quiesce): new connections are
+//! held for the next leader instead of going to the local app, and the ones open may end by
+//! themselves for `--close-grace` (0 by default) while this pod still leads and renews. Then
+//! the Lease moves and what is left is closed. The app is never active beside the next one's.
+//! SIGTERM quiesces before it steps down; every other planned handover (the
+//! `understudy.io/handover-to` annotation and `kubectl understudy switchover`, `POST
+//! /handover`, `GET /prestop`, a failback) is accepted by the election, prepared for with
+//! [`Drain`] and only then written.
 //!
 //! ## The hand-off between sidecars
 //! A standby opens a connection to the leader's advertised address and sends a PROXY
@@ -42,19 +45,20 @@ pub mod proxy_header;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures::future::BoxFuture;
 use http::{Request, StatusCode};
 use prometheus::IntCounter;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use understudy_elector::{Answerer, Members, View};
+use understudy_elector::{Answerer, Members, Prepare, View};
 
 use crate::balance::Balancer;
 use crate::conn::{Accepted, Prefixed};
@@ -131,6 +135,40 @@ struct Inner {
     quiesced: AtomicU64,
     /// Connections to the local app being relayed.
     local_open: watch::Sender<usize>,
+}
+
+/// TCP mode's drain before a planned handover, as the election's [`Prepare`]: the election
+/// accepts a handover, calls [`Prepare::prepare`] (a [quiesce](TcpProxy::quiesce) of up to
+/// `--close-grace`) while it still leads and renews, then checks the handover again and writes
+/// it, or [resumes](TcpProxy::resume). Made before the election (which the proxy follows)
+/// and given the proxy once that exists: until then there is nothing to drain.
+#[derive(Clone, Default)]
+pub struct Drain {
+    proxy: Arc<OnceLock<(TcpProxy, Duration)>>,
+}
+
+impl Drain {
+    /// Drains `proxy`'s connections, for up to `grace`, before every planned handover.
+    pub fn set(&self, proxy: TcpProxy, grace: Duration) {
+        let _ = self.proxy.set((proxy, grace));
+    }
+}
+
+impl Prepare for Drain {
+    fn prepare(&self) -> BoxFuture<'static, ()> {
+        let proxy = self.proxy.get().cloned();
+        Box::pin(async move {
+            if let Some((proxy, grace)) = proxy {
+                proxy.quiesce(grace).await;
+            }
+        })
+    }
+
+    fn abandon(&self) {
+        if let Some((proxy, _)) = self.proxy.get() {
+            proxy.resume();
+        }
+    }
 }
 
 /// [`Inner::quiesced`] when no handover is being prepared.
@@ -246,15 +284,6 @@ impl TcpProxy {
 
     fn quiesced_for(&self, epoch: u64) -> bool {
         self.inner.quiesced.load(Ordering::SeqCst) == epoch
-    }
-
-    /// Whether a member other than this pod that does not say it cannot lead is there to take
-    /// over (`to`: that member): a handover the election would refuse is not drained for.
-    pub fn has_successor(&self, to: Option<&str>) -> bool {
-        let me = self.inner.parts.views.borrow().identity.clone();
-        self.inner.parts.members.borrow().values().any(|m| {
-            m.identity != me && m.ready != Some(false) && to.is_none_or(|t| t == m.identity)
-        })
     }
 
     /// Connections to the local app being relayed now.

@@ -448,19 +448,33 @@ async fn a_quiesced_leader_holds_new_connections_for_the_next_one_and_waits_for_
     assert!(!closes(&running.metrics, "hold_timeout"));
 }
 
-/// A drain is only for a handover that can happen: some member other than this pod, not
-/// marked unready (the one named, when one is).
+/// The election's preparation of a planned handover is the quiesce, and its abandonment the
+/// resume; before the proxy is given to it there is nothing to drain.
 #[tokio::test]
-async fn a_successor_is_a_member_other_than_this_pod_that_may_lead() {
+async fn the_drain_before_a_handover_quiesces_and_an_abandoned_one_resumes() {
+    let unset = Drain::default();
+    unset.prepare().await;
+    unset.abandon();
+
     let app = echo_app("app").await;
-    let view = leading("me", "127.0.0.1:1", 1);
-    let alone = start(app, view.clone(), Members::new(), Duration::from_secs(1)).await;
-    assert!(!alone.proxy.has_successor(None));
-    let with_peer = start(app, view, a_member_at_127_0_0_1(), Duration::from_secs(1)).await;
-    assert!(with_peer.proxy.has_successor(None));
-    assert!(with_peer.proxy.has_successor(Some("peer")));
-    assert!(!with_peer.proxy.has_successor(Some("nobody")));
-    assert!(!with_peer.proxy.has_successor(Some("me")));
+    let (running, old) = leading_and_connected(app).await;
+    let drain = Drain::default();
+    drain.set(running.proxy.clone(), Duration::from_millis(100));
+    let prepared = drain.prepare();
+    assert!(
+        !running.proxy.is_quiesced(),
+        "nothing happens before it is awaited"
+    );
+    prepared.await;
+    assert!(running.proxy.is_quiesced());
+    assert_eq!(
+        running.proxy.local_open(),
+        1,
+        "the grace ended with one open"
+    );
+    drain.abandon();
+    assert!(!running.proxy.is_quiesced());
+    drop(old);
 }
 
 /// A quiesce ends at the grace with connections still open; they close as the leadership

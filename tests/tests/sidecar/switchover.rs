@@ -225,7 +225,7 @@ async fn prestop_answers_within_its_bound_when_the_handover_cannot_complete() {
 }
 
 /// `kubectl annotate lease <lease> understudy.io/handover-to=<value> --overwrite`.
-async fn annotate_handover(cluster: &Loopback, lease: &str, value: &str) {
+pub(crate) async fn annotate_handover(cluster: &Loopback, lease: &str, value: &str) {
     cluster
         .cluster()
         .kubectl()

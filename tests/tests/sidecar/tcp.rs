@@ -382,20 +382,40 @@ async fn connections_end_with_the_leadership_they_were_opened_under() {
     );
 }
 
-/// A planned handover with `--close-grace`: the leader first quiesces. Its connections (one
-/// of its own, one handed over by a standby) go on being answered while it still leads, a
-/// connection that arrives meanwhile waits, and once the open ones have ended by themselves
-/// (before the grace is up) the Lease moves: the waiting connection reaches the new leader's
-/// app, and nothing was closed for the handover.
+/// A planned handover with `--close-grace`, asked for on the admin port: the leader first
+/// quiesces. Its connections (one of its own, one handed over by a standby) go on being
+/// answered while it still leads, a connection that arrives meanwhile waits, and once the open
+/// ones have ended by themselves (before the grace is up) the Lease moves: the waiting
+/// connection reaches the new leader's app, and nothing was closed for the handover.
 #[tokio::test]
 async fn a_planned_handover_waits_for_connections_to_end_and_holds_new_ones_for_the_next_leader() {
+    drains_before_a_planned_handover("tcp-quiesce", Ask::Admin).await;
+}
+
+/// The same drain when the handover is asked for with the Lease annotation
+/// (`kubectl understudy switchover`): the election prepares every planned handover alike.
+#[tokio::test]
+async fn a_handover_asked_for_by_annotation_drains_first_too() {
+    drains_before_a_planned_handover("tcp-quiesce-annotated", Ask::Annotation).await;
+}
+
+/// How a planned handover is asked for.
+#[derive(Clone, Copy, Debug)]
+enum Ask {
+    /// `POST /handover` on the leader's admin port.
+    Admin,
+    /// `understudy.io/handover-to=` (any member) on the Lease.
+    Annotation,
+}
+
+async fn drains_before_a_planned_handover(election: &str, ask: Ask) {
     const GRACE: Duration = Duration::from_secs(3);
-    let cluster = Loopback::start("tcp-quiesce").await;
+    let cluster = Loopback::start(election).await;
     let pods = tcp_pods(&cluster, &["--close-grace", "3s"], false).await;
     let all: Vec<&Sidecar> = pods.iter().collect();
     let old = agreed_leader(&all, PATIENCE).await;
     cluster
-        .wait_members_named("tcp-quiesce", &["pod-a", "pod-b", "pod-c"], PATIENCE)
+        .wait_members_named(election, &["pod-a", "pod-b", "pod-c"], PATIENCE)
         .await;
     let leader = pods.iter().find(|p| p.name == old).unwrap();
     let standby = pods.iter().find(|p| p.name != old).unwrap();
@@ -406,13 +426,21 @@ async fn a_planned_handover_waits_for_connections_to_end_and_holds_new_ones_for_
     }
 
     let asked = std::time::Instant::now();
-    let admin = leader.admin;
-    let handover = tokio::spawn(async move {
-        let req = http::Request::post(format!("http://{admin}/handover"))
-            .body(http_body_util::Full::default())
-            .unwrap();
-        understudy_tests::cluster::loopback::send(req, Duration::from_secs(30)).await
-    });
+    let handover = match ask {
+        Ask::Admin => {
+            let admin = leader.admin;
+            Some(tokio::spawn(async move {
+                let req = http::Request::post(format!("http://{admin}/handover"))
+                    .body(http_body_util::Full::default())
+                    .unwrap();
+                understudy_tests::cluster::loopback::send(req, Duration::from_secs(30)).await
+            }))
+        }
+        Ask::Annotation => {
+            crate::switchover::annotate_handover(&cluster, election, "").await;
+            None
+        }
+    };
     let quiesced = |status: &str| status.contains("\"quiesced\":true");
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
@@ -443,14 +471,16 @@ async fn a_planned_handover_waits_for_connections_to_end_and_holds_new_ones_for_
     // The open connections end by themselves: the handover goes ahead before the grace.
     drop(own);
     drop(handed);
-    let (status, body) = handover.await.unwrap().expect("the admin answers");
-    assert!(status.is_success(), "{status}: {body}");
+    if let Some(handover) = handover {
+        let (status, body) = handover.await.unwrap().expect("the admin answers");
+        assert!(status.is_success(), "{status}: {body}");
+    }
+    let new = agreed_leader_not(&all, &old, PATIENCE).await;
     assert!(
         asked.elapsed() < GRACE,
-        "the handover waited {:?}, the whole grace",
+        "the handover ({ask:?}) waited {:?}, the whole grace",
         asked.elapsed()
     );
-    let new = agreed_leader_not(&all, &old, PATIENCE).await;
     let (mut late, hello) = waiting.await.unwrap();
     assert!(hello.starts_with(&format!("hello {new} ")), "{hello}");
     assert_eq!(late.ask("after").await, Some(format!("{new} after")));
