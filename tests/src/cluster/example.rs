@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use super::harness::Cluster;
 use super::kubectl::Kubectl;
 use super::kubelet::Kubelet;
+use super::leadership::Reigns;
 use super::overlap::{self, OverlapReport};
 use super::process::Signal;
 use super::sidecar::{ADMIN_PORT, TEST_TIMINGS};
@@ -610,6 +611,25 @@ impl Example {
             })
             .map(|p| p.name)
             .collect()
+    }
+
+    /// The leadership every sidecar of this namespace the kubelet ever ran logged (its
+    /// container named `understudy`).
+    pub fn reigns(&self) -> Reigns {
+        let mut reigns = Reigns::default();
+        for pod in self.kubelet.history() {
+            if pod.namespace != self.namespace {
+                continue;
+            }
+            if let Some(log) = pod
+                .logs
+                .get("understudy")
+                .and_then(|l| std::fs::read_to_string(l).ok())
+            {
+                reigns.read(&pod.name, &log);
+            }
+        }
+        reigns
     }
 
     /// The overlap checker over the access logs of every pod of this namespace the kubelet

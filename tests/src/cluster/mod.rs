@@ -8,7 +8,7 @@
 //! | kubelet | understudy's stand-in: pods as network namespaces, containers as processes, probes, hooks, volumes, status ([`kubelet`]) |
 //! | apps | `deploy/examples/…` applied with `kubectl apply -k` ([`example`]); nginx from Debian's `nginx-light` for the nginx image ([`app`]), the `understudy` binary for its image |
 //! | clients | a bounded load generator recording every request ([`load`]) |
-//! | checks | the overlap checker over the apps' access logs ([`overlap`]) |
+//! | checks | the overlap checker over the apps' access logs ([`overlap`]), or over what apps without fencing tokens logged, fenced by the sidecars' own account of their leadership ([`leadership`]) |
 //!
 //! Everything runs for real: processes and signals, namespaces and veths, iptables. Traffic
 //! only goes to the run's own addresses. Runs are isolated by [`Slot`]s and cleaned up
@@ -41,6 +41,7 @@ mod harness;
 pub mod http;
 pub mod kubectl;
 pub mod kubelet;
+pub mod leadership;
 pub mod load;
 pub mod loopback;
 pub mod node;

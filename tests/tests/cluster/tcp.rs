@@ -1,10 +1,12 @@
 //! TCP mode on the local cluster: `deploy/examples/redis-ha` (Debian's redis-server in each
 //! pod, understudy with `--mode tcp` in front), clients speaking RESP to the Service's
-//! ClusterIP. Each client sends `RPUSH log <client>:<n>` one at a time and opens a new
-//! connection only when its connection was closed (or refused); it never sends a command
-//! again. Afterwards every pod's Redis is read (`redis-cli` in the pod's network namespace):
-//! no command reached a Redis whose pod was not leading at the time, and clients saw closed
-//! connections only at the handover, never a command left unanswered.
+//! ClusterIP. Each client appends `<client>:<n>` to the list `log` one at a time, with a script
+//! that stamps it with the Redis's own clock (`TIME`), and opens a new connection only when
+//! its connection was closed (or refused); it never sends a command again. Afterwards every
+//! pod's Redis is read (`redis-cli` in the pod's network namespace) and checked with the
+//! overlap checker against the leadership each sidecar logged ([`Reigns`]): every command ran
+//! while its pod led, and no two pods' Redis served at once. Clients saw closed connections
+//! only at the handover, never a command left unanswered.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use understudy_tests::cluster::{Example, ExampleOptions, Signal};
+use understudy_tests::cluster::app::AccessEntry;
+use understudy_tests::cluster::leadership::Reigns;
+use understudy_tests::cluster::{Example, ExampleOptions, OverlapReport, Signal, overlap};
 
 use super::{LEASE, RETRY, Scenario, bounded, exclusive};
 
@@ -21,6 +25,25 @@ use super::{LEASE, RETRY, Scenario, bounded, exclusive};
 /// command unanswered this long is a hang.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 const CLIENTS: usize = 3;
+/// The example's Lease (`--election redis-ha`, one active).
+const REDIS_LEASE: &str = "redis-ha";
+/// What a command may run outside its pod's reign as the sidecar logged it (seconds): the
+/// log line is written as the view changes, a few microseconds to milliseconds from when
+/// the proxy acts on it, and a command already on its way to Redis when the connection is
+/// closed still runs.
+const REIGN_SLACK: f64 = 0.05;
+/// Appends `ARGV[1]@<Redis's clock>` to `log` (`TIME`: seconds and microseconds).
+const STAMPED_RPUSH: &str = "local t = redis.call('TIME') \
+    return redis.call('RPUSH', KEYS[1], ARGV[1] .. '@' .. t[1] .. '.' .. string.format('%06d', t[2]))";
+
+/// A RESP array of bulk strings.
+fn resp(args: &[&str]) -> String {
+    let mut out = format!("*{}\r\n", args.len());
+    for a in args {
+        out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    out
+}
 
 /// What became of one command.
 #[derive(Clone, Debug)]
@@ -93,10 +116,7 @@ impl RedisLoad {
                         while !stop.load(Ordering::SeqCst) && Instant::now() < until && n < 20_000 {
                             n += 1;
                             let item = format!("{c}:{n}");
-                            let cmd = format!(
-                                "*3\r\n$5\r\nRPUSH\r\n$3\r\nlog\r\n${}\r\n{item}\r\n",
-                                item.len()
-                            );
+                            let cmd = resp(&["EVAL", STAMPED_RPUSH, "1", "log", &item]);
                             let sent = Instant::now();
                             let answer = async {
                                 write.write_all(cmd.as_bytes()).await?;
@@ -170,8 +190,9 @@ impl RedisLoad {
     }
 }
 
-/// What each pod's Redis holds (`LRANGE log 0 -1`, read in the pod).
-async fn logs(app: &Example, pods: &[String]) -> BTreeMap<String, Vec<String>> {
+/// What each pod's Redis holds (`LRANGE log 0 -1`, read in the pod): each command's item and
+/// when that Redis ran it (Unix seconds, its own clock).
+async fn logs(app: &Example, pods: &[String]) -> BTreeMap<String, Vec<(String, f64)>> {
     let mut out = BTreeMap::new();
     for pod in pods {
         let text = app
@@ -183,7 +204,13 @@ async fn logs(app: &Example, pods: &[String]) -> BTreeMap<String, Vec<String>> {
             .await
             .unwrap_or_else(|e| panic!("reading {pod}'s Redis: {e}"));
         // (An empty list prints one empty line.)
-        let items = text.lines().filter(|l| !l.is_empty()).map(str::to_string);
+        let items = text.lines().filter(|l| !l.is_empty()).map(|l| {
+            let (item, at) = l
+                .split_once('@')
+                .unwrap_or_else(|| panic!("{pod}'s Redis holds {l:?}, not item@time"));
+            let at = at.parse().unwrap_or_else(|e| panic!("{pod}: {l:?}: {e}"));
+            (item.to_string(), at)
+        });
         out.insert(pod.clone(), items.collect());
     }
     out
@@ -208,7 +235,7 @@ fn check(
     name: &str,
     commands: &[Command],
     refused: &[Refused],
-    logs: &BTreeMap<String, Vec<String>>,
+    logs: &BTreeMap<String, Vec<(String, f64)>>,
     moved: &Move<'_>,
 ) {
     let (old, new) = (moved.old, moved.new);
@@ -246,7 +273,7 @@ fn check(
         logs.get(pod)
             .into_iter()
             .flatten()
-            .map(|item| {
+            .map(|(item, _)| {
                 *by_item
                     .get(item.as_str())
                     .unwrap_or_else(|| panic!("{name}: {pod}'s Redis holds {item}, never sent"))
@@ -269,7 +296,8 @@ fn check(
             sent - acked
         );
     }
-    let in_new: std::collections::BTreeSet<&str> = logs[new].iter().map(String::as_str).collect();
+    let in_new: std::collections::BTreeSet<&str> =
+        logs[new].iter().map(|(item, _)| item.as_str()).collect();
     for c in commands {
         if let Outcome::Acked(at) = c.outcome
             && at > moved.until
@@ -302,6 +330,76 @@ fn check(
         on_old.len(),
         on_new.len()
     );
+}
+
+/// The overlap checker over every Redis's commands, each fenced with the epoch under which
+/// its pod's sidecar led at the moment that Redis ran it ([`Reigns::fence`]): every command
+/// ran while its pod led, tenures of different pods never overlap and epochs only rise.
+fn fenced(
+    name: &str,
+    logs: &BTreeMap<String, Vec<(String, f64)>>,
+    reigns: &Reigns,
+) -> OverlapReport {
+    let entries: Vec<(String, Vec<AccessEntry>)> = logs
+        .iter()
+        .map(|(pod, items)| {
+            let entries = items.iter().map(|(item, at)| {
+                let epoch = reigns.fence(pod, REDIS_LEASE, *at, REIGN_SLACK);
+                AccessEntry {
+                    logged: *at,
+                    request_time: 0.0,
+                    status: 200,
+                    leader: epoch.map(|_| pod.clone()),
+                    epoch,
+                    lease: None,
+                    request: item.clone(),
+                }
+            });
+            (pod.clone(), entries.collect())
+        })
+        .collect();
+    let report = overlap::check(&entries);
+    if report.unfenced > 0 {
+        let (pod, first) = entries
+            .iter()
+            .find_map(|(pod, e)| e.iter().find(|e| e.epoch.is_none()).map(|e| (pod, e)))
+            .expect("counted");
+        panic!(
+            "{name}: {} commands ran on a Redis whose pod was not leading, the first {} on {pod} \
+             at {:.6}; {pod} led: {:?}",
+            report.unfenced,
+            first.request,
+            first.logged,
+            reigns.of(pod)
+        );
+    }
+    assert!(
+        report.violations.is_empty(),
+        "{name}: {:#?}",
+        report.violations
+    );
+    // How close to the end of its reign a command ran (negative: after it, within the slack).
+    let closest = entries
+        .iter()
+        .flat_map(|(pod, e)| e.iter().map(move |e| (pod, e)))
+        .filter_map(|(pod, e)| {
+            let reign = reigns
+                .0
+                .iter()
+                .find(|r| &r.pod == pod && Some(r.epoch) == e.epoch && r.lease == REDIS_LEASE)?;
+            Some(reign.until? - e.logged)
+        })
+        .min_by(f64::total_cmp);
+    println!(
+        "scenario={name} fenced: tenures={:?} closest_to_a_reigns_end_ms={:?}",
+        report
+            .tenures
+            .iter()
+            .map(|t| (&t.pod, t.epoch, t.requests))
+            .collect::<Vec<_>>(),
+        closest.map(|c| (c * 1000.0).round())
+    );
+    report
 }
 
 /// The leader's pod is SIGKILLed (sidecar and Redis, as by the OOM killer): commands on its
@@ -350,6 +448,10 @@ async fn redis_sigkill_of_the_leader_closes_connections_and_nothing_reaches_a_st
             until: settled + Duration::from_secs(2),
         };
         check(name, &commands, &refused, &logs, &moved);
+        // The old Redis died with its log: what is left are the new leader's commands.
+        let report = fenced(name, &logs, &app.reigns());
+        let served: Vec<&str> = report.tenures.iter().map(|t| t.pod.as_str()).collect();
+        assert_eq!(served, [new.as_str()], "{name}");
         drop(app);
         s.cluster.shutdown().await.unwrap();
     })
@@ -403,6 +505,9 @@ async fn redis_sigterm_of_the_leaders_sidecar_hands_over_with_no_overlap() {
             until: settled + Duration::from_secs(4),
         };
         check(name, &commands, &refused, &logs, &moved);
+        let report = fenced(name, &logs, &app.reigns());
+        let served: Vec<&str> = report.tenures.iter().map(|t| t.pod.as_str()).collect();
+        assert_eq!(served, [old.as_str(), new.as_str()], "{name}");
         drop(app);
         s.cluster.shutdown().await.unwrap();
     })
