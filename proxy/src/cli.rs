@@ -286,6 +286,10 @@ pub struct ProxyArgs {
     /// are closed. 0, the default, closes them at once. Must be shorter than --hold-timeout.
     #[arg(long, env = "UNDERSTUDY_CLOSE_GRACE", value_name = "DURATION", value_parser = duration, default_value = "0s")]
     pub close_grace: Duration,
+    /// TCP mode: relay plain TCP connections with splice(2), kernel to kernel, instead of
+    /// through the sidecar's buffers (the mTLS peer channel is always buffered).
+    #[arg(long, env = "UNDERSTUDY_SPLICE", value_parser = clap::builder::BoolishValueParser::new())]
+    pub splice: bool,
 }
 
 /// What the proxy carries (`--mode`).

@@ -171,12 +171,14 @@ impl Activity {
         }
     }
 
-    fn touch(&self) {
+    /// Records that a byte moved (written to the client).
+    pub(crate) fn touch(&self) {
         let ms = self.origin.elapsed().as_millis() as u64;
         self.last_ms.store(ms, Ordering::Relaxed);
     }
 
-    fn touch_read(&self) {
+    /// Records that the client sent a byte.
+    pub(crate) fn touch_read(&self) {
         self.heard.store(true, Ordering::Relaxed);
         self.touch();
     }
@@ -224,6 +226,12 @@ impl Watched {
     /// The local address the client connected to.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.inner.local_addr()
+    }
+
+    /// The socket itself, and its activity, for a relay that moves bytes without reading
+    /// them (TCP mode's splice): it records the activity itself.
+    pub(crate) fn parts(&self) -> (&TcpStream, &Activity) {
+        (&self.inner, &self.activity)
     }
 
     fn wrote(&self, poll: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {

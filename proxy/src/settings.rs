@@ -236,6 +236,8 @@ pub struct TcpSettings {
     /// Before a planned handover, how long the leader waits for its connections to the local
     /// app to end by themselves (new ones wait for the next leader meanwhile).
     pub close_grace: Duration,
+    /// Relay plain TCP connections with splice(2) (`--splice`).
+    pub splice: bool,
 }
 
 /// Settings of the mTLS peer channel (`--peer-listen`).
@@ -526,6 +528,7 @@ fn tcp_settings(
             ("tcp-listen", !p.tcp_listen.is_empty()),
             ("proxy-protocol", p.proxy_protocol),
             ("close-grace", !p.close_grace.is_zero()),
+            ("splice", p.splice),
         ];
         if let Some((flag, _)) = given.into_iter().find(|(_, given)| *given) {
             return Err(SettingsError::Mode {
@@ -590,6 +593,7 @@ fn tcp_settings(
         listeners,
         proxy_protocol: p.proxy_protocol,
         close_grace: p.close_grace,
+        splice: p.splice,
     }))
 }
 

@@ -225,6 +225,7 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
                 metrics: metrics.clone(),
                 proxy_protocol: tcp.proxy_protocol,
                 idle_timeout: p.idle_timeout,
+                splice: tcp.splice,
                 failsafe: settings.failsafe.map(|_| handle.answerer()),
                 limits: limits.clone(),
                 stop: stop.clone(),

@@ -41,6 +41,7 @@
 //! even a process in a member pod can pass itself off as another client.
 
 pub mod proxy_header;
+mod splice;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -61,7 +62,7 @@ use tokio_util::sync::CancellationToken;
 use understudy_elector::{Answerer, Members, Prepare, View};
 
 use crate::balance::Balancer;
-use crate::conn::{Accepted, Prefixed};
+use crate::conn::{Accepted, Prefixed, Stream};
 use crate::dial::{Conn, Dialer, Reach};
 use crate::headers::Inbound;
 use crate::hold::Holder;
@@ -70,6 +71,7 @@ use crate::peer_tls::Alpn;
 use crate::route::{self, Kind, Route};
 use crate::server::{self, Limits};
 use crate::tenure::Tenure;
+use crate::tls_or_plain::MaybeTls;
 use proxy_header::{HandOff, HeaderError};
 
 /// The start of a failsafe message from a member sidecar.
@@ -114,6 +116,8 @@ pub struct Parts {
     pub proxy_protocol: bool,
     /// Close a connection after this long with no byte either way.
     pub idle_timeout: Duration,
+    /// Relay plain TCP connections with splice(2) (`--splice`; [`splice`]).
+    pub splice: bool,
     /// Answers the failsafe's messages from members; `None` with `--failsafe off`.
     pub failsafe: Option<Answerer>,
     /// Limits of the HTTP/1 server that takes the failsafe's messages.
@@ -397,7 +401,7 @@ impl TcpProxy {
         let mut place = None;
         let mut held = false;
         let mut local = None;
-        let (mut upstream, tenure, kind) = loop {
+        let (upstream, tenure, kind) = loop {
             let view = views.borrow_and_update().clone();
             let route = self.decide(&view, &inbound, sent_at);
             let dialled = match &route {
@@ -493,17 +497,7 @@ impl TcpProxy {
         }
         let _open = local;
         let ended = tenure.ended(p.views.clone());
-        let mut client_io = Counted {
-            inner: Prefixed::new(prefix, stream),
-            read: self.inner.upstream_bytes.clone(),
-            written: self.inner.downstream_bytes.clone(),
-        };
-        let relay = tokio::io::copy_bidirectional_with_sizes(
-            &mut client_io,
-            &mut upstream,
-            RELAY_BUFFER,
-            RELAY_BUFFER,
-        );
+        let relay = self.relay(prefix, stream, upstream);
         let relayed = tokio::select! {
             // The end of the leadership first: never a byte relayed once it is seen.
             biased;
@@ -519,6 +513,46 @@ impl TcpProxy {
                 Close::Error
             }
         }
+    }
+
+    /// Relays bytes both ways between the client (`prefix` first: what was read from it
+    /// already) and `upstream` until both have ended: with splice(2) when `--splice` is on
+    /// and both are plain TCP, else through two [`RELAY_BUFFER`]s.
+    async fn relay(&self, prefix: Bytes, stream: Stream, mut upstream: Conn) -> io::Result<()> {
+        let inner = &self.inner;
+        if inner.parts.splice
+            && let (MaybeTls::Plain(client), MaybeTls::Plain(app)) = (&stream, &mut upstream)
+        {
+            if !prefix.is_empty() {
+                app.write_all(&prefix).await?;
+                inner.upstream_bytes.inc_by(prefix.len() as u64);
+            }
+            let (socket, activity) = client.parts();
+            let client = splice::End {
+                socket,
+                read: &inner.upstream_bytes,
+                activity: Some(activity),
+            };
+            let app = splice::End {
+                socket: app,
+                read: &inner.downstream_bytes,
+                activity: None,
+            };
+            return splice::relay(client, app).await;
+        }
+        let mut client_io = Counted {
+            inner: Prefixed::new(prefix, stream),
+            read: inner.upstream_bytes.clone(),
+            written: inner.downstream_bytes.clone(),
+        };
+        tokio::io::copy_bidirectional_with_sizes(
+            &mut client_io,
+            &mut upstream,
+            RELAY_BUFFER,
+            RELAY_BUFFER,
+        )
+        .await
+        .map(drop)
     }
 
     /// Whether `ip` is where a member sidecar's connections come from.

@@ -357,6 +357,7 @@ fn tcp_mode_takes_its_listeners_in_order_and_refuses_what_does_not_fit() {
         "--proxy-protocol",
         "--close-grace",
         "500ms",
+        "--splice",
     ])
     .unwrap();
     let tcp = s.proxy.unwrap().tcp.expect("TCP mode");
@@ -374,6 +375,7 @@ fn tcp_mode_takes_its_listeners_in_order_and_refuses_what_does_not_fit() {
     );
     assert!(tcp.proxy_protocol);
     assert_eq!(tcp.close_grace, Duration::from_millis(500));
+    assert!(tcp.splice);
     assert!(
         with(&[]).unwrap().proxy.unwrap().tcp.is_none(),
         "HTTP by default"
@@ -389,6 +391,7 @@ fn tcp_mode_takes_its_listeners_in_order_and_refuses_what_does_not_fit() {
     );
     refused(&["--proxy-protocol"], "proxy-protocol");
     refused(&["--close-grace", "1s"], "close-grace");
+    refused(&["--splice"], "splice");
     refused(
         &["--mode", "tcp", "--tcp-listen", "127.0.0.1:9122"],
         "tcp-listen",

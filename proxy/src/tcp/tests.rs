@@ -44,6 +44,20 @@ async fn start(app: SocketAddr, view: View, members: Members, hold: Duration) ->
     start_with(vec![app], view, members, hold, Duration::from_secs(60)).await
 }
 
+/// [`start`], relaying with splice(2) (`--splice`) or not.
+async fn start_relay(app: SocketAddr, view: View, members: Members, splice: bool) -> Running {
+    let idle = Duration::from_secs(60);
+    start_relaying(
+        vec![app],
+        view,
+        members,
+        Duration::from_secs(1),
+        idle,
+        splice,
+    )
+    .await
+}
+
 /// [`start`] with listeners whose upstreams are `apps` (only the first accepts here), and
 /// `idle` as the idle timeout.
 async fn start_with(
@@ -52,6 +66,18 @@ async fn start_with(
     members: Members,
     hold: Duration,
     idle: Duration,
+) -> Running {
+    start_relaying(apps, view, members, hold, idle, false).await
+}
+
+/// [`start_with`], relaying with splice(2) or not.
+async fn start_relaying(
+    apps: Vec<SocketAddr>,
+    view: View,
+    members: Members,
+    hold: Duration,
+    idle: Duration,
+    splice: bool,
 ) -> Running {
     let (views, rx) = watch::channel(view);
     let (_, members) = watch::channel(members);
@@ -68,6 +94,7 @@ async fn start_with(
         metrics: metrics.clone(),
         proxy_protocol: false,
         idle_timeout: idle,
+        splice,
         failsafe: None,
         limits: Limits::default(),
         stop: stop.clone(),
@@ -112,8 +139,13 @@ fn a_member_at_127_0_0_1() -> Members {
 /// A proxy for the acting leader `me` in front of `app` (an [`echo_app`] named "app"), and a
 /// client connected through it that has had the app's greeting.
 async fn leading_and_connected(app: SocketAddr) -> (Running, TcpStream) {
+    leading_and_connected_relaying(app, false).await
+}
+
+/// [`leading_and_connected`], relaying with splice(2) or not.
+async fn leading_and_connected_relaying(app: SocketAddr, splice: bool) -> (Running, TcpStream) {
     let view = leading("me", "127.0.0.1:1", 1);
-    let running = start(app, view, Members::new(), Duration::from_secs(1)).await;
+    let running = start_relay(app, view, Members::new(), splice).await;
     let mut client = TcpStream::connect(running.addr).await.unwrap();
     assert_eq!(read_some(&mut client).await, "app");
     (running, client)
@@ -180,10 +212,27 @@ async fn a_held_connection_is_closed_at_the_hold_deadline_and_counted() {
     assert!(closes(&running.metrics, "hold_timeout"));
 }
 
-#[tokio::test]
-async fn the_local_connection_closes_when_this_pod_stops_leading() {
+/// The relay tests run with the buffered relay and with splice(2) (`--splice`).
+macro_rules! both_relays {
+    ($test:ident) => {
+        mod $test {
+            #[tokio::test]
+            async fn buffered() {
+                super::$test(false).await
+            }
+
+            #[tokio::test]
+            async fn spliced() {
+                super::$test(true).await
+            }
+        }
+    };
+}
+
+both_relays!(the_local_connection_closes_when_this_pod_stops_leading);
+async fn the_local_connection_closes_when_this_pod_stops_leading(splice: bool) {
     let app = echo_app("app").await;
-    let (running, mut client) = leading_and_connected(app).await;
+    let (running, mut client) = leading_and_connected_relaying(app, splice).await;
     running
         .views
         .send(following("me", "other", "127.0.0.1:1", 2))
@@ -244,19 +293,16 @@ async fn a_members_hand_off_is_read_and_its_listener_must_exist() {
     assert_eq!(read_some(&mut s).await, "");
 }
 
+both_relays!(a_hand_off_read_together_with_the_clients_first_kilobytes_is_still_taken_off);
 /// A client that sends at once: the sidecar's header and kilobytes of the client's data
 /// arrive in one read. The header is still taken off (it was passed on as data when the first
 /// read was longer than a header can be).
-#[tokio::test]
-async fn a_hand_off_read_together_with_the_clients_first_kilobytes_is_still_taken_off() {
+async fn a_hand_off_read_together_with_the_clients_first_kilobytes_is_still_taken_off(
+    splice: bool,
+) {
     let app = echo_app("app").await;
-    let running = start(
-        app,
-        leading("me", "127.0.0.1:1", 1),
-        a_member_at_127_0_0_1(),
-        Duration::from_secs(1),
-    )
-    .await;
+    let view = leading("me", "127.0.0.1:1", 1);
+    let running = start_relay(app, view, a_member_at_127_0_0_1(), splice).await;
     let facts = HandOff {
         for_pod: "me".into(),
         hops: 1,
@@ -358,8 +404,8 @@ async fn a_hand_off_goes_to_the_upstream_of_the_listener_it_names() {
     assert_eq!(read_some(&mut s).await, "two");
 }
 
-#[tokio::test]
-async fn a_half_close_reaches_the_app_and_its_answer_still_comes_back() {
+both_relays!(a_half_close_reaches_the_app_and_its_answer_still_comes_back);
+async fn a_half_close_reaches_the_app_and_its_answer_still_comes_back(splice: bool) {
     // An app that answers once the client has finished sending.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let app = listener.local_addr().unwrap();
@@ -371,13 +417,8 @@ async fn a_half_close_reaches_the_app_and_its_answer_still_comes_back() {
             .await
             .unwrap();
     });
-    let running = start(
-        app,
-        leading("me", "127.0.0.1:1", 1),
-        Members::new(),
-        Duration::from_secs(1),
-    )
-    .await;
+    let view = leading("me", "127.0.0.1:1", 1);
+    let running = start_relay(app, view, Members::new(), splice).await;
     let mut client = TcpStream::connect(running.addr).await.unwrap();
     client.write_all(b"all of it").await.unwrap();
     client.shutdown().await.unwrap();
@@ -391,16 +432,17 @@ async fn a_half_close_reaches_the_app_and_its_answer_still_comes_back() {
     eventually(Duration::from_secs(5), || closes(&running.metrics, "done")).await;
 }
 
-#[tokio::test]
-async fn a_connection_with_nothing_moving_is_closed_at_the_idle_timeout() {
+both_relays!(a_connection_with_nothing_moving_is_closed_at_the_idle_timeout);
+async fn a_connection_with_nothing_moving_is_closed_at_the_idle_timeout(splice: bool) {
     let app = echo_app("app").await;
     let view = leading("me", "127.0.0.1:1", 1);
-    let running = start_with(
+    let running = start_relaying(
         vec![app],
         view,
         Members::new(),
         Duration::from_secs(1),
         Duration::from_millis(300),
+        splice,
     )
     .await;
     let mut client = TcpStream::connect(running.addr).await.unwrap();
@@ -515,4 +557,54 @@ async fn a_quiesce_ends_at_the_grace_and_a_resume_gives_new_connections_to_the_a
     assert!(!running.proxy.is_quiesced());
     let mut later = TcpStream::connect(running.addr).await.unwrap();
     assert_eq!(read_some(&mut later).await, "app");
+}
+
+both_relays!(megabytes_pass_both_ways_counted_and_a_busy_connection_is_never_idle);
+/// Megabytes both ways, written while the echo comes back: every byte arrives in order, the
+/// byte counters count them, and a connection that keeps moving bytes outlives the idle
+/// timeout many times over.
+async fn megabytes_pass_both_ways_counted_and_a_busy_connection_is_never_idle(splice: bool) {
+    const SIZE: usize = 4 << 20;
+    let app = echo_app("app").await;
+    let view = leading("me", "127.0.0.1:1", 1);
+    let idle = Duration::from_millis(200);
+    let hold = Duration::from_secs(1);
+    let running = start_relaying(vec![app], view, Members::new(), hold, idle, splice).await;
+    let client = TcpStream::connect(running.addr).await.unwrap();
+    let (mut read, mut write) = client.into_split();
+    let data: Vec<u8> = (0..SIZE).map(|i| (i % 251) as u8).collect();
+    let sent = data.clone();
+    let writer = tokio::spawn(async move {
+        // In slices with pauses shorter than the idle timeout: busy for several of them.
+        for chunk in sent.chunks(SIZE / 16) {
+            write.write_all(chunk).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(60)).await;
+        }
+        write.shutdown().await.unwrap();
+    });
+    let mut back = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), read.read_to_end(&mut back))
+        .await
+        .expect("the echo and the close in time")
+        .unwrap();
+    writer.await.unwrap();
+    assert_eq!(&back[..3], b"app");
+    assert!(
+        back[3..] == data[..],
+        "{} bytes back of {SIZE}",
+        back.len() - 3
+    );
+    assert!(
+        !closes(&running.metrics, "idle"),
+        "closed as idle while busy"
+    );
+    let text = running.metrics.render(&leaderless("me"), crate::now(), 0);
+    let bytes = |direction: &str| -> f64 {
+        let series = format!("understudy_tcp_bytes_total{{direction=\"{direction}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&series)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert_eq!(bytes("upstream"), SIZE as f64);
+    assert_eq!(bytes("downstream"), (SIZE + 3) as f64);
 }
