@@ -523,16 +523,30 @@ impl Driver {
         self.preparing = Some((request, Some(prepare.prepare())));
     }
 
-    /// The preparation has ended: checks the request again (the members, or this pod's
-    /// leadership, may have changed meanwhile) and writes it, or abandons the preparation.
+    /// The preparation has ended: checks the request again (the members, the other slots'
+    /// holders or this pod's leadership may have changed meanwhile) and writes it, or undoes
+    /// the preparation.
     fn prepared(&mut self, now: std::time::Instant) {
-        let Some((request, _)) = self.preparing.take() else {
+        let Some((mut request, _)) = self.preparing.take() else {
             return;
         };
-        if !self.hand_over(now, request)
-            && let Some(prepare) = &self.prepare
-        {
-            prepare.abandon();
+        if let Some((holders, slot)) = &self.holders {
+            request.busy = handover::busy(&holders.borrow(), Some(*slot));
+        }
+        // The annotation the renewals kept is answered by the next write (the handover, or
+        // the renewal that declines it): not once more before that.
+        if request.done.is_none() {
+            self.answered_rv = self.core.observed().map(|o| o.resource_version.clone());
+        }
+        if !self.hand_over(now, request) {
+            self.prepared_over();
+        }
+    }
+
+    /// Undoes the preparation of a handover that is over ([`Prepare::over`]).
+    fn prepared_over(&self) {
+        if let Some(prepare) = &self.prepare {
+            prepare.over();
         }
     }
 
@@ -609,6 +623,22 @@ impl Driver {
     /// completes a handover once its successor has renewed.
     fn follow_handover(&mut self, now: std::time::Instant) {
         let observed = self.core.observed().cloned();
+        if self.handover.as_ref().is_some_and(|p| p.written.is_none())
+            && self.core.handing_over_to().is_none()
+        {
+            // The core gave the handover up before writing it (a write already on its way,
+            // a renewal, was refused or failed, so the Lease's state was unknown): it renews
+            // instead, and this pod leads on.
+            let pending = self.handover.take().expect("checked");
+            tracing::warn!(lease = %self.name, to = %pending.to, "handover given up: a renewal on its way was refused or failed first");
+            self.prepared_over();
+            if let Some(reply) = pending.done {
+                let _ = reply.send(Err(HandoverError::WriteFailed {
+                    lease: self.name.clone(),
+                    why: "a renewal on its way was refused or failed first".into(),
+                }));
+            }
+        }
         if let Some(pending) = &self.handover {
             let Some(obs) = &observed else { return };
             let holder = obs.record.holder.as_str();
@@ -625,11 +655,13 @@ impl Driver {
                     took: now.saturating_duration_since(pending.started),
                 };
                 tracing::info!(lease = %self.name, to = %done.to, epoch = done.epoch, took_ms = done.took.as_millis() as u64, "handover done");
+                self.prepared_over();
                 if let Some(reply) = pending.done {
                     let _ = reply.send(Ok(done));
                 }
             } else if holder != pending.to {
                 let pending = self.handover.take().expect("checked");
+                self.prepared_over();
                 if let Some(reply) = pending.done {
                     let _ = reply.send(Err(HandoverError::Superseded {
                         lease: self.name.clone(),
@@ -684,8 +716,8 @@ impl Driver {
             }
             Err(_) => {
                 // This pod leads on: undo the preparation.
-                if let (Some(_), Some(prepare)) = (&self.handover, &self.prepare) {
-                    prepare.abandon();
+                if self.handover.is_some() {
+                    self.prepared_over();
                 }
                 if let Some(p) = self.handover.take()
                     && let Some(reply) = p.done
@@ -766,8 +798,24 @@ impl Driver {
                 // Every observation the core has came from an object kept here; were it
                 // missing, the write would carry the election's fields only, as a create does.
                 let object = self.object_at(&base);
+                // While a handover is prepared for, an annotation's request stands (this one's,
+                // or one that came meanwhile, answered after it): the renewals keep it (a
+                // watcher such as `kubectl understudy switchover` would otherwise read its
+                // removal as a refusal).
+                let request = self
+                    .preparing
+                    .as_ref()
+                    .and_then(|_| object.as_ref()?.metadata.annotations.as_ref())
+                    .and_then(|a| a.get(HANDOVER_ANNOTATION).cloned());
                 Box::pin(async move {
                     let mut lease = draft.to_lease(&name, object.as_ref(), jiff::Timestamp::now());
+                    if let Some(to) = request {
+                        lease
+                            .metadata
+                            .annotations
+                            .get_or_insert_with(Default::default)
+                            .insert(HANDOVER_ANNOTATION.to_string(), to);
+                    }
                     // The compare-and-swap: the API server rejects the write with 409 unless the
                     // Lease is still at the version we decided on.
                     lease.metadata.resource_version = Some(base.resource_version);

@@ -13,8 +13,10 @@
 //! With a [`Prepare`] given ([`crate::SlotsOptions::prepare`]), a valid request is first
 //! prepared for while the holder still leads and renews (the sidecar's TCP mode drains
 //! there), then checked again and written; a request that is no longer valid then is
-//! declined as above and the preparation [abandoned](Prepare::abandon). Every planned handover
-//! goes this way: the annotation, the admin port and the failback alike.
+//! declined as above. The preparation is [undone](Prepare::over) once the handover is over,
+//! whichever way. While an annotation's request is prepared for, the holder's renewals keep
+//! the annotation (the request stands until it is answered). Every planned handover goes this
+//! way: the annotation, the admin port and the failback alike.
 //!
 //! [`Elector::hand_over`]: crate::core::Elector::hand_over
 //! [`HANDOVER_ANNOTATION`]: crate::record::HANDOVER_ANNOTATION
@@ -136,9 +138,15 @@ pub trait Prepare: Send + Sync {
     /// bounds it, well inside the lease duration).
     fn prepare(&self) -> BoxFuture<'static, ()>;
 
-    /// The handover prepared for did not happen (no longer valid when checked again, or its
-    /// write failed): this pod leads on as before.
-    fn abandon(&self);
+    /// The handover prepared for is over, whichever way: done, refused when checked again,
+    /// its write failed or was overtaken, or someone else took the Lease. Undoes the
+    /// preparation: a pod that still leads leads on as before, and a later leadership of this
+    /// pod starts unprepared.
+    fn over(&self);
+
+    /// The longest [`Prepare::prepare`] takes: those who wait for a handover's outcome wait
+    /// that much longer.
+    fn longest(&self) -> Duration;
 }
 
 fn list(names: &[String]) -> String {

@@ -536,7 +536,10 @@ pub fn spawn_slots_with(
         },
     };
     let failback = Failback::new(&candidate.identity, priority, failback_delay);
-    let within = config.lease_duration + config.renew_deadline;
+    // (A prepared handover takes up to its preparation longer.)
+    let within = config.lease_duration
+        + config.renew_deadline
+        + prepare.as_ref().map_or(Duration::ZERO, |p| p.longest());
     let switcher = handle.switcher();
     tokio::spawn(failback::run(
         rx.clone(),

@@ -98,7 +98,6 @@ impl Admin {
         }
     }
 
-    /// The slot this pod acts for now, if any, and slot 0's leader as this pod knows it.
     /// How long a planned handover may drain TCP mode's connections first (0 in HTTP mode).
     fn close_grace(&self) -> Duration {
         self.tcp
@@ -106,6 +105,7 @@ impl Admin {
             .map_or(Duration::ZERO, |(_, grace)| *grace)
     }
 
+    /// The slot this pod acts for now, if any, and slot 0's leader as this pod knows it.
     fn held_slot(&self) -> (Option<usize>, Option<String>) {
         let now = crate::now();
         match &self.slots {

@@ -78,7 +78,7 @@ impl Shutdown {
         };
         proxy.start_draining();
         if let Some((tcp, grace)) = &self.tcp {
-            tcp.quiesce(*grace).await;
+            tcp.quiesce_for_good(*grace).await;
         }
         // After the quiesce: connections held meanwhile need the drain to reach the next
         // leader.

@@ -46,7 +46,7 @@ mod splice;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -137,6 +137,8 @@ struct Inner {
     /// [`NOT_QUIESCED`] otherwise. Tied to the epoch so that leading again later (a failover
     /// back, a failback) is never quiesced.
     quiesced: AtomicU64,
+    /// Set by [`TcpProxy::quiesce_for_good`]: a shutdown's quiesce is never resumed.
+    for_good: AtomicBool,
     /// Connections to the local app being relayed.
     local_open: watch::Sender<usize>,
 }
@@ -144,7 +146,9 @@ struct Inner {
 /// TCP mode's drain before a planned handover, as the election's [`Prepare`]: the election
 /// accepts a handover, calls [`Prepare::prepare`] (a [quiesce](TcpProxy::quiesce) of up to
 /// `--close-grace`) while it still leads and renews, then checks the handover again and writes
-/// it, or [resumes](TcpProxy::resume). Made before the election (which the proxy follows)
+/// it; once it is over, whichever way, it [resumes](TcpProxy::resume) (a pod that handed over
+/// does not lead at that epoch any more; one whose handover did not happen leads on as
+/// before). Made before the election (which the proxy follows)
 /// and given the proxy once that exists: until then there is nothing to drain.
 #[derive(Clone, Default)]
 pub struct Drain {
@@ -168,10 +172,14 @@ impl Prepare for Drain {
         })
     }
 
-    fn abandon(&self) {
+    fn over(&self) {
         if let Some((proxy, _)) = self.proxy.get() {
             proxy.resume();
         }
+    }
+
+    fn longest(&self) -> Duration {
+        self.proxy.get().map_or(Duration::ZERO, |(_, grace)| *grace)
     }
 }
 
@@ -236,6 +244,7 @@ impl TcpProxy {
                 upstream_bytes,
                 downstream_bytes,
                 quiesced: AtomicU64::new(NOT_QUIESCED),
+                for_good: AtomicBool::new(false),
                 local_open: watch::channel(0).0,
             }),
         }
@@ -268,8 +277,19 @@ impl TcpProxy {
         left
     }
 
-    /// Gives new connections to the local app again (after a handover that did not happen).
+    /// [`TcpProxy::quiesce`] for a shutdown: no [`TcpProxy::resume`] undoes it (a planned
+    /// handover being prepared meanwhile ends without undoing SIGTERM's drain).
+    pub async fn quiesce_for_good(&self, grace: Duration) -> usize {
+        self.inner.for_good.store(true, Ordering::SeqCst);
+        self.quiesce(grace).await
+    }
+
+    /// Gives new connections to the local app again (a planned handover is over), unless
+    /// this pod is shutting down ([`TcpProxy::quiesce_for_good`]).
     pub fn resume(&self) {
+        if self.inner.for_good.load(Ordering::SeqCst) {
+            return;
+        }
         if self.inner.quiesced.swap(NOT_QUIESCED, Ordering::SeqCst) != NOT_QUIESCED {
             tracing::info!("tcp: no handover; new connections go to the local app again");
         }
@@ -528,14 +548,17 @@ impl TcpProxy {
                 inner.upstream_bytes.inc_by(prefix.len() as u64);
             }
             let (socket, activity) = client.parts();
+            // Counted at the client's end, as the buffered relay counts them.
             let client = splice::End {
                 socket,
-                read: &inner.upstream_bytes,
+                read: Some(&inner.upstream_bytes),
+                written: Some(&inner.downstream_bytes),
                 activity: Some(activity),
             };
             let app = splice::End {
                 socket: app,
-                read: &inner.downstream_bytes,
+                read: None,
+                written: None,
                 activity: None,
             };
             return splice::relay(client, app).await;

@@ -14,6 +14,7 @@
 //! readiness of the socket is what it waits for.
 
 use std::io;
+use std::os::fd::OwnedFd;
 
 use prometheus::IntCounter;
 use rustix::pipe::{PipeFlags, SpliceFlags, pipe_with, splice};
@@ -33,8 +34,10 @@ const BUFFER: usize = super::RELAY_BUFFER;
 pub(crate) struct End<'a> {
     /// The socket.
     pub(crate) socket: &'a TcpStream,
-    /// Bytes read from it.
-    pub(crate) read: &'a IntCounter,
+    /// Counts the bytes read from it, if they are counted on this end.
+    pub(crate) read: Option<&'a IntCounter>,
+    /// Counts the bytes written to it, if they are counted on this end.
+    pub(crate) written: Option<&'a IntCounter>,
     /// The client connection's activity, if this is the client's end.
     pub(crate) activity: Option<&'a Activity>,
 }
@@ -61,23 +64,30 @@ async fn one_way(from: &End<'_>, to: &End<'_>) -> io::Result<()> {
         moved_in(from, read);
         let mut sent = 0;
         while sent < read {
-            sent += ready(to.socket, Interest::WRITABLE, || {
+            let wrote = ready(to.socket, Interest::WRITABLE, || {
                 to.socket.try_write(&buffer[sent..read])
             })
             .await?;
-            moved_out(to);
+            sent += wrote;
+            moved_out(to, wrote);
         }
         if read == BUFFER {
-            // Bulk: splice from now on (the buffer is not needed any more).
-            drop(buffer);
-            return spliced(from, to).await;
+            // Bulk: splice from now on (the buffer is not needed any more), if a pipe can be
+            // had (out of descriptors: buffered as before).
+            match pipe_with(PipeFlags::NONBLOCK | PipeFlags::CLOEXEC) {
+                Ok(pipe) => {
+                    drop(buffer);
+                    return spliced(from, to, pipe).await;
+                }
+                Err(e) => tracing::debug!(error = %e, "tcp: no pipe to splice with; buffered"),
+            }
         }
     }
 }
 
-/// [`one_way`] through a pipe.
-async fn spliced(from: &End<'_>, to: &End<'_>) -> io::Result<()> {
-    let (pipe_out, pipe_in) = pipe_with(PipeFlags::NONBLOCK | PipeFlags::CLOEXEC)?;
+/// [`one_way`] through `pipe` (its reading end, then its writing end).
+async fn spliced(from: &End<'_>, to: &End<'_>, pipe: (OwnedFd, OwnedFd)) -> io::Result<()> {
+    let (pipe_out, pipe_in) = pipe;
     let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
     loop {
         let filled = ready(from.socket, Interest::READABLE, || {
@@ -90,11 +100,12 @@ async fn spliced(from: &End<'_>, to: &End<'_>) -> io::Result<()> {
         moved_in(from, filled);
         let mut left = filled;
         while left > 0 {
-            left -= ready(to.socket, Interest::WRITABLE, || {
+            let wrote = ready(to.socket, Interest::WRITABLE, || {
                 Ok(splice(&pipe_out, None, to.socket, None, left, flags)?)
             })
             .await?;
-            moved_out(to);
+            left -= wrote;
+            moved_out(to, wrote);
         }
     }
 }
@@ -107,14 +118,19 @@ fn end(to: &End<'_>) -> io::Result<()> {
 
 /// Counts `n` bytes read from `from`.
 fn moved_in(from: &End<'_>, n: usize) {
-    from.read.inc_by(n as u64);
+    if let Some(read) = from.read {
+        read.inc_by(n as u64);
+    }
     if let Some(activity) = from.activity {
         activity.touch_read();
     }
 }
 
-/// Records bytes written to `to`.
-fn moved_out(to: &End<'_>) {
+/// Counts `n` bytes written to `to`.
+fn moved_out(to: &End<'_>, n: usize) {
+    if let Some(written) = to.written {
+        written.inc_by(n as u64);
+    }
     if let Some(activity) = to.activity {
         activity.touch();
     }

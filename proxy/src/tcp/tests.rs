@@ -490,18 +490,21 @@ async fn a_quiesced_leader_holds_new_connections_for_the_next_one_and_waits_for_
     assert!(!closes(&running.metrics, "hold_timeout"));
 }
 
-/// The election's preparation of a planned handover is the quiesce, and its abandonment the
-/// resume; before the proxy is given to it there is nothing to drain.
+/// The election's preparation of a planned handover is the quiesce, undone once the handover
+/// is over; before the proxy is given to it there is nothing to drain. A shutdown's quiesce is
+/// never undone by a handover that ends meanwhile.
 #[tokio::test]
-async fn the_drain_before_a_handover_quiesces_and_an_abandoned_one_resumes() {
+async fn the_drain_before_a_handover_quiesces_and_is_undone_when_it_is_over() {
     let unset = Drain::default();
     unset.prepare().await;
-    unset.abandon();
+    unset.over();
+    assert_eq!(unset.longest(), Duration::ZERO);
 
     let app = echo_app("app").await;
     let (running, old) = leading_and_connected(app).await;
     let drain = Drain::default();
     drain.set(running.proxy.clone(), Duration::from_millis(100));
+    assert_eq!(drain.longest(), Duration::from_millis(100));
     let prepared = drain.prepare();
     assert!(
         !running.proxy.is_quiesced(),
@@ -514,8 +517,16 @@ async fn the_drain_before_a_handover_quiesces_and_an_abandoned_one_resumes() {
         1,
         "the grace ended with one open"
     );
-    drain.abandon();
+    drain.over();
     assert!(!running.proxy.is_quiesced());
+
+    // SIGTERM: quiesced for good.
+    running
+        .proxy
+        .quiesce_for_good(Duration::from_millis(10))
+        .await;
+    drain.over();
+    assert!(running.proxy.is_quiesced(), "a shutdown's drain stays");
     drop(old);
 }
 

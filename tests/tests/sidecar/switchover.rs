@@ -243,7 +243,7 @@ pub(crate) async fn annotate_handover(cluster: &Loopback, lease: &str, value: &s
 }
 
 /// The handover request on `lease`, empty when there is none.
-async fn handover_annotation(cluster: &Loopback, lease: &str) -> String {
+pub(crate) async fn handover_annotation(cluster: &Loopback, lease: &str) -> String {
     lease_field(
         cluster,
         lease,
@@ -253,7 +253,7 @@ async fn handover_annotation(cluster: &Loopback, lease: &str) -> String {
 }
 
 /// A field of a Lease, by kubectl's jsonpath (`.spec.holderIdentity`).
-async fn lease_field(cluster: &Loopback, lease: &str, path: &str) -> String {
+pub(crate) async fn lease_field(cluster: &Loopback, lease: &str, path: &str) -> String {
     cluster
         .cluster()
         .kubectl()

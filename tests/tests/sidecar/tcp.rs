@@ -393,7 +393,9 @@ async fn a_planned_handover_waits_for_connections_to_end_and_holds_new_ones_for_
 }
 
 /// The same drain when the handover is asked for with the Lease annotation
-/// (`kubectl understudy switchover`): the election prepares every planned handover alike.
+/// (`kubectl understudy switchover`): the election prepares every planned handover alike, and
+/// its renewals meanwhile keep the request on the Lease (a watcher would otherwise take its
+/// removal for a refusal).
 #[tokio::test]
 async fn a_handover_asked_for_by_annotation_drains_first_too() {
     drains_before_a_planned_handover("tcp-quiesce-annotated", Ask::Annotation).await;
@@ -404,7 +406,7 @@ async fn a_handover_asked_for_by_annotation_drains_first_too() {
 enum Ask {
     /// `POST /handover` on the leader's admin port.
     Admin,
-    /// `understudy.io/handover-to=` (any member) on the Lease.
+    /// `understudy.io/handover-to=<a standby>` on the Lease.
     Annotation,
 }
 
@@ -437,7 +439,7 @@ async fn drains_before_a_planned_handover(election: &str, ask: Ask) {
             }))
         }
         Ask::Annotation => {
-            crate::switchover::annotate_handover(&cluster, election, "").await;
+            crate::switchover::annotate_handover(&cluster, election, &standby.name).await;
             None
         }
     };
@@ -468,6 +470,24 @@ async fn drains_before_a_planned_handover(election: &str, ask: Ask) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    if let Ask::Annotation = ask {
+        // A renewal while it drains keeps the request.
+        let renewed = || crate::switchover::lease_field(&cluster, election, ".spec.renewTime");
+        let before = renewed().await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while renewed().await == before {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no renewal while draining"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            crate::switchover::handover_annotation(&cluster, election).await,
+            standby.name,
+            "the renewal kept the request"
+        );
+    }
     // The open connections end by themselves: the handover goes ahead before the grace.
     drop(own);
     drop(handed);
@@ -476,6 +496,9 @@ async fn drains_before_a_planned_handover(election: &str, ask: Ask) {
         assert!(status.is_success(), "{status}: {body}");
     }
     let new = agreed_leader_not(&all, &old, PATIENCE).await;
+    if let Ask::Annotation = ask {
+        assert_eq!(new, standby.name, "the member asked for");
+    }
     assert!(
         asked.elapsed() < GRACE,
         "the handover ({ask:?}) waited {:?}, the whole grace",
