@@ -626,16 +626,18 @@ impl Driver {
         if self.handover.as_ref().is_some_and(|p| p.written.is_none())
             && self.core.handing_over_to().is_none()
         {
-            // The core gave the handover up before writing it (a write already on its way,
-            // a renewal, was refused or failed, so the Lease's state was unknown): it renews
-            // instead, and this pod leads on.
+            // The core gave the handover up before writing it: a write already on its way (a
+            // renewal) was refused or failed, so the Lease's state was unknown and it renews
+            // instead (this pod leads on), or the pod stepped down meanwhile.
             let pending = self.handover.take().expect("checked");
-            tracing::warn!(lease = %self.name, to = %pending.to, "handover given up: a renewal on its way was refused or failed first");
+            let why = "given up before it was written: a renewal on its way was refused or \
+                       failed, or this pod stepped down";
+            tracing::warn!(lease = %self.name, to = %pending.to, "handover {why}");
             self.prepared_over();
             if let Some(reply) = pending.done {
                 let _ = reply.send(Err(HandoverError::WriteFailed {
                     lease: self.name.clone(),
-                    why: "a renewal on its way was refused or failed first".into(),
+                    why: why.into(),
                 }));
             }
         }

@@ -53,6 +53,7 @@ pub(crate) async fn relay(client: End<'_>, upstream: End<'_>) -> io::Result<()> 
 /// buffered until a read fills the buffer, spliced from then on.
 async fn one_way(from: &End<'_>, to: &End<'_>) -> io::Result<()> {
     let mut buffer = vec![0u8; BUFFER];
+    let mut may_splice = true;
     loop {
         let read = ready(from.socket, Interest::READABLE, || {
             from.socket.try_read(&mut buffer)
@@ -71,15 +72,18 @@ async fn one_way(from: &End<'_>, to: &End<'_>) -> io::Result<()> {
             sent += wrote;
             moved_out(to, wrote);
         }
-        if read == BUFFER {
+        if read == BUFFER && may_splice {
             // Bulk: splice from now on (the buffer is not needed any more), if a pipe can be
-            // had (out of descriptors: buffered as before).
+            // had (out of descriptors: buffered to the end).
             match pipe_with(PipeFlags::NONBLOCK | PipeFlags::CLOEXEC) {
                 Ok(pipe) => {
                     drop(buffer);
                     return spliced(from, to, pipe).await;
                 }
-                Err(e) => tracing::debug!(error = %e, "tcp: no pipe to splice with; buffered"),
+                Err(e) => {
+                    tracing::debug!(error = %e, "tcp: no pipe to splice with; buffered");
+                    may_splice = false;
+                }
             }
         }
     }
