@@ -148,8 +148,8 @@ struct Inner {
 /// `--close-grace`) while it still leads and renews, then checks the handover again and writes
 /// it; once it is over, whichever way, it [resumes](TcpProxy::resume) (a pod that handed over
 /// does not lead at that epoch any more; one whose handover did not happen leads on as
-/// before). Made before the election (which the proxy follows)
-/// and given the proxy once that exists: until then there is nothing to drain.
+/// before). Made before the election (which the proxy follows) and given the proxy once that
+/// exists: until then there is nothing to drain.
 #[derive(Clone, Default)]
 pub struct Drain {
     proxy: Arc<OnceLock<(TcpProxy, Duration)>>,
