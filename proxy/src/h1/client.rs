@@ -12,8 +12,10 @@
 //!   and a read buffer grows only as a message needs.
 //! - A connection goes back to the pool only when both messages ended cleanly, nothing
 //!   stray follows, and neither side asked to close. One taken from the pool is first
-//!   checked for a close (or bytes) that came while it was idle; idle ones are closed after
-//!   the idle timeout.
+//!   checked for a close (or bytes) that came while it was idle; should its first write fail
+//!   all the same (a close that came just after the check), the request, of which nothing
+//!   left, is written whole to a new connection. Idle ones are closed after the idle
+//!   timeout.
 
 use std::collections::HashMap;
 use std::io;
@@ -179,7 +181,7 @@ impl Client {
         body: ReplayBody,
     ) -> Result<Response<ResponseBody>, ClientError> {
         let (key, pooled) = self.pool.take(address, reach);
-        let (conn, read, fresh) = match pooled {
+        let (conn, read, mut fresh) = match pooled {
             Some((conn, read)) => (conn, read, false),
             None => {
                 // (Boxed: most requests find a pooled connection, and every connection's
@@ -198,8 +200,24 @@ impl Client {
             read,
             out: Some(Outgoing::new(out, body, framing, Trailers::All)),
             write_failed: None,
+            reused: !fresh,
         };
-        let head = match std::future::poll_fn(|cx| exchange.poll_head(cx, method)).await {
+        let head = loop {
+            match std::future::poll_fn(|cx| exchange.poll_head(cx, method)).await {
+                // A pooled connection the app closed (or reset) after the pool checked it,
+                // before any of the request left: the request goes whole on a new one, whatever
+                // its method, as nothing of it reached the app. (Once: a new connection's
+                // failure is the app's.)
+                Err(ClientError::Write(e)) if exchange.out.is_some() => {
+                    tracing::debug!(%address, error = %e, "a pooled connection failed before the request left; dialing anew");
+                    exchange.conn = Box::pin(self.dialer.dial(address, reach, Alpn::Http1)).await?;
+                    exchange.reused = false;
+                    fresh = true;
+                }
+                other => break other,
+            }
+        };
+        let head = match head {
             Ok(head) => head,
             // A peer that refuses this sidecar's certificate says so (TLS 1.3) after the
             // handshake seemed done, at the first read: the handshake failed, and nothing
@@ -444,6 +462,9 @@ struct Exchange {
     /// Writing failed: the response (an early answer, say) may still be read, but the
     /// connection is not used again.
     write_failed: Option<ClientError>,
+    /// The connection came from the pool: if its first write fails, the request is kept
+    /// (`out`) to be written whole to a new one.
+    reused: bool,
 }
 
 impl Exchange {
@@ -455,6 +476,10 @@ impl Exchange {
         if let Some(out) = self.out.as_mut() {
             match out.poll(&mut self.conn, cx).map_err(ClientError::from) {
                 Poll::Ready(Ok(())) => self.out = None,
+                // Nothing written on a connection from the pool: the caller dials anew.
+                Poll::Ready(Err(e @ ClientError::Write(_))) if self.reused && !out.begun() => {
+                    return Poll::Ready(Err(e));
+                }
                 // The app may have answered already (and closed): read on.
                 Poll::Ready(Err(e @ ClientError::Write(_))) => {
                     self.out = None;

@@ -119,6 +119,12 @@ where
         Ok(())
     }
 
+    /// Whether any of the message was written yet: until then, it can be written whole to
+    /// another connection.
+    pub(crate) fn begun(&self) -> bool {
+        self.begun
+    }
+
     /// Puts `bytes` before the head (before anything is written; after, it does nothing).
     pub(crate) fn prepend(&mut self, bytes: &[u8]) {
         if let Some(head) = self.head.as_mut().filter(|_| !self.begun) {

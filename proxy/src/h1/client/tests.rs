@@ -187,6 +187,20 @@ async fn a_101_without_an_upgrade_and_an_invalid_head_are_errors() {
     }
 }
 
+/// The body after `head`: 5 bytes with `content-length: 5`, else none.
+async fn five_byte_body(r: &mut (impl AsyncRead + Unpin), head: &str) -> Vec<u8> {
+    let mut body = vec![
+        0;
+        if head.contains("content-length: 5") {
+            5
+        } else {
+            0
+        }
+    ];
+    r.read_exact(&mut body).await.unwrap();
+    body
+}
+
 /// A server that reads each request with its body (5 bytes with `content-length: 5`, or
 /// chunked up to the end of its trailers), reports the bytes it read, and answers 204.
 async fn recording() -> (SocketAddr, mpsc::UnboundedReceiver<String>) {
@@ -196,15 +210,7 @@ async fn recording() -> (SocketAddr, mpsc::UnboundedReceiver<String>) {
         async move {
             let mut r = BufReader::new(s);
             while let Some(head) = read_head(&mut r).await {
-                let mut body = vec![
-                    0;
-                    if head.contains("content-length: 5") {
-                        5
-                    } else {
-                        0
-                    }
-                ];
-                r.read_exact(&mut body).await.unwrap();
+                let mut body = five_byte_body(&mut r, &head).await;
                 if head.contains("transfer-encoding: chunked") {
                     // Up to the end of the trailers.
                     while let Some(rest) = read_head(&mut r).await {
@@ -566,4 +572,62 @@ async fn a_pooled_connection_keeps_a_small_read_buffer_but_not_one_grown_for_a_b
     assert_eq!(text(resp).await.len(), 64 * 1024);
     assert_eq!(client.idle(), 1);
     assert_eq!(kept(&client), 0, "a grown buffer was pooled");
+}
+
+#[tokio::test]
+async fn a_request_whose_first_write_fails_on_a_pooled_connection_goes_whole_on_a_new_one() {
+    // Answers each request with what it read of it; keeps its end open after the client's
+    // close, so that a connection the client stopped writing to still looks quiet.
+    let (addr, accepts) = raw(|s| async move {
+        let mut r = BufReader::new(s);
+        while let Some(head) = read_head(&mut r).await {
+            let body = five_byte_body(&mut r, &head).await;
+            let seen = format!(
+                "{}{}",
+                head.lines().next().unwrap(),
+                String::from_utf8(body).unwrap()
+            );
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{seen}",
+                seen.len()
+            );
+            r.get_mut().write_all(resp.as_bytes()).await.unwrap();
+        }
+        std::future::pending::<()>().await;
+    })
+    .await;
+    let client = client();
+    let address = addr.to_string();
+    let resp = client.send(&address, Reach::Plain, get("/")).await.unwrap();
+    assert_eq!(text(resp).await, "GET / HTTP/1.1");
+    // The pooled connection can no longer be written to (as after a reset that came just
+    // after the pool's check), yet it reads as open and quiet.
+    {
+        let mut idle = client.pool.lock();
+        let conn = &mut idle[Reach::Plain as usize].values_mut().next().unwrap()[0].conn;
+        let shut = std::future::poll_fn(|cx| {
+            tokio::io::AsyncWrite::poll_shutdown(Pin::new(&mut *conn), cx)
+        });
+        futures::FutureExt::now_or_never(shut).unwrap().unwrap();
+        assert!(quiet(conn));
+    }
+    // A POST, which the proxy would not resend itself: nothing of it left, so the client
+    // writes it, body and all, to a new connection.
+    let post = Request::post("/upload")
+        .header("host", "app")
+        .body(ReplayBody::new(
+            Full::new(Bytes::from("hello")),
+            REPLAY_LIMIT,
+        ))
+        .unwrap();
+    let resp = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.send(&address, Reach::Plain, post),
+    )
+    .await
+    .expect("the request was not sent anew")
+    .unwrap();
+    assert_eq!(text(resp).await, "POST /upload HTTP/1.1hello");
+    assert_eq!(accepts.load(Ordering::SeqCst), 2);
+    assert_eq!(client.idle(), 1);
 }
