@@ -13,6 +13,9 @@ Contenders (each proxy process pinned to CPU 1, one worker/thread; wrk and the b
 HTTP/2 step (--no-h2 skips it): h2load (64 connections, 10 streams each, h2c prior knowledge)
   through a leader of its own election whose app speaks h2c, and through HAProxy with h2 on
   both sides, against the backend's h2c port; recorded beside HAProxy's, as the targets ask.
+WebSocket step (--no-ws skips it): bench/ws's load (64 WebSockets, each a closed loop of
+  128-byte messages) through a leader and a standby of their own election whose app is
+  bench/ws's echo server, and through HAProxy (one, and two in a row); recorded beside HAProxy's.
 Rounds are interleaved (A B C A B C ...) so drift hits all equally. Every process is ours,
 listens on 127.0.0.1 only, and is killed at the end.
 """
@@ -27,7 +30,13 @@ PORTS = dict(backend=18080, leader=18081, standby=18082, haproxy=18083, nginx=18
              leader_tcp=18091, standby_tcp=18092, haproxy_tcp=18093, haproxy_tcp2=18094,
              api=18443, admin_leader=14041, admin_standby=14042, admin_h2=14043, admin_tcp=14044,
              admin_tcp_standby=14045, leader_tcp_splice=18095, standby_tcp_splice=18096,
-             haproxy_tcp_splice=18097, admin_tcp_splice=14046, admin_tcp_splice_standby=14047)
+             haproxy_tcp_splice=18097, admin_tcp_splice=14046, admin_tcp_splice_standby=14047,
+             ws_echo=18098, leader_ws=18099, standby_ws=18100, haproxy_ws=18101, haproxy_ws2=18102,
+             admin_ws=14048, admin_ws_standby=14049)
+# bench/ws (bench/run builds it): the WebSocket echo server and load generator.
+WS_BIN = os.path.join(ROOT, "target", "ws", "release", "understudy-bench-ws")
+# The WebSocket step's messages: this many bytes each, on this many connections.
+WS_BYTES, WS_CONNS = 128, 64
 # The TCP step's body for bytes: nginx serves a file of this many bytes at /big.
 BIG_BYTES = 1 << 20
 LOAD_CPU, PROXY_CPU = "0", "1"
@@ -269,6 +278,39 @@ def h2_round(tmp, kubeconfig, leader_pid, hap_pids, rounds=3, seconds=5):
     return {n: {k: med([x[k] for x in xs]) for k in ("rps", "cpu_us_per_req", "errors")} for n, xs in res.items()}
 
 
+def start_ws_echo():
+    """bench/ws's echo server on PORTS['ws_echo'], beside the backend on the load's CPU."""
+    spawn([WS_BIN, "echo", f"127.0.0.1:{PORTS['ws_echo']}"], cpu=LOAD_CPU)
+    wait_port(PORTS["ws_echo"])
+
+
+def ws_load(port, conns, seconds):
+    """bench/ws's load through `port`: messages/s, errors and latency percentiles (µs)."""
+    out = subprocess.run(["taskset", "-c", LOAD_CPU, WS_BIN, "load", f"127.0.0.1:{port}", str(conns),
+                          str(seconds), str(WS_BYTES)], capture_output=True, text=True, timeout=seconds + 30)
+    m = re.search(r"RESULT messages=(\d+) duration_us=(\d+) errors=(\d+) p50=(\d+) p99=(\d+) p999=(\d+)", out.stdout)
+    if not m:
+        raise SystemExit(f"bench: could not parse bench/ws output:\n{out.stdout}{out.stderr}")
+    msgs, dur, err, p50, p99, p999 = map(int, m.groups())
+    return dict(rps=msgs / (dur / 1e6), requests=msgs, errors=err, p50=p50, p99=p99, p999=p999)
+
+
+def ws_round(contenders, rounds=3, seconds=5):
+    """WebSocket messages through each contender, interleaved rounds: messages/s, CPU per
+    message (the proxy processes', both for two hops), p99 and errors, medians."""
+    res = {name: [] for name, _, _ in contenders}
+    for _ in range(rounds):
+        for name, port, pids in contenders:
+            before = [proc_stats(p) for p in pids]
+            r = ws_load(port, WS_CONNS, seconds)
+            after = [proc_stats(p) for p in pids]
+            r["cpu_us_per_msg"] = sum(a["cpu"] - b["cpu"] for a, b in zip(after, before)) * 1e6 / max(r["requests"], 1)
+            r["peak_rss_kib"] = sum(a["hwm"] for a in after)
+            res[name].append(r)
+    return {n: {k: med([x[k] for x in xs]) for k in ("rps", "cpu_us_per_msg", "p50", "p99", "errors", "peak_rss_kib")}
+            for n, xs in res.items()}
+
+
 def tcp_round(tmp, contenders, rounds=3, seconds=5):
     """TCP mode (`--mode tcp`) beside HAProxy's `mode tcp`, through one proxy and through two
     in a row (an understudy standby hands each connection to the leader): wrk's HTTP/1.1 over
@@ -454,6 +496,7 @@ def main():
     ap.add_argument("--no-write", action="store_true", help="print only; do not write docs/BENCHMARKS.md")
     ap.add_argument("--no-h2", dest="h2", action="store_false", help="skip the HTTP/2 (h2load) step")
     ap.add_argument("--no-tcp", dest="tcp", action="store_false", help="skip the TCP mode step")
+    ap.add_argument("--no-ws", dest="ws", action="store_false", help="skip the WebSocket step")
     args = ap.parse_args()
     if not shutil.which("taskset") or os.cpu_count() < 2:
         raise SystemExit("bench: needs taskset and at least 2 CPUs")
@@ -551,6 +594,29 @@ def main():
             for _, port, _ in tcp_contenders:
                 wrk(port, 16, 1, tmp)
             tcp = tcp_round(tmp, tcp_contenders, rounds=args.rounds, seconds=args.seconds)
+        # WebSocket, beside HAProxy: a leader and a standby whose app is bench/ws's echo server.
+        ws = None
+        if args.ws:
+            start_ws_echo()
+            lead_ws = start_understudy(tmp, kubeconfig, "lead-ws", PORTS["leader_ws"], PORTS["admin_ws"],
+                                       election="bench-ws", upstream="ws_echo")
+            wait_for(lambda: json.loads(get(f"http://127.0.0.1:{PORTS['admin_ws']}/"))["name"] == "lead-ws",
+                     "the WebSocket leader")
+            stby_ws = start_understudy(tmp, kubeconfig, "standby-ws", PORTS["standby_ws"], PORTS["admin_ws_standby"],
+                                       election="bench-ws", upstream="ws_echo")
+            wait_for(lambda: json.loads(get(f"http://127.0.0.1:{PORTS['admin_ws_standby']}/"))["name"] == "lead-ws",
+                     "the WebSocket standby")
+            hap_ws = start_haproxy(tmp, "haproxy_ws", upstream="ws_echo")
+            hap_ws2 = start_haproxy(tmp, "haproxy_ws2", upstream="haproxy_ws")
+            ws_contenders = [
+                ("understudy leader", PORTS["leader_ws"], [lead_ws.pid]),
+                ("understudy standby", PORTS["standby_ws"], [stby_ws.pid, lead_ws.pid]),
+                ("haproxy", PORTS["haproxy_ws"], child_pids(hap_ws.pid)),
+                ("haproxy, two hops", PORTS["haproxy_ws2"], child_pids(hap_ws2.pid) + child_pids(hap_ws.pid)),
+            ]
+            for _, port, _ in ws_contenders:  # warm-up
+                ws_load(port, WS_CONNS, 1)
+            ws = ws_round(ws_contenders, rounds=args.rounds, seconds=args.seconds)
         api = api_load(tmp, kubeconfig, args.idle_seconds) if args.idle_seconds > 0 else None
         wt = watchers_cost(PORTS["admin_leader"], leader.pid)
     finally:
@@ -558,14 +624,15 @@ def main():
     fo = failover(args.failover_runs) if args.failover_runs > 0 else None
     fs = failsafe_api_load() if args.idle_seconds > 0 else None
     sw = switchover_latency(args.switchovers) if args.switchovers > 0 else None
-    report(args, rounds, idle_rss, rss_1000, c1000, api, fo, fs, sw, wt, h2, tcp)
+    report(args, rounds, idle_rss, rss_1000, c1000, api, fo, fs, sw, wt, h2, tcp, ws)
 
 
 def med(xs):
     return statistics.median(xs)
 
 
-def report(args, rounds, idle_rss, rss_1000, c1000, api, fo=None, fs=None, sw=None, wt=None, h2=None, tcp=None):
+def report(args, rounds, idle_rss, rss_1000, c1000, api, fo=None, fs=None, sw=None, wt=None, h2=None, tcp=None,
+           ws=None):
     names = list(rounds[0].keys())
     summary = {}
     for n in names:
@@ -621,6 +688,26 @@ def report(args, rounds, idle_rss, rss_1000, c1000, api, fo=None, fs=None, sw=No
                         f"{lh['rps']:.0f} req/s, {lh['rps'] / hh['rps']:.2f} × HAProxy's; CPU {lh['cpu_us_per_req']:.1f} µs/req, "
                         f"{lh['cpu_us_per_req'] / hh['cpu_us_per_req']:.2f} × HAProxy's; {lh['errors']:.0f} failed",
                         f"haproxy: {hh['rps']:.0f} req/s, {hh['cpu_us_per_req']:.1f} µs/req"))
+    ws_lines = []
+    if ws:
+        ws_lines = ["| contender | messages/s | vs HAProxy (same hops) | p50 | p99 | proxy CPU µs/message | "
+                    "proxy peak RSS | errors |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        peer = {"understudy leader": "haproxy", "understudy standby": "haproxy, two hops"}
+        for n, r in ws.items():
+            vs = f"{r['rps'] / ws[peer[n]]['rps']:.2f}" if n in peer else "—"
+            ws_lines.append(f"| {n} | {r['rps']:.0f} | {vs} | {r['p50'] / 1000:.2f} ms | {r['p99'] / 1000:.2f} ms | "
+                            f"{r['cpu_us_per_msg']:.1f} | {r['peak_rss_kib'] / 1024:.1f} MiB | {r['errors']:.0f} |")
+        print("\n" + "\n".join(ws_lines))
+        lw, hw, sw_, h2w = (ws[k] for k in ("understudy leader", "haproxy", "understudy standby", "haproxy, two hops"))
+        targets.append((f"WebSocket ({WS_CONNS} connections, {WS_BYTES}-byte messages echoed): recorded beside "
+                        "HAProxy's (the upgrade path: the engine hands the connection over after the 101)",
+                        lw["errors"] + sw_["errors"] == 0,
+                        f"leader {lw['rps']:.0f} messages/s, {lw['rps'] / hw['rps']:.2f} × HAProxy's, CPU "
+                        f"{lw['cpu_us_per_msg'] / hw['cpu_us_per_msg']:.2f} × HAProxy's; standby "
+                        f"{sw_['rps'] / h2w['rps']:.2f} × two HAProxies' messages/s, CPU "
+                        f"{sw_['cpu_us_per_msg'] / h2w['cpu_us_per_msg']:.2f} ×; "
+                        f"{lw['errors'] + sw_['errors']:.0f} errors",
+                        "table under “WebSocket”"))
     tcp_lines = []
     if tcp:
         tcp_lines = ["| contender | small requests req/s | CPU µs/req | 1 MiB bodies MiB/s | CPU µs/MiB | "
@@ -725,9 +812,10 @@ def report(args, rounds, idle_rss, rss_1000, c1000, api, fo=None, fs=None, sw=No
     doc = BENCH_DOC.format(
         date=time.strftime("%Y-%m-%d"), machine=f"{os.cpu_count()} CPUs ({cpu_model}), {mem} MiB, Linux {platform.release()}",
         versions="; ".join(versions.values()), cmd=cmd.strip(), rounds=args.rounds, seconds=args.seconds,
-        conns=args.connections, table=table, targets="\n".join(tl),
+        conns=args.connections, table=table, targets="\n".join(tl), ws_conns=WS_CONNS, ws_bytes=WS_BYTES,
         failover="\n".join(fo_lines) if fo_lines else "(not run: needs root; `bench/run --failover-runs N`)",
-        tcp="\n".join(tcp_lines) if tcp_lines else "(not run: `bench/run` without `--no-tcp`)")
+        tcp="\n".join(tcp_lines) if tcp_lines else "(not run: `bench/run` without `--no-tcp`)",
+        ws="\n".join(ws_lines) if ws_lines else "(not run: `bench/run` without `--no-ws`)")
     marker = "<!-- analysis: kept when bench/run rewrites this file -->"
     path = os.path.join(ROOT, "docs", "BENCHMARKS.md")
     tail = ""
@@ -775,6 +863,17 @@ connections; one request per connection (`Connection: close`) on 16. CPU is the 
 processes' (both, for two hops), per request, per MiB relayed, and per connection.
 
 {tcp}
+
+## WebSocket
+
+`bench/ws` (a load tool of this repository, like the floor): {ws_conns} WebSockets, each a closed
+loop that sends a {ws_bytes}-byte binary message and waits for its echo, through a leader
+(HTTP mode; its app is `bench/ws echo`), a standby (two hops), HAProxy in `mode http` and two
+HAProxies in a row, {rounds} rounds of {seconds}s, medians. The load and the echo server share
+CPU 0; the proxies are pinned to CPU 1 as above. CPU is the proxy processes', per message
+(each message crosses each proxy twice: there and back).
+
+{ws}
 
 ## Failover (local cluster)
 
