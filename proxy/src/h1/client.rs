@@ -12,10 +12,11 @@
 //!   and a read buffer grows only as a message needs.
 //! - A connection goes back to the pool only when both messages ended cleanly, nothing
 //!   stray follows, and neither side asked to close. One taken from the pool is first
-//!   checked for a close (or bytes) that came while it was idle; should its first write fail
-//!   all the same (a close that came just after the check), the request, of which nothing
-//!   left, is written whole to a new connection. Idle ones are closed after the idle
-//!   timeout.
+//!   checked for a close (or bytes) that came while it was idle. Should its first write fail
+//!   all the same (a reset that came just after the check; a close only fails the read), the
+//!   request, of which nothing left, is written whole to a new one: over plain TCP only,
+//!   where a failed write wrote nothing (a TLS write may be several, the first of which may
+//!   have gone). Idle ones are closed after the idle timeout.
 
 use std::collections::HashMap;
 use std::io;
@@ -200,14 +201,14 @@ impl Client {
             read,
             out: Some(Outgoing::new(out, body, framing, Trailers::All)),
             write_failed: None,
-            reused: !fresh,
+            reused: !fresh && reach == Reach::Plain,
         };
         let head = loop {
             match std::future::poll_fn(|cx| exchange.poll_head(cx, method)).await {
-                // A pooled connection the app closed (or reset) after the pool checked it,
-                // before any of the request left: the request goes whole on a new one, whatever
-                // its method, as nothing of it reached the app. (Once: a new connection's
-                // failure is the app's.)
+                // A pooled connection the app reset after the pool checked it, before any of
+                // the request left: the request goes whole on a new one, whatever its method,
+                // as nothing of it reached the app. (Once: a new connection's failure is the
+                // app's.)
                 Err(ClientError::Write(e)) if exchange.out.is_some() => {
                     tracing::debug!(%address, error = %e, "a pooled connection failed before the request left; dialing anew");
                     exchange.conn = Box::pin(self.dialer.dial(address, reach, Alpn::Http1)).await?;
@@ -462,8 +463,8 @@ struct Exchange {
     /// Writing failed: the response (an early answer, say) may still be read, but the
     /// connection is not used again.
     write_failed: Option<ClientError>,
-    /// The connection came from the pool: if its first write fails, the request is kept
-    /// (`out`) to be written whole to a new one.
+    /// The connection came from the pool, over plain TCP: if its first write fails, the
+    /// request is kept (`out`) to be written whole to a new one.
     reused: bool,
 }
 
