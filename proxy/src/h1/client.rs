@@ -205,10 +205,10 @@ impl Client {
         };
         let head = loop {
             match std::future::poll_fn(|cx| exchange.poll_head(cx, method)).await {
-                // A pooled connection the app reset after the pool checked it, before any of
-                // the request left: the request goes whole on a new one, whatever its method,
-                // as nothing of it reached the app. (Once: a new connection's failure is the
-                // app's.)
+                // A pooled connection the other end (the app, a peer) reset after the pool
+                // checked it, before any of the request left: the request goes whole on a new
+                // one, whatever its method, as nothing of it arrived. (Once: a new
+                // connection's failure is the other end's.)
                 Err(ClientError::Write(e)) if exchange.out.is_some() => {
                     tracing::debug!(%address, error = %e, "a pooled connection failed before the request left; dialing anew");
                     exchange.conn = Box::pin(self.dialer.dial(address, reach, Alpn::Http1)).await?;
