@@ -12,6 +12,8 @@
 use std::net::SocketAddr;
 
 use bytes::Bytes;
+use futures::FutureExt;
+use futures::future::{self, BoxFuture, Either};
 use http::{Request, Response, StatusCode};
 use http_body::Body;
 use understudy_elector::Answerer;
@@ -42,34 +44,59 @@ impl Edge {
             .filter(|_| failsafe::is_failsafe(req))
     }
 
-    /// Handles one request from `client` on the data port.
-    pub async fn data<B>(&self, req: Request<B>, client: SocketAddr) -> Response<ProxyBody>
+    /// Handles one request from `client` on the data port. (The future owns what it needs,
+    /// and is what the HTTP/1 engine boxes for each request: see [`Proxy::handle`].)
+    pub fn data<B>(
+        &self,
+        req: Request<B>,
+        client: SocketAddr,
+    ) -> impl Future<Output = Response<ProxyBody>> + Send + use<B>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
         match self.failsafe_for(&req) {
-            Some(_) if self.proxy.inner.peer_tls.is_some() => text(
-                StatusCode::FORBIDDEN,
-                "understudy: failsafe requests are taken on the mTLS peer port only",
+            Some(_) if self.proxy.inner.peer_tls.is_some() => Either::Left(
+                future::ready(text(
+                    StatusCode::FORBIDDEN,
+                    "understudy: failsafe requests are taken on the mTLS peer port only",
+                ))
+                .boxed(),
             ),
-            Some(answerer) => failsafe::respond(answerer, req).await,
-            None => self.proxy.handle(req, client).await,
+            Some(answerer) => Either::Left(answer_failsafe(answerer.clone(), req)),
+            None => Either::Right(self.proxy.handle(req, client)),
         }
     }
 
     /// Handles one request from a sidecar on the mTLS peer port (the TLS handshake has
     /// checked its certificate).
-    pub async fn peer<B>(&self, req: Request<B>, client: SocketAddr) -> Response<ProxyBody>
+    pub fn peer<B>(
+        &self,
+        req: Request<B>,
+        client: SocketAddr,
+    ) -> impl Future<Output = Response<ProxyBody>> + Send + use<B>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
         match self.failsafe_for(&req) {
-            Some(answerer) => failsafe::respond(answerer, req).await,
-            None => self.proxy.handle_peer(req, client).await,
+            Some(answerer) => Either::Left(answer_failsafe(answerer.clone(), req)),
+            None => Either::Right(self.proxy.handle_peer(req, client)),
         }
     }
+}
+
+/// The failsafe's answer to a member's message, boxed: such messages are few, and a future
+/// is as large as its largest branch.
+fn answer_failsafe<B>(
+    answerer: Answerer,
+    req: Request<B>,
+) -> BoxFuture<'static, Response<ProxyBody>>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    async move { failsafe::respond(&answerer, req).await }.boxed()
 }
 
 #[cfg(test)]

@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::{Bytes, BytesMut};
+use futures::FutureExt;
+use futures::future::{self, Either};
 use http::header::{self, HeaderMap};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame};
@@ -172,36 +174,50 @@ impl Proxy {
     }
 
     /// Proxies one request from `client` on the data port (see [`crate::edge`]).
-    pub async fn handle<B>(&self, req: Request<B>, client: SocketAddr) -> Response<ProxyBody>
+    ///
+    /// Neither this nor the layers under it, down to [`Proxy::attempts`], is an `async fn`:
+    /// an `async fn` keeps its arguments for its whole life beside the future it awaits, so
+    /// every layer that passed the request on by value would hold one more copy of it (a
+    /// few hundred bytes each). The future returned owns what it needs; the HTTP/1 engine
+    /// boxes one for every request in flight, so its size is memory per connection.
+    pub fn handle<B>(
+        &self,
+        req: Request<B>,
+        client: SocketAddr,
+    ) -> impl Future<Output = Response<ProxyBody>> + Send + use<B>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        self.handle_at(Edge::Data, req, client).await
+        self.handle_at(Edge::Data, req, client)
     }
 
     /// Proxies one request from a sidecar on the mTLS peer port (the TLS handshake has
     /// checked its certificate).
-    pub async fn handle_peer<B>(&self, req: Request<B>, client: SocketAddr) -> Response<ProxyBody>
+    pub fn handle_peer<B>(
+        &self,
+        req: Request<B>,
+        client: SocketAddr,
+    ) -> impl Future<Output = Response<ProxyBody>> + Send + use<B>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        self.handle_at(Edge::Peer, req, client).await
+        self.handle_at(Edge::Peer, req, client)
     }
 
-    async fn handle_at<B>(
+    fn handle_at<B>(
         &self,
         edge: Edge,
         req: Request<B>,
         client: SocketAddr,
-    ) -> Response<ProxyBody>
+    ) -> impl Future<Output = Response<ProxyBody>> + Send + use<B>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
         let started = Instant::now();
-        let _in_flight = self.inner.metrics.in_flight();
+        let in_flight = self.inner.metrics.in_flight();
         // Kept for the access log only: not cloned for every request when it is off.
         let logged = self
             .inner
@@ -211,14 +227,36 @@ impl Proxy {
         let target_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
         // A tunnel (CONNECT, or an upgrade answered 101) must not be told to close.
         let closable = req.version() < Version::HTTP_2 && req.method() != Method::CONNECT;
-        let mut outcome = if target_len > MAX_URI_BYTES {
-            answer::uri_too_long()
+        let routed = if target_len > MAX_URI_BYTES {
+            Either::Left(future::ready(answer::uri_too_long()))
         } else {
             match self.inner.requests.admit() {
-                Some(permit) => self.route_request(edge, req, client, started, permit).await,
-                None => answer::over_request_limit(self.inner.requests.max()),
+                Some(permit) => {
+                    Either::Right(self.route_request(edge, req, client, started, permit))
+                }
+                None => Either::Left(future::ready(answer::over_request_limit(
+                    self.inner.requests.max(),
+                ))),
             }
         };
+        let this = self.clone();
+        routed.map(move |outcome| {
+            let response = this.finish(outcome, started, closable, logged, client);
+            drop(in_flight);
+            response
+        })
+    }
+
+    /// The response for `outcome`, counted and, with the access log on, logged (`logged`:
+    /// the request's method and target).
+    fn finish(
+        &self,
+        mut outcome: Outcome,
+        started: Instant,
+        closable: bool,
+        logged: Option<(Method, Uri)>,
+        client: SocketAddr,
+    ) -> Response<ProxyBody> {
         let status = outcome.response.status();
         if closable
             && status != StatusCode::SWITCHING_PROTOCOLS
@@ -248,14 +286,18 @@ impl Proxy {
         outcome.response
     }
 
-    async fn route_request<B>(
+    /// Makes an admitted request ready to forward (its head as it goes out, its routing
+    /// claims, its body kept for replay), then sends it to where the view says, again after
+    /// a refusal or (idempotent and replayable) a reset, until it is answered or its hold
+    /// deadline passes.
+    fn route_request<B>(
         &self,
         edge: Edge,
         req: Request<B>,
         client: SocketAddr,
         started: Instant,
         permit: OwnedSemaphorePermit,
-    ) -> Outcome
+    ) -> impl Future<Output = Outcome> + Send + use<B>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
@@ -293,87 +335,92 @@ impl Proxy {
         let settings = &self.inner.settings;
         let body = limits::body_deadline(Box::pin(body), started, settings.body_timeout);
         let body = ReplayBody::new(body, settings.replay_buffer);
-        let mut wait = Wait::new(self, deadline);
-        let mut resends = 0;
-        loop {
-            let target = match wait.target(&inbound).await {
-                Ok(t) => t,
-                Err(outcome) => return outcome,
-            };
-            let Some(attempt) = body.attempt() else {
-                return unavailable(target.route, "request body too large to send again");
-            };
-            let local =
-                matches!(target.tenure, Tenure::Local { .. }).then(|| self.inner.local.token());
-            // (why, the innermost cause): the client's message hides the operating system's.
-            let sent = if upgrade {
-                let req = head.request(&target, attempt);
-                let dialer = &self.inner.dialer;
-                Box::pin(upgrade::send(dialer, &target.authority, target.reach, req))
-                    .await
-                    .map(|resp| resp.map(ForwardBody::Hyper))
-                    .map_err(|e| (e.sent, e.to_string(), e.cause()))
-            } else {
-                head.set_extra(&target);
-                let out = head.outbound();
-                self.inner
-                    .forwarder
-                    .send_head(&target.authority, target.reach, head.version, out, attempt)
-                    .await
-                    .map_err(|e| (e.sent, format!("{e} ({})", e.cause()), e.cause()))
-            };
-            let failure = match sent {
-                Ok(resp) if refused_by_sidecar(&target, &resp) => {
-                    (Sent::Nothing, "refused by sidecar".to_string())
-                }
-                Ok(resp) if upgrade && upgrade::switched(&head.method, resp.status()) => {
-                    return self.tunnel(resp, target, client_upgrade.take(), &head.method);
-                }
-                Ok(resp) if holds_back(&target, &head.method, &body, &resp) => {
-                    match Box::pin(self.read_whole(resp, &target, deadline.at)).await {
-                        Ok(resp) => {
-                            // Counted as a request being handled until it is sent on: the
-                            // bound on requests then bounds these buffers too.
-                            let resp = resp.map(|body| Keep::new(body, permit));
-                            return self.respond(resp, target, local);
-                        }
-                        Err(e) => (Sent::Maybe, format!("response cut short: {e}")),
-                    }
-                }
-                Ok(resp) => return self.respond(resp, target, local),
-                Err((sent, why, cause)) => {
-                    if sent == Sent::Nothing {
-                        self.inner.metrics.connect_error(target.route);
-                        if target.route == Kind::Local {
-                            self.inner.app_down.note(&self.inner.upstream, &cause);
-                        }
-                    }
-                    (sent, why)
-                }
-            };
-            let (sent, why) = failure;
-            tracing::debug!(peer = %target.authority, error = %why, "attempt failed");
-            if !retry::may_retry(&head.method, sent, &body) {
-                return match sent {
-                    Sent::Nothing => unavailable(target.route, &why),
-                    Sent::Maybe => bad_gateway(target.route, target.authority, &why),
+        // Everything the attempts need, owned by the future (used in place: an async
+        // block, unlike an `async fn`, does not copy what it captures into locals).
+        let this = self.clone();
+        async move {
+            let mut wait = Wait::new(&this, deadline);
+            let mut resends = 0;
+            loop {
+                let target = match wait.target(&inbound).await {
+                    Ok(t) => t,
+                    Err(outcome) => return outcome,
                 };
-            }
-            match sent {
-                Sent::Nothing => {
-                    self.inner.metrics.retry(Retry::NotSent);
-                    if let Err(outcome) = wait.backoff().await {
-                        return unreachable(outcome, target.route, &target.unreachable(), &why);
+                let Some(attempt) = body.attempt() else {
+                    return unavailable(target.route, "request body too large to send again");
+                };
+                let local =
+                    matches!(target.tenure, Tenure::Local { .. }).then(|| this.inner.local.token());
+                // (why, the innermost cause): the client's message hides the operating system's.
+                let sent = if upgrade {
+                    let req = head.request(&target, attempt);
+                    let dialer = &this.inner.dialer;
+                    Box::pin(upgrade::send(dialer, &target.authority, target.reach, req))
+                        .await
+                        .map(|resp| resp.map(ForwardBody::Hyper))
+                        .map_err(|e| (e.sent, e.to_string(), e.cause()))
+                } else {
+                    head.set_extra(&target);
+                    let out = head.outbound();
+                    this.inner
+                        .forwarder
+                        .send_head(&target.authority, target.reach, head.version, out, attempt)
+                        .await
+                        .map_err(|e| (e.sent, format!("{e} ({})", e.cause()), e.cause()))
+                };
+                let failure = match sent {
+                    Ok(resp) if refused_by_sidecar(&target, &resp) => {
+                        (Sent::Nothing, "refused by sidecar".to_string())
                     }
+                    Ok(resp) if upgrade && upgrade::switched(&head.method, resp.status()) => {
+                        return this.tunnel(resp, target, client_upgrade.take(), &head.method);
+                    }
+                    Ok(resp) if holds_back(&target, &head.method, &body, &resp) => {
+                        match Box::pin(this.read_whole(resp, &target, deadline.at)).await {
+                            Ok(resp) => {
+                                // Counted as a request being handled until it is sent on: the
+                                // bound on requests then bounds these buffers too.
+                                let resp = resp.map(|body| Keep::new(body, permit));
+                                return this.respond(resp, target, local);
+                            }
+                            Err(e) => (Sent::Maybe, format!("response cut short: {e}")),
+                        }
+                    }
+                    Ok(resp) => return this.respond(resp, target, local),
+                    Err((sent, why, cause)) => {
+                        if sent == Sent::Nothing {
+                            this.inner.metrics.connect_error(target.route);
+                            if target.route == Kind::Local {
+                                this.inner.app_down.note(&this.inner.upstream, &cause);
+                            }
+                        }
+                        (sent, why)
+                    }
+                };
+                let (sent, why) = failure;
+                tracing::debug!(peer = %target.authority, error = %why, "attempt failed");
+                if !retry::may_retry(&head.method, sent, &body) {
+                    return match sent {
+                        Sent::Nothing => unavailable(target.route, &why),
+                        Sent::Maybe => bad_gateway(target.route, target.authority, &why),
+                    };
                 }
-                Sent::Maybe => {
-                    resends += 1;
-                    if resends > MAX_RESENDS {
-                        return bad_gateway(target.route, target.authority, &why);
+                match sent {
+                    Sent::Nothing => {
+                        this.inner.metrics.retry(Retry::NotSent);
+                        if let Err(outcome) = wait.backoff().await {
+                            return unreachable(outcome, target.route, &target.unreachable(), &why);
+                        }
                     }
-                    self.inner.metrics.retry(Retry::Reset);
-                    if let Err(outcome) = wait.backoff().await {
-                        return outcome;
+                    Sent::Maybe => {
+                        resends += 1;
+                        if resends > MAX_RESENDS {
+                            return bad_gateway(target.route, target.authority, &why);
+                        }
+                        this.inner.metrics.retry(Retry::Reset);
+                        if let Err(outcome) = wait.backoff().await {
+                            return outcome;
+                        }
                     }
                 }
             }

@@ -131,10 +131,7 @@ async fn accept<F, Fut>(
         handshake,
         stop,
         tracker,
-        move |accepted| {
-            let (http, handler) = (http.clone(), handler.clone());
-            async move { http.serve(accepted, handler).await }
-        },
+        move |accepted| http.clone().serve(accepted, handler.clone()),
     )
     .await
 }
@@ -190,8 +187,9 @@ struct Http {
 
 impl Http {
     /// Serves `accepted` with the protocol its first bytes ask for, until it closes, idles
-    /// out, or the server stops.
-    async fn serve<F, Fut>(self, accepted: Accepted, handler: F)
+    /// out, or the server stops. (Not an `async fn`, which would keep `accepted` whole beside
+    /// its parts for the connection's life.)
+    fn serve<F, Fut>(self, accepted: Accepted, handler: F) -> impl Future<Output = ()>
     where
         F: Fn(Request<RequestBody>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
@@ -201,32 +199,36 @@ impl Http {
             client,
             activity,
         } = accepted;
-        let first_head = Instant::now() + self.h1.header_read_timeout;
-        let mut buf = BytesMut::new();
-        // Until the first bytes rule HTTP/2 in or out.
-        while buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&buf) {
-            let read = tokio::select! {
-                _ = self.h1.stop.cancelled() => return,
-                _ = tokio::time::sleep_until(first_head) => {
-                    tracing::debug!(client = %client, "nothing received in time");
-                    return;
+        async move {
+            let first_head = Instant::now() + self.h1.header_read_timeout;
+            let mut buf = BytesMut::new();
+            // Until the first bytes rule HTTP/2 in or out.
+            while buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&buf) {
+                let read = tokio::select! {
+                    _ = self.h1.stop.cancelled() => return,
+                    _ = tokio::time::sleep_until(first_head) => {
+                        tracing::debug!(client = %client, "nothing received in time");
+                        return;
+                    }
+                    read = std::future::poll_fn(|cx| {
+                        crate::h1::read::poll_head(std::pin::Pin::new(&mut stream), cx, &mut buf, 4096)
+                    }) => read,
+                };
+                match read {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
                 }
-                read = std::future::poll_fn(|cx| {
-                    crate::h1::read::poll_head(std::pin::Pin::new(&mut stream), cx, &mut buf, 4096)
-                }) => read,
-            };
-            match read {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
             }
+            if buf.starts_with(H2_PREFACE) {
+                let io = Prefixed::new(buf.freeze(), stream);
+                // Boxed: hyper's HTTP/2 connection is larger than the HTTP/1 engine's, and a
+                // connection's task is as large as the largest thing it may await.
+                return Box::pin(self.serve_h2(io, client, activity, handler)).await;
+            }
+            let serve_one =
+                |req: Request<h1::RequestBody>| handler(req.map(RequestBody::Engine), client);
+            h1::serve(stream, buf, first_head, client, &self.h1, serve_one).await;
         }
-        if buf.starts_with(H2_PREFACE) {
-            let io = Prefixed::new(buf.freeze(), stream);
-            return self.serve_h2(io, client, activity, handler).await;
-        }
-        let serve_one =
-            |req: Request<h1::RequestBody>| handler(req.map(RequestBody::Engine), client);
-        h1::serve(stream, buf, first_head, client, &self.h1, serve_one).await;
     }
 
     /// hyper's HTTP/2 server on `io`, shut down gracefully once idle or stopped.

@@ -308,10 +308,7 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
                 tls.clone(),
                 stop.clone(),
                 conns.clone(),
-                move |req, client| {
-                    let edge = handler.clone();
-                    async move { edge.peer(req, client).await }
-                },
+                move |req, client| handler.peer(req, client),
             ));
         }
         match &tcp_proxy {
@@ -321,10 +318,7 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
                     limits,
                     stop.clone(),
                     conns.clone(),
-                    move |req, client| {
-                        let edge = edge.clone();
-                        async move { edge.data(req, client).await }
-                    },
+                    move |req, client| edge.data(req, client),
                 ));
             }
             Some((tcp, _)) => {

@@ -262,14 +262,18 @@ impl Body for RequestBody {
 /// Serves HTTP/1 on `stream` (`buf`: bytes already read from it) until it closes, a
 /// request ends it, or `settings.stop` is cancelled; the first head must be complete by
 /// `first_head`. `handler` answers each request.
-pub async fn serve<F, Fut>(
+///
+/// (Not an `async fn`, which would keep its arguments beside the connection built from
+/// them for the connection's whole life.)
+pub fn serve<F, Fut>(
     stream: Stream,
     buf: BytesMut,
     first_head: Instant,
     client: SocketAddr,
     settings: &Settings,
     mut handler: F,
-) where
+) -> impl Future<Output = ()>
+where
     F: FnMut(Request<RequestBody>) -> Fut,
     Fut: Future<Output = Response<ProxyBody>>,
 {
@@ -282,20 +286,22 @@ pub async fn serve<F, Fut>(
         client,
         settings,
     };
-    let deadline = tokio::time::sleep_until(first_head);
-    tokio::pin!(deadline);
-    let wait = settings.header_read_timeout.min(settings.idle_timeout);
-    loop {
-        let head = match conn.head(deadline.as_mut()).await {
-            Ok(head) => head,
-            Err(Some(refusal)) => return conn.refuse(refusal).await,
-            Err(None) => return conn.close().await,
-        };
-        match conn.exchange(head, &mut handler).await {
-            After::KeepAlive => deadline.as_mut().reset(Instant::now() + wait),
-            After::Close => return conn.close().await,
-            After::Upgrade(tx) => return conn.hand_over(tx),
-            After::Gone => return,
+    async move {
+        let deadline = tokio::time::sleep_until(first_head);
+        tokio::pin!(deadline);
+        let wait = settings.header_read_timeout.min(settings.idle_timeout);
+        loop {
+            let head = match conn.head(deadline.as_mut()).await {
+                Ok(head) => head,
+                Err(Some(refusal)) => return conn.refuse(refusal).await,
+                Err(None) => return conn.close().await,
+            };
+            match conn.exchange(head, &mut handler).await {
+                After::KeepAlive => deadline.as_mut().reset(Instant::now() + wait),
+                After::Close => return conn.close().await,
+                After::Upgrade(tx) => return conn.hand_over(tx),
+                After::Gone => return,
+            }
         }
     }
 }
@@ -389,8 +395,14 @@ impl Connection<'_> {
         let _ = tokio::time::timeout(CLOSE_WAIT, self.write.shutdown()).await;
     }
 
-    /// One request and its response.
-    async fn exchange<F, Fut>(&mut self, head: RequestHead, handler: &mut F) -> After
+    /// One request and its response. (Not an `async fn`: the request is built and handed to
+    /// `handler` before the first await, so neither it nor `head` takes room in the
+    /// connection's future, which every keep-alive connection holds.)
+    fn exchange<F, Fut>(
+        &mut self,
+        head: RequestHead,
+        handler: &mut F,
+    ) -> impl Future<Output = After>
     where
         F: FnMut(Request<RequestBody>) -> Fut,
         Fut: Future<Output = Response<ProxyBody>>,
@@ -434,93 +446,100 @@ impl Connection<'_> {
         // state, not room for the handler's whole future (a few KiB, which a thousand
         // keep-alive connections would hold for nothing).
         let mut answer = Box::pin(handler(req));
-        let mut continued = Bytes::new();
-        let resp = std::future::poll_fn(|cx| self.poll_answer(cx, answer.as_mut(), &mut continued));
-        let Some(resp) = resp.await else {
-            tracing::debug!(client = %self.client, "client closed the connection; request cancelled");
-            return After::Gone;
-        };
-
-        let (parts, body) = resp.into_parts();
-        let switched = handoff.is_some() && crate::upgrade::switched(&method, parts.status);
-        // A body already given back unread: the close is known now, and said in the head.
-        self.take_back();
-        // (A switch ends HTTP on this connection without a close to announce.) An upgrade
-        // or CONNECT that was not switched closes: what the client sent behind its head was
-        // meant for a tunnel, and is never read as a request. Nor does a 1xx as a final
-        // answer leave the connection usable.
-        let keep = switched
-            || (!close_asked
-                && handoff.is_none()
-                && !parts.status.is_informational()
-                && (self.reader.is_none() || self.clean)
-                && !self.settings.stop.is_cancelled());
-        let response = Response::from_parts(parts, ());
-        let mut head = BytesMut::with_capacity(HEAD_READ / 4 + continued.len());
-        head.put_slice(&continued);
-        let (framing, trailers, keep) = encode_response(
-            &method,
-            version,
-            &response,
-            &body,
-            keep,
-            te_trailers,
-            &mut head,
-        );
-        let mut out = Outgoing::new(head, body, framing, trailers);
-        let written = std::future::poll_fn(|cx| {
-            if let Err(e) = out.prime(cx) {
-                return Poll::Ready(Some(Err(e)));
-            }
-            // An answer that streams the request body back reads it only now: the client
-            // waits for the go-ahead before it sends it.
-            if self.shared.want_continue.swap(false, Ordering::Acquire) {
-                out.prepend(CONTINUE);
-            }
-            if let Poll::Ready(written) = out.poll(&mut self.write, cx) {
-                return Poll::Ready(Some(written));
-            }
-            match self.watch(cx) {
-                Poll::Ready(()) => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
-            }
-        })
-        .await;
-        match written {
-            Some(Ok(())) => {}
-            Some(Err(e)) => {
-                let quiet = matches!(e, WriteError::Io(_));
-                if quiet {
-                    tracing::debug!(client = %self.client, error = %e, "response not written whole");
-                } else {
-                    tracing::info!(client = %self.client, error = %e, "response cut short");
-                }
-                return After::Close;
-            }
-            None => {
-                tracing::debug!(client = %self.client, "client closed the connection during the response");
+        async move {
+            let mut continued = Bytes::new();
+            let resp =
+                std::future::poll_fn(|cx| self.poll_answer(cx, answer.as_mut(), &mut continued));
+            let Some(resp) = resp.await else {
+                tracing::debug!(client = %self.client, "client closed the connection; request cancelled");
                 return After::Gone;
+            };
+
+            // In a block: the response's head is dropped before the first write, not kept
+            // in the future while the body streams.
+            let (mut out, switched, keep) = {
+                let (parts, body) = resp.into_parts();
+                let switched = handoff.is_some() && crate::upgrade::switched(&method, parts.status);
+                // A body already given back unread: the close is known now, and said in the head.
+                self.take_back();
+                // (A switch ends HTTP on this connection without a close to announce.) An upgrade
+                // or CONNECT that was not switched closes: what the client sent behind its head was
+                // meant for a tunnel, and is never read as a request. Nor does a 1xx as a final
+                // answer leave the connection usable.
+                let keep = switched
+                    || (!close_asked
+                        && handoff.is_none()
+                        && !parts.status.is_informational()
+                        && (self.reader.is_none() || self.clean)
+                        && !self.settings.stop.is_cancelled());
+                let response = Response::from_parts(parts, ());
+                let mut head = BytesMut::with_capacity(HEAD_READ / 4 + continued.len());
+                head.put_slice(&continued);
+                let (framing, trailers, keep) = encode_response(
+                    &method,
+                    version,
+                    &response,
+                    &body,
+                    keep,
+                    te_trailers,
+                    &mut head,
+                );
+                (Outgoing::new(head, body, framing, trailers), switched, keep)
+            };
+            let written = std::future::poll_fn(|cx| {
+                if let Err(e) = out.prime(cx) {
+                    return Poll::Ready(Some(Err(e)));
+                }
+                // An answer that streams the request body back reads it only now: the client
+                // waits for the go-ahead before it sends it.
+                if self.shared.want_continue.swap(false, Ordering::Acquire) {
+                    out.prepend(CONTINUE);
+                }
+                if let Poll::Ready(written) = out.poll(&mut self.write, cx) {
+                    return Poll::Ready(Some(written));
+                }
+                match self.watch(cx) {
+                    Poll::Ready(()) => Poll::Ready(None),
+                    Poll::Pending => Poll::Pending,
+                }
+            })
+            .await;
+            match written {
+                Some(Ok(())) => {}
+                Some(Err(e)) => {
+                    let quiet = matches!(e, WriteError::Io(_));
+                    if quiet {
+                        tracing::debug!(client = %self.client, error = %e, "response not written whole");
+                    } else {
+                        tracing::info!(client = %self.client, error = %e, "response cut short");
+                    }
+                    return After::Close;
+                }
+                None => {
+                    tracing::debug!(client = %self.client, "client closed the connection during the response");
+                    return After::Gone;
+                }
             }
-        }
-        let clean = self.reclaim();
-        // A body left unread would go down the tunnel as if the client had sent it there.
-        if switched
-            && clean
-            && let Some(tx) = handoff
-        {
-            return After::Upgrade(tx);
-        }
-        if keep && clean {
-            // Waiting for the next request, the connection holds no buffer (see
-            // [`read`]).
-            if let Some(reader) = self.reader.as_mut()
-                && reader.buf.is_empty()
+            let clean = self.reclaim();
+            // A body left unread would go down the tunnel as if the client had sent it there.
+            if switched
+                && clean
+                && let Some(tx) = handoff
             {
-                reader.buf = BytesMut::new();
+                return After::Upgrade(tx);
             }
-            After::KeepAlive
-        } else {
-            After::Close
+            if keep && clean {
+                // Waiting for the next request, the connection holds no buffer (see
+                // [`read`]).
+                if let Some(reader) = self.reader.as_mut()
+                    && reader.buf.is_empty()
+                {
+                    reader.buf = BytesMut::new();
+                }
+                After::KeepAlive
+            } else {
+                After::Close
+            }
         }
     }
 
