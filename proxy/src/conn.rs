@@ -124,7 +124,10 @@ pub async fn accept_refusing<S, Fut>(
             let stream = match tls {
                 None => MaybeTls::Plain(watched),
                 Some(tls) => {
-                    let handshake = tokio::time::timeout(handshake, tls.acceptor().accept(watched));
+                    // (Boxed: a TLS server's handshake is larger than what follows it, and
+                    // every connection's task, TLS or not, would carry its room.)
+                    let accept = Box::pin(tls.acceptor().accept(watched));
+                    let handshake = tokio::time::timeout(handshake, accept);
                     let result = tokio::select! {
                         _ = stop.cancelled() => return,
                         result = handshake => result,

@@ -162,7 +162,9 @@ impl Dialer {
             return Ok(MaybeTls::Plain(stream));
         };
         let left = self.timeout.saturating_sub(started.elapsed());
-        match tokio::time::timeout(left, tls.connect(stream, alpn)).await {
+        // (Boxed: a TLS client's handshake is about a KiB, which every dial in the clear
+        // would otherwise carry too; a burst of new connections holds one each.)
+        match tokio::time::timeout(left, Box::pin(tls.connect(stream, alpn))).await {
             Ok(Ok(stream)) => Ok(MaybeTls::Tls(Box::new(stream))),
             Ok(Err(source)) => Err(DialError::Handshake {
                 address: address.to_string(),

@@ -351,50 +351,54 @@ impl Proxy {
                 };
                 let local =
                     matches!(target.tenure, Tenure::Local { .. }).then(|| this.inner.local.token());
-                // (why, the innermost cause): the client's message hides the operating system's.
-                let sent = if upgrade {
-                    let req = head.request(&target, attempt);
-                    let dialer = &this.inner.dialer;
-                    Box::pin(upgrade::send(dialer, &target.authority, target.reach, req))
-                        .await
-                        .map(|resp| resp.map(ForwardBody::Hyper))
-                        .map_err(|e| (e.sent, e.to_string(), e.cause()))
-                } else {
-                    head.set_extra(&target);
-                    let out = head.outbound();
-                    this.inner
-                        .forwarder
-                        .send_head(&target.authority, target.reach, head.version, out, attempt)
-                        .await
-                        .map_err(|e| (e.sent, format!("{e} ({})", e.cause()), e.cause()))
-                };
-                let failure = match sent {
-                    Ok(resp) if refused_by_sidecar(&target, &resp) => {
-                        (Sent::Nothing, "refused by sidecar".to_string())
-                    }
-                    Ok(resp) if upgrade && upgrade::switched(&head.method, resp.status()) => {
-                        return this.tunnel(resp, target, client_upgrade.take(), &head.method);
-                    }
-                    Ok(resp) if holds_back(&target, &head.method, &body, &resp) => {
-                        match Box::pin(this.read_whole(resp, &target, deadline.at)).await {
-                            Ok(resp) => {
-                                // Counted as a request being handled until it is sent on: the
-                                // bound on requests then bounds these buffers too.
-                                let resp = resp.map(|body| Keep::new(body, permit));
-                                return this.respond(resp, target, local);
-                            }
-                            Err(e) => (Sent::Maybe, format!("response cut short: {e}")),
+                // In a block: what the attempt returned is dropped before any wait for the
+                // next one, so the future keeps no room for it across those waits.
+                let failure = {
+                    // (why, the innermost cause): the client's message hides the operating system's.
+                    let sent = if upgrade {
+                        let req = head.request(&target, attempt);
+                        let dialer = &this.inner.dialer;
+                        Box::pin(upgrade::send(dialer, &target.authority, target.reach, req))
+                            .await
+                            .map(|resp| resp.map(ForwardBody::Hyper))
+                            .map_err(|e| (e.sent, e.to_string(), e.cause()))
+                    } else {
+                        head.set_extra(&target);
+                        let out = head.outbound();
+                        this.inner
+                            .forwarder
+                            .send_head(&target.authority, target.reach, head.version, out, attempt)
+                            .await
+                            .map_err(|e| (e.sent, format!("{e} ({})", e.cause()), e.cause()))
+                    };
+                    match sent {
+                        Ok(resp) if refused_by_sidecar(&target, &resp) => {
+                            (Sent::Nothing, "refused by sidecar".to_string())
                         }
-                    }
-                    Ok(resp) => return this.respond(resp, target, local),
-                    Err((sent, why, cause)) => {
-                        if sent == Sent::Nothing {
-                            this.inner.metrics.connect_error(target.route);
-                            if target.route == Kind::Local {
-                                this.inner.app_down.note(&this.inner.upstream, &cause);
+                        Ok(resp) if upgrade && upgrade::switched(&head.method, resp.status()) => {
+                            return this.tunnel(resp, target, client_upgrade.take(), &head.method);
+                        }
+                        Ok(resp) if holds_back(&target, &head.method, &body, &resp) => {
+                            match Box::pin(this.read_whole(resp, &target, deadline.at)).await {
+                                Ok(resp) => {
+                                    // Counted as a request being handled until it is sent on: the
+                                    // bound on requests then bounds these buffers too.
+                                    let resp = resp.map(|body| Keep::new(body, permit));
+                                    return this.respond(resp, target, local);
+                                }
+                                Err(e) => (Sent::Maybe, format!("response cut short: {e}")),
                             }
                         }
-                        (sent, why)
+                        Ok(resp) => return this.respond(resp, target, local),
+                        Err((sent, why, cause)) => {
+                            if sent == Sent::Nothing {
+                                this.inner.metrics.connect_error(target.route);
+                                if target.route == Kind::Local {
+                                    this.inner.app_down.note(&this.inner.upstream, &cause);
+                                }
+                            }
+                            (sent, why)
+                        }
                     }
                 };
                 let (sent, why) = failure;
