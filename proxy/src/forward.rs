@@ -11,6 +11,7 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
+use futures::future::Either;
 use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, Uri, Version};
 use hyper_util::client::legacy::Client;
@@ -105,7 +106,27 @@ impl Forwarder {
     /// Sends one attempt of a request whose head the caller keeps across attempts to
     /// `authority` (`host:port`), reached as `reach`: over HTTP/2 when `version` says so,
     /// else over HTTP/1.1, written from `head` where it is (no copy of it per attempt).
-    pub(crate) async fn send_head(
+    ///
+    /// (Not an `async fn`, nor is the HTTP/1 path under it: each layer would keep its
+    /// arguments beside the future it awaits, in the future of every request in flight.)
+    pub(crate) fn send_head<'a>(
+        &'a self,
+        authority: &'a str,
+        reach: Reach,
+        version: Version,
+        head: client::Head<'a>,
+        body: ReplayBody,
+    ) -> impl Future<Output = Result<Response<ForwardBody>, ForwardError>> + Send + 'a {
+        if version != Version::HTTP_2 {
+            return Either::Left(self.send_h1(authority, reach, head, body));
+        }
+        // (Boxed: hyper's HTTP/2 request is large, and HTTP/1 is the common case.)
+        Either::Right(Box::pin(
+            self.send_h2(authority, reach, version, head, body),
+        ))
+    }
+
+    async fn send_h2(
         &self,
         authority: &str,
         reach: Reach,
@@ -113,9 +134,6 @@ impl Forwarder {
         head: client::Head<'_>,
         body: ReplayBody,
     ) -> Result<Response<ForwardBody>, ForwardError> {
-        if version != Version::HTTP_2 {
-            return self.send_h1(authority, reach, head, body).await;
-        }
         let mut req = Request::new(body);
         *req.method_mut() = head.method.clone();
         *req.version_mut() = version;
@@ -125,17 +143,16 @@ impl Forwarder {
             sent: Sent::Nothing,
             source: e.into(),
         })?;
-        // (Boxed: hyper's HTTP/2 request is large, and HTTP/1 is the common case.)
-        Box::pin(self.send(req)).await
+        self.send(req).await
     }
 
-    async fn send_h1(
-        &self,
-        authority: &str,
+    fn send_h1<'a>(
+        &'a self,
+        authority: &'a str,
         reach: Reach,
-        head: client::Head<'_>,
+        head: client::Head<'a>,
         body: ReplayBody,
-    ) -> Result<Response<ForwardBody>, ForwardError> {
+    ) -> impl Future<Output = Result<Response<ForwardBody>, ForwardError>> + Send + 'a {
         let address = match authority.rsplit_once(':') {
             Some((_, port)) if port.parse::<u16>().is_ok() => Cow::Borrowed(authority),
             _ => Cow::Owned(format!(
@@ -143,16 +160,18 @@ impl Forwarder {
                 if reach == Reach::Mtls { 443 } else { 80 }
             )),
         };
-        match self.h1.send_head(&address, reach, head, body).await {
-            Ok(resp) => Ok(resp.map(ForwardBody::Engine)),
-            Err(source) => Err(ForwardError {
-                peer: authority.to_string(),
-                sent: match source {
-                    ClientError::Dial(_) => Sent::Nothing,
-                    _ => Sent::Maybe,
-                },
-                source: source.into(),
-            }),
+        async move {
+            match self.h1.send_head(&address, reach, head, body).await {
+                Ok(resp) => Ok(resp.map(ForwardBody::Engine)),
+                Err(source) => Err(ForwardError {
+                    peer: authority.to_string(),
+                    sent: match source {
+                        ClientError::Dial(_) => Sent::Nothing,
+                        _ => Sent::Maybe,
+                    },
+                    source: source.into(),
+                }),
+            }
         }
     }
 }

@@ -27,7 +27,7 @@ mod app_down;
 mod target;
 
 pub(crate) use answer::{Outcome, bad_gateway, text, unavailable, unreachable};
-pub(crate) use target::{Target, Wait};
+pub(crate) use target::{Extra, Target, Wait};
 
 use crate::balance::Balancer;
 use crate::body::Keep;
@@ -218,12 +218,13 @@ impl Proxy {
     {
         let started = Instant::now();
         let in_flight = self.inner.metrics.in_flight();
-        // Kept for the access log only: not cloned for every request when it is off.
+        // Kept for the access log only: not cloned for every request when it is off (nor
+        // room for it kept in the future: boxed).
         let logged = self
             .inner
             .settings
             .access_log
-            .then(|| (req.method().clone(), req.uri().clone()));
+            .then(|| Box::new((req.method().clone(), req.uri().clone())));
         let target_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
         // A tunnel (CONNECT, or an upgrade answered 101) must not be told to close.
         let closable = req.version() < Version::HTTP_2 && req.method() != Method::CONNECT;
@@ -254,7 +255,7 @@ impl Proxy {
         mut outcome: Outcome,
         started: Instant,
         closable: bool,
-        logged: Option<(Method, Uri)>,
+        logged: Option<Box<(Method, Uri)>>,
         client: SocketAddr,
     ) -> Response<ProxyBody> {
         let status = outcome.response.status();
@@ -271,7 +272,8 @@ impl Proxy {
         self.inner
             .metrics
             .request(outcome.route, &outcome.response, elapsed);
-        if let Some((method, uri)) = logged {
+        if let Some(logged) = logged {
+            let (method, uri) = *logged;
             tracing::info!(
                 target: "understudy::access",
                 client = %client,
@@ -342,7 +344,7 @@ impl Proxy {
             let mut wait = Wait::new(&this, deadline);
             let mut resends = 0;
             loop {
-                let target = match wait.target(&inbound).await {
+                let (target, extra) = match wait.target(&inbound).await {
                     Ok(t) => t,
                     Err(outcome) => return outcome,
                 };
@@ -356,14 +358,14 @@ impl Proxy {
                 let failure = {
                     // (why, the innermost cause): the client's message hides the operating system's.
                     let sent = if upgrade {
-                        let req = head.request(&target, attempt);
+                        let req = head.request(&target, extra, attempt);
                         let dialer = &this.inner.dialer;
                         Box::pin(upgrade::send(dialer, &target.authority, target.reach, req))
                             .await
                             .map(|resp| resp.map(ForwardBody::Hyper))
                             .map_err(|e| (e.sent, e.to_string(), e.cause()))
                     } else {
-                        head.set_extra(&target);
+                        head.set_extra(extra);
                         let out = head.outbound();
                         this.inner
                             .forwarder
@@ -548,16 +550,16 @@ pub(crate) struct Head {
 }
 
 impl Head {
-    /// Sets the headers of an attempt to `target` on the kept head, replacing an earlier
-    /// attempt's: the fencing token to the local app, or the routing headers to a peer.
-    pub(crate) fn set_extra(&mut self, target: &Target) {
+    /// Sets the headers of an attempt on the kept head, replacing an earlier attempt's: the
+    /// fencing token to the local app, or the routing headers to a peer.
+    pub(crate) fn set_extra(&mut self, extra: Extra) {
         if self.extra_set {
             for name in headers::ADDED {
                 self.headers.remove(name);
             }
         }
-        for (name, value) in &target.extra {
-            self.headers.insert(name.clone(), value.clone());
+        for (name, value) in extra {
+            self.headers.insert(name, value);
         }
         self.extra_set = true;
     }
@@ -576,7 +578,7 @@ impl Head {
     ///
     /// The attempt's own headers are set on the kept head before it is copied: the copy
     /// then needs no room to grow.
-    pub(crate) fn request<B>(&mut self, target: &Target, body: B) -> Request<B> {
+    pub(crate) fn request<B>(&mut self, target: &Target, extra: Extra, body: B) -> Request<B> {
         let uri = if self.method == Method::CONNECT {
             // Sent on a connection of its own ([`upgrade::send`]): the client's target, in
             // authority form.
@@ -590,7 +592,7 @@ impl Head {
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = uri;
         *req.version_mut() = self.version;
-        self.set_extra(target);
+        self.set_extra(extra);
         *req.headers_mut() = self.headers.clone();
         req
     }

@@ -24,11 +24,12 @@ const BACKOFF: (Duration, Duration) = (Duration::from_millis(25), Duration::from
 /// to a peer (three either way). A plain array: no allocation per request.
 pub(crate) type Extra = [(HeaderName, HeaderValue); 3];
 
-/// Where an attempt goes, and what it carries there.
+/// Where an attempt goes. (What it carries there, its [`Extra`], comes beside it: that goes
+/// into the request's head before the attempt is sent, while the target is kept until its
+/// answer is in, in the future of every request in flight.)
 pub(crate) struct Target {
     pub(crate) authority: String,
     pub(crate) tenure: Tenure,
-    pub(crate) extra: Extra,
     pub(crate) route: Kind,
     /// How `authority` is reached: the app and, without the peer channel, a peer in the
     /// clear; with it, a peer over mTLS only.
@@ -122,8 +123,9 @@ impl<'a> Wait<'a> {
         }
     }
 
-    /// The next target, holding until there is one. `Err` is the answer to give instead.
-    pub(crate) async fn target(&mut self, inbound: &Inbound) -> Result<Target, Outcome> {
+    /// The next target and the headers for it, holding until there is one. `Err` is the
+    /// answer to give instead.
+    pub(crate) async fn target(&mut self, inbound: &Inbound) -> Result<(Target, Extra), Outcome> {
         loop {
             let balancer = &self.proxy.inner.balancer;
             // What the route needs of the view, read in one borrow: a slot change in between
@@ -157,16 +159,16 @@ impl<'a> Wait<'a> {
                     // (Always set: read above for every local route.)
                     let extra = fencing
                         .unwrap_or_else(|| Fencing::build(&leader.identity, leader.epoch, ""));
-                    return Ok(Target {
+                    let target = Target {
                         authority: self.proxy.inner.upstream.clone(),
                         tenure: Tenure::Local {
                             epoch: leader.epoch,
                         },
-                        extra,
                         route: kind,
                         reach: Reach::Plain,
                         load: None,
-                    });
+                    };
+                    return Ok((target, extra));
                 }
                 Route::Forward {
                     leader,
@@ -187,17 +189,17 @@ impl<'a> Wait<'a> {
                         Some(_) => Reach::Mtls,
                         None => Reach::Plain,
                     };
-                    return Ok(Target {
+                    let target = Target {
                         authority: address,
                         tenure: Tenure::Peer {
                             identity: leader.identity,
                             epoch: leader.epoch,
                         },
-                        extra,
                         route: kind,
                         reach,
                         load,
-                    });
+                    };
+                    return Ok((target, extra));
                 }
             }
         }

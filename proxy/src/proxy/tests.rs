@@ -865,19 +865,21 @@ fn each_attempt_carries_only_its_own_added_headers() {
         extra_set: false,
     };
     let value = http::HeaderValue::from_static;
-    let local = Target {
-        authority: "127.0.0.1:8081".into(),
-        tenure: Tenure::Local { epoch: 3 },
-        extra: [
+    let fencing = || {
+        [
             (headers::LEADER, value("a")),
             (headers::EPOCH, value("3")),
             (headers::LEASE, value("web")),
-        ],
+        ]
+    };
+    let local = Target {
+        authority: "127.0.0.1:8081".into(),
+        tenure: Tenure::Local { epoch: 3 },
         route: Kind::Local,
         reach: Reach::Plain,
         load: None,
     };
-    let first = head.request(&local, ());
+    let first = head.request(&local, fencing(), ());
     assert_eq!(first.uri(), "http://127.0.0.1:8081/x?y=1");
     assert_eq!(first.headers()[headers::LEADER], "a");
     assert_eq!(first.headers()[headers::LEASE], "web");
@@ -887,17 +889,17 @@ fn each_attempt_carries_only_its_own_added_headers() {
             identity: "b".into(),
             epoch: 4,
         },
-        extra: [
-            (headers::FOR, value("b")),
-            (headers::HOPS, value("1")),
-            (headers::HOLD_MS, value("900")),
-        ],
         route: Kind::Forward,
         reach: Reach::Mtls,
         load: None,
     };
     // A resend elsewhere: the first attempt's fencing token must not go along.
-    let second = head.request(&forward, ());
+    let routing = [
+        (headers::FOR, value("b")),
+        (headers::HOPS, value("1")),
+        (headers::HOLD_MS, value("900")),
+    ];
+    let second = head.request(&forward, routing, ());
     assert_eq!(
         second.uri(),
         "https://10.0.0.2:8080/x?y=1",
@@ -909,7 +911,7 @@ fn each_attempt_carries_only_its_own_added_headers() {
         assert!(!second.headers().contains_key(&gone), "{gone} still set");
     }
     // And back: the routing headers go.
-    let third = head.request(&local, ());
+    let third = head.request(&local, fencing(), ());
     assert!(!third.headers().contains_key(headers::FOR));
     assert_eq!(third.headers()[headers::EPOCH], "3");
 }
