@@ -107,8 +107,8 @@ impl Forwarder {
     /// `authority` (`host:port`), reached as `reach`: over HTTP/2 when `version` says so,
     /// else over HTTP/1.1, written from `head` where it is (no copy of it per attempt).
     ///
-    /// (Not an `async fn`, nor is the HTTP/1 path under it: each layer would keep its
-    /// arguments beside the future it awaits, in the future of every request in flight.)
+    /// (Not an `async fn`, nor is `send_h1` under it: each layer would keep its arguments
+    /// beside the future it awaits, in the future of every request in flight.)
     pub(crate) fn send_head<'a>(
         &'a self,
         authority: &'a str,

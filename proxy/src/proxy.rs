@@ -175,11 +175,12 @@ impl Proxy {
 
     /// Proxies one request from `client` on the data port (see [`crate::edge`]).
     ///
-    /// Neither this nor the layers under it, down to [`Proxy::attempts`], is an `async fn`:
-    /// an `async fn` keeps its arguments for its whole life beside the future it awaits, so
-    /// every layer that passed the request on by value would hold one more copy of it (a
-    /// few hundred bytes each). The future returned owns what it needs; the HTTP/1 engine
-    /// boxes one for every request in flight, so its size is memory per connection.
+    /// Neither this nor the layers under it, down to the attempts (the `async` block that
+    /// `route_request` returns), is an `async fn`: an `async fn` keeps its arguments for its
+    /// whole life beside the future it awaits, so every layer that passed the request on by
+    /// value would hold one more copy of it (a few hundred bytes each). The future returned
+    /// owns what it needs; the HTTP/1 engine boxes one for every request in flight, so its
+    /// size is memory per connection.
     pub fn handle<B>(
         &self,
         req: Request<B>,
@@ -356,7 +357,8 @@ impl Proxy {
                 // In a block: what the attempt returned is dropped before any wait for the
                 // next one, so the future keeps no room for it across those waits.
                 let failure = {
-                    // (why, the innermost cause): the client's message hides the operating system's.
+                    // (why, the innermost cause): the client's message hides the operating
+                    // system's.
                     let sent = if upgrade {
                         let req = head.request(&target, extra, attempt);
                         let dialer = &this.inner.dialer;
@@ -545,7 +547,7 @@ pub(crate) struct Head {
     pub(crate) uri: Uri,
     pub(crate) version: Version,
     pub(crate) headers: HeaderMap,
-    /// Whether `headers` carries an earlier attempt's [`Target::extra`].
+    /// Whether `headers` carries an earlier attempt's [`Extra`].
     pub(crate) extra_set: bool,
 }
 

@@ -211,7 +211,8 @@ impl Http {
                         return;
                     }
                     read = std::future::poll_fn(|cx| {
-                        crate::h1::read::poll_head(std::pin::Pin::new(&mut stream), cx, &mut buf, 4096)
+                        let stream = std::pin::Pin::new(&mut stream);
+                        crate::h1::read::poll_head(stream, cx, &mut buf, 4096)
                     }) => read,
                 };
                 match read {

@@ -451,7 +451,8 @@ impl Connection<'_> {
             let resp =
                 std::future::poll_fn(|cx| self.poll_answer(cx, answer.as_mut(), &mut continued));
             let Some(resp) = resp.await else {
-                tracing::debug!(client = %self.client, "client closed the connection; request cancelled");
+                let client = self.client;
+                tracing::debug!(%client, "client closed the connection; request cancelled");
                 return After::Gone;
             };
 
@@ -508,15 +509,17 @@ impl Connection<'_> {
                 Some(Ok(())) => {}
                 Some(Err(e)) => {
                     let quiet = matches!(e, WriteError::Io(_));
+                    let client = self.client;
                     if quiet {
-                        tracing::debug!(client = %self.client, error = %e, "response not written whole");
+                        tracing::debug!(%client, error = %e, "response not written whole");
                     } else {
-                        tracing::info!(client = %self.client, error = %e, "response cut short");
+                        tracing::info!(%client, error = %e, "response cut short");
                     }
                     return After::Close;
                 }
                 None => {
-                    tracing::debug!(client = %self.client, "client closed the connection during the response");
+                    let client = self.client;
+                    tracing::debug!(%client, "client closed the connection during the response");
                     return After::Gone;
                 }
             }
