@@ -15,9 +15,11 @@
 //! ([`LEADER`], [`EPOCH`], [`LEASE`]) are removed from every incoming request and set only by the
 //! sidecar that hands the request to its local app, so an app can trust them.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Version};
 
@@ -39,6 +41,34 @@ pub const REFUSED: HeaderName = HeaderName::from_static("x-understudy-refused");
 
 /// Every header a sidecar adds to an attempt (see [`LEADER`] .. [`HOLD_MS`]).
 pub const ADDED: [HeaderName; 6] = [LEADER, EPOCH, LEASE, FOR, HOPS, HOLD_MS];
+
+/// Names `http` does not know that every forwarded request carries (the sidecars' own and
+/// the forwarding headers), for [`known_name`].
+const KNOWN: [HeaderName; 10] = [
+    FOR,
+    HOPS,
+    HOLD_MS,
+    LEADER,
+    EPOCH,
+    LEASE,
+    REFUSED,
+    HeaderName::from_static("x-forwarded-for"),
+    HeaderName::from_static("x-forwarded-proto"),
+    HeaderName::from_static("x-forwarded-host"),
+];
+
+/// `name` (as it came, in any case) as one of [`KNOWN`]'s names, if it is one. The parser
+/// takes these rather than building the name: `http` copies a name it does not know into an
+/// allocation of its own, and a forwarded request carries several.
+pub(crate) fn known_name(name: &[u8]) -> Option<HeaderName> {
+    if name.len() < 2 || !name[..2].eq_ignore_ascii_case(b"x-") {
+        return None;
+    }
+    KNOWN
+        .iter()
+        .find(|k| k.as_str().as_bytes().eq_ignore_ascii_case(name))
+        .cloned()
+}
 
 /// Most sidecars a request may pass: the first forward plus one re-route.
 pub const MAX_HOPS: u8 = 2;
@@ -141,12 +171,18 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if !headers.keys().any(is_hop_by_hop) {
         return;
     }
-    let named: Vec<HeaderName> = connection_tokens(headers)
-        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-        .collect();
-    for name in named {
-        if !(keep_upgrade && name == header::UPGRADE) {
-            headers.remove(name);
+    // The names `Connection` lists, removed by name as each value is read: a value is a
+    // view of the message's head (its copy costs a count, not an allocation), and a name
+    // looked up as `&str` is not copied either. `Connection` itself goes below, with every
+    // value: removing it here would end the walk over its values early.
+    let mut i = 0;
+    while let Some(value) = headers.get_all(header::CONNECTION).iter().nth(i).cloned() {
+        i += 1;
+        let tokens = value.to_str().unwrap_or("").split(',').map(str::trim);
+        for t in tokens.filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case("connection")) {
+            if !(keep_upgrade && t.eq_ignore_ascii_case("upgrade")) {
+                headers.remove(t);
+            }
         }
     }
     let trailers_ok = accepts_trailers(headers);
@@ -189,13 +225,27 @@ pub fn add_forwarded(
     version: Version,
     host: Option<HeaderValue>,
 ) {
-    let ip = client.ip().to_canonical().to_string();
+    // The address written on the stack, and the value built in one allocation.
+    let mut room = [0u8; 64];
+    let ip = {
+        let mut w = &mut room[..];
+        // (An IPv6 address takes at most 45 characters: it fits.)
+        let _ = write!(w, "{}", client.ip().to_canonical());
+        let left = w.len();
+        &room[..room.len() - left]
+    };
     let xff = HeaderName::from_static("x-forwarded-for");
     let joined = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
-        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {ip}"),
-        _ => ip,
+        Some(prior) if !prior.trim().is_empty() => {
+            let mut v = Vec::with_capacity(prior.len() + 2 + ip.len());
+            v.extend_from_slice(prior.as_bytes());
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(ip);
+            HeaderValue::from_maybe_shared(Bytes::from(v))
+        }
+        _ => HeaderValue::from_bytes(ip),
     };
-    if let Ok(v) = HeaderValue::from_str(&joined) {
+    if let Ok(v) = joined {
         headers.insert(xff, v);
     }
     let proto = HeaderName::from_static("x-forwarded-proto");
@@ -218,6 +268,16 @@ pub fn add_via(headers: &mut HeaderMap, version: Version) {
         _ => "1.1 understudy",
     };
     headers.append(header::VIA, HeaderValue::from_static(via));
+}
+
+/// The value of [`HOPS`]: a constant for the counts a request can carry (one allocation
+/// less on every forward).
+pub(crate) fn hops_value(hops: u8) -> HeaderValue {
+    match hops {
+        1 => HeaderValue::from_static("1"),
+        2 => HeaderValue::from_static("2"),
+        n => HeaderValue::from(u16::from(n)),
+    }
 }
 
 /// Header value from a string that came from our own configuration or the Lease; falls back

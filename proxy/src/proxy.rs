@@ -60,7 +60,7 @@ pub(crate) struct Inner {
     pub(crate) views: watch::Receiver<View>,
     pub(crate) settings: ProxySettings,
     /// `--upstream` as an authority, formatted once.
-    pub(crate) upstream: String,
+    pub(crate) upstream: Arc<str>,
     pub(crate) forwarder: Forwarder,
     /// Opens the connections of upgrades (the forwarder's pools dial through it too).
     pub(crate) dialer: Dialer,
@@ -120,7 +120,7 @@ impl Proxy {
         Proxy {
             inner: Arc::new(Inner {
                 views,
-                upstream: settings.upstream.to_string(),
+                upstream: Arc::from(settings.upstream.to_string()),
                 settings,
                 forwarder,
                 dialer,
@@ -494,7 +494,7 @@ impl Proxy {
                 views: self.inner.views.clone(),
                 stop: self.inner.stop.clone(),
             };
-            let peer = target.authority.clone();
+            let peer = target.authority.to_string();
             upgrade::tunnel(&self.inner.tunnels, client, &mut resp, fence, peer);
         }
         let (mut parts, _) = resp.into_parts();

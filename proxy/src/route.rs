@@ -1,5 +1,6 @@
 //! Where one request goes, decided from the latest election [`View`] alone (no API call).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use understudy_elector::{Leader, View};
@@ -11,16 +12,21 @@ use crate::headers::{Inbound, MAX_HOPS};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Route {
     /// This pod is the acting leader: hand the request to the local app with this fencing token.
+    /// (The leader is this pod, the view's `identity`: only the epoch is carried, so that a
+    /// request routed here copies no names.)
     Local {
-        /// This pod, as the Lease names it.
-        leader: Leader,
+        /// The fencing epoch of this pod's tenure (the Lease's `leaseTransitions` when it
+        /// took it).
+        epoch: u64,
     },
     /// Forward to the leader's sidecar.
     Forward {
-        /// The leader the request is meant for.
-        leader: Leader,
-        /// Its advertised address.
-        address: String,
+        /// The leader the request is meant for, as the Lease names it.
+        identity: String,
+        /// Its fencing epoch (the Lease's `leaseTransitions` when it took it).
+        epoch: u64,
+        /// Its advertised address (shared: the request's target holds it too).
+        address: Arc<str>,
         /// Hop count to send (one more than received).
         hops: u8,
     },
@@ -122,7 +128,7 @@ pub fn decide(view: &View, now: Instant, inbound: &Inbound, balancer: &Balancer)
     }
     if let Some(leader) = view.leader.as_ref().filter(|_| view.is_acting(now)) {
         return Route::Local {
-            leader: leader.clone(),
+            epoch: leader.epoch,
         };
     }
     let reachable = |l: &&Leader| l.address.is_some() && l.identity != me;
@@ -149,12 +155,13 @@ pub fn decide(view: &View, now: Instant, inbound: &Inbound, balancer: &Balancer)
 }
 
 fn forward(leader: &Leader, inbound: &Inbound) -> Option<Route> {
-    let address = leader.address.clone()?;
+    let address = Arc::from(leader.address.as_deref()?);
     if inbound.hops >= MAX_HOPS {
         return None;
     }
     Some(Route::Forward {
-        leader: leader.clone(),
+        identity: leader.identity.clone(),
+        epoch: leader.epoch,
         address,
         hops: inbound.hops + 1,
     })

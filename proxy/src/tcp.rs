@@ -332,7 +332,7 @@ impl TcpProxy {
         }
         let route = route::decide(view, now, inbound, &self.inner.balancer);
         match route {
-            Route::Local { leader } if self.quiesced_for(leader.epoch) => Route::Hold,
+            Route::Local { epoch } if self.quiesced_for(epoch) => Route::Hold,
             route => route,
         }
     }
@@ -425,7 +425,7 @@ impl TcpProxy {
             let view = views.borrow_and_update().clone();
             let route = self.decide(&view, &inbound, sent_at);
             let dialled = match &route {
-                Route::Local { leader } => {
+                Route::Local { epoch } => {
                     let Some(address) = self.inner.parts.upstreams.get(usize::from(listener))
                     else {
                         tracing::info!(
@@ -438,9 +438,7 @@ impl TcpProxy {
                     let header = p
                         .proxy_protocol
                         .then(|| proxy_header::encode(origin, to, None));
-                    let tenure = Tenure::Local {
-                        epoch: leader.epoch,
-                    };
+                    let tenure = Tenure::Local { epoch: *epoch };
                     // Counted from the decision, so that a quiesce waits for it too.
                     let open = LocalOpen::new(&self.inner.local_open);
                     let dialled = self.dial(address, header, tenure, Kind::Local).await;
@@ -450,21 +448,22 @@ impl TcpProxy {
                     dialled
                 }
                 Route::Forward {
-                    leader,
+                    identity,
+                    epoch,
                     address,
                     hops,
                 } => {
                     let facts = HandOff {
-                        for_pod: leader.identity.clone(),
+                        for_pod: identity.clone(),
                         hops: *hops,
                         listener,
                         hold: deadline.remaining(Instant::now()),
-                        epoch: leader.epoch,
+                        epoch: *epoch,
                     };
                     let header = proxy_header::encode(origin, to, Some(&facts));
                     let tenure = Tenure::Peer {
-                        identity: leader.identity.clone(),
-                        epoch: leader.epoch,
+                        identity: identity.clone(),
+                        epoch: *epoch,
                     };
                     self.dial(address, Some(header), tenure, Kind::Forward)
                         .await

@@ -159,14 +159,20 @@ proptest! {
         let inbound = Inbound::take(&mut map);
         let route = route::decide(&view, now, &inbound, &Balancer::default());
         match &route {
-            Route::Local { leader } => {
+            Route::Local { epoch } => {
                 prop_assert!(view.is_acting(now), "local while not acting: {:?}", view);
                 prop_assert!(inbound.for_pod.as_deref().is_none_or(|p| p == "pod-a"));
-                prop_assert_eq!(Some(leader), view.leader.as_ref());
+                prop_assert_eq!(Some(*epoch), view.leader.as_ref().map(|l| l.epoch));
             }
-            Route::Forward { leader, address, hops } => {
-                prop_assert!(leader.identity != "pod-a");
-                prop_assert_eq!(Some(address), leader.address.as_ref());
+            Route::Forward { identity, epoch, address, hops } => {
+                prop_assert!(identity != "pod-a");
+                // One of the holders the view names, with its address and epoch.
+                let named = view.leader.iter().chain(&view.peers).any(|l| {
+                    l.identity == *identity
+                        && l.epoch == *epoch
+                        && l.address.as_deref() == Some(&**address)
+                });
+                prop_assert!(named, "{:?} is not in {:?}", route, view);
                 prop_assert!(*hops >= 1 && *hops <= MAX_HOPS);
                 prop_assert!(*hops > inbound.hops);
             }

@@ -426,8 +426,12 @@ fn header_map(
 ) -> Result<HeaderMap, Refusal> {
     let mut headers = HeaderMap::with_capacity(lines.len() + more);
     for h in lines {
-        let name =
-            HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| Refusal::Malformed("name"))?;
+        let name = match crate::headers::known_name(h.name.as_bytes()) {
+            Some(name) => name,
+            None => {
+                HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| Refusal::Malformed("name"))?
+            }
+        };
         let value = HeaderValue::from_maybe_shared(head.slice_ref(h.value))
             .map_err(|_| Refusal::Malformed("value"))?;
         headers.append(name, value);

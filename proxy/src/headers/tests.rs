@@ -90,6 +90,21 @@ fn hop_by_hop_headers_go_including_those_named_in_connection() {
 }
 
 #[test]
+fn names_in_every_connection_value_go_whatever_their_case() {
+    // Two `Connection` lines; the first names `Connection` itself, which must not cut the
+    // walk short before the second line's name is read.
+    let mut h = map(&[
+        ("connection", "Connection, X-One"),
+        ("connection", " , x-TWO ,bad name"),
+        ("x-one", "1"),
+        ("x-two", "2"),
+        ("accept", "*/*"),
+    ]);
+    strip_hop_by_hop(&mut h, false);
+    assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["accept"]);
+}
+
+#[test]
 fn each_hop_by_hop_header_goes_on_its_own_too() {
     for name in [
         "keep-alive",
@@ -173,6 +188,19 @@ fn forwarded_headers_append_and_keep_earlier_proxies() {
         .map(|v| v.to_str().unwrap())
         .collect();
     assert_eq!(via, ["1.1 understudy", "2 understudy"]);
+    // The longest address there is, after the longest-but-one.
+    let long: SocketAddr = "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe]:1"
+        .parse()
+        .unwrap();
+    add_forwarded(&mut h2, long, Version::HTTP_11, None);
+    let mapped: SocketAddr = "[::ffff:255.255.255.255]:1".parse().unwrap();
+    let mut h3 = HeaderMap::new();
+    add_forwarded(&mut h3, mapped, Version::HTTP_11, None);
+    assert_eq!(
+        h2["x-forwarded-for"],
+        "127.0.0.9, 127.0.0.2, ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe"
+    );
+    assert_eq!(h3["x-forwarded-for"], "255.255.255.255");
 }
 
 #[test]
@@ -187,4 +215,32 @@ fn discard_honours_nothing_and_removes_every_internal_header() {
     assert_eq!(Inbound::discard(&mut h), Inbound::default());
     assert_eq!(h.len(), 1);
     assert_eq!(h["x-other"], "kept");
+}
+
+#[test]
+fn known_names_match_in_any_case_and_only_whole() {
+    for name in KNOWN {
+        let upper = name.as_str().to_ascii_uppercase();
+        assert_eq!(known_name(upper.as_bytes()), Some(name.clone()));
+        // What `http` would have built: the same name.
+        assert_eq!(HeaderName::from_bytes(upper.as_bytes()).unwrap(), name);
+    }
+    for other in [
+        "x-understudy-fo",
+        "x-forwarded-forx",
+        "x-",
+        "x",
+        "",
+        "accept",
+        "x-other",
+    ] {
+        assert_eq!(known_name(other.as_bytes()), None, "{other}");
+    }
+}
+
+#[test]
+fn hop_counts_read_as_numbers() {
+    for n in 0..=u8::MAX {
+        assert_eq!(hops_value(n), HeaderValue::from(u16::from(n)), "{n}");
+    }
 }

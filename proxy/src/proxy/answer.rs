@@ -1,6 +1,8 @@
 //! The answers the sidecar gives itself: 503 (no leader in time), 502 (sent, then failed),
 //! 421 (misdirected).
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
@@ -15,7 +17,7 @@ use crate::{BoxError, ProxyBody};
 /// What happened to one request, for the access log and metrics.
 pub(crate) struct Outcome {
     pub(crate) route: Kind,
-    pub(crate) peer: Option<String>,
+    pub(crate) peer: Option<Arc<str>>,
     pub(crate) response: Response<ProxyBody>,
 }
 
@@ -109,7 +111,7 @@ fn retry_later(route: Kind, answer: Answer, why: &str) -> Outcome {
 }
 
 /// 502: sent to `peer`, then failed.
-pub(crate) fn bad_gateway(route: Kind, peer: String, why: &str) -> Outcome {
+pub(crate) fn bad_gateway(route: Kind, peer: Arc<str>, why: &str) -> Outcome {
     Outcome {
         route,
         peer: Some(peer),

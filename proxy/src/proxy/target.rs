@@ -1,6 +1,6 @@
 //! Choosing where an attempt goes, holding until there is somewhere to go.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::header::{HeaderName, HeaderValue};
@@ -28,7 +28,9 @@ pub(crate) type Extra = [(HeaderName, HeaderValue); 3];
 /// into the request's head before the attempt is sent, while the target is kept until its
 /// answer is in, in the future of every request in flight.)
 pub(crate) struct Target {
-    pub(crate) authority: String,
+    /// Where the request goes (`host:port`); shared with the route (or the settings), so that
+    /// an attempt copies no name.
+    pub(crate) authority: Arc<str>,
     pub(crate) tenure: Tenure,
     pub(crate) route: Kind,
     /// How `authority` is reached: the app and, without the peer channel, a peer in the
@@ -134,9 +136,9 @@ impl<'a> Wait<'a> {
                 let view = self.views.borrow_and_update();
                 let route = route::decide(&view, crate::now(), inbound, balancer);
                 let fencing = match &route {
-                    Route::Local { leader } => Some(self.proxy.inner.fencing.headers(
-                        &leader.identity,
-                        leader.epoch,
+                    Route::Local { epoch } => Some(self.proxy.inner.fencing.headers(
+                        &view.identity,
+                        *epoch,
                         &view.lease,
                     )),
                     _ => None,
@@ -155,15 +157,14 @@ impl<'a> Wait<'a> {
                     waited.map_err(held)?;
                 }
                 Route::Reject(why) => return Err(misdirected(&self.views.borrow().identity, &why)),
-                Route::Local { leader } => {
+                Route::Local { epoch } => {
                     // (Always set: read above for every local route.)
-                    let extra = fencing
-                        .unwrap_or_else(|| Fencing::build(&leader.identity, leader.epoch, ""));
+                    let extra = fencing.unwrap_or_else(|| {
+                        Fencing::build(&self.views.borrow().identity, epoch, "")
+                    });
                     let target = Target {
                         authority: self.proxy.inner.upstream.clone(),
-                        tenure: Tenure::Local {
-                            epoch: leader.epoch,
-                        },
+                        tenure: Tenure::Local { epoch },
                         route: kind,
                         reach: Reach::Plain,
                         load: None,
@@ -171,30 +172,28 @@ impl<'a> Wait<'a> {
                     return Ok((target, extra));
                 }
                 Route::Forward {
-                    leader,
+                    identity,
+                    epoch,
                     address,
                     hops,
                 } => {
                     let left = self.deadline.remaining(Instant::now()).as_millis();
                     let extra = [
-                        (headers::FOR, headers::value(&leader.identity)),
-                        (headers::HOPS, HeaderValue::from(u16::from(hops))),
+                        (headers::FOR, headers::value(&identity)),
+                        (headers::HOPS, headers::hops_value(hops)),
                         (
                             headers::HOLD_MS,
                             HeaderValue::from(u64::try_from(left).unwrap_or(u64::MAX)),
                         ),
                     ];
-                    let load = several.then(|| balancer.start(&leader.identity));
+                    let load = several.then(|| balancer.start(&identity));
                     let reach = match self.proxy.inner.peer_tls {
                         Some(_) => Reach::Mtls,
                         None => Reach::Plain,
                     };
                     let target = Target {
                         authority: address,
-                        tenure: Tenure::Peer {
-                            identity: leader.identity,
-                            epoch: leader.epoch,
-                        },
+                        tenure: Tenure::Peer { identity, epoch },
                         route: kind,
                         reach,
                         load,
