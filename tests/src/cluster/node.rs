@@ -16,6 +16,8 @@
 //! the same bridge gets its reply un-NATed, as on a kubenet node; hairpin mode is on for every
 //! pod port, as the kubelet's `hairpin-veth` sets it, so a pod reaches itself through its own
 //! Service. The node has no default route: nothing here can reach beyond the run's addresses.
+//! It routes the Service range to its bridge instead, so that a connect to a Service with no
+//! endpoints is refused by kube-proxy's REJECT, as on a node with a default route.
 //! The host only gains one veth and two routes, which go with the namespace.
 
 use std::net::Ipv4Addr;
@@ -98,6 +100,12 @@ impl NodeNet {
                 "br0",
             ],
             &["-n", ns, "link", "set", "br0", "up"],
+            // The Service range, routed as a node's default route would: a connect to a
+            // Service with no endpoints is not DNATed, and without a route it never reaches
+            // kube-proxy's REJECT in FORWARD. The kernel then answers "network unreachable"
+            // at most about once a second (five at once at first) and drops every other SYN
+            // silently, so a client's connect times out where it should be refused.
+            &["-n", ns, "route", "add", &service_cidr(n), "dev", "br0"],
             &[
                 "route",
                 "add",
