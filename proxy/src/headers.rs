@@ -171,9 +171,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if !headers.keys().any(is_hop_by_hop) {
         return;
     }
-    // The names `Connection` lists, removed by name as each value is read: a value is a
-    // view of the message's head (its copy costs a count, not an allocation), and a name
-    // looked up as `&str` is not copied either. `Connection` itself goes below, with every
+    // The names `Connection` lists, removed by name as each value is read: a parsed value is
+    // a view of the message's head (its copy usually costs a count, not an allocation), and
+    // a name looked up as `&str` is not copied either. `Connection` itself goes below, with every
     // value: removing it here would end the walk over its values early.
     let mut i = 0;
     while let Some(value) = headers.get_all(header::CONNECTION).iter().nth(i).cloned() {

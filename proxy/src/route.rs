@@ -25,7 +25,7 @@ pub enum Route {
         identity: String,
         /// Its fencing epoch (the Lease's `leaseTransitions` when it took it).
         epoch: u64,
-        /// Its advertised address (shared: the request's target holds it too).
+        /// Its advertised address (made once per decision; the request's target shares it).
         address: Arc<str>,
         /// Hop count to send (one more than received).
         hops: u8,

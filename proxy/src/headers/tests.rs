@@ -188,7 +188,8 @@ fn forwarded_headers_append_and_keep_earlier_proxies() {
         .map(|v| v.to_str().unwrap())
         .collect();
     assert_eq!(via, ["1.1 understudy", "2 understudy"]);
-    // The longest address there is, after the longest-but-one.
+    // A long address appended to two, and an IPv4-mapped one written as IPv4 (the longest
+    // text an address can take, 45 characters, is such a mapped form: never written).
     let long: SocketAddr = "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe]:1"
         .parse()
         .unwrap();

@@ -28,8 +28,8 @@ pub(crate) type Extra = [(HeaderName, HeaderValue); 3];
 /// into the request's head before the attempt is sent, while the target is kept until its
 /// answer is in, in the future of every request in flight.)
 pub(crate) struct Target {
-    /// Where the request goes (`host:port`); shared with the route (or the settings), so that
-    /// an attempt copies no name.
+    /// Where the request goes (`host:port`): shared with the route, or for the app with the
+    /// settings (so a request served here copies no name).
     pub(crate) authority: Arc<str>,
     pub(crate) tenure: Tenure,
     pub(crate) route: Kind,
