@@ -370,7 +370,8 @@ pub struct LimitArgs {
     )]
     pub max_connections: usize,
     /// Most requests handled at once (held ones included), up to their response head;
-    /// beyond that, 503 at once.
+    /// beyond that, 503 at once. Also the most idle HTTP/1 connections kept open to the app,
+    /// and to each peer.
     #[arg(
         long,
         env = "UNDERSTUDY_MAX_REQUESTS",

@@ -57,12 +57,13 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    /// Clients dialing with `dialer`, closing pooled connections idle for `idle_timeout`.
-    pub fn new(dialer: Dialer, idle_timeout: Duration) -> Forwarder {
+    /// Clients dialing with `dialer`, closing pooled connections idle for `idle_timeout`;
+    /// the HTTP/1 client keeps at most `max_idle` idle connections per address.
+    pub fn new(dialer: Dialer, idle_timeout: Duration, max_idle: usize) -> Forwarder {
         let connect_timeout = dialer.timeout();
         let connector = |alpn| Connector::new(dialer.clone(), alpn);
         Forwarder {
-            h1: client::Client::new(dialer.clone(), idle_timeout),
+            h1: client::Client::new(dialer.clone(), idle_timeout, max_idle),
             h2: h2_client(connector(Alpn::Http2), connect_timeout, idle_timeout),
         }
     }

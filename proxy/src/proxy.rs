@@ -114,7 +114,11 @@ impl Proxy {
         peer_tls: Option<PeerTls>,
     ) -> Proxy {
         let dialer = Dialer::new(settings.connect_timeout, peer_tls.clone());
-        let forwarder = Forwarder::new(dialer.clone(), settings.idle_timeout);
+        // As many idle connections per address as requests may be in flight: a burst's
+        // connections are all there for the next one (a smaller cap closes and redials
+        // under steady load), and the pool stays bounded.
+        let forwarder =
+            Forwarder::new(dialer.clone(), settings.idle_timeout, settings.max_requests);
         let holder = Holder::new(settings.max_held, settings.hold_timeout);
         let requests = RequestLimit::new(settings.max_requests);
         Proxy {

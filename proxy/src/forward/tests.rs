@@ -13,6 +13,7 @@ async fn a_connect_that_hangs_fails_after_the_connect_timeout_with_nothing_sent(
     let forwarder = Forwarder::new(
         Dialer::new(Duration::from_millis(200), None),
         Duration::from_secs(30),
+        16,
     );
     let req = Request::get(format!("http://{addr}/"))
         .body(ReplayBody::new(Empty::<Bytes>::new(), REPLAY_LIMIT))

@@ -18,7 +18,7 @@
 //!   where a failed write wrote nothing (a TLS write may be several, the first of which may
 //!   have gone). Idle ones are closed after the idle timeout.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
@@ -47,9 +47,6 @@ const RESPONSE_LIMITS: Limits = Limits {
     max_headers: 100,
     max_target_bytes: 0,
 };
-
-/// Idle connections kept per address, at most (the oldest is closed first).
-const MAX_IDLE_PER_ADDRESS: usize = 256;
 
 /// Read buffer room for a head, and for body bytes.
 const HEAD_READ: usize = 4 * 1024;
@@ -105,13 +102,16 @@ pub struct Client {
 /// reached.
 type Key = (Arc<str>, Reach);
 
-/// Idle connections by address, one map for each way of reaching one.
-type Idles = [HashMap<Arc<str>, Vec<Idle>>; 2];
+/// Idle connections by address, one map for each way of reaching one; in each list the
+/// oldest first (closed first when the list is full), the newest last (taken first).
+type Idles = [HashMap<Arc<str>, VecDeque<Idle>>; 2];
 
 #[derive(Debug)]
 struct Pool {
     idle: Mutex<Idles>,
     idle_timeout: Duration,
+    /// Idle connections kept per address, at most.
+    max_idle: usize,
     /// Whether the task that closes expired idle connections runs.
     reaping: std::sync::atomic::AtomicBool,
 }
@@ -148,13 +148,15 @@ impl<'a> From<&'a http::request::Parts> for Head<'a> {
 }
 
 impl Client {
-    /// A client dialing with `dialer`, closing pooled connections idle for `idle_timeout`.
-    pub fn new(dialer: Dialer, idle_timeout: Duration) -> Client {
+    /// A client dialing with `dialer`, keeping at most `max_idle` idle connections per
+    /// address and closing those idle for `idle_timeout`.
+    pub fn new(dialer: Dialer, idle_timeout: Duration, max_idle: usize) -> Client {
         Client {
             dialer,
             pool: Arc::new(Pool {
                 idle: Mutex::new(Default::default()),
                 idle_timeout,
+                max_idle,
                 reaping: std::sync::atomic::AtomicBool::new(false),
             }),
         }
@@ -282,7 +284,10 @@ impl Client {
     #[cfg(test)]
     pub(crate) fn idle(&self) -> usize {
         let idle = self.pool.lock();
-        idle.iter().flat_map(|m| m.values()).map(Vec::len).sum()
+        idle.iter()
+            .flat_map(|m| m.values())
+            .map(VecDeque::len)
+            .sum()
     }
 }
 
@@ -302,7 +307,7 @@ impl Pool {
             // (The lock is not held while a connection is checked.)
             let popped = self.lock()[reach as usize]
                 .get_mut(address)
-                .and_then(Vec::pop);
+                .and_then(VecDeque::pop_back);
             let Some(Idle {
                 mut conn,
                 read,
@@ -319,13 +324,16 @@ impl Pool {
 
     /// Keeps `conn` (and its empty read buffer) for the next request to `key`.
     fn put(self: &Arc<Pool>, key: Key, conn: Conn, read: BytesMut) {
+        if self.max_idle == 0 {
+            return;
+        }
         let mut idle = self.lock();
         let (name, reach) = key;
         let conns = idle[reach as usize].entry(name).or_default();
-        if conns.len() >= MAX_IDLE_PER_ADDRESS {
-            conns.remove(0);
+        if conns.len() >= self.max_idle {
+            conns.pop_front();
         }
-        conns.push(Idle {
+        conns.push_back(Idle {
             conn,
             read,
             since: Instant::now(),

@@ -58,6 +58,7 @@ fn client() -> Client {
     Client::new(
         Dialer::new(Duration::from_secs(2), None),
         Duration::from_secs(30),
+        16,
     )
 }
 
@@ -630,4 +631,50 @@ async fn a_request_whose_first_write_fails_on_a_pooled_connection_goes_whole_on_
     assert_eq!(text(resp).await, "POST /upload HTTP/1.1hello");
     assert_eq!(accepts.load(Ordering::SeqCst), 2);
     assert_eq!(client.idle(), 1);
+}
+
+#[tokio::test]
+async fn the_pool_keeps_at_most_its_cap_of_idle_connections_per_address() {
+    // Three requests at once (the server answers none until all three have arrived), so
+    // three connections; a pool capped at two keeps two, and the next requests use them.
+    let all_in = Arc::new(tokio::sync::Barrier::new(3));
+    let (addr, accepts) = raw(move |s| {
+        let all_in = all_in.clone();
+        async move {
+            let mut r = BufReader::new(s);
+            let mut first = true;
+            while read_head(&mut r).await.is_some() {
+                if std::mem::take(&mut first) {
+                    all_in.wait().await;
+                }
+                let resp = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                r.get_mut().write_all(resp.as_bytes()).await.unwrap();
+            }
+        }
+    })
+    .await;
+    let dialer = || Dialer::new(Duration::from_secs(2), None);
+    for (cap, kept) in [(2, 2), (0, 0)] {
+        let client = Client::new(dialer(), Duration::from_secs(30), cap);
+        let before = accepts.load(Ordering::SeqCst);
+        let one = || async {
+            let resp = client.send(&addr.to_string(), Reach::Plain, get("/")).await;
+            text(resp.unwrap()).await
+        };
+        let (a, b, c) = tokio::time::timeout(Duration::from_secs(5), async {
+            tokio::join!(one(), one(), one())
+        })
+        .await
+        .expect("three requests at once are answered");
+        assert_eq!([a, b, c], ["ok", "ok", "ok"]);
+        assert_eq!(accepts.load(Ordering::SeqCst) - before, 3);
+        assert_eq!(client.idle(), kept, "cap {cap}");
+        if kept > 0 {
+            // The kept ones serve the next requests: no new connection.
+            for _ in 0..kept {
+                assert_eq!(one().await, "ok");
+            }
+            assert_eq!(accepts.load(Ordering::SeqCst) - before, 3);
+        }
+    }
 }
