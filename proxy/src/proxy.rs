@@ -340,8 +340,14 @@ impl Proxy {
         // One hold deadline for the whole way: an earlier sidecar's leftover, if it sent one.
         let deadline = self.inner.holder.deadline(started, inbound.hold);
         let settings = &self.inner.settings;
-        let body = limits::body_deadline(Box::pin(body), started, settings.body_timeout);
-        let body = ReplayBody::new(body, settings.replay_buffer);
+        // A body that has ended (a GET's, most often) has nothing left to arrive late: no
+        // deadline for it (nor its two allocations).
+        let body = if body.is_end_stream() {
+            ReplayBody::new(body, settings.replay_buffer)
+        } else {
+            let body = limits::body_deadline(Box::pin(body), started, settings.body_timeout);
+            ReplayBody::new(body, settings.replay_buffer)
+        };
         // Everything the attempts need, owned by the future (used in place: an async
         // block, unlike an `async fn`, does not copy what it captures into locals).
         let this = self.clone();
