@@ -866,7 +866,9 @@ async fn kubectl_drain_of_the_leaders_node_loses_no_request() {
 /// standbys), the old leader keeps serving until a new pod leads, and no request fails.
 /// Requests are counted whose connection kube-proxy refused and the client retried (nothing
 /// was sent): the moment the only Ready endpoint moves from the old pod to the new one is
-/// Kubernetes' readiness propagation, which understudy's proxy (nginx-ha) avoids.
+/// Kubernetes' readiness propagation, which understudy's proxy (nginx-ha) avoids. (Refused at
+/// once: the node routes the Service range, so kube-proxy's REJECT answers; see
+/// `cluster::node`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tutorial_rollout_restart_completes_losing_no_request() {
     let _serial = exclusive("tutorial-rollout").await;
@@ -875,7 +877,15 @@ async fn tutorial_rollout_restart_completes_losing_no_request() {
         let (app, old) = s.app(ExampleOptions::test("nginx-ha-tutorial", 2), 1).await;
         let before: BTreeSet<String> = app.live_pods().await.unwrap().into_iter().collect();
         let deployment = format!("deployment/{}", app.deployment);
-        let load = load(&app, false);
+        // The Service has no Ready endpoint from the old leader's exit until the new one's
+        // readiness has reached kube-proxy: its probe period (1s), the status write, the
+        // EndpointSlice and kube-proxy's sync. That has taken over 2s (the default budget):
+        // refused connects are retried for up to 5s here, each counted.
+        let load = Load::start(LoadOptions {
+            max_duration: Duration::from_secs(90),
+            connect_retry: Duration::from_secs(5),
+            ..LoadOptions::new(app.service_addr())
+        });
         assert!(load.pass(100, Duration::from_secs(20)).await);
         app.kubectl(&["rollout", "restart", &deployment])
             .await
