@@ -42,6 +42,13 @@ pub const REFUSED: HeaderName = HeaderName::from_static("x-understudy-refused");
 /// Every header a sidecar adds to an attempt (see [`LEADER`] .. [`HOLD_MS`]).
 pub const ADDED: [HeaderName; 6] = [LEADER, EPOCH, LEASE, FOR, HOPS, HOLD_MS];
 
+/// `X-Forwarded-For`: the client addresses a request came through (see [`add_forwarded`]).
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-Proto`: the scheme the client used.
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `X-Forwarded-Host`: the `Host` the client asked for.
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
 /// Names `http` does not know that every forwarded request carries (the sidecars' own and
 /// the forwarding headers), for [`known_name`].
 const KNOWN: [HeaderName; 10] = [
@@ -52,9 +59,9 @@ const KNOWN: [HeaderName; 10] = [
     EPOCH,
     LEASE,
     REFUSED,
-    HeaderName::from_static("x-forwarded-for"),
-    HeaderName::from_static("x-forwarded-proto"),
-    HeaderName::from_static("x-forwarded-host"),
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_HOST,
 ];
 
 /// `name` (as it came, in any case) as one of [`KNOWN`]'s names, if it is one. The parser
@@ -234,8 +241,7 @@ pub fn add_forwarded(
         let left = w.len();
         &room[..room.len() - left]
     };
-    let xff = HeaderName::from_static("x-forwarded-for");
-    let joined = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
+    let joined = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prior) if !prior.trim().is_empty() => {
             let mut v = Vec::with_capacity(prior.len() + 2 + ip.len());
             v.extend_from_slice(prior.as_bytes());
@@ -246,15 +252,13 @@ pub fn add_forwarded(
         _ => HeaderValue::from_bytes(ip),
     };
     if let Ok(v) = joined {
-        headers.insert(xff, v);
+        headers.insert(X_FORWARDED_FOR, v);
     }
-    let proto = HeaderName::from_static("x-forwarded-proto");
-    if !headers.contains_key(&proto) {
-        headers.insert(proto, HeaderValue::from_static("http"));
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     }
-    let fhost = HeaderName::from_static("x-forwarded-host");
-    if let (false, Some(v)) = (headers.contains_key(&fhost), host) {
-        headers.insert(fhost, v);
+    if let (false, Some(v)) = (headers.contains_key(&X_FORWARDED_HOST), host) {
+        headers.insert(X_FORWARDED_HOST, v);
     }
     add_via(headers, version);
 }

@@ -114,10 +114,17 @@ impl Scenario {
 /// The steady client: ~200 req/s over 4 connection-per-request clients.
 fn load(app: &Example, keep_alive: bool) -> Load {
     Load::start(LoadOptions {
-        max_duration: Duration::from_secs(90),
         keep_alive,
-        ..LoadOptions::new(app.service_addr())
+        ..load_options(app)
     })
+}
+
+/// [`load`]'s options (keep-alive off), for a scenario that changes more of them.
+fn load_options(app: &Example) -> LoadOptions {
+    LoadOptions {
+        max_duration: Duration::from_secs(90),
+        ..LoadOptions::new(app.service_addr())
+    }
 }
 
 /// Runs a scenario body with the time limit.
@@ -882,9 +889,8 @@ async fn tutorial_rollout_restart_completes_losing_no_request() {
         // EndpointSlice and kube-proxy's sync. That has taken over 2s (the default budget):
         // refused connects are retried for up to 5s here, each counted.
         let load = Load::start(LoadOptions {
-            max_duration: Duration::from_secs(90),
             connect_retry: Duration::from_secs(5),
-            ..LoadOptions::new(app.service_addr())
+            ..load_options(&app)
         });
         assert!(load.pass(100, Duration::from_secs(20)).await);
         app.kubectl(&["rollout", "restart", &deployment])
