@@ -8,9 +8,10 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::ListParams;
+use kube::api::{ListParams, WatchEvent, WatchParams};
 use understudy_tests::cluster::{
     Cluster, ClusterOptions, Load, LoadOptions, Signal, cleanup, require_root, slot,
 };
@@ -175,8 +176,9 @@ fn netns_pids(n: u8) -> Vec<u32> {
         .collect()
 }
 
-/// kube-proxy balances the Service over the ready pods; a deleted pod is replaced by the
-/// ReplicaSet controller and the endpoints follow; the host gets no iptables rules.
+/// kube-proxy balances the Service over the ready pods; a deleted pod's last status (the one
+/// its object is removed with) says it is not Ready, its container terminated; it is replaced
+/// by the ReplicaSet controller and the endpoints follow; the host gets no iptables rules.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deployment_is_served_through_its_service_and_a_deleted_pod_is_replaced() {
     root();
@@ -216,18 +218,52 @@ async fn a_deployment_is_served_through_its_service_and_a_deleted_pod_is_replace
     assert_eq!(nodes.len(), 2, "{nodes:?}");
 
     let victim = before.iter().next().unwrap().clone();
+    let pods: kube::Api<Pod> = kube::Api::namespaced(cluster.client(), "web");
+    let rv = pods
+        .get(&victim)
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let params = WatchParams::default()
+        .fields(&format!("metadata.name={victim}"))
+        .timeout(60);
+    let mut events = pods.watch(&params, &rv).await.unwrap().boxed();
     cluster
         .kubectl()
         .run(&["-n", "web", "delete", "pod", &victim])
         .await
         .unwrap();
+    // As a kubelet does, the test kubelet writes the stopped pod's status (not Ready, its
+    // container terminated) before it removes the object: the object deleted is that.
+    let last = loop {
+        match events.try_next().await.unwrap() {
+            Some(WatchEvent::Deleted(p)) => break p,
+            Some(WatchEvent::Added(_) | WatchEvent::Modified(_) | WatchEvent::Bookmark(_)) => {}
+            other => panic!("watching {victim} until it is deleted: {other:?}"),
+        }
+    };
+    let status = last.status.unwrap_or_default();
+    let ready = status
+        .conditions
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.status);
+    assert_eq!(ready.as_deref(), Some("False"), "{victim}'s last status");
+    let states = status.container_statuses.unwrap_or_default();
+    assert!(
+        !states.is_empty()
+            && states
+                .iter()
+                .all(|c| c.state.as_ref().is_some_and(|s| s.terminated.is_some())),
+        "{victim}'s containers in its last status: {states:?}"
+    );
     let after = wait_ready_endpoints(&cluster, 3, Duration::from_secs(30)).await;
     assert!(!after.contains(&victim), "{after:?}");
     assert_eq!(after.intersection(&before).count(), 2);
-    let gone: Option<Pod> = kube::Api::namespaced(cluster.client(), "web")
-        .get_opt(&victim)
-        .await
-        .unwrap();
+    let gone = pods.get_opt(&victim).await.unwrap();
     assert!(gone.is_none(), "the kubelet finished the deletion");
     assert!(
         leftovers(n)

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -98,8 +99,13 @@ pub struct PodRt {
     started: jiff::Timestamp,
     transitions: Mutex<BTreeMap<&'static str, (bool, jiff::Timestamp)>>,
     initialized: Mutex<bool>,
+    /// Set when every container has stopped: the status writer's next write is its last.
+    stopped: AtomicBool,
     image_of: BTreeMap<String, String>,
 }
+
+/// How long a stopped pod's final status write may take before the pod is removed anyway.
+const FINAL_STATUS: Duration = Duration::from_secs(5);
 
 fn timestamp(t: jiff::Timestamp) -> String {
     t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
@@ -221,6 +227,7 @@ impl PodRt {
             started: jiff::Timestamp::now(),
             transitions: Mutex::new(BTreeMap::new()),
             initialized: Mutex::new(false),
+            stopped: AtomicBool::new(false),
             image_of,
         })
     }
@@ -242,7 +249,7 @@ impl PodRt {
         restart_policy: String,
         mut updates: watch::Receiver<Option<Pod>>,
     ) {
-        let writer = tokio::spawn(self.clone().write_status());
+        let mut writer = tokio::spawn(self.clone().write_status());
         self.changed.notify_one();
         let mut supervisors = Vec::new();
         let startup = async {
@@ -306,8 +313,18 @@ impl PodRt {
         for s in supervisors {
             let _ = s.await;
         }
+        // The final status (no container running, so not Ready) reaches the API before the
+        // pod object goes and its network with it, as the kubelet's does: until then its
+        // endpoint would still be serving while nothing answers there.
+        self.stopped.store(true, Ordering::SeqCst);
         self.changed.notify_one();
-        writer.abort();
+        if tokio::time::timeout(FINAL_STATUS, &mut writer)
+            .await
+            .is_err()
+        {
+            tracing::warn!(pod = %self.ctx.name, "the final status write did not finish in time");
+            writer.abort();
+        }
         if latest.is_some() {
             let api = kube::Api::<Pod>::namespaced(self.ctx.client.clone(), &self.ctx.namespace);
             let params = DeleteParams {
@@ -341,17 +358,30 @@ impl PodRt {
         }
     }
 
-    /// Writes the pod's status whenever a container's state changes.
+    /// Writes the pod's status whenever a container's state changes; returns after the
+    /// first write begun once [`PodRt::stopped`] is set (whatever its outcome), or when the
+    /// pod is gone.
     async fn write_status(self: Arc<Self>) {
         let api = kube::Api::<Pod>::namespaced(self.ctx.client.clone(), &self.ctx.namespace);
         loop {
             self.changed.notified().await;
+            // Read before the status, so that a write begun before the stop is not the last.
+            let last = self.stopped.load(Ordering::SeqCst);
             let status = self.status();
             let patch = Patch::Merge(json!({ "status": status }));
-            if let Err(e) = api
+            let written = api
                 .patch_status(&self.ctx.name, &PatchParams::default(), &patch)
-                .await
-            {
+                .await;
+            if last {
+                // (Gone already: a pod deleted from the API, not through its grace period.)
+                if let Err(e) = written
+                    && !matches!(&e, kube::Error::Api(s) if s.code == 404)
+                {
+                    tracing::warn!(pod = %self.ctx.name, error = %e, "writing the final pod status");
+                }
+                return;
+            }
+            if let Err(e) = written {
                 if matches!(&e, kube::Error::Api(s) if s.code == 404) {
                     return;
                 }
