@@ -10,8 +10,8 @@ HAProxy take the HTTP/2 step's load (h2load, h2c) and the WebSocket step's (benc
 interleaved rounds of five seconds; prints medians of req/s or messages/s and CPU per
 request or message. With `--http1`, first the proxy path's load as well (wrk, 64
 keep-alive connections, the HTTP backend; HAProxy as in bench/run), and each contender's
-peak RSS after 1,000 connections. docs/BENCHMARKS.md quotes what it printed. Uses bench/bench.py's
-helpers; every process is ours, on 127.0.0.1, and killed at the end.
+peak RSS after 1,000 connections. docs/BENCHMARKS.md quotes what it printed. Uses
+bench/bench.py's helpers; every process is ours, on 127.0.0.1, and killed at the end.
 """
 import argparse, json, os, sys, tempfile
 

@@ -7,6 +7,7 @@ Contenders (each proxy process pinned to CPU 1, one worker/thread; wrk and the b
   standby   wrk -> understudy (standby) -> understudy (leader) -> backend   two hops
   haproxy   wrk -> haproxy (nbthread 1) -> backend
   haproxy2  wrk -> haproxy -> haproxy -> backend   two hops, both on CPU 1 (the standby's yardstick)
+  haproxy, same headers (and two hops)   HAProxy doing the sidecar's header work (below)
   nginx     wrk -> nginx (1 worker, upstream keepalive) -> backend
   floor     wrk -> bench/floor (the least a tokio HTTP/1 proxy does per request) -> backend
   floor2    wrk -> bench/floor -> bench/floor -> backend   two hops, both on CPU 1
@@ -16,6 +17,11 @@ HTTP/2 step (--no-h2 skips it): h2load (64 connections, 10 streams each, h2c pri
 WebSocket step (--no-ws skips it): bench/ws's load (64 WebSockets, each a closed loop of
   128-byte messages) through a leader and a standby of their own election whose app is
   bench/ws's echo server, and through HAProxy (one, and two in a row); recorded beside HAProxy's.
+"Same headers": HAProxy configured to edit heads as a sidecar does (start_haproxy's
+  `headers`): the sidecars' own headers taken off, X-Forwarded-For/-Proto/-Host and Via added,
+  the fencing headers (as the leader) or the forwarding ones (as the standby) set, Via added
+  to the response. The targets' yardstick stays plain HAProxy; this one says how much of the
+  difference is that work.
 Rounds are interleaved (A B C A B C ...) so drift hits all equally. Every process is ours,
 listens on 127.0.0.1 only, and is killed at the end.
 """
@@ -32,7 +38,7 @@ PORTS = dict(backend=18080, leader=18081, standby=18082, haproxy=18083, nginx=18
              admin_tcp_standby=14045, leader_tcp_splice=18095, standby_tcp_splice=18096,
              haproxy_tcp_splice=18097, admin_tcp_splice=14046, admin_tcp_splice_standby=14047,
              ws_echo=18098, leader_ws=18099, standby_ws=18100, haproxy_ws=18101, haproxy_ws2=18102,
-             admin_ws=14048, admin_ws_standby=14049)
+             admin_ws=14048, admin_ws_standby=14049, haproxy_hdr=18110, haproxy_hdr2=18111)
 # bench/ws (bench/run builds it): the WebSocket echo server and load generator.
 WS_BIN = os.path.join(ROOT, "target", "ws", "release", "understudy-bench-ws")
 # The WebSocket step's messages: this many bytes each, on this many connections.
@@ -176,11 +182,38 @@ def start_understudy(tmp, kubeconfig, ident, listen, admin, election="bench", cp
     return p
 
 
-def start_haproxy(tmp, name="haproxy", upstream="backend", h2=False, tcp=False, splice=False):
+# What a sidecar does to a request's head on every hop (proxy.rs `route_request`): the
+# sidecars' own headers that came in are taken off (`-m beg`: one pass), X-Forwarded-For is
+# appended to, X-Forwarded-Proto and -Host set unless present, Via appended.
+HAPROXY_SIDECAR_HEADERS = """
+  http-request del-header x-understudy- -m beg
+  option forwardfor
+  http-request set-header X-Forwarded-Proto http unless { req.hdr(x-forwarded-proto) -m found }
+  http-request set-header X-Forwarded-Host %[req.hdr(host)] unless { req.hdr(x-forwarded-host) -m found }
+  http-request add-header Via "1.1 understudy"
+  http-response add-header Via "1.1 understudy"
+  http-response del-header X-Understudy-Refused"""
+# ... and then the leader's fencing headers (proxy/target.rs `Fencing`), or a standby's
+# forwarding ones (its `Route::Forward`).
+HAPROXY_ROLE_HEADERS = {
+    "leader": """
+  http-request set-header X-Understudy-Leader lead
+  http-request set-header X-Understudy-Epoch 1
+  http-request set-header X-Understudy-Lease bench""",
+    "standby": """
+  http-request set-header X-Understudy-For lead
+  http-request set-header X-Understudy-Hops 1
+  http-request set-header X-Understudy-Hold-Ms 29999""",
+}
+
+
+def start_haproxy(tmp, name="haproxy", upstream="backend", h2=False, tcp=False, splice=False, headers=None):
     """HAProxy on PORTS[name], forwarding to PORTS[upstream] (with h2: HTTP/2 in the clear,
     prior knowledge, on both sides; with tcp: `mode tcp`, byte streams; with splice as well:
-    `option splice-auto`, kernel splicing where HAProxy deems it worth it)."""
+    `option splice-auto`, kernel splicing where HAProxy deems it worth it; with headers,
+    "leader" or "standby": editing heads as a sidecar in that role does)."""
     proto = " proto h2" if h2 else ""
+    edits = HAPROXY_SIDECAR_HEADERS + HAPROXY_ROLE_HEADERS[headers] if headers else ""
     mode = "mode tcp" if tcp else "mode http\n  option http-keep-alive\n  http-reuse always"
     # (A pipe pair per spliced connection: fewer pipes, or HAProxy wants more descriptors than
     # maxconn leaves room for.)
@@ -199,7 +232,7 @@ defaults
   timeout client 30s
   timeout server 30s
 frontend fe
-  bind 127.0.0.1:{PORTS[name]}{proto}
+  bind 127.0.0.1:{PORTS[name]}{proto}{edits}
   default_backend be
 backend be
   server app 127.0.0.1:{PORTS[upstream]} maxconn 1000{proto}
@@ -512,6 +545,8 @@ def main():
         wait_for(lambda: json.loads(get(f"http://127.0.0.1:{PORTS['admin_standby']}/"))["name"] == "lead", "the standby")
         hap = start_haproxy(tmp)
         hap2 = start_haproxy(tmp, "haproxy2", upstream="haproxy")
+        hap_hdr = start_haproxy(tmp, "haproxy_hdr", headers="leader")
+        hap_hdr2 = start_haproxy(tmp, "haproxy_hdr2", upstream="haproxy_hdr", headers="standby")
         ngx = start_nginx_proxy(tmp)
         floor = start_floor()
         floor2 = start_floor("floor2", upstream="floor")
@@ -521,6 +556,9 @@ def main():
             ("understudy standby", PORTS["standby"], [standby.pid, leader.pid]),
             ("haproxy", PORTS["haproxy"], child_pids(hap.pid)),
             ("haproxy, two hops", PORTS["haproxy2"], child_pids(hap2.pid) + child_pids(hap.pid)),
+            ("haproxy, same headers", PORTS["haproxy_hdr"], child_pids(hap_hdr.pid)),
+            ("haproxy, same headers, two hops", PORTS["haproxy_hdr2"],
+             child_pids(hap_hdr2.pid) + child_pids(hap_hdr.pid)),
             ("nginx", PORTS["nginx"], child_pids(ngx.pid)),
             ("floor (bench/floor)", PORTS["floor"], [floor.pid]),
             ("floor, two hops", PORTS["floor2"], [floor2.pid, floor.pid]),
@@ -650,9 +688,9 @@ def report(args, rounds, idle_rss, rss_1000, c1000, api, fo=None, fs=None, sw=No
                      f"{s['p99'] / 1000:.2f} ms | {s['p999'] / 1000:.2f} ms | {cpu} | {rss} | {s['errors']:.0f} |")
     table = "\n".join(lines)
     print("\n" + table)
-    lead, hap, ngx, stby, hap2, direct, floor, floor2 = (summary[k] for k in (
+    lead, hap, ngx, stby, hap2, direct, floor, floor2, hap_hdr = (summary[k] for k in (
         "understudy leader", "haproxy", "nginx", "understudy standby", "haproxy, two hops", "direct",
-        "floor (bench/floor)", "floor, two hops"))
+        "floor (bench/floor)", "floor, two hops", "haproxy, same headers"))
     peers_1000 = c1000.get("peers", {})
     # Issue 18's targets: ratios of CPU and memory to the peers in the same run (taken within
     # each round, then the median), not throughput, which the backend bounds on this bench.
@@ -665,13 +703,19 @@ def report(args, rounds, idle_rss, rss_1000, c1000, api, fo=None, fs=None, sw=No
     targets = [
         ("leader CPU per request ≤ 0.8 × HAProxy's", lead_cpu <= 0.8,
          f"{lead_cpu:.2f} × ({lead['cpu_us_per_req']:.1f} vs {hap['cpu_us_per_req']:.1f} µs)",
-         f"nginx: {cpu_ratio('nginx', 'haproxy'):.2f} ×; floor: {cpu_ratio('floor (bench/floor)', 'haproxy'):.2f} ×"),
+         f"nginx: {cpu_ratio('nginx', 'haproxy'):.2f} ×; floor: {cpu_ratio('floor (bench/floor)', 'haproxy'):.2f} ×; "
+         f"understudy against HAProxy editing heads as it does: "
+         f"{cpu_ratio('understudy leader', 'haproxy, same headers'):.2f} × ({hap_hdr['cpu_us_per_req']:.1f} µs)"),
         ("leader p99 ≤ HAProxy's and nginx's", lead["p99"] <= min(hap["p99"], ngx["p99"]),
          f"{lead['p99'] / 1000:.2f} ms vs {hap['p99'] / 1000:.2f} / {ngx['p99'] / 1000:.2f} ms",
-         f"floor: {floor['p99'] / 1000:.2f} ms"),
+         f"floor: {floor['p99'] / 1000:.2f} ms; HAProxy editing heads as understudy does: "
+         f"{hap_hdr['p99'] / 1000:.2f} ms"),
         ("standby (two hops) CPU per request ≤ two HAProxies'", stby_cpu <= 1.0,
          f"{stby_cpu:.2f} × ({stby['cpu_us_per_req']:.1f} vs {hap2['cpu_us_per_req']:.1f} µs)",
-         f"two floors: {cpu_ratio('floor, two hops', 'haproxy, two hops'):.2f} ×"),
+         f"two floors: {cpu_ratio('floor, two hops', 'haproxy, two hops'):.2f} ×; understudy against two "
+         f"HAProxies editing heads as the sidecars do: "
+         f"{cpu_ratio('understudy standby', 'haproxy, same headers, two hops'):.2f} × "
+         f"({summary['haproxy, same headers, two hops']['cpu_us_per_req']:.1f} µs)"),
         ("RSS idle < 10 MiB", idle_rss["rss"] < 10 * 1024,
          f"{idle_rss['rss'] / 1024:.1f} MiB ({idle_rss['anon'] / 1024:.1f} MiB anonymous, the rest the binary's mapped pages)", ""),
         ("RSS at 1,000 connections ≤ 0.6 × HAProxy's at the same load",
@@ -835,15 +879,20 @@ Recorded by `{cmd}` on {date}. Machine: {machine}. Peers: {versions}.
 ## Proxy path
 
 {rounds} interleaved rounds of `wrk -t1 -c{conns} -d{seconds}s` on loopback (direct, leader,
-standby, HAProxy, two HAProxies, nginx, the floor, two floors, then again); figures are
-medians over the rounds; ratios are taken within each round, then the median. The backend is
-nginx with one worker returning a small fixed body. Every proxy is pinned to CPU 1 with one
+standby, HAProxy, two HAProxies, the same two with understudy's head edits, nginx, the
+floor, two floors, then again); figures are medians over the rounds; ratios are taken within
+each round, then the median. The backend is nginx with one worker returning a small fixed
+body. Every proxy is pinned to CPU 1 with one
 worker/thread (`taskset`); wrk and the backend share CPU 0. "Two hops" means both processes
 (understudy standby and leader, two HAProxies or two floors in a row) share CPU 1. Binaries:
 the shipping build (`./build-release`: release profile, glibc linked statically, as in the
 image). "floor" is `bench/floor`, a yardstick and not a product: the least a tokio HTTP/1
 keep-alive proxy does per request (no header rewriting, GETs and `Content-Length` responses
-only).
+only). "haproxy, same headers" is HAProxy configured to edit each head as a sidecar does
+(`bench/bench.py`, `HAPROXY_SIDECAR_HEADERS`): the sidecars' own headers that came in taken
+off, `X-Forwarded-For`/`-Proto`/`-Host` and `Via` added, the fencing headers set (as the
+leader) or the forwarding ones (as the standby, the first of the two hops), `Via` on the
+response. The plain HAProxy rows do none of that; they stay the targets' yardstick.
 
 {table}
 
