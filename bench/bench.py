@@ -882,9 +882,9 @@ Recorded by `{cmd}` on {date}. Machine: {machine}. Peers: {versions}.
 standby, HAProxy, two HAProxies, the same two with understudy's head edits, nginx, the
 floor, two floors, then again); figures are medians over the rounds; ratios are taken within
 each round, then the median. The backend is nginx with one worker returning a small fixed
-body. Every proxy is pinned to CPU 1 with one
-worker/thread (`taskset`); wrk and the backend share CPU 0. "Two hops" means both processes
-(understudy standby and leader, two HAProxies or two floors in a row) share CPU 1. Binaries:
+body. Every proxy is pinned to CPU 1 with one worker/thread (`taskset`); wrk and the backend
+share CPU 0. "Two hops" means both processes (understudy standby and leader, two HAProxies
+or two floors in a row) share CPU 1. Binaries:
 the shipping build (`./build-release`: release profile, glibc linked statically, as in the
 image). "floor" is `bench/floor`, a yardstick and not a product: the least a tokio HTTP/1
 keep-alive proxy does per request (no header rewriting, GETs and `Content-Length` responses
