@@ -67,20 +67,29 @@ fn leader(id: &str, address: bool, epoch: u64) -> Leader {
     }
 }
 
-/// Any view `pod-a` may hold: leading (acting or past its fencing deadline), following,
-/// or knowing no leader; with or without other actives.
+/// Any view `pod-a`'s elector may publish: leading (the Lease its own, acting or past its
+/// fencing deadline, or not acting at all), or following another pod's Lease, or knowing
+/// no leader (a candidate or a follower); with or without the holders of other slots. (As
+/// the elector's views are: `role` is `Leader` exactly when `leader` names this pod, and
+/// only a leader has a fencing deadline.)
 fn view() -> impl Strategy<Value = (View, Instant)> {
-    let ids = prop_oneof![Just("pod-a"), Just("pod-b"), Just("pod-c")];
+    let others = prop_oneof![Just("pod-b"), Just("pod-c")];
     (
-        prop::option::of((ids, any::<bool>(), any::<u64>())),
-        prop_oneof![Just(Role::Leader), Just(Role::Follower)],
-        prop::option::of(-5i64..5),
-        prop::collection::vec(
-            (prop_oneof![Just("pod-b"), Just("pod-c")], any::<bool>()),
-            0..3,
-        ),
+        prop_oneof![
+            (any::<bool>(), any::<u64>(), prop::option::of(-5i64..5)).prop_map(
+                |(addr, epoch, acting)| (Some(("pod-a", addr, epoch)), Role::Leader, acting)
+            ),
+            (others.clone(), any::<bool>(), any::<u64>()).prop_map(|(id, addr, epoch)| (
+                Some((id, addr, epoch)),
+                Role::Follower,
+                None
+            )),
+            prop_oneof![Just(Role::Follower), Just(Role::Candidate)]
+                .prop_map(|role| (None, role, None)),
+        ],
+        prop::collection::vec((others, any::<bool>()), 0..3),
     )
-        .prop_map(|(l, role, acting, peers)| {
+        .prop_map(|((l, role, acting), peers)| {
             let now = Instant::now();
             let mut v = View::initial("test", "pod-a", now);
             v.synced = true;
@@ -162,7 +171,10 @@ proptest! {
             Route::Local { epoch } => {
                 prop_assert!(view.is_acting(now), "local while not acting: {:?}", view);
                 prop_assert!(inbound.for_pod.as_deref().is_none_or(|p| p == "pod-a"));
-                prop_assert_eq!(Some(*epoch), view.leader.as_ref().map(|l| l.epoch));
+                // This pod's own Lease, in the epoch it holds it in (the fencing headers
+                // name the view's identity and this epoch).
+                let holder = view.leader.as_ref().map(|l| (l.identity.as_str(), l.epoch));
+                prop_assert_eq!(holder, Some(("pod-a", *epoch)));
             }
             Route::Forward { identity, epoch, address, hops } => {
                 prop_assert!(identity != "pod-a");
