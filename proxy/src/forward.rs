@@ -16,6 +16,7 @@ use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, Uri, Version};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use prometheus::IntCounter;
 
 use crate::BoxError;
 use crate::dial::{Connector, Dialer, Reach};
@@ -65,6 +66,16 @@ impl Forwarder {
         Forwarder {
             h1: client::Client::new(dialer.clone(), idle_timeout, max_idle),
             h2: h2_client(connector(Alpn::Http2), connect_timeout, idle_timeout),
+        }
+    }
+
+    /// These clients, counting in `counter` each HTTP/1.1 request sent whole on a new
+    /// connection because a pooled one failed its first write. (HTTP/2's client resends
+    /// such requests itself, uncounted.)
+    pub fn counting_redials(self, counter: IntCounter) -> Forwarder {
+        Forwarder {
+            h1: self.h1.counting_redials(counter),
+            ..self
         }
     }
 

@@ -198,10 +198,12 @@ impl Metrics {
 
     /// Counts an attempt sent again.
     pub fn retry(&self, why: Retry) {
-        self.traffic
-            .retries
-            .with_label_values(&[why.as_str()])
-            .inc();
+        self.retries(why).inc();
+    }
+
+    /// The counter of attempts sent again for `why`, for a part that counts on its own.
+    pub fn retries(&self, why: Retry) -> IntCounter {
+        self.traffic.retries.with_label_values(&[why.as_str()])
     }
 
     /// Counts a failed connection for an attempt on `route`: to the local app for `local`,

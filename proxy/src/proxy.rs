@@ -118,7 +118,8 @@ impl Proxy {
         // connections are all there for the next one (a smaller cap closes and redials
         // under steady load), and the pool stays bounded.
         let forwarder =
-            Forwarder::new(dialer.clone(), settings.idle_timeout, settings.max_requests);
+            Forwarder::new(dialer.clone(), settings.idle_timeout, settings.max_requests)
+                .counting_redials(metrics.retries(Retry::StaleConnection));
         let holder = Holder::new(settings.max_held, settings.hold_timeout);
         let requests = RequestLimit::new(settings.max_requests);
         Proxy {

@@ -29,6 +29,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap};
 use http::{Method, Request, Response, Version};
 use http_body::{Body, Frame, SizeHint};
+use prometheus::IntCounter;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::time::Instant;
 
@@ -96,6 +97,9 @@ impl From<WriteError> for ClientError {
 pub struct Client {
     dialer: Dialer,
     pool: Arc<Pool>,
+    /// Counts requests sent whole on a new connection after a pooled one failed their first
+    /// write ([`Client::counting_redials`]).
+    redials: Option<IntCounter>,
 }
 
 /// Where pooled connections go: the address (shared, not copied per request) and how it is
@@ -159,6 +163,16 @@ impl Client {
                 max_idle,
                 reaping: std::sync::atomic::AtomicBool::new(false),
             }),
+            redials: None,
+        }
+    }
+
+    /// This client, counting in `counter` each request it sends anew because a pooled
+    /// connection failed its first write (nothing of the request had left).
+    pub fn counting_redials(self, counter: IntCounter) -> Client {
+        Client {
+            redials: Some(counter),
+            ..self
         }
     }
 
@@ -216,6 +230,9 @@ impl Client {
                     exchange.conn = Box::pin(self.dialer.dial(address, reach, Alpn::Http1)).await?;
                     exchange.reused = false;
                     fresh = true;
+                    if let Some(redials) = &self.redials {
+                        redials.inc();
+                    }
                 }
                 other => break other,
             }

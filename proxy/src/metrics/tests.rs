@@ -301,6 +301,9 @@ fn guards_count_in_flight_requests_and_hold_waits() {
     m.hold_timer().finish(false);
     drop(m.hold_timer());
     m.retry(Retry::Reset);
+    let stale = m.retries(Retry::StaleConnection);
+    stale.inc();
+    stale.inc();
     m.connect_error(Kind::Local);
     m.connect_error(Kind::Forward);
     let now = Instant::now();
@@ -328,6 +331,12 @@ fn guards_count_in_flight_requests_and_hold_waits() {
         ),
         1.0
     );
+    let retries = r#"understudy_proxy_retries_total{election="web",reason="#;
+    assert_eq!(
+        sample(&text, &format!(r#"{retries}"stale_connection"}}"#)),
+        2.0
+    );
+    assert_eq!(sample(&text, &format!(r#"{retries}"not_sent"}}"#)), 0.0);
     let errors = r#"understudy_proxy_connect_errors_total{election="web",target="#;
     assert_eq!(sample(&text, &format!(r#"{errors}"upstream"}}"#)), 1.0);
     assert_eq!(sample(&text, &format!(r#"{errors}"peer"}}"#)), 1.0);

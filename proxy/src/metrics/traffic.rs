@@ -90,6 +90,10 @@ pub enum Retry {
     NotSent,
     /// The connection failed after sending began; an idempotent request went again.
     Reset,
+    /// A pooled HTTP/1.1 connection the other end had closed failed the request's first
+    /// write: nothing of it had left, and it went whole on a new connection, whatever its
+    /// method.
+    StaleConnection,
 }
 
 impl Retry {
@@ -98,6 +102,7 @@ impl Retry {
         match self {
             Retry::NotSent => "not_sent",
             Retry::Reset => "reset",
+            Retry::StaleConnection => "stale_connection",
         }
     }
 }
@@ -160,7 +165,7 @@ impl TrafficMetrics {
             ),
             retries: r.counter_vec(
                 "understudy_proxy_retries_total",
-                "Attempts sent again, by reason (not_sent, reset).",
+                "Attempts sent again, by reason (not_sent, reset, stale_connection).",
                 &["reason"],
             ),
             answers: r.counter_vec(
@@ -183,7 +188,7 @@ impl TrafficMetrics {
         for target in ["upstream", "peer"] {
             m.connect_errors.with_label_values(&[target]);
         }
-        for why in [Retry::NotSent, Retry::Reset] {
+        for why in [Retry::NotSent, Retry::Reset, Retry::StaleConnection] {
             m.retries.with_label_values(&[why.as_str()]);
         }
         for answer in Answer::ALL {

@@ -597,10 +597,12 @@ async fn a_request_whose_first_write_fails_on_a_pooled_connection_goes_whole_on_
         std::future::pending::<()>().await;
     })
     .await;
-    let client = client();
+    let redials = prometheus::IntCounter::new("redials", "requests sent anew").unwrap();
+    let client = client().counting_redials(redials.clone());
     let address = addr.to_string();
     let resp = client.send(&address, Reach::Plain, get("/")).await.unwrap();
     assert_eq!(text(resp).await, "GET / HTTP/1.1");
+    assert_eq!(redials.get(), 0);
     // The pooled connection can no longer be written to (as after a reset that came just
     // after the pool's check), yet it reads as open and quiet.
     {
@@ -631,6 +633,7 @@ async fn a_request_whose_first_write_fails_on_a_pooled_connection_goes_whole_on_
     assert_eq!(text(resp).await, "POST /upload HTTP/1.1hello");
     assert_eq!(accepts.load(Ordering::SeqCst), 2);
     assert_eq!(client.idle(), 1);
+    assert_eq!(redials.get(), 1, "the resend is counted");
 }
 
 #[tokio::test]
