@@ -79,8 +79,10 @@ fn request_for_another_pod_is_rerouted_once_to_the_leader_we_know() {
     // The sender thought c leads; we know a does: pass it on, hop 2.
     let view = following("b", "a", "10.0.0.1:8080", 4);
     let route = decide(&view, Instant::now(), &from_peer("c", 1));
-    let to = |a: &str| matches!(&route, Route::Forward { hops: 2, address, .. } if &**address == a);
-    assert!(to("10.0.0.1:8080"));
+    assert!(matches!(
+        &route,
+        Route::Forward { hops: 2, address, .. } if &**address == "10.0.0.1:8080"
+    ));
     // Out of hops: refused.
     let route = decide(&view, Instant::now(), &from_peer("c", MAX_HOPS));
     assert!(matches!(route, Route::Reject(_)));

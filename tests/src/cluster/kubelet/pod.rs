@@ -377,7 +377,8 @@ impl PodRt {
                 if let Err(e) = written
                     && !matches!(&e, kube::Error::Api(s) if s.code == 404)
                 {
-                    tracing::warn!(pod = %self.ctx.name, error = %e, "writing the final pod status");
+                    let pod = &self.ctx.name;
+                    tracing::warn!(%pod, error = %e, "writing the final pod status");
                 }
                 return;
             }
