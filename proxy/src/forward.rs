@@ -149,7 +149,11 @@ impl Forwarder {
         let mut req = Request::new(body);
         *req.method_mut() = head.method.clone();
         *req.version_mut() = version;
-        *req.headers_mut() = head.headers.clone();
+        let headers = req.headers_mut();
+        *headers = head.headers.clone();
+        for (name, value) in head.extra {
+            headers.insert(name, value.clone());
+        }
         *req.uri_mut() = attempt_uri(authority, reach, head.uri).map_err(|e| ForwardError {
             peer: authority.to_string(),
             sent: Sent::Nothing,

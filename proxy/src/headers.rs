@@ -16,7 +16,7 @@
 //! sidecar that hands the request to its local app, so an app can trust them.
 
 use std::io::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -38,9 +38,6 @@ pub const EPOCH: HeaderName = HeaderName::from_static("x-understudy-epoch");
 pub const LEASE: HeaderName = HeaderName::from_static("x-understudy-lease");
 /// On a 421 from a sidecar: the identity of the sidecar that refused (nothing reached an app).
 pub const REFUSED: HeaderName = HeaderName::from_static("x-understudy-refused");
-
-/// Every header a sidecar adds to an attempt (see [`LEADER`] .. [`HOLD_MS`]).
-pub const ADDED: [HeaderName; 6] = [LEADER, EPOCH, LEASE, FOR, HOPS, HOLD_MS];
 
 /// `X-Forwarded-For`: the client addresses a request came through (see [`add_forwarded`]).
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -97,6 +94,10 @@ impl Inbound {
     /// Reads and removes every `x-understudy-*` header, honouring the routing pair only
     /// under the rule in the module docs.
     pub fn take(headers: &mut HeaderMap) -> Inbound {
+        // A client's request carries none: one pass over the names, not three lookups.
+        if !headers.keys().any(is_internal) {
+            return Inbound::default();
+        }
         let for_pod = headers
             .get(&FOR)
             .and_then(|v| v.to_str().ok())
@@ -127,12 +128,13 @@ impl Inbound {
     }
 }
 
+/// Whether `name` is one of the sidecars' own (`x-understudy-*`).
+fn is_internal(name: &HeaderName) -> bool {
+    name.as_str().starts_with(PREFIX)
+}
+
 fn remove_internal(headers: &mut HeaderMap) {
-    let internal: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| k.as_str().starts_with(PREFIX))
-        .cloned()
-        .collect();
+    let internal: Vec<HeaderName> = headers.keys().filter(|k| is_internal(k)).cloned().collect();
     for name in internal {
         headers.remove(name);
     }
@@ -173,32 +175,42 @@ pub(crate) fn accepts_trailers(headers: &HeaderMap) -> bool {
 /// kept (gRPC needs it end to end). With `keep_upgrade`, `Upgrade` survives and
 /// `Connection: upgrade` is set again, so that an upgrade can pass through.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // Most messages carry none: one pass over the names costs less than a removal by name
-    // for each. (A name listed in `Connection` needs `Connection` itself.)
-    if !headers.keys().any(is_hop_by_hop) {
+    // Which of them the message carries, in one pass over the names: most carry none, and a
+    // response usually `Connection` alone. A removal by name hashes the name, so only those
+    // present are removed. (A name listed in `Connection` needs `Connection` itself.)
+    let present = headers
+        .keys()
+        .filter_map(hop_by_hop_bit)
+        .fold(0u16, |bits, bit| bits | bit);
+    if present == 0 {
         return;
     }
+    let has = |name: &HeaderName| hop_by_hop_bit(name).is_some_and(|bit| present & bit != 0);
     // The names `Connection` lists, removed by name as each value is read: a parsed value is
     // a view of the message's head (its copy usually costs a count, not an allocation), and
     // a name looked up as `&str` is not copied either. `Connection` itself goes below, with every
     // value: removing it here would end the walk over its values early.
-    let mut i = 0;
-    while let Some(value) = headers.get_all(header::CONNECTION).iter().nth(i).cloned() {
-        i += 1;
-        let tokens = value.to_str().unwrap_or("").split(',').map(str::trim);
-        for t in tokens.filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case("connection")) {
-            if !(keep_upgrade && t.eq_ignore_ascii_case("upgrade")) {
-                headers.remove(t);
+    if has(&header::CONNECTION) {
+        let mut i = 0;
+        while let Some(value) = headers.get_all(header::CONNECTION).iter().nth(i).cloned() {
+            i += 1;
+            let tokens = value.to_str().unwrap_or("").split(',').map(str::trim);
+            for t in tokens.filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case("connection")) {
+                if !(keep_upgrade && t.eq_ignore_ascii_case("upgrade")) {
+                    headers.remove(t);
+                }
             }
         }
     }
-    let trailers_ok = accepts_trailers(headers);
-    for name in HOP_BY_HOP {
+    let trailers_ok = has(&header::TE) && accepts_trailers(headers);
+    for name in HOP_BY_HOP.iter().filter(|name| has(name)) {
         headers.remove(name);
     }
     if !keep_upgrade {
-        headers.remove(header::UPGRADE);
-    } else if headers.contains_key(header::UPGRADE) {
+        if has(&header::UPGRADE) {
+            headers.remove(header::UPGRADE);
+        }
+    } else if has(&header::UPGRADE) {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
     if trailers_ok {
@@ -218,9 +230,13 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     HeaderName::from_static("proxy-connection"),
 ];
 
-/// Whether `name` is one of the hop-by-hop headers [`strip_hop_by_hop`] deals with.
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    *name == header::UPGRADE || HOP_BY_HOP.contains(name)
+/// For one of the hop-by-hop headers [`strip_hop_by_hop`] deals with, its bit (`Upgrade`'s
+/// after those of [`HOP_BY_HOP`], by position).
+fn hop_by_hop_bit(name: &HeaderName) -> Option<u16> {
+    if *name == header::UPGRADE {
+        return Some(1 << HOP_BY_HOP.len());
+    }
+    HOP_BY_HOP.iter().position(|h| h == name).map(|i| 1 << i)
 }
 
 /// Adds the forwarding headers: appends the client to `X-Forwarded-For`, sets
@@ -234,12 +250,17 @@ pub fn add_forwarded(
 ) {
     // The address written on the stack, and the value built in one allocation.
     let mut room = [0u8; 64];
-    let ip = {
-        let mut w = &mut room[..];
-        // (An IPv6 address takes at most 45 characters: it fits.)
-        let _ = write!(w, "{}", client.ip().to_canonical());
-        let left = w.len();
-        &room[..room.len() - left]
+    let ip = match client.ip().to_canonical() {
+        // By hand: `Display` goes through the formatting machinery octet by octet, which
+        // cost about 3 % of a forwarded request's instructions.
+        IpAddr::V4(v4) => ipv4_text(v4, &mut room),
+        v6 => {
+            let mut w = &mut room[..];
+            // (An IPv6 address takes at most 45 characters: it fits.)
+            let _ = write!(w, "{v6}");
+            let left = w.len();
+            &room[..room.len() - left]
+        }
     };
     let joined = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prior) if !prior.trim().is_empty() => {
@@ -261,6 +282,28 @@ pub fn add_forwarded(
         headers.insert(X_FORWARDED_HOST, v);
     }
     add_via(headers, version);
+}
+
+/// `ip` in dotted decimal, as `Display` writes it, into `room`: the bytes written.
+fn ipv4_text(ip: Ipv4Addr, room: &mut [u8; 64]) -> &[u8] {
+    let mut n = 0;
+    for (i, octet) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            room[n] = b'.';
+            n += 1;
+        }
+        if octet >= 100 {
+            room[n] = b'0' + octet / 100;
+            n += 1;
+        }
+        if octet >= 10 {
+            room[n] = b'0' + octet / 10 % 10;
+            n += 1;
+        }
+        room[n] = b'0' + octet % 10;
+        n += 1;
+    }
+    &room[..n]
 }
 
 /// Appends this sidecar to `Via`, on requests and responses alike (RFC 9110 §7.6.3);

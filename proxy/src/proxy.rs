@@ -326,9 +326,9 @@ impl Proxy {
             let authority = parts.uri.authority()?;
             header::HeaderValue::from_str(authority.as_str()).ok()
         });
-        // Room for what is added below and by each attempt, in one allocation: the map
-        // hyper parsed is sized to the headers that came in.
-        parts.headers.reserve(8);
+        // Room for what is added below, in one allocation: the map hyper parsed is sized to
+        // the headers that came in. (An attempt's own headers are kept beside the map.)
+        parts.headers.reserve(4);
         headers::strip_hop_by_hop(&mut parts.headers, upgrade);
         headers::add_forwarded(&mut parts.headers, client, parts.version, host);
         let mut head = Head {
@@ -336,7 +336,7 @@ impl Proxy {
             uri: parts.uri,
             version: parts.version,
             headers: parts.headers,
-            extra_set: false,
+            extra: None,
         };
         // One hold deadline for the whole way: an earlier sidecar's leftover, if it sent one.
         let deadline = self.inner.holder.deadline(started, inbound.hold);
@@ -558,23 +558,16 @@ pub(crate) struct Head {
     pub(crate) uri: Uri,
     pub(crate) version: Version,
     pub(crate) headers: HeaderMap,
-    /// Whether `headers` carries an earlier attempt's [`Extra`].
-    pub(crate) extra_set: bool,
+    /// The current attempt's own headers, sent after `headers` (which never carries their
+    /// names: the sidecars' own headers are taken off every request that comes in).
+    pub(crate) extra: Option<Extra>,
 }
 
 impl Head {
     /// Sets the headers of an attempt on the kept head, replacing an earlier attempt's: the
     /// fencing token to the local app, or the routing headers to a peer.
     pub(crate) fn set_extra(&mut self, extra: Extra) {
-        if self.extra_set {
-            for name in headers::ADDED {
-                self.headers.remove(name);
-            }
-        }
-        for (name, value) in extra {
-            self.headers.insert(name, value);
-        }
-        self.extra_set = true;
+        self.extra = Some(extra);
     }
 
     /// The kept head, as the engine's client writes it.
@@ -583,15 +576,15 @@ impl Head {
             method: &self.method,
             uri: &self.uri,
             headers: &self.headers,
+            extra: self.extra.as_ref().map_or(&[], |extra| &extra[..]),
         }
     }
 
     /// The request for one attempt to `target`, a copy of the kept head (upgrades, which
     /// hyper sends, need one of their own; the engine's client writes from the kept head).
     ///
-    /// The attempt's own headers are set on the kept head before it is copied: the copy
-    /// then needs no room to grow.
-    pub(crate) fn request<B>(&mut self, target: &Target, extra: Extra, body: B) -> Request<B> {
+    /// The attempt's own headers go into the copy.
+    pub(crate) fn request<B>(&self, target: &Target, extra: Extra, body: B) -> Request<B> {
         let uri = if self.method == Method::CONNECT {
             // Sent on a connection of its own ([`upgrade::send`]): the client's target, in
             // authority form.
@@ -605,8 +598,11 @@ impl Head {
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = uri;
         *req.version_mut() = self.version;
-        self.set_extra(extra);
-        *req.headers_mut() = self.headers.clone();
+        let headers = req.headers_mut();
+        *headers = self.headers.clone();
+        for (name, value) in extra {
+            headers.insert(name, value);
+        }
         req
     }
 }

@@ -18,7 +18,7 @@
 //!   where a failed write wrote nothing (a TLS write may be several, the first of which may
 //!   have gone). Idle ones are closed after the idle timeout.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
@@ -26,7 +26,8 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use http::header::{self, HeaderMap};
+use fnv::FnvHashMap;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Version};
 use http_body::{Body, Frame, SizeHint};
 use prometheus::IntCounter;
@@ -108,7 +109,10 @@ type Key = (Arc<str>, Reach);
 
 /// Idle connections by address, one map for each way of reaching one; in each list the
 /// oldest first (closed first when the list is full), the newest last (taken first).
-type Idles = [HashMap<Arc<str>, VecDeque<Idle>>; 2];
+///
+/// (FNV, not SipHash: the addresses are this sidecar's app and its peers' advertised ones,
+/// not a client's choosing, so there is no flooding to resist.)
+type Idles = [FnvHashMap<Arc<str>, VecDeque<Idle>>; 2];
 
 #[derive(Debug)]
 struct Pool {
@@ -139,6 +143,9 @@ pub struct Head<'a> {
     /// The headers, sent as they are but for `Content-Length` and `Transfer-Encoding`,
     /// which the body's framing replaces.
     pub headers: &'a HeaderMap,
+    /// Sent after `headers`: names `headers` does not carry (an attempt's own, written
+    /// from where they are kept rather than inserted into the map, which hashes each).
+    pub extra: &'a [(HeaderName, HeaderValue)],
 }
 
 impl<'a> From<&'a http::request::Parts> for Head<'a> {
@@ -147,6 +154,7 @@ impl<'a> From<&'a http::request::Parts> for Head<'a> {
             method: &parts.method,
             uri: &parts.uri,
             headers: &parts.headers,
+            extra: &[],
         }
     }
 }
@@ -428,6 +436,7 @@ fn head_size(head: Head<'_>, body: &ReplayBody, address: &str) -> usize {
     let lines: usize = head
         .headers
         .iter()
+        .chain(head.extra.iter().map(|(name, value)| (name, value)))
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
         .sum();
     let target = head.uri.path_and_query().map_or(1, |p| p.as_str().len());
@@ -468,6 +477,9 @@ fn encode_head(head: Head<'_>, body: &ReplayBody, address: &str, buf: &mut Bytes
         if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
             continue;
         }
+        header_line(buf, name.as_str(), value.as_bytes());
+    }
+    for (name, value) in head.extra {
         header_line(buf, name.as_str(), value.as_bytes());
     }
     match framing {

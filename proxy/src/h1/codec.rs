@@ -151,9 +151,9 @@ pub fn parse_request(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Reque
         Some(1) => Version::HTTP_11,
         _ => Version::HTTP_10,
     };
-    // Room for what a proxy adds: X-Forwarded-For, -Proto, -Host, Via, and three fencing
-    // or routing headers.
-    let mut headers = header_map(&bytes, req.headers, 8)?;
+    // Room for what a proxy adds: X-Forwarded-For, -Proto, -Host and Via. (An attempt's
+    // fencing or routing headers are written beside the map: `client::Head::extra`.)
+    let mut headers = header_map(&bytes, req.headers, 4)?;
     let framing = framing(&headers, version)?;
     if let Framing::Length(n) = framing {
         // Repeated lines of one value: passed on as one.

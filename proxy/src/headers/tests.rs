@@ -245,3 +245,15 @@ fn hop_counts_read_as_numbers() {
         assert_eq!(hops_value(n), HeaderValue::from(u16::from(n)), "{n}");
     }
 }
+
+proptest::proptest! {
+    /// The client address in `X-Forwarded-For` reads as `Display` writes it, for any octets
+    /// (one, two and three digits, and zeros between).
+    #[test]
+    fn an_ipv4_client_is_written_as_display_writes_it(octets: [u8; 4]) {
+        let ip = std::net::Ipv4Addr::from(octets);
+        let mut room = [0u8; 64];
+        let display = ip.to_string();
+        proptest::prop_assert_eq!(ipv4_text(ip, &mut room), display.as_bytes());
+    }
+}

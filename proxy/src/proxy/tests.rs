@@ -857,12 +857,12 @@ async fn a_large_streamed_upload_and_download_pass_a_forward() {
 fn each_attempt_carries_only_its_own_added_headers() {
     let mut headers = HeaderMap::new();
     headers.insert("accept", http::HeaderValue::from_static("*/*"));
-    let mut head = Head {
+    let head = Head {
         method: Method::GET,
         uri: Uri::from_static("/x?y=1"),
         version: Version::HTTP_11,
         headers,
-        extra_set: false,
+        extra: None,
     };
     let value = http::HeaderValue::from_static;
     let fencing = || {

@@ -287,6 +287,55 @@ async fn a_body_of_known_length_goes_with_content_length_and_others_chunked_with
 }
 
 #[tokio::test]
+async fn an_attempts_own_headers_follow_the_kept_ones_and_only_its_own_go() {
+    let (addr, mut seen) = recording().await;
+    let client = client();
+    let (parts, ()) = Request::get("/kept")
+        .header("host", "app")
+        .header("accept", "*/*")
+        .body(())
+        .unwrap()
+        .into_parts();
+    let fencing = [
+        (
+            HeaderName::from_static("x-understudy-leader"),
+            HeaderValue::from_static("a"),
+        ),
+        (
+            HeaderName::from_static("x-understudy-epoch"),
+            HeaderValue::from_static("3"),
+        ),
+    ];
+    let routing = [(
+        HeaderName::from_static("x-understudy-for"),
+        HeaderValue::from_static("b"),
+    )];
+    for extra in [&fencing[..], &routing[..]] {
+        let head = Head {
+            extra,
+            ..Head::from(&parts)
+        };
+        let body = ReplayBody::new(Empty::<Bytes>::new(), REPLAY_LIMIT);
+        let resp = client
+            .send_head(&addr.to_string(), Reach::Plain, head, body)
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 204);
+    }
+    let first = seen.recv().await.unwrap();
+    assert_eq!(
+        first,
+        "GET /kept HTTP/1.1\r\nhost: app\r\naccept: */*\r\n\
+         x-understudy-leader: a\r\nx-understudy-epoch: 3\r\n\r\n"
+    );
+    let second = seen.recv().await.unwrap();
+    assert_eq!(
+        second,
+        "GET /kept HTTP/1.1\r\nhost: app\r\naccept: */*\r\nx-understudy-for: b\r\n\r\n"
+    );
+}
+
+#[tokio::test]
 async fn request_and_response_bodies_flow_at_once_in_lockstep() {
     // An echo that answers at once and sends back each piece as it comes: the client sends
     // its next piece only after the echo of the last, which works only if the request body
