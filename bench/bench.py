@@ -170,15 +170,17 @@ def start_emulator(tmp):
 
 
 def start_understudy(tmp, kubeconfig, ident, listen, admin, election="bench", cpu=PROXY_CPU, extra=(),
-                     upstream="backend"):
+                     upstream="backend", wrap=(), timeout=15):
+    """A sidecar of `election`; `wrap`: a command it runs under (bench/instructions.py's
+    valgrind), `timeout`: how long its admin port may take to open."""
     env = dict(os.environ, KUBECONFIG=kubeconfig, RUST_LOG="warn")
-    cmd = [os.path.join(REL, "understudy"), "--election", election, "--election-namespace", "default",
+    cmd = list(wrap) + [os.path.join(REL, "understudy"), "--election", election, "--election-namespace", "default",
            "--id", ident, "--http", f"127.0.0.1:{admin}", "--upstream", f"127.0.0.1:{PORTS[upstream]}"]
     if listen:
         cmd += ["--listen", f"127.0.0.1:{listen}", "--advertise", f"127.0.0.1:{listen}"]
     cmd += list(extra)
     p = spawn(cmd, cpu=cpu, env=env, stderr=open(os.path.join(tmp, f"{ident}.log"), "w"))
-    wait_port(admin)
+    wait_port(admin, timeout)
     return p
 
 
@@ -207,11 +209,13 @@ HAPROXY_ROLE_HEADERS = {
 }
 
 
-def start_haproxy(tmp, name="haproxy", upstream="backend", h2=False, tcp=False, splice=False, headers=None):
+def start_haproxy(tmp, name="haproxy", upstream="backend", h2=False, tcp=False, splice=False, headers=None,
+                  wrap=(), timeout=15):
     """HAProxy on PORTS[name], forwarding to PORTS[upstream] (with h2: HTTP/2 in the clear,
     prior knowledge, on both sides; with tcp: `mode tcp`, byte streams; with splice as well:
     `option splice-auto`, kernel splicing where HAProxy deems it worth it; with headers,
-    "leader" or "standby": editing heads as a sidecar in that role does)."""
+    "leader" or "standby": editing heads as a sidecar in that role does; `wrap` and `timeout`
+    as for start_understudy)."""
     proto = " proto h2" if h2 else ""
     edits = HAPROXY_SIDECAR_HEADERS + HAPROXY_ROLE_HEADERS[headers] if headers else ""
     mode = "mode tcp" if tcp else "mode http\n  option http-keep-alive\n  http-reuse always"
@@ -237,8 +241,8 @@ frontend fe
 backend be
   server app 127.0.0.1:{PORTS[upstream]} maxconn 1000{proto}
 """)
-    p = spawn(["haproxy", "-f", conf], cpu=PROXY_CPU)
-    wait_port(PORTS[name])
+    p = spawn(list(wrap) + ["haproxy", "-f", conf], cpu=PROXY_CPU)
+    wait_port(PORTS[name], timeout)
     return p
 
 
