@@ -257,3 +257,21 @@ proptest::proptest! {
         proptest::prop_assert_eq!(ipv4_text(ip, &mut room), display.as_bytes());
     }
 }
+
+#[test]
+fn each_hop_by_hop_name_has_a_bit_of_its_own_in_its_place() {
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        assert_eq!(hop_by_hop_bit(name), Some(1 << i), "{name}");
+    }
+    assert_eq!(
+        hop_by_hop_bit(&header::UPGRADE),
+        Some(1 << HOP_BY_HOP.len())
+    );
+    for other in [
+        header::HOST,
+        header::VIA,
+        HeaderName::from_static("keep-alive-x"),
+    ] {
+        assert_eq!(hop_by_hop_bit(&other), None, "{other}");
+    }
+}
