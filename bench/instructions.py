@@ -16,13 +16,15 @@ Contenders (as in bench/bench.py, every proxy process counted):
   haproxy, two hops    and two hops with the same headers (the standby's yardsticks)
 Every process is ours, listens on 127.0.0.1 only, and is killed at the end.
 """
-import argparse, glob, json, os, subprocess, tempfile
+import argparse, glob, json, os, subprocess, tempfile, time
 
 from bench import (PORTS, cleanup, get, start_backend, start_emulator, start_haproxy,
                    start_understudy, wait_for, wrk)
 
 # Under callgrind a proxy runs some fifty times slower: room to start and to be elected.
 SLOW = 120
+# Seconds of no load, to learn what the processes do without it.
+IDLE = 5
 
 
 def callgrind(out):
@@ -33,13 +35,14 @@ def leader_of(admin):
     return json.loads(get(f"http://127.0.0.1:{admin}/", timeout=10))["name"]
 
 
-def counted(tmp, port, procs, seconds):
-    """(instructions, requests) of a bounded load on `port`, summed over `procs`
-    (name, Popen) running under callgrind."""
-    wrk(port, 16, 2, tmp)  # warm-up: connections and pools
+def executed(tmp, procs, during):
+    """Instructions `procs` ((name, Popen) under callgrind) executed, summed, while `during()`
+    ran, and how long it took."""
     for _, p in procs:
         subprocess.run(["callgrind_control", "-z", str(p.pid)], check=True, capture_output=True)
-    r = wrk(port, 16, seconds, tmp)
+    start = time.monotonic()
+    result = during()
+    took = time.monotonic() - start
     total = 0
     for name, p in procs:
         subprocess.run(["callgrind_control", "-d", str(p.pid)], check=True, capture_output=True)
@@ -48,7 +51,18 @@ def counted(tmp, port, procs, seconds):
             raise SystemExit(f"bench: no callgrind dump for {name}")
         with open(dumps[-1]) as f:
             total += next(int(line.split()[1]) for line in f if line.startswith(("summary:", "totals:")))
-    return total, r["requests"]
+    return total, took, result
+
+
+def counted(tmp, port, procs, seconds):
+    """(instructions, requests) of a bounded load on `port`, summed over `procs`. What the
+    processes do with no load (the election's renewals, timers) is measured first, over
+    IDLE seconds, and taken off at that rate: a slower run (a busy host) answers fewer
+    requests in the same time, and would otherwise charge each with more of it."""
+    wrk(port, 16, 2, tmp)  # warm-up: connections and pools
+    idle, idle_took, _ = executed(tmp, procs, lambda: time.sleep(IDLE))
+    busy, took, r = executed(tmp, procs, lambda: wrk(port, 16, seconds, tmp))
+    return max(busy - idle * took / idle_took, 0), r["requests"]
 
 
 def main():
