@@ -47,8 +47,9 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Names `http` does not know that every forwarded request carries (the sidecars' own and
-/// the forwarding headers), for [`known_name`].
-const KNOWN: [HeaderName; 10] = [
+/// the forwarding headers), for [`known_name`]. A `static`, not a `const`: a `const` array
+/// is built, and its names dropped, wherever it is used (1 % of a forwarded request).
+static KNOWN: [HeaderName; 10] = [
     FOR,
     HOPS,
     HOLD_MS,
@@ -196,7 +197,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             i += 1;
             let tokens = value.to_str().unwrap_or("").split(',').map(str::trim);
             for t in tokens.filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case("connection")) {
-                if !(keep_upgrade && t.eq_ignore_ascii_case("upgrade")) {
+                // One of the names above that the message does not carry (`keep-alive`, on
+                // nginx's every response) is not looked up.
+                let absent = hop_by_hop_text_bit(t).is_some_and(|bit| present & bit == 0);
+                let kept = keep_upgrade && t.eq_ignore_ascii_case("upgrade");
+                if !(absent || kept) {
                     headers.remove(t);
                 }
             }
@@ -218,8 +223,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// The hop-by-hop headers that never pass (`Upgrade` aside, which may).
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// The hop-by-hop headers that never pass (`Upgrade` aside, which may). (`static`, as
+/// [`KNOWN`] is.)
+static HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     header::TE,
     header::TRAILER,
@@ -234,7 +240,12 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// in [`HOP_BY_HOP`], `Upgrade`'s after them. (A match on the text, which compiles to a
 /// switch on its length: a walk comparing names cost more than the removals it saved.)
 fn hop_by_hop_bit(name: &HeaderName) -> Option<u16> {
-    let position = match name.as_str() {
+    hop_by_hop_text_bit(name.as_str())
+}
+
+/// [`hop_by_hop_bit`] of a name in lower case (any other text: `None`).
+fn hop_by_hop_text_bit(name: &str) -> Option<u16> {
+    let position = match name {
         "connection" => 0,
         "te" => 1,
         "trailer" => 2,

@@ -34,7 +34,7 @@ use prometheus::IntCounter;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::time::Instant;
 
-use super::codec::{self, Chunked, Limits, Piece, Refusal, ResponseFraming};
+use super::codec::{self, Chunked, Limits, Piece, Present, Refusal, ResponseFraming};
 use super::out::{COALESCE, Framing, Outgoing, Trailers, WriteError, header_line};
 use super::read;
 use crate::BoxError;
@@ -267,7 +267,7 @@ impl Client {
         let keep_alive = !(bodied && bodiless_by_custom(method))
             && exchange.write_failed.is_none()
             && head.framing != ResponseFraming::Close
-            && !asks_to_close(head.version, &head.headers);
+            && !head_asks_to_close(head.version, &head.headers, head.present);
         let framing = match head.framing {
             ResponseFraming::Length(n) => In::Length(n),
             ResponseFraming::Chunked => In::Chunked(Chunked::new(RESPONSE_LIMITS)),
@@ -422,7 +422,21 @@ fn bodiless_by_custom(method: &Method) -> bool {
 /// Whether a response's head asks for its connection to close: `Connection: close`, or an
 /// HTTP/1.0 response without `Connection: keep-alive`.
 pub(crate) fn asks_to_close(version: Version, headers: &HeaderMap) -> bool {
-    let mut tokens = crate::headers::connection_tokens(headers);
+    says_close(version, crate::headers::connection_tokens(headers))
+}
+
+/// [`asks_to_close`] for a head just parsed: its `Connection` lines are looked up only if
+/// it has any.
+pub(crate) fn head_asks_to_close(version: Version, headers: &HeaderMap, present: Present) -> bool {
+    if present.has(&header::CONNECTION) {
+        asks_to_close(version, headers)
+    } else {
+        says_close(version, std::iter::empty())
+    }
+}
+
+/// The rule of [`asks_to_close`], given the `Connection` tokens.
+fn says_close<'a>(version: Version, mut tokens: impl Iterator<Item = &'a str>) -> bool {
     if version == Version::HTTP_11 {
         tokens.any(|t| t.eq_ignore_ascii_case("close"))
     } else {

@@ -45,7 +45,7 @@ use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
-use super::client::asks_to_close;
+use super::client::{asks_to_close, head_asks_to_close};
 use super::codec::{self, Chunked, Limits, Piece, Refusal, RequestHead};
 use super::out::{Framing, Outgoing, Trailers, WriteError, header_line};
 use super::read;
@@ -412,12 +412,16 @@ impl Connection<'_> {
             uri,
             version,
             headers,
+            present,
             framing,
         } = head;
-        let close_asked = asks_to_close(version, &headers);
-        let upgrade = headers::is_upgrade(&method, version, &headers);
-        let te_trailers = headers::accepts_trailers(&headers);
+        // (Each name looked up only if the head has it: see `Present`.)
+        let close_asked = head_asks_to_close(version, &headers, present);
+        let upgrade = (method == Method::CONNECT || present.has(&header::UPGRADE))
+            && headers::is_upgrade(&method, version, &headers);
+        let te_trailers = present.has(&header::TE) && headers::accepts_trailers(&headers);
         let expect = version == Version::HTTP_11
+            && present.has(&header::EXPECT)
             && headers
                 .get(header::EXPECT)
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));

@@ -220,11 +220,11 @@ fn discard_honours_nothing_and_removes_every_internal_header() {
 
 #[test]
 fn known_names_match_in_any_case_and_only_whole() {
-    for name in KNOWN {
+    for name in &KNOWN {
         let upper = name.as_str().to_ascii_uppercase();
         assert_eq!(known_name(upper.as_bytes()), Some(name.clone()));
         // What `http` would have built: the same name.
-        assert_eq!(HeaderName::from_bytes(upper.as_bytes()).unwrap(), name);
+        assert_eq!(HeaderName::from_bytes(upper.as_bytes()).unwrap(), *name);
     }
     for other in [
         "x-understudy-fo",

@@ -104,6 +104,13 @@ fn every_ambiguity_in_a_head_is_refused() {
         refusal(b"GET / HTTP/1.1\r\nA: b\rc\r\n\r\n"),
         Refusal::BareLineEnd
     );
+    // As soon as the byte after a lone CR is there, not only once the head is whole.
+    let lone = b"GET / HTTP/1.1\r\nA: b\rc\r\nB: d\r\n\r\n";
+    let cr = lone.iter().rposition(|&b| b == b'c').unwrap() - 1;
+    for cut in cr + 2..=lone.len() {
+        assert_eq!(refusal(&lone[..cut]), Refusal::BareLineEnd, "cut at {cut}");
+    }
+    assert!(parse(&lone[..=cr]).unwrap().is_none());
     assert!(
         matches!(
             refusal(b"GET / HTTP/1.1\r\nA: b\r\n c\r\n\r\n"),
@@ -346,4 +353,40 @@ fn a_chunked_body_that_has_ended_takes_nothing_more() {
     assert_eq!(decoder.decode(&mut buf), Ok(Some(Piece::End)));
     assert_eq!(decoder.decode(&mut buf), Ok(Some(Piece::End)));
     assert_eq!(&buf[..], b"GET / HTTP/1.1\r\n\r\n");
+}
+
+#[test]
+fn a_head_notes_which_of_the_names_asked_about_it_carries_and_no_other() {
+    let values = [
+        "0",
+        "chunked",
+        "close",
+        "trailers",
+        "websocket",
+        "100-continue",
+    ];
+    for (name, value) in PRESENT.iter().zip(values) {
+        let upper = name.as_str().to_ascii_uppercase();
+        let head =
+            parse(format!("POST / HTTP/1.1\r\nHost: x\r\n{upper}: {value}\r\n\r\n").as_bytes())
+                .unwrap()
+                .unwrap();
+        for other in &PRESENT {
+            assert_eq!(head.present.has(other), other == name, "{name}: {other}");
+        }
+        // A name it does not note is to be looked up.
+        assert!(head.present.has(&header::HOST));
+        assert!(head.present.has(&header::ACCEPT));
+    }
+    let bare = parse(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap()
+        .unwrap();
+    assert!(PRESENT.iter().all(|n| !bare.present.has(n)));
+    let response = response(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\n",
+        &Method::GET,
+    )
+    .unwrap();
+    let has: Vec<_> = PRESENT.iter().filter(|n| response.present.has(n)).collect();
+    assert_eq!(has, [&header::CONTENT_LENGTH, &header::CONNECTION]);
 }
