@@ -332,19 +332,16 @@ fn parse_error(e: httparse::Error) -> &'static str {
 
 /// The framing rules of the module docs.
 fn framing(headers: &HeaderMap, present: Present, version: Version) -> Result<Framing, Refusal> {
-    let length = present.has(&header::CONTENT_LENGTH);
-    let coding = present.has(&header::TRANSFER_ENCODING);
-    if !length && !coding {
-        return Ok(Framing::Length(0));
-    }
-    let lengths = headers.get_all(header::CONTENT_LENGTH);
-    let codings = headers.get_all(header::TRANSFER_ENCODING);
-    match (length, coding) {
+    // (Each name looked up only if the head has it.)
+    match (
+        present.has(&header::CONTENT_LENGTH),
+        present.has(&header::TRANSFER_ENCODING),
+    ) {
         (true, true) => Err(Refusal::LengthAndEncoding),
         (false, false) => Ok(Framing::Length(0)),
         (true, false) => {
             let mut length = None;
-            for line in lengths {
+            for line in headers.get_all(header::CONTENT_LENGTH) {
                 let n = digits(line.as_bytes()).ok_or(Refusal::Length)?;
                 if length.is_some_and(|l| l != n) {
                     return Err(Refusal::Length);
@@ -358,7 +355,7 @@ fn framing(headers: &HeaderMap, present: Present, version: Version) -> Result<Fr
                 return Err(Refusal::EncodingInHttp10);
             }
             let mut items = Vec::new();
-            for line in codings {
+            for line in headers.get_all(header::TRANSFER_ENCODING) {
                 let text = line.to_str().map_err(|_| Refusal::Encoding)?;
                 items.extend(text.split(',').map(str::trim));
             }
