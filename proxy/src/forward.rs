@@ -11,6 +11,7 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
+use futures::FutureExt;
 use futures::future::Either;
 use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, Uri, Version};
@@ -118,6 +119,8 @@ impl Forwarder {
     /// Sends one attempt of a request whose head the caller keeps across attempts to
     /// `authority` (`host:port`), reached as `reach`: over HTTP/2 when `version` says so,
     /// else over HTTP/1.1, written from `head` where it is (no copy of it per attempt).
+    /// `head` is written out (or, for HTTP/2, copied into hyper's request) before this
+    /// returns: the future borrows neither it nor what it borrows.
     ///
     /// (Not an `async fn`, nor is `send_h1` under it: each layer would keep its arguments
     /// beside the future it awaits, in the future of every request in flight.)
@@ -126,49 +129,25 @@ impl Forwarder {
         authority: &'a str,
         reach: Reach,
         version: Version,
-        head: client::Head<'a>,
+        head: client::Head<'_>,
         body: ReplayBody,
-    ) -> impl Future<Output = Result<Response<ForwardBody>, ForwardError>> + Send + 'a {
+    ) -> impl Future<Output = Result<Response<ForwardBody>, ForwardError>> + Send + use<'a> {
         if version != Version::HTTP_2 {
             return Either::Left(self.send_h1(authority, reach, head, body));
         }
-        // (Boxed: hyper's HTTP/2 request is large, and HTTP/1 is the common case.)
-        Either::Right(Box::pin(
-            self.send_h2(authority, reach, version, head, body),
-        ))
-    }
-
-    async fn send_h2(
-        &self,
-        authority: &str,
-        reach: Reach,
-        version: Version,
-        head: client::Head<'_>,
-        body: ReplayBody,
-    ) -> Result<Response<ForwardBody>, ForwardError> {
-        let mut req = Request::new(body);
-        *req.method_mut() = head.method.clone();
-        *req.version_mut() = version;
-        let headers = req.headers_mut();
-        *headers = head.headers.clone();
-        for (name, value) in head.extra {
-            headers.insert(name, value.clone());
-        }
-        *req.uri_mut() = attempt_uri(authority, reach, head.uri).map_err(|e| ForwardError {
-            peer: authority.to_string(),
-            sent: Sent::Nothing,
-            source: e.into(),
-        })?;
-        self.send(req).await
+        // hyper's request, a copy of the head, made here. (Boxed: hyper's HTTP/2 request
+        // is large, and HTTP/1 is the common case.)
+        let req = h2_request(authority, reach, version, head, body);
+        Either::Right(Box::pin(async move { self.send(req?).await }))
     }
 
     fn send_h1<'a>(
         &'a self,
         authority: &'a str,
         reach: Reach,
-        head: client::Head<'a>,
+        head: client::Head<'_>,
         body: ReplayBody,
-    ) -> impl Future<Output = Result<Response<ForwardBody>, ForwardError>> + Send + 'a {
+    ) -> impl Future<Output = Result<Response<ForwardBody>, ForwardError>> + Send + use<'a> {
         let address = match authority.rsplit_once(':') {
             Some((_, port)) if port.parse::<u16>().is_ok() => Cow::Borrowed(authority),
             _ => Cow::Owned(format!(
@@ -176,20 +155,44 @@ impl Forwarder {
                 if reach == Reach::Mtls { 443 } else { 80 }
             )),
         };
-        async move {
-            match self.h1.send_head(&address, reach, head, body).await {
-                Ok(resp) => Ok(resp.map(ForwardBody::Engine)),
-                Err(source) => Err(ForwardError {
-                    peer: authority.to_string(),
-                    sent: match source {
-                        ClientError::Dial(_) => Sent::Nothing,
-                        _ => Sent::Maybe,
-                    },
-                    source: source.into(),
-                }),
-            }
-        }
+        let sent = self.h1.send_head(address, reach, head, body);
+        sent.map(move |result| match result {
+            Ok(resp) => Ok(resp.map(ForwardBody::Engine)),
+            Err(source) => Err(ForwardError {
+                peer: authority.to_string(),
+                sent: match source {
+                    ClientError::Dial(_) => Sent::Nothing,
+                    _ => Sent::Maybe,
+                },
+                source: source.into(),
+            }),
+        })
     }
+}
+
+/// An HTTP/2 attempt of a request whose head the caller keeps: `head` and its own headers,
+/// copied into hyper's request, with the URI [`attempt_uri`] gives.
+fn h2_request(
+    authority: &str,
+    reach: Reach,
+    version: Version,
+    head: client::Head<'_>,
+    body: ReplayBody,
+) -> Result<Request<ReplayBody>, ForwardError> {
+    let mut req = Request::new(body);
+    *req.method_mut() = head.method.clone();
+    *req.version_mut() = version;
+    let headers = req.headers_mut();
+    *headers = head.headers.clone();
+    for (name, value) in head.extra {
+        headers.insert(name, value.clone());
+    }
+    *req.uri_mut() = attempt_uri(authority, reach, head.uri).map_err(|e| ForwardError {
+        peer: authority.to_string(),
+        sent: Sent::Nothing,
+        source: e.into(),
+    })?;
+    Ok(req)
 }
 
 /// The absolute URI of an attempt (HTTP/2, or an upgrade): the scheme `reach` says,

@@ -32,7 +32,7 @@ pub(crate) use target::{Extra, Target, Wait};
 use crate::balance::Balancer;
 use crate::body::Keep;
 use crate::dial::Dialer;
-use crate::forward::{ForwardBody, Forwarder};
+use crate::forward::{ForwardBody, ForwardError, Forwarder};
 use crate::headers::{self, Inbound};
 use crate::hold::Holder;
 use crate::limits::{self, MAX_URI_BYTES, RequestLimit};
@@ -331,12 +331,11 @@ impl Proxy {
         parts.headers.reserve(4);
         headers::strip_hop_by_hop(&mut parts.headers, upgrade);
         headers::add_forwarded(&mut parts.headers, client, parts.version, host);
-        let mut head = Head {
+        let head = Head {
             method: parts.method,
             uri: parts.uri,
             version: parts.version,
             headers: parts.headers,
-            extra: None,
         };
         // One hold deadline for the whole way: an earlier sidecar's leftover, if it sent one.
         let deadline = self.inner.holder.deadline(started, inbound.hold);
@@ -368,52 +367,67 @@ impl Proxy {
                 // In a block: what the attempt returned is dropped before any wait for the
                 // next one, so the future keeps no room for it across those waits.
                 let failure = {
-                    // (why, the innermost cause): the client's message hides the operating
-                    // system's.
-                    let sent = if upgrade {
-                        let req = head.request(&target, extra, attempt);
-                        let dialer = &this.inner.dialer;
-                        Box::pin(upgrade::send(dialer, &target.authority, target.reach, req))
-                            .await
-                            .map(|resp| resp.map(ForwardBody::Hyper))
-                            .map_err(|e| (e.sent, e.to_string(), e.cause()))
-                    } else {
-                        head.set_extra(extra);
-                        let out = head.outbound();
-                        this.inner
-                            .forwarder
-                            .send_head(&target.authority, target.reach, head.version, out, attempt)
-                            .await
-                            .map_err(|e| (e.sent, format!("{e} ({})", e.cause()), e.cause()))
+                    // Sorted before any wait for the rest of a held-back response: a wait in
+                    // a match whose guards borrow `sent` would keep room for it meanwhile.
+                    let whole = {
+                        // (why, the innermost cause): the client's message hides the operating
+                        // system's.
+                        let sent = if upgrade {
+                            let req = head.request(&target, extra, attempt);
+                            let dialer = &this.inner.dialer;
+                            Box::pin(upgrade::send(dialer, &target.authority, target.reach, req))
+                                .await
+                                .map(|resp| resp.map(ForwardBody::Hyper))
+                                .map_err(|e| (e.sent, e.to_string(), e.cause()))
+                        } else {
+                            // Boxed, as the rarer waits are: a request's whole future is
+                            // then under 1 KiB, which the allocator serves from its
+                            // per-thread cache (larger blocks take its slow path).
+                            let send = head.send(&this.inner.forwarder, &target, extra, attempt);
+                            Box::pin(send)
+                                .await
+                                .map_err(|e| (e.sent, format!("{e} ({})", e.cause()), e.cause()))
+                        };
+                        match sent {
+                            Ok(resp) if refused_by_sidecar(&target, &resp) => {
+                                Err((Sent::Nothing, "refused by sidecar".to_string()))
+                            }
+                            Ok(resp)
+                                if upgrade && upgrade::switched(&head.method, resp.status()) =>
+                            {
+                                return this.tunnel(
+                                    resp,
+                                    target,
+                                    client_upgrade.take(),
+                                    &head.method,
+                                );
+                            }
+                            Ok(resp) if holds_back(&target, &head.method, &body, &resp) => Ok(
+                                Box::pin(this.read_whole(resp, target.tenure.clone(), deadline.at)),
+                            ),
+                            Ok(resp) => return this.respond(resp, target, local),
+                            Err((sent, why, cause)) => {
+                                if sent == Sent::Nothing {
+                                    this.inner.metrics.connect_error(target.route);
+                                    if target.route == Kind::Local {
+                                        this.inner.app_down.note(&this.inner.upstream, &cause);
+                                    }
+                                }
+                                Err((sent, why))
+                            }
+                        }
                     };
-                    match sent {
-                        Ok(resp) if refused_by_sidecar(&target, &resp) => {
-                            (Sent::Nothing, "refused by sidecar".to_string())
-                        }
-                        Ok(resp) if upgrade && upgrade::switched(&head.method, resp.status()) => {
-                            return this.tunnel(resp, target, client_upgrade.take(), &head.method);
-                        }
-                        Ok(resp) if holds_back(&target, &head.method, &body, &resp) => {
-                            match Box::pin(this.read_whole(resp, &target, deadline.at)).await {
-                                Ok(resp) => {
-                                    // Counted as a request being handled until it is sent on: the
-                                    // bound on requests then bounds these buffers too.
-                                    let resp = resp.map(|body| Keep::new(body, permit));
-                                    return this.respond(resp, target, local);
-                                }
-                                Err(e) => (Sent::Maybe, format!("response cut short: {e}")),
+                    match whole {
+                        Ok(read) => match read.await {
+                            Ok(resp) => {
+                                // Counted as a request being handled until it is sent on: the
+                                // bound on requests then bounds these buffers too.
+                                let resp = resp.map(|body| Keep::new(body, permit));
+                                return this.respond(resp, target, local);
                             }
-                        }
-                        Ok(resp) => return this.respond(resp, target, local),
-                        Err((sent, why, cause)) => {
-                            if sent == Sent::Nothing {
-                                this.inner.metrics.connect_error(target.route);
-                                if target.route == Kind::Local {
-                                    this.inner.app_down.note(&this.inner.upstream, &cause);
-                                }
-                            }
-                            (sent, why)
-                        }
+                            Err(e) => (Sent::Maybe, format!("response cut short: {e}")),
+                        },
+                        Err(failure) => failure,
                     }
                 };
                 let (sent, why) = failure;
@@ -449,18 +463,18 @@ impl Proxy {
     /// `resp` read whole (see [`holds_back`]), or, if it is not complete by `until` (the
     /// request's hold deadline), passed on as it comes after what has arrived: a slow
     /// response is held no longer than a request may be. A leader that stops sending holds
-    /// it no longer than its leadership lasts (and the stream grace after) either: then the
-    /// read ends like a cut, and the request goes to the next leader.
+    /// it no longer than its leadership (`tenure`) lasts, and the stream grace after,
+    /// either: then the read ends like a cut, and the request goes to the next leader.
     async fn read_whole(
         &self,
         resp: Response<ForwardBody>,
-        target: &Target,
+        tenure: Tenure,
         until: Instant,
     ) -> Result<Response<ProxyBody>, BoxError> {
         let (parts, body) = resp.into_parts();
         let views = self.inner.views.clone();
         let grace = self.inner.settings.stream_grace;
-        let mut body = tenure::fenced(body, target.tenure.clone(), views, grace);
+        let mut body = tenure::fenced(body, tenure, views, grace);
         let mut data = BytesMut::new();
         let mut trailers = None;
         loop {
@@ -558,26 +572,30 @@ pub(crate) struct Head {
     pub(crate) uri: Uri,
     pub(crate) version: Version,
     pub(crate) headers: HeaderMap,
-    /// The current attempt's own headers, sent after `headers` (which never carries their
-    /// names: the sidecars' own headers are taken off every request that comes in).
-    pub(crate) extra: Option<Extra>,
 }
 
 impl Head {
-    /// Sets the headers of an attempt on the kept head, replacing an earlier attempt's: the
-    /// fencing token to the local app, or the routing headers to a peer.
-    pub(crate) fn set_extra(&mut self, extra: Extra) {
-        self.extra = Some(extra);
-    }
-
-    /// The kept head, as the engine's client writes it.
-    pub(crate) fn outbound(&self) -> crate::h1::client::Head<'_> {
-        crate::h1::client::Head {
+    /// One attempt to `target` over `forwarder`, written from the kept head with the
+    /// attempt's own headers, `extra` (the fencing token to the local app, or the routing
+    /// headers to a peer), after `headers` (which never carries their names: the sidecars'
+    /// own headers are taken off every request that comes in).
+    ///
+    /// `extra` is written out before this returns (see [`Forwarder::send_head`]): taken
+    /// here, it takes no room in the request's future while the answer is awaited.
+    pub(crate) fn send<'a>(
+        &'a self,
+        forwarder: &'a Forwarder,
+        target: &'a Target,
+        extra: Extra,
+        body: ReplayBody,
+    ) -> impl Future<Output = Result<Response<ForwardBody>, ForwardError>> + Send + use<'a> {
+        let head = crate::h1::client::Head {
             method: &self.method,
             uri: &self.uri,
             headers: &self.headers,
-            extra: self.extra.as_ref().map_or(&[], |extra| &extra[..]),
-        }
+            extra: &extra,
+        };
+        forwarder.send_head(&target.authority, target.reach, self.version, head, body)
     }
 
     /// The request for one attempt to `target`, a copy of the kept head (upgrades, which

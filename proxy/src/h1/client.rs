@@ -18,6 +18,7 @@
 //!   where a failed write wrote nothing (a TLS write may be several, the first of which may
 //!   have gone). Idle ones are closed after the idle timeout.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
@@ -193,116 +194,126 @@ impl Client {
         req: Request<ReplayBody>,
     ) -> Result<Response<ResponseBody>, ClientError> {
         let (parts, body) = req.into_parts();
-        self.send_head(address, reach, Head::from(&parts), body)
+        self.send_head(Cow::Borrowed(address), reach, Head::from(&parts), body)
             .await
     }
 
     /// Sends the request `head` with `body` to `address`, as [`Client::send`] does.
-    pub async fn send_head(
-        &self,
-        address: &str,
+    ///
+    /// The head is written out before this returns, so the future borrows neither it nor
+    /// what it borrows: the proxy keeps a request's head across its attempts, but not an
+    /// attempt's own headers, which would otherwise take room in every request's future
+    /// while it waits for the answer.
+    pub fn send_head<'a>(
+        &'a self,
+        address: Cow<'a, str>,
         reach: Reach,
         head: Head<'_>,
         body: ReplayBody,
-    ) -> Result<Response<ResponseBody>, ClientError> {
-        let (key, pooled) = self.pool.take(address, reach);
-        let (conn, read, mut fresh) = match pooled {
-            Some((conn, read)) => (conn, read, false),
-            None => {
-                // (Boxed: most requests find a pooled connection, and every connection's
-                // task would otherwise carry the dial's room.)
-                let conn = Box::pin(self.dialer.dial(address, reach, Alpn::Http1)).await?;
-                (conn, BytesMut::new(), true)
-            }
-        };
-        let method = head.method;
-        let mut out = BytesMut::with_capacity(head_size(head, &body, address));
-        let framing = encode_head(head, &body, address, &mut out);
-        let bodied =
-            matches!(framing, Framing::Chunked) || matches!(framing, Framing::Length(n) if n > 0);
-        let mut exchange = Exchange {
-            conn,
-            read,
-            out: Some(Outgoing::new(out, body, framing, Trailers::All)),
-            write_failed: None,
-            reused: !fresh && reach == Reach::Plain,
-        };
-        let head = loop {
-            match std::future::poll_fn(|cx| exchange.poll_head(cx, method)).await {
-                // A pooled connection the other end (the app, a peer) reset after the pool
-                // checked it, before any of the request left: the request goes whole on a new
-                // one, whatever its method, as nothing of it arrived. (Once: a new
-                // connection's failure is the other end's.)
-                Err(ClientError::Write(e)) if exchange.out.is_some() => {
-                    tracing::debug!(%address, error = %e, "a pooled connection failed before the request left; dialing anew");
-                    exchange.conn = Box::pin(self.dialer.dial(address, reach, Alpn::Http1)).await?;
-                    exchange.reused = false;
-                    fresh = true;
-                    if let Some(redials) = &self.redials {
-                        redials.inc();
-                    }
+    ) -> impl Future<Output = Result<Response<ResponseBody>, ClientError>> + Send + use<'a> {
+        let method = head.method.clone();
+        let mut out = BytesMut::with_capacity(head_size(head, &body, &address));
+        let framing = encode_head(head, &body, &address, &mut out);
+        async move {
+            let address = &*address;
+            let method = &method;
+            let (key, pooled) = self.pool.take(address, reach);
+            let (conn, read, mut fresh) = match pooled {
+                Some((conn, read)) => (conn, read, false),
+                None => {
+                    // (Boxed: most requests find a pooled connection, and every connection's
+                    // task would otherwise carry the dial's room.)
+                    let conn = Box::pin(self.dialer.dial(address, reach, Alpn::Http1)).await?;
+                    (conn, BytesMut::new(), true)
                 }
-                other => break other,
+            };
+            let bodied = matches!(framing, Framing::Chunked)
+                || matches!(framing, Framing::Length(n) if n > 0);
+            let mut exchange = Exchange {
+                conn,
+                read,
+                out: Some(Outgoing::new(out, body, framing, Trailers::All)),
+                write_failed: None,
+                reused: !fresh && reach == Reach::Plain,
+            };
+            let head = loop {
+                match std::future::poll_fn(|cx| exchange.poll_head(cx, method)).await {
+                    // A pooled connection the other end (the app, a peer) reset after the pool
+                    // checked it, before any of the request left: the request goes whole on a new
+                    // one, whatever its method, as nothing of it arrived. (Once: a new
+                    // connection's failure is the other end's.)
+                    Err(ClientError::Write(e)) if exchange.out.is_some() => {
+                        tracing::debug!(%address, error = %e, "a pooled connection failed before the request left; dialing anew");
+                        exchange.conn =
+                            Box::pin(self.dialer.dial(address, reach, Alpn::Http1)).await?;
+                        exchange.reused = false;
+                        fresh = true;
+                        if let Some(redials) = &self.redials {
+                            redials.inc();
+                        }
+                    }
+                    other => break other,
+                }
+            };
+            let head = match head {
+                Ok(head) => head,
+                // A peer that refuses this sidecar's certificate says so (TLS 1.3) after the
+                // handshake seemed done, at the first read: the handshake failed, and nothing
+                // reached an app.
+                Err(ClientError::Read(e) | ClientError::Write(e))
+                    if fresh && exchange.read.is_empty() && refused_by_tls(&e) =>
+                {
+                    self.dialer.handshake_refused();
+                    return Err(ClientError::Dial(DialError::Handshake {
+                        address: address.to_string(),
+                        source: e,
+                    }));
+                }
+                Err(e) => return Err(e),
+            };
+            // A body on a method that has none by custom (a GET with one, say) is framed
+            // right on the way out, but an app that ignores it may read a request smuggled in it
+            // and answer twice: such a connection serves no other request.
+            let keep_alive = !(bodied && bodiless_by_custom(method))
+                && exchange.write_failed.is_none()
+                && head.framing != ResponseFraming::Close
+                && !head_asks_to_close(head.version, &head.headers, head.present);
+            let framing = match head.framing {
+                ResponseFraming::Length(n) => In::Length(n),
+                ResponseFraming::Chunked => In::Chunked(Chunked::new(RESPONSE_LIMITS)),
+                ResponseFraming::Close => In::Close,
+            };
+            // An upload still going when the answer came goes on in a task of its own, so that
+            // it does not wait for the response to be read: a client may send all of its body
+            // before it reads any of the answer. (Rare; the halves are joined again after.)
+            let (conn, upload) = match exchange.out {
+                None => (Reading::Whole(exchange.conn), None),
+                Some(out) => {
+                    let (read, write) = tokio::io::split(exchange.conn);
+                    (Reading::Half(read), Some(Upload::spawn(out, write)))
+                }
+            };
+            let mut body = ResponseBody {
+                keep_alive,
+                conn: Some(conn),
+                read: exchange.read,
+                upload,
+                written: None,
+                framing,
+                home: Some((Arc::downgrade(&self.pool), key)),
+                failed: None,
+                grown: false,
+            };
+            if matches!(body.framing, In::Length(0)) {
+                // Nothing to read: a server does not poll a body that has ended.
+                body.finish();
             }
-        };
-        let head = match head {
-            Ok(head) => head,
-            // A peer that refuses this sidecar's certificate says so (TLS 1.3) after the
-            // handshake seemed done, at the first read: the handshake failed, and nothing
-            // reached an app.
-            Err(ClientError::Read(e) | ClientError::Write(e))
-                if fresh && exchange.read.is_empty() && refused_by_tls(&e) =>
-            {
-                self.dialer.handshake_refused();
-                return Err(ClientError::Dial(DialError::Handshake {
-                    address: address.to_string(),
-                    source: e,
-                }));
-            }
-            Err(e) => return Err(e),
-        };
-        // A body on a method that has none by custom (a GET with one, say) is framed
-        // right on the way out, but an app that ignores it may read a request smuggled in it
-        // and answer twice: such a connection serves no other request.
-        let keep_alive = !(bodied && bodiless_by_custom(method))
-            && exchange.write_failed.is_none()
-            && head.framing != ResponseFraming::Close
-            && !head_asks_to_close(head.version, &head.headers, head.present);
-        let framing = match head.framing {
-            ResponseFraming::Length(n) => In::Length(n),
-            ResponseFraming::Chunked => In::Chunked(Chunked::new(RESPONSE_LIMITS)),
-            ResponseFraming::Close => In::Close,
-        };
-        // An upload still going when the answer came goes on in a task of its own, so that
-        // it does not wait for the response to be read: a client may send all of its body
-        // before it reads any of the answer. (Rare; the halves are joined again after.)
-        let (conn, upload) = match exchange.out {
-            None => (Reading::Whole(exchange.conn), None),
-            Some(out) => {
-                let (read, write) = tokio::io::split(exchange.conn);
-                (Reading::Half(read), Some(Upload::spawn(out, write)))
-            }
-        };
-        let mut body = ResponseBody {
-            keep_alive,
-            conn: Some(conn),
-            read: exchange.read,
-            upload,
-            written: None,
-            framing,
-            home: Some((Arc::downgrade(&self.pool), key)),
-            failed: None,
-            grown: false,
-        };
-        if matches!(body.framing, In::Length(0)) {
-            // Nothing to read: a server does not poll a body that has ended.
-            body.finish();
+            let mut resp = Response::new(body);
+            *resp.status_mut() = head.status;
+            *resp.version_mut() = head.version;
+            *resp.headers_mut() = head.headers;
+            Ok(resp)
         }
-        let mut resp = Response::new(body);
-        *resp.status_mut() = head.status;
-        *resp.version_mut() = head.version;
-        *resp.headers_mut() = head.headers;
-        Ok(resp)
     }
 
     /// Idle connections in the pool (for tests).

@@ -148,13 +148,10 @@ impl<'a> Wait<'a> {
             let kind = route.kind();
             match route {
                 Route::Hold => {
-                    self.enter()?;
-                    let ready =
-                        |v: &View| route::decide(v, crate::now(), inbound, balancer) != Route::Hold;
-                    let timer = self.proxy.inner.metrics.hold_timer();
-                    let waited = self.deadline.until(&mut self.views, ready).await;
-                    timer.finish(waited.is_ok());
-                    waited.map_err(held)?;
+                    // (None when held.) Boxed: held requests are few, and every request's
+                    // future would keep room for the wait (as for `backoff`).
+                    drop(fencing);
+                    Box::pin(self.hold(inbound)).await?;
                 }
                 Route::Reject(why) => return Err(misdirected(&self.views.borrow().identity, &why)),
                 Route::Local { epoch } => {
@@ -204,11 +201,22 @@ impl<'a> Wait<'a> {
         }
     }
 
-    /// After nothing could be sent: wait for a new view or a growing pause.
+    /// Holds until the view routes `inbound` somewhere, or the deadline passes.
+    async fn hold(&mut self, inbound: &Inbound) -> Result<(), Outcome> {
+        self.enter()?;
+        let balancer = &self.proxy.inner.balancer;
+        let ready = |v: &View| route::decide(v, crate::now(), inbound, balancer) != Route::Hold;
+        let timer = self.proxy.inner.metrics.hold_timer();
+        let waited = self.deadline.until(&mut self.views, ready).await;
+        timer.finish(waited.is_ok());
+        waited.map_err(held)
+    }
+
+    /// After nothing could be sent: wait for a new view or a growing pause. (The wait is
+    /// boxed: attempts that fail are few, and every request's future would keep its room.)
     pub(crate) async fn backoff(&mut self) -> Result<(), Outcome> {
         self.enter()?;
-        self.deadline
-            .backoff(&mut self.views, self.backoff)
+        Box::pin(self.deadline.backoff(&mut self.views, self.backoff))
             .await
             .map_err(held)?;
         self.backoff = (self.backoff * 2).min(BACKOFF.1);

@@ -317,7 +317,7 @@ async fn an_attempts_own_headers_follow_the_kept_ones_and_only_its_own_go() {
         };
         let body = ReplayBody::new(Empty::<Bytes>::new(), REPLAY_LIMIT);
         let resp = client
-            .send_head(&addr.to_string(), Reach::Plain, head, body)
+            .send_head(addr.to_string().into(), Reach::Plain, head, body)
             .await
             .unwrap();
         assert_eq!(resp.status(), 204);
