@@ -148,8 +148,9 @@ impl<'a> Wait<'a> {
             let kind = route.kind();
             match route {
                 Route::Hold => {
-                    // (None when held.) Boxed: held requests are few, and every request's
-                    // future would keep room for the wait (as for `backoff`).
+                    // `fencing` (`None` here) is dropped before the wait, so the future
+                    // keeps no room for it; the wait is boxed: held requests are few, and
+                    // every request's future would keep room for it (as for `backoff`).
                     drop(fencing);
                     Box::pin(self.hold(inbound)).await?;
                 }
