@@ -14,7 +14,7 @@ use std::time::Duration;
 use futures::FutureExt;
 use futures::future::Either;
 use http::uri::{PathAndQuery, Scheme};
-use http::{Request, Response, Uri, Version};
+use http::{Method, Request, Response, Uri, Version};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use prometheus::IntCounter;
@@ -137,7 +137,12 @@ impl Forwarder {
         }
         // hyper's request, a copy of the head, made here. (Boxed: hyper's HTTP/2 request
         // is large, and HTTP/1 is the common case.)
-        let req = h2_request(authority, reach, version, head, body);
+        let req =
+            attempt_request(authority, reach, version, head, body).map_err(|e| ForwardError {
+                peer: authority.to_string(),
+                sent: Sent::Nothing,
+                source: e.into(),
+            });
         Either::Right(Box::pin(async move { self.send(req?).await }))
     }
 
@@ -170,28 +175,31 @@ impl Forwarder {
     }
 }
 
-/// An HTTP/2 attempt of a request whose head the caller keeps: `head` and its own headers,
-/// copied into hyper's request, with the URI [`attempt_uri`] gives.
-fn h2_request(
+/// hyper's request for one attempt that hyper sends (HTTP/2, or an upgrade on a connection
+/// of its own): a copy of `head`, its own headers (`head.extra`) set in it, to the URI
+/// [`attempt_uri`] gives; a `CONNECT` keeps the client's target, in authority form. The one
+/// place such a request is built, whichever path sends it.
+pub(crate) fn attempt_request<B>(
     authority: &str,
     reach: Reach,
     version: Version,
     head: client::Head<'_>,
-    body: ReplayBody,
-) -> Result<Request<ReplayBody>, ForwardError> {
+    body: B,
+) -> Result<Request<B>, http::Error> {
+    let uri = if *head.method == Method::CONNECT {
+        head.uri.clone()
+    } else {
+        attempt_uri(authority, reach, head.uri)?
+    };
     let mut req = Request::new(body);
     *req.method_mut() = head.method.clone();
+    *req.uri_mut() = uri;
     *req.version_mut() = version;
     let headers = req.headers_mut();
     *headers = head.headers.clone();
     for (name, value) in head.extra {
         headers.insert(name, value.clone());
     }
-    *req.uri_mut() = attempt_uri(authority, reach, head.uri).map_err(|e| ForwardError {
-        peer: authority.to_string(),
-        sent: Sent::Nothing,
-        source: e.into(),
-    })?;
     Ok(req)
 }
 

@@ -373,12 +373,17 @@ impl Proxy {
                         // (why, the innermost cause): the client's message hides the operating
                         // system's.
                         let sent = if upgrade {
-                            let req = head.request(&target, extra, attempt);
-                            let dialer = &this.inner.dialer;
-                            Box::pin(upgrade::send(dialer, &target.authority, target.reach, req))
-                                .await
-                                .map(|resp| resp.map(ForwardBody::Hyper))
-                                .map_err(|e| (e.sent, e.to_string(), e.cause()))
+                            match head.request(&target, extra, attempt) {
+                                Ok(req) => {
+                                    let (dialer, to) = (&this.inner.dialer, &target.authority);
+                                    Box::pin(upgrade::send(dialer, to, target.reach, req))
+                                        .await
+                                        .map(|resp| resp.map(ForwardBody::Hyper))
+                                        .map_err(|e| (e.sent, e.to_string(), e.cause()))
+                                }
+                                // As the HTTP/2 path takes it: nothing was sent.
+                                Err(e) => Err((Sent::Nothing, e.to_string(), e.to_string())),
+                            }
                         } else {
                             // Boxed, as the rarer waits are: a request's whole future is
                             // then under 1 KiB, which the allocator serves from its
@@ -589,39 +594,31 @@ impl Head {
         extra: Extra,
         body: ReplayBody,
     ) -> impl Future<Output = Result<Response<ForwardBody>, ForwardError>> + Send + use<'a> {
-        let head = crate::h1::client::Head {
-            method: &self.method,
-            uri: &self.uri,
-            headers: &self.headers,
-            extra: &extra,
-        };
+        let head = self.with(&extra);
         forwarder.send_head(&target.authority, target.reach, self.version, head, body)
     }
 
-    /// The request for one attempt to `target`, a copy of the kept head (upgrades, which
-    /// hyper sends, need one of their own; the engine's client writes from the kept head).
-    ///
-    /// The attempt's own headers go into the copy.
-    pub(crate) fn request<B>(&self, target: &Target, extra: Extra, body: B) -> Request<B> {
-        let uri = if self.method == Method::CONNECT {
-            // Sent on a connection of its own ([`upgrade::send`]): the client's target, in
-            // authority form.
-            self.uri.clone()
-        } else {
-            // `https://` to a peer over the peer channel (its peer port).
-            crate::forward::attempt_uri(&target.authority, target.reach, &self.uri)
-                .unwrap_or_else(|_| Uri::from_static("/"))
-        };
-        let mut req = Request::new(body);
-        *req.method_mut() = self.method.clone();
-        *req.uri_mut() = uri;
-        *req.version_mut() = self.version;
-        let headers = req.headers_mut();
-        *headers = self.headers.clone();
-        for (name, value) in extra {
-            headers.insert(name, value);
+    /// The request for one attempt to `target` that hyper sends (an upgrade, on a connection
+    /// of its own): a copy of the kept head with the attempt's own headers
+    /// ([`crate::forward::attempt_request`]). The engine's client writes from the kept head.
+    pub(crate) fn request<B>(
+        &self,
+        target: &Target,
+        extra: Extra,
+        body: B,
+    ) -> Result<Request<B>, http::Error> {
+        let head = self.with(&extra);
+        crate::forward::attempt_request(&target.authority, target.reach, self.version, head, body)
+    }
+
+    /// The kept head as the client writes it, `extra` after its headers.
+    fn with<'h>(&'h self, extra: &'h Extra) -> crate::h1::client::Head<'h> {
+        crate::h1::client::Head {
+            method: &self.method,
+            uri: &self.uri,
+            headers: &self.headers,
+            extra,
         }
-        req
     }
 }
 

@@ -43,3 +43,43 @@ fn an_http2_attempt_keeps_the_path_as_sent_even_an_asterisk() {
     assert_eq!(to.path_and_query().unwrap(), "*");
     assert_eq!(to.scheme_str(), Some("https"));
 }
+
+#[test]
+fn an_attempt_that_hyper_sends_is_built_in_one_place_connect_kept_and_a_bad_authority_refused() {
+    let mut headers = http::HeaderMap::new();
+    headers.insert("accept", http::HeaderValue::from_static("*/*"));
+    let extra = [(crate::headers::FOR, http::HeaderValue::from_static("pod-b"))];
+    let (get, connect) = (Method::GET, Method::CONNECT);
+    let (path, target): (Uri, Uri) = (
+        "/a?b=1".parse().unwrap(),
+        "db.example:5432".parse().unwrap(),
+    );
+    let head = |method, uri| client::Head {
+        method,
+        uri,
+        headers: &headers,
+        extra: &extra,
+    };
+
+    let to_peer = head(&get, &path);
+    let req = attempt_request("10.0.0.2:8443", Reach::Mtls, Version::HTTP_2, to_peer, ()).unwrap();
+    assert_eq!(req.uri(), "https://10.0.0.2:8443/a?b=1");
+    assert_eq!(req.version(), Version::HTTP_2);
+    assert_eq!(req.headers()["accept"], "*/*");
+    assert_eq!(
+        req.headers()[crate::headers::FOR],
+        "pod-b",
+        "the attempt's own header"
+    );
+
+    // A CONNECT keeps the client's target, in authority form, wherever it is sent.
+    let tunnel = head(&connect, &target);
+    let req = attempt_request("10.0.0.2:8080", Reach::Plain, Version::HTTP_11, tunnel, ()).unwrap();
+    assert_eq!(req.uri(), "db.example:5432");
+    assert_eq!(req.method(), Method::CONNECT);
+
+    // An authority that makes no URI is an error, not a request sent to some other path.
+    let bad = head(&get, &path);
+    attempt_request("not an authority", Reach::Plain, Version::HTTP_11, bad, ())
+        .expect_err("a space in the authority");
+}

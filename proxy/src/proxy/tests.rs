@@ -878,7 +878,7 @@ fn each_attempt_carries_only_its_own_added_headers() {
         reach: Reach::Plain,
         load: None,
     };
-    let first = head.request(&local, fencing(), ());
+    let first = head.request(&local, fencing(), ()).unwrap();
     assert_eq!(first.uri(), "http://127.0.0.1:8081/x?y=1");
     assert_eq!(first.headers()[headers::LEADER], "a");
     assert_eq!(first.headers()[headers::LEASE], "web");
@@ -898,7 +898,7 @@ fn each_attempt_carries_only_its_own_added_headers() {
         (headers::HOPS, value("1")),
         (headers::HOLD_MS, value("900")),
     ];
-    let second = head.request(&forward, routing, ());
+    let second = head.request(&forward, routing, ()).unwrap();
     assert_eq!(
         second.uri(),
         "https://10.0.0.2:8080/x?y=1",
@@ -910,7 +910,7 @@ fn each_attempt_carries_only_its_own_added_headers() {
         assert!(!second.headers().contains_key(&gone), "{gone} still set");
     }
     // And back: the routing headers go.
-    let third = head.request(&local, fencing(), ());
+    let third = head.request(&local, fencing(), ()).unwrap();
     assert!(!third.headers().contains_key(headers::FOR));
     assert_eq!(third.headers()[headers::EPOCH], "3");
 }
