@@ -102,6 +102,11 @@ pub struct Client {
     /// Counts requests sent whole on a new connection after a pooled one failed their first
     /// write ([`Client::counting_redials`]).
     redials: Option<IntCounter>,
+    /// Tests only: done to each connection dialed to send a request anew, before it is
+    /// written to (a connection whose first write fails, every time, needs this: a peer's
+    /// reset races the write).
+    #[cfg(test)]
+    redialed: Option<fn(&mut Conn)>,
 }
 
 /// Where pooled connections go: the address (shared, not copied per request) and how it is
@@ -173,6 +178,8 @@ impl Client {
                 reaping: std::sync::atomic::AtomicBool::new(false),
             }),
             redials: None,
+            #[cfg(test)]
+            redialed: None,
         }
     }
 
@@ -246,6 +253,10 @@ impl Client {
                         tracing::debug!(%address, error = %e, "a pooled connection failed before the request left; dialing anew");
                         exchange.conn =
                             Box::pin(self.dialer.dial(address, reach, Alpn::Http1)).await?;
+                        #[cfg(test)]
+                        if let Some(redialed) = self.redialed {
+                            redialed(&mut exchange.conn);
+                        }
                         exchange.reused = false;
                         fresh = true;
                         if let Some(redials) = &self.redials {

@@ -657,10 +657,7 @@ async fn a_request_whose_first_write_fails_on_a_pooled_connection_goes_whole_on_
     {
         let mut idle = client.pool.lock();
         let conn = &mut idle[Reach::Plain as usize].values_mut().next().unwrap()[0].conn;
-        let shut = std::future::poll_fn(|cx| {
-            tokio::io::AsyncWrite::poll_shutdown(Pin::new(&mut *conn), cx)
-        });
-        futures::FutureExt::now_or_never(shut).unwrap().unwrap();
+        shut_for_writing(conn);
         assert!(quiet(conn));
     }
     // A POST, which the proxy would not resend itself: nothing of it left, so the client
@@ -683,6 +680,58 @@ async fn a_request_whose_first_write_fails_on_a_pooled_connection_goes_whole_on_
     assert_eq!(accepts.load(Ordering::SeqCst), 2);
     assert_eq!(client.idle(), 1);
     assert_eq!(redials.get(), 1, "the resend is counted");
+}
+
+/// Shuts `conn`'s sending side at once: its next write fails, every time.
+fn shut_for_writing(conn: &mut Conn) {
+    let shut =
+        std::future::poll_fn(|cx| tokio::io::AsyncWrite::poll_shutdown(Pin::new(&mut *conn), cx));
+    futures::FutureExt::now_or_never(shut).unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_request_is_sent_anew_only_once_a_new_connections_failure_is_the_answer() {
+    // Answers each request; at the client's close it keeps the first connection open (so
+    // that, pooled and shut for writing, it still reads as open and quiet) and closes any
+    // other.
+    let served = Arc::new(AtomicUsize::new(0));
+    let (addr, accepts) = raw(move |s| {
+        let first = served.fetch_add(1, Ordering::SeqCst) == 0;
+        async move {
+            let mut r = BufReader::new(s);
+            while read_head(&mut r).await.is_some() {
+                let resp = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                r.get_mut().write_all(resp.as_bytes()).await.unwrap();
+            }
+            if first {
+                std::future::pending::<()>().await;
+            }
+        }
+    })
+    .await;
+    let redials = prometheus::IntCounter::new("redials", "requests sent anew").unwrap();
+    let mut client = client().counting_redials(redials.clone());
+    let address = addr.to_string();
+    let resp = client.send(&address, Reach::Plain, get("/")).await.unwrap();
+    assert_eq!(text(resp).await, "ok");
+    {
+        let mut idle = client.pool.lock();
+        let conn = &mut idle[Reach::Plain as usize].values_mut().next().unwrap()[0].conn;
+        shut_for_writing(conn);
+        assert!(quiet(conn));
+    }
+    // The new connection's first write fails too: that is the app's answer, not a reason
+    // to dial again (each new connection would fail the same way, for ever).
+    client.redialed = Some(shut_for_writing);
+    let sent = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.send(&address, Reach::Plain, get("/again")),
+    )
+    .await
+    .expect("the request was sent anew more than once");
+    assert!(matches!(sent, Err(ClientError::Write(_))), "{sent:?}");
+    assert_eq!(accepts.load(Ordering::SeqCst), 2, "one new connection");
+    assert_eq!(redials.get(), 1);
 }
 
 #[tokio::test]
