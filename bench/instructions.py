@@ -14,11 +14,13 @@ Contenders (as in bench/bench.py, every proxy process counted):
   understudy standby   wrk -> understudy (standby) -> understudy (leader) -> backend
   haproxy              plain; and "same headers", configured to edit heads as a sidecar does
   haproxy, two hops    and two hops with the same headers (the standby's yardsticks)
+With --http2: h2load (64 connections of 10 streams, h2c) through a leader whose app speaks
+h2c, and through HAProxy with h2 on both sides, as in bench/bench.py's HTTP/2 step.
 Every process is ours, listens on 127.0.0.1 only, and is killed at the end.
 """
 import argparse, glob, json, os, subprocess, tempfile, time
 
-from bench import (PORTS, cleanup, get, start_backend, start_emulator, start_haproxy,
+from bench import (PORTS, cleanup, get, h2load, start_backend, start_emulator, start_haproxy,
                    start_understudy, wait_for, wrk)
 
 # Under callgrind a proxy runs some fifty times slower: room to start and to be elected.
@@ -54,61 +56,90 @@ def executed(tmp, procs, during):
     return total, took, result
 
 
-def counted(tmp, port, procs, seconds):
+def counted(tmp, port, procs, seconds, load=None):
     """(instructions, requests) of a bounded load on `port`, summed over `procs`. What the
     processes do with no load (the election's renewals, timers) is measured first, over
     IDLE seconds, and taken off at that rate: a slower run (a busy host) answers fewer
     requests in the same time, and would otherwise charge each with more of it."""
-    wrk(port, 16, 2, tmp)  # warm-up: connections and pools
+    load = load or (lambda s: wrk(port, 16, s, tmp))
+    load(2)  # warm-up: connections and pools
     idle, idle_took, _ = executed(tmp, procs, lambda: time.sleep(IDLE))
-    busy, took, r = executed(tmp, procs, lambda: wrk(port, 16, seconds, tmp))
+    busy, took, r = executed(tmp, procs, lambda: load(seconds))
     return max(busy - idle * took / idle_took, 0), r["requests"]
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=int, default=10, help="per contender, under load")
+    ap.add_argument("--http2", action="store_true",
+                    help="HTTP/2 instead: h2load (64 connections of 10 streams, h2c) through a leader "
+                         "whose app speaks h2c, and through HAProxy with h2 on both sides")
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="understudy-instructions-")
     out = lambda name: callgrind(os.path.join(tmp, name))
-    rows = []
     try:
         start_backend(tmp)
         kubeconfig = start_emulator(tmp)
-
-        lead = start_understudy(tmp, kubeconfig, "lead", PORTS["leader"], PORTS["admin_leader"],
-                                wrap=out("lead"), timeout=SLOW)
-        wait_for(lambda: leader_of(PORTS["admin_leader"]) == "lead", "the leader", timeout=SLOW)
-        rows.append(("understudy leader", counted(tmp, PORTS["leader"], [("lead", lead)], args.seconds)))
-        standby = start_understudy(tmp, kubeconfig, "standby", PORTS["standby"], PORTS["admin_standby"],
-                                   wrap=out("standby"), timeout=SLOW)
-        wait_for(lambda: leader_of(PORTS["admin_standby"]) == "lead", "the standby", timeout=SLOW)
-        rows.append(("understudy standby (two hops)",
-                     counted(tmp, PORTS["standby"], [("standby", standby), ("lead", lead)], args.seconds)))
-
-        started = {}
-        for label, name, upstream, headers, hop in [
-            ("haproxy", "haproxy", "backend", None, None),
-            ("haproxy, two hops", "haproxy2", "haproxy", None, "haproxy"),
-            ("haproxy, same headers", "haproxy_hdr", "backend", "leader", None),
-            ("haproxy, same headers, two hops", "haproxy_hdr2", "haproxy_hdr", "standby", "haproxy_hdr"),
-        ]:
-            p = start_haproxy(tmp, name, upstream=upstream, headers=headers, wrap=out(name), timeout=SLOW)
-            started[name] = p
-            procs = [(name, p)] + ([(hop, started[hop])] if hop else [])
-            rows.append((label, counted(tmp, PORTS[name], procs, args.seconds)))
+        rows = (http2 if args.http2 else http1)(tmp, out, kubeconfig, args.seconds)
     finally:
         cleanup()
     per = {label: ir / max(n, 1) for label, (ir, n) in rows}
     yard = {"understudy leader": ("haproxy", "haproxy, same headers"),
-            "understudy standby (two hops)": ("haproxy, two hops", "haproxy, same headers, two hops")}
+            "understudy standby (two hops)": ("haproxy, two hops", "haproxy, same headers, two hops"),
+            "understudy leader, HTTP/2": ("haproxy, HTTP/2", None)}
     print(f"\n{'contender':34s} {'requests':>9s} {'instructions/request':>21s}  ratios")
     for label, (ir, n) in rows:
         ratios = ""
         if label in yard:
             plain, same = yard[label]
-            ratios = f"{per[label] / per[plain]:.2f} x plain HAProxy, {per[label] / per[same]:.2f} x same headers"
+            ratios = f"{per[label] / per[plain]:.2f} x plain HAProxy"
+            if same:
+                ratios += f", {per[label] / per[same]:.2f} x same headers"
         print(f"{label:34s} {n:9d} {per[label]:21,.0f}  {ratios}")
+
+
+def http1(tmp, out, kubeconfig, seconds):
+    """The HTTP/1 contenders' (label, (instructions, requests)), under wrk."""
+    rows = []
+    lead = start_understudy(tmp, kubeconfig, "lead", PORTS["leader"], PORTS["admin_leader"],
+                            wrap=out("lead"), timeout=SLOW)
+    wait_for(lambda: leader_of(PORTS["admin_leader"]) == "lead", "the leader", timeout=SLOW)
+    rows.append(("understudy leader", counted(tmp, PORTS["leader"], [("lead", lead)], seconds)))
+    standby = start_understudy(tmp, kubeconfig, "standby", PORTS["standby"], PORTS["admin_standby"],
+                               wrap=out("standby"), timeout=SLOW)
+    wait_for(lambda: leader_of(PORTS["admin_standby"]) == "lead", "the standby", timeout=SLOW)
+    rows.append(("understudy standby (two hops)",
+                 counted(tmp, PORTS["standby"], [("standby", standby), ("lead", lead)], seconds)))
+
+    started = {}
+    for label, name, upstream, headers, hop in [
+        ("haproxy", "haproxy", "backend", None, None),
+        ("haproxy, two hops", "haproxy2", "haproxy", None, "haproxy"),
+        ("haproxy, same headers", "haproxy_hdr", "backend", "leader", None),
+        ("haproxy, same headers, two hops", "haproxy_hdr2", "haproxy_hdr", "standby", "haproxy_hdr"),
+    ]:
+        p = start_haproxy(tmp, name, upstream=upstream, headers=headers, wrap=out(name), timeout=SLOW)
+        started[name] = p
+        procs = [(name, p)] + ([(hop, started[hop])] if hop else [])
+        rows.append((label, counted(tmp, PORTS[name], procs, seconds)))
+    return rows
+
+
+def http2(tmp, out, kubeconfig, seconds):
+    """The --http2 contenders' (label, (instructions, requests)), under h2load, as
+    bench/bench.py's HTTP/2 step has them."""
+    lead = start_understudy(tmp, kubeconfig, "lead-h2", PORTS["leader_h2"], PORTS["admin_h2"],
+                            election="bench-h2", upstream="backend_h2", wrap=out("lead-h2"),
+                            timeout=SLOW)
+    wait_for(lambda: leader_of(PORTS["admin_h2"]) == "lead-h2", "the leader", timeout=SLOW)
+    hap = start_haproxy(tmp, "haproxy_h2", upstream="backend_h2", h2=True, wrap=out("haproxy_h2"),
+                        timeout=SLOW)
+    rows = []
+    for label, name, port, p in (("understudy leader, HTTP/2", "lead-h2", "leader_h2", lead),
+                                 ("haproxy, HTTP/2", "haproxy_h2", "haproxy_h2", hap)):
+        load = lambda s, port=PORTS[port]: h2load(port, 64, 10, s)
+        rows.append((label, counted(tmp, PORTS[port], [(name, p)], seconds, load)))
+    return rows
 
 
 if __name__ == "__main__":
