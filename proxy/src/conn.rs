@@ -225,6 +225,22 @@ impl AsyncRead for Watched {
     }
 }
 
+/// An accepted plain connection, as [`accept`] hands it on: for tests of what is served
+/// on one.
+#[cfg(test)]
+pub(crate) fn accepted(inner: TcpStream, client: SocketAddr) -> Accepted {
+    let activity = Activity::new();
+    let watched = Watched {
+        inner,
+        activity: activity.clone(),
+    };
+    Accepted {
+        stream: MaybeTls::Plain(watched),
+        client,
+        activity,
+    }
+}
+
 impl Watched {
     /// The local address the client connected to.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {

@@ -204,3 +204,26 @@ async fn content_length_with_transfer_encoding_is_refused_after_earlier_requests
     assert_eq!(answer.matches("HTTP/1.1 ").count(), 2, "{answer}");
     assert_eq!(smuggling.get(), 1);
 }
+
+/// A connection's task lives as long as the connection, and holds the HTTP/1 engine's
+/// future inline: one per connection, 1,000 connections a thousand of them. What only some
+/// connections need is boxed apart (HTTP/2, a TLS handshake, each request's answer).
+#[tokio::test]
+async fn a_connections_future_fits_in_a_kilobyte_and_a_half() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let _client = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (stream, client) = listener.accept().await.unwrap();
+    let limits = limits();
+    let http = Http {
+        h2: Arc::new(hyper::server::conn::http2::Builder::new(
+            TokioExecutor::new(),
+        )),
+        h1: Arc::new(h1_settings(&limits, CancellationToken::new())),
+    };
+    let handler = |_: Request<RequestBody>, _| async move { Response::new(full("ok")) };
+    let serving = http.serve(crate::conn::accepted(stream, client), handler);
+    let size = std::mem::size_of_val(&serving);
+    assert!(size <= 1536, "a connection's future takes {size} bytes");
+}
