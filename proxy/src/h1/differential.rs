@@ -331,6 +331,19 @@ pub fn stricter_for_responses(r: &Refusal) -> bool {
     stricter_than_hyper(r) || *r == Refusal::Length
 }
 
+/// What the response target takes (its fuzz target's input, and its seeds in
+/// `proxy/fuzz/seeds`): the first byte picks the request's method (GET, HEAD or POST), the
+/// rest is the answer to it. `None` for no bytes.
+pub fn response_input(bytes: &[u8]) -> Option<(Method, &[u8])> {
+    let (&pick, response) = bytes.split_first()?;
+    let method = match pick % 3 {
+        0 => Method::GET,
+        1 => Method::HEAD,
+        _ => Method::POST,
+    };
+    Some((method, response))
+}
+
 /// Runs both on `bytes` as the answer to `method` and compares: `Err` describes a
 /// difference.
 pub fn check_response(bytes: &[u8], method: &Method) -> Result<(), String> {

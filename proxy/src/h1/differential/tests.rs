@@ -2,7 +2,7 @@ use proptest::prelude::*;
 
 use http::Method;
 
-use super::{check, check_response};
+use super::{check, check_response, codec_response, codec_view, response_input};
 
 // === the byte streams ===
 
@@ -233,4 +233,52 @@ fn responses_the_property_test_shrank_to_stay_framed_alike() {
         &Method::GET,
     )
     .unwrap();
+}
+
+/// The fuzz targets' seeds (`proxy/fuzz/seeds/<target>`): what `cargo fuzz run` starts from
+/// with the commands in docs/security.md, by name.
+fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = format!("{}/fuzz/seeds/{target}", env!("CARGO_MANIFEST_DIR"));
+    let mut seeds: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .map(|entry| {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read(&path).unwrap())
+        })
+        .collect();
+    seeds.sort();
+    seeds
+}
+
+/// Each seed is one rule of the module docs (most of them an ambiguity the codec refuses):
+/// each passes the check, so a change that breaks one shows here, and a short fuzz run
+/// starts from every rule rather than from nothing.
+#[test]
+fn the_fuzz_targets_seeds_pass_the_check_and_hold_both_taken_and_refused_messages() {
+    let requests = seeds("h1_differential");
+    let mut refused = 0;
+    for (name, bytes) in &requests {
+        check(bytes).unwrap_or_else(|d| panic!("seed {name}: {d}"));
+        refused += usize::from(codec_view(bytes).1.is_some());
+    }
+    // (12 of 24 now: every refusal rule, and as many messages taken whole.)
+    let taken = requests.len() - refused;
+    assert!(
+        refused >= 10 && taken >= 10,
+        "{refused} request seeds refused, {taken} taken"
+    );
+    let responses = seeds("h1_response_differential");
+    let mut refused = 0;
+    for (name, bytes) in &responses {
+        let (method, response) = response_input(bytes).expect("a seed is not empty");
+        check_response(response, &method).unwrap_or_else(|d| panic!("seed {name}: {d}"));
+        refused += usize::from(codec_response(response, &method).is_err());
+    }
+    // (6 of 16 now.)
+    let taken = responses.len() - refused;
+    assert!(
+        refused >= 5 && taken >= 8,
+        "{refused} response seeds refused, {taken} taken"
+    );
 }
