@@ -116,11 +116,8 @@ pub async fn accept_refusing<S, Fut>(
         let (serve, tls, stop) = (serve.clone(), tls.clone(), stop.clone());
         tracker.spawn(async move {
             let _admitted = admitted;
-            let activity = Activity::new();
-            let watched = Watched {
-                inner: stream,
-                activity: activity.clone(),
-            };
+            let watched = Watched::new(stream);
+            let activity = watched.activity.clone();
             let stream = match tls {
                 None => MaybeTls::Plain(watched),
                 Some(tls) => {
@@ -229,19 +226,23 @@ impl AsyncRead for Watched {
 /// on one.
 #[cfg(test)]
 pub(crate) fn accepted(inner: TcpStream, client: SocketAddr) -> Accepted {
-    let activity = Activity::new();
-    let watched = Watched {
-        inner,
-        activity: activity.clone(),
-    };
+    let watched = Watched::new(inner);
     Accepted {
+        activity: watched.activity.clone(),
         stream: MaybeTls::Plain(watched),
         client,
-        activity,
     }
 }
 
 impl Watched {
+    /// `inner`, its activity recorded from now.
+    fn new(inner: TcpStream) -> Watched {
+        Watched {
+            inner,
+            activity: Activity::new(),
+        }
+    }
+
     /// The local address the client connected to.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.inner.local_addr()
