@@ -86,6 +86,8 @@ pub(crate) struct Inner {
     pub(crate) app_down: app_down::AppDown,
     /// The fencing headers of the current local leadership, built once.
     pub(crate) fencing: target::FencingCache,
+    /// The routing headers' values sent to peers, kept while they stay the same.
+    pub(crate) routing: target::RoutingCache,
 }
 
 /// Where a request came in.
@@ -140,6 +142,7 @@ impl Proxy {
                 draining: AtomicBool::new(false),
                 app_down: app_down::AppDown::default(),
                 fencing: target::FencingCache::default(),
+                routing: target::RoutingCache::default(),
             }),
         }
     }

@@ -92,6 +92,58 @@ impl FencingCache {
     }
 }
 
+/// Most leaders whose [`headers::FOR`] value is kept: with N slots a standby spreads its
+/// requests over N actives, and each would otherwise be built again on every request.
+const KEPT_LEADERS: usize = 8;
+
+/// The routing headers' values last sent to a peer, kept (as [`FencingCache`] keeps the
+/// fencing ones): the leader's identity for as long as it leads, and the milliseconds left
+/// of the hold deadline, which are the same for most requests that arrive within a
+/// millisecond of each other. A value built for every forward is an allocation and a copy;
+/// a kept one is cloned by a count.
+#[derive(Default)]
+pub(crate) struct RoutingCache(Mutex<RoutingKept>);
+
+#[derive(Default)]
+struct RoutingKept {
+    /// `(identity, its value)`, at most [`KEPT_LEADERS`]; the oldest goes first.
+    leaders: Vec<(String, HeaderValue)>,
+    /// The last hold value sent, and its value.
+    hold_ms: Option<(u64, HeaderValue)>,
+}
+
+impl RoutingCache {
+    /// The routing headers for a request forwarded to `identity` as its `hops`th sidecar,
+    /// with `hold_ms` milliseconds left of its hold deadline.
+    pub(crate) fn headers(&self, identity: &str, hops: u8, hold_ms: u64) -> Extra {
+        let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let for_pod = match kept.leaders.iter().find(|(id, _)| id == identity) {
+            Some((_, value)) => value.clone(),
+            None => {
+                let value = headers::value(identity);
+                if kept.leaders.len() == KEPT_LEADERS {
+                    kept.leaders.remove(0);
+                }
+                kept.leaders.push((identity.to_string(), value.clone()));
+                value
+            }
+        };
+        let hold = match &kept.hold_ms {
+            Some((ms, value)) if *ms == hold_ms => value.clone(),
+            _ => {
+                let value = HeaderValue::from(hold_ms);
+                kept.hold_ms = Some((hold_ms, value.clone()));
+                value
+            }
+        };
+        [
+            (headers::FOR, for_pod),
+            (headers::HOPS, headers::hops_value(hops)),
+            (headers::HOLD_MS, hold),
+        ]
+    }
+}
+
 impl Fencing {
     fn build(identity: &str, epoch: u64, lease: &str) -> Extra {
         [
@@ -176,14 +228,8 @@ impl<'a> Wait<'a> {
                     hops,
                 } => {
                     let left = self.deadline.remaining(Instant::now()).as_millis();
-                    let extra = [
-                        (headers::FOR, headers::value(&identity)),
-                        (headers::HOPS, headers::hops_value(hops)),
-                        (
-                            headers::HOLD_MS,
-                            HeaderValue::from(u64::try_from(left).unwrap_or(u64::MAX)),
-                        ),
-                    ];
+                    let left = u64::try_from(left).unwrap_or(u64::MAX);
+                    let extra = self.proxy.inner.routing.headers(&identity, hops, left);
                     let load = several.then(|| balancer.start(&identity));
                     let reach = match self.proxy.inner.peer_tls {
                         Some(_) => Reach::Mtls,

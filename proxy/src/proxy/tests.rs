@@ -1074,6 +1074,33 @@ fn kept_fencing_headers_are_those_of_the_leadership_asked_for() {
     assert_eq!(seen(kept.headers("b", 4, "db")), ["b", "4", "db"]);
 }
 
+#[test]
+fn kept_routing_headers_are_those_of_the_leader_and_the_time_left_asked_for() {
+    let kept = target::RoutingCache::default();
+    let seen = |extra: &target::Extra| extra.clone().map(|(_, v)| v.to_str().unwrap().to_string());
+    let first = kept.headers("a", 1, 9_999);
+    assert_eq!(seen(&first), ["a", "1", "9999"]);
+    let again = kept.headers("a", 1, 9_999);
+    assert_eq!(seen(&again), ["a", "1", "9999"]);
+    // Kept, not built again: the second request's values share the first's bytes.
+    let shared = |i: usize| first[i].1.as_bytes().as_ptr() == again[i].1.as_bytes().as_ptr();
+    assert!(
+        shared(0) && shared(2),
+        "the identity and the hold were built again"
+    );
+    assert_eq!(seen(&kept.headers("a", 2, 9_998)), ["a", "2", "9998"]);
+    assert_eq!(seen(&kept.headers("b", 1, 9_998)), ["b", "1", "9998"]);
+    // More leaders than are kept (N slots): each still gets its own name.
+    for i in 0..20 {
+        let name = format!("pod-{i}");
+        assert_eq!(seen(&kept.headers(&name, 1, 5))[0], name);
+    }
+    assert_eq!(
+        seen(&kept.headers("a", 1, u64::MAX)),
+        ["a", "1", &u64::MAX.to_string()]
+    );
+}
+
 /// The HTTP/1 engine boxes the future of every request in flight. Within 1 KiB it is an
 /// allocation from the allocator's per-thread cache (glibc's holds blocks of up to 1,032
 /// bytes; at 1.7 KiB each request's took the slow path). What only some requests wait for
