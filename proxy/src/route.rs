@@ -1,6 +1,5 @@
 //! Where one request goes, decided from the latest election [`View`] alone (no API call).
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use understudy_elector::{Leader, View};
@@ -8,9 +7,11 @@ use understudy_elector::{Leader, View};
 use crate::balance::Balancer;
 use crate::headers::{Inbound, MAX_HOPS};
 
-/// The decision for one request at one moment.
+/// The decision for one request at one moment. A forward borrows the leader's names from
+/// the view it was decided in: a request routed copies none (the proxy keeps shared copies,
+/// `proxy::target::RoutingCache`).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Route {
+pub enum Route<'v> {
     /// This pod is the acting leader: hand the request to the local app with this fencing token.
     /// (The leader is this pod, the view's `identity`: only the epoch is carried, so that a
     /// request routed here copies no names.)
@@ -22,11 +23,11 @@ pub enum Route {
     /// Forward to the leader's sidecar.
     Forward {
         /// The leader the request is meant for, as the Lease names it.
-        identity: String,
+        identity: &'v str,
         /// Its fencing epoch (the Lease's `leaseTransitions` when it took it).
         epoch: u64,
-        /// Its advertised address (made once per decision; the request's target shares it).
-        address: Arc<str>,
+        /// Its advertised address.
+        address: &'v str,
         /// Hop count to send (one more than received).
         hops: u8,
     },
@@ -91,7 +92,7 @@ impl Kind {
     }
 }
 
-impl Route {
+impl Route<'_> {
     /// Its [`Kind`].
     pub fn kind(&self) -> Kind {
         match self {
@@ -110,7 +111,12 @@ impl Route {
 /// - Otherwise: local while this pod is acting leader; forwarded while another pod leads and
 ///   advertises an address (with N active slots: to one of every active that does, as
 ///   `balancer` picks); held only when there is no one to send to.
-pub fn decide(view: &View, now: Instant, inbound: &Inbound, balancer: &Balancer) -> Route {
+pub fn decide<'v>(
+    view: &'v View,
+    now: Instant,
+    inbound: &Inbound,
+    balancer: &Balancer,
+) -> Route<'v> {
     let me = view.identity.as_str();
     let other_leader = view.leader.as_ref().filter(|l| l.identity != me);
     if let Some(meant) = inbound.for_pod.as_deref().filter(|p| *p != me) {
@@ -154,13 +160,13 @@ pub fn decide(view: &View, now: Instant, inbound: &Inbound, balancer: &Balancer)
     }
 }
 
-fn forward(leader: &Leader, inbound: &Inbound) -> Option<Route> {
-    let address = Arc::from(leader.address.as_deref()?);
+fn forward<'v>(leader: &'v Leader, inbound: &Inbound) -> Option<Route<'v>> {
+    let address = leader.address.as_deref()?;
     if inbound.hops >= MAX_HOPS {
         return None;
     }
     Some(Route::Forward {
-        identity: leader.identity.clone(),
+        identity: &leader.identity,
         epoch: leader.epoch,
         address,
         hops: inbound.hops + 1,

@@ -320,7 +320,7 @@ impl TcpProxy {
     /// this pod by a sender that saw it lead at a later epoch than this pod knows of waits for
     /// this pod's view to catch up (a planned handover names the successor before it acts)
     /// rather than going back the way it came.
-    fn decide(&self, view: &View, inbound: &Inbound, sent_at: Option<u64>) -> Route {
+    fn decide<'v>(&self, view: &'v View, inbound: &Inbound, sent_at: Option<u64>) -> Route<'v> {
         let now = crate::now();
         // (One slot only: with several, the sender's epoch may be another slot's Lease's.)
         let behind = inbound.for_pod.as_deref() == Some(view.identity.as_str())
@@ -454,7 +454,7 @@ impl TcpProxy {
                     hops,
                 } => {
                     let facts = HandOff {
-                        for_pod: identity.clone(),
+                        for_pod: identity.to_string(),
                         hops: *hops,
                         listener,
                         hold: deadline.remaining(Instant::now()),
@@ -462,7 +462,7 @@ impl TcpProxy {
                     };
                     let header = proxy_header::encode(origin, to, Some(&facts));
                     let tenure = Tenure::Peer {
-                        identity: identity.clone(),
+                        identity: Arc::from(*identity),
                         epoch: *epoch,
                     };
                     self.dial(address, Some(header), tenure, Kind::Forward)

@@ -5,6 +5,7 @@
 //! actives. [`Tenure::ended`] resolves when the election moves on; [`fenced`] cuts a
 //! response body a grace period after that.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -23,8 +24,8 @@ pub enum Tenure {
     },
     /// Forwarded to `identity`, leader with `epoch`.
     Peer {
-        /// The leader it was forwarded to.
-        identity: String,
+        /// The leader it was forwarded to (shared with the proxy's kept copy).
+        identity: Arc<str>,
         /// Its epoch.
         epoch: u64,
     },
@@ -40,7 +41,7 @@ impl Tenure {
             }
             Tenure::Peer { identity, epoch } => {
                 let is = |l: &understudy_elector::Leader| {
-                    l.identity == *identity && l.epoch == *epoch && l.identity != view.identity
+                    *l.identity == **identity && l.epoch == *epoch && l.identity != view.identity
                 };
                 leader.is_some_and(is) || view.peers.iter().any(is)
             }

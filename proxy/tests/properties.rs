@@ -177,12 +177,12 @@ proptest! {
                 prop_assert_eq!(holder, Some(("pod-a", *epoch)));
             }
             Route::Forward { identity, epoch, address, hops } => {
-                prop_assert!(identity != "pod-a");
+                prop_assert!(*identity != "pod-a");
                 // One of the holders the view names, with its address and epoch.
                 let named = view.leader.iter().chain(&view.peers).any(|l| {
                     l.identity == *identity
                         && l.epoch == *epoch
-                        && l.address.as_deref() == Some(&**address)
+                        && l.address.as_deref() == Some(*address)
                 });
                 prop_assert!(named, "{:?} is not in {:?}", route, view);
                 prop_assert!(*hops >= 1 && *hops <= MAX_HOPS);

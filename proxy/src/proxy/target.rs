@@ -92,40 +92,69 @@ impl FencingCache {
     }
 }
 
-/// Most leaders whose [`headers::FOR`] value is kept: with N slots a standby spreads its
-/// requests over N actives, and each would otherwise be built again on every request.
+/// Most leaders [`RoutingCache`] keeps: with N slots a standby spreads its requests over N
+/// actives, and each would otherwise be built again on every request.
 const KEPT_LEADERS: usize = 8;
 
-/// The routing headers' values last sent to a peer, kept (as [`FencingCache`] keeps the
-/// fencing ones): the leader's identity for as long as it leads, and the milliseconds left
-/// of the hold deadline, which are the same for most requests that arrive within a
-/// millisecond of each other. A value built for every forward is an allocation and a copy;
-/// a kept one is cloned by a count.
+/// What a standby sends a request to a peer with, kept (as [`FencingCache`] keeps the
+/// fencing headers): for each of the last few leaders, its identity, its address and the
+/// value naming it, and the milliseconds left of the hold deadline, which most requests
+/// arriving within the same millisecond share. Built for every forward, these were five
+/// allocations and their copies; kept, each is cloned by a count.
 #[derive(Default)]
 pub(crate) struct RoutingCache(Mutex<RoutingKept>);
 
 #[derive(Default)]
 struct RoutingKept {
-    /// `(identity, its value)`, at most [`KEPT_LEADERS`]; the oldest goes first.
-    leaders: Vec<(String, HeaderValue)>,
+    /// At most [`KEPT_LEADERS`]; the oldest goes first.
+    leaders: Vec<KeptLeader>,
     /// The last hold value sent, and its value.
     hold_ms: Option<(u64, HeaderValue)>,
 }
 
+struct KeptLeader {
+    identity: Arc<str>,
+    address: Arc<str>,
+    /// [`headers::FOR`]'s value: `identity`.
+    for_pod: HeaderValue,
+}
+
+/// A forward's shared names and its routing headers, from [`RoutingCache::forward`].
+pub(crate) struct Forwarding {
+    /// The leader's identity.
+    pub(crate) identity: Arc<str>,
+    /// Where it is reached.
+    pub(crate) address: Arc<str>,
+    /// The routing headers: [`headers::FOR`], [`headers::HOPS`], [`headers::HOLD_MS`].
+    pub(crate) extra: Extra,
+}
+
 impl RoutingCache {
-    /// The routing headers for a request forwarded to `identity` as its `hops`th sidecar,
-    /// with `hold_ms` milliseconds left of its hold deadline.
-    pub(crate) fn headers(&self, identity: &str, hops: u8, hold_ms: u64) -> Extra {
+    /// A request forwarded to `identity` at `address` as its `hops`th sidecar, with
+    /// `hold_ms` milliseconds left of its hold deadline.
+    pub(crate) fn forward(
+        &self,
+        identity: &str,
+        address: &str,
+        hops: u8,
+        hold_ms: u64,
+    ) -> Forwarding {
         let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let for_pod = match kept.leaders.iter().find(|(id, _)| id == identity) {
-            Some((_, value)) => value.clone(),
+        let same = |l: &&KeptLeader| *l.identity == *identity && *l.address == *address;
+        let (identity, address, for_pod) = match kept.leaders.iter().find(same) {
+            Some(l) => (l.identity.clone(), l.address.clone(), l.for_pod.clone()),
             None => {
-                let value = headers::value(identity);
+                let l = KeptLeader {
+                    identity: Arc::from(identity),
+                    address: Arc::from(address),
+                    for_pod: headers::value(identity),
+                };
+                let shared = (l.identity.clone(), l.address.clone(), l.for_pod.clone());
                 if kept.leaders.len() == KEPT_LEADERS {
                     kept.leaders.remove(0);
                 }
-                kept.leaders.push((identity.to_string(), value.clone()));
-                value
+                kept.leaders.push(l);
+                shared
             }
         };
         let hold = match &kept.hold_ms {
@@ -136,11 +165,71 @@ impl RoutingCache {
                 value
             }
         };
-        [
+        let extra = [
             (headers::FOR, for_pod),
             (headers::HOPS, headers::hops_value(hops)),
             (headers::HOLD_MS, hold),
-        ]
+        ];
+        Forwarding {
+            identity,
+            address,
+            extra,
+        }
+    }
+}
+
+/// The target and the headers of an attempt routed by `route`, decided in `view` (`None`:
+/// hold; `Err`: the answer to give instead). Names are not copied from the view: the kept
+/// ones are shared.
+#[allow(clippy::result_large_err)]
+fn attempt(
+    proxy: &Proxy,
+    deadline: &Deadline,
+    view: &View,
+    route: Route<'_>,
+) -> Option<Result<(Target, Extra), Outcome>> {
+    let kind = route.kind();
+    let inner = &proxy.inner;
+    match route {
+        Route::Hold => None,
+        Route::Reject(why) => Some(Err(misdirected(&view.identity, &why))),
+        Route::Local { epoch } => {
+            let extra = inner.fencing.headers(&view.identity, epoch, &view.lease);
+            let target = Target {
+                authority: inner.upstream.clone(),
+                tenure: Tenure::Local { epoch },
+                route: kind,
+                reach: Reach::Plain,
+                load: None,
+            };
+            Some(Ok((target, extra)))
+        }
+        Route::Forward {
+            identity,
+            epoch,
+            address,
+            hops,
+        } => {
+            let left = deadline.remaining(Instant::now()).as_millis();
+            let left = u64::try_from(left).unwrap_or(u64::MAX);
+            let kept = inner.routing.forward(identity, address, hops, left);
+            let load = (!view.peers.is_empty()).then(|| inner.balancer.start(identity));
+            let reach = match inner.peer_tls {
+                Some(_) => Reach::Mtls,
+                None => Reach::Plain,
+            };
+            let target = Target {
+                authority: kept.address,
+                tenure: Tenure::Peer {
+                    identity: kept.identity,
+                    epoch,
+                },
+                route: kind,
+                reach,
+                load,
+            };
+            Some(Ok((target, kept.extra)))
+        }
     }
 }
 
@@ -180,70 +269,20 @@ impl<'a> Wait<'a> {
     /// The next target and the headers for it, holding until there is one. `Err` is the
     /// answer to give instead.
     pub(crate) async fn target(&mut self, inbound: &Inbound) -> Result<(Target, Extra), Outcome> {
+        let proxy = self.proxy;
         loop {
-            let balancer = &self.proxy.inner.balancer;
-            // What the route needs of the view, read in one borrow: a slot change in between
-            // must not mix one slot's epoch with another's Lease.
-            let (route, fencing, several) = {
+            // What the attempt needs of the view, taken in one borrow: a slot change in
+            // between must not mix one slot's epoch with another's Lease.
+            let next = {
                 let view = self.views.borrow_and_update();
-                let route = route::decide(&view, crate::now(), inbound, balancer);
-                let fencing = match &route {
-                    Route::Local { epoch } => Some(self.proxy.inner.fencing.headers(
-                        &view.identity,
-                        *epoch,
-                        &view.lease,
-                    )),
-                    _ => None,
-                };
-                (route, fencing, !view.peers.is_empty())
+                let route = route::decide(&view, crate::now(), inbound, &proxy.inner.balancer);
+                attempt(proxy, &self.deadline, &view, route)
             };
-            let kind = route.kind();
-            match route {
-                Route::Hold => {
-                    // `fencing` (`None` here) is dropped before the wait, so the future
-                    // keeps no room for it; the wait is boxed: held requests are few, and
-                    // every request's future would keep room for it (as for `backoff`).
-                    drop(fencing);
-                    Box::pin(self.hold(inbound)).await?;
-                }
-                Route::Reject(why) => return Err(misdirected(&self.views.borrow().identity, &why)),
-                Route::Local { epoch } => {
-                    // (Always set: read above for every local route.)
-                    let extra = fencing.unwrap_or_else(|| {
-                        Fencing::build(&self.views.borrow().identity, epoch, "")
-                    });
-                    let target = Target {
-                        authority: self.proxy.inner.upstream.clone(),
-                        tenure: Tenure::Local { epoch },
-                        route: kind,
-                        reach: Reach::Plain,
-                        load: None,
-                    };
-                    return Ok((target, extra));
-                }
-                Route::Forward {
-                    identity,
-                    epoch,
-                    address,
-                    hops,
-                } => {
-                    let left = self.deadline.remaining(Instant::now()).as_millis();
-                    let left = u64::try_from(left).unwrap_or(u64::MAX);
-                    let extra = self.proxy.inner.routing.headers(&identity, hops, left);
-                    let load = several.then(|| balancer.start(&identity));
-                    let reach = match self.proxy.inner.peer_tls {
-                        Some(_) => Reach::Mtls,
-                        None => Reach::Plain,
-                    };
-                    let target = Target {
-                        authority: address,
-                        tenure: Tenure::Peer { identity, epoch },
-                        route: kind,
-                        reach,
-                        load,
-                    };
-                    return Ok((target, extra));
-                }
+            match next {
+                Some(next) => return next,
+                // Boxed: held requests are few, and every request's future would keep room
+                // for the wait (as for `backoff`).
+                None => Box::pin(self.hold(inbound)).await?,
             }
         }
     }

@@ -1,3 +1,4 @@
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -1077,28 +1078,53 @@ fn kept_fencing_headers_are_those_of_the_leadership_asked_for() {
 #[test]
 fn kept_routing_headers_are_those_of_the_leader_and_the_time_left_asked_for() {
     let kept = target::RoutingCache::default();
-    let seen = |extra: &target::Extra| extra.clone().map(|(_, v)| v.to_str().unwrap().to_string());
-    let first = kept.headers("a", 1, 9_999);
-    assert_eq!(seen(&first), ["a", "1", "9999"]);
-    let again = kept.headers("a", 1, 9_999);
-    assert_eq!(seen(&again), ["a", "1", "9999"]);
-    // Kept, not built again: the second request's values share the first's bytes.
-    let shared = |i: usize| first[i].1.as_bytes().as_ptr() == again[i].1.as_bytes().as_ptr();
-    assert!(
-        shared(0) && shared(2),
-        "the identity and the hold were built again"
+    let seen = |f: &target::Forwarding| {
+        let values = f
+            .extra
+            .clone()
+            .map(|(_, v)| v.to_str().unwrap().to_string());
+        (f.identity.to_string(), f.address.to_string(), values)
+    };
+    let first = kept.forward("a", "10.0.0.1:80", 1, 9_999);
+    assert_eq!(
+        seen(&first),
+        (
+            "a".into(),
+            "10.0.0.1:80".into(),
+            ["a", "1", "9999"].map(String::from)
+        )
     );
-    assert_eq!(seen(&kept.headers("a", 2, 9_998)), ["a", "2", "9998"]);
-    assert_eq!(seen(&kept.headers("b", 1, 9_998)), ["b", "1", "9998"]);
+    let again = kept.forward("a", "10.0.0.1:80", 1, 9_999);
+    assert_eq!(seen(&again), seen(&first));
+    // Kept, not built again: the second request's names and values share the first's bytes.
+    let value = |f: &target::Forwarding, i: usize| f.extra[i].1.as_bytes().as_ptr();
+    assert!(
+        Arc::ptr_eq(&first.identity, &again.identity)
+            && Arc::ptr_eq(&first.address, &again.address)
+            && value(&first, 0) == value(&again, 0)
+            && value(&first, 2) == value(&again, 2),
+        "the names or the values were built again"
+    );
+    let hops = kept.forward("a", "10.0.0.1:80", 2, 9_998);
+    assert_eq!(seen(&hops).2, ["a", "2", "9998"]);
+    // The same leader at a new address (its pod recreated): the new address.
+    let moved = kept.forward("a", "10.0.0.9:80", 1, 9_998);
+    assert_eq!(seen(&moved).1, "10.0.0.9:80");
+    assert_eq!(
+        seen(&kept.forward("b", "10.0.0.2:80", 1, 9_998)).2,
+        ["b", "1", "9998"]
+    );
     // More leaders than are kept (N slots): each still gets its own name.
     for i in 0..20 {
         let name = format!("pod-{i}");
-        assert_eq!(seen(&kept.headers(&name, 1, 5))[0], name);
+        let f = kept.forward(&name, &format!("10.0.1.{i}:80"), 1, 5);
+        assert_eq!(
+            (&*f.identity, f.extra[0].1.to_str().unwrap()),
+            (&*name, &*name)
+        );
     }
-    assert_eq!(
-        seen(&kept.headers("a", 1, u64::MAX)),
-        ["a", "1", &u64::MAX.to_string()]
-    );
+    let last = kept.forward("a", "10.0.0.1:80", 1, u64::MAX);
+    assert_eq!(seen(&last).2[2], u64::MAX.to_string());
 }
 
 /// The HTTP/1 engine boxes the future of every request in flight. Within 1 KiB it is an

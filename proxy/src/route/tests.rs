@@ -3,7 +3,7 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::testing::{following, leader, leaderless, leading};
 
-fn decide(view: &View, now: Instant, inbound: &Inbound) -> Route {
+fn decide<'v>(view: &'v View, now: Instant, inbound: &Inbound) -> Route<'v> {
     super::decide(view, now, inbound, &Balancer::default())
 }
 
@@ -41,9 +41,9 @@ fn standby_forwards_to_the_leader_with_one_more_hop() {
     assert_eq!(
         decide(&view, Instant::now(), &Inbound::default()),
         Route::Forward {
-            identity: "a".into(),
+            identity: "a",
             epoch: 3,
-            address: "10.0.0.1:8080".into(),
+            address: "10.0.0.1:8080",
             hops: 1
         }
     );
@@ -81,7 +81,7 @@ fn request_for_another_pod_is_rerouted_once_to_the_leader_we_know() {
     let route = decide(&view, Instant::now(), &from_peer("c", 1));
     assert!(matches!(
         &route,
-        Route::Forward { hops: 2, address, .. } if &**address == "10.0.0.1:8080"
+        Route::Forward { hops: 2, address, .. } if *address == "10.0.0.1:8080"
     ));
     // Out of hops: refused.
     let route = decide(&view, Instant::now(), &from_peer("c", MAX_HOPS));
@@ -145,7 +145,7 @@ fn no_route_breaks_the_invariants() {
                             assert!(h <= MAX_HOPS && h == inbound.hops + 1);
                             assert_ne!(identity, me);
                             assert_ne!(
-                                Some(identity.as_str()),
+                                Some(identity),
                                 inbound.for_pod.as_deref().filter(|p| *p != me)
                             );
                         }
@@ -201,10 +201,7 @@ fn a_standby_holds_only_when_no_active_is_reachable() {
             address,
             ..
         } => {
-            assert_eq!(
-                (identity.as_str(), epoch, &*address),
-                ("b", 5, "10.0.0.2:8080")
-            )
+            assert_eq!((identity, epoch, address), ("b", 5, "10.0.0.2:8080"))
         }
         other => panic!("{other:?}"),
     }
