@@ -86,7 +86,8 @@ pub(crate) struct Inner {
     pub(crate) app_down: app_down::AppDown,
     /// The fencing headers of the current local leadership, built once.
     pub(crate) fencing: target::FencingCache,
-    /// The routing headers' values sent to peers, kept while they stay the same.
+    /// What forwards to peers carry (the leader's names, the routing headers' values),
+    /// kept while they stay the same.
     pub(crate) routing: target::RoutingCache,
 }
 
