@@ -2,8 +2,9 @@
 //!
 //! ## Which internal headers are trusted
 //! With the mTLS peer channel on (`--peer-listen`), only requests that arrived there (from a
-//! sidecar with a valid certificate) are read with [`Inbound::take`]; on the plain data port
-//! every request is a client's ([`Inbound::discard`]). Without it, the rule is this one.
+//! sidecar with a valid certificate) have their routing headers honoured
+//! ([`Claims::inbound`], [`Inbound::take`]); on the plain data port every request is a
+//! client's ([`Inbound::discard`]). Without it, the rule is this one.
 //! Sidecars talk to each other with two routing headers: [`FOR`] (the pod a forwarded request
 //! is meant for) and [`HOPS`] (how many sidecars it has passed). A request is treated as
 //! coming from a peer only when it carries **both**, with a hop count in `1..=MAX_HOPS`;
@@ -24,11 +25,15 @@ use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Version};
 
 /// Marker on a forwarded request: identity of the pod it is meant for.
-pub const FOR: HeaderName = HeaderName::from_static("x-understudy-for");
+pub const FOR: HeaderName = HeaderName::from_static(FOR_TEXT);
 /// How many sidecars forwarded the request so far.
-pub const HOPS: HeaderName = HeaderName::from_static("x-understudy-hops");
+pub const HOPS: HeaderName = HeaderName::from_static(HOPS_TEXT);
 /// On a forwarded request: milliseconds left of the first sidecar's hold deadline.
-pub const HOLD_MS: HeaderName = HeaderName::from_static("x-understudy-hold-ms");
+pub const HOLD_MS: HeaderName = HeaderName::from_static(HOLD_MS_TEXT);
+// The names as text, for comparisons that build no `HeaderName`.
+const FOR_TEXT: &str = "x-understudy-for";
+const HOPS_TEXT: &str = "x-understudy-hops";
+const HOLD_MS_TEXT: &str = "x-understudy-hold-ms";
 /// Fencing token to the app: the leader's identity.
 pub const LEADER: HeaderName = HeaderName::from_static("x-understudy-leader");
 /// Fencing token to the app: the leader's epoch (`leaseTransitions`).
@@ -40,11 +45,14 @@ pub const LEASE: HeaderName = HeaderName::from_static("x-understudy-lease");
 pub const REFUSED: HeaderName = HeaderName::from_static("x-understudy-refused");
 
 /// `X-Forwarded-For`: the client addresses a request came through (see [`add_forwarded`]).
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static(X_FORWARDED_FOR_TEXT);
 /// `X-Forwarded-Proto`: the scheme the client used.
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static(X_FORWARDED_PROTO_TEXT);
 /// `X-Forwarded-Host`: the `Host` the client asked for.
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static(X_FORWARDED_HOST_TEXT);
+const X_FORWARDED_FOR_TEXT: &str = "x-forwarded-for";
+const X_FORWARDED_PROTO_TEXT: &str = "x-forwarded-proto";
+const X_FORWARDED_HOST_TEXT: &str = "x-forwarded-host";
 
 /// Names `http` does not know that every forwarded request carries (the sidecars' own and
 /// the forwarding headers), for [`known_name`]. A `static`, not a `const`: a `const` array
@@ -62,17 +70,38 @@ static KNOWN: [HeaderName; 10] = [
     X_FORWARDED_HOST,
 ];
 
-/// `name` (as it came, in any case) as one of [`KNOWN`]'s names, if it is one. The parser
-/// takes these rather than building the name: `http` copies a name it does not know into an
-/// allocation of its own, and a forwarded request carries several.
+/// The token `name` (as it came, in any case) as one of [`KNOWN`]'s names, if it is one.
+/// The parser takes these rather than building the name: `http` copies a name it does not
+/// know into an allocation of its own, and a forwarded request carries several.
 pub(crate) fn known_name(name: &[u8]) -> Option<HeaderName> {
-    if name.len() < 2 || !name[..2].eq_ignore_ascii_case(b"x-") {
+    if name.len() < 2 || name[0] | 0x20 != b'x' {
         return None;
     }
     KNOWN
         .iter()
-        .find(|k| k.as_str().as_bytes().eq_ignore_ascii_case(name))
+        .find(|k| token_is(name, k.as_str().as_bytes()))
         .cloned()
+}
+
+/// Whether the token `name` (a header name as httparse takes it: letters, digits and
+/// `!#$%&'*+-.^_`|~`) is `lower` (lower-case letters and `-`) in any case. Eight bytes
+/// are compared at a time (the last eight overlapping the word before them): a token's
+/// byte with its 0x20 bit set is a lower-case letter only if it was that letter in either
+/// case, and `-` only if it was `-`. `[u8]`'s `eq_ignore_ascii_case` goes byte by byte,
+/// and the names a forwarded head carries cost 2,000 instructions a request that way.
+pub(crate) fn token_is(name: &[u8], lower: &[u8]) -> bool {
+    debug_assert!(lower.iter().all(|b| b.is_ascii_lowercase() || *b == b'-'));
+    const CASE: u64 = 0x2020_2020_2020_2020;
+    let n = name.len();
+    if n != lower.len() {
+        return false;
+    }
+    if n < 8 {
+        return name.iter().zip(lower).all(|(x, y)| x | 0x20 == *y);
+    }
+    let word = |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().expect("8"));
+    (0..n / 8).all(|i| word(name, 8 * i) | CASE == word(lower, 8 * i))
+        && word(name, n - 8) | CASE == word(lower, n - 8)
 }
 
 /// Most sidecars a request may pass: the first forward plus one re-route.
@@ -95,18 +124,107 @@ impl Inbound {
     /// Reads and removes every `x-understudy-*` header, honouring the routing pair only
     /// under the rule in the module docs.
     pub fn take(headers: &mut HeaderMap) -> Inbound {
+        Claims::take(headers).inbound()
+    }
+
+    /// Removes every `x-understudy-*` header and honours none: the request is a client's,
+    /// whatever it claims.
+    pub fn discard(headers: &mut HeaderMap) -> Inbound {
+        Claims::take(headers);
+        Inbound::default()
+    }
+}
+
+/// Which routing header a line is ([`Claims::routing`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Routing {
+    /// [`FOR`].
+    For,
+    /// [`HOPS`].
+    Hops,
+    /// [`HOLD_MS`].
+    HoldMs,
+}
+
+/// The routing headers a request came with ([`FOR`], [`HOPS`], [`HOLD_MS`]), the first
+/// value of each, apart from its other headers and not yet judged: [`Claims::inbound`]
+/// applies the rule in the module docs.
+///
+/// The HTTP/1 engine reads them off a head as it parses it (`Claims::keep`): those lines
+/// never enter the head's map, so they are neither hashed into it nor removed from it
+/// again, and the map of a forwarded head stays small enough for the allocator's
+/// per-thread cache. A request that carried any brings them to the proxy in its
+/// extensions; any other `x-understudy-*` line is in its map, as are all of them in a map
+/// from another server (hyper's HTTP/2), and [`Claims::take`] reads and removes those.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Claims {
+    for_pod: Option<HeaderValue>,
+    hops: Option<HeaderValue>,
+    hold: Option<HeaderValue>,
+}
+
+impl Claims {
+    /// Whether a line named by the token `name` (as it came, in any case) is a routing
+    /// header, and which ([`Claims::keep`] keeps its value).
+    pub(crate) fn routing(name: &[u8]) -> Option<Routing> {
+        // (One comparison at most, by length: 16, 17 and 20 bytes.)
+        let (which, lower) = match name.len() {
+            16 => (Routing::For, FOR_TEXT),
+            17 => (Routing::Hops, HOPS_TEXT),
+            20 => (Routing::HoldMs, HOLD_MS_TEXT),
+            _ => return None,
+        };
+        token_is(name, lower.as_bytes()).then_some(which)
+    }
+
+    /// Keeps `value` as `which`'s, if it is the first line of it (a later one is dropped).
+    pub(crate) fn keep(&mut self, which: Routing, value: HeaderValue) {
+        let slot = match which {
+            Routing::For => &mut self.for_pod,
+            Routing::Hops => &mut self.hops,
+            Routing::HoldMs => &mut self.hold,
+        };
+        slot.get_or_insert(value);
+    }
+
+    /// The claims as header lines, in the order [`FOR`], [`HOPS`], [`HOLD_MS`] (for a
+    /// test's app that shows what it was sent).
+    pub fn lines(&self) -> impl Iterator<Item = (HeaderName, &HeaderValue)> {
+        [
+            (FOR, &self.for_pod),
+            (HOPS, &self.hops),
+            (HOLD_MS, &self.hold),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| Some((name, value.as_ref()?)))
+    }
+
+    /// Reads and removes every `x-understudy-*` header of `headers`: the routing ones
+    /// (each read as it is removed, a lookup each; the first value of each kept), then any
+    /// other of ours.
+    pub fn take(headers: &mut HeaderMap) -> Claims {
         // A client's request carries none: one pass over the names, not three lookups.
         if !headers.keys().any(is_internal) {
-            return Inbound::default();
+            return Claims::default();
         }
-        // Each read as it is removed (a lookup each), then any other of ours.
-        let for_pod = headers
-            .remove(&FOR)
+        let claims = Claims {
+            for_pod: headers.remove(&FOR),
+            hops: headers.remove(&HOPS),
+            hold: headers.remove(&HOLD_MS),
+        };
+        remove_internal(headers);
+        claims
+    }
+
+    /// What the claims are worth under the rule in the module docs: a peer's routing facts
+    /// when [`FOR`] and [`HOPS`] are both there and well formed, and none otherwise.
+    pub fn inbound(self) -> Inbound {
+        let for_pod = self
+            .for_pod
             .and_then(|v| v.to_str().ok().map(str::to_string));
         let number = |v: Option<HeaderValue>| v?.to_str().ok()?.parse::<u64>().ok();
-        let hops = number(headers.remove(&HOPS)).and_then(|h| u8::try_from(h).ok());
-        let hold = number(headers.remove(&HOLD_MS)).map(Duration::from_millis);
-        remove_internal(headers);
+        let hops = number(self.hops).and_then(|h| u8::try_from(h).ok());
+        let hold = number(self.hold).map(Duration::from_millis);
         match (for_pod, hops) {
             (Some(pod), Some(hops)) if !pod.is_empty() && (1..=MAX_HOPS).contains(&hops) => {
                 Inbound {
@@ -120,18 +238,38 @@ impl Inbound {
     }
 }
 
-impl Inbound {
-    /// Removes every `x-understudy-*` header and honours none: the request is a client's,
-    /// whatever it claims.
-    pub fn discard(headers: &mut HeaderMap) -> Inbound {
-        remove_internal(headers);
-        Inbound::default()
-    }
-}
-
 /// Whether `name` is one of the sidecars' own (`x-understudy-*`).
 fn is_internal(name: &HeaderName) -> bool {
     name.as_str().starts_with(PREFIX)
+}
+
+/// How many lines [`add_forwarded`] can add: `X-Forwarded-For`, `-Proto`, `-Host` and `Via`.
+pub(crate) const FORWARDING: usize = 4;
+
+/// Whether a line named by the token `name` (as it came, in any case) is one of those
+/// [`add_forwarded`] adds when a head has none (it edits or keeps one that is there: no
+/// new line).
+pub(crate) fn is_forwarding_name(name: &[u8]) -> bool {
+    // (One comparison at most, by length.)
+    let lower = match name.len() {
+        3 => "via",
+        15 => X_FORWARDED_FOR_TEXT,
+        16 => X_FORWARDED_HOST_TEXT,
+        17 => X_FORWARDED_PROTO_TEXT,
+        _ => return false,
+    };
+    token_is(name, lower.as_bytes())
+}
+
+/// How many lines [`add_forwarded`] will add to `headers` at most: the room to reserve for
+/// them, so that the map grows once if at all. (Reserving for all four whatever the head
+/// carries would grow a forwarded head's map past the allocator's per-thread cache.)
+pub fn forwarding_room(headers: &HeaderMap) -> usize {
+    let there = headers
+        .keys()
+        .filter(|k| is_forwarding_name(k.as_str().as_bytes()))
+        .count();
+    FORWARDING.saturating_sub(there)
 }
 
 fn remove_internal(headers: &mut HeaderMap) {

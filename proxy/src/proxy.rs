@@ -33,7 +33,7 @@ use crate::balance::Balancer;
 use crate::body::Keep;
 use crate::dial::Dialer;
 use crate::forward::{ForwardBody, ForwardError, Forwarder};
-use crate::headers::{self, Inbound};
+use crate::headers::{self, Claims};
 use crate::hold::Holder;
 use crate::limits::{self, MAX_URI_BYTES, RequestLimit};
 use crate::metrics::{Metrics, Retry};
@@ -315,11 +315,15 @@ impl Proxy {
         B::Error: Into<BoxError>,
     {
         let (mut parts, body) = req.into_parts();
-        // With the peer channel on, routing claims count only from a certified sidecar.
+        // The routing claims: read off the head by the HTTP/1 engine, or off the map here
+        // (where any other `x-understudy-*` line is removed in either case).
+        let in_map = Claims::take(&mut parts.headers);
+        let claims = parts.extensions.remove::<Claims>().unwrap_or(in_map);
+        // With the peer channel on, they count only from a certified sidecar.
         let inbound = if edge == Edge::Peer || self.inner.peer_tls.is_none() {
-            Inbound::take(&mut parts.headers)
+            claims.inbound()
         } else {
-            Inbound::discard(&mut parts.headers)
+            Default::default()
         };
         let upgrade = headers::is_upgrade(&parts.method, parts.version, &parts.headers);
         // The client's connection, handed over for a tunnel once the target switches.
@@ -330,9 +334,12 @@ impl Proxy {
             let authority = parts.uri.authority()?;
             header::HeaderValue::from_str(authority.as_str()).ok()
         });
-        // Room for what is added below, in one allocation: the map hyper parsed is sized to
-        // the headers that came in. (An attempt's own headers are kept beside the map.)
-        parts.headers.reserve(4);
+        // Room for the lines added below that the head lacks, in one allocation: the map
+        // hyper parsed is sized to the headers that came in (the engine's has the room
+        // already). (An attempt's own headers are kept beside the map.)
+        parts
+            .headers
+            .reserve(headers::forwarding_room(&parts.headers));
         headers::strip_hop_by_hop(&mut parts.headers, upgrade);
         headers::add_forwarded(&mut parts.headers, client, parts.version, host);
         let head = Head {

@@ -168,7 +168,15 @@ impl App {
     async fn answer(&self, mut req: Request<Incoming>) -> Response<ProxyBody> {
         self.hits.fetch_add(1, Ordering::SeqCst);
         let mut seen = http::HeaderMap::new();
-        for (k, v) in req.headers() {
+        // (The engine reads the routing headers off a head, apart from its map.)
+        let claims = req.extensions().get::<crate::headers::Claims>();
+        let lines = claims.into_iter().flat_map(|c| c.lines());
+        let lines = req
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.clone(), v))
+            .chain(lines);
+        for (k, v) in lines {
             if let Ok(name) = http::HeaderName::from_bytes(format!("x-seen-{k}").as_bytes()) {
                 seen.append(name, v.clone());
             }

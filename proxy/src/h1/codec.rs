@@ -30,6 +30,8 @@ use http::{Method, StatusCode, Uri, Version};
 use memchr::{memchr, memchr_iter};
 use std::mem::MaybeUninit;
 
+use crate::headers::{self, Claims};
+
 /// The bounds a request head is parsed within.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
@@ -156,6 +158,10 @@ pub struct RequestHead {
     pub present: Present,
     /// How its body is framed.
     pub framing: Framing,
+    /// Its routing headers, if it had any, which are not in `headers` (the proxy judges
+    /// them: `headers::Claims::inbound`). Boxed: a forwarded request has them, and every
+    /// connection's future has room for a head.
+    pub claims: Option<Box<Claims>>,
 }
 
 /// Takes a complete request head off the front of `buf`: `Ok(None)` while it is not all
@@ -191,9 +197,20 @@ pub fn parse_request(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Reque
         Some(1) => Version::HTTP_11,
         _ => Version::HTTP_10,
     };
-    // Room for what a proxy adds: X-Forwarded-For, -Proto, -Host and Via. (An attempt's
-    // fencing or routing headers are written beside the map: `client::Head::extra`.)
-    let (mut headers, present) = header_map(&bytes, req.headers, 4)?;
+    // The routing headers go to `claims`, not into the map; room in it, in one
+    // allocation, for what a proxy adds that the head lacks: X-Forwarded-For, -Proto,
+    // -Host and Via (`headers::add_forwarded`). (An attempt's fencing or routing headers
+    // are written beside the map: `client::Head::extra`.)
+    let (routing, forwarding) = req.headers.iter().fold((0, 0), |(routing, fwd), h| {
+        let name = h.name.as_bytes();
+        (
+            routing + usize::from(Claims::routing(name).is_some()),
+            fwd + usize::from(headers::is_forwarding_name(name)),
+        )
+    });
+    let capacity = req.headers.len() - routing + headers::FORWARDING.saturating_sub(forwarding);
+    let mut claims = None;
+    let (mut headers, present) = header_map(&bytes, req.headers, capacity, Some(&mut claims))?;
     let framing = framing(&headers, present, version)?;
     if let (Framing::Length(n), true) = (framing, present.has(&header::CONTENT_LENGTH)) {
         // Repeated lines of one value: passed on as one.
@@ -216,6 +233,7 @@ pub fn parse_request(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Reque
         headers,
         present,
         framing,
+        claims,
     }))
 }
 
@@ -429,8 +447,8 @@ pub fn parse_response(
         Some(1) => Version::HTTP_11,
         _ => Version::HTTP_10,
     };
-    // Room for a Via.
-    let (headers, present) = header_map(&bytes, resp.headers, 1)?;
+    // Room for the `Via` a proxy adds.
+    let (headers, present) = header_map(&bytes, resp.headers, resp.headers.len() + 1, None)?;
     let bodiless = status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
@@ -470,24 +488,36 @@ fn chunked_last(headers: &HeaderMap) -> bool {
         .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"))
 }
 
-/// The header lines httparse found in `head`, as a map (names lower-cased, order kept; the
-/// values views of `head`), with room for `more`; and which of [`Present`]'s names they carry.
+/// The header lines httparse found in `head`, as a map of `capacity` lines (names
+/// lower-cased, order kept; the values views of `head`), and which of [`Present`]'s names
+/// they carry. With `claims`, the routing headers go there (allocated at the first)
+/// instead of into the map.
 fn header_map(
     head: &Bytes,
     lines: &[httparse::Header<'_>],
-    more: usize,
+    capacity: usize,
+    mut claims: Option<&mut Option<Box<Claims>>>,
 ) -> Result<(HeaderMap, Present), Refusal> {
-    let mut headers = HeaderMap::with_capacity(lines.len() + more);
+    let mut headers = HeaderMap::with_capacity(capacity);
     let mut present = Present::default();
     for h in lines {
-        let name = match crate::headers::known_name(h.name.as_bytes()) {
-            Some(name) => name,
-            None => {
-                HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| Refusal::Malformed("name"))?
-            }
+        let value = || {
+            HeaderValue::from_maybe_shared(head.slice_ref(h.value))
+                .map_err(|_| Refusal::Malformed("value"))
         };
-        let value = HeaderValue::from_maybe_shared(head.slice_ref(h.value))
-            .map_err(|_| Refusal::Malformed("value"))?;
+        let raw = h.name.as_bytes();
+        if let Some(claims) = claims.as_deref_mut()
+            && let Some(which) = Claims::routing(raw)
+        {
+            let value = value()?;
+            claims.get_or_insert_with(Box::default).keep(which, value);
+            continue;
+        }
+        let name = match headers::known_name(raw) {
+            Some(name) => name,
+            None => HeaderName::from_bytes(raw).map_err(|_| Refusal::Malformed("name"))?,
+        };
+        let value = value()?;
         present.note(&name);
         headers.append(name, value);
     }

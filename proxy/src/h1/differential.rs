@@ -17,11 +17,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderName, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::headers::Claims;
 
 use super::codec::{
     Chunked, Framing, Limits, Piece, Refusal, RequestHead, ResponseFraming, parse_request,
@@ -41,6 +43,10 @@ pub struct Seen {
     target: String,
     version: http::Version,
     headers: Vec<(String, Bytes)>,
+    /// The routing headers, apart: the engine reads them off the head
+    /// ([`RequestHead::claims`]); hyper's are read off a copy of its map as the proxy
+    /// does, and left out of `headers` without reordering them.
+    claims: Claims,
     body: Bytes,
     trailers: Vec<(String, Bytes)>,
 }
@@ -111,6 +117,7 @@ pub fn codec_view(bytes: &[u8]) -> (Vec<Seen>, Option<Refusal>) {
             target: head.uri.to_string(),
             version: head.version,
             headers: lines(&head.headers),
+            claims: head.claims.map(|c| *c).unwrap_or_default(),
             body: body.freeze(),
             trailers,
         });
@@ -128,7 +135,15 @@ pub async fn hyper_view(bytes: Vec<u8>) -> Vec<Seen> {
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let record = record.clone();
         async move {
-            let (parts, body) = req.into_parts();
+            let (mut parts, body) = req.into_parts();
+            let claims = Claims::take(&mut parts.headers.clone());
+            let routing = |name: &HeaderName| Claims::routing(name.as_str().as_bytes()).is_some();
+            parts.headers = parts
+                .headers
+                .iter()
+                .filter(|(name, _)| !routing(name))
+                .map(|(name, value)| (name.clone(), value.clone()))
+                .collect();
             if let Ok(collected) = body.collect().await {
                 let trailers = collected.trailers().map(lines).unwrap_or_default();
                 record.lock().unwrap().push(Seen {
@@ -136,6 +151,7 @@ pub async fn hyper_view(bytes: Vec<u8>) -> Vec<Seen> {
                     target: parts.uri.to_string(),
                     version: parts.version,
                     headers: lines(&parts.headers),
+                    claims,
                     body: collected.to_bytes(),
                     trailers,
                 });

@@ -414,6 +414,7 @@ impl Connection<'_> {
             headers,
             present,
             framing,
+            claims,
         } = head;
         // (Each name looked up only if the head has it: see `Present`.)
         let close_asked = head_asks_to_close(version, &headers, present);
@@ -437,6 +438,11 @@ impl Connection<'_> {
         *req.uri_mut() = uri;
         *req.version_mut() = version;
         *req.headers_mut() = headers;
+        // The routing headers, read off the head (`headers::Claims`): only a forwarded
+        // request has any, and only then are the extensions allocated.
+        if let Some(claims) = claims {
+            req.extensions_mut().insert(*claims);
+        }
         let handoff = upgrade.then(|| {
             let (tx, rx) = oneshot::channel::<Box<dyn Io>>();
             req.extensions_mut().insert(ClientUpgrade::new(async move {

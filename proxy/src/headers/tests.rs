@@ -275,3 +275,107 @@ fn each_hop_by_hop_name_has_a_bit_of_its_own_in_its_place() {
         assert_eq!(hop_by_hop_bit(&other), None, "{other}");
     }
 }
+
+#[test]
+fn claims_read_off_a_head_are_judged_as_those_taken_off_a_map() {
+    let pairs = [
+        ("x-understudy-for", "pod-a"),
+        ("x-understudy-hops", "1"),
+        ("x-understudy-hold-ms", "250"),
+    ];
+    let mut noted = Claims::default();
+    // (A later line of one is dropped.)
+    for (name, value) in pairs.into_iter().chain([("X-Understudy-For", "later")]) {
+        let which = Claims::routing(name.to_uppercase().as_bytes()).expect("a routing name");
+        noted.keep(which, HeaderValue::from_static(value));
+    }
+    let taken = Claims::take(&mut map(&pairs));
+    assert_eq!(noted, taken);
+    assert_eq!(
+        noted.inbound(),
+        Inbound {
+            for_pod: Some("pod-a".into()),
+            hops: 1,
+            hold: Some(Duration::from_millis(250)),
+        }
+    );
+    // Only the three routing names have a slot, whole and in any case.
+    for other in [
+        "x-understudy-leader",
+        "x-understudy-",
+        "x-understudy-fo",
+        "x-understudy-hold-msx",
+        "x-understudy-forr",
+        "x-forwarded-for",
+        "host",
+        "",
+    ] {
+        assert!(Claims::routing(other.as_bytes()).is_none(), "{other}");
+    }
+}
+
+#[test]
+fn the_forwarding_room_is_what_add_forwarded_would_add() {
+    let client: SocketAddr = "198.18.0.2:1000".parse().unwrap();
+    for pairs in [
+        &[("host", "a")][..],
+        &[("host", "a"), ("x-forwarded-for", "198.18.0.9")],
+        &[
+            ("host", "a"),
+            ("X-Forwarded-Proto", "https"),
+            ("via", "1.0 p"),
+        ],
+        &[
+            ("host", "a"),
+            ("x-forwarded-for", "198.18.0.9"),
+            ("x-forwarded-proto", "http"),
+            ("x-forwarded-host", "a"),
+            ("via", "1.1 b"),
+        ],
+    ] {
+        let mut headers = map(pairs);
+        let room = forwarding_room(&headers);
+        let before = headers.keys_len();
+        add_forwarded(
+            &mut headers,
+            client,
+            Version::HTTP_11,
+            Some(HeaderValue::from_static("a")),
+        );
+        assert_eq!(headers.keys_len() - before, room, "{pairs:?}");
+    }
+}
+
+#[test]
+fn token_comparison_matches_eq_ignore_ascii_case_for_every_token_byte() {
+    let token: Vec<u8> = (0u8..=255)
+        .filter(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b))
+        .collect();
+    let lowers = [
+        "x-understudy-for",
+        "x-understudy-hold-ms",
+        "x-forwarded-proto",
+        "via",
+    ];
+    for lower in lowers {
+        // Every byte of every position replaced by every token byte (and the name in
+        // upper case), against the byte-by-byte comparison.
+        let mut names = vec![lower.to_uppercase().into_bytes()];
+        for i in 0..lower.len() {
+            for &b in &token {
+                let mut name = lower.as_bytes().to_vec();
+                name[i] = b;
+                names.push(name);
+            }
+        }
+        names.push(lower.as_bytes()[1..].to_vec());
+        for name in names {
+            assert_eq!(
+                token_is(&name, lower.as_bytes()),
+                name.eq_ignore_ascii_case(lower.as_bytes()),
+                "{:?} against {lower}",
+                String::from_utf8_lossy(&name)
+            );
+        }
+    }
+}

@@ -309,7 +309,10 @@ async fn a_forward_passes_on_what_is_left_of_the_hold_deadline() {
     let peer = serve(move |req: Request<Incoming>, _| {
         let seen = s2.clone();
         async move {
-            *seen.lock().unwrap() = req.headers().get("x-understudy-hold-ms").cloned();
+            // (The engine reads the routing headers off the head, into the extensions.)
+            let claims = req.extensions().get::<crate::headers::Claims>();
+            let hold = claims.and_then(|c| c.lines().find(|(n, _)| n == headers::HOLD_MS));
+            *seen.lock().unwrap() = hold.map(|(_, v)| v.clone());
             Response::new(full("a"))
         }
     })

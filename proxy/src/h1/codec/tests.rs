@@ -390,3 +390,62 @@ fn a_head_notes_which_of_the_names_asked_about_it_carries_and_no_other() {
     let has: Vec<_> = PRESENT.iter().filter(|n| response.present.has(n)).collect();
     assert_eq!(has, [&header::CONTENT_LENGTH, &header::CONNECTION]);
 }
+
+#[test]
+fn a_forwarded_heads_routing_headers_are_read_apart_and_its_map_stays_small() {
+    // What a standby sends its leader: the forwarding headers and the three routing ones,
+    // one of them twice, and a fencing header a client made up.
+    let limits = Limits {
+        max_headers: 16,
+        ..LIMITS
+    };
+    let head = parse_request(
+        &mut BytesMut::from(
+            &b"GET / HTTP/1.1\r\nHost: a\r\nX-Understudy-For: pod-a\r\nX-Forwarded-For: 198.18.0.9\r\n\
+          x-understudy-hops: 1\r\nX-Forwarded-Proto: http\r\nX-UNDERSTUDY-HOLD-MS: 250\r\n\
+          X-Forwarded-Host: a\r\nx-understudy-for: pod-b\r\nVia: 1.1 b\r\nX-Understudy-Leader: me\r\n\r\n"[..],
+        ),
+        &limits,
+    )
+    .unwrap()
+    .unwrap();
+    // The routing lines are not in the map; the others are, in the order they came.
+    let names: Vec<_> = head.headers.keys().map(|k| k.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "host",
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-forwarded-host",
+            "via",
+            "x-understudy-leader"
+        ]
+    );
+    // The first value of each routing header, apart.
+    let claims = head.claims.expect("routing headers");
+    let claims: Vec<_> = claims.lines().map(|(n, v)| (n, v.clone())).collect();
+    assert_eq!(
+        claims,
+        [
+            (crate::headers::FOR, HeaderValue::from_static("pod-a")),
+            (crate::headers::HOPS, HeaderValue::from_static("1")),
+            (crate::headers::HOLD_MS, HeaderValue::from_static("250")),
+        ]
+    );
+    // Room for none of the four forwarding lines, which are all there: six lines fit the
+    // map's smallest table (8 slots, 6 lines), which the allocator's per-thread cache
+    // serves; room for four more would take 16 slots, a block past it.
+    assert_eq!(head.headers.capacity(), 6);
+    let mut map = head.headers;
+    map.reserve(crate::headers::forwarding_room(&map));
+    assert_eq!(map.capacity(), 6, "a proxy's edits need no more room");
+
+    // A client's request: room for all four.
+    let head = parse(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap()
+        .unwrap();
+    assert!(head.claims.is_none());
+    assert!(head.headers.capacity() >= 5, "{}", head.headers.capacity());
+    assert_eq!(crate::headers::forwarding_room(&head.headers), 4);
+}

@@ -24,6 +24,16 @@ fn header() -> impl Strategy<Value = String> {
         Just("A : b".to_string()),
         Just(" folded".to_string()),
         Just("Bad Name: x".to_string()),
+        // The sidecars' own: the engine reads them off the head, apart from the map.
+        Just("X-Understudy-For: pod-a".to_string()),
+        Just("x-understudy-for: pod-b".to_string()),
+        Just("X-Understudy-Hops: 1".to_string()),
+        Just("X-UNDERSTUDY-HOLD-MS: 250".to_string()),
+        Just("X-Understudy-Leader: forged".to_string()),
+        Just("X-Understudy-: x".to_string()),
+        Just("X-Understudy-For: caf\u{e9}".to_string()),
+        Just("X-Forwarded-For: 198.18.0.9".to_string()),
+        Just("Via: 1.1 other".to_string()),
         prop::sample::select(vec![
             "0", "1", "3", "+3", "3, 3", "3,4", " 3 ", "03", "x", ""
         ])
