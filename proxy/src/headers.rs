@@ -133,6 +133,22 @@ impl Inbound {
         Claims::take(headers);
         Inbound::default()
     }
+
+    /// A request's routing facts: the claims `read` off its head by the HTTP/1 engine, or
+    /// else those in `headers`, honoured under the rule in the module docs when the request
+    /// is `trusted` to come from a sidecar. Every `x-understudy-*` header left in `headers`
+    /// is removed either way.
+    pub fn of(headers: &mut HeaderMap, read: Option<Claims>, trusted: bool) -> Inbound {
+        // A client's request carries none: one pass over the names, and nothing built.
+        if read.is_none() && !headers.keys().any(is_internal) {
+            return Inbound::default();
+        }
+        let in_map = Claims::take(headers);
+        match read.unwrap_or(in_map) {
+            claims if trusted => claims.inbound(),
+            _ => Inbound::default(),
+        }
+    }
 }
 
 /// Which routing header a line is ([`Claims::routing`]).

@@ -33,7 +33,7 @@ use crate::balance::Balancer;
 use crate::body::Keep;
 use crate::dial::Dialer;
 use crate::forward::{ForwardBody, ForwardError, Forwarder};
-use crate::headers::{self, Claims};
+use crate::headers::{self, Claims, Inbound};
 use crate::hold::Holder;
 use crate::limits::{self, MAX_URI_BYTES, RequestLimit};
 use crate::metrics::{Metrics, Retry};
@@ -315,16 +315,11 @@ impl Proxy {
         B::Error: Into<BoxError>,
     {
         let (mut parts, body) = req.into_parts();
-        // The routing claims: read off the head by the HTTP/1 engine, or off the map here
-        // (where any other `x-understudy-*` line is removed in either case).
-        let in_map = Claims::take(&mut parts.headers);
-        let claims = parts.extensions.remove::<Claims>().unwrap_or(in_map);
-        // With the peer channel on, they count only from a certified sidecar.
-        let inbound = if edge == Edge::Peer || self.inner.peer_tls.is_none() {
-            claims.inbound()
-        } else {
-            Default::default()
-        };
+        // The routing claims, read off the head by the HTTP/1 engine or off the map. With
+        // the peer channel on, they count only from a certified sidecar.
+        let trusted = edge == Edge::Peer || self.inner.peer_tls.is_none();
+        let read = parts.extensions.remove::<Claims>();
+        let inbound = Inbound::of(&mut parts.headers, read, trusted);
         let upgrade = headers::is_upgrade(&parts.method, parts.version, &parts.headers);
         // The client's connection, handed over for a tunnel once the target switches.
         let mut client_upgrade = upgrade

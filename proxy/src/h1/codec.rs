@@ -201,14 +201,21 @@ pub fn parse_request(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Reque
     // allocation, for what a proxy adds that the head lacks: X-Forwarded-For, -Proto,
     // -Host and Via (`headers::add_forwarded`). (An attempt's fencing or routing headers
     // are written beside the map: `client::Head::extra`.)
-    let (routing, forwarding) = req.headers.iter().fold((0, 0), |(routing, fwd), h| {
-        let name = h.name.as_bytes();
-        (
-            routing + usize::from(Claims::routing(name).is_some()),
-            fwd + usize::from(headers::is_forwarding_name(name)),
-        )
-    });
-    let capacity = req.headers.len() - routing + headers::FORWARDING.saturating_sub(forwarding);
+    // (Two lines and room for four take the map's smallest table whatever their names: a
+    // client's head is not looked over twice.)
+    let lines = req.headers.len();
+    let capacity = if lines <= 2 {
+        lines + headers::FORWARDING
+    } else {
+        let (routing, forwarding) = req.headers.iter().fold((0, 0), |(routing, fwd), h| {
+            let name = h.name.as_bytes();
+            (
+                routing + usize::from(Claims::routing(name).is_some()),
+                fwd + usize::from(headers::is_forwarding_name(name)),
+            )
+        });
+        lines - routing + headers::FORWARDING.saturating_sub(forwarding)
+    };
     let mut claims = None;
     let (mut headers, present) = header_map(&bytes, req.headers, capacity, Some(&mut claims))?;
     let framing = framing(&headers, present, version)?;

@@ -379,3 +379,40 @@ fn token_comparison_matches_eq_ignore_ascii_case_for_every_token_byte() {
         }
     }
 }
+
+#[test]
+fn inbound_of_takes_the_claims_read_off_the_head_or_those_in_the_map() {
+    let pair = [("x-understudy-for", "pod-a"), ("x-understudy-hops", "1")];
+    let peer = Inbound {
+        for_pod: Some("pod-a".into()),
+        hops: 1,
+        hold: None,
+    };
+    let expected = |trusted: bool| {
+        if trusted {
+            peer.clone()
+        } else {
+            Inbound::default()
+        }
+    };
+    // In the map (hyper's HTTP/2), trusted or not: removed either way.
+    for trusted in [true, false] {
+        let mut headers = map(&pair);
+        let inbound = Inbound::of(&mut headers, None, trusted);
+        assert_eq!(inbound, expected(trusted));
+        assert!(headers.is_empty());
+    }
+    // Read off the head by the engine: a fencing header a client made up, left in the map,
+    // is removed all the same.
+    let read = Claims::take(&mut map(&pair));
+    for trusted in [true, false] {
+        let mut headers = map(&[("host", "a"), ("x-understudy-leader", "forged")]);
+        let inbound = Inbound::of(&mut headers, Some(read.clone()), trusted);
+        assert_eq!(inbound, expected(trusted));
+        assert_eq!(headers.keys().collect::<Vec<_>>(), ["host"]);
+    }
+    // A client's request: nothing.
+    let mut headers = map(&[("host", "a")]);
+    assert_eq!(Inbound::of(&mut headers, None, true), Inbound::default());
+    assert_eq!(headers.len(), 1);
+}
