@@ -3,8 +3,8 @@
 //! ## Which internal headers are trusted
 //! With the mTLS peer channel on (`--peer-listen`), only requests that arrived there (from a
 //! sidecar with a valid certificate) have their routing headers honoured
-//! ([`Claims::inbound`], [`Inbound::take`]); on the plain data port every request is a
-//! client's ([`Inbound::discard`]). Without it, the rule is this one.
+//! ([`Inbound::of`], trusted); on the plain data port every request is a client's
+//! (untrusted). Without it, the rule is this one.
 //! Sidecars talk to each other with two routing headers: [`FOR`] (the pod a forwarded request
 //! is meant for) and [`HOPS`] (how many sidecars it has passed). A request is treated as
 //! coming from a peer only when it carries **both**, with a hop count in `1..=MAX_HOPS`;
@@ -121,19 +121,6 @@ pub struct Inbound {
 }
 
 impl Inbound {
-    /// Reads and removes every `x-understudy-*` header, honouring the routing pair only
-    /// under the rule in the module docs.
-    pub fn take(headers: &mut HeaderMap) -> Inbound {
-        Claims::take(headers).inbound()
-    }
-
-    /// Removes every `x-understudy-*` header and honours none: the request is a client's,
-    /// whatever it claims.
-    pub fn discard(headers: &mut HeaderMap) -> Inbound {
-        Claims::take(headers);
-        Inbound::default()
-    }
-
     /// A request's routing facts: the claims `read` off its head by the HTTP/1 engine, or
     /// else those in `headers`, honoured under the rule in the module docs when the request
     /// is `trusted` to come from a sidecar. Every `x-understudy-*` header left in `headers`

@@ -108,11 +108,11 @@ fn view() -> impl Strategy<Value = (View, Instant)> {
 }
 
 proptest! {
-    /// Nothing a client sends survives `Inbound::take` with our prefix, and a client's own
+    /// Nothing a client sends survives `Inbound::of` with our prefix, and a client's own
     /// routing claims are honoured only in the trusted shape.
     #[test]
     fn internal_headers_never_survive_the_edge(mut map in headers()) {
-        let inbound = Inbound::take(&mut map);
+        let inbound = Inbound::of(&mut map, None, true);
         prop_assert!(map.keys().all(|k| !k.as_str().starts_with("x-understudy-")));
         prop_assert!(inbound.hops <= MAX_HOPS);
         prop_assert_eq!(inbound.for_pod.is_some(), inbound.hops >= 1);
@@ -165,7 +165,7 @@ proptest! {
     /// an address, within the hop bound; a request meant for another pod never runs here.
     #[test]
     fn routing_respects_fencing_and_hop_bounds((view, now) in view(), mut map in headers()) {
-        let inbound = Inbound::take(&mut map);
+        let inbound = Inbound::of(&mut map, None, true);
         let route = route::decide(&view, now, &inbound, &Balancer::default());
         match &route {
             Route::Local { epoch } => {

@@ -20,7 +20,7 @@ fn routing_headers_are_honoured_only_as_a_valid_pair() {
         ("x-understudy-epoch", "9"),
     ]);
     assert_eq!(
-        Inbound::take(&mut h),
+        Inbound::of(&mut h, None, true),
         Inbound {
             for_pod: Some("pod-a".into()),
             hops: 1,
@@ -43,7 +43,11 @@ fn routing_headers_are_honoured_only_as_a_valid_pair() {
         &[("x-understudy-for", "pod-a"), ("x-understudy-hold-ms", "0")][..],
     ] {
         let mut h = map(pairs);
-        assert_eq!(Inbound::take(&mut h), Inbound::default(), "{pairs:?}");
+        assert_eq!(
+            Inbound::of(&mut h, None, true),
+            Inbound::default(),
+            "{pairs:?}"
+        );
         assert!(h.is_empty(), "{pairs:?} left {h:?}");
     }
 }
@@ -55,7 +59,7 @@ fn a_malformed_hold_budget_from_a_peer_is_ignored() {
         ("x-understudy-hops", "2"),
         ("x-understudy-hold-ms", "-5"),
     ]);
-    let inbound = Inbound::take(&mut h);
+    let inbound = Inbound::of(&mut h, None, true);
     assert_eq!((inbound.hops, inbound.hold), (2, None));
 }
 
@@ -66,7 +70,7 @@ fn fencing_headers_from_a_client_are_removed() {
         ("X-Understudy-Epoch", "99"),
         ("accept", "*/*"),
     ]);
-    Inbound::take(&mut h);
+    Inbound::of(&mut h, None, true);
     assert_eq!(h.len(), 1);
     assert!(h.contains_key("accept"));
 }
@@ -213,7 +217,7 @@ fn discard_honours_nothing_and_removes_every_internal_header() {
         ("x-understudy-epoch", "9"),
         ("x-other", "kept"),
     ]);
-    assert_eq!(Inbound::discard(&mut h), Inbound::default());
+    assert_eq!(Inbound::of(&mut h, None, false), Inbound::default());
     assert_eq!(h.len(), 1);
     assert_eq!(h["x-other"], "kept");
 }
