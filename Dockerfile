@@ -13,7 +13,9 @@
 # with ring (no OpenSSL); the Kubernetes CA comes from the pod's service account, so the image
 # needs no CA bundle of its own.
 
-ARG RUST_VERSION=1.89
+# The toolchain the benchmarks were measured with: its LLVM (22) reads the profile in pgo/, which
+# ./build-release optimizes with (an older toolchain builds without it, and says so).
+ARG RUST_VERSION=1.95
 
 # === build ===
 # Debian's Rust image has gcc and the static glibc (libc6-dev) that ring and the link need.
