@@ -888,9 +888,9 @@ floor, two floors, then again); figures are medians over the rounds; ratios are 
 each round, then the median. The backend is nginx with one worker returning a small fixed
 body. Every proxy is pinned to CPU 1 with one worker/thread (`taskset`); wrk and the backend
 share CPU 0. "Two hops" means both processes (understudy standby and leader, two HAProxies
-or two floors in a row) share CPU 1. Binaries:
-the shipping build (`./build-release`: release profile, glibc linked statically,
-profile-guided with `pgo/`'s profile, as in the image). "floor" is `bench/floor`, a yardstick and not a product: the least a tokio HTTP/1
+or two floors in a row) share CPU 1. Binaries: the shipping build (`./build-release`: release
+profile, glibc linked statically, profile-guided with `pgo/`'s profile, as in the image).
+"floor" is `bench/floor`, a yardstick and not a product: the least a tokio HTTP/1
 keep-alive proxy does per request (no header rewriting, GETs and `Content-Length` responses
 only). "haproxy, same headers" is HAProxy configured to edit each head as a sidecar does
 (`bench/bench.py`, `HAPROXY_SIDECAR_HEADERS`): the sidecars' own headers that came in taken

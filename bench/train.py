@@ -9,14 +9,16 @@ exits. This drives every data path a sidecar has, briefly, through sidecars buil
   HTTP/2     a leader whose app speaks h2c (h2load)
   TCP mode   a leader, and a standby handing connections to it
   WebSocket  a leader, and a standby, whose app is bench/ws's echo server
-What a path is not given here is built as code that never runs, so a path that matters
-belongs in this list. Bounded: a few seconds a load; every process is ours, listens on
-127.0.0.1 only, and is killed at the end.
+A function the load never reaches gets no profile and is optimized as it would be without
+one; inside a function it does reach, the branches it never takes are laid out as cold code.
+So a path that matters belongs in this list. Bounded: a few seconds a load; every process is
+ours, listens on 127.0.0.1 only, and is killed at the end.
 """
-import json, os, signal, subprocess, sys, tempfile
+import os, signal, subprocess, sys, tempfile
 
 from bench import (LOAD_CPU, PORTS, WS_CONNS, cleanup, get, h2load, start_backend, start_emulator,
                    start_understudy, start_ws_echo, wait_for, wrk, ws_load)
+from instructions import leader_of
 
 SECONDS = 3
 
@@ -25,10 +27,6 @@ wrk.method = "POST"
 wrk.body = string.rep("x", 1024)
 wrk.headers["Content-Type"] = "application/octet-stream"
 """
-
-
-def leader_of(admin):
-    return json.loads(get(f"http://127.0.0.1:{admin}/"))["name"]
 
 
 def post(port, tmp):
