@@ -12,13 +12,15 @@
 //!
 //! [`server`] serves HTTP/1 on the data and peer ports (and the admin port) with it;
 //! [`client`] sends HTTP/1.1 requests to the app and to peer sidecars. Both write their
-//! messages' bodies the same way (`out`).
+//! messages' bodies the same way (`out`). The header maps of heads read and written are
+//! kept for the next heads (`spare`).
 
 pub mod client;
 pub mod codec;
 mod out;
 pub(crate) mod read;
 pub mod server;
+pub(crate) mod spare;
 
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod differential;

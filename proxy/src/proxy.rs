@@ -585,6 +585,13 @@ pub(crate) struct Head {
     pub(crate) headers: HeaderMap,
 }
 
+/// Once no attempt can be sent any more, the head's map serves a later head.
+impl Drop for Head {
+    fn drop(&mut self) {
+        crate::h1::spare::give_back(std::mem::take(&mut self.headers));
+    }
+}
+
 impl Head {
     /// One attempt to `target` over `forwarder`, written from the kept head with the
     /// attempt's own headers, `extra` (the fencing token to the local app, or the routing

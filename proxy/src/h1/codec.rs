@@ -495,8 +495,9 @@ fn chunked_last(headers: &HeaderMap) -> bool {
         .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"))
 }
 
-/// The header lines httparse found in `head`, as a map of `capacity` lines (names
-/// lower-cased, order kept; the values views of `head`), and which of [`Present`]'s names
+/// The header lines httparse found in `head`, as a map of `capacity` lines (a kept one when
+/// there is one: [`super::spare`]; names lower-cased, order kept; the values views of
+/// `head`), and which of [`Present`]'s names
 /// they carry. With `claims`, the routing headers go there (allocated at the first)
 /// instead of into the map.
 fn header_map(
@@ -505,7 +506,7 @@ fn header_map(
     capacity: usize,
     mut claims: Option<&mut Option<Box<Claims>>>,
 ) -> Result<(HeaderMap, Present), Refusal> {
-    let mut headers = HeaderMap::with_capacity(capacity);
+    let mut headers = super::spare::map(capacity);
     let mut present = Present::default();
     for h in lines {
         let value = || {

@@ -495,6 +495,8 @@ impl Connection<'_> {
                     te_trailers,
                     &mut head,
                 );
+                // Its head written, the response's map serves a later head.
+                super::spare::give_back(response.into_parts().0.headers);
                 (Outgoing::new(head, body, framing, trailers), switched, keep)
             };
             let written = std::future::poll_fn(|cx| {

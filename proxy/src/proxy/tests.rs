@@ -858,6 +858,23 @@ async fn a_large_streamed_upload_and_download_pass_a_forward() {
 }
 
 #[test]
+fn a_request_heads_map_is_kept_for_the_next_head_once_the_head_is_dropped() {
+    crate::h1::spare::forget();
+    let mut headers = HeaderMap::with_capacity(6);
+    headers.insert("accept", http::HeaderValue::from_static("*/*"));
+    let head = Head {
+        method: Method::GET,
+        uri: Uri::from_static("/"),
+        version: Version::HTTP_11,
+        headers,
+    };
+    assert_eq!(crate::h1::spare::kept(), 0);
+    drop(head);
+    assert_eq!(crate::h1::spare::kept(), 1);
+    assert!(crate::h1::spare::map(6).is_empty(), "given back cleared");
+}
+
+#[test]
 fn each_attempt_carries_only_its_own_added_headers() {
     let mut headers = HeaderMap::new();
     headers.insert("accept", http::HeaderValue::from_static("*/*"));

@@ -319,6 +319,20 @@ async fn refused_heads_are_answered_with_the_reason_counted_and_closed() {
 }
 
 #[tokio::test]
+async fn a_written_responses_header_map_is_kept_for_the_next_head() {
+    // (The test's runtime, the server and the handler share this thread, and its keeping.)
+    crate::h1::spare::forget();
+    let (addr, _) = start().await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /trailers HTTP/1.1\r\nhost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let got = responses(&mut s, 1).await;
+    assert!(got[0].starts_with("HTTP/1.1 200"), "{}", got[0]);
+    assert_eq!(crate::h1::spare::kept(), 1, "the response's map, kept");
+}
+
+#[tokio::test]
 async fn http_10_clients_get_close_framed_bodies_and_keep_alive_only_when_asked() {
     let (addr, _) = start().await;
     // Unknown length: no chunked coding for 1.0; the close ends the body.
