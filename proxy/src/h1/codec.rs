@@ -497,9 +497,8 @@ fn chunked_last(headers: &HeaderMap) -> bool {
 
 /// The header lines httparse found in `head`, as a map of `capacity` lines (a kept one when
 /// there is one: [`super::spare`]; names lower-cased, order kept; the values views of
-/// `head`), and which of [`Present`]'s names
-/// they carry. With `claims`, the routing headers go there (allocated at the first)
-/// instead of into the map.
+/// `head`), and which of [`Present`]'s names they carry. With `claims`, the routing headers
+/// go there (allocated at the first) instead of into the map.
 fn header_map(
     head: &Bytes,
     lines: &[httparse::Header<'_>],
