@@ -857,17 +857,22 @@ async fn a_large_streamed_upload_and_download_pass_a_forward() {
     assert_eq!(received, CHUNK * CHUNKS);
 }
 
+/// A GET of `target` with one header (`accept: */*`), kept for its attempts.
+fn get_head(target: &'static str) -> Head {
+    let mut headers = HeaderMap::new();
+    headers.insert("accept", http::HeaderValue::from_static("*/*"));
+    Head {
+        method: Method::GET,
+        uri: Uri::from_static(target),
+        version: Version::HTTP_11,
+        headers,
+    }
+}
+
 #[test]
 fn a_request_heads_map_is_kept_for_the_next_head_once_the_head_is_dropped() {
     crate::h1::spare::forget();
-    let mut headers = HeaderMap::with_capacity(6);
-    headers.insert("accept", http::HeaderValue::from_static("*/*"));
-    let head = Head {
-        method: Method::GET,
-        uri: Uri::from_static("/"),
-        version: Version::HTTP_11,
-        headers,
-    };
+    let head = get_head("/");
     assert_eq!(crate::h1::spare::kept(), 0);
     drop(head);
     assert_eq!(crate::h1::spare::kept(), 1);
@@ -876,14 +881,7 @@ fn a_request_heads_map_is_kept_for_the_next_head_once_the_head_is_dropped() {
 
 #[test]
 fn each_attempt_carries_only_its_own_added_headers() {
-    let mut headers = HeaderMap::new();
-    headers.insert("accept", http::HeaderValue::from_static("*/*"));
-    let head = Head {
-        method: Method::GET,
-        uri: Uri::from_static("/x?y=1"),
-        version: Version::HTTP_11,
-        headers,
-    };
+    let head = get_head("/x?y=1");
     let value = http::HeaderValue::from_static;
     let fencing = || {
         [
