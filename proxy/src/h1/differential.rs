@@ -7,7 +7,11 @@
 //! The codec may refuse what hyper takes only by one of its stricter rules
 //! ([`stricter_than_hyper`]); it must never take what hyper refuses, and never frame a
 //! request differently. hyper stops after a request that does not keep the connection
-//! (`Connection: close`, HTTP/1.0 without keep-alive), and so does the comparison.
+//! (`Connection: close`, HTTP/1.0 without keep-alive), and so does the comparison. The
+//! engine also reads no request after a `CONNECT` or an upgrade (`Upgrade` with
+//! `Connection: upgrade`): what follows its head is the tunnel's, or the connection closes
+//! (`h1::server`). The codec's view stops there too, and whatever hyper makes of the
+//! bytes after it is not compared.
 //!
 //! The property test (`differential/tests.rs`) runs it on generated streams in the test
 //! suite; the `cargo fuzz` target in `proxy/fuzz` runs it on arbitrary bytes (built with
@@ -23,7 +27,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::headers::Claims;
+use crate::headers::{self, Claims};
 
 use super::codec::{
     Chunked, Framing, Limits, Piece, Refusal, RequestHead, ResponseFraming, parse_request,
@@ -74,24 +78,41 @@ fn keeps_alive(head: &RequestHead) -> bool {
     head.version == http::Version::HTTP_11 || tokens().any(|t| t.eq_ignore_ascii_case("keep-alive"))
 }
 
-/// The codec's view: the requests taken whole, and the refusal that ended it, if any.
-pub fn codec_view(bytes: &[u8]) -> (Vec<Seen>, Option<Refusal>) {
+/// The codec's view of a byte stream.
+#[derive(Debug)]
+pub struct CodecView {
+    /// The requests taken whole, in order.
+    pub seen: Vec<Seen>,
+    /// The refusal that ended it, if any.
+    pub refusal: Option<Refusal>,
+    /// Whether it ended at a `CONNECT` or an upgrade, after which the engine reads no
+    /// request (see the module docs).
+    pub handed_over: bool,
+}
+
+/// The codec's view: the requests taken whole, as the engine's server reads them.
+pub fn codec_view(bytes: &[u8]) -> CodecView {
     let mut buf = BytesMut::from(bytes);
     let mut seen = Vec::new();
+    let end = |seen, refusal, handed_over| CodecView {
+        seen,
+        refusal,
+        handed_over,
+    };
     loop {
         let head = match parse_request(&mut buf, &LIMITS) {
             Ok(Some(head)) => head,
-            Ok(None) => return (seen, None),
-            Err(r) => return (seen, Some(r)),
+            Ok(None) => return end(seen, None, false),
+            Err(r) => return end(seen, Some(r), false),
         };
         let (mut body, mut trailers) = (BytesMut::new(), Vec::new());
         match head.framing {
             Framing::Length(n) => {
                 let Ok(n) = usize::try_from(n) else {
-                    return (seen, None);
+                    return end(seen, None, false);
                 };
                 if buf.len() < n {
-                    return (seen, None);
+                    return end(seen, None, false);
                 }
                 body = buf.split_to(n);
             }
@@ -105,13 +126,14 @@ pub fn codec_view(bytes: &[u8]) -> (Vec<Seen>, Option<Refusal>) {
                             trailers = lines(&t);
                             break;
                         }
-                        Ok(None) => return (seen, None),
-                        Err(r) => return (seen, Some(r)),
+                        Ok(None) => return end(seen, None, false),
+                        Err(r) => return end(seen, Some(r), false),
                     }
                 }
             }
         }
         let keep = keeps_alive(&head);
+        let handed_over = headers::is_upgrade(&head.method, head.version, &head.headers);
         seen.push(Seen {
             method: head.method.to_string(),
             target: head.uri.to_string(),
@@ -121,8 +143,8 @@ pub fn codec_view(bytes: &[u8]) -> (Vec<Seen>, Option<Refusal>) {
             body: body.freeze(),
             trailers,
         });
-        if !keep {
-            return (seen, None);
+        if handed_over || !keep {
+            return end(seen, None, handed_over);
         }
     }
 }
@@ -202,7 +224,11 @@ pub fn stricter_than_hyper(r: &Refusal) -> bool {
 
 /// Runs both on `bytes` and compares (see the module docs): `Err` describes a difference.
 pub fn check(bytes: &[u8]) -> Result<(), String> {
-    let (ours, refusal) = codec_view(bytes);
+    let CodecView {
+        seen: ours,
+        refusal,
+        handed_over,
+    } = codec_view(bytes);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -220,7 +246,10 @@ pub fn check(bytes: &[u8]) -> Result<(), String> {
             &theirs[..ours.len()]
         ));
     }
-    if theirs.len() > ours.len() && !refusal.as_ref().is_some_and(stricter_than_hyper) {
+    if theirs.len() > ours.len()
+        && !handed_over
+        && !refusal.as_ref().is_some_and(stricter_than_hyper)
+    {
         return Err(format!(
             "hyper took a request the codec did not ({refusal:?}): {text:?}\nhyper: {:#?}",
             theirs[ours.len()]
