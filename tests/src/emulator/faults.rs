@@ -251,6 +251,17 @@ impl Faults {
         });
     }
 
+    /// How many watches of `scope` are open now. A watch counts from the moment its starting
+    /// point is fixed: a change committed after it is counted is one it delivers, so a test
+    /// awaits the count before making a change a watching client should see.
+    pub fn open_watches(&self, scope: FaultScope) -> usize {
+        let s = self.lock();
+        s.watches
+            .values()
+            .filter(|w| scope.covers(&w.client, w.ip))
+            .count()
+    }
+
     /// Close the open watch streams of `scope` abruptly (no final chunk).
     pub fn cut_watches(&self, scope: FaultScope) {
         self.update(|s| {

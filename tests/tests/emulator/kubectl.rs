@@ -13,7 +13,8 @@ use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
-use understudy_tests::emulator::{Emulator, EmulatorOptions};
+use understudy_tests::cluster::loopback::eventually;
+use understudy_tests::emulator::{Emulator, EmulatorOptions, FaultScope};
 
 /// kubectl v1.37.2, built from the pinned module by tests/k8s/build.
 fn kubectl_bin() -> PathBuf {
@@ -189,6 +190,14 @@ async fn get_watch_prints_changes_made_through_the_api() {
         "{first}"
     );
 
+    // kubectl prints what it got, then opens its watch from "now" and does not print the
+    // watch's first (synthetic ADDED) event: a change made before the watch opens is never
+    // printed. So the change waits for the watch.
+    let kubectl = FaultScope::Client("kubectl".into());
+    eventually(Duration::from_secs(20), || async {
+        w.emu.faults().open_watches(kubectl.clone()) == 1
+    })
+    .await;
     let api: Api<Lease> = Api::default_namespaced(w.emu.kube_client("elector").await);
     let patch = Patch::Merge(json!({ "spec": { "holderIdentity": "pod-b" } }));
     api.patch("demo", &PatchParams::default(), &patch)

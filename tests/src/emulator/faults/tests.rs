@@ -90,3 +90,18 @@ fn partitions_outages_and_cuts() {
     drop((a, b));
     assert!(f.lock().watches.is_empty());
 }
+
+#[test]
+fn open_watches_are_counted_by_scope_until_they_close() {
+    let f = Faults::new(0);
+    let a = f.register_watch("a", LOCAL);
+    let b = f.register_watch("b", OTHER);
+    assert_eq!(f.open_watches(FaultScope::All), 2);
+    assert_eq!(f.open_watches(FaultScope::Client("a".into())), 1);
+    assert_eq!(f.open_watches(FaultScope::SourceIp(OTHER)), 1);
+    assert_eq!(f.open_watches(FaultScope::Client("c".into())), 0);
+    drop(a);
+    assert_eq!(f.open_watches(FaultScope::Client("a".into())), 0);
+    assert_eq!(f.open_watches(FaultScope::All), 1);
+    drop(b);
+}
