@@ -106,7 +106,8 @@ def wait_for(pred, what, timeout=20):
 
 
 def proc_stats(pid):
-    """(peak RSS KiB, cpu seconds) of a process from /proc."""
+    """Peak and current RSS and anonymous RSS (KiB), and CPU seconds (`cpu`: user and system;
+    `sys`: system alone) of a process, from /proc."""
     with open(f"/proc/{pid}/status") as f:
         status = f.read()
     hwm = int(re.search(r"VmHWM:\s+(\d+)", status).group(1))
@@ -116,7 +117,7 @@ def proc_stats(pid):
         fields = f.read().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
     cpu = (int(fields[11]) + int(fields[12])) / ticks
-    return dict(hwm=hwm, rss=rss, anon=anon, cpu=cpu)
+    return dict(hwm=hwm, rss=rss, anon=anon, cpu=cpu, sys=int(fields[12]) / ticks)
 
 
 def child_pids(pid):
@@ -382,7 +383,9 @@ def measure(name, port, pids, conns, seconds, tmp):
     r = wrk(port, conns, seconds, tmp)
     after = [proc_stats(p) for p in pids]
     cpu = sum(a["cpu"] - b["cpu"] for a, b in zip(after, before))
+    sys_ = sum(a["sys"] - b["sys"] for a, b in zip(after, before))
     r["cpu_us_per_req"] = cpu * 1e6 / max(r["requests"], 1) if pids else 0.0
+    r["sys_us_per_req"] = sys_ * 1e6 / max(r["requests"], 1) if pids else 0.0
     r["peak_rss_kib"] = sum(a["hwm"] for a in after) if pids else 0
     r["name"] = name
     return r
@@ -679,17 +682,20 @@ def report(args, rounds, idle_rss, rss_1000, c1000, api, fo=None, fs=None, sw=No
     summary = {}
     for n in names:
         rs = [r[n] for r in rounds]
-        summary[n] = {k: med([x[k] for x in rs]) for k in ("rps", "p50", "p99", "p999", "cpu_us_per_req", "peak_rss_kib", "errors")}
+        summary[n] = {k: med([x[k] for x in rs]) for k in ("rps", "p50", "p99", "p999", "cpu_us_per_req", "sys_us_per_req",
+                                                            "peak_rss_kib", "errors")}
         summary[n]["vs_direct"] = med([r[n]["rps"] / r["direct"]["rps"] for r in rounds])
         summary[n]["vs_haproxy"] = med([r[n]["rps"] / r["haproxy"]["rps"] for r in rounds])
-    lines = ["| contender | req/s | vs direct | vs HAProxy | p50 | p99 | p99.9 | proxy CPU µs/req | proxy peak RSS | errors |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| contender | req/s | vs direct | vs HAProxy | p50 | p99 | p99.9 | proxy CPU µs/req | of it, system | "
+             "proxy peak RSS | errors |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for n in names:
         s = summary[n]
         rss = f"{s['peak_rss_kib'] / 1024:.1f} MiB" if s["peak_rss_kib"] else "—"
         cpu = f"{s['cpu_us_per_req']:.1f}" if n != "direct" else "—"
+        sys_ = f"{s['sys_us_per_req']:.1f}" if n != "direct" else "—"
         lines.append(f"| {n} | {s['rps']:.0f} | {s['vs_direct']:.2f} | {s['vs_haproxy']:.2f} | {s['p50'] / 1000:.2f} ms | "
-                     f"{s['p99'] / 1000:.2f} ms | {s['p999'] / 1000:.2f} ms | {cpu} | {rss} | {s['errors']:.0f} |")
+                     f"{s['p99'] / 1000:.2f} ms | {s['p999'] / 1000:.2f} ms | {cpu} | {sys_} | {rss} | {s['errors']:.0f} |")
     table = "\n".join(lines)
     print("\n" + table)
     lead, hap, ngx, stby, hap2, direct, floor, floor2, hap_hdr = (summary[k] for k in (
@@ -700,6 +706,12 @@ def report(args, rounds, idle_rss, rss_1000, c1000, api, fo=None, fs=None, sw=No
     # each round, then the median), not throughput, which the backend bounds on this bench.
     def cpu_ratio(a, b):
         return med([r[a]["cpu_us_per_req"] / r[b]["cpu_us_per_req"] for r in rounds])
+
+    # The kernel's part of a contender's CPU against the peer's whole CPU: what the
+    # contender would cost with no user-space work at all, the lowest ratio any engine
+    # making the same system calls could reach.
+    def sys_ratio(a, b):
+        return med([r[a]["sys_us_per_req"] / r[b]["cpu_us_per_req"] for r in rounds])
     lead_cpu = cpu_ratio("understudy leader", "haproxy")
     stby_cpu = cpu_ratio("understudy standby", "haproxy, two hops")
     hap_1000 = peers_1000.get("haproxy", {}).get("peak_rss_kib")
@@ -707,6 +719,8 @@ def report(args, rounds, idle_rss, rss_1000, c1000, api, fo=None, fs=None, sw=No
     targets = [
         ("leader CPU per request ≤ 0.8 × HAProxy's", lead_cpu <= 0.8,
          f"{lead_cpu:.2f} × ({lead['cpu_us_per_req']:.1f} vs {hap['cpu_us_per_req']:.1f} µs)",
+         f"the leader's system time alone: {sys_ratio('understudy leader', 'haproxy'):.2f} × (the floor's: "
+         f"{sys_ratio('floor (bench/floor)', 'haproxy'):.2f} ×); "
          f"nginx: {cpu_ratio('nginx', 'haproxy'):.2f} ×; floor: {cpu_ratio('floor (bench/floor)', 'haproxy'):.2f} ×; "
          f"understudy against HAProxy editing heads as it does: "
          f"{cpu_ratio('understudy leader', 'haproxy, same headers'):.2f} × ({hap_hdr['cpu_us_per_req']:.1f} µs)"),
@@ -716,6 +730,8 @@ def report(args, rounds, idle_rss, rss_1000, c1000, api, fo=None, fs=None, sw=No
          f"{hap_hdr['p99'] / 1000:.2f} ms"),
         ("standby (two hops) CPU per request ≤ two HAProxies'", stby_cpu <= 1.0,
          f"{stby_cpu:.2f} × ({stby['cpu_us_per_req']:.1f} vs {hap2['cpu_us_per_req']:.1f} µs)",
+         f"the standby's and leader's system time alone: "
+         f"{sys_ratio('understudy standby', 'haproxy, two hops'):.2f} ×; "
          f"two floors: {cpu_ratio('floor, two hops', 'haproxy, two hops'):.2f} ×; understudy against two "
          f"HAProxies editing heads as the sidecars do: "
          f"{cpu_ratio('understudy standby', 'haproxy, same headers, two hops'):.2f} × "
@@ -904,6 +920,9 @@ response. The plain HAProxy rows do none of that; they stay the targets' yardsti
   backend's own limit in the same round. **vs HAProxy**: ratio to HAProxy in the same round.
 - **p50/p99/p99.9**: wrk's latency percentiles (coordinated omission not corrected: closed loop).
 - **proxy CPU µs/req**: user+system CPU of the proxy process(es) over the run / requests.
+  **of it, system**: the kernel's part (`/proc/PID/stat`): the TCP work of the four system
+  calls a request (on loopback a `sendto` also runs the receiver's side), the same calls for
+  every proxy here, which no engine in user space takes off.
 - **proxy peak RSS**: VmHWM of the proxy process(es) at the end of the round.
 
 ## TCP mode
