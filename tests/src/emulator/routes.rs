@@ -64,6 +64,9 @@ pub(crate) struct RequestInfo {
     pub route: Route,
     pub verb: &'static str,
     pub resource: String,
+    /// The object's name as the audit log gives it (`objectRef.name`): the path's, or for a
+    /// list or watch the one a `metadata.name` field selector requires; `""` for none.
+    pub name: String,
 }
 
 /// Classify a request the way the apiserver's `RequestInfoFactory` does.
@@ -88,6 +91,7 @@ pub(crate) fn classify(method: &Method, path: &str, query: &Query) -> RequestInf
                 route: Route::NonResource(segs.clone()),
                 verb,
                 resource: String::new(),
+                name: String::new(),
             };
         }
     };
@@ -109,6 +113,15 @@ pub(crate) fn classify(method: &Method, path: &str, query: &Query) -> RequestInf
         (Method::DELETE, false) => "deletecollection",
         _ => "unknown",
     };
+    // As the apiserver's `RequestInfoFactory`: a collection read for one name is about it.
+    let object = match name {
+        Some(n) => n.clone(),
+        None if matches!(verb, "list" | "watch") => query
+            .get("fieldSelector")
+            .and_then(selected_name)
+            .unwrap_or_default(),
+        None => String::new(),
+    };
     let route = match resources::find(group, version, &resource) {
         Some(rt) if !sub => Route::Resource(ResourceRoute {
             rt,
@@ -121,7 +134,19 @@ pub(crate) fn classify(method: &Method, path: &str, query: &Query) -> RequestInf
         route,
         verb,
         resource,
+        name: object,
     }
+}
+
+/// The name a field selector requires (`metadata.name=N` or `==N` among its terms), if any.
+fn selected_name(selector: &str) -> Option<String> {
+    selector.split(',').find_map(|term| {
+        let value = term.trim().strip_prefix("metadata.name")?;
+        let value = value
+            .strip_prefix("==")
+            .or_else(|| value.strip_prefix('='))?;
+        Some(value.to_string())
+    })
 }
 
 /// Who is asking, for watch registration.

@@ -117,7 +117,8 @@ async fn handle(
     };
     let query = Query::parse(req.uri().query());
     let info = routes::classify(req.method(), &path, &query);
-    sh.stats.record(&client, info.verb, &info.resource);
+    sh.stats
+        .record(&client, info.verb, &info.resource, &info.name);
     tracing::debug!(%client, verb = info.verb, %path, "kube-emulator: request");
     let (parts, body) = req.into_parts();
     match sh.faults.decide(&client, ip, info.verb) {

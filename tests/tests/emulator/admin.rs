@@ -65,6 +65,49 @@ async fn stats_count_requests_by_client_verb_and_resource() {
     assert_eq!(stats.count("other", "get", "leases"), 1);
 }
 
+/// As the audit log's `objectRef.name`: the path's name, or for a list or watch the one its
+/// field selector requires; a collection counts under `""`.
+#[tokio::test]
+async fn stats_name_the_object_a_request_was_about() {
+    let emu = start().await;
+    let api = leases(&emu, "named").await;
+    api.create(&PostParams::default(), &lease("a", "c"))
+        .await
+        .unwrap();
+    api.get("a").await.unwrap();
+    let one = ListParams::default().fields("metadata.name=a");
+    api.list(&one).await.unwrap();
+    api.list(&ListParams::default()).await.unwrap();
+    let mut w = api
+        .watch(&WatchParams::default().fields("metadata.name==a"), "0")
+        .await
+        .unwrap()
+        .boxed();
+    w.next().await.unwrap().unwrap();
+    let stats = emu.stats();
+    assert_eq!(stats.count_named("named", "create", "leases", ""), 1);
+    assert_eq!(stats.count_named("named", "get", "leases", "a"), 1);
+    assert_eq!(stats.count_named("named", "list", "leases", "a"), 1);
+    assert_eq!(stats.count_named("named", "list", "leases", ""), 1);
+    assert_eq!(stats.count_named("named", "watch", "leases", "a"), 1);
+    assert_eq!(
+        stats.count("named", "list", "leases"),
+        2,
+        "whatever the name"
+    );
+
+    let admin = emu.kube_client("admin").await;
+    let (code, json) = get_stats(&admin).await;
+    assert_eq!(code, 200);
+    let counts = json["counts"].as_array().unwrap();
+    for entry in [
+        json!({ "client": "named", "verb": "get", "resource": "leases", "name": "a", "count": 1 }),
+        json!({ "client": "named", "verb": "list", "resource": "leases", "count": 1 }),
+    ] {
+        assert!(counts.contains(&entry), "{entry} not in {json}");
+    }
+}
+
 #[tokio::test]
 async fn admin_endpoint_registers_clients_sets_faults_and_reports_stats() {
     let emu = start().await;
@@ -111,14 +154,7 @@ async fn admin_endpoint_registers_clients_sets_faults_and_reports_stats() {
     .await;
     late.list(&ListParams::default()).await.unwrap();
 
-    let (code, _, stats) = raw(
-        &admin,
-        Method::GET,
-        "/emulator/v1/stats",
-        "application/json",
-        "",
-    )
-    .await;
+    let (code, stats) = get_stats(&admin).await;
     assert_eq!(code, 200);
     assert_eq!(stats["totals"]["late"], 3, "{stats}");
     assert!(
@@ -127,14 +163,7 @@ async fn admin_endpoint_registers_clients_sets_faults_and_reports_stats() {
         )
     );
 
-    let (code, _, s) = raw(
-        &emu.kube_client("pod-a").await,
-        Method::GET,
-        "/emulator/v1/stats",
-        "application/json",
-        "",
-    )
-    .await;
+    let (code, s) = get_stats(&emu.kube_client("pod-a").await).await;
     assert_eq!((code, s["reason"].as_str()), (403, Some("Forbidden")));
 }
 
@@ -199,14 +228,7 @@ async fn the_binary_writes_kubeconfigs_serves_and_stops_on_sigterm() {
         .create(&PostParams::default(), &lease("l", "pod-a"))
         .await
         .unwrap();
-    let (code, _, stats) = raw(
-        &admin,
-        Method::GET,
-        "/emulator/v1/stats",
-        "application/json",
-        "",
-    )
-    .await;
+    let (code, stats) = get_stats(&admin).await;
     assert_eq!(
         (code, &stats["totals"]["pod-a"]),
         (200, &json!(1)),

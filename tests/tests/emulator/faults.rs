@@ -170,14 +170,7 @@ async fn outage_drops_connections_and_cuts_watches_but_not_admin() {
         t.elapsed()
     );
     let admin = emu.kube_client("admin").await;
-    let (code, _, _) = raw(
-        &admin,
-        Method::GET,
-        "/emulator/v1/stats",
-        "application/json",
-        "",
-    )
-    .await;
+    let (code, _) = get_stats(&admin).await;
     assert_eq!(code, 200, "the admin endpoint is exempt");
     emu.faults().outage(false);
     api.get("l").await.unwrap();

@@ -83,6 +83,19 @@ pub fn rv(meta: &ObjectMeta) -> u64 {
         .expect("decimal resourceVersion")
 }
 
+/// `GET /emulator/v1/stats` as `client`: (status code, body as JSON).
+pub async fn get_stats(client: &Client) -> (u16, Value) {
+    let (code, _, json) = raw(
+        client,
+        Method::GET,
+        "/emulator/v1/stats",
+        "application/json",
+        "",
+    )
+    .await;
+    (code, json)
+}
+
 /// A raw request: (status code, Retry-After header, body as JSON).
 pub async fn raw(
     client: &Client,
