@@ -276,10 +276,30 @@ pub fn forwarding_room(headers: &HeaderMap) -> usize {
 }
 
 fn remove_internal(headers: &mut HeaderMap) {
-    let internal: Vec<HeaderName> = headers.keys().filter(|k| is_internal(k)).cloned().collect();
-    for name in internal {
+    remove_where(headers, is_internal);
+}
+
+/// Removes every field of `headers` whose name `gone` picks.
+fn remove_where(headers: &mut HeaderMap, gone: impl Fn(&HeaderName) -> bool) {
+    let names: Vec<HeaderName> = headers.keys().filter(|k| gone(k)).cloned().collect();
+    for name in names {
         headers.remove(name);
     }
+}
+
+/// Removes from a request's trailers what no trailer may carry on (RFC 9110 section 6.5.1):
+/// understudy's own `x-understudy-*` fields (the routing and fencing facts come from a
+/// sidecar, in the head alone), framing (`Content-Length`, `Transfer-Encoding`), `Host`, and
+/// the hop-by-hop fields and `Expect` that [`strip_hop_by_hop`] takes off a head. An app
+/// that merges trailers into the head could otherwise be handed a fencing token, a length or
+/// a host by the client. The rest pass: what they mean is the app's business.
+pub fn strip_request_trailers(trailers: &mut HeaderMap) {
+    remove_where(trailers, |name| {
+        is_internal(name)
+            || hop_by_hop_bit(name).is_some()
+            || name == header::CONTENT_LENGTH
+            || name == header::HOST
+    });
 }
 
 /// True for an HTTP/1.1 `Upgrade` request or a `CONNECT`.
@@ -313,9 +333,15 @@ pub(crate) fn accepts_trailers(headers: &HeaderMap) -> bool {
         .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
 }
 
-/// Removes hop-by-hop headers, including those named in `Connection`. `te: trailers` is
-/// kept (gRPC needs it end to end). With `keep_upgrade`, `Upgrade` survives and
+/// Removes hop-by-hop headers, including those named in `Connection`, and `Expect`. `te:
+/// trailers` is kept (gRPC needs it end to end). With `keep_upgrade`, `Upgrade` survives and
 /// `Connection: upgrade` is set again, so that an upgrade can pass through.
+///
+/// `Expect` is the sidecar's to answer, as nginx and Envoy do: it sends `100 Continue` when
+/// it first reads the body and then sends the body on at once, never waiting for the app's.
+/// Passed on, it would tell the app to wait for a body that is already on its way: an app
+/// that then answered early (a `417`, a redirect) without reading the body would read the
+/// body as the next request on the connection the sidecar keeps for reuse.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     // Which of them the message carries, in one pass over the names: most carry none, and a
     // response usually `Connection` alone. A removal by name hashes the name, so only those
@@ -362,6 +388,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if trailers_ok {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
+    if has(&header::EXPECT) {
+        headers.remove(header::EXPECT);
+    }
 }
 
 /// The hop-by-hop headers that never pass (`Upgrade` aside, which may). (`static`, as
@@ -377,8 +406,8 @@ static HOP_BY_HOP: [HeaderName; 8] = [
     HeaderName::from_static("proxy-connection"),
 ];
 
-/// For one of the hop-by-hop headers [`strip_hop_by_hop`] deals with, its bit: its position
-/// in [`HOP_BY_HOP`], `Upgrade`'s after them. (A match on the text, which compiles to a
+/// For one of the headers [`strip_hop_by_hop`] deals with, its bit: its position in
+/// [`HOP_BY_HOP`], `Upgrade`'s after them, then `Expect`'s. (A match on the text, which compiles to a
 /// switch on its length: a walk comparing names cost more than the removals it saved.)
 fn hop_by_hop_bit(name: &HeaderName) -> Option<u16> {
     hop_by_hop_text_bit(name.as_str())
@@ -396,6 +425,7 @@ fn hop_by_hop_text_bit(name: &str) -> Option<u16> {
         "keep-alive" => 6,
         "proxy-connection" => 7,
         "upgrade" => HOP_BY_HOP.len(),
+        "expect" => HOP_BY_HOP.len() + 1,
         _ => return None,
     };
     Some(1 << position)

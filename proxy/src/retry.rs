@@ -185,7 +185,15 @@ impl Body for ReplayBody {
                 shared.kept = Vec::new();
                 return Poll::Ready(Some(Err(e)));
             }
-            Poll::Ready(Some(Ok(frame))) => frame,
+            // Every attempt's body comes through here, whatever the protocols on either side:
+            // the one place a request's trailers are cleaned.
+            Poll::Ready(Some(Ok(frame))) => match frame.into_trailers() {
+                Ok(mut trailers) => {
+                    crate::headers::strip_request_trailers(&mut trailers);
+                    Frame::trailers(trailers)
+                }
+                Err(frame) => frame,
+            },
         };
         if !shared.overflowed {
             let piece = if let Some(d) = frame.data_ref() {

@@ -87,6 +87,7 @@ fn hop_by_hop_headers_go_including_those_named_in_connection() {
         ("te", "gzip"),
         ("trailer", "grpc-status"),
         ("proxy-authorization", "Basic x"),
+        ("expect", "100-continue"),
         ("accept", "*/*"),
     ]);
     strip_hop_by_hop(&mut h, false);
@@ -119,12 +120,32 @@ fn each_hop_by_hop_header_goes_on_its_own_too() {
         "trailer",
         "proxy-authenticate",
         "proxy-authorization",
+        "expect",
     ] {
         let mut h = map(&[("accept", "*/*"), (name, "x")]);
         strip_hop_by_hop(&mut h, false);
         let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, ["accept"], "{name}");
     }
+}
+
+#[test]
+fn a_requests_trailers_carry_no_framing_routing_or_fencing_fields() {
+    let mut t = map(&[
+        ("x-understudy-leader", "me"),
+        ("x-understudy-epoch", "99"),
+        ("content-length", "5"),
+        ("transfer-encoding", "chunked"),
+        ("host", "elsewhere"),
+        ("connection", "close"),
+        ("expect", "100-continue"),
+        ("grpc-status", "0"),
+        ("x-checksum", "abc"),
+    ]);
+    strip_request_trailers(&mut t);
+    let mut left: Vec<_> = t.keys().map(|k| k.as_str()).collect();
+    left.sort_unstable();
+    assert_eq!(left, ["grpc-status", "x-checksum"]);
 }
 
 #[test]
@@ -270,6 +291,10 @@ fn each_hop_by_hop_name_has_a_bit_of_its_own_in_its_place() {
     assert_eq!(
         hop_by_hop_bit(&header::UPGRADE),
         Some(1 << HOP_BY_HOP.len())
+    );
+    assert_eq!(
+        hop_by_hop_bit(&header::EXPECT),
+        Some(1 << (HOP_BY_HOP.len() + 1))
     );
     for other in [
         header::HOST,

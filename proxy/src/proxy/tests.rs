@@ -1159,3 +1159,145 @@ async fn a_requests_future_fits_in_a_kilobyte() {
     let size = std::mem::size_of_val(&answer);
     assert!(size <= 1024, "a request's future takes {size} bytes");
 }
+
+/// An app that answers a request with `Expect` at once, `417` without reading its body (as
+/// servers that answer early do), and any other with its request line after reading its
+/// `Content-Length` body; one connection at a time, kept open. Its second value is every
+/// request line it read and whether that request carried `Expect`.
+async fn answers_expect_early() -> (SocketAddr, Arc<std::sync::Mutex<Vec<(String, bool)>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                    }
+                    continue;
+                };
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                let line = head.lines().next().unwrap_or("").to_string();
+                let expect = head.lines().any(|l| l.starts_with("expect:"));
+                buf.drain(..end + 4);
+                log.lock().unwrap().push((line.clone(), expect));
+                if expect {
+                    let early = b"HTTP/1.1 417 Expectation Failed\r\ncontent-length: 0\r\n\r\n";
+                    let _ = s.write_all(early).await;
+                    continue;
+                }
+                let length = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+                while buf.len() < length {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                    }
+                }
+                buf.drain(..length);
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{line}",
+                    line.len()
+                );
+                let _ = s.write_all(answer.as_bytes()).await;
+            }
+        }
+    });
+    (addr, seen)
+}
+
+/// `Expect` is answered by the sidecar and not passed on: an app that answered it early
+/// would otherwise take the body, sent at once, for a request of its own on the connection
+/// kept for the next client (a request smuggled in the body of another).
+#[tokio::test]
+async fn expect_is_answered_by_the_sidecar_and_never_reaches_the_app() {
+    let (app_addr, seen) = answers_expect_early().await;
+    let p = start_proxy(proxy_settings(app_addr), leading("a", "127.0.0.1:1", 1)).await;
+    let smuggled = "GET /admin HTTP/1.1\r\nhost: a\r\n\r\n";
+    let mut c = TcpStream::connect(p.addr).await.unwrap();
+    let post = format!(
+        "POST /upload HTTP/1.1\r\nhost: a\r\nexpect: 100-continue\r\ncontent-length: {}\r\n\
+         connection: close\r\n\r\n{smuggled}",
+        smuggled.len()
+    );
+    c.write_all(post.as_bytes()).await.unwrap();
+    let answer = until_closed(&mut c).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK"),
+        "{answer}"
+    );
+    assert!(answer.ends_with("post /upload http/1.1"), "{answer}");
+    // The next request goes out on the connection kept open to the app.
+    let (status, _, body) = get(p.addr, "/next").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, "get /next http/1.1")
+    );
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        [
+            ("post /upload http/1.1".to_string(), false),
+            ("get /next http/1.1".to_string(), false)
+        ]
+    );
+}
+
+/// An app that reads one chunked request and answers `OK`; its second value is the request's
+/// trailer section as it arrived (lower case).
+async fn records_trailers() -> (SocketAddr, tokio::sync::oneshot::Receiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        // The head, then the last chunk, then the empty line that ends the trailers.
+        let end = loop {
+            let text = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+            let last = text
+                .find("\r\n\r\n")
+                .and_then(|h| text[h..].find("\r\n0\r\n").map(|l| h + l + 5));
+            if let Some(end) = last.and_then(|l| text[l..].find("\r\n\r\n").map(|e| (l, l + e))) {
+                break end;
+            }
+            if let Some(l) = last.filter(|&l| text[l..].starts_with("\r\n")) {
+                break (l, l);
+            }
+            let k = s.read(&mut chunk).await.unwrap();
+            assert!(k > 0, "the request ended early: {text}");
+            buf.extend_from_slice(&chunk[..k]);
+        };
+        let text = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+        let _ = tx.send(text[end.0..end.1].to_string());
+        let _ = s.write_all(OK).await;
+    });
+    (addr, rx)
+}
+
+/// A client's trailers cannot hand the app a fencing fact, a length or a host: the app may
+/// merge trailers into the head, and trusts `x-understudy-*` from its sidecar.
+#[tokio::test]
+async fn a_clients_trailers_reach_the_app_without_framing_routing_or_fencing_fields() {
+    let (app_addr, trailers) = records_trailers().await;
+    let p = start_proxy(proxy_settings(app_addr), leading("a", "127.0.0.1:1", 1)).await;
+    let mut c = TcpStream::connect(p.addr).await.unwrap();
+    c.write_all(
+        b"POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n\
+          2\r\nhi\r\n0\r\nx-understudy-epoch: 99\r\nx-understudy-leader: me\r\n\
+          content-length: 5\r\nhost: elsewhere\r\nx-checksum: abc\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let answer = until_closed(&mut c).await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    assert_eq!(trailers.await.unwrap(), "x-checksum: abc");
+}
