@@ -20,7 +20,9 @@
 //!   such a request is usually smuggled past);
 //! - `Content-Length`: digits only, one number a line (no list); repeated lines only with
 //!   one value (passed on as one line);
-//! - `Transfer-Encoding`: HTTP/1.1 only, with `chunked` last and only once;
+//! - `Transfer-Encoding`: HTTP/1.1 only, with `chunked` last and only once; in a request,
+//!   any other coding is refused with 501 (RFC 9112 section 6.1: the engine decodes only
+//!   `chunked`, and the body it sends on is framed anew, so another coding would be lost);
 //! - chunk sizes: hex digits that fit 64 bits, then optional spaces, extensions of visible
 //!   characters, CRLF; chunk data ends in CRLF; trailers are header lines.
 
@@ -78,6 +80,9 @@ pub enum Refusal {
     /// `Transfer-Encoding` in an HTTP/1.0 request.
     #[error("Transfer-Encoding in an HTTP/1.0 request")]
     EncodingInHttp10,
+    /// A request's `Transfer-Encoding` with a coding other than `chunked` (501).
+    #[error("a transfer coding other than chunked is not supported")]
+    UnknownCoding,
     /// A chunk-size line, chunk end or trailer that is not valid.
     #[error("malformed chunked body ({0})")]
     Chunk(&'static str),
@@ -91,6 +96,7 @@ impl Refusal {
             Refusal::TooManyHeaders(_) | Refusal::HeadTooLarge(_) => {
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
             }
+            Refusal::UnknownCoding => StatusCode::NOT_IMPLEMENTED,
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -219,6 +225,9 @@ pub fn parse_request(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Reque
     let mut claims = None;
     let (mut headers, present) = header_map(&bytes, req.headers, capacity, Some(&mut claims))?;
     let framing = framing(&headers, present, version)?;
+    if framing == Framing::Chunked && other_coding(&headers) {
+        return Err(Refusal::UnknownCoding);
+    }
     if let (Framing::Length(n), true) = (framing, present.has(&header::CONTENT_LENGTH)) {
         // Repeated lines of one value: passed on as one.
         if headers
@@ -392,6 +401,16 @@ fn framing(headers: &HeaderMap, present: Present, version: Version) -> Result<Fr
             }
         }
     }
+}
+
+/// Whether a `Transfer-Encoding` that ends in `chunked` names another coding too.
+fn other_coding(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|line| line.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .any(|c| !c.is_empty() && !c.eq_ignore_ascii_case(b"chunked"))
 }
 
 /// How the body after a response head is framed.

@@ -217,6 +217,8 @@ pub fn stricter_than_hyper(r: &Refusal) -> bool {
         | Refusal::LengthAndEncoding
         // takes `chunked` applied twice;
         | Refusal::Encoding
+        // takes a coding before `chunked` (and drops it);
+        | Refusal::UnknownCoding
         // takes control characters in chunk extensions.
         | Refusal::Chunk("control character in a chunk extension")
     )

@@ -43,9 +43,19 @@ fn framing_follows_one_set_of_rules() {
         Ok(Framing::Length(5))
     );
     assert_eq!(
-        framing("transfer-encoding: gzip, Chunked\r\n"),
+        framing("transfer-encoding: , Chunked\r\n"),
         Ok(Framing::Chunked)
     );
+    // Another coding before `chunked` is valid HTTP, but the engine would lose it: 501.
+    for other in [
+        "gzip, chunked",
+        "identity, chunked",
+        "gzip,\r\ntransfer-encoding: chunked",
+    ] {
+        let result = framing(&format!("transfer-encoding: {other}\r\n"));
+        assert_eq!(result, Err(Refusal::UnknownCoding), "{other:?}");
+        assert_eq!(Refusal::UnknownCoding.status(), StatusCode::NOT_IMPLEMENTED);
+    }
     for bad in [
         "+5",
         "5,6",

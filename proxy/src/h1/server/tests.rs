@@ -297,6 +297,12 @@ async fn refused_heads_are_answered_with_the_reason_counted_and_closed() {
             "invalid Content-Length",
             2,
         ),
+        (
+            &b"POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: gzip, chunked\r\n\r\n0\r\n\r\n"[..],
+            "501",
+            "a transfer coding other than chunked is not supported",
+            2,
+        ),
     ] {
         let mut s = TcpStream::connect(addr).await.unwrap();
         // An answered request first: the refusal comes after it, on the same connection.
@@ -304,7 +310,8 @@ async fn refused_heads_are_answered_with_the_reason_counted_and_closed() {
         all.extend_from_slice(bytes);
         s.write_all(&all).await.unwrap();
         let answer = until_closed(&mut s).await;
-        let (first, refusal) = answer.split_at(answer.find("HTTP/1.1 4").expect(&answer));
+        let at = answer.find(&format!("HTTP/1.1 {status}")).expect(&answer);
+        let (first, refusal) = answer.split_at(at);
         assert!(first.ends_with("GET /first"), "{answer}");
         assert!(refusal.starts_with(&format!("HTTP/1.1 {status}")), "{refusal}");
         assert!(refusal.contains(reason), "{refusal}");
@@ -313,7 +320,7 @@ async fn refused_heads_are_answered_with_the_reason_counted_and_closed() {
     }
     assert_eq!(
         seen.requests.load(Ordering::SeqCst),
-        4,
+        5,
         "only the first ones"
     );
 }
