@@ -240,6 +240,8 @@ impl Proxy {
         let closable = req.version() < Version::HTTP_2 && req.method() != Method::CONNECT;
         let routed = if target_len > MAX_URI_BYTES {
             Either::Left(future::ready(answer::uri_too_long()))
+        } else if let Some(why) = host_problem(&req) {
+            Either::Left(future::ready(answer::bad_host(why)))
         } else {
             match self.inner.requests.admit() {
                 Some(permit) => {
@@ -325,6 +327,15 @@ impl Proxy {
         let mut client_upgrade = upgrade
             .then(|| ClientUpgrade::take(&mut parts.extensions))
             .flatten();
+        // An HTTP/1 request in absolute form (`GET http://b/x`) is for the host it names,
+        // whatever its `Host` says (RFC 9112 section 3.2.2); the app, sent the origin form,
+        // is told that host.
+        if parts.version < Version::HTTP_2 && parts.method != Method::CONNECT {
+            let named = (parts.uri.authority()).map(|a| header::HeaderValue::from_str(a.as_str()));
+            if let Some(Ok(named)) = named {
+                parts.headers.insert(header::HOST, named);
+            }
+        }
         let host = parts.headers.get(header::HOST).cloned().or_else(|| {
             let authority = parts.uri.authority()?;
             header::HeaderValue::from_str(authority.as_str()).ok()
@@ -632,6 +643,23 @@ impl Head {
             headers: &self.headers,
             extra,
         }
+    }
+}
+
+/// Why `req`'s `Host` cannot say which host it is for, if it cannot: an HTTP/1.1 request
+/// without one, or any HTTP/1 request with more than one (RFC 9112 section 3.2 asks for 400).
+/// HTTP/2 names its host in `:authority`.
+fn host_problem<B>(req: &Request<B>) -> Option<&'static str> {
+    if req.version() >= Version::HTTP_2 {
+        return None;
+    }
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (None, _) if req.version() == Version::HTTP_11 => {
+            Some("an HTTP/1.1 request needs a Host header")
+        }
+        (Some(_), Some(_)) => Some("more than one Host header"),
+        _ => None,
     }
 }
 

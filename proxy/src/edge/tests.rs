@@ -4,8 +4,10 @@ use understudy_elector::failsafe::PEER_PATH;
 use super::*;
 use crate::testing::*;
 
+/// A POST as the HTTP/1.1 engine hands it on (with its `Host`).
 fn post(path: &str) -> Request<Full<Bytes>> {
     Request::post(path)
+        .header(http::header::HOST, "a")
         .body(Full::new(Bytes::from("{}")))
         .unwrap()
 }

@@ -53,13 +53,23 @@ pub(crate) fn held(e: HoldError) -> Outcome {
 /// 414, and the connection closed: like the parser's own 400/431, a client that sends
 /// such a request gets no second one on the same connection.
 pub(crate) fn uri_too_long() -> Outcome {
-    let mut response = text(
-        StatusCode::URI_TOO_LONG,
-        &format!(
-            "understudy: request target longer than {} bytes",
-            crate::limits::MAX_URI_BYTES
-        ),
+    let why = format!(
+        "understudy: request target longer than {} bytes",
+        crate::limits::MAX_URI_BYTES
     );
+    refused_and_closed(StatusCode::URI_TOO_LONG, &why)
+}
+
+/// 400 for a request whose `Host` is missing (HTTP/1.1) or given twice (RFC 9112 section
+/// 3.2: which host it is for cannot be told), and the connection closed, as for
+/// [`uri_too_long`].
+pub(crate) fn bad_host(why: &str) -> Outcome {
+    refused_and_closed(StatusCode::BAD_REQUEST, &format!("understudy: {why}"))
+}
+
+/// `status` saying `why`, with `Connection: close`.
+fn refused_and_closed(status: StatusCode, why: &str) -> Outcome {
+    let mut response = text(status, why);
     response
         .headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));

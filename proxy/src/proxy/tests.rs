@@ -1301,3 +1301,48 @@ async fn a_clients_trailers_reach_the_app_without_framing_routing_or_fencing_fie
     assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
     assert_eq!(trailers.await.unwrap(), "x-checksum: abc");
 }
+
+/// Which host an HTTP/1 request is for must be plain (RFC 9112 section 3.2): an HTTP/1.1
+/// request without `Host`, or any with two, is answered 400 and its connection closed;
+/// HTTP/1.0 needs none; a target in absolute form names the host the app is told.
+#[tokio::test]
+async fn a_request_names_one_host_or_is_refused() {
+    let (a_addr, app_a) = app("a").await;
+    let p = start_proxy(proxy_settings(a_addr), leading("a", "127.0.0.1:1", 1)).await;
+    for (request, status, says) in [
+        (
+            "GET / HTTP/1.1\r\n\r\n",
+            "400",
+            "an HTTP/1.1 request needs a Host header",
+        ),
+        (
+            "GET / HTTP/1.1\r\nhost: a\r\nhost: b\r\n\r\n",
+            "400",
+            "more than one Host header",
+        ),
+        (
+            "GET / HTTP/1.0\r\nhost: a\r\nhost: b\r\n\r\n",
+            "400",
+            "more than one Host header",
+        ),
+        ("GET / HTTP/1.0\r\n\r\n", "200", "x-seen-host: 127.0.0.1"),
+        (
+            "GET http://b.example/x HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n",
+            "200",
+            "x-seen-host: b.example\r\n",
+        ),
+    ] {
+        let mut c = TcpStream::connect(p.addr).await.unwrap();
+        c.write_all(request.as_bytes()).await.unwrap();
+        let answer = until_closed(&mut c).await;
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{request:?}: {answer}"
+        );
+        assert!(answer.contains(says), "{request:?}: {answer}");
+        if status == "400" {
+            assert!(answer.contains("connection: close\r\n"), "{answer}");
+        }
+    }
+    assert_eq!(app_a.hits(), 2, "only the last two reach the app");
+}
