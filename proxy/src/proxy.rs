@@ -406,9 +406,15 @@ impl Proxy {
                             // then under 1 KiB, which the allocator serves from its
                             // per-thread cache (larger blocks take its slow path).
                             let send = head.send(&this.inner.forwarder, &target, extra, attempt);
-                            Box::pin(send)
-                                .await
-                                .map_err(|e| (e.sent, format!("{e} ({})", e.cause()), e.cause()))
+                            match Box::pin(send).await {
+                                Err(e) => match answer::clients_fault(&e) {
+                                    Some(outcome) => return outcome,
+                                    None => {
+                                        Err((e.sent, format!("{e} ({})", e.cause()), e.cause()))
+                                    }
+                                },
+                                Ok(resp) => Ok(resp),
+                            }
                         };
                         match sent {
                             Ok(resp) if refused_by_sidecar(&target, &resp) => {

@@ -8,8 +8,11 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
+use crate::forward::ForwardError;
+use crate::h1::server::BodyError;
 use crate::headers;
 use crate::hold::HoldError;
+use crate::limits::BodyTimeout;
 use crate::metrics::Answer;
 use crate::route::{Kind, Misdirected};
 use crate::{BoxError, ProxyBody};
@@ -65,6 +68,28 @@ pub(crate) fn uri_too_long() -> Outcome {
 /// [`uri_too_long`].
 pub(crate) fn bad_host(why: &str) -> Outcome {
     refused_and_closed(StatusCode::BAD_REQUEST, &format!("understudy: {why}"))
+}
+
+/// The answer to a request whose attempt failed through the client's own fault, if it did:
+/// its body broke the chunked coding (the status the engine gives a head that does, 400)
+/// or came too slowly (`--body-timeout`: 408). Such a request is no one else's failure to
+/// answer 502 for, nor one to send again.
+pub(crate) fn clients_fault(e: &ForwardError) -> Option<Outcome> {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e.source.as_ref());
+    while let Some(err) = next {
+        if let Some(BodyError::Malformed(refusal)) = err.downcast_ref::<BodyError>() {
+            return Some(refused_and_closed(
+                refusal.status(),
+                &format!("understudy: {err}"),
+            ));
+        }
+        if err.is::<BodyTimeout>() {
+            let why = format!("understudy: {err}");
+            return Some(refused_and_closed(StatusCode::REQUEST_TIMEOUT, &why));
+        }
+        next = err.source();
+    }
+    None
 }
 
 /// `status` saying `why`, with `Connection: close`.

@@ -1346,3 +1346,36 @@ async fn a_request_names_one_host_or_is_refused() {
     }
     assert_eq!(app_a.hits(), 2, "only the last two reach the app");
 }
+
+/// A request body that breaks the chunked coding is the client's fault: 400 with the
+/// engine's reason, as for a head that does, and not a 502 (nor a resend); one that comes
+/// too slowly is a 408. Neither reaches the app whole.
+#[tokio::test]
+async fn a_body_that_breaks_the_chunked_coding_is_answered_400_and_a_late_one_408() {
+    let (a_addr, _app) = app("a").await;
+    let settings = ProxySettings {
+        body_timeout: Duration::from_millis(300),
+        ..proxy_settings(a_addr)
+    };
+    let p = start_proxy(settings, leading("a", "127.0.0.1:1", 1)).await;
+    for (request, status, says) in [
+        (
+            &b"POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n"[..],
+            "400",
+            "malformed chunked body",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 10\r\n\r\nabc",
+            "408",
+            "--body-timeout",
+        ),
+    ] {
+        let mut c = TcpStream::connect(p.addr).await.unwrap();
+        c.write_all(request).await.unwrap();
+        let answer = until_closed(&mut c).await;
+        assert!(answer.starts_with(&format!("HTTP/1.1 {status}")), "{answer}");
+        assert!(answer.contains(says), "{answer}");
+        assert!(answer.contains("connection: close\r\n"), "{answer}");
+        assert!(!answer.contains("a:"), "the app answered: {answer}");
+    }
+}
