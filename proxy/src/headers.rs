@@ -310,6 +310,23 @@ pub fn is_upgrade(method: &Method, version: Version, headers: &HeaderMap) -> boo
     version == Version::HTTP_11
         && headers.contains_key(header::UPGRADE)
         && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade"))
+        && !only_h2c(headers)
+}
+
+/// Whether every protocol an `Upgrade` asks for is `h2c`: such a request is served over
+/// HTTP/1.1 with its `Upgrade` removed, as RFC 9113 lets a server do and Envoy does. Passed
+/// on, an app that switched would carry HTTP/2 requests in a tunnel the sidecar never looks
+/// into (no `x-understudy-*` removed, no fencing: "h2c smuggling"); the data port takes
+/// HTTP/2 by prior knowledge instead.
+fn only_h2c(headers: &HeaderMap) -> bool {
+    let mut protocols = headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|p| !p.is_empty())
+        .peekable();
+    protocols.peek().is_some() && protocols.all(|p| p.eq_ignore_ascii_case(b"h2c"))
 }
 
 /// The tokens of the `Connection` header lines, trimmed.

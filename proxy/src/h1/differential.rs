@@ -9,7 +9,8 @@
 //! request differently. hyper stops after a request that does not keep the connection
 //! (`Connection: close`, HTTP/1.0 without keep-alive), and so does the comparison. The
 //! engine also reads no request after a `CONNECT` or an upgrade (`Upgrade` with
-//! `Connection: upgrade`): what follows its head is the tunnel's, or the connection closes
+//! `Connection: upgrade`, to anything but `h2c` alone, which it serves over HTTP/1.1): what
+//! follows its head is the tunnel's, or the connection closes
 //! (`h1::server`). The codec's view stops there too, and whatever hyper makes of the
 //! bytes after it is not compared.
 //!

@@ -149,6 +149,27 @@ fn a_requests_trailers_carry_no_framing_routing_or_fencing_fields() {
 }
 
 #[test]
+fn an_upgrade_to_h2c_alone_is_no_upgrade() {
+    for (upgrade, is) in [
+        ("websocket", true),
+        ("h2c, websocket", true),
+        ("h2c", false),
+        ("H2C", false),
+        (" h2c , h2c", false),
+    ] {
+        let h = map(&[
+            ("connection", "Upgrade, HTTP2-Settings"),
+            ("upgrade", upgrade),
+        ]);
+        assert_eq!(
+            is_upgrade(&Method::GET, Version::HTTP_11, &h),
+            is,
+            "{upgrade:?}"
+        );
+    }
+}
+
+#[test]
 fn te_trailers_survive_for_grpc() {
     let mut h = map(&[("te", "trailers"), ("content-type", "application/grpc")]);
     strip_hop_by_hop(&mut h, false);

@@ -1379,3 +1379,23 @@ async fn a_body_that_breaks_the_chunked_coding_is_answered_400_and_a_late_one_40
         assert!(!answer.contains("a:"), "the app answered: {answer}");
     }
 }
+
+/// An `Upgrade: h2c` is not passed on (an app that switched would carry HTTP/2 requests the
+/// sidecar never sees): the request is served over HTTP/1.1, as RFC 9113 lets a server do.
+#[tokio::test]
+async fn an_h2c_upgrade_is_served_over_http1_and_never_reaches_the_app_as_one() {
+    let (a_addr, _app) = app("a").await;
+    let p = start_proxy(proxy_settings(a_addr), leading("a", "127.0.0.1:1", 1)).await;
+    let mut c = TcpStream::connect(p.addr).await.unwrap();
+    c.write_all(
+        b"GET / HTTP/1.1\r\nhost: a\r\nconnection: Upgrade, HTTP2-Settings, close\r\nupgrade: h2c\r\n\
+          http2-settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let answer = until_closed(&mut c).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("\r\n\r\na"), "{answer}");
+    assert!(!answer.contains("x-seen-upgrade"), "{answer}");
+    assert!(!answer.contains("x-seen-http2-settings"), "{answer}");
+}

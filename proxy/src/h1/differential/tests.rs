@@ -21,6 +21,8 @@ fn header() -> impl Strategy<Value = String> {
         // An upgrade: the engine reads no request after one.
         Just("Connection: upgrade".to_string()),
         Just("Upgrade: websocket".to_string()),
+        // Not an upgrade to the engine: served over HTTP/1.1, what follows read on.
+        Just("Upgrade: h2c".to_string()),
         Just("X-Tab: a\tb".to_string()),
         Just("X-Obs: caf\u{e9}".to_string()),
         Just("X-Empty:".to_string()),
