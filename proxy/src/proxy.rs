@@ -240,14 +240,14 @@ impl Proxy {
         let closable = req.version() < Version::HTTP_2 && req.method() != Method::CONNECT;
         let routed = if target_len > MAX_URI_BYTES {
             Either::Left(future::ready(answer::uri_too_long()))
-        } else if let Some(why) = host_problem(&req) {
-            Either::Left(future::ready(answer::bad_host(why)))
         } else {
-            match self.inner.requests.admit() {
-                Some(permit) => {
-                    Either::Right(self.route_request(edge, req, client, started, permit))
+            match (host_of(&req), self.inner.requests.admit()) {
+                (Err(why), _) => Either::Left(future::ready(answer::bad_host(why))),
+                (Ok(host), Some(permit)) => {
+                    let routed = self.route_request(edge, req, host, client, started, permit);
+                    Either::Right(routed)
                 }
-                None => Either::Left(future::ready(answer::over_request_limit(
+                (Ok(_), None) => Either::Left(future::ready(answer::over_request_limit(
                     self.inner.requests.max(),
                 ))),
             }
@@ -303,11 +303,12 @@ impl Proxy {
     /// Makes an admitted request ready to forward (its head as it goes out, its routing
     /// claims, its body kept for replay), then sends it to where the view says, again after
     /// a refusal or (idempotent and replayable) a reset, until it is answered or its hold
-    /// deadline passes.
+    /// deadline passes. `host`: the request's, as [`host_of`] found it.
     fn route_request<B>(
         &self,
         edge: Edge,
         req: Request<B>,
+        host: Option<header::HeaderValue>,
         client: SocketAddr,
         started: Instant,
         permit: OwnedSemaphorePermit,
@@ -327,19 +328,14 @@ impl Proxy {
         let mut client_upgrade = upgrade
             .then(|| ClientUpgrade::take(&mut parts.extensions))
             .flatten();
-        // An HTTP/1 request in absolute form (`GET http://b/x`) is for the host it names,
-        // whatever its `Host` says (RFC 9112 section 3.2.2); the app, sent the origin form,
-        // is told that host.
-        if parts.version < Version::HTTP_2 && parts.method != Method::CONNECT {
-            let named = (parts.uri.authority()).map(|a| header::HeaderValue::from_str(a.as_str()));
-            if let Some(Ok(named)) = named {
-                parts.headers.insert(header::HOST, named);
-            }
+        // An HTTP/1 request in absolute form is sent on in origin form: the app is told the
+        // host it named (see `host_of`).
+        if let Some(named) = host
+            .as_ref()
+            .filter(|_| absolute_form(&parts.method, parts.version, &parts.uri))
+        {
+            parts.headers.insert(header::HOST, named.clone());
         }
-        let host = parts.headers.get(header::HOST).cloned().or_else(|| {
-            let authority = parts.uri.authority()?;
-            header::HeaderValue::from_str(authority.as_str()).ok()
-        });
         // Room for the lines added below that the head lacks, in one allocation: the map
         // hyper parsed is sized to the headers that came in (the engine's has the room
         // already). (An attempt's own headers are kept beside the map.)
@@ -652,21 +648,34 @@ impl Head {
     }
 }
 
-/// Why `req`'s `Host` cannot say which host it is for, if it cannot: an HTTP/1.1 request
-/// without one, or any HTTP/1 request with more than one (RFC 9112 section 3.2 asks for 400).
-/// HTTP/2 names its host in `:authority`.
-fn host_problem<B>(req: &Request<B>) -> Option<&'static str> {
-    if req.version() >= Version::HTTP_2 {
-        return None;
-    }
+/// The host `req` is for, or why that cannot be told: an HTTP/1.1 request without `Host`,
+/// or any HTTP/1 request with more than one (RFC 9112 section 3.2 asks for 400). A target
+/// in absolute form (`GET http://b/x`) names it whatever `Host` says (section 3.2.2); HTTP/2
+/// names it in `:authority` when it has no `Host`. (One lookup of `Host` a request.)
+fn host_of<B>(req: &Request<B>) -> Result<Option<header::HeaderValue>, &'static str> {
+    let authority = || {
+        let authority = req.uri().authority()?;
+        header::HeaderValue::from_str(authority.as_str()).ok()
+    };
     let mut hosts = req.headers().get_all(header::HOST).iter();
-    match (hosts.next(), hosts.next()) {
-        (None, _) if req.version() == Version::HTTP_11 => {
-            Some("an HTTP/1.1 request needs a Host header")
-        }
-        (Some(_), Some(_)) => Some("more than one Host header"),
-        _ => None,
+    let (first, second) = (hosts.next(), hosts.next());
+    if req.version() >= Version::HTTP_2 {
+        return Ok(first.cloned().or_else(authority));
     }
+    match (first, second) {
+        (Some(_), Some(_)) => Err("more than one Host header"),
+        (None, _) if req.version() == Version::HTTP_11 => {
+            Err("an HTTP/1.1 request needs a Host header")
+        }
+        _ if absolute_form(req.method(), req.version(), req.uri()) => Ok(authority()),
+        (first, _) => Ok(first.cloned()),
+    }
+}
+
+/// Whether an HTTP/1 request's target is in absolute form (a `CONNECT`'s authority form
+/// aside).
+fn absolute_form(method: &Method, version: Version, uri: &Uri) -> bool {
+    version < Version::HTTP_2 && *method != Method::CONNECT && uri.authority().is_some()
 }
 
 /// Whether a peer's response is read whole before it is passed on (held back), so that if

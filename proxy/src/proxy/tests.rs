@@ -1325,6 +1325,11 @@ async fn a_request_names_one_host_or_is_refused() {
             "400",
             "more than one Host header",
         ),
+        (
+            "GET http://b/ HTTP/1.1\r\n\r\n",
+            "400",
+            "an HTTP/1.1 request needs a Host header",
+        ),
         ("GET / HTTP/1.0\r\n\r\n", "200", "x-seen-host: 127.0.0.1"),
         (
             "GET http://b.example/x HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n",
