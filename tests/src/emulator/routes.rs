@@ -9,6 +9,7 @@ use http::{Method, Response, header, request::Parts};
 use super::crud;
 use super::discovery;
 use super::resources::{self, ResourceType};
+use super::selectors::FieldSelector;
 use super::server::Shared;
 use super::status::{ApiError, Body, json_response};
 use super::watch;
@@ -113,16 +114,19 @@ pub(crate) fn classify(method: &Method, path: &str, query: &Query) -> RequestInf
         (Method::DELETE, false) => "deletecollection",
         _ => "unknown",
     };
+    let rt = resources::find(group, version, &resource);
     // As the apiserver's `RequestInfoFactory`: a collection read for one name is about it.
-    let object = match name {
-        Some(n) => n.clone(),
-        None if matches!(verb, "list" | "watch") => query
+    // (A selector that does not parse names none; the request is refused anyway.)
+    let object = match (name, rt) {
+        (Some(n), _) => n.clone(),
+        (None, Some(rt)) if matches!(verb, "list" | "watch") => query
             .get("fieldSelector")
-            .and_then(selected_name)
+            .and_then(|s| FieldSelector::parse(s, rt).ok())
+            .and_then(|s| s.required("/metadata/name").map(str::to_string))
             .unwrap_or_default(),
-        None => String::new(),
+        (None, _) => String::new(),
     };
-    let route = match resources::find(group, version, &resource) {
+    let route = match rt {
         Some(rt) if !sub => Route::Resource(ResourceRoute {
             rt,
             namespace,
@@ -136,17 +140,6 @@ pub(crate) fn classify(method: &Method, path: &str, query: &Query) -> RequestInf
         resource,
         name: object,
     }
-}
-
-/// The name a field selector requires (`metadata.name=N` or `==N` among its terms), if any.
-fn selected_name(selector: &str) -> Option<String> {
-    selector.split(',').find_map(|term| {
-        let value = term.trim().strip_prefix("metadata.name")?;
-        let value = value
-            .strip_prefix("==")
-            .or_else(|| value.strip_prefix('='))?;
-        Some(value.to_string())
-    })
 }
 
 /// Who is asking, for watch registration.

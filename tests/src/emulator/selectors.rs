@@ -226,6 +226,14 @@ impl FieldSelector {
         Ok(Self(terms))
     }
 
+    /// The value a term requires the field at JSON `pointer` to equal, if one does.
+    pub fn required(&self, pointer: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(p, _, negated)| *p == pointer && !negated)
+            .map(|(_, want, _)| want.as_str())
+    }
+
     /// Whether the stored object satisfies every term (absent fields compare as "").
     pub fn matches(&self, obj: &Value) -> bool {
         self.0.iter().all(|(pointer, want, negated)| {
