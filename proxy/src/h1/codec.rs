@@ -225,9 +225,6 @@ pub fn parse_request(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Reque
     let mut claims = None;
     let (mut headers, present) = header_map(&bytes, req.headers, capacity, Some(&mut claims))?;
     let framing = framing(&headers, present, version)?;
-    if framing == Framing::Chunked && other_coding(&headers) {
-        return Err(Refusal::UnknownCoding);
-    }
     if let (Framing::Length(n), true) = (framing, present.has(&header::CONTENT_LENGTH)) {
         // Repeated lines of one value: passed on as one.
         if headers
@@ -395,22 +392,16 @@ fn framing(headers: &HeaderMap, present: Present, version: Version) -> Result<Fr
             }
             let chunked = |c: &str| c.eq_ignore_ascii_case("chunked");
             let once = items.iter().filter(|c| chunked(c)).count() == 1;
+            let other = items.iter().any(|c| !c.is_empty() && !chunked(c));
             match items.last() {
+                // Framed by `chunked` all the same, but a coding before it would be lost:
+                // refused in a request (501), read as chunked in a response.
+                Some(last) if chunked(last) && once && other => Err(Refusal::UnknownCoding),
                 Some(last) if chunked(last) && once => Ok(Framing::Chunked),
                 _ => Err(Refusal::Encoding),
             }
         }
     }
-}
-
-/// Whether a `Transfer-Encoding` that ends in `chunked` names another coding too.
-fn other_coding(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .flat_map(|line| line.as_bytes().split(|&b| b == b','))
-        .map(<[u8]>::trim_ascii)
-        .any(|c| !c.is_empty() && !c.eq_ignore_ascii_case(b"chunked"))
 }
 
 /// How the body after a response head is framed.
@@ -488,7 +479,7 @@ pub fn parse_response(
                 ResponseFraming::Length(n)
             }
             Ok(Framing::Length(_)) => ResponseFraming::Close,
-            Ok(Framing::Chunked) => ResponseFraming::Chunked,
+            Ok(Framing::Chunked) | Err(Refusal::UnknownCoding) => ResponseFraming::Chunked,
             // A coding that is not chunked last: the body ends with the connection.
             Err(Refusal::Encoding) if !chunked_last(&headers) => ResponseFraming::Close,
             Err(e) => return Err(e),

@@ -77,15 +77,14 @@ pub(crate) fn bad_host(why: &str) -> Outcome {
 pub(crate) fn clients_fault(e: &ForwardError) -> Option<Outcome> {
     let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e.source.as_ref());
     while let Some(err) = next {
-        if let Some(BodyError::Malformed(refusal)) = err.downcast_ref::<BodyError>() {
-            return Some(refused_and_closed(
-                refusal.status(),
-                &format!("understudy: {err}"),
-            ));
-        }
-        if err.is::<BodyTimeout>() {
-            let why = format!("understudy: {err}");
-            return Some(refused_and_closed(StatusCode::REQUEST_TIMEOUT, &why));
+        let status = match err.downcast_ref::<BodyError>() {
+            Some(BodyError::Malformed(refusal)) => Some(refusal.status()),
+            _ => err
+                .is::<BodyTimeout>()
+                .then_some(StatusCode::REQUEST_TIMEOUT),
+        };
+        if let Some(status) = status {
+            return Some(refused_and_closed(status, &format!("understudy: {err}")));
         }
         next = err.source();
     }

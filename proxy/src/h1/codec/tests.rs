@@ -54,8 +54,8 @@ fn framing_follows_one_set_of_rules() {
     ] {
         let result = framing(&format!("transfer-encoding: {other}\r\n"));
         assert_eq!(result, Err(Refusal::UnknownCoding), "{other:?}");
-        assert_eq!(Refusal::UnknownCoding.status(), StatusCode::NOT_IMPLEMENTED);
     }
+    assert_eq!(Refusal::UnknownCoding.status(), StatusCode::NOT_IMPLEMENTED);
     for bad in [
         "+5",
         "5,6",
