@@ -20,9 +20,10 @@
 //!   such a request is usually smuggled past);
 //! - `Content-Length`: digits only, one number a line (no list); repeated lines only with
 //!   one value (passed on as one line);
-//! - `Transfer-Encoding`: HTTP/1.1 only, with `chunked` last and only once; in a request,
-//!   any other coding is refused with 501 (RFC 9112 section 6.1: the engine decodes only
+//! - `Transfer-Encoding`: HTTP/1.1 only, with `chunked` last and only once; any other
+//!   coding is refused, in a request with 501 (RFC 9112 section 6.1: the engine decodes only
 //!   `chunked`, and the body it sends on is framed anew, so another coding would be lost);
+//!   in a response too ([`parse_response`]);
 //! - chunk sizes: hex digits that fit 64 bits, then optional spaces, extensions of visible
 //!   characters, CRLF; chunk data ends in CRLF; trailers are header lines.
 
@@ -80,7 +81,9 @@ pub enum Refusal {
     /// `Transfer-Encoding` in an HTTP/1.0 request.
     #[error("Transfer-Encoding in an HTTP/1.0 request")]
     EncodingInHttp10,
-    /// A request's `Transfer-Encoding` with a coding other than `chunked` (501).
+    /// A `Transfer-Encoding` with a coding other than `chunked` before `chunked` (501 to a
+    /// request; a response so framed is refused too, as is one with no `chunked` at all:
+    /// [`Refusal::Encoding`]).
     #[error("a transfer coding other than chunked is not supported")]
     UnknownCoding,
     /// A chunk-size line, chunk end or trailer that is not valid.
@@ -370,17 +373,7 @@ fn framing(headers: &HeaderMap, present: Present, version: Version) -> Result<Fr
     ) {
         (true, true) => Err(Refusal::LengthAndEncoding),
         (false, false) => Ok(Framing::Length(0)),
-        (true, false) => {
-            let mut length = None;
-            for line in headers.get_all(header::CONTENT_LENGTH) {
-                let n = digits(line.as_bytes()).ok_or(Refusal::Length)?;
-                if length.is_some_and(|l| l != n) {
-                    return Err(Refusal::Length);
-                }
-                length = Some(n);
-            }
-            length.map(Framing::Length).ok_or(Refusal::Length)
-        }
+        (true, false) => content_length(headers).map(Framing::Length),
         (false, true) => {
             if version != Version::HTTP_11 {
                 return Err(Refusal::EncodingInHttp10);
@@ -394,14 +387,26 @@ fn framing(headers: &HeaderMap, present: Present, version: Version) -> Result<Fr
             let once = items.iter().filter(|c| chunked(c)).count() == 1;
             let other = items.iter().any(|c| !c.is_empty() && !chunked(c));
             match items.last() {
-                // Framed by `chunked` all the same, but a coding before it would be lost:
-                // refused in a request (501), read as chunked in a response.
+                // Framed by `chunked` all the same, but a coding before it would be lost.
                 Some(last) if chunked(last) && once && other => Err(Refusal::UnknownCoding),
                 Some(last) if chunked(last) && once => Ok(Framing::Chunked),
                 _ => Err(Refusal::Encoding),
             }
         }
     }
+}
+
+/// The length the `Content-Length` lines give: digits only, and the same number if repeated.
+fn content_length(headers: &HeaderMap) -> Result<u64, Refusal> {
+    let mut length = None;
+    for line in headers.get_all(header::CONTENT_LENGTH) {
+        let n = digits(line.as_bytes()).ok_or(Refusal::Length)?;
+        if length.is_some_and(|l| l != n) {
+            return Err(Refusal::Length);
+        }
+        length = Some(n);
+    }
+    length.ok_or(Refusal::Length)
 }
 
 /// How the body after a response head is framed.
@@ -435,7 +440,11 @@ pub struct ResponseHead {
 /// Takes a complete response head to a `method` request off the front of `buf`, as
 /// [`parse_request`] does for requests. The same line rules hold; the framing follows RFC
 /// 9112 §6.3, except that `Content-Length` with `Transfer-Encoding` is refused (hyper would
-/// frame by the coding): whoever answers through understudy gets no benefit of the doubt.
+/// frame by the coding), and so is a `Transfer-Encoding` that is not `chunked` alone (a
+/// coding before it, or a response framed by the connection's close after `gzip`, say): the
+/// body is framed anew for the client, so the coding would be lost and the client left to
+/// read coded bytes as plain ones. nginx refuses those too. Whoever answers through
+/// understudy gets no benefit of the doubt.
 pub fn parse_response(
     buf: &mut BytesMut,
     limits: &Limits,
@@ -472,17 +481,20 @@ pub fn parse_response(
         || method == Method::HEAD
         || (method == Method::CONNECT && status.is_success());
     let framing = if bodiless {
+        // No body follows, but the length of a `HEAD`'s or a `304`'s is passed on: checked
+        // as any other.
+        let passed_on = method == Method::HEAD || status == StatusCode::NOT_MODIFIED;
+        if passed_on && present.has(&header::CONTENT_LENGTH) {
+            content_length(&headers)?;
+        }
         ResponseFraming::Length(0)
     } else {
-        match framing(&headers, present, version) {
-            Ok(Framing::Length(n)) if present.has(&header::CONTENT_LENGTH) => {
+        match framing(&headers, present, version)? {
+            Framing::Length(n) if present.has(&header::CONTENT_LENGTH) => {
                 ResponseFraming::Length(n)
             }
-            Ok(Framing::Length(_)) => ResponseFraming::Close,
-            Ok(Framing::Chunked) | Err(Refusal::UnknownCoding) => ResponseFraming::Chunked,
-            // A coding that is not chunked last: the body ends with the connection.
-            Err(Refusal::Encoding) if !chunked_last(&headers) => ResponseFraming::Close,
-            Err(e) => return Err(e),
+            Framing::Length(_) => ResponseFraming::Close,
+            Framing::Chunked => ResponseFraming::Chunked,
         }
     };
     Ok(Some(ResponseHead {
@@ -492,17 +504,6 @@ pub fn parse_response(
         present,
         framing,
     }))
-}
-
-/// Whether the last `Transfer-Encoding` coding is `chunked`.
-fn chunked_last(headers: &HeaderMap) -> bool {
-    let last = headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .next_back();
-    last.and_then(|v| v.to_str().ok())
-        .and_then(|v| v.rsplit(',').next())
-        .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"))
 }
 
 /// The header lines httparse found in `head`, as a map of `capacity` lines (a kept one when

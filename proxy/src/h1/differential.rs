@@ -375,7 +375,9 @@ pub async fn hyper_response(bytes: Vec<u8>, method: Method) -> Option<SeenRespon
 
 /// The codec's rules for responses that refuse what hyper's client takes.
 pub fn stricter_for_responses(r: &Refusal) -> bool {
-    // And a `Content-Length` list of one value, which hyper's client takes.
+    // And a `Content-Length` list of one value, which hyper's client takes (or an invalid
+    // one on a response to `HEAD` or a `304`, which it does not read); `Encoding` here also
+    // covers a coding without `chunked` (`gzip` alone), which it reads to the close.
     stricter_than_hyper(r) || *r == Refusal::Length
 }
 

@@ -36,7 +36,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::task::AtomicWaker;
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderName};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use prometheus::IntCounter;
@@ -701,17 +701,12 @@ fn encode_response(
     }
     status_line(buf, status);
     let mut date = false;
-    let mut coding: Option<&HeaderValue> = None;
     for (name, value) in headers {
         match *name {
             header::CONTENT_LENGTH if no_length || !bodiless => continue,
-            header::TRANSFER_ENCODING if !bodiless => {
-                if framing == Framing::Chunked {
-                    coding = Some(value);
-                }
-                continue;
-            }
-            header::TRANSFER_ENCODING if no_length => continue,
+            // The body is framed anew (a response with another coding is refused before it
+            // gets here: `codec::parse_response`).
+            header::TRANSFER_ENCODING => continue,
             header::TRAILER if framing != Framing::Chunked => continue,
             header::DATE => date = true,
             _ => {}
@@ -729,19 +724,7 @@ fn encode_response(
         {
             header_line(buf, "content-length", n.to_string().as_bytes())
         }
-        Framing::Chunked => match coding.and_then(|c| c.to_str().ok()) {
-            // The app's codings stay (gzip, say); chunked is last.
-            Some(c)
-                if !c
-                    .rsplit(',')
-                    .next()
-                    .is_some_and(|l| l.trim().eq_ignore_ascii_case("chunked")) =>
-            {
-                header_line(buf, "transfer-encoding", format!("{c}, chunked").as_bytes());
-            }
-            Some(c) => header_line(buf, "transfer-encoding", c.as_bytes()),
-            None => header_line(buf, "transfer-encoding", b"chunked"),
-        },
+        Framing::Chunked => header_line(buf, "transfer-encoding", b"chunked"),
         Framing::Empty | Framing::Close => {}
     }
     if !keep && !close_said {

@@ -286,19 +286,54 @@ fn a_response_is_framed_by_its_status_its_request_and_its_headers() {
     }
     assert_eq!(
         framing(
-            b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
             get
         ),
         Ok(ResponseFraming::Chunked)
     );
-    // Neither, or a coding that is not chunked: until the connection closes.
+    // Neither: until the connection closes.
     assert_eq!(
         framing(b"HTTP/1.1 200 OK\r\n\r\n", get),
         Ok(ResponseFraming::Close)
     );
+    // A coding other than chunked, which the body framed anew would lose, before chunked or
+    // alone (framed by the close: RFC 9112 section 6.3).
     assert_eq!(
-        framing(b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n", get),
-        Ok(ResponseFraming::Close)
+        framing(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n",
+            get
+        ),
+        Err(Refusal::UnknownCoding)
+    );
+    for coding in ["gzip", "chunked, gzip", "identity"] {
+        let head = format!("HTTP/1.1 200 OK\r\ntransfer-encoding: {coding}\r\n\r\n");
+        assert_eq!(
+            framing(head.as_bytes(), get),
+            Err(Refusal::Encoding),
+            "{coding}"
+        );
+    }
+    // No body follows a HEAD's or a 304's length, but it is passed on: checked as any other.
+    for (bytes, method) in [
+        (
+            &b"HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\n\r\n"[..],
+            &Method::HEAD,
+        ),
+        (
+            b"HTTP/1.1 304 Not Modified\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n",
+            get,
+        ),
+        (
+            b"HTTP/1.1 304 Not Modified\r\ncontent-length: x\r\n\r\n",
+            get,
+        ),
+    ] {
+        assert_eq!(framing(bytes, method), Err(Refusal::Length), "{bytes:?}");
+    }
+    // Dropped where none may be given, so not read.
+    assert_eq!(
+        framing(b"HTTP/1.1 204 No Content\r\ncontent-length: x\r\n\r\n", get),
+        Ok(ResponseFraming::Length(0))
     );
     // The ambiguities are refused (502 to the client).
     assert_eq!(

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::time::Duration;
 
+use http::HeaderValue;
 use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -481,11 +482,13 @@ fn a_head_request_keeps_the_length_a_get_would_have_and_sends_no_body() {
     assert!(keep);
     let head = String::from_utf8(buf.to_vec()).unwrap();
     assert!(head.contains("content-length: 5\r\n"), "{head}");
-    // And a coding the app gave stays in front of chunked.
+    // The body is framed anew: a `Transfer-Encoding` given is not passed on.
     let mut buf = BytesMut::new();
     let mut resp = Response::new(());
-    resp.headers_mut()
-        .insert("transfer-encoding", HeaderValue::from_static("gzip"));
+    resp.headers_mut().insert(
+        "transfer-encoding",
+        HeaderValue::from_static("gzip, chunked"),
+    );
     let body = http_body_util::StreamBody::new(futures::stream::iter([Ok::<_, BoxError>(
         Frame::data(Bytes::from("z")),
     )]))
@@ -502,7 +505,7 @@ fn a_head_request_keeps_the_length_a_get_would_have_and_sends_no_body() {
     assert_eq!(framing, Framing::Chunked);
     let head = String::from_utf8(buf.to_vec()).unwrap();
     assert!(
-        head.contains("transfer-encoding: gzip, chunked\r\n"),
+        head.contains("transfer-encoding: chunked\r\n") && !head.contains("gzip"),
         "{head}"
     );
 }
