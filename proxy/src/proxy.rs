@@ -403,7 +403,7 @@ impl Proxy {
                             // per-thread cache (larger blocks take its slow path).
                             let send = head.send(&this.inner.forwarder, &target, extra, attempt);
                             match Box::pin(send).await {
-                                Err(e) => match answer::clients_fault(&e) {
+                                Err(e) => match answer::clients_fault(&body) {
                                     Some(outcome) => return outcome,
                                     None => {
                                         Err((e.sent, format!("{e} ({})", e.cause()), e.cause()))

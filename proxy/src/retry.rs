@@ -65,6 +65,8 @@ struct Shared {
     /// Only the newest attempt may read; an older one (still held by a dying connection)
     /// gets an error instead of stealing frames.
     current: u64,
+    /// What the original body failed with, if it did ([`ReplayBody::failure`]).
+    failure: Option<Arc<dyn std::error::Error + Send + Sync>>,
     limit: usize,
     hint: SizeHint,
 }
@@ -85,6 +87,23 @@ pub struct ReplayBody {
 #[error("request body was taken over by a newer attempt")]
 pub struct Superseded;
 
+/// The error the client's body failed with, as the attempt reading it gets it: the same
+/// text and causes, shared with [`ReplayBody::failure`].
+#[derive(Clone, Debug)]
+pub struct BodyFailed(Arc<dyn std::error::Error + Send + Sync>);
+
+impl std::fmt::Display for BodyFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for BodyFailed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
 impl ReplayBody {
     /// Wraps `body`, keeping up to `limit` bytes for replay.
     pub fn new<B>(body: B, limit: usize) -> ReplayBody
@@ -102,6 +121,7 @@ impl ReplayBody {
             source: Some(body.map_err(Into::into).boxed_unsync()),
             source_done: done,
             current: 0,
+            failure: None,
             limit,
             hint,
         };
@@ -129,6 +149,13 @@ impl ReplayBody {
     pub fn spare(&self) -> Option<usize> {
         let shared = self.lock();
         (shared.source_done && !shared.overflowed).then(|| shared.limit - shared.kept_len)
+    }
+
+    /// What the client's body failed with, if it did (it broke its framing, or came too
+    /// slowly): whichever client sent the attempt, and however it reported the failure (the
+    /// HTTP/2 client's says only that the stream was reset), this is why the attempt failed.
+    pub fn failure(&self) -> Option<Arc<dyn std::error::Error + Send + Sync>> {
+        self.lock().failure.clone()
     }
 
     /// A body for the next attempt, or `None` when the body can no longer be replayed.
@@ -183,7 +210,9 @@ impl Body for ReplayBody {
                 // no attempt may replay it as one.
                 shared.overflowed = true;
                 shared.kept = Vec::new();
-                return Poll::Ready(Some(Err(e)));
+                let failure: Arc<dyn std::error::Error + Send + Sync> = Arc::from(e);
+                shared.failure = Some(failure.clone());
+                return Poll::Ready(Some(Err(BodyFailed(failure).into())));
             }
             // Every attempt's body comes through here, whatever the protocols on either side:
             // the one place a request's trailers are cleaned.

@@ -8,12 +8,12 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
-use crate::forward::ForwardError;
 use crate::h1::server::BodyError;
 use crate::headers;
 use crate::hold::HoldError;
 use crate::limits::BodyTimeout;
 use crate::metrics::Answer;
+use crate::retry::ReplayBody;
 use crate::route::{Kind, Misdirected};
 use crate::{BoxError, ProxyBody};
 
@@ -72,10 +72,11 @@ pub(crate) fn bad_host(why: &str) -> Outcome {
 
 /// The answer to a request whose attempt failed through the client's own fault, if it did:
 /// its body broke the chunked coding (the status the engine gives a head that does, 400)
-/// or came too slowly (`--body-timeout`: 408). Such a request is no one else's failure to
-/// answer 502 for, nor one to send again.
-pub(crate) fn clients_fault(e: &ForwardError) -> Option<Outcome> {
-    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e.source.as_ref());
+/// or came too slowly (`--body-timeout`: 408), over either protocol. Such a request is no
+/// one else's failure to answer 502 for, nor one to send again.
+pub(crate) fn clients_fault(body: &ReplayBody) -> Option<Outcome> {
+    let failure = body.failure()?;
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(&*failure);
     while let Some(err) = next {
         let status = match err.downcast_ref::<BodyError>() {
             Some(BodyError::Malformed(refusal)) => Some(refusal.status()),

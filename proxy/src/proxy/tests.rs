@@ -1385,6 +1385,40 @@ async fn a_body_that_breaks_the_chunked_coding_is_answered_400_and_a_late_one_40
     }
 }
 
+/// Over HTTP/2 too (where hyper's client reports only "stream error sent by user"), a body
+/// that outlasts `--body-timeout` is a 408 naming it, not a 502.
+#[tokio::test]
+async fn an_http2_body_that_comes_too_late_is_answered_408() {
+    use futures::StreamExt;
+    use http_body_util::{BodyExt, StreamBody, combinators::UnsyncBoxBody};
+    use std::convert::Infallible;
+    let (a_addr, _app) = app("a").await;
+    let settings = ProxySettings {
+        body_timeout: Duration::from_millis(300),
+        ..proxy_settings(a_addr)
+    };
+    let p = start_proxy(settings, leading("a", "127.0.0.1:1", 1)).await;
+    let h2: hyper_util::client::legacy::Client<_, UnsyncBoxBody<Bytes, Infallible>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
+    // Three bytes, then nothing, for ever.
+    let first = futures::stream::iter([Ok(http_body::Frame::data(Bytes::from("abc")))]);
+    let body = StreamBody::new(first.chain(futures::stream::pending()));
+    let req = Request::post(format!("http://{}/", p.addr))
+        .body(body.boxed_unsync())
+        .unwrap();
+    let resp = h2.request(req).await.unwrap();
+    assert_eq!(resp.version(), Version::HTTP_2);
+    let status = resp.status();
+    let text = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(status, StatusCode::REQUEST_TIMEOUT, "{text:?}");
+    assert!(
+        String::from_utf8_lossy(&text).contains("--body-timeout"),
+        "{text:?}"
+    );
+}
+
 /// An `Upgrade: h2c` is not passed on (an app that switched would carry HTTP/2 requests the
 /// sidecar never sees): the request is served over HTTP/1.1, as RFC 9113 lets a server do.
 #[tokio::test]

@@ -96,7 +96,14 @@ async fn a_body_whose_reading_failed_is_never_replayed() {
         Err("client stalled".into()),
     ];
     let body = ReplayBody::new(StreamBody::new(futures::stream::iter(frames)), REPLAY_LIMIT);
-    assert!(read(body.attempt().unwrap()).await.is_err());
+    assert!(body.failure().is_none());
+    let error = read(body.attempt().unwrap()).await.unwrap_err();
+    assert_eq!(error.to_string(), "client stalled");
+    assert_eq!(
+        body.failure().map(|e| e.to_string()).as_deref(),
+        Some("client stalled"),
+        "kept for whoever asks why the attempt failed"
+    );
     assert!(!body.replayable());
     assert!(
         body.attempt().is_none(),
