@@ -167,6 +167,7 @@ impl Forwarder {
                 peer: authority.to_string(),
                 sent: match source {
                     ClientError::Dial(_) => Sent::Nothing,
+                    ClientError::Response(_) | ClientError::Switched => Sent::Answered,
                     _ => Sent::Maybe,
                 },
                 source: source.into(),

@@ -459,7 +459,9 @@ impl Proxy {
                 if !retry::may_retry(&head.method, sent, &body) {
                     return match sent {
                         Sent::Nothing => unavailable(target.route, &why),
-                        Sent::Maybe => bad_gateway(target.route, target.authority, &why),
+                        Sent::Maybe | Sent::Answered => {
+                            bad_gateway(target.route, target.authority, &why)
+                        }
                     };
                 }
                 match sent {
@@ -469,7 +471,7 @@ impl Proxy {
                             return unreachable(outcome, target.route, &target.unreachable(), &why);
                         }
                     }
-                    Sent::Maybe => {
+                    Sent::Maybe | Sent::Answered => {
                         resends += 1;
                         if resends > MAX_RESENDS {
                             return bad_gateway(target.route, target.authority, &why);

@@ -5,7 +5,8 @@
 //!   any method may go again, provided the body can be replayed;
 //! - the connection failed after sending began: only idempotent methods, and only when the
 //!   whole body so far fits in the replay buffer ([`REPLAY_LIMIT`]);
-//! - a non-idempotent request that may have reached an app is never sent again.
+//! - a non-idempotent request that may have reached an app is never sent again;
+//! - nor is one the app answered with something that is not a valid response.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -28,6 +29,11 @@ pub enum Sent {
     Nothing,
     /// The request may have reached an app.
     Maybe,
+    /// It reached an app (or a peer), which answered with something that is not a response
+    /// to pass on (not HTTP, framed in a way the engine refuses, a `101` to no upgrade):
+    /// sent again, it would be answered the same way. Not sent again, as nginx and HAProxy
+    /// by default do not.
+    Answered,
 }
 
 /// Whether an attempt that failed like `sent` may be made again.
@@ -36,6 +42,7 @@ pub fn may_retry(method: &Method, sent: Sent, body: &ReplayBody) -> bool {
         && match sent {
             Sent::Nothing => true,
             Sent::Maybe => is_idempotent(method),
+            Sent::Answered => false,
         }
 }
 

@@ -55,6 +55,14 @@ const RESPONSE_LIMITS: Limits = Limits {
 const HEAD_READ: usize = 4 * 1024;
 const BODY_READ: usize = 16 * 1024;
 
+/// How long an upload may go on after its response has ended (an app that answered early,
+/// a `413` say, and may still be reading): nginx's `lingering_time`. Then it stops, with the
+/// app's connection and, as the client's body is dropped, the client's.
+#[cfg(not(test))]
+const UPLOAD_AFTER_RESPONSE: Duration = Duration::from_secs(30);
+#[cfg(test)]
+const UPLOAD_AFTER_RESPONSE: Duration = Duration::from_millis(300);
+
 /// Why an exchange failed. Only [`ClientError::Dial`] proves that nothing was sent.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -242,6 +250,7 @@ impl Client {
                 out: Some(Outgoing::new(out, body, framing, Trailers::All)),
                 write_failed: None,
                 reused: !fresh && reach == Reach::Plain,
+                grown: false,
             };
             let head = loop {
                 match std::future::poll_fn(|cx| exchange.poll_head(cx, method)).await {
@@ -285,7 +294,10 @@ impl Client {
             // A body on a method that has none by custom (a GET with one, say) is framed
             // right on the way out, but an app that ignores it may read a request smuggled in it
             // and answer twice: such a connection serves no other request.
+            // (Nor does a tunnel: the proxy sends `CONNECT` with hyper's client, but the
+            // engine's would not pool one either.)
             let keep_alive = !(bodied && bodiless_by_custom(method))
+                && *method != Method::CONNECT
                 && exchange.write_failed.is_none()
                 && head.framing != ResponseFraming::Close
                 && !head_asks_to_close(head.version, &head.headers, head.present);
@@ -313,7 +325,7 @@ impl Client {
                 framing,
                 home: Some((Arc::downgrade(&self.pool), key)),
                 failed: None,
-                grown: false,
+                grown: exchange.grown,
             };
             if matches!(body.framing, In::Length(0)) {
                 // Nothing to read: a server does not poll a body that has ended.
@@ -539,6 +551,9 @@ struct Exchange {
     /// The connection came from the pool, over plain TCP: if its first write fails, the
     /// request is kept (`out`) to be written whole to a new one.
     reused: bool,
+    /// The read buffer held more than a head's room when the response head was taken off
+    /// it (a large head, read in several reads): what is left of it is not pooled.
+    grown: bool,
 }
 
 impl Exchange {
@@ -566,6 +581,7 @@ impl Exchange {
             }
         }
         loop {
+            self.grown |= self.read.capacity() > HEAD_READ;
             match codec::parse_response(&mut self.read, &RESPONSE_LIMITS, method) {
                 Ok(Some(head)) if head.status == http::StatusCode::SWITCHING_PROTOCOLS => {
                     return Poll::Ready(Err(ClientError::Switched));
@@ -632,8 +648,10 @@ impl AsyncRead for Reading {
 }
 
 /// The rest of a request body, sent by a task of its own, which gives the write half back
-/// at the end; stopped when dropped before the response ended (after it, the app may still
-/// be reading: the task finishes the upload, bounded by the request body's own deadline).
+/// at the end; stopped when dropped before the response ended. After it, the app may still
+/// be reading: the task goes on for [`UPLOAD_AFTER_RESPONSE`] at most. (The request body's
+/// own deadline does not bound it: an app that stops reading leaves the task waiting to
+/// write, and the body is not polled.)
 struct Upload {
     done: tokio::sync::oneshot::Receiver<Result<tokio::io::WriteHalf<Conn>, ClientError>>,
     task: Option<tokio::task::AbortHandle>,
@@ -676,7 +694,7 @@ pub struct ResponseBody {
     home: Option<(Weak<Pool>, Key)>,
     /// A read that failed, answered with one `Pending` first and given on the next poll.
     failed: Option<io::Error>,
-    /// The read buffer was grown for the body.
+    /// The read buffer was grown for the body, or for a large head.
     grown: bool,
 }
 
@@ -695,8 +713,16 @@ impl ResponseBody {
         if let Some(mut upload) = self.upload.take() {
             match upload.done.try_recv() {
                 Ok(Ok(write)) => self.written = Some(write),
-                // Still going: it finishes on its own, and the connection goes with it.
-                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => upload.task = None,
+                // Still going: it finishes on its own, or is stopped, and the connection goes
+                // with it.
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {
+                    if let Some(task) = upload.task.take() {
+                        tokio::spawn(async move {
+                            tokio::time::sleep(UPLOAD_AFTER_RESPONSE).await;
+                            task.abort();
+                        });
+                    }
+                }
                 _ => {}
             }
         }
@@ -712,7 +738,8 @@ impl ResponseBody {
         if let (true, Some(conn), Some((pool, key))) = (reusable, conn, self.home.take())
             && let Some(pool) = pool.upgrade()
         {
-            // A buffer grown for a body is not kept (its allocation may be large).
+            // A buffer grown for a body or a large head is not kept (its allocation may be
+            // large).
             let read = if self.grown { BytesMut::new() } else { read };
             pool.put(key, conn, read);
         }

@@ -607,6 +607,23 @@ async fn a_post_that_may_have_arrived_is_never_resent() {
     );
 }
 
+/// An app that answers with something that is not a valid response would answer a resend the
+/// same way: even a GET gets the 502 at once (nginx and HAProxy do not resend either).
+#[tokio::test]
+async fn an_invalid_answer_is_not_asked_for_again() {
+    for answer in [
+        &b"HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n"[..],
+        b"HTTP/1.1 101 Switching Protocols\r\nupgrade: x\r\n\r\n",
+        b"SSH-2.0-OpenSSH_9.6\r\n\r\n",
+    ] {
+        let (app_addr, conns) = scripted(answer, false).await;
+        let p = start_proxy(proxy_settings(app_addr), leading("a", "127.0.0.1:1", 1)).await;
+        let (status, _, body) = get(p.addr, "/").await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+        assert_eq!(conns.load(Ordering::SeqCst), 1, "sent again: {body}");
+    }
+}
+
 #[tokio::test]
 async fn a_421_from_the_app_is_passed_on_not_taken_for_a_sidecar_refusal() {
     // Only a peer sidecar's 421 proves nothing reached an app; the app's own proves nothing.
@@ -1460,4 +1477,44 @@ async fn an_apps_response_in_a_transfer_coding_other_than_chunked_is_refused_not
             "{body}"
         );
     }
+}
+
+/// An app that answers early (a `413`) and then neither reads the rest of the body nor
+/// closes: the client has its answer, and its connection is closed once the upload has had
+/// its time, instead of being held open for as long as the app hangs.
+#[tokio::test]
+async fn an_early_answer_from_an_app_that_stops_reading_frees_the_clients_connection() {
+    let (app, _) = scripted(
+        b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\n\r\n",
+        true,
+    )
+    .await;
+    let p = start_proxy(proxy_settings(app), leading("a", "127.0.0.1:1", 1)).await;
+    let (mut r, mut w) = TcpStream::connect(p.addr).await.unwrap().into_split();
+    w.write_all(b"POST /up HTTP/1.1\r\nhost: a\r\ncontent-length: 1000000000\r\n\r\n")
+        .await
+        .unwrap();
+    let sending = tokio::spawn(async move {
+        // Bounded: far more than the sockets' buffers hold, far less than the length.
+        let piece = vec![b'q'; 64 << 10];
+        for _ in 0..4096 {
+            if w.write_all(&piece).await.is_err() {
+                return true;
+            }
+        }
+        false
+    });
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n @ 1..) = r.read(&mut buf).await {
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    // The answer's end (a FIN) says little: the socket is closed once the client's writes
+    // fail, which they do only when nothing holds the sidecar's side any more.
+    let failed = tokio::time::timeout(Duration::from_secs(10), sending)
+        .await
+        .expect("the client's connection is still held open");
+    assert!(failed.unwrap(), "the whole body went through");
 }

@@ -38,6 +38,9 @@ fn only_idempotent_methods_are_resent_after_they_may_have_arrived() {
             "{m}: nothing sent, so it may go again"
         );
     }
+    for m in [Method::GET, Method::POST] {
+        assert!(!may_retry(&m, Sent::Answered, &body), "{m}");
+    }
 }
 
 #[tokio::test]

@@ -587,9 +587,19 @@ async fn a_connection_that_carried_a_body_on_a_get_is_not_pooled() {
     assert_eq!(client.idle(), 1, "a PUT's body is its own");
 }
 
+/// The text of a GET of `/` from `addr`.
+async fn fetch(client: &Client, addr: SocketAddr) -> String {
+    let resp = client
+        .send(&addr.to_string(), Reach::Plain, get("/"))
+        .await
+        .unwrap();
+    text(resp).await
+}
+
 #[tokio::test]
 async fn a_pooled_connection_keeps_a_small_read_buffer_but_not_one_grown_for_a_body() {
-    // Two answers on one connection: a small one, then one whose body needs the buffer grown.
+    // Three answers on one connection: a small one, one whose body needs the buffer grown,
+    // and one whose head does.
     let (addr, _) = raw(|s| async move {
         let mut r = BufReader::new(s);
         read_head(&mut r).await;
@@ -600,6 +610,13 @@ async fn a_pooled_connection_keeps_a_small_read_buffer_but_not_one_grown_for_a_b
         let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {big}\r\n\r\n");
         r.get_mut().write_all(head.as_bytes()).await.unwrap();
         r.get_mut().write_all(&vec![b'x'; big]).await.unwrap();
+        // A small body after a large head, read in several reads.
+        read_head(&mut r).await;
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nx-big: {}\r\ncontent-length: 2\r\n\r\nok",
+            "a".repeat(64 * 1024)
+        );
+        r.get_mut().write_all(head.as_bytes()).await.unwrap();
         let _ = read_head(&mut r).await;
     })
     .await;
@@ -609,19 +626,58 @@ async fn a_pooled_connection_keeps_a_small_read_buffer_but_not_one_grown_for_a_b
         let conns = idle[Reach::Plain as usize].values().next().unwrap();
         conns[0].read.capacity()
     };
-    let resp = client
-        .send(&addr.to_string(), Reach::Plain, get("/"))
-        .await
-        .unwrap();
-    assert_eq!(text(resp).await, "ok");
+    assert_eq!(fetch(&client, addr).await, "ok");
     assert!(kept(&client) <= HEAD_READ, "{}", kept(&client));
-    let resp = client
-        .send(&addr.to_string(), Reach::Plain, get("/"))
-        .await
-        .unwrap();
-    assert_eq!(text(resp).await.len(), 64 * 1024);
+    assert_eq!(fetch(&client, addr).await.len(), 64 * 1024);
     assert_eq!(client.idle(), 1);
     assert_eq!(kept(&client), 0, "a grown buffer was pooled");
+    // What is left of a buffer a large head grew shares its allocation: not pooled either.
+    assert_eq!(fetch(&client, addr).await, "ok");
+    assert_eq!(client.idle(), 1);
+    assert_eq!(kept(&client), 0, "a buffer grown for a head was pooled");
+}
+
+#[tokio::test]
+async fn an_upload_that_outlives_its_response_is_stopped_in_time() {
+    // The app answers 413 at once, then neither reads the body nor closes: the upload task
+    // would wait to write for ever (the body, not polled, never reaches its own deadline),
+    // holding the client's body and with it the client's connection.
+    let (addr, _) = raw(|s| async move {
+        let mut r = BufReader::new(s);
+        read_head(&mut r).await;
+        let resp = "HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\n\r\n";
+        r.get_mut().write_all(resp.as_bytes()).await.unwrap();
+        std::future::pending::<()>().await;
+    })
+    .await;
+    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
+    let req = Request::post("/upload")
+        .header("host", "app")
+        .body(ReplayBody::new(
+            StreamBody::new(tokio_stream_of(rx)),
+            REPLAY_LIMIT,
+        ))
+        .unwrap();
+    let body = tx.clone();
+    let sending = tokio::spawn(async move {
+        // Bounded: far more than the sockets' buffers hold.
+        for _ in 0..4096 {
+            let piece = Bytes::from(vec![b'q'; 64 << 10]);
+            if tx.send(Ok(Frame::data(piece))).await.is_err() {
+                return;
+            }
+        }
+    });
+    let resp = client()
+        .send(&addr.to_string(), Reach::Plain, req)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    assert_eq!(text(resp).await, "");
+    tokio::time::timeout(UPLOAD_AFTER_RESPONSE * 10, body.closed())
+        .await
+        .expect("the upload was stopped and the client's body dropped");
+    sending.abort();
 }
 
 #[tokio::test]
