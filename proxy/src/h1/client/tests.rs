@@ -835,3 +835,37 @@ async fn the_pool_keeps_at_most_its_cap_of_idle_connections_per_address() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_connection_that_answered_a_connect_is_never_pooled() {
+    // A 2xx to CONNECT has no body: what follows is the tunnel's. (The proxy sends CONNECT
+    // with hyper's client; the engine's keeps no such connection either.) A GET answered the
+    // same way, for contrast, is pooled.
+    for (method, pooled) in [(Method::CONNECT, 0), (Method::GET, 1)] {
+        let (addr, _) = raw(|s| async move {
+            let mut r = BufReader::new(s);
+            read_head(&mut r).await;
+            let resp = "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+            r.get_mut().write_all(resp.as_bytes()).await.unwrap();
+            std::future::pending::<()>().await;
+        })
+        .await;
+        let req = Request::builder()
+            .method(method.clone())
+            .uri(if method == Method::CONNECT {
+                "app:443"
+            } else {
+                "/"
+            })
+            .header("host", "app:443")
+            .body(ReplayBody::new(Empty::<Bytes>::new(), REPLAY_LIMIT))
+            .unwrap();
+        let client = client();
+        let resp = client
+            .send(&addr.to_string(), Reach::Plain, req)
+            .await
+            .unwrap();
+        assert_eq!(text(resp).await, "");
+        assert_eq!(client.idle(), pooled, "{method}");
+    }
+}
