@@ -40,7 +40,7 @@ use http::header::{self, HeaderName};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use prometheus::IntCounter;
-use tokio::io::{AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
@@ -62,6 +62,13 @@ const BODY_READ: usize = 16 * 1024;
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 /// How long closing a connection may wait for its last bytes to go.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
+/// How long a connection closed with the client's bytes unread (a body left unread after
+/// an early answer, the rest of a refused request) goes on reading and dropping what comes,
+/// at most, and how long it waits for each read: nginx's `lingering_time` and
+/// `lingering_timeout`. A socket closed with bytes unread answers with a reset, and a client
+/// still sending its body gets a failed write instead of the answer waiting for it.
+const LINGER: Duration = Duration::from_secs(30);
+const LINGER_READ: Duration = Duration::from_secs(5);
 
 /// What the engine's server needs to know about its listener.
 #[derive(Clone, Debug)]
@@ -294,15 +301,38 @@ where
             let head = match conn.head(deadline.as_mut()).await {
                 Ok(head) => head,
                 Err(Some(refusal)) => return conn.refuse(refusal).await,
-                Err(None) => return conn.close().await,
+                Err(None) => return conn.close(false).await,
             };
             match conn.exchange(head, &mut handler).await {
                 After::KeepAlive => deadline.as_mut().reset(Instant::now() + wait),
-                After::Close => return conn.close().await,
+                // (`clean`: the last request's body, if it had one, was read to its end.)
+                After::Close => {
+                    let unread = !conn.clean;
+                    return conn.close(unread).await;
+                }
                 After::Upgrade(tx) => return conn.hand_over(tx),
                 After::Gone => return,
             }
         }
+    }
+}
+
+/// Reads and drops what the client still sends, until it closes, a read waits longer than
+/// [`LINGER_READ`], [`LINGER`] has passed, or the server stops.
+async fn linger(mut reader: Reader, stop: CancellationToken) {
+    let drain = async {
+        loop {
+            reader.buf.clear();
+            reader.buf.reserve(BODY_READ);
+            match tokio::time::timeout(LINGER_READ, reader.io.read_buf(&mut reader.buf)).await {
+                Ok(Ok(1..)) => {}
+                _ => return,
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::time::timeout(LINGER, drain) => {}
+        () = stop.cancelled() => {}
     }
 }
 
@@ -387,12 +417,18 @@ impl Connection<'_> {
         head.put_slice(b"\r\n");
         head.put_slice(text.as_bytes());
         let _ = tokio::time::timeout(CLOSE_WAIT, self.write.write_all(&head)).await;
-        self.close().await;
+        // What followed the refused head (its body, say) is unread.
+        self.close(true).await;
     }
 
-    /// Closes the connection: a FIN (or TLS close_notify) after what was written.
-    async fn close(mut self) {
+    /// Closes the connection: a FIN (or TLS close_notify) after what was written, and with
+    /// bytes of the client's `unread`, a linger ([`LINGER`]) while it sends the rest.
+    async fn close(mut self, unread: bool) {
         let _ = tokio::time::timeout(CLOSE_WAIT, self.write.shutdown()).await;
+        if unread && let Some(reader) = self.reader.take() {
+            // (Boxed: rare, and every connection's future would otherwise hold its room.)
+            Box::pin(linger(reader, self.settings.stop.clone())).await;
+        }
     }
 
     /// One request and its response. (Not an `async fn`: the request is built and handed to

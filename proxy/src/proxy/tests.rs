@@ -1518,3 +1518,35 @@ async fn an_early_answer_from_an_app_that_stops_reading_frees_the_clients_connec
         .expect("the client's connection is still held open");
     assert!(failed.unwrap(), "the whole body went through");
 }
+
+/// A request answered without its body read (held until the hold timeout; refused) closes
+/// its connection; the client, still sending the body, can send all of it and then read the
+/// answer, instead of a write failing on a reset (nginx's lingering close).
+#[tokio::test]
+async fn a_client_still_sending_an_unread_body_gets_its_answer_not_a_reset() {
+    let (a_addr, _app) = app("a").await;
+    let settings = ProxySettings {
+        hold_timeout: Duration::from_millis(200),
+        ..proxy_settings(a_addr)
+    };
+    let p = start_proxy(settings, leaderless("a")).await;
+    const SIZE: usize = 32 << 20;
+    for (framing, status) in [("", "503"), ("transfer-encoding: chunked\r\n", "400")] {
+        let mut c = TcpStream::connect(p.addr).await.unwrap();
+        let head = format!("POST / HTTP/1.1\r\nhost: a\r\ncontent-length: {SIZE}\r\n{framing}\r\n");
+        c.write_all(head.as_bytes()).await.unwrap();
+        // More than the sockets' buffers hold: the writes wait for the sidecar to read.
+        let piece = vec![b'q'; 64 << 10];
+        for i in 0..SIZE / piece.len() {
+            if let Err(e) = c.write_all(&piece).await {
+                panic!("{status}: write {i} failed: {e}");
+            }
+        }
+        let answer = until_closed(&mut c).await;
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{answer}"
+        );
+        assert!(answer.contains("connection: close\r\n"), "{answer}");
+    }
+}
