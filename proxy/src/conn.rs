@@ -154,44 +154,49 @@ pub async fn accept_refusing<S, Fut>(
     }
 }
 
-/// When a connection last moved a byte, and whether the client ever sent one.
+/// When a connection last moved a byte, and whether the client ever sent one. (One
+/// pointer: the HTTP/1 engine keeps one in every connection's state.)
 #[derive(Clone, Debug)]
-pub struct Activity {
+pub struct Activity(Arc<Moved>);
+
+#[derive(Debug)]
+struct Moved {
     origin: Instant,
-    last_ms: Arc<AtomicU64>,
-    heard: Arc<AtomicBool>,
+    last_ms: AtomicU64,
+    heard: AtomicBool,
 }
 
 impl Activity {
     fn new() -> Activity {
-        Activity {
+        Activity(Arc::new(Moved {
             origin: Instant::now(),
-            last_ms: Arc::new(AtomicU64::new(0)),
-            heard: Arc::new(AtomicBool::new(false)),
-        }
+            last_ms: AtomicU64::new(0),
+            heard: AtomicBool::new(false),
+        }))
     }
 
     /// Records that a byte moved (written to the client).
     pub(crate) fn touch(&self) {
-        let ms = self.origin.elapsed().as_millis() as u64;
-        self.last_ms.store(ms, Ordering::Relaxed);
+        let ms = self.0.origin.elapsed().as_millis() as u64;
+        self.0.last_ms.store(ms, Ordering::Relaxed);
     }
 
     /// Records that the client sent a byte.
     pub(crate) fn touch_read(&self) {
-        self.heard.store(true, Ordering::Relaxed);
+        self.0.heard.store(true, Ordering::Relaxed);
         self.touch();
     }
 
     /// Whether the client has sent a byte yet.
     pub fn heard(&self) -> bool {
-        self.heard.load(Ordering::Relaxed)
+        self.0.heard.load(Ordering::Relaxed)
     }
 
     /// Resolves once nothing has moved for `idle`.
     pub async fn idle_for(&self, idle: Duration) {
         loop {
-            let last = self.origin + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            let last =
+                self.0.origin + Duration::from_millis(self.0.last_ms.load(Ordering::Relaxed));
             let at = last + idle;
             if Instant::now() >= at {
                 return;
@@ -297,6 +302,14 @@ impl AsyncWrite for Watched {
 /// An accepted connection's bytes: plain on the data port, decrypted from TLS on the peer
 /// port.
 pub type Stream = MaybeTls<Watched, TlsStream<Watched>>;
+
+/// The [`Activity`] of `stream`'s socket.
+pub(crate) fn activity(stream: &Stream) -> &Activity {
+    match stream {
+        MaybeTls::Plain(watched) => &watched.activity,
+        MaybeTls::Tls(tls) => &tls.get_ref().0.activity,
+    }
+}
 
 /// A stream with bytes already read from it in front: what a protocol server read past the
 /// point where it hands the connection on (to HTTP/2, or to an upgrade).

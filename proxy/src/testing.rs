@@ -262,6 +262,25 @@ pub fn client() -> Client<HttpConnector, Full<Bytes>> {
     Client::builder(TokioExecutor::new()).build_http()
 }
 
+/// The length of the body [`send_unread_body`] sends: more than the sockets' buffers hold,
+/// so that its writes wait for the other end to read.
+pub const UNREAD_BODY: usize = 32 << 20;
+
+/// Writes `head` and then [`UNREAD_BODY`] bytes of body on `c` (which the other end leaves
+/// unread), then reads what comes until the close: a client still sending a body after it
+/// was answered. Panics if a write fails (a reset, say).
+pub async fn send_unread_body(c: &mut tokio::net::TcpStream, head: &str) -> String {
+    use tokio::io::AsyncWriteExt;
+    c.write_all(head.as_bytes()).await.unwrap();
+    let piece = vec![b'q'; 64 << 10];
+    for i in 0..UNREAD_BODY / piece.len() {
+        if let Err(e) = c.write_all(&piece).await {
+            panic!("write {i} failed: {e}");
+        }
+    }
+    until_closed(c).await
+}
+
 /// GET `path` from `addr`; returns status, headers and body text.
 pub async fn get(addr: SocketAddr, path: &str) -> (StatusCode, http::HeaderMap, String) {
     send(

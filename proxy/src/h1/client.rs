@@ -551,7 +551,7 @@ struct Exchange {
     /// The connection came from the pool, over plain TCP: if its first write fails, the
     /// request is kept (`out`) to be written whole to a new one.
     reused: bool,
-    /// The read buffer held more than a head's room when the response head was taken off
+    /// The read buffer held more than two heads' room when the response head was taken off
     /// it (a large head, read in several reads): what is left of it is not pooled.
     grown: bool,
 }
@@ -581,7 +581,8 @@ impl Exchange {
             }
         }
         loop {
-            self.grown |= self.read.capacity() > HEAD_READ;
+            // (A small head split over two reads has a head's room added: up to twice.)
+            self.grown |= self.read.capacity() > 2 * HEAD_READ;
             match codec::parse_response(&mut self.read, &RESPONSE_LIMITS, method) {
                 Ok(Some(head)) if head.status == http::StatusCode::SWITCHING_PROTOCOLS => {
                     return Poll::Ready(Err(ClientError::Switched));

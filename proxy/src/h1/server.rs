@@ -50,7 +50,7 @@ use super::codec::{self, Chunked, Limits, Piece, Refusal, RequestHead};
 use super::out::{Framing, Outgoing, Trailers, WriteError, header_line};
 use super::read;
 use crate::ProxyBody;
-use crate::conn::{Prefixed, Stream};
+use crate::conn::{Activity, Prefixed, Stream};
 use crate::headers;
 use crate::upgrade::{ClientUpgrade, Io};
 
@@ -284,8 +284,10 @@ where
     F: FnMut(Request<RequestBody>) -> Fut,
     Fut: Future<Output = Response<ProxyBody>>,
 {
+    let activity = crate::conn::activity(&stream).clone();
     let (read, write) = tokio::io::split(stream);
     let mut conn = Connection {
+        activity,
         reader: Some(Reader { io: read, buf }),
         clean: true,
         write,
@@ -305,9 +307,11 @@ where
             };
             match conn.exchange(head, &mut handler).await {
                 After::KeepAlive => deadline.as_mut().reset(Instant::now() + wait),
-                // (`clean`: the last request's body, if it had one, was read to its end.)
+                // (`clean`: the last request's body, if it had one, was read to its end; a
+                // request pipelined behind it may have been read already.)
                 After::Close => {
-                    let unread = !conn.clean;
+                    let pipelined = conn.reader.as_ref().is_some_and(|r| !r.buf.is_empty());
+                    let unread = !conn.clean || pipelined;
                     return conn.close(unread).await;
                 }
                 After::Upgrade(tx) => return conn.hand_over(tx),
@@ -351,6 +355,9 @@ enum After {
 }
 
 struct Connection<'a> {
+    /// When bytes last moved: a response the client reads none of is abandoned after the
+    /// idle timeout.
+    activity: Activity,
     /// `None` while a request body holds it.
     reader: Option<Reader>,
     /// The read side is at the start of a message (no body was left unread).
@@ -535,6 +542,8 @@ impl Connection<'_> {
                 super::spare::give_back(response.into_parts().0.headers);
                 (Outgoing::new(head, body, framing, trailers), switched, keep)
             };
+            // Made only once a write has to wait (boxed: most responses never do).
+            let mut stalled: Option<Pin<Box<dyn Future<Output = ()> + Send>>> = None;
             let written = std::future::poll_fn(|cx| {
                 if let Err(e) = out.prime(cx) {
                     return Poll::Ready(Some(Err(e)));
@@ -546,6 +555,19 @@ impl Connection<'_> {
                 }
                 if let Poll::Ready(written) = out.poll(&mut self.write, cx) {
                     return Poll::Ready(Some(written));
+                }
+                // A client that reads none of the response holds the connection (and the
+                // app's) no longer than the idle timeout: nginx's `send_timeout`.
+                let stall = stalled.get_or_insert_with(|| {
+                    let (activity, idle) = (self.activity.clone(), self.settings.idle_timeout);
+                    Box::pin(async move { activity.idle_for(idle).await })
+                });
+                if stall.as_mut().poll(cx).is_ready() {
+                    let e = io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the client read none of the response for the idle timeout",
+                    );
+                    return Poll::Ready(Some(Err(WriteError::Io(e))));
                 }
                 match self.watch(cx) {
                     Poll::Ready(()) => Poll::Ready(None),
@@ -740,8 +762,8 @@ fn encode_response(
     for (name, value) in headers {
         match *name {
             header::CONTENT_LENGTH if no_length || !bodiless => continue,
-            // The body is framed anew (a response with another coding is refused before it
-            // gets here: `codec::parse_response`).
+            // The body is framed anew (the proxy passes no `Transfer-Encoding` on: an app's
+            // response with a coding other than chunked is refused, `codec::parse_response`).
             header::TRANSFER_ENCODING => continue,
             header::TRAILER if framing != Framing::Chunked => continue,
             header::DATE => date = true,

@@ -1530,19 +1530,11 @@ async fn a_client_still_sending_an_unread_body_gets_its_answer_not_a_reset() {
         ..proxy_settings(a_addr)
     };
     let p = start_proxy(settings, leaderless("a")).await;
-    const SIZE: usize = 32 << 20;
     for (framing, status) in [("", "503"), ("transfer-encoding: chunked\r\n", "400")] {
         let mut c = TcpStream::connect(p.addr).await.unwrap();
-        let head = format!("POST / HTTP/1.1\r\nhost: a\r\ncontent-length: {SIZE}\r\n{framing}\r\n");
-        c.write_all(head.as_bytes()).await.unwrap();
-        // More than the sockets' buffers hold: the writes wait for the sidecar to read.
-        let piece = vec![b'q'; 64 << 10];
-        for i in 0..SIZE / piece.len() {
-            if let Err(e) = c.write_all(&piece).await {
-                panic!("{status}: write {i} failed: {e}");
-            }
-        }
-        let answer = until_closed(&mut c).await;
+        let head =
+            format!("POST / HTTP/1.1\r\nhost: a\r\ncontent-length: {UNREAD_BODY}\r\n{framing}\r\n");
+        let answer = send_unread_body(&mut c, &head).await;
         assert!(
             answer.starts_with(&format!("HTTP/1.1 {status}")),
             "{answer}"

@@ -14,7 +14,10 @@ use tokio_util::task::TaskTracker;
 use super::*;
 use crate::BoxError;
 use crate::server::{Limits, RequestBody as Any, serve as serve_any};
-use crate::testing::{full, until_closed};
+use crate::testing::{UNREAD_BODY, full, send_unread_body, until_closed};
+
+/// The length of `/big`'s answer: more than the sockets' buffers hold.
+const BIG: usize = 64 << 20;
 
 /// What the test handler saw.
 #[derive(Default)]
@@ -33,7 +36,8 @@ impl Drop for Hang {
 }
 
 /// Serves the test handler with `limits` until `stop` is cancelled:
-/// `/echo` streams the body back, `/ignore` answers without reading it, `/hang` never
+/// `/echo` streams the body back, `/ignore` answers without reading it, `/big` answers
+/// [`BIG`] bytes, `/hang` never
 /// answers, `/no-switch` refuses (403), `/stream` answers a body of unknown length, `/trailers` one with trailers,
 /// `/fail` one that fails after its first piece, `/upgrade` switches to an echo; anything
 /// else answers `<method> <path>`.
@@ -54,6 +58,11 @@ async fn start_with(limits: Limits, stop: CancellationToken) -> (SocketAddr, Arc
                 match req.uri().path() {
                     "/echo" => Response::new(req.into_body().boxed_unsync()),
                     "/ignore" => Response::new(full("ignored")),
+                    "/big" => Response::new(
+                        http_body_util::Full::new(Bytes::from(vec![b'b'; BIG]))
+                            .map_err(BoxError::from)
+                            .boxed_unsync(),
+                    ),
                     "/hang" => {
                         let _hang = Hang(seen);
                         std::future::pending().await
@@ -540,4 +549,53 @@ async fn collected_bodies_match_what_was_sent() {
     let (data, trailers) = rx.recv().await.unwrap();
     assert_eq!(data, "hello");
     assert_eq!(trailers.unwrap()["x-sum"], "5");
+}
+
+#[tokio::test]
+async fn a_response_the_client_reads_none_of_is_abandoned_after_the_idle_timeout() {
+    // nginx's `send_timeout`: a client that stops reading holds the connection (and, through
+    // the proxy, the app's) no longer than the idle timeout.
+    let limits = Limits {
+        idle_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let (addr, _) = start_with(limits, CancellationToken::new()).await;
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    c.write_all(b"GET /big HTTP/1.1\r\nhost: a\r\n\r\n")
+        .await
+        .unwrap();
+    // The client reads nothing, for ten idle timeouts: this is the behaviour under test.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut got = 0;
+    let mut buf = vec![0u8; 1 << 16];
+    while let Ok(Ok(n @ 1..)) = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf)).await
+    {
+        got += n;
+    }
+    assert!(
+        got < BIG,
+        "the whole response waited for the client: {got} bytes"
+    );
+}
+
+#[tokio::test]
+async fn a_close_with_a_pipelined_request_unread_lingers() {
+    // A request that closes the connection, with another pipelined behind it whose body the
+    // client goes on sending: closed with those bytes unread, the socket would answer with a
+    // reset, which fails the client's writes and can throw away what of the response the
+    // kernel has not delivered yet.
+    let (addr, seen) = start().await;
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "GET /a HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n\
+         POST /next HTTP/1.1\r\nhost: a\r\ncontent-length: {UNREAD_BODY}\r\n\r\n"
+    );
+    let answer = send_unread_body(&mut c, &head).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("GET /a"), "{answer}");
+    assert_eq!(
+        seen.requests.load(Ordering::SeqCst),
+        1,
+        "the pipelined one is not served"
+    );
 }
