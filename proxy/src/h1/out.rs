@@ -125,6 +125,11 @@ where
         self.begun
     }
 
+    /// Whether bytes wait to be written (else, when not done, it waits for the body).
+    pub(crate) fn writing(&self) -> bool {
+        self.head.is_some() || !self.pending.is_empty() || self.queued.is_some()
+    }
+
     /// Puts `bytes` before the head (before anything is written; after, it does nothing).
     pub(crate) fn prepend(&mut self, bytes: &[u8]) {
         if let Some(head) = self.head.as_mut().filter(|_| !self.begun) {

@@ -557,17 +557,24 @@ impl Connection<'_> {
                     return Poll::Ready(Some(written));
                 }
                 // A client that reads none of the response holds the connection (and the
-                // app's) no longer than the idle timeout: nginx's `send_timeout`.
-                let stall = stalled.get_or_insert_with(|| {
-                    let (activity, idle) = (self.activity.clone(), self.settings.idle_timeout);
-                    Box::pin(async move { activity.idle_for(idle).await })
-                });
-                if stall.as_mut().poll(cx).is_ready() {
-                    let e = io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "the client read none of the response for the idle timeout",
-                    );
-                    return Poll::Ready(Some(Err(WriteError::Io(e))));
+                // app's) no longer than the idle timeout: nginx's `send_timeout`. Counted
+                // while bytes wait to be written, from when they began to (or last went); a
+                // body slow to come from the app is not the client's doing.
+                if out.writing() {
+                    let stall = stalled.get_or_insert_with(|| {
+                        self.activity.touch();
+                        let (activity, idle) = (self.activity.clone(), self.settings.idle_timeout);
+                        Box::pin(async move { activity.idle_for(idle).await })
+                    });
+                    if stall.as_mut().poll(cx).is_ready() {
+                        let e = io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "the client read none of the response for the idle timeout",
+                        );
+                        return Poll::Ready(Some(Err(WriteError::Io(e))));
+                    }
+                } else {
+                    stalled = None;
                 }
                 match self.watch(cx) {
                     Poll::Ready(()) => Poll::Ready(None),

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::time::Duration;
 
+use futures::StreamExt;
 use http::HeaderValue;
 use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -37,7 +38,7 @@ impl Drop for Hang {
 
 /// Serves the test handler with `limits` until `stop` is cancelled:
 /// `/echo` streams the body back, `/ignore` answers without reading it, `/big` answers
-/// [`BIG`] bytes, `/hang` never
+/// [`BIG`] bytes, `/slow-stream` pauses 0.9 s in its body, `/hang` never
 /// answers, `/no-switch` refuses (403), `/stream` answers a body of unknown length, `/trailers` one with trailers,
 /// `/fail` one that fails after its first piece, `/upgrade` switches to an echo; anything
 /// else answers `<method> <path>`.
@@ -58,6 +59,18 @@ async fn start_with(limits: Limits, stop: CancellationToken) -> (SocketAddr, Arc
                 match req.uri().path() {
                     "/echo" => Response::new(req.into_body().boxed_unsync()),
                     "/ignore" => Response::new(full("ignored")),
+                    "/slow-stream" => {
+                        // A piece, then another after a pause longer than the tests' idle
+                        // timeout: an app slow to produce its body.
+                        let pieces = futures::stream::iter(["a", "b"]).then(|p| async move {
+                            if p == "b" {
+                                tokio::time::sleep(Duration::from_millis(900)).await;
+                            }
+                            Ok::<_, BoxError>(Frame::data(Bytes::from(p)))
+                        });
+                        let body = http_body_util::StreamBody::new(pieces);
+                        Response::new(body.boxed_unsync())
+                    }
                     "/big" => Response::new(
                         http_body_util::Full::new(Bytes::from(vec![b'b'; BIG]))
                             .map_err(BoxError::from)
@@ -575,6 +588,16 @@ async fn a_response_the_client_reads_none_of_is_abandoned_after_the_idle_timeout
     assert!(
         got < BIG,
         "the whole response waited for the client: {got} bytes"
+    );
+    // A body slow to come from the app is not the client's doing: it is not cut.
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    c.write_all(b"GET /slow-stream HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = until_closed(&mut c).await;
+    assert!(
+        answer.ends_with("1\r\na\r\n1\r\nb\r\n0\r\n\r\n"),
+        "{answer}"
     );
 }
 
