@@ -67,7 +67,10 @@ const CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// at most, and how long it waits for each read: nginx's `lingering_time` and
 /// `lingering_timeout`. A socket closed with bytes unread answers with a reset, and a client
 /// still sending its body gets a failed write instead of the answer waiting for it.
+#[cfg(not(test))]
 const LINGER: Duration = Duration::from_secs(30);
+#[cfg(test)]
+const LINGER: Duration = Duration::from_secs(3);
 const LINGER_READ: Duration = Duration::from_secs(5);
 
 /// What the engine's server needs to know about its listener.
@@ -290,6 +293,7 @@ where
         activity,
         reader: Some(Reader { io: read, buf }),
         clean: true,
+        linger_until: None,
         write,
         shared: Arc::new(Shared::default()),
         client,
@@ -322,8 +326,8 @@ where
 }
 
 /// Reads and drops what the client still sends, until it closes, a read waits longer than
-/// [`LINGER_READ`], [`LINGER`] has passed, or the server stops.
-async fn linger(mut reader: Reader, stop: CancellationToken) {
+/// [`LINGER_READ`], `until` has come, or the server stops.
+async fn linger(mut reader: Reader, until: Instant, stop: CancellationToken) {
     let drain = async {
         loop {
             reader.buf.clear();
@@ -335,7 +339,7 @@ async fn linger(mut reader: Reader, stop: CancellationToken) {
         }
     };
     tokio::select! {
-        _ = tokio::time::timeout(LINGER, drain) => {}
+        _ = tokio::time::timeout_at(until, drain) => {}
         () = stop.cancelled() => {}
     }
 }
@@ -362,6 +366,9 @@ struct Connection<'a> {
     reader: Option<Reader>,
     /// The read side is at the start of a message (no body was left unread).
     clean: bool,
+    /// When a linger ends, if one has begun: waiting for a body after its answer is part of
+    /// the linger.
+    linger_until: Option<Instant>,
     write: WriteHalf<Stream>,
     shared: Arc<Shared>,
     client: SocketAddr,
@@ -434,7 +441,8 @@ impl Connection<'_> {
         let _ = tokio::time::timeout(CLOSE_WAIT, self.write.shutdown()).await;
         if unread && let Some(reader) = self.reader.take() {
             // (Boxed: rare, and every connection's future would otherwise hold its room.)
-            Box::pin(linger(reader, self.settings.stop.clone())).await;
+            let until = self.linger_until.unwrap_or_else(|| Instant::now() + LINGER);
+            Box::pin(linger(reader, until, self.settings.stop.clone())).await;
         }
     }
 
@@ -600,6 +608,12 @@ impl Connection<'_> {
                     return After::Gone;
                 }
             }
+            // An early answer (the app's, while the client still sends its body) said
+            // keep-alive: as nginx does once it has read such a body, the connection goes on
+            // when the body is in, and closes if it is not within the linger's bounds.
+            if keep && !switched && !self.take_back() {
+                Box::pin(self.body_back()).await;
+            }
             let clean = self.reclaim();
             // A body left unread would go down the tunnel as if the client had sent it there.
             if switched
@@ -609,6 +623,7 @@ impl Connection<'_> {
                 return After::Upgrade(tx);
             }
             if keep && clean {
+                self.linger_until = None;
                 // Waiting for the next request, the connection holds no buffer (see
                 // [`read`]).
                 if let Some(reader) = self.reader.as_mut()
@@ -631,6 +646,32 @@ impl Connection<'_> {
             framing,
             shared: Some(self.shared.clone()),
             expect,
+        }
+    }
+
+    /// Waits for a body still out to give the read side back: at most [`LINGER`] (which
+    /// a linger after it shares), and not once the server stops. (The body's own reads fail
+    /// when the client closes.)
+    async fn body_back(&mut self) {
+        let until = Instant::now() + LINGER;
+        self.linger_until = Some(until);
+        let stop = &self.settings.stop;
+        let shared = &self.shared;
+        let reader = &mut self.reader;
+        let back = std::future::poll_fn(|cx| {
+            shared.waker.register(cx.waker());
+            match shared.take_back() {
+                Some((r, clean)) => Poll::Ready((r, clean)),
+                None => Poll::Pending,
+            }
+        });
+        tokio::select! {
+            (r, clean) = back => {
+                *reader = Some(r);
+                self.clean = clean;
+            }
+            () = tokio::time::sleep_until(until) => {}
+            () = stop.cancelled() => {}
         }
     }
 

@@ -1481,7 +1481,8 @@ async fn an_apps_response_in_a_transfer_coding_other_than_chunked_is_refused_not
 
 /// An app that answers early (a `413`) and then neither reads the rest of the body nor
 /// closes: the client has its answer, and its connection is closed once the upload has had
-/// its time, instead of being held open for as long as the app hangs.
+/// its time and the client's bytes have been read and dropped for the linger's (three
+/// seconds in tests), instead of being held open for as long as the app hangs.
 #[tokio::test]
 async fn an_early_answer_from_an_app_that_stops_reading_frees_the_clients_connection() {
     let (app, _) = scripted(
@@ -1491,13 +1492,18 @@ async fn an_early_answer_from_an_app_that_stops_reading_frees_the_clients_connec
     .await;
     let p = start_proxy(proxy_settings(app), leading("a", "127.0.0.1:1", 1)).await;
     let (mut r, mut w) = TcpStream::connect(p.addr).await.unwrap().into_split();
-    w.write_all(b"POST /up HTTP/1.1\r\nhost: a\r\ncontent-length: 1000000000\r\n\r\n")
+    w.write_all(b"POST /up HTTP/1.1\r\nhost: a\r\ncontent-length: 1000000000000000\r\n\r\n")
         .await
         .unwrap();
     let sending = tokio::spawn(async move {
-        // Bounded: far more than the sockets' buffers hold, far less than the length.
+        // Bounded in time and count, both far past what the linger reads and far less
+        // than the length.
         let piece = vec![b'q'; 64 << 10];
-        for _ in 0..4096 {
+        let until = tokio::time::Instant::now() + Duration::from_secs(10);
+        for _ in 0..(1 << 20) {
+            if tokio::time::Instant::now() > until {
+                break;
+            }
             if w.write_all(&piece).await.is_err() {
                 return true;
             }
@@ -1513,10 +1519,90 @@ async fn an_early_answer_from_an_app_that_stops_reading_frees_the_clients_connec
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     // The answer's end (a FIN) says little: the socket is closed once the client's writes
     // fail, which they do only when nothing holds the sidecar's side any more.
-    let failed = tokio::time::timeout(Duration::from_secs(10), sending)
+    let failed = tokio::time::timeout(Duration::from_secs(15), sending)
         .await
         .expect("the client's connection is still held open");
     assert!(failed.unwrap(), "the whole body went through");
+}
+
+/// An app that answers each request as soon as its head is in (`early` to a POST, `again`
+/// to anything else) and only then reads its `Content-Length` body.
+async fn answers_before_the_body() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                    let length: usize = head
+                        .split("content-length:")
+                        .nth(1)
+                        .and_then(|v| v.split("\r\n").next()?.trim().parse().ok())
+                        .unwrap_or(0);
+                    let text = if head.starts_with("post") {
+                        "early"
+                    } else {
+                        "again"
+                    };
+                    let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n{text}");
+                    if s.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    buf.drain(..end);
+                    while buf.len() < length {
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                        }
+                    }
+                    buf.drain(..length);
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// An app answers before the client has sent all its body, and the answer says keep-alive:
+/// once the rest of the body is in, the connection serves the client's next request, as
+/// the answer let it expect, instead of closing under it.
+#[tokio::test]
+async fn a_connection_answered_before_its_body_ended_serves_the_next_request() {
+    let app = answers_before_the_body().await;
+    let p = start_proxy(proxy_settings(app), leading("a", "127.0.0.1:1", 1)).await;
+    let mut c = TcpStream::connect(p.addr).await.unwrap();
+    c.write_all(b"POST /up HTTP/1.1\r\nhost: a\r\ncontent-length: 10\r\n\r\nhello")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !answer.ends_with(b"early") {
+        let n = c.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(!answer.contains("connection: close"), "{answer}");
+    c.write_all(b"world").await.unwrap();
+    c.write_all(b"GET /next HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let next = until_closed(&mut c).await;
+    assert!(next.starts_with("HTTP/1.1 200"), "{next}");
+    assert!(next.ends_with("again"), "{next}");
 }
 
 /// A request answered without its body read (held until the hold timeout; refused) closes
