@@ -7,8 +7,8 @@
 //! refused with 400 before anything is handed on). Handlers see one request type either way
 //! ([`RequestBody`]). Limits: header read timeout and head size/count (HTTP/1), header list
 //! size (HTTP/2), and an idle timeout (HTTP/2: shut down gracefully after it, requests in
-//! flight finish; HTTP/1: a keep-alive connection waits at most that long for its next
-//! request). A connection that sends nothing at all is closed after the header read
+//! flight finish unless they wait only on a client that reads nothing; HTTP/1: a keep-alive
+//! connection waits at most that long for its next request). A connection that sends nothing at all is closed after the header read
 //! timeout. Open connections are bounded by the connection layer.
 //!
 //! [`serve_tls`] is the same behind a TLS handshake that requires a client certificate (the
@@ -18,6 +18,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -232,7 +233,11 @@ impl Http {
         }
     }
 
-    /// hyper's HTTP/2 server on `io`, shut down gracefully once idle or stopped.
+    /// hyper's HTTP/2 server on `io`, shut down gracefully once idle or stopped, and closed
+    /// if, shutting down, it moves no byte for the idle timeout again while no stream waits
+    /// on its app: then every stream left waits on the client, which reads none of its
+    /// response (nginx's `send_timeout`, as the HTTP/1 engine has it). A stream whose app is
+    /// slow or quiet (a long poll, a gRPC stream between messages) keeps the connection.
     async fn serve_h2<F, Fut>(
         &self,
         io: Prefixed<conn::Stream>,
@@ -243,9 +248,16 @@ impl Http {
         F: Fn(Request<RequestBody>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
     {
+        let on_app = Arc::new(AtomicUsize::new(0));
+        let counted = on_app.clone();
         let service = service_fn(move |req: Request<Incoming>| {
             let handler = handler.clone();
-            async move { Ok::<_, Infallible>(handler(req.map(RequestBody::Hyper), client).await) }
+            let on_app = counted.clone();
+            async move {
+                let waiting = OnApp::waiting(on_app);
+                let resp = handler(req.map(RequestBody::Hyper), client).await;
+                Ok::<_, Infallible>(resp.map(|body| waiting.body(body)))
+            }
         });
         let conn = self.h2.serve_connection(TokioIo::new(io), service);
         tokio::pin!(conn);
@@ -266,8 +278,101 @@ impl Http {
                     closing = true;
                     conn.as_mut().graceful_shutdown();
                 }
+                () = left_to_the_client(&activity, self.h1.idle_timeout, &on_app), if closing => {
+                    tracing::debug!(
+                        client = %client,
+                        "closed: the client read nothing for the idle timeout while shutting down"
+                    );
+                    return;
+                }
             }
         }
+    }
+}
+
+/// Resolves, `idle` at the earliest, once nothing has moved for `idle` while no stream
+/// waits on its app (`on_app`), looking again each `idle` while one does. (Not at once: the
+/// shutdown's `GOAWAY` has its time to go, and a client that reads it closes first.)
+async fn left_to_the_client(activity: &conn::Activity, idle: Duration, on_app: &AtomicUsize) {
+    loop {
+        tokio::time::sleep(idle).await;
+        activity.idle_for(idle).await;
+        if on_app.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+    }
+}
+
+/// An HTTP/2 response body, or the answer it is still to be, counted in its connection's
+/// streams that wait on their app: from the request's arrival to its response head, and
+/// each time the body has nothing to give (hyper polls it for more once the client's window
+/// lets it send more, so one not polled is waiting on the client).
+struct OnApp {
+    body: Option<ProxyBody>,
+    count: Arc<AtomicUsize>,
+    /// Counted now.
+    waits: bool,
+}
+
+impl OnApp {
+    /// A request just arrived: counted until its body first gives something.
+    fn waiting(count: Arc<AtomicUsize>) -> OnApp {
+        count.fetch_add(1, Ordering::Relaxed);
+        OnApp {
+            body: None,
+            count,
+            waits: true,
+        }
+    }
+
+    /// The response's body arrived: counted, as the head was, until its first frame.
+    fn body(mut self, body: ProxyBody) -> OnApp {
+        self.body = Some(body);
+        self
+    }
+
+    fn set(&mut self, waits: bool) {
+        if waits != self.waits {
+            self.waits = waits;
+            match waits {
+                true => self.count.fetch_add(1, Ordering::Relaxed),
+                false => self.count.fetch_sub(1, Ordering::Relaxed),
+            };
+        }
+    }
+}
+
+impl Drop for OnApp {
+    fn drop(&mut self) {
+        self.set(false);
+    }
+}
+
+impl http_body::Body for OnApp {
+    type Data = bytes::Bytes;
+    type Error = crate::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        let Some(body) = this.body.as_mut() else {
+            return std::task::Poll::Ready(None);
+        };
+        let polled = std::pin::Pin::new(body).poll_frame(cx);
+        this.set(polled.is_pending());
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body
+            .as_ref()
+            .map_or_else(|| http_body::SizeHint::with_exact(0), |b| b.size_hint())
     }
 }
 

@@ -13,20 +13,25 @@ use crate::testing::{full, until_closed};
 
 /// Serves with `limits`; `/slow` answers after 600ms of silence, anything else at once.
 async fn start(limits: Limits) -> SocketAddr {
+    start_with(limits, |req: Request<RequestBody>, _| async move {
+        if req.uri().path() == "/slow" {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+        }
+        Response::new(full("ok"))
+    })
+    .await
+}
+
+/// Serves `handler` with `limits` on a fresh port.
+async fn start_with<F, Fut>(limits: Limits, handler: F) -> SocketAddr
+where
+    F: Fn(Request<RequestBody>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(serve(
-        listener,
-        limits,
-        CancellationToken::new(),
-        TaskTracker::new(),
-        |req: Request<RequestBody>, _| async move {
-            if req.uri().path() == "/slow" {
-                tokio::time::sleep(Duration::from_millis(600)).await;
-            }
-            Response::new(full("ok"))
-        },
-    ));
+    let (stop, tracker) = (CancellationToken::new(), TaskTracker::new());
+    tokio::spawn(serve(listener, limits, stop, tracker, handler));
     addr
 }
 
@@ -226,4 +231,86 @@ async fn a_connections_future_fits_in_a_kilobyte_and_a_half() {
     let serving = http.serve(crate::conn::accepted(stream, client), handler);
     let size = std::mem::size_of_val(&serving);
     assert!(size <= 1536, "a connection's future takes {size} bytes");
+}
+
+/// Serves HTTP/2 answers with idle timeout [`SHORT`]: `/big` 32 MiB in 64 KiB pieces, more
+/// than the client's windows and the sockets' buffers hold; `/quiet` `q` and then
+/// nothing, never ending (a long poll); `/slow` as in [`start`].
+async fn start_h2() -> SocketAddr {
+    use http_body_util::StreamBody;
+    let limits = Limits {
+        idle_timeout: SHORT,
+        ..limits()
+    };
+    start_with(limits, |req: Request<RequestBody>, _| async move {
+        let piece = || Ok(http_body::Frame::data(Bytes::from(vec![b'x'; 64 << 10])));
+        match req.uri().path() {
+            "/big" => {
+                let pieces = futures::stream::iter((0..512).map(move |_| piece()));
+                Response::new(StreamBody::new(pieces).boxed_unsync())
+            }
+            "/quiet" => {
+                let once = futures::stream::iter([Ok(http_body::Frame::data(Bytes::from("q")))]);
+                let never = futures::stream::pending();
+                let frames = futures::StreamExt::chain(once, never);
+                Response::new(StreamBody::new(frames).boxed_unsync())
+            }
+            _ => {
+                tokio::time::sleep(Duration::from_millis(600)).await;
+                Response::new(full("ok"))
+            }
+        }
+    })
+    .await
+}
+
+/// An HTTP/2 connection and a request on it; the task ends when the server closes it.
+async fn h2_request(
+    addr: SocketAddr,
+    path: &str,
+) -> (
+    Response<hyper::body::Incoming>,
+    hyper::client::conn::http2::SendRequest<Empty<Bytes>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    let closed = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let req = Request::get(format!("http://x{path}"))
+        .body(Empty::new())
+        .unwrap();
+    let resp = send.send_request(req).await.expect("answered");
+    (resp, send, closed)
+}
+
+/// A client that reads none of its HTTP/2 response holds neither its connection nor (through
+/// the response's body) the app's for ever: once shutting down it moves no byte for the idle
+/// timeout again, it is closed. A stream that waits on its app is not the client's doing:
+/// its connection stays.
+#[tokio::test]
+async fn an_http2_client_that_reads_none_of_its_response_is_closed_but_a_quiet_app_is_not_cut() {
+    let addr = start_h2().await;
+    // Held, never read: the client sends no window update, and the server's writes stop.
+    let (_unread, _send, closed) = h2_request(addr, "/big").await;
+    tokio::time::timeout(Duration::from_secs(5), closed)
+        .await
+        .expect("the connection is still held open")
+        .unwrap();
+
+    let (resp, _send, mut closed) = h2_request(addr, "/quiet").await;
+    let mut body = resp.into_body();
+    let first = body.frame().await.expect("a frame").unwrap();
+    assert_eq!(first.into_data().unwrap(), "q");
+    let quiet = tokio::time::timeout(SHORT * 6, &mut closed).await;
+    assert!(quiet.is_err(), "a stream waiting on its app was cut");
+
+    // No response head for three idle timeouts: answered all the same.
+    let (resp, _send, _closed) = h2_request(addr, "/slow").await;
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "ok");
 }
