@@ -39,6 +39,18 @@ async fn answering(resp: &'static str) -> (SocketAddr, Arc<AtomicUsize>) {
     .await
 }
 
+/// An app that answers each connection's first request with `resp` and then holds the
+/// connection open, reading nothing more.
+async fn answering_then_holding(resp: &'static str) -> (SocketAddr, Arc<AtomicUsize>) {
+    raw(move |s| async move {
+        let mut r = BufReader::new(s);
+        read_head(&mut r).await;
+        r.get_mut().write_all(resp.as_bytes()).await.unwrap();
+        std::future::pending::<()>().await;
+    })
+    .await
+}
+
 /// Reads one request head (up to its empty line) as text; `None` at EOF.
 async fn read_head(r: &mut (impl AsyncBufRead + Unpin)) -> Option<String> {
     let mut head = String::new();
@@ -642,14 +654,8 @@ async fn an_upload_that_outlives_its_response_is_stopped_in_time() {
     // The app answers 413 at once, then neither reads the body nor closes: the upload task
     // would wait to write for ever (the body, not polled, never reaches its own deadline),
     // holding the client's body and with it the client's connection.
-    let (addr, _) = raw(|s| async move {
-        let mut r = BufReader::new(s);
-        read_head(&mut r).await;
-        let resp = "HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\n\r\n";
-        r.get_mut().write_all(resp.as_bytes()).await.unwrap();
-        std::future::pending::<()>().await;
-    })
-    .await;
+    let (addr, _) =
+        answering_then_holding("HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\n\r\n").await;
     let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
     let req = Request::post("/upload")
         .header("host", "app")
@@ -842,14 +848,8 @@ async fn a_connection_that_answered_a_connect_is_never_pooled() {
     // with hyper's client; the engine's keeps no such connection either.) A GET answered the
     // same way, for contrast, is pooled.
     for (method, pooled) in [(Method::CONNECT, 0), (Method::GET, 1)] {
-        let (addr, _) = raw(|s| async move {
-            let mut r = BufReader::new(s);
-            read_head(&mut r).await;
-            let resp = "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
-            r.get_mut().write_all(resp.as_bytes()).await.unwrap();
-            std::future::pending::<()>().await;
-        })
-        .await;
+        let (addr, _) =
+            answering_then_holding("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await;
         let req = Request::builder()
             .method(method.clone())
             .uri(if method == Method::CONNECT {
