@@ -756,7 +756,8 @@ impl ResponseBody {
                 _ => BODY_READ,
             };
             self.read.reserve(want.max(HEAD_READ / 4));
-            self.grown = true;
+            // Room a small body fits in (two heads' at most) is kept, as for a head.
+            self.grown |= self.read.capacity() > 2 * HEAD_READ;
         }
         tokio_util::io::poll_read_buf(Pin::new(conn), cx, &mut self.read)
     }

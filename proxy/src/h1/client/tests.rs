@@ -610,26 +610,36 @@ async fn fetch(client: &Client, addr: SocketAddr) -> String {
 
 #[tokio::test]
 async fn a_pooled_connection_keeps_a_small_read_buffer_but_not_one_grown_for_a_body() {
-    // Three answers on one connection: a small one, one whose body needs the buffer grown,
-    // and one whose head does.
-    let (addr, _) = raw(|s| async move {
-        let mut r = BufReader::new(s);
-        read_head(&mut r).await;
-        let small = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-        r.get_mut().write_all(small.as_bytes()).await.unwrap();
-        read_head(&mut r).await;
-        let big = 64 * 1024;
-        let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {big}\r\n\r\n");
-        r.get_mut().write_all(head.as_bytes()).await.unwrap();
-        r.get_mut().write_all(&vec![b'x'; big]).await.unwrap();
-        // A small body after a large head, read in several reads.
-        read_head(&mut r).await;
-        let head = format!(
-            "HTTP/1.1 200 OK\r\nx-big: {}\r\ncontent-length: 2\r\n\r\nok",
-            "a".repeat(64 * 1024)
-        );
-        r.get_mut().write_all(head.as_bytes()).await.unwrap();
-        let _ = read_head(&mut r).await;
+    // Four answers on one connection: a small one, one whose body needs the buffer grown,
+    // one whose head does, and a small one whose body comes apart from its head.
+    let body_now = Arc::new(tokio::sync::Notify::new());
+    let go = body_now.clone();
+    let (addr, _) = raw(move |s| {
+        let go = go.clone();
+        async move {
+            let mut r = BufReader::new(s);
+            read_head(&mut r).await;
+            let small = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+            r.get_mut().write_all(small.as_bytes()).await.unwrap();
+            read_head(&mut r).await;
+            let big = 64 * 1024;
+            let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {big}\r\n\r\n");
+            r.get_mut().write_all(head.as_bytes()).await.unwrap();
+            r.get_mut().write_all(&vec![b'x'; big]).await.unwrap();
+            // A small body after a large head, read in several reads.
+            read_head(&mut r).await;
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nx-big: {}\r\ncontent-length: 2\r\n\r\nok",
+                "a".repeat(64 * 1024)
+            );
+            r.get_mut().write_all(head.as_bytes()).await.unwrap();
+            read_head(&mut r).await;
+            let head = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n";
+            r.get_mut().write_all(head.as_bytes()).await.unwrap();
+            go.notified().await;
+            r.get_mut().write_all(b"ok").await.unwrap();
+            let _ = read_head(&mut r).await;
+        }
     })
     .await;
     let client = client();
@@ -647,6 +657,16 @@ async fn a_pooled_connection_keeps_a_small_read_buffer_but_not_one_grown_for_a_b
     assert_eq!(fetch(&client, addr).await, "ok");
     assert_eq!(client.idle(), 1);
     assert_eq!(kept(&client), 0, "a buffer grown for a head was pooled");
+    // The body read after the head, in a read of its own: the buffer, not grown, is kept.
+    let resp = client
+        .send(&addr.to_string(), Reach::Plain, get("/"))
+        .await
+        .unwrap();
+    body_now.notify_one();
+    assert_eq!(text(resp).await, "ok");
+    assert_eq!(client.idle(), 1);
+    let kept = kept(&client);
+    assert!(kept > 0 && kept <= 2 * HEAD_READ, "{kept}");
 }
 
 #[tokio::test]
