@@ -70,7 +70,12 @@ const CLOSE_WAIT: Duration = Duration::from_secs(1);
 #[cfg(not(test))]
 const LINGER: Duration = Duration::from_secs(30);
 #[cfg(test)]
-const LINGER: Duration = Duration::from_secs(3);
+const LINGER: Duration = Duration::from_secs(5);
+/// How long a connection whose answer went out before its request body ended (an app that
+/// answered early) waits for the body with no byte moving: a client still sending it keeps
+/// its connection, but a body held up by an app that stopped reading does not hold up the
+/// client's next request for long.
+const ANSWERED_BODY_PAUSE: Duration = Duration::from_secs(1);
 const LINGER_READ: Duration = Duration::from_secs(5);
 
 /// What the engine's server needs to know about its listener.
@@ -649,14 +654,15 @@ impl Connection<'_> {
         }
     }
 
-    /// Waits for a body still out to give the read side back: at most [`LINGER`] (which
-    /// a linger after it shares), and not once the server stops. (The body's own reads fail
-    /// when the client closes.)
+    /// Waits for a body still out to give the read side back: while bytes move (no pause
+    /// of [`ANSWERED_BODY_PAUSE`]), at most [`LINGER`] (which a linger after it shares), and
+    /// not once the server stops. (The body's own reads fail when the client closes.)
     async fn body_back(&mut self) {
         let until = Instant::now() + LINGER;
         self.linger_until = Some(until);
         let stop = &self.settings.stop;
         let shared = &self.shared;
+        let activity = &self.activity;
         let reader = &mut self.reader;
         let back = std::future::poll_fn(|cx| {
             shared.waker.register(cx.waker());
@@ -671,8 +677,12 @@ impl Connection<'_> {
                 self.clean = clean;
             }
             () = tokio::time::sleep_until(until) => {}
+            () = activity.idle_for(ANSWERED_BODY_PAUSE) => {}
             () = stop.cancelled() => {}
         }
+        // A body first polled after its answer asked for a `100 Continue` that no later
+        // request wants.
+        self.shared.want_continue.store(false, Ordering::Relaxed);
     }
 
     /// Takes the read side back from a body that ended (or was dropped): true when it is at

@@ -1481,7 +1481,7 @@ async fn an_apps_response_in_a_transfer_coding_other_than_chunked_is_refused_not
 
 /// An app that answers early (a `413`) and then neither reads the rest of the body nor
 /// closes: the client has its answer, and its connection is closed once the upload has had
-/// its time and the client's bytes have been read and dropped for the linger's (three
+/// its time and the client's bytes have been read and dropped for the linger's (five
 /// seconds in tests), instead of being held open for as long as the app hangs.
 #[tokio::test]
 async fn an_early_answer_from_an_app_that_stops_reading_frees_the_clients_connection() {
@@ -1496,17 +1496,18 @@ async fn an_early_answer_from_an_app_that_stops_reading_frees_the_clients_connec
         .await
         .unwrap();
     let sending = tokio::spawn(async move {
-        // Bounded in time and count, both far past what the linger reads and far less
-        // than the length.
+        // Paced, and bounded in time and count: far past the linger, far less than the
+        // length.
         let piece = vec![b'q'; 64 << 10];
-        let until = tokio::time::Instant::now() + Duration::from_secs(10);
-        for _ in 0..(1 << 20) {
+        let until = tokio::time::Instant::now() + Duration::from_secs(15);
+        for _ in 0..4096 {
             if tokio::time::Instant::now() > until {
                 break;
             }
             if w.write_all(&piece).await.is_err() {
                 return true;
             }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
         false
     });
@@ -1519,7 +1520,7 @@ async fn an_early_answer_from_an_app_that_stops_reading_frees_the_clients_connec
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     // The answer's end (a FIN) says little: the socket is closed once the client's writes
     // fail, which they do only when nothing holds the sidecar's side any more.
-    let failed = tokio::time::timeout(Duration::from_secs(15), sending)
+    let failed = tokio::time::timeout(Duration::from_secs(20), sending)
         .await
         .expect("the client's connection is still held open");
     assert!(failed.unwrap(), "the whole body went through");

@@ -37,7 +37,8 @@ impl Drop for Hang {
 }
 
 /// Serves the test handler with `limits` until `stop` is cancelled:
-/// `/echo` streams the body back, `/ignore` answers without reading it, `/big` answers
+/// `/echo` streams the body back, `/ignore` answers without reading it, `/keep-body`
+/// answers and keeps the body unread for a minute, `/big` answers
 /// [`BIG`] bytes, `/slow-stream` pauses 0.9 s in its body, `/hang` never
 /// answers, `/no-switch` refuses (403), `/stream` answers a body of unknown length, `/trailers` one with trailers,
 /// `/fail` one that fails after its first piece, `/upgrade` switches to an echo; anything
@@ -59,6 +60,16 @@ async fn start_with(limits: Limits, stop: CancellationToken) -> (SocketAddr, Arc
                 match req.uri().path() {
                     "/echo" => Response::new(req.into_body().boxed_unsync()),
                     "/ignore" => Response::new(full("ignored")),
+                    "/keep-body" => {
+                        // Held, unread, for a minute: an upload stuck behind an app that
+                        // answered and stopped reading.
+                        let body = req.into_body();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(Duration::from_secs(60)).await;
+                            drop(body);
+                        });
+                        Response::new(full("kept"))
+                    }
                     "/slow-stream" => {
                         // A piece, then another after a pause longer than the tests' idle
                         // timeout: an app slow to produce its body.
@@ -621,4 +632,31 @@ async fn a_close_with_a_pipelined_request_unread_lingers() {
         1,
         "the pipelined one is not served"
     );
+}
+
+#[tokio::test]
+async fn a_body_held_up_after_its_answer_does_not_hold_up_the_next_request() {
+    // The answer went out (keep-alive) with the body still held elsewhere, and no byte
+    // comes: the connection closes after a short pause, so a request sent next on it fails
+    // at once rather than after the linger. (A client still sending keeps its connection:
+    // `proxy::tests::a_connection_answered_before_its_body_ended_serves_the_next_request`.)
+    let (addr, _) = start().await;
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    c.write_all(b"POST /keep-body HTTP/1.1\r\nhost: a\r\ncontent-length: 4\r\n\r\nbody")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !answer.ends_with(b"kept") {
+        let n = c.read(&mut buf).await.unwrap();
+        assert!(n > 0, "{}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buf[..n]);
+    }
+    c.write_all(b"GET /next HTTP/1.1\r\nhost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let rest = tokio::time::timeout(LINGER / 2, until_closed(&mut c))
+        .await
+        .expect("the connection waited for the body for as long as a linger");
+    assert!(!rest.contains("HTTP/1.1"), "{rest}");
 }
