@@ -341,6 +341,20 @@ pub async fn unanswered() -> (
     panic!("accept queue never filled");
 }
 
+/// Reads from `s` until what came ends with `end` (an answer whose length the test knows);
+/// what came. Panics if the server closes first.
+pub async fn until_ends_with(s: &mut tokio::net::TcpStream, end: &str) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !out.ends_with(end.as_bytes()) {
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&out));
+        out.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Reads until the server closes `s` (or resets it); what it sent. Panics if it stays open
 /// 3 s.
 pub async fn until_closed(s: &mut tokio::net::TcpStream) -> String {

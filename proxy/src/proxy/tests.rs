@@ -1587,14 +1587,7 @@ async fn a_connection_answered_before_its_body_ended_serves_the_next_request() {
     c.write_all(b"POST /up HTTP/1.1\r\nhost: a\r\ncontent-length: 10\r\n\r\nhello")
         .await
         .unwrap();
-    let mut answer = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !answer.ends_with(b"early") {
-        let n = c.read(&mut buf).await.unwrap();
-        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&answer));
-        answer.extend_from_slice(&buf[..n]);
-    }
-    let answer = String::from_utf8_lossy(&answer);
+    let answer = until_ends_with(&mut c, "early").await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(!answer.contains("connection: close"), "{answer}");
     c.write_all(b"world").await.unwrap();

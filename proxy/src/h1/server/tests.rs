@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 use super::*;
 use crate::BoxError;
 use crate::server::{Limits, RequestBody as Any, serve as serve_any};
-use crate::testing::{UNREAD_BODY, full, send_unread_body, until_closed};
+use crate::testing::{UNREAD_BODY, full, send_unread_body, until_closed, until_ends_with};
 
 /// The length of `/big`'s answer: more than the sockets' buffers hold.
 const BIG: usize = 64 << 20;
@@ -645,13 +645,7 @@ async fn a_body_held_up_after_its_answer_does_not_hold_up_the_next_request() {
     c.write_all(b"POST /keep-body HTTP/1.1\r\nhost: a\r\ncontent-length: 4\r\n\r\nbody")
         .await
         .unwrap();
-    let mut answer = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !answer.ends_with(b"kept") {
-        let n = c.read(&mut buf).await.unwrap();
-        assert!(n > 0, "{}", String::from_utf8_lossy(&answer));
-        answer.extend_from_slice(&buf[..n]);
-    }
+    until_ends_with(&mut c, "kept").await;
     c.write_all(b"GET /next HTTP/1.1\r\nhost: a\r\n\r\n")
         .await
         .unwrap();
