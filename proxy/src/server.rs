@@ -8,8 +8,9 @@
 //! ([`RequestBody`]). Limits: header read timeout and head size/count (HTTP/1), header list
 //! size (HTTP/2), and an idle timeout (HTTP/2: shut down gracefully after it, requests in
 //! flight finish unless they wait only on a client that reads nothing; HTTP/1: a keep-alive
-//! connection waits at most that long for its next request). A connection that sends nothing at all is closed after the header read
-//! timeout. Open connections are bounded by the connection layer.
+//! connection waits at most that long for its next request). A connection that sends
+//! nothing at all is closed after the header read timeout. Open connections are bounded by
+//! the connection layer.
 //!
 //! [`serve_tls`] is the same behind a TLS handshake that requires a client certificate (the
 //! mTLS peer port); the handshake must finish within the header read timeout.

@@ -615,7 +615,7 @@ impl Connection<'_> {
             }
             // An early answer (the app's, while the client still sends its body) said
             // keep-alive: as nginx does once it has read such a body, the connection goes on
-            // when the body is in, and closes if it is not within the linger's bounds.
+            // when the body is in, if it comes while the client's bytes keep coming.
             if keep && !switched && !self.take_back() {
                 Box::pin(self.body_back()).await;
             }
