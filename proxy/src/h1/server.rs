@@ -660,25 +660,22 @@ impl Connection<'_> {
     async fn body_back(&mut self) {
         let until = Instant::now() + LINGER;
         self.linger_until = Some(until);
-        let stop = &self.settings.stop;
-        let shared = &self.shared;
-        let activity = &self.activity;
-        let reader = &mut self.reader;
+        // (Apart from `self`, which the wait for the body borrows.)
+        let settings = self.settings;
+        let activity = self.activity.clone();
         let back = std::future::poll_fn(|cx| {
-            shared.waker.register(cx.waker());
-            match shared.take_back() {
-                Some((r, clean)) => Poll::Ready((r, clean)),
-                None => Poll::Pending,
+            self.shared.waker.register(cx.waker());
+            if self.take_back() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
             }
         });
         tokio::select! {
-            (r, clean) = back => {
-                *reader = Some(r);
-                self.clean = clean;
-            }
+            () = back => {}
             () = tokio::time::sleep_until(until) => {}
             () = activity.idle_for(ANSWERED_BODY_PAUSE) => {}
-            () = stop.cancelled() => {}
+            () = settings.stop.cancelled() => {}
         }
         // A body first polled after its answer asked for a `100 Continue` that no later
         // request wants.
