@@ -29,24 +29,26 @@ where
     (addr, accepts)
 }
 
-/// A server that answers each connection's first request head with `resp` as it is.
-async fn answering(resp: &'static str) -> (SocketAddr, Arc<AtomicUsize>) {
-    raw(move |s| async move {
-        let mut r = BufReader::new(s);
-        read_head(&mut r).await;
-        let _ = r.get_mut().write_all(resp.as_bytes()).await;
-    })
-    .await
+/// What a server of [`answering`] does after its answer.
+#[derive(Clone, Copy)]
+enum Then {
+    /// Closes the connection.
+    Close,
+    /// Holds the connection open, reading nothing more.
+    Hold,
 }
 
-/// An app that answers each connection's first request with `resp` and then holds the
-/// connection open, reading nothing more.
-async fn answering_then_holding(resp: &'static str) -> (SocketAddr, Arc<AtomicUsize>) {
+/// A server that answers each connection's first request head with `resp` as it is, then
+/// does as `then` says.
+async fn answering(resp: &'static str, then: Then) -> (SocketAddr, Arc<AtomicUsize>) {
     raw(move |s| async move {
         let mut r = BufReader::new(s);
         read_head(&mut r).await;
-        r.get_mut().write_all(resp.as_bytes()).await.unwrap();
-        std::future::pending::<()>().await;
+        let written = r.get_mut().write_all(resp.as_bytes()).await;
+        if let Then::Hold = then {
+            written.unwrap();
+            std::future::pending::<()>().await;
+        }
     })
     .await
 }
@@ -117,7 +119,11 @@ async fn keep_alive_serves_the_next_request_on_the_same_connection() {
 
 #[tokio::test]
 async fn a_connection_closed_while_idle_is_not_used_again() {
-    let (addr, accepts) = answering("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+    let (addr, accepts) = answering(
+        "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+        Then::Close,
+    )
+    .await;
     let client = client();
     let resp = client
         .send(&addr.to_string(), Reach::Plain, get("/"))
@@ -146,7 +152,7 @@ async fn connection_close_and_bodies_framed_by_close_are_not_pooled() {
         "HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok",
         "HTTP/1.1 200 OK\r\n\r\nok",
     ] {
-        let (addr, _) = answering(resp).await;
+        let (addr, _) = answering(resp, Then::Close).await;
         let client = client();
         let got = client
             .send(&addr.to_string(), Reach::Plain, get("/"))
@@ -191,7 +197,7 @@ async fn a_101_without_an_upgrade_and_an_invalid_head_are_errors() {
         ),
         ("HTTP/1.1 200 OK\r\ncontent-le", "closed"),
     ] {
-        let (addr, _) = answering(resp).await;
+        let (addr, _) = answering(resp, Then::Close).await;
         let err = client()
             .send(&addr.to_string(), Reach::Plain, get("/"))
             .await
@@ -481,7 +487,11 @@ async fn an_upload_goes_on_while_an_early_answer_waits_to_be_read() {
 
 #[tokio::test]
 async fn a_response_cut_short_is_an_error_and_its_connection_is_dropped() {
-    let (addr, _) = answering("HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhalf").await;
+    let (addr, _) = answering(
+        "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhalf",
+        Then::Close,
+    )
+    .await;
     let client = client();
     let resp = client
         .send(&addr.to_string(), Reach::Plain, get("/"))
@@ -674,8 +684,11 @@ async fn an_upload_that_outlives_its_response_is_stopped_in_time() {
     // The app answers 413 at once, then neither reads the body nor closes: the upload task
     // would wait to write for ever (the body, not polled, never reaches its own deadline),
     // holding the client's body and with it the client's connection.
-    let (addr, _) =
-        answering_then_holding("HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\n\r\n").await;
+    let (addr, _) = answering(
+        "HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\n\r\n",
+        Then::Hold,
+    )
+    .await;
     let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
     let req = Request::post("/upload")
         .header("host", "app")
@@ -868,8 +881,7 @@ async fn a_connection_that_answered_a_connect_is_never_pooled() {
     // with hyper's client; the engine's keeps no such connection either.) A GET answered the
     // same way, for contrast, is pooled.
     for (method, pooled) in [(Method::CONNECT, 0), (Method::GET, 1)] {
-        let (addr, _) =
-            answering_then_holding("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await;
+        let (addr, _) = answering("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n", Then::Hold).await;
         let req = Request::builder()
             .method(method.clone())
             .uri(if method == Method::CONNECT {
