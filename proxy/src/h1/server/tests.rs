@@ -394,8 +394,8 @@ async fn http_10_clients_get_close_framed_bodies_and_keep_alive_only_when_asked(
     assert_eq!(body_of(&last), "GET /two");
 }
 
-#[tokio::test]
-async fn a_client_that_goes_away_cancels_its_request() {
+/// A connection whose `/hang` request the handler has begun, and what the server saw.
+async fn a_hanging_request() -> (TcpStream, Arc<Seen>) {
     let (addr, seen) = start().await;
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(b"GET /hang HTTP/1.1\r\nhost: a\r\n\r\n")
@@ -405,7 +405,11 @@ async fn a_client_that_goes_away_cancels_its_request() {
         tokio::task::yield_now().await;
     }
     assert!(!seen.cancelled.load(Ordering::SeqCst));
-    drop(s);
+    (s, seen)
+}
+
+/// Waits for the `/hang` handler to be dropped; panics after 3 s.
+async fn until_cancelled(seen: &Seen) {
     tokio::time::timeout(Duration::from_secs(3), async {
         while !seen.cancelled.load(Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -413,6 +417,27 @@ async fn a_client_that_goes_away_cancels_its_request() {
     })
     .await
     .expect("the handler was dropped");
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_cancels_its_request() {
+    let (s, seen) = a_hanging_request().await;
+    drop(s);
+    until_cancelled(&seen).await;
+}
+
+/// A half-close (the client shuts down only its sending side after its request) counts as
+/// going away, as with nginx, Envoy and Pingora by default (docs/operating.md).
+#[tokio::test]
+async fn a_client_that_half_closes_after_its_request_cancels_it_too() {
+    let (mut s, seen) = a_hanging_request().await;
+    s.shutdown().await.unwrap();
+    until_cancelled(&seen).await;
+    // And the connection was closed, not left open with nothing to come.
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut rest)).await;
+    assert!(matches!(read, Ok(Ok(_))), "{read:?}");
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
 }
 
 #[tokio::test]
