@@ -167,7 +167,8 @@ struct Moved {
 }
 
 impl Activity {
-    fn new() -> Activity {
+    /// Nothing moved yet: as if a byte had, now.
+    pub(crate) fn new() -> Activity {
         Activity(Arc::new(Moved {
             origin: Instant::now(),
             last_ms: AtomicU64::new(0),
@@ -356,6 +357,86 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// What an [`Observed`] stream tells of the bytes that pass.
+pub(crate) trait Observe {
+    /// `bytes` were read, in order.
+    fn read(&mut self, bytes: &[u8]);
+    /// `bytes` were written, in order.
+    fn wrote(&mut self, bytes: &[u8]);
+}
+
+/// A stream that shows its bytes, as they pass, to an [`Observe`]r: TCP mode's byte
+/// counts, HTTP/2's stream activity ([`crate::server`]).
+pub(crate) struct Observed<S, O> {
+    inner: S,
+    observer: O,
+}
+
+impl<S, O> Observed<S, O> {
+    /// `inner`, whose bytes `observer` sees from now on.
+    pub(crate) fn new(inner: S, observer: O) -> Observed<S, O> {
+        Observed { inner, observer }
+    }
+}
+
+impl<S: AsyncRead + Unpin, O: Observe + Unpin> AsyncRead for Observed<S, O> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        this.observer.read(&buf.filled()[before..]);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin, O: Observe + Unpin> AsyncWrite for Observed<S, O> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let n = std::task::ready!(Pin::new(&mut this.inner).poll_write(cx, buf))?;
+        this.observer.wrote(&buf[..n]);
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let n = std::task::ready!(Pin::new(&mut this.inner).poll_write_vectored(cx, bufs))?;
+        let mut left = n;
+        for buf in bufs {
+            if left == 0 {
+                break;
+            }
+            let take = left.min(buf.len());
+            this.observer.wrote(&buf[..take]);
+            left -= take;
+        }
+        Poll::Ready(Ok(n))
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -48,21 +48,20 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
 use http::{Request, StatusCode};
 use prometheus::IntCounter;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use understudy_elector::{Answerer, Members, Prepare, View};
 
 use crate::balance::Balancer;
-use crate::conn::{Accepted, Prefixed, Stream};
+use crate::conn::{Accepted, Observe, Observed, Prefixed, Stream};
 use crate::dial::{Conn, Dialer, Reach};
 use crate::headers::Inbound;
 use crate::hold::Holder;
@@ -562,11 +561,11 @@ impl TcpProxy {
             };
             return splice::relay(client, app).await;
         }
-        let mut client_io = Counted {
-            inner: Prefixed::new(prefix, stream),
+        let counts = Counts {
             read: inner.upstream_bytes.clone(),
             written: inner.downstream_bytes.clone(),
         };
+        let mut client_io = Observed::new(Prefixed::new(prefix, stream), counts);
         tokio::io::copy_bidirectional_with_sizes(
             &mut client_io,
             &mut upstream,
@@ -715,43 +714,20 @@ async fn sniff(stream: &mut crate::conn::Stream, within: Duration) -> Sniffed {
     }
 }
 
-/// The client's side of a relay, counting bytes as they pass.
-struct Counted<S> {
-    inner: S,
+/// The client's side of a relay's byte counts: read from the client (to the app), and
+/// written to it.
+struct Counts {
     read: IntCounter,
     written: IntCounter,
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        std::task::ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
-        self.read.inc_by((buf.filled().len() - before) as u64);
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let n = std::task::ready!(Pin::new(&mut self.inner).poll_write(cx, buf))?;
-        self.written.inc_by(n as u64);
-        Poll::Ready(Ok(n))
+impl Observe for Counts {
+    fn read(&mut self, bytes: &[u8]) {
+        self.read.inc_by(bytes.len() as u64);
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+    fn wrote(&mut self, bytes: &[u8]) {
+        self.written.inc_by(bytes.len() as u64);
     }
 }
 
