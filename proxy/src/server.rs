@@ -6,11 +6,11 @@
 //! engine ([`crate::h1::server`]: keep-alive, pipelining, upgrades, every framing ambiguity
 //! refused with 400 before anything is handed on). Handlers see one request type either way
 //! ([`RequestBody`]). Limits: header read timeout and head size/count (HTTP/1), header list
-//! size (HTTP/2), and an idle timeout (HTTP/2: shut down gracefully after it, requests in
-//! flight finish unless they wait only on a client that reads nothing; HTTP/1: a keep-alive
-//! connection waits at most that long for its next request). A connection that sends
-//! nothing at all is closed after the header read timeout. Open connections are bounded by
-//! the connection layer.
+//! size (HTTP/2), and an idle timeout (HTTP/2, where idle means that no stream's frame
+//! moved, PINGs aside: shut down gracefully after it, requests in flight finish unless they
+//! wait only on a client that reads nothing; HTTP/1: a keep-alive connection waits at most
+//! that long for its next request). A connection that sends nothing at all is closed after
+//! the header read timeout. Open connections are bounded by the connection layer.
 //!
 //! [`serve_tls`] is the same behind a TLS handshake that requires a client certificate (the
 //! mTLS peer port); the handshake must finish within the header read timeout.
@@ -38,6 +38,8 @@ use crate::conn::{self, Accepted, Prefixed};
 use crate::h1::{codec, server as h1};
 use crate::limits::ConnectionLimit;
 use crate::peer_tls::PeerTls;
+
+mod progress;
 
 /// Connection limits and timeouts.
 #[derive(Clone, Debug)]
@@ -196,10 +198,11 @@ impl Http {
         F: Fn(Request<RequestBody>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
     {
+        // (HTTP/2 measures its own activity; the HTTP/1 engine finds it in the stream.)
         let Accepted {
             mut stream,
             client,
-            activity,
+            activity: _,
         } = accepted;
         async move {
             let first_head = Instant::now() + self.h1.header_read_timeout;
@@ -226,7 +229,7 @@ impl Http {
                 let io = Prefixed::new(buf.freeze(), stream);
                 // Boxed: hyper's HTTP/2 connection is larger than the HTTP/1 engine's, and a
                 // connection's task is as large as the largest thing it may await.
-                return Box::pin(self.serve_h2(io, client, activity, handler)).await;
+                return Box::pin(self.serve_h2(io, client, handler)).await;
             }
             let serve_one =
                 |req: Request<h1::RequestBody>| handler(req.map(RequestBody::Engine), client);
@@ -234,18 +237,14 @@ impl Http {
         }
     }
 
-    /// hyper's HTTP/2 server on `io`, shut down gracefully once idle or stopped, and closed
-    /// if, shutting down, it moves no byte for the idle timeout again while no stream waits
-    /// on its app: then every stream left waits on the client, which reads none of its
-    /// response (nginx's `send_timeout`, as the HTTP/1 engine has it). A stream whose app is
+    /// hyper's HTTP/2 server on `io`, shut down gracefully once idle (no stream's frame moved
+    /// for the idle timeout: PINGs do not count, see [`progress`]) or stopped, and closed
+    /// if, shutting down, it moves no stream's frame for the idle timeout again while no
+    /// stream waits on its app: then every stream left waits on the client, which reads none
+    /// of its response (nginx's `send_timeout`, as the HTTP/1 engine has it). A stream whose app is
     /// slow or quiet (a long poll, a gRPC stream between messages) keeps the connection.
-    async fn serve_h2<F, Fut>(
-        &self,
-        io: Prefixed<conn::Stream>,
-        client: SocketAddr,
-        activity: conn::Activity,
-        handler: F,
-    ) where
+    async fn serve_h2<F, Fut>(&self, io: Prefixed<conn::Stream>, client: SocketAddr, handler: F)
+    where
         F: Fn(Request<RequestBody>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
     {
@@ -260,6 +259,8 @@ impl Http {
                 Ok::<_, Infallible>(resp.map(|body| waiting.body(body)))
             }
         });
+        let activity = conn::Activity::new();
+        let io = progress::progress(io, activity.clone());
         let conn = self.h2.serve_connection(TokioIo::new(io), service);
         tokio::pin!(conn);
         let mut closing = false;

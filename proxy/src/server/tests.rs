@@ -233,13 +233,18 @@ async fn a_connections_future_fits_in_a_kilobyte_and_a_half() {
     assert!(size <= 1536, "a connection's future takes {size} bytes");
 }
 
-/// Serves HTTP/2 answers with idle timeout [`SHORT`]: `/big` 32 MiB in 64 KiB pieces, more
+/// The idle timeout of [`start_h2`]: longer than [`SHORT`], because an HTTP/2 connection's
+/// handshake does not count as moving (only its streams' frames do), and a loaded machine
+/// may take that long between a test client's handshake and its request.
+const H2_IDLE: Duration = Duration::from_millis(500);
+
+/// Serves HTTP/2 answers with idle timeout [`H2_IDLE`]: `/big` 32 MiB in 64 KiB pieces, more
 /// than the client's windows and the sockets' buffers hold; `/quiet` `q` and then
-/// nothing, never ending (a long poll); `/slow` as in [`start`].
+/// nothing, never ending (a long poll); anything else `ok` after three idle timeouts.
 async fn start_h2() -> SocketAddr {
     use http_body_util::StreamBody;
     let limits = Limits {
-        idle_timeout: SHORT,
+        idle_timeout: H2_IDLE,
         ..limits()
     };
     start_with(limits, |req: Request<RequestBody>, _| async move {
@@ -256,7 +261,7 @@ async fn start_h2() -> SocketAddr {
                 Response::new(StreamBody::new(frames).boxed_unsync())
             }
             _ => {
-                tokio::time::sleep(Duration::from_millis(600)).await;
+                tokio::time::sleep(H2_IDLE * 3).await;
                 Response::new(full("ok"))
             }
         }
@@ -264,20 +269,34 @@ async fn start_h2() -> SocketAddr {
     .await
 }
 
+/// Whether an HTTP/2 test client sends PINGs.
+#[derive(Clone, Copy)]
+enum Pings {
+    None,
+    /// Every quarter of the server's idle timeout, whatever it has received (gRPC's
+    /// keep-alive, made frequent).
+    Often,
+}
+
 /// An HTTP/2 connection and a request on it; the task ends when the server closes it.
 async fn h2_request(
     addr: SocketAddr,
     path: &str,
+    pings: Pings,
 ) -> (
     Response<hyper::body::Incoming>,
     hyper::client::conn::http2::SendRequest<Empty<Bytes>>,
     tokio::task::JoinHandle<()>,
 ) {
     let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut send, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
+    let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
+    if let Pings::Often = pings {
+        builder
+            .timer(TokioTimer::new())
+            .keep_alive_interval(H2_IDLE / 4)
+            .keep_alive_while_idle(true);
+    }
+    let (mut send, conn) = builder.handshake(TokioIo::new(stream)).await.unwrap();
     let closed = tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -288,29 +307,50 @@ async fn h2_request(
     (resp, send, closed)
 }
 
-/// A client that reads none of its HTTP/2 response holds neither its connection nor (through
-/// the response's body) the app's for ever: once shutting down it moves no byte for the idle
-/// timeout again, it is closed. A stream that waits on its app is not the client's doing:
-/// its connection stays.
+/// PINGs are not reading: a client that keeps sending them (as gRPC's keep-alive does, here
+/// far more often) while it reads none of its response is closed all the same, and so is one
+/// that pings on a connection whose streams are done.
 #[tokio::test]
-async fn an_http2_client_that_reads_none_of_its_response_is_closed_but_a_quiet_app_is_not_cut() {
+async fn an_http2_client_that_only_pings_is_closed_all_the_same() {
     let addr = start_h2().await;
-    // Held, never read: the client sends no window update, and the server's writes stop.
-    let (_unread, _send, closed) = h2_request(addr, "/big").await;
+    let (_unread, _send, closed) = h2_request(addr, "/big", Pings::Often).await;
     tokio::time::timeout(Duration::from_secs(5), closed)
         .await
         .expect("the connection is still held open")
         .unwrap();
 
-    let (resp, _send, mut closed) = h2_request(addr, "/quiet").await;
+    let (resp, _send, closed) = h2_request(addr, "/slow", Pings::Often).await;
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "ok");
+    tokio::time::timeout(Duration::from_secs(5), closed)
+        .await
+        .expect("an idle connection that only pings is still open")
+        .unwrap();
+}
+
+/// A client that reads none of its HTTP/2 response holds neither its connection nor (through
+/// the response's body) the app's for ever: once shutting down it moves no stream's frame
+/// for the idle timeout again, it is closed. A stream that waits on its app is not the
+/// client's doing: its connection stays.
+#[tokio::test]
+async fn an_http2_client_that_reads_none_of_its_response_is_closed_but_a_quiet_app_is_not_cut() {
+    let addr = start_h2().await;
+    // Held, never read: the client sends no window update, and the server's writes stop.
+    let (_unread, _send, closed) = h2_request(addr, "/big", Pings::None).await;
+    tokio::time::timeout(Duration::from_secs(5), closed)
+        .await
+        .expect("the connection is still held open")
+        .unwrap();
+
+    let (resp, _send, mut closed) = h2_request(addr, "/quiet", Pings::None).await;
     let mut body = resp.into_body();
     let first = body.frame().await.expect("a frame").unwrap();
     assert_eq!(first.into_data().unwrap(), "q");
-    let quiet = tokio::time::timeout(SHORT * 6, &mut closed).await;
+    let quiet = tokio::time::timeout(H2_IDLE * 6, &mut closed).await;
     assert!(quiet.is_err(), "a stream waiting on its app was cut");
 
     // No response head for three idle timeouts: answered all the same.
-    let (resp, _send, _closed) = h2_request(addr, "/slow").await;
+    let (resp, _send, _closed) = h2_request(addr, "/slow", Pings::None).await;
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(body, "ok");
 }
