@@ -347,7 +347,8 @@ pub struct LimitArgs {
     /// How long a client may take to send a request's headers (HTTP/1).
     #[arg(long, env = "UNDERSTUDY_HEADER_READ_TIMEOUT", value_name = "DURATION", value_parser = duration, default_value = "10s")]
     pub header_read_timeout: Duration,
-    /// Close a client connection, or a pooled one, after this long without traffic.
+    /// Close a client connection, or a pooled one, after this long without traffic (on
+    /// HTTP/2, a stream's frames; PINGs do not count).
     #[arg(long, env = "UNDERSTUDY_IDLE_TIMEOUT", value_name = "DURATION", value_parser = duration, default_value = "60s")]
     pub idle_timeout: Duration,
     /// Largest request head (request line and headers) accepted, in bytes.

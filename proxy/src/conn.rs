@@ -3,7 +3,8 @@
 //! [`accept`] takes connections off a listener, bounds how many are open
 //! ([`ConnectionLimit`]: one over the bound is answered 503 with `Retry-After` and closed),
 //! sets `TCP_NODELAY`, records when bytes last moved either way ([`Activity`], which the
-//! protocol servers turn into idle and silence timeouts), and on the mTLS peer port runs
+//! protocol servers turn into idle and silence timeouts; HTTP/2 keeps one of its own, of
+//! its streams' frames), and on the mTLS peer port runs
 //! the TLS handshake, which must finish within the handshake bound and present a
 //! certificate the peer CA signed. What comes out is an [`Accepted`] stream with its client
 //! address, handed to a protocol server: [`crate::server`] (hyper: HTTP/1.1, upgrades, h2c)
@@ -176,7 +177,8 @@ impl Activity {
         }))
     }
 
-    /// Records that a byte moved (written to the client).
+    /// Records that something moved: a byte written to the client, or on HTTP/2 a
+    /// stream's frame either way.
     pub(crate) fn touch(&self) {
         let ms = self.0.origin.elapsed().as_millis() as u64;
         self.0.last_ms.store(ms, Ordering::Relaxed);

@@ -47,7 +47,8 @@ pub struct Limits {
     /// HTTP/1 header read timeout (also bounds how long an idle keep-alive connection waits
     /// for its next request, and how long a new connection may send nothing at all).
     pub header_read_timeout: Duration,
-    /// Shut a connection down after this long without a byte either way.
+    /// Shut a connection down after this long without traffic: a byte either way on
+    /// HTTP/1, a stream's frame either way on HTTP/2 (PINGs and other upkeep aside).
     pub idle_timeout: Duration,
     /// Largest request head, bytes.
     pub max_header_bytes: usize,

@@ -4,9 +4,13 @@
 //! a connection, and through a response it reads none of the app's connection behind it,
 //! for ever: it need only send a PING now and then (gRPC's keep-alive does), which hyper
 //! answers. So the HTTP/2 server measures idleness by the frames that carry requests and
-//! responses (HEADERS, CONTINUATION, DATA) either way, as Envoy's idle timeout counts
-//! streams, not PINGs. A client that reads its response, however slowly, keeps data frames
-//! going out; one that uploads keeps them coming in.
+//! responses (HEADERS, CONTINUATION, DATA) either way; PINGs keep no connection open, as
+//! they keep none past Envoy's idle timeout either. A client that reads its response,
+//! however slowly, keeps data frames going out; one that uploads keeps them coming in.
+//!
+//! A frame counts by its type alone, whatever its stream: a hostile client that, after the
+//! shutdown's `GOAWAY`, sends frames for streams that do not exist (which the `h2` crate
+//! then ignores) still holds its connection; counting only frames written would end that.
 
 use crate::conn::{Activity, Observe, Observed};
 

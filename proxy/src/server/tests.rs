@@ -240,7 +240,8 @@ const H2_IDLE: Duration = Duration::from_millis(500);
 
 /// Serves HTTP/2 answers with idle timeout [`H2_IDLE`]: `/big` 32 MiB in 64 KiB pieces, more
 /// than the client's windows and the sockets' buffers hold; `/quiet` `q` and then
-/// nothing, never ending (a long poll); anything else `ok` after three idle timeouts.
+/// nothing, never ending (a long poll); `/now` `ok` at once; anything else `ok` after three
+/// idle timeouts.
 async fn start_h2() -> SocketAddr {
     use http_body_util::StreamBody;
     let limits = Limits {
@@ -254,6 +255,7 @@ async fn start_h2() -> SocketAddr {
                 let pieces = futures::stream::iter((0..512).map(move |_| piece()));
                 Response::new(StreamBody::new(pieces).boxed_unsync())
             }
+            "/now" => Response::new(full("ok")),
             "/quiet" => {
                 let once = futures::stream::iter([Ok(http_body::Frame::data(Bytes::from("q")))]);
                 let never = futures::stream::pending();
@@ -319,7 +321,7 @@ async fn an_http2_client_that_only_pings_is_closed_all_the_same() {
         .expect("the connection is still held open")
         .unwrap();
 
-    let (resp, _send, closed) = h2_request(addr, "/slow", Pings::Often).await;
+    let (resp, _send, closed) = h2_request(addr, "/now", Pings::Often).await;
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(body, "ok");
     tokio::time::timeout(Duration::from_secs(5), closed)
