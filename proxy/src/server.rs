@@ -240,7 +240,7 @@ impl Http {
 
     /// hyper's HTTP/2 server on `io`, shut down gracefully once idle (no stream's frame moved
     /// for the idle timeout: PINGs do not count, see [`progress`]) or stopped, and closed
-    /// if, shutting down, it moves no stream's frame for the idle timeout again while no
+    /// if, shutting down, it sends no stream's frame for the idle timeout again while no
     /// stream waits on its app: then every stream left waits on the client, which reads none
     /// of its response (nginx's `send_timeout`, as the HTTP/1 engine has it). A stream whose app is
     /// slow or quiet (a long poll, a gRPC stream between messages) keeps the connection.
@@ -260,8 +260,8 @@ impl Http {
                 Ok::<_, Infallible>(resp.map(|body| waiting.body(body)))
             }
         });
-        let activity = conn::Activity::new();
-        let io = progress::progress(io, activity.clone());
+        let (moved, sent) = (conn::Activity::new(), conn::Activity::new());
+        let io = progress::progress(io, moved.clone(), sent.clone());
         let conn = self.h2.serve_connection(TokioIo::new(io), service);
         tokio::pin!(conn);
         let mut closing = false;
@@ -277,11 +277,11 @@ impl Http {
                     closing = true;
                     conn.as_mut().graceful_shutdown();
                 }
-                _ = activity.idle_for(self.h1.idle_timeout), if !closing => {
+                _ = moved.idle_for(self.h1.idle_timeout), if !closing => {
                     closing = true;
                     conn.as_mut().graceful_shutdown();
                 }
-                () = left_to_the_client(&activity, self.h1.idle_timeout, &on_app), if closing => {
+                () = left_to_the_client(&sent, self.h1.idle_timeout, &on_app), if closing => {
                     tracing::debug!(
                         client = %client,
                         "closed: the client read nothing for the idle timeout while shutting down"
@@ -293,13 +293,15 @@ impl Http {
     }
 }
 
-/// Resolves, `idle` at the earliest, once nothing has moved for `idle` while no stream
-/// waits on its app (`on_app`), looking again each `idle` while one does. (Not at once: the
-/// shutdown's `GOAWAY` has its time to go, and a client that reads it closes first.)
-async fn left_to_the_client(activity: &conn::Activity, idle: Duration, on_app: &AtomicUsize) {
+/// Resolves, `idle` at the earliest, once no stream's frame has been sent for `idle` (`sent`)
+/// while no stream waits on its app (`on_app`), looking again each `idle` while one does.
+/// (Not at once: the shutdown's `GOAWAY` has its time to go, and a client that reads it
+/// closes first.) What the client sends does not count: after the `GOAWAY` it opens no
+/// stream, and frames for streams that do not exist would otherwise hold the connection.
+async fn left_to_the_client(sent: &conn::Activity, idle: Duration, on_app: &AtomicUsize) {
     loop {
         tokio::time::sleep(idle).await;
-        activity.idle_for(idle).await;
+        sent.idle_for(idle).await;
         if on_app.load(Ordering::Relaxed) == 0 {
             return;
         }

@@ -8,9 +8,10 @@
 //! they keep none past Envoy's idle timeout either. A client that reads its response,
 //! however slowly, keeps data frames going out; one that uploads keeps them coming in.
 //!
-//! A frame counts by its type alone, whatever its stream: a hostile client that, after the
-//! shutdown's `GOAWAY`, sends frames for streams that do not exist (which the `h2` crate
-//! then ignores) still holds its connection; counting only frames written would end that.
+//! A frame counts by its type alone, whatever its stream, so the frames the server writes
+//! are also kept apart: after the shutdown's `GOAWAY` only they count (`sent`), for a
+//! hostile client could go on sending frames for streams that do not exist, which the
+//! `h2` crate then ignores.
 
 use crate::conn::{Activity, Observe, Observed};
 
@@ -18,33 +19,37 @@ use crate::conn::{Activity, Observe, Observed};
 const PREFACE_LEN: usize = 24;
 
 /// A server's side of an HTTP/2 connection, from its first byte (the client's preface still
-/// to be read), recording in `activity` when any of a stream's frames move.
-pub(super) fn progress<S>(inner: S, activity: Activity) -> Observed<S, Streams> {
+/// to be read), recording in `moved` when any of a stream's frames move either way, and in
+/// `sent` when the server writes one.
+pub(super) fn progress<S>(inner: S, moved: Activity, sent: Activity) -> Observed<S, Streams> {
     let streams = Streams {
         read: Frames::after(PREFACE_LEN),
         written: Frames::after(0),
-        activity,
+        moved,
+        sent,
     };
     Observed::new(inner, streams)
 }
 
-/// Both directions' frames, and the activity their streams' frames record.
+/// Both directions' frames, and the activities their streams' frames record.
 pub(super) struct Streams {
     read: Frames,
     written: Frames,
-    activity: Activity,
+    moved: Activity,
+    sent: Activity,
 }
 
 impl Observe for Streams {
     fn read(&mut self, bytes: &[u8]) {
         if self.read.moved(bytes) {
-            self.activity.touch();
+            self.moved.touch();
         }
     }
 
     fn wrote(&mut self, bytes: &[u8]) {
         if self.written.moved(bytes) {
-            self.activity.touch();
+            self.moved.touch();
+            self.sent.touch();
         }
     }
 }

@@ -330,6 +330,79 @@ async fn an_http2_client_that_only_pings_is_closed_all_the_same() {
         .unwrap();
 }
 
+/// An HTTP/2 frame: `payload` of type `kind` with `flags`, on `stream`.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len()).unwrap().to_be_bytes();
+    let mut frame = vec![len[1], len[2], len[3], kind, flags];
+    frame.extend(stream.to_be_bytes());
+    frame.extend(payload);
+    frame
+}
+
+/// A hostile client that reads none of its response, and once the shutdown's last `GOAWAY`
+/// has come sends frames for a stream that does not exist (which the `h2` crate ignores),
+/// is closed all the same: after the `GOAWAY` only the frames the server sends count.
+#[tokio::test]
+async fn frames_for_a_stream_that_does_not_exist_do_not_hold_a_connection_shutting_down() {
+    use tokio::io::AsyncReadExt;
+    let addr = start_h2().await;
+    let (mut read, write) = TcpStream::connect(addr).await.unwrap().into_split();
+    let write = Arc::new(tokio::sync::Mutex::new(write));
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend(h2_frame(0x4, 0, 0, &[])); // SETTINGS
+    // GET /big (HPACK, names from the static table), END_STREAM | END_HEADERS.
+    let block = [&[0x82, 0x86, 0x04, 4][..], b"/big", &[0x01, 1], b"x"].concat();
+    hello.extend(h2_frame(0x1, 0x5, 1, &block));
+    write.lock().await.write_all(&hello).await.unwrap();
+    // Reads all that comes, answers PINGs (the server waits for one's answer before its last
+    // GOAWAY), and sends no window update: the response stops at the first window.
+    let (last_goaway, mut goaway) = tokio::sync::watch::channel(false);
+    let pong = write.clone();
+    let reader = tokio::spawn(async move {
+        let mut head = [0u8; 9];
+        while read.read_exact(&mut head).await.is_ok() {
+            let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+            let mut payload = vec![0; len];
+            if read.read_exact(&mut payload).await.is_err() {
+                break;
+            }
+            match head[3] {
+                0x6 if head[4] & 0x1 == 0 => {
+                    let ack = h2_frame(0x6, 0x1, 0, &payload);
+                    let _ = pong.lock().await.write_all(&ack).await;
+                }
+                0x7 if payload[..4] != [0x7f, 0xff, 0xff, 0xff] => {
+                    let _ = last_goaway.send(true);
+                }
+                _ => {}
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(5), goaway.wait_for(|&last| last))
+        .await
+        .expect("the last GOAWAY")
+        .unwrap();
+    // An empty DATA frame for a stream never opened, every quarter of the idle timeout,
+    // until the server closes the connection (which must come while they keep coming).
+    let bogus = h2_frame(0x0, 0, 0x7fff_ffff, &[]);
+    let started = Instant::now();
+    while !reader.is_finished() {
+        let held = started.elapsed();
+        assert!(
+            held < Duration::from_secs(5),
+            "still held open after {held:?}"
+        );
+        if write.lock().await.write_all(&bogus).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(H2_IDLE / 4).await;
+    }
+    tokio::time::timeout(Duration::from_secs(1), reader)
+        .await
+        .expect("closed")
+        .unwrap();
+}
+
 /// A client that reads none of its HTTP/2 response holds neither its connection nor (through
 /// the response's body) the app's for ever: once shutting down it moves no stream's frame
 /// for the idle timeout again, it is closed. A stream that waits on its app is not the
