@@ -309,6 +309,14 @@ async fn h2_request(
     (resp, send, closed)
 }
 
+/// Waits for the connection of [`h2_request`] to close; panics with `open` after 5 s.
+async fn held_at_most_5s(closed: tokio::task::JoinHandle<()>, open: &str) {
+    tokio::time::timeout(Duration::from_secs(5), closed)
+        .await
+        .expect(open)
+        .unwrap();
+}
+
 /// PINGs are not reading: a client that keeps sending them (as gRPC's keep-alive does, here
 /// far more often) while it reads none of its response is closed all the same, and so is one
 /// that pings on a connection whose streams are done.
@@ -316,18 +324,12 @@ async fn h2_request(
 async fn an_http2_client_that_only_pings_is_closed_all_the_same() {
     let addr = start_h2().await;
     let (_unread, _send, closed) = h2_request(addr, "/big", Pings::Often).await;
-    tokio::time::timeout(Duration::from_secs(5), closed)
-        .await
-        .expect("the connection is still held open")
-        .unwrap();
+    held_at_most_5s(closed, "the connection is still held open").await;
 
     let (resp, _send, closed) = h2_request(addr, "/now", Pings::Often).await;
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(body, "ok");
-    tokio::time::timeout(Duration::from_secs(5), closed)
-        .await
-        .expect("an idle connection that only pings is still open")
-        .unwrap();
+    held_at_most_5s(closed, "an idle connection that only pings is still open").await;
 }
 
 /// An HTTP/2 frame: `payload` of type `kind` with `flags`, on `stream`.
@@ -412,10 +414,7 @@ async fn an_http2_client_that_reads_none_of_its_response_is_closed_but_a_quiet_a
     let addr = start_h2().await;
     // Held, never read: the client sends no window update, and the server's writes stop.
     let (_unread, _send, closed) = h2_request(addr, "/big", Pings::None).await;
-    tokio::time::timeout(Duration::from_secs(5), closed)
-        .await
-        .expect("the connection is still held open")
-        .unwrap();
+    held_at_most_5s(closed, "the connection is still held open").await;
 
     let (resp, _send, mut closed) = h2_request(addr, "/quiet", Pings::None).await;
     let mut body = resp.into_body();
