@@ -7,9 +7,8 @@
 //! its streams' frames), and on the mTLS peer port runs
 //! the TLS handshake, which must finish within the handshake bound and present a
 //! certificate the peer CA signed. What comes out is an [`Accepted`] stream with its client
-//! address, handed to a protocol server: [`crate::server`] (hyper: HTTP/1.1, upgrades, h2c)
-//! today; understudy's own HTTP/1 engine ([`crate::h1`]) and TCP mode are to plug in here
-//! the same way.
+//! address, handed to a protocol server: [`crate::server`] (understudy's own HTTP/1 engine,
+//! [`crate::h1`], or hyper's HTTP/2 server for h2c), or TCP mode ([`crate::tcp`]).
 
 use std::future::Future;
 use std::io;
@@ -451,5 +450,110 @@ impl<S: AsyncWrite + Unpin, O: Observe + Unpin> AsyncWrite for Observed<S, O> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::poll_fn;
+
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    /// What an [`Observed`] stream showed, in order.
+    #[derive(Default)]
+    struct Seen {
+        read: Vec<u8>,
+        wrote: Vec<u8>,
+    }
+
+    impl Observe for Seen {
+        fn read(&mut self, bytes: &[u8]) {
+            self.read.extend_from_slice(bytes);
+        }
+
+        fn wrote(&mut self, bytes: &[u8]) {
+            self.wrote.extend_from_slice(bytes);
+        }
+    }
+
+    /// A writer that takes at most `room` bytes a call, across slices as a socket's
+    /// `writev` does, and keeps them.
+    struct Narrow {
+        room: usize,
+        kept: Vec<u8>,
+    }
+
+    impl AsyncWrite for Narrow {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.poll_write_vectored(cx, &[io::IoSlice::new(buf)])
+        }
+
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            bufs: &[io::IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            let all: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+            let n = all.len().min(self.room);
+            self.kept.extend_from_slice(&all[..n]);
+            Poll::Ready(Ok(n))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn an_observer_sees_what_a_partial_vectored_write_took_and_no_more() {
+        let narrow = Narrow {
+            room: 5,
+            kept: Vec::new(),
+        };
+        let mut s = Observed::new(narrow, Seen::default());
+        let slices = [
+            io::IoSlice::new(b"ab"),
+            io::IoSlice::new(b""),
+            io::IoSlice::new(b"cdefg"),
+            io::IoSlice::new(b"hi"),
+        ];
+        // The write ends in the middle of the third slice.
+        let n = poll_fn(|cx| Pin::new(&mut s).poll_write_vectored(cx, &slices))
+            .await
+            .unwrap();
+        assert_eq!(n, 5);
+        assert_eq!(s.observer.wrote, b"abcde");
+        // Plain writes are seen as taken too.
+        s.write_all(b"fghi").await.unwrap();
+        assert_eq!(s.observer.wrote, b"abcdefghi");
+        assert_eq!(s.observer.wrote, s.inner.kept);
+    }
+
+    #[tokio::test]
+    async fn an_observer_sees_only_the_bytes_a_read_added() {
+        let mut s = Observed::new(&b"new bytes"[..], Seen::default());
+        let mut space = [0u8; 32];
+        let mut buf = ReadBuf::new(&mut space);
+        buf.put_slice(b"old ");
+        poll_fn(|cx| Pin::new(&mut s).poll_read(cx, &mut buf))
+            .await
+            .unwrap();
+        assert_eq!(buf.filled(), b"old new bytes");
+        assert_eq!(s.observer.read, b"new bytes");
+        assert!(s.observer.wrote.is_empty());
     }
 }
