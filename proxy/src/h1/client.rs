@@ -36,7 +36,7 @@ use tokio::io::{AsyncRead, ReadBuf};
 use tokio::time::Instant;
 
 use super::codec::{self, Chunked, Limits, Piece, Present, Refusal, ResponseFraming};
-use super::out::{COALESCE, Framing, Outgoing, Trailers, WriteError, header_line};
+use super::out::{COALESCE, Framing, Outgoing, Trailers, WriteError, header_line, length_line};
 use super::read;
 use crate::BoxError;
 use crate::dial::{Conn, DialError, Dialer, Reach};
@@ -532,7 +532,7 @@ fn encode_head(head: Head<'_>, body: &ReplayBody, address: &str, buf: &mut Bytes
     }
     match framing {
         Framing::Empty => {}
-        Framing::Length(n) => header_line(buf, "content-length", n.to_string().as_bytes()),
+        Framing::Length(n) => length_line(buf, n),
         Framing::Chunked => buf.put_slice(b"transfer-encoding: chunked\r\n"),
         Framing::Close => {}
     }

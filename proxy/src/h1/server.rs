@@ -47,7 +47,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::client::{asks_to_close, head_asks_to_close};
 use super::codec::{self, Chunked, Limits, Piece, Refusal, RequestHead};
-use super::out::{Framing, Outgoing, Trailers, WriteError, header_line};
+use super::out::{Framing, Outgoing, Trailers, WriteError, header_line, length_line};
 use super::read;
 use crate::ProxyBody;
 use crate::conn::{Activity, Prefixed, Stream};
@@ -426,11 +426,7 @@ impl Connection<'_> {
         let mut head = BytesMut::with_capacity(256 + text.len());
         status_line(&mut head, status);
         header_line(&mut head, "content-type", b"text/plain; charset=utf-8");
-        header_line(
-            &mut head,
-            "content-length",
-            text.len().to_string().as_bytes(),
-        );
+        length_line(&mut head, text.len() as u64);
         header_line(&mut head, "connection", b"close");
         date_line(&mut head);
         head.put_slice(b"\r\n");
@@ -827,7 +823,7 @@ fn encode_response(
         header_line(buf, name.as_str(), value.as_bytes());
     }
     match framing {
-        Framing::Length(n) => header_line(buf, "content-length", n.to_string().as_bytes()),
+        Framing::Length(n) => length_line(buf, n),
         // The length a GET would have had, as hyper's server gives it.
         Framing::Empty
             if method == Method::HEAD
@@ -835,7 +831,7 @@ fn encode_response(
                 && !headers.contains_key(header::CONTENT_LENGTH)
                 && let Some(n @ 1..) = body.size_hint().exact() =>
         {
-            header_line(buf, "content-length", n.to_string().as_bytes())
+            length_line(buf, n)
         }
         Framing::Chunked => header_line(buf, "transfer-encoding", b"chunked"),
         Framing::Empty | Framing::Close => {}
