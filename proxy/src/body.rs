@@ -18,7 +18,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use futures::future::BoxFuture;
 use http_body::{Body, Frame, SizeHint};
 
 use crate::BoxError;
@@ -27,31 +26,61 @@ use crate::BoxError;
 /// already there are passed on first, so a body that has arrived is read whole even after
 /// the cut. Once cut, it never ends cleanly: every later poll that finds no frame gives the
 /// error again, so that nobody (a resend, say) takes a cut body for a whole one.
-pub struct Cut<B> {
+///
+/// The cut is polled only while the body waits, and boxed (to be pinned) only then: a small
+/// response, which arrives with its head, never waits, and costs no allocation for it.
+pub struct Cut<B, F> {
     inner: B,
-    state: CutState,
+    state: CutState<F>,
 }
 
-enum CutState {
-    Armed(BoxFuture<'static, BoxError>),
+enum CutState<F> {
+    /// Not polled yet, so not pinned either.
+    Unarmed(F),
+    Armed(Pin<Box<F>>),
     /// The cut's message, for the polls after the first error.
     Cut(String),
 }
 
-impl<B> Cut<B> {
+// The cut is pinned only in its box, never in place.
+impl<B: Unpin, F> Unpin for Cut<B, F> {}
+
+impl<B, F: Future<Output = BoxError>> Cut<B, F> {
     /// `inner`, cut with the error `cut` resolves to.
-    pub fn new(inner: B, cut: impl Future<Output = BoxError> + Send + 'static) -> Cut<B> {
+    pub fn new(inner: B, cut: F) -> Cut<B, F> {
         Cut {
             inner,
-            state: CutState::Armed(Box::pin(cut)),
+            state: CutState::Unarmed(cut),
+        }
+    }
+
+    /// The cut, polled while the body waits; boxed the first time.
+    fn poll_cut(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut self.state {
+            CutState::Cut(message) => Poll::Ready(Some(Err(message.clone().into()))),
+            CutState::Armed(cut) => match cut.as_mut().poll(cx) {
+                Poll::Ready(error) => {
+                    self.state = CutState::Cut(error.to_string());
+                    Poll::Ready(Some(Err(error)))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+            CutState::Unarmed(_) => {
+                let placeholder = CutState::Cut(String::new());
+                if let CutState::Unarmed(cut) = std::mem::replace(&mut self.state, placeholder) {
+                    self.state = CutState::Armed(Box::pin(cut));
+                }
+                self.poll_cut(cx)
+            }
         }
     }
 }
 
-impl<B> Body for Cut<B>
+impl<B, F> Body for Cut<B, F>
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
+    F: Future<Output = BoxError>,
 {
     type Data = Bytes;
     type Error = BoxError;
@@ -64,16 +93,7 @@ where
         if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
-        match &mut this.state {
-            CutState::Cut(message) => Poll::Ready(Some(Err(message.clone().into()))),
-            CutState::Armed(cut) => match cut.as_mut().poll(cx) {
-                Poll::Ready(error) => {
-                    this.state = CutState::Cut(error.to_string());
-                    Poll::Ready(Some(Err(error)))
-                }
-                Poll::Pending => Poll::Pending,
-            },
-        }
+        this.poll_cut(cx)
     }
 
     fn is_end_stream(&self) -> bool {

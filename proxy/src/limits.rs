@@ -132,7 +132,11 @@ pub struct BodyTimeout {
 /// A request body that must arrive in full within `allowed` of `started`: the idle timeout
 /// alone lets a client that sends one byte now and then hold a request (and its place) for
 /// ever.
-pub fn body_deadline<B>(body: B, started: Instant, allowed: Duration) -> Cut<B> {
+pub fn body_deadline<B>(
+    body: B,
+    started: Instant,
+    allowed: Duration,
+) -> Cut<B, impl Future<Output = BoxError> + Send + 'static> {
     Cut::new(body, async move {
         tokio::time::sleep_until(started + allowed).await;
         BoxError::from(BodyTimeout { allowed })

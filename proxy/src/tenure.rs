@@ -91,7 +91,12 @@ pub struct LeadershipMoved {
 }
 
 /// A response body that ends with [`LeadershipMoved`] `grace` after `tenure` ends in `views`.
-pub fn fenced<B>(body: B, tenure: Tenure, views: watch::Receiver<View>, grace: Duration) -> Cut<B> {
+pub fn fenced<B>(
+    body: B,
+    tenure: Tenure,
+    views: watch::Receiver<View>,
+    grace: Duration,
+) -> Cut<B, impl Future<Output = BoxError> + Send + 'static> {
     Cut::new(body, async move {
         tenure.ended(views).await;
         tokio::time::sleep(grace).await;
