@@ -84,9 +84,35 @@ struct Shared {
 /// [`ReplayBody::attempt`], which first replays what earlier attempts read, then continues
 /// with the original.
 pub struct ReplayBody {
-    shared: Arc<Mutex<Shared>>,
+    kept: Kept,
     id: u64,
     pos: usize,
+}
+
+/// What the attempts share.
+#[derive(Clone)]
+enum Kept {
+    /// The body had ended when it was wrapped (a GET's, most often): nothing is left to
+    /// read or keep, so nothing is shared or locked either (and nothing allocated). (Small:
+    /// a request's whole future must stay under 1 KiB, `proxy`.)
+    Ended { limit: usize },
+    /// Read by the current attempt, kept for the next.
+    Read(Arc<Mutex<Shared>>),
+}
+
+impl Kept {
+    /// What the attempts share, locked; `None` for a body that had ended.
+    fn lock(&self) -> Option<MutexGuard<'_, Shared>> {
+        match self {
+            Kept::Ended { .. } => None,
+            Kept::Read(shared) => Some(locked(shared)),
+        }
+    }
+}
+
+fn locked(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    // A panic while holding the lock leaves plain data behind; keep going.
+    shared.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Polled after a newer attempt took over.
@@ -119,34 +145,35 @@ impl ReplayBody {
         B::Error: Into<BoxError>,
     {
         use http_body_util::BodyExt;
+        if body.is_end_stream() {
+            return ReplayBody {
+                kept: Kept::Ended { limit },
+                id: 0,
+                pos: 0,
+            };
+        }
         let hint = body.size_hint();
-        let done = body.is_end_stream();
         let shared = Shared {
             kept: Vec::new(),
             kept_len: 0,
             overflowed: false,
             source: Some(body.map_err(Into::into).boxed_unsync()),
-            source_done: done,
+            source_done: false,
             current: 0,
             failure: None,
             limit,
             hint,
         };
         ReplayBody {
-            shared: Arc::new(Mutex::new(shared)),
+            kept: Kept::Read(Arc::new(Mutex::new(shared))),
             id: 0,
             pos: 0,
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Shared> {
-        // A panic while holding the lock leaves plain data behind; keep going.
-        self.shared.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Whether another attempt could send the whole body.
     pub fn replayable(&self) -> bool {
-        !self.lock().overflowed
+        self.kept.lock().is_none_or(|shared| !shared.overflowed)
     }
 
     /// The replay budget the request body left unused, once all of it has been read and
@@ -154,27 +181,35 @@ impl ReplayBody {
     /// a request never keeps more than `limit` bytes. `None` while the body is still being
     /// read, or when it did not fit.
     pub fn spare(&self) -> Option<usize> {
-        let shared = self.lock();
-        (shared.source_done && !shared.overflowed).then(|| shared.limit - shared.kept_len)
+        match &self.kept {
+            Kept::Ended { limit } => Some(*limit),
+            Kept::Read(shared) => {
+                let shared = locked(shared);
+                (shared.source_done && !shared.overflowed).then(|| shared.limit - shared.kept_len)
+            }
+        }
     }
 
     /// What the client's body failed with, if it did (it broke its framing, or came too
     /// slowly): whichever client sent the attempt, and however it reported the failure (the
     /// HTTP/2 client's says only that the stream was reset), this is why the attempt failed.
     pub fn failure(&self) -> Option<Arc<dyn std::error::Error + Send + Sync>> {
-        self.lock().failure.clone()
+        self.kept.lock()?.failure.clone()
     }
 
     /// A body for the next attempt, or `None` when the body can no longer be replayed.
     pub fn attempt(&self) -> Option<ReplayBody> {
-        let mut shared = self.lock();
-        if shared.overflowed {
-            return None;
+        let mut id = 0;
+        if let Some(mut shared) = self.kept.lock() {
+            if shared.overflowed {
+                return None;
+            }
+            shared.current += 1;
+            id = shared.current;
         }
-        shared.current += 1;
         Some(ReplayBody {
-            shared: self.shared.clone(),
-            id: shared.current,
+            kept: self.kept.clone(),
+            id,
             pos: 0,
         })
     }
@@ -189,7 +224,9 @@ impl Body for ReplayBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        let mut shared = this.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(mut shared) = this.kept.lock() else {
+            return Poll::Ready(None);
+        };
         if shared.current != this.id {
             return Poll::Ready(Some(Err(Superseded.into())));
         }
@@ -251,12 +288,15 @@ impl Body for ReplayBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        let shared = self.lock();
-        shared.source_done && self.pos >= shared.kept.len()
+        self.kept
+            .lock()
+            .is_none_or(|shared| shared.source_done && self.pos >= shared.kept.len())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.lock().hint
+        self.kept
+            .lock()
+            .map_or_else(|| SizeHint::with_exact(0), |shared| shared.hint)
     }
 }
 

@@ -80,6 +80,19 @@ async fn size_hint_and_end_of_stream_pass_through() {
 }
 
 #[tokio::test]
+async fn a_body_that_had_ended_is_empty_on_every_attempt() {
+    let body = ReplayBody::new(http_body_util::Empty::<Bytes>::new(), REPLAY_LIMIT);
+    for _ in 0..3 {
+        let attempt = body.attempt().expect("always another");
+        assert!(attempt.is_end_stream());
+        assert_eq!(attempt.size_hint().exact(), Some(0));
+        assert_eq!(read(attempt).await.unwrap(), "");
+        assert!(may_retry(&Method::GET, Sent::Maybe, &body));
+        assert!(body.failure().is_none());
+    }
+}
+
+#[tokio::test]
 async fn what_the_body_leaves_of_the_budget_is_known_once_it_is_read() {
     let body = ReplayBody::new(chunks(&["0123", "4567"]), 10);
     assert_eq!(body.spare(), None, "not read yet");
