@@ -227,7 +227,7 @@ impl Client {
         body: ReplayBody,
     ) -> impl Future<Output = Result<Response<ResponseBody>, ClientError>> + Send + use<'a> {
         let method = head.method.clone();
-        let mut out = BytesMut::with_capacity(head_size(head, &body, &address));
+        let mut out = super::spare::buffer(head_size(head, &body, &address));
         let framing = encode_head(head, &body, &address, &mut out);
         async move {
             let address = &*address;

@@ -161,7 +161,9 @@ where
             head.advance(n);
             self.begun = true;
             if head.is_empty() {
-                self.head = None;
+                if let Some(written) = self.head.take() {
+                    super::spare::give_back_buffer(written);
+                }
                 self.pending = self.queued.take().unwrap_or_default();
             }
         }
@@ -330,6 +332,21 @@ mod tests {
             length_line(&mut buf, n);
             assert_eq!(buf, format!("content-length: {n}\r\n").as_bytes(), "{n}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_written_head_leaves_its_buffer_for_the_next() {
+        crate::h1::spare::forget();
+        let mut head = crate::h1::spare::buffer(256);
+        head.put_slice(b"HTTP/1.1 204 No Content\r\n\r\n");
+        let body = Full::new(Bytes::new());
+        let mut out = Outgoing::new(head, body, Framing::Empty, Trailers::None);
+        let mut io = Vec::new();
+        std::future::poll_fn(|cx| out.poll(&mut io, cx))
+            .await
+            .unwrap();
+        assert_eq!(io, b"HTTP/1.1 204 No Content\r\n\r\n");
+        assert_eq!(crate::h1::spare::kept_buffers(), 1);
     }
 
     #[tokio::test]

@@ -536,7 +536,7 @@ impl Connection<'_> {
                         && (self.reader.is_none() || self.clean)
                         && !self.settings.stop.is_cancelled());
                 let response = Response::from_parts(parts, ());
-                let mut head = BytesMut::with_capacity(HEAD_READ / 4 + continued.len());
+                let mut head = super::spare::buffer(HEAD_READ / 4 + continued.len());
                 head.put_slice(&continued);
                 let (framing, trailers, keep) = encode_response(
                     &method,
