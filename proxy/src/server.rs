@@ -242,8 +242,9 @@ impl Http {
     /// for the idle timeout: PINGs do not count, see [`progress`]) or stopped, and closed
     /// if, shutting down, it sends no stream's frame for the idle timeout again while no
     /// stream waits on its app: then every stream left waits on the client, which reads none
-    /// of its response (nginx's `send_timeout`, as the HTTP/1 engine has it). A stream whose app is
-    /// slow or quiet (a long poll, a gRPC stream between messages) keeps the connection.
+    /// of its response (nginx's `send_timeout`, as the HTTP/1 engine has it). A stream whose
+    /// app is slow or quiet (a long poll, a gRPC stream between messages) keeps the
+    /// connection.
     async fn serve_h2<F, Fut>(&self, io: Prefixed<conn::Stream>, client: SocketAddr, handler: F)
     where
         F: Fn(Request<RequestBody>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
